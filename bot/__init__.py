@@ -1,0 +1,1 @@
+"""The Telegram front-end: handlers, keyboards, texts, admin commands."""

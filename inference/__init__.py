@@ -1,0 +1,1 @@
+"""Photo → answer: decoding, preprocessing, the router, the micro-batching engine, the model store."""

@@ -1,0 +1,25 @@
+"""Domain errors of `inference`. The bot maps each to one reply, in one place."""
+
+
+class InferenceError(Exception):
+    """Base class: a photo could not be answered."""
+
+
+class UnsupportedImage(InferenceError):
+    """The bytes are not an image we can read (wrong type, corrupt, truncated, animated, odd shape)."""
+
+
+class ImageTooLarge(InferenceError):
+    """Too many bytes or too many pixels (a possible decompression bomb)."""
+
+
+class EngineBusy(InferenceError):
+    """The model's queue is full: try again in a moment."""
+
+
+class DeadlineExceeded(InferenceError):
+    """The photo was not answered within its deadline."""
+
+
+class ModelUnavailable(InferenceError):
+    """No usable version of the model is loaded (missing, corrupt or still loading)."""

@@ -1,0 +1,52 @@
+"""What the engine answers for one photo."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Status = Literal["ok", "unsure", "not_recognized"]
+Mode = Literal["auto", "digit", "flower"]
+MODES: tuple[Mode, ...] = ("auto", "digit", "flower")
+
+
+@dataclass(frozen=True)
+class DigitAnswer:
+    """One digit of a number read left to right."""
+
+    label: str
+    confidence: float
+    top: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one photo.
+
+    `label` is exactly what the model calls it (`"7"`, `"2026"`, `"tulips"`), or None when nothing was
+    recognised. `confidence` is in [0, 1]; for a number it is the product of its digits' confidences.
+    `top` lists (label, probability) best first; for a number it is the top of its least sure digit.
+    """
+
+    model: str | None  # "digits", "flowers", or None when the photo is neither
+    version: int | None
+    label: str | None
+    confidence: float
+    status: Status
+    top: tuple[tuple[str, float], ...] = ()
+    digits: tuple[DigitAnswer, ...] = ()  # one per digit when a number was read
+    reason: str | None = None  # why the answer is unsure / not recognised, for logs and the reply
+    timings_ms: dict[str, float] = field(default_factory=dict)  # decode, preprocess, queue, model, total
+
+    @property
+    def runner_up(self) -> tuple[str, float] | None:
+        return self.top[1] if len(self.top) > 1 else None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["top"] = [list(pair) for pair in self.top]
+        data["digits"] = [
+            {"label": d.label, "confidence": d.confidence, "top": [list(p) for p in d.top]}
+            for d in self.digits
+        ]
+        return data

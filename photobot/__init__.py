@@ -1,0 +1,1 @@
+"""PhotoBot: the composition layer — settings and the `photobot` command line."""

@@ -1,0 +1,3 @@
+from photobot.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""`photobot` subcommands: each module has `configure(parser)` and `main(args, settings) -> int`."""

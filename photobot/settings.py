@@ -1,0 +1,154 @@
+"""One settings object, read from the environment and `.env` in one place, then passed down.
+
+`inference` and `storage` never import this module: they receive plain values from their callers.
+Every variable is listed with its default in `.env.example`; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
+
+TELEGRAM_API_DEFAULT = "https://api.telegram.org"
+
+
+class SettingsError(ValueError):
+    """A variable has a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """The inference engine's knobs; defaults chosen by `photobot bench inference` (see README)."""
+
+    max_batch: int = 32  # photos per compiled model call
+    max_wait_ms: float = 2.0  # how long a worker waits for more photos to join a batch
+    queue_size: int = 256  # queued photos per model before callers get "busy, try again"
+    deadline_s: float = 10.0  # a request not answered by then fails with a timeout
+    workers: int = 0  # decode/preprocess threads; 0 means one per CPU core
+
+
+@dataclass(frozen=True)
+class Settings:
+    telegram_bot_token: str | None = None
+    telegram_api_url: str = TELEGRAM_API_DEFAULT  # root of a Bot API server: {root}/bot{token}/{method}
+    webhook_url: str | None = None  # public URL; when set the bot uses a webhook instead of long polling
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+    admin_ids: frozenset[int] = frozenset()
+    data_dir: Path = Path("var")
+    datasets: tuple[Path, ...] = ()  # folders searched for mnist.npz and flower_photos/ before downloading
+    keras_backend: str = "tensorflow"
+    log_level: str = "INFO"
+    engine: EngineLimits = field(default_factory=EngineLimits)
+    max_image_bytes: int = 20 * 1024 * 1024  # Telegram's own download limit for bots
+    max_image_pixels: int = 40_000_000  # larger images are refused as possible decompression bombs
+    user_photos_per_minute: int = 20  # per-user flood limit for incoming photos
+    retrain_min_new_labels: int = 20  # fewer new labelled photos since the last promotion: nothing to do
+    retrain_max_labels_per_user: int = 200  # cap on one contributor's share of a retraining set
+    retrain_gate_margin: float = 0.3  # accuracy points a candidate may lose on the base test set
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "photobot.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
+        """Read settings from `.env` (if present) overlaid by the real environment."""
+        values = dict(read_dotenv(dotenv)) if dotenv is not None and dotenv.is_file() else {}
+        values.update(os.environ if env is None else env)
+        return cls._from_mapping(values)
+
+    @classmethod
+    def _from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        defaults = cls()
+        engine_defaults = EngineLimits()
+        return cls(
+            telegram_bot_token=get("TELEGRAM_BOT_TOKEN"),
+            telegram_api_url=(get("TELEGRAM_API_URL") or TELEGRAM_API_DEFAULT).rstrip("/"),
+            webhook_url=get("WEBHOOK_URL"),
+            webhook_listen=get("WEBHOOK_LISTEN") or defaults.webhook_listen,
+            webhook_port=_number(env, "WEBHOOK_PORT", defaults.webhook_port, int),
+            admin_ids=_id_set(env, "ADMIN_IDS"),
+            data_dir=Path(get("DATA_DIR") or defaults.data_dir),
+            datasets=tuple(Path(p) for p in (get("PHOTOBOT_DATASETS") or "").split(os.pathsep) if p),
+            keras_backend=get("KERAS_BACKEND") or defaults.keras_backend,
+            log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
+            engine=EngineLimits(
+                max_batch=_number(env, "ENGINE_MAX_BATCH", engine_defaults.max_batch, int),
+                max_wait_ms=_number(env, "ENGINE_MAX_WAIT_MS", engine_defaults.max_wait_ms, float),
+                queue_size=_number(env, "ENGINE_QUEUE_SIZE", engine_defaults.queue_size, int),
+                deadline_s=_number(env, "ENGINE_DEADLINE_S", engine_defaults.deadline_s, float),
+                workers=_number(env, "ENGINE_WORKERS", engine_defaults.workers, int),
+            ),
+            max_image_bytes=_number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int),
+            max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
+            user_photos_per_minute=_number(
+                env, "USER_PHOTOS_PER_MINUTE", defaults.user_photos_per_minute, int
+            ),
+            retrain_min_new_labels=_number(
+                env, "RETRAIN_MIN_NEW_LABELS", defaults.retrain_min_new_labels, int
+            ),
+            retrain_max_labels_per_user=_number(
+                env, "RETRAIN_MAX_LABELS_PER_USER", defaults.retrain_max_labels_per_user, int
+            ),
+            retrain_gate_margin=_number(env, "RETRAIN_GATE_MARGIN", defaults.retrain_gate_margin, float),
+        )
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a `.env` file: `KEY=VALUE` lines, `#` comments, optional quotes, `export ` prefixes."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        values[key.strip()] = value
+    return values
+
+
+def _number(env: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _id_set(env: Mapping[str, str], name: str) -> frozenset[int]:
+    raw = env.get(name, "")
+    parts = [p for p in raw.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        return frozenset(int(p) for p in parts)
+    except ValueError:
+        raise SettingsError(f"{name} must be Telegram user ids separated by commas, got {raw!r}") from None

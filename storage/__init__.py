@@ -1,0 +1,1 @@
+"""SQLite (aiosqlite) and the content-addressed image store."""

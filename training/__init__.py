@@ -1,0 +1,1 @@
+"""Data loading, model definitions, train / evaluate / experiment / retrain jobs, reports and plots."""
