@@ -156,7 +156,7 @@ class ModelStore:
         return target
 
     def rollback(self, name: str, version: int | None = None) -> ModelVersion:
-        """Serve an earlier version: the one given, or the newest one below the active that was not rejected."""
+        """Serve an earlier version: the one given, or the newest non-rejected one below the active."""
         if version is None:
             current = self.active_version(name)
             earlier = [
