@@ -1,0 +1,98 @@
+"""Callback data: one small typed schema, encoded within Telegram's 64 bytes and checked on the way in.
+
+Buttons outlive bot versions and can be pressed by anyone who sees them, so decoding never trusts the
+data: anything that does not parse is `MalformedCallback`, and handlers still check who pressed and
+whether the prediction exists.
+
+    v:<prediction>:y|n       ✅ Correct / ❌ Wrong under an answer
+    l:<prediction>:<label>   a label from the keyboard; an empty label means "neither" (Not a digit / flower)
+    b:<prediction>           back from the label keyboard to ✅ / ❌
+    f:<user>:y|n             /forget confirmation
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_BYTES = 64
+_LABEL = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+
+
+class MalformedCallback(ValueError):
+    """Callback data that this bot version did not write."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    prediction_id: int
+    correct: bool
+
+
+@dataclass(frozen=True)
+class LabelChoice:
+    prediction_id: int
+    label: str | None  # None: neither a digit nor a flower
+
+
+@dataclass(frozen=True)
+class BackToVerdict:
+    prediction_id: int
+
+
+@dataclass(frozen=True)
+class ForgetChoice:
+    user_id: int
+    confirmed: bool
+
+
+CallbackData = Verdict | LabelChoice | BackToVerdict | ForgetChoice
+
+
+def encode(data: CallbackData) -> str:
+    """The button's callback_data; raises ValueError for what could not be decoded again."""
+    match data:
+        case Verdict(prediction_id, correct):
+            text = f"v:{prediction_id}:{'y' if correct else 'n'}"
+        case LabelChoice(prediction_id, label):
+            if label is not None and not _LABEL.match(label):
+                raise ValueError(f"label {label!r} cannot travel in callback data")
+            text = f"l:{prediction_id}:{label or ''}"
+        case BackToVerdict(prediction_id):
+            text = f"b:{prediction_id}"
+        case ForgetChoice(user_id, confirmed):
+            text = f"f:{user_id}:{'y' if confirmed else 'n'}"
+        case _:
+            raise TypeError(f"not callback data: {data!r}")
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise ValueError(f"callback data over {MAX_BYTES} bytes: {text!r}")
+    if decode(text) != data:
+        raise ValueError(f"callback data does not round-trip: {data!r}")
+    return text
+
+
+def decode(text: str | None) -> CallbackData:
+    """Parse callback data; anything unexpected raises MalformedCallback."""
+    if not text or len(text.encode("utf-8")) > MAX_BYTES:
+        raise MalformedCallback(f"callback data is empty or too long: {text!r}")
+    kind, *fields = text.split(":")
+    try:
+        match kind, fields:
+            case "v", [number, ("y" | "n") as flag]:
+                return Verdict(_id(number), flag == "y")
+            case "l", [number, label] if label == "" or _LABEL.match(label):
+                return LabelChoice(_id(number), label or None)
+            case "b", [number]:
+                return BackToVerdict(_id(number))
+            case "f", [number, ("y" | "n") as flag]:
+                return ForgetChoice(_id(number), flag == "y")
+    except ValueError as error:
+        raise MalformedCallback(f"bad callback data {text!r}: {error}") from None
+    raise MalformedCallback(f"unknown callback data {text!r}")
+
+
+def _id(text: str) -> int:
+    if not _ID.match(text):
+        raise ValueError(f"not an id: {text!r}")
+    return int(text)

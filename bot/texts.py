@@ -1,0 +1,262 @@
+"""Everything the bot says, in English and Russian, chosen by Telegram's `language_code`.
+
+`text(lang, key, **values)` formats one message; unknown languages fall back to English. Labels are
+never translated: the answer names them exactly as the model does (`7`, `tulips`).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DEFAULT: Final = "en"
+
+TEXTS: Final[dict[str, dict[str, str]]] = {
+    "en": {
+        "help": (
+            "Send me a photo of a handwritten digit (or a number) or of a flower — daisy, dandelion, "
+            "roses, sunflowers, tulips — and I'll say what it is and how sure I am.\n"
+            "Tell me when I'm wrong with the buttons under the answer: I learn from it.\n"
+            "Send a photo with a caption such as 7 or roses to teach me a labelled example.\n\n"
+            "/digit — read every photo as a digit or number\n"
+            "/flower — read every photo as a flower\n"
+            "/auto — let me decide (default)\n"
+            "/stats — your numbers\n"
+            "/forget — delete everything I stored about you"
+        ),
+        "start": "Hello, {name}!",
+        "confidence_line": "{label} — {percent}%",
+        "runner_up": "Runner-up: {label} ({percent}%)",
+        "digits_line": "Digits: {digits}",
+        "unsure": "I'm not sure. Is it {label} or {other}? Tell me with the buttons below.",
+        "unsure_single": "I'm not sure about this one. Tell me with the buttons below.",
+        "not_recognized": (
+            "I don't see a digit or one of my five flowers here.\n"
+            "If it is one, send /digit or /flower and the photo again."
+        ),
+        "contribution_agreed": (
+            "You labelled it {label}, and I agree. Stored as a labelled example — thank you!"
+        ),
+        "contribution_disagreed": (
+            "You labelled it {label}; I thought otherwise. Stored as a labelled example — thank you!"
+        ),
+        "contribution_unknown_label": "“{caption}” is not one of my labels, so I only answered.",
+        "contribution_blocked": "Your labels are not being accepted at the moment, so I only answered.",
+        "button_correct": "✅ Correct",
+        "button_wrong": "❌ Wrong",
+        "button_not_digit": "Not a digit",
+        "button_not_flower": "Not a flower",
+        "button_neither": "Neither",
+        "button_back": "« Back",
+        "pick_label": "Which is it?",
+        "thanks_correct": "Thank you! Recorded: {label} is correct.",
+        "thanks_label": "Thank you! Recorded: {label}.",
+        "thanks_none_digit": "Thank you! Recorded: not a digit.",
+        "thanks_none_flower": "Thank you! Recorded: not a flower.",
+        "thanks_none": "Thank you! Recorded: neither a digit nor a flower.",
+        "thanks_neither_confirmed": "Thank you! Recorded: neither a digit nor a flower.",
+        "feedback_not_yours": "Only the person who sent this photo can answer.",
+        "feedback_stale": "This photo is no longer stored, so there is nothing to record.",
+        "feedback_malformed": "This button is out of date. Send the photo again.",
+        "feedback_already": "Already recorded — thank you!",
+        "feedback_bad_label": "That label does not belong to this answer.",
+        "mode_auto": "Mode: auto — I decide whether a photo shows a digit or a flower.",
+        "mode_digit": "Mode: digits — I read every photo as a digit or a number.",
+        "mode_flower": "Mode: flowers — I read every photo as a flower.",
+        "stats_user": (
+            "Your photos: {photos}\n"
+            "Answers you rated: {rated}\n"
+            "Right: {correct} ({percent})\n"
+            "Labelled examples you gave: {contributions}"
+        ),
+        "forget_confirm": (
+            "Delete everything I stored about you — your photos, answers and labels? This cannot be undone."
+        ),
+        "forget_yes": "Yes, delete",
+        "forget_no": "No, keep",
+        "forget_done": "Done: I deleted {photos} photos and everything else I stored about you.",
+        "forget_cancelled": "Nothing was deleted.",
+        "not_allowed": "Sorry, this command is for admins only.",
+        "retrain_unavailable": (
+            "Retraining from chat is not available in this version yet. "
+            "Train by hand with: photobot train {model}"
+        ),
+        "retrain_usage": "Usage: /retrain [digits|flowers]",
+        "models_header": "Models:",
+        "models_line": "{name} v{version}{serving} — {status}{metrics}",
+        "models_none": "No models in the store.",
+        "serving_mark": " (serving)",
+        "rollback_usage": "Usage: /rollback <digits|flowers> [version]",
+        "rollback_done": "{name} now serves v{version}.",
+        "rollback_failed": "Could not roll back: {reason}",
+        "block_usage": "Usage: /block <user id>",
+        "unblock_usage": "Usage: /unblock <user id>",
+        "blocked": "User {user} can no longer contribute labels.",
+        "unblocked": "User {user} can contribute labels again.",
+        "stats_global": (
+            "Users: {users}\nPhotos: {photos}\nPredictions: {predictions}\n"
+            "Feedback: {feedback} (right {percent})\nLabelled examples: {labelled}\nBlocked users: {blocked}"
+        ),
+        "not_an_image": (
+            "“{name}” is not an image. Send a photo or an image file (JPEG, PNG, WebP, GIF, BMP)."
+        ),
+        "too_large": "This file is too large ({size}). I read images up to {limit}.",
+        "unsupported_image": "I can't read this image: {reason}",
+        "image_too_large": "This image is too large for me: {reason}",
+        "sticker": "Stickers are fun, but I read photos only. Send a photo of a digit or a flower.",
+        "video": "I read still photos only, not videos or animations.",
+        "voice": "I can't listen, I only look: send a photo.",
+        "text_hint": "Send me a photo of a digit or a flower. /help explains more.",
+        "unknown_command": "I don't know that command. /help lists what I understand.",
+        "flood": "You're sending photos faster than I can look. Please wait {seconds} s and try again.",
+        "busy": "I'm busy right now — please send the photo again in a moment.",
+        "timeout": "That took too long — please send the photo again.",
+        "model_unavailable": "My {mode} model is not available right now. Please try again later.",
+        "internal_error": "Something went wrong on my side. Please try again.",
+    },
+    "ru": {
+        "help": (
+            "Пришлите фото рукописной цифры (или числа) или цветка — ромашки (daisy), одуванчика "
+            "(dandelion), розы (roses), подсолнуха (sunflowers), тюльпана (tulips) — и я скажу, что это "
+            "и насколько я уверен.\n"
+            "Если я ошибся, скажите кнопками под ответом: я учусь на этом.\n"
+            "Фото с подписью, например 7 или roses, станет размеченным примером.\n\n"
+            "/digit — считать каждое фото цифрой или числом\n"
+            "/flower — считать каждое фото цветком\n"
+            "/auto — решаю сам (по умолчанию)\n"
+            "/stats — ваша статистика\n"
+            "/forget — удалить всё, что я о вас храню"
+        ),
+        "start": "Здравствуйте, {name}!",
+        "confidence_line": "{label} — {percent}%",
+        "runner_up": "Второй вариант: {label} ({percent}%)",
+        "digits_line": "Цифры: {digits}",
+        "unsure": "Я не уверен. Это {label} или {other}? Ответьте кнопками ниже.",
+        "unsure_single": "Я не уверен. Ответьте кнопками ниже.",
+        "not_recognized": (
+            "Я не вижу здесь ни цифры, ни одного из пяти моих цветков.\n"
+            "Если это цифра или цветок, отправьте /digit или /flower и фото ещё раз."
+        ),
+        "contribution_agreed": (
+            "Вы подписали это как {label}, и я согласен. Сохранено как размеченный пример — спасибо!"
+        ),
+        "contribution_disagreed": (
+            "Вы подписали это как {label}; я думал иначе. Сохранено как размеченный пример — спасибо!"
+        ),
+        "contribution_unknown_label": "«{caption}» — не одна из моих меток, поэтому я только ответил.",
+        "contribution_blocked": "Ваши метки сейчас не принимаются, поэтому я только ответил.",
+        "button_correct": "✅ Верно",
+        "button_wrong": "❌ Неверно",
+        "button_not_digit": "Не цифра",
+        "button_not_flower": "Не цветок",
+        "button_neither": "Ни то, ни другое",
+        "button_back": "« Назад",
+        "pick_label": "Что это?",
+        "thanks_correct": "Спасибо! Записал: {label} — верно.",
+        "thanks_label": "Спасибо! Записал: {label}.",
+        "thanks_none_digit": "Спасибо! Записал: не цифра.",
+        "thanks_none_flower": "Спасибо! Записал: не цветок.",
+        "thanks_none": "Спасибо! Записал: ни цифра, ни цветок.",
+        "thanks_neither_confirmed": "Спасибо! Записал: ни цифра, ни цветок.",
+        "feedback_not_yours": "Ответить может только тот, кто прислал это фото.",
+        "feedback_stale": "Это фото больше не хранится, записывать нечего.",
+        "feedback_malformed": "Эта кнопка устарела. Пришлите фото ещё раз.",
+        "feedback_already": "Уже записано — спасибо!",
+        "feedback_bad_label": "Эта метка не относится к этому ответу.",
+        "mode_auto": "Режим: авто — я сам решаю, цифра на фото или цветок.",
+        "mode_digit": "Режим: цифры — каждое фото читаю как цифру или число.",
+        "mode_flower": "Режим: цветы — каждое фото считаю цветком.",
+        "stats_user": (
+            "Ваших фото: {photos}\n"
+            "Оценённых ответов: {rated}\n"
+            "Верных: {correct} ({percent})\n"
+            "Ваших размеченных примеров: {contributions}"
+        ),
+        "forget_confirm": "Удалить всё, что я о вас храню — фото, ответы и метки? Это нельзя отменить.",
+        "forget_yes": "Да, удалить",
+        "forget_no": "Нет, оставить",
+        "forget_done": "Готово: удалил {photos} фото и всё остальное, что хранил о вас.",
+        "forget_cancelled": "Ничего не удалено.",
+        "not_allowed": "Извините, эта команда только для администраторов.",
+        "retrain_unavailable": (
+            "Дообучение по фото из чата в этой версии пока недоступно. "
+            "Обучить вручную: photobot train {model}"
+        ),
+        "retrain_usage": "Использование: /retrain [digits|flowers]",
+        "models_header": "Модели:",
+        "models_line": "{name} v{version}{serving} — {status}{metrics}",
+        "models_none": "В хранилище нет моделей.",
+        "serving_mark": " (работает)",
+        "rollback_usage": "Использование: /rollback <digits|flowers> [версия]",
+        "rollback_done": "{name} теперь работает на v{version}.",
+        "rollback_failed": "Не удалось откатить: {reason}",
+        "block_usage": "Использование: /block <id пользователя>",
+        "unblock_usage": "Использование: /unblock <id пользователя>",
+        "blocked": "Пользователь {user} больше не может присылать метки.",
+        "unblocked": "Пользователь {user} снова может присылать метки.",
+        "stats_global": (
+            "Пользователей: {users}\nФото: {photos}\nОтветов: {predictions}\n"
+            "Оценок: {feedback} (верных {percent})\nРазмеченных примеров: {labelled}\n"
+            "Заблокированных: {blocked}"
+        ),
+        "not_an_image": "«{name}» — не изображение. Пришлите фото или файл JPEG, PNG, WebP, GIF, BMP.",
+        "too_large": "Файл слишком большой ({size}). Я читаю изображения до {limit}.",
+        "unsupported_image": "Не могу прочитать это изображение: {reason}",
+        "image_too_large": "Это изображение для меня слишком большое: {reason}",
+        "sticker": "Стикеры — это весело, но я читаю только фото. Пришлите фото цифры или цветка.",
+        "video": "Я читаю только фотографии, не видео и не анимации.",
+        "voice": "Я не слушаю, я смотрю: пришлите фото.",
+        "text_hint": "Пришлите мне фото цифры или цветка. Подробнее — /help.",
+        "unknown_command": "Я не знаю такой команды. Список — /help.",
+        "flood": (
+            "Вы присылаете фото быстрее, чем я успеваю смотреть. Подождите {seconds} с и попробуйте снова."
+        ),
+        "busy": "Я сейчас занят — пришлите фото ещё раз чуть позже.",
+        "timeout": "Это заняло слишком много времени — пришлите фото ещё раз.",
+        "model_unavailable": "Модель ({mode}) сейчас недоступна. Попробуйте позже.",
+        "internal_error": "У меня что-то пошло не так. Попробуйте ещё раз.",
+    },
+}
+
+COMMANDS: Final[dict[str, list[tuple[str, str]]]] = {
+    "en": [
+        ("help", "what I do"),
+        ("digit", "read photos as digits"),
+        ("flower", "read photos as flowers"),
+        ("auto", "decide by myself"),
+        ("stats", "your numbers"),
+        ("forget", "delete your data"),
+    ],
+    "ru": [
+        ("help", "что я умею"),
+        ("digit", "читать фото как цифры"),
+        ("flower", "читать фото как цветы"),
+        ("auto", "решать самому"),
+        ("stats", "ваша статистика"),
+        ("forget", "удалить ваши данные"),
+    ],
+}
+
+
+def language(code: str | None) -> str:
+    """Our language for Telegram's IETF `language_code` (`ru`, `ru-RU`, `en-GB`, None)."""
+    base = (code or "").split("-")[0].lower()
+    return base if base in TEXTS else DEFAULT
+
+
+def text(lang: str, key: str, **values: object) -> str:
+    template = TEXTS.get(lang, TEXTS[DEFAULT]).get(key) or TEXTS[DEFAULT][key]
+    return template.format(**values)
+
+
+def percent(fraction: float) -> int:
+    """A confidence in whole percent, never showing 100% for an answer that is not certain."""
+    value = round(fraction * 100)
+    return 99 if value == 100 and fraction < 1.0 else value
+
+
+def human_size(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} bytes"
