@@ -1,0 +1,572 @@
+"""Reading handwritten digits from phone photos: photo → MNIST-like 28×28 crops → an answer.
+
+MNIST digits are light ink on black, fitted into 20×20 and centred by centre of mass in 28×28. A phone
+photo is dark ink on white, cream or lined paper under uneven light, anywhere in the frame and at any
+size. `read_digits` bridges the gap, in this order:
+
+1. grayscale at a few hundred pixels (the decoder already drafted the JPEG down to about that size);
+2. estimate the paper's brightness block by block and subtract it (uneven light, shadows, vignetting);
+3. decide the polarity from which side of the background the strong outliers lie on;
+4. threshold relative to the ink's own strength and the noise level;
+5. erase ruled lines (long thin horizontal structures spanning the page) without cutting the strokes
+   that cross them; drop specks and whatever touches the frame's border;
+6. group the remaining strokes into digits (strokes that share columns belong together), keep the row of
+   the tallest one and read it left to right;
+7. fit each digit into 20×20 keeping its aspect ratio and centre it by centre of mass in 28×28.
+
+Training feeds MNIST through `normalize_digit` (step 7) and photos rendered by `training.synth_photos`
+through all of it, so serving and training share this code and cannot drift. When nothing on the photo
+looks like a row of digits, `read_digits` returns no crops and a reason, and the answer is
+`not_recognized` — never a confident digit for a cat.
+
+Only NumPy and Pillow are used, on arrays of ~70 k pixels: a few milliseconds per photo on one core.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from inference.prediction import DigitAnswer, Prediction
+
+logger = logging.getLogger(__name__)
+
+PREPROCESSING_ID = "digits-photo-v1"
+LABELS = tuple(str(d) for d in range(10))
+
+DECODE_SIZE = 240  # shorter side to ask of `decode_image(target_size=…)`: JPEG draft decodes near this
+WORK_SIDE = 320  # longer side of the working image
+MAX_DIGITS = 8  # more marks than this in a row is not a number we read
+
+UNSURE_BELOW = 0.80  # a digit less sure than this makes the answer "unsure" (ask the user)
+NOT_RECOGNIZED_BELOW = 0.35  # a digit less sure than this means the model does not see a digit at all
+
+
+@dataclass(frozen=True)
+class DigitCrops:
+    """What `read_digits` found: one MNIST-like crop per digit, left to right, or why there are none.
+
+    `boxes` are the digits' bounding boxes (left, top, right, bottom) as fractions of the photo's width
+    and height, for drawing or debugging.
+    """
+
+    crops: np.ndarray  # float32 (k, 28, 28) in [0, 1], light ink on black
+    reason: str | None = None
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+
+    @property
+    def found(self) -> bool:
+        return len(self.crops) > 0
+
+    def model_input(self) -> np.ndarray:
+        """The crops as the digit model takes them: (k, 28, 28, 1) float32."""
+        return self.crops[..., np.newaxis]
+
+
+def _nothing(reason: str) -> DigitCrops:
+    return DigitCrops(crops=np.zeros((0, 28, 28), np.float32), reason=reason)
+
+
+@dataclass(frozen=True)
+class _Component:
+    """A connected set of ink pixels, with the numbers the grouping rules need."""
+
+    index: int
+    area: int
+    top: int
+    left: int
+    bottom: int  # exclusive
+    right: int  # exclusive
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+
+@dataclass
+class _Group:
+    """One digit: the components that share columns."""
+
+    members: list[_Component]
+
+    @property
+    def top(self) -> int:
+        return min(c.top for c in self.members)
+
+    @property
+    def bottom(self) -> int:
+        return max(c.bottom for c in self.members)
+
+    @property
+    def left(self) -> int:
+        return min(c.left for c in self.members)
+
+    @property
+    def right(self) -> int:
+        return max(c.right for c in self.members)
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def area(self) -> int:
+        return sum(c.area for c in self.members)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_digits(image: Image.Image | np.ndarray) -> DigitCrops:
+    """Find the handwritten digits on a photo and return them as MNIST-like crops, left to right."""
+    gray = working_gray(image)
+    height, width = gray.shape
+    ink, threshold, reason = ink_map(gray)
+    if ink is None:
+        return _nothing(reason or "no ink on the photo")
+    mask = ink > threshold
+    if mask.mean() > 0.25:
+        return _nothing("too much of the photo is dark marks to be a digit on paper")
+    mask = remove_ruled_lines(mask)
+    labels, components = label_components(mask)
+    if len(components) > 400:
+        return _nothing("the photo is too busy (texture or a scene, not a digit on paper)")
+    components = _drop_border_and_specks(components, height, width)
+    groups = _digit_row(_group_by_columns(components))
+    why = _implausible(groups, components, height, width)
+    if why:
+        return _nothing(why)
+    crops = np.stack([_crop_group(ink, labels, group, threshold) for group in groups])
+    boxes = tuple((g.left / width, g.top / height, g.right / width, g.bottom / height) for g in groups)
+    return DigitCrops(crops=crops, reason=None, boxes=boxes)
+
+
+def working_gray(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Grayscale float32 in [0, 1] with the longer side at most WORK_SIDE (box-filtered down)."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if image.mode != "L":
+        image = image.convert("L")
+    longer = max(image.size)
+    if longer > WORK_SIDE:
+        scale = WORK_SIDE / longer
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.BOX)
+    return np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
+
+
+def ink_map(gray: np.ndarray) -> tuple[np.ndarray | None, float, str | None]:
+    """How much ink each pixel holds, background removed and polarity decided.
+
+    Returns `(ink, threshold, reason)`: `ink` is float32, about 1 on the strokes and about 0 on the
+    paper, whatever the paper's colour, the lighting or the polarity; `threshold` separates strokes from
+    noise; `reason` says why there is no ink map (a blank, uniform photo).
+    """
+    background = estimate_background(gray)
+    residual = gray - background
+    dark_ink = _dark_ink(residual)
+    if dark_ink:
+        # Paper reflects light, ink absorbs a fraction of it: divide by the paper's brightness so a
+        # stroke in the shadow counts as much as one in the light.
+        signal = -residual / np.maximum(background, 0.15)
+    else:
+        signal = residual / np.maximum(1.0 - background, 0.15)
+    noise = _robust_sigma(signal)
+    candidates = signal[signal > max(5.0 * noise, 0.08)]
+    if candidates.size < 12:
+        return None, 0.0, "no marks stand out from the paper"
+    strength = float(np.percentile(candidates, 90))
+    if strength < max(8.0 * noise, 0.12):
+        return None, 0.0, "the marks are too faint to read"
+    threshold = max(4.0 * noise, 0.35 * strength, 0.06)
+    ink = signal * (1.0 / (0.8 * strength))
+    return ink.astype(np.float32), threshold / (0.8 * strength), None
+
+
+def estimate_background(gray: np.ndarray, blocks: int = 8) -> np.ndarray:
+    """The paper's brightness under the lighting: block medians, median-smoothed, bilinear upsampled.
+
+    A block median is the paper wherever strokes cover less than half of the block; the 3×3 median
+    over blocks then discards the few blocks that a thick stroke fills.
+    """
+    height, width = gray.shape
+    side = max(4, round(max(height, width) / blocks))
+    rows, cols = max(1, height // side), max(1, width // side)
+    trimmed = gray[: rows * side, : cols * side] if height >= side and width >= side else gray
+    if height < side or width < side:
+        return np.full_like(gray, float(np.median(gray)))
+    grid = np.median(trimmed.reshape(rows, side, cols, side).transpose(0, 2, 1, 3).reshape(rows, cols, -1), 2)
+    grid = _median3x3(grid.astype(np.float32))
+    image = Image.fromarray(grid, mode="F").resize((width, height), Image.BILINEAR)
+    return np.asarray(image, dtype=np.float32)
+
+
+def _median3x3(grid: np.ndarray) -> np.ndarray:
+    padded = np.pad(grid, 1, mode="edge")
+    rows, cols = grid.shape
+    stack = [padded[dy : dy + rows, dx : dx + cols] for dy in range(3) for dx in range(3)]
+    return np.median(np.stack(stack), axis=0).astype(np.float32)
+
+
+def _dark_ink(residual: np.ndarray) -> bool:
+    """True when the strong outliers are darker than the background (ink on paper)."""
+    noise = _robust_sigma(residual)
+    cut = max(4.0 * noise, 0.04)
+    dark = residual[residual < -cut]
+    light = residual[residual > cut]
+    return float(-dark.sum()) >= float(light.sum())
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    sample = values[::3, ::3] if values.ndim == 2 else values
+    median = float(np.median(sample))
+    return max(1.4826 * float(np.median(np.abs(sample - median))), 0.005)
+
+
+# ------------------------------------------------------------------------------------- ruled lines
+
+
+def remove_ruled_lines(mask: np.ndarray, reach: int = 2) -> np.ndarray:
+    """Erase long thin horizontal structures that span most of the width (ruled paper, table edges).
+
+    A line is found in the mask smeared vertically by `reach` pixels, so slightly tilted lines still
+    form long horizontal runs. Its pixels are erased, then restored where ink lies both just above and
+    just below them: that is a stroke crossing the line, which must stay whole.
+    """
+    height, width = mask.shape
+    smeared = mask.copy()
+    for shift in range(1, reach + 1):
+        smeared[shift:] |= mask[:-shift]
+        smeared[:-shift] |= mask[shift:]
+    long_runs = _long_horizontal_runs(smeared, max(24, width // 5))
+    if not long_runs.any():
+        return mask
+    labels, parts = label_components(long_runs)
+    lines = [p for p in parts if p.width >= 0.5 * width and p.height <= max(6, height // 12)]
+    if not lines:
+        return mask
+    line_band = np.isin(labels, [p.index for p in lines])
+    cleaned = mask & ~line_band
+    gap = 3 + 2 * reach
+    above = np.zeros_like(mask)
+    below = np.zeros_like(mask)
+    for shift in range(1, gap + 1):
+        above[shift:] |= cleaned[:-shift]
+        below[:-shift] |= cleaned[shift:]
+    return cleaned | (mask & line_band & above & below)
+
+
+def _long_horizontal_runs(mask: np.ndarray, min_length: int) -> np.ndarray:
+    """The pixels of `mask` that belong to horizontal runs of at least `min_length`."""
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), np.int8)
+    padded[:, 1:-1] = mask
+    steps = np.diff(padded, axis=1)
+    row_s, col_s = np.nonzero(steps == 1)
+    _, col_e = np.nonzero(steps == -1)
+    keep = (col_e - col_s) >= min_length
+    out = np.zeros((height, width + 1), np.int8)
+    np.add.at(out, (row_s[keep], col_s[keep]), 1)
+    np.add.at(out, (row_s[keep], col_e[keep]), -1)
+    return np.cumsum(out, axis=1)[:, :width] > 0
+
+
+# ------------------------------------------------------------------------------ connected components
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[_Component]]:
+    """8-connected components of a boolean mask, from its horizontal runs and a vectorised union-find.
+
+    Returns a label image (0 = background, components numbered from 1) and the components' stats.
+    """
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), np.int8)
+    padded[:, 1:-1] = mask
+    steps = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(steps == 1)
+    _, ends = np.nonzero(steps == -1)  # exclusive
+    count = len(rows)
+    if count == 0:
+        return np.zeros((height, width), np.int32), []
+    stride = width + 2
+    start_keys = rows * stride + starts
+    end_keys = rows * stride + ends
+    # A run in row y touches the runs of row y-1 with end >= start and start <= end (8-connectivity).
+    low = np.searchsorted(end_keys, (rows - 1) * stride + starts, side="left")
+    high = np.searchsorted(start_keys, (rows - 1) * stride + ends, side="right")
+    high = np.maximum(high, low)
+    touching = high - low
+    first = np.repeat(np.arange(count), touching)
+    offsets = np.arange(touching.sum()) - np.repeat(np.cumsum(touching) - touching, touching)
+    second = np.repeat(low, touching) + offsets
+    same_row_above = rows[second] == rows[first] - 1
+    roots = _union_find(count, first[same_row_above], second[same_row_above])
+    unique, component_of_run = np.unique(roots, return_inverse=True)
+    lengths = ends - starts
+    label_of_pixel = np.repeat(component_of_run + 1, lengths).astype(np.int32)
+    pixel_offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    flat_index = np.repeat(rows * width + starts, lengths) + pixel_offsets
+    labels = np.zeros(height * width, np.int32)
+    labels[flat_index] = label_of_pixel
+    n = len(unique)
+    area = np.bincount(component_of_run, weights=lengths, minlength=n).astype(int)
+    top = np.full(n, height)
+    np.minimum.at(top, component_of_run, rows)
+    bottom = np.zeros(n, int)
+    np.maximum.at(bottom, component_of_run, rows + 1)
+    left = np.full(n, width)
+    np.minimum.at(left, component_of_run, starts)
+    right = np.zeros(n, int)
+    np.maximum.at(right, component_of_run, ends)
+    components = [
+        _Component(i + 1, int(area[i]), int(top[i]), int(left[i]), int(bottom[i]), int(right[i]))
+        for i in range(n)
+    ]
+    return labels.reshape(height, width), components
+
+
+def _union_find(count: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Root (smallest member) of each node's set, given edges; label propagation with pointer jumping."""
+    parent = np.arange(count)
+    if len(first) == 0:
+        return parent
+    while True:
+        low = np.minimum(parent[first], parent[second])
+        before = parent.copy()
+        np.minimum.at(parent, first, low)
+        np.minimum.at(parent, second, low)
+        np.minimum.at(parent, before[first], low)
+        np.minimum.at(parent, before[second], low)
+        while True:  # pointer jumping: every node points at its root
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+        if np.array_equal(parent, before):
+            return parent
+
+
+# --------------------------------------------------------------------------------- grouping digits
+
+
+def _drop_border_and_specks(components: list[_Component], height: int, width: int) -> list[_Component]:
+    """Keep the strokes: not touching the frame (paper edges, table, fingers), not tiny specks."""
+    inside = [c for c in components if c.top > 0 and c.left > 0 and c.bottom < height and c.right < width]
+    if not inside:
+        return []
+    minimum = max(6, int(0.00015 * height * width))
+    largest = max(c.area for c in inside)
+    tallest = max(c.height for c in inside)
+    return [
+        c for c in inside if c.area >= minimum and (c.area >= 0.06 * largest or c.height >= 0.25 * tallest)
+    ]
+
+
+def _group_by_columns(components: list[_Component]) -> list[_Group]:
+    """Strokes whose column ranges overlap (by half the narrower one) belong to the same digit."""
+    groups: list[_Group] = []
+    for component in sorted(components, key=lambda c: (c.left + c.right) / 2):
+        merged = False
+        for group in groups:
+            overlap = min(group.right, component.right) - max(group.left, component.left)
+            if overlap >= 0.5 * min(group.width, component.width):
+                group.members.append(component)
+                merged = True
+                break
+        if not merged:
+            groups.append(_Group([component]))
+    # merging can make two groups overlap in turn; repeat until stable
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                a, b = groups[i], groups[j]
+                overlap = min(a.right, b.right) - max(a.left, b.left)
+                if overlap >= 0.5 * min(a.width, b.width):
+                    a.members.extend(b.members)
+                    del groups[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return sorted(groups, key=lambda g: g.left)
+
+
+def _digit_row(groups: list[_Group]) -> list[_Group]:
+    """The tallest group and the groups of similar height beside it in the same row, left to right."""
+    if not groups:
+        return []
+    tallest = max(groups, key=lambda g: g.height)
+    middle = (tallest.top + tallest.bottom) / 2
+    return [
+        g
+        for g in groups
+        if g.height >= 0.45 * tallest.height and abs((g.top + g.bottom) / 2 - middle) <= 0.5 * tallest.height
+    ]
+
+
+def _implausible(groups: list[_Group], components: list[_Component], height: int, width: int) -> str | None:
+    """Why these marks are not a row of handwritten digits, or None when they may well be."""
+    if not groups:
+        return "no marks that could be a digit"
+    if len(groups) > MAX_DIGITS:
+        return f"{len(groups)} separate marks in a row: not a number"
+    if len(components) > 6 * len(groups) + 6:
+        return "too many scattered marks to be digits on paper"
+    tallest = max(g.height for g in groups)
+    if tallest < 0.06 * min(height, width):
+        return "the marks are too small to be a digit"
+    for group in groups:
+        aspect = group.width / group.height
+        fill = group.area / (group.width * group.height)
+        if aspect > 1.6:
+            return "a mark is much wider than a digit"
+        if aspect > 0.45 and fill > 0.62:
+            return "a mark is a filled blob, not pen strokes"
+    return None
+
+
+# ---------------------------------------------------------------------------------- MNIST framing
+
+
+def _crop_group(ink: np.ndarray, labels: np.ndarray, group: _Group, threshold: float) -> np.ndarray:
+    """The group's ink (its own strokes only, with their soft edges) framed like an MNIST digit."""
+    pad = 2
+    top, bottom = max(0, group.top - pad), min(ink.shape[0], group.bottom + pad)
+    left, right = max(0, group.left - pad), min(ink.shape[1], group.right + pad)
+    members = np.isin(labels[top:bottom, left:right], [c.index for c in group.members])
+    near = np.asarray(
+        Image.fromarray(members.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3)), dtype=bool
+    )
+    soft = (ink[top:bottom, left:right] - 0.5 * threshold) / (1.0 - 0.5 * threshold)
+    return normalize_digit(np.where(near, np.clip(soft, 0.0, 1.0), 0.0))
+
+
+def normalize_digit(ink: np.ndarray, box: int = 20, size: int = 28) -> np.ndarray:
+    """Frame a light-on-black digit the MNIST way: fit into box×box keeping the aspect ratio, then
+    centre by centre of mass in size×size. Thin strokes are thickened to MNIST's ~2 px first.
+
+    Used for photos (after `read_digits` found the strokes) and for MNIST digits in training.
+    """
+    ink = np.asarray(ink, dtype=np.float32)
+    if ink.max() > 1.5:  # uint8 MNIST
+        ink = ink / 255.0
+    rows = np.flatnonzero(ink.max(axis=1) > 0.05)
+    cols = np.flatnonzero(ink.max(axis=0) > 0.05)
+    if rows.size == 0:
+        return np.zeros((size, size), np.float32)
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    height, width = ink.shape
+    scale = box / max(height, width)
+    ink = _thicken(ink, scale)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    fitted = np.asarray(Image.fromarray(ink, mode="F").resize(new_size, Image.BILINEAR), np.float32)
+    fitted = np.clip(fitted, 0.0, 1.0)
+    peak = float(fitted.max())
+    if 0.0 < peak < 0.9:
+        fitted = np.clip(fitted / peak, 0.0, 1.0)
+    return _centre_of_mass_place(fitted, size)
+
+
+def _thicken(ink: np.ndarray, scale: float, target: float = 1.8) -> np.ndarray:
+    """Dilate strokes that would come out thinner than `target` pixels after scaling by `scale`."""
+    solid = ink > 0.5
+    area = int(solid.sum())
+    if area == 0 or scale >= 1.0:
+        return ink
+    eroded = solid.copy()
+    eroded[1:-1, 1:-1] &= solid[:-2, 1:-1] & solid[2:, 1:-1] & solid[1:-1, :-2] & solid[1:-1, 2:]
+    boundary = int((solid & ~eroded).sum())
+    width_now = 2.0 * area / max(boundary, 1)
+    grow = target / scale - width_now
+    steps = int(min(grow // 2, 6))  # each 3×3 max filter adds two pixels
+    if steps <= 0:
+        return ink
+    image = Image.fromarray(ink, mode="F")
+    for _ in range(steps):
+        image = image.filter(ImageFilter.MaxFilter(3))
+    return np.asarray(image, dtype=np.float32)
+
+
+def _centre_of_mass_place(fitted: np.ndarray, size: int) -> np.ndarray:
+    height, width = fitted.shape
+    total = float(fitted.sum())
+    if total <= 0:
+        return np.zeros((size, size), np.float32)
+    cy = float((fitted.sum(axis=1) * np.arange(height)).sum() / total)
+    cx = float((fitted.sum(axis=0) * np.arange(width)).sum() / total)
+    top = round(size / 2 - 0.5 - cy)
+    left = round(size / 2 - 0.5 - cx)
+    top = min(max(top, 0), size - height)
+    left = min(max(left, 0), size - width)
+    out = np.zeros((size, size), np.float32)
+    out[top : top + height, left : left + width] = fitted
+    return out
+
+
+# ---------------------------------------------------------------------------------------- answers
+
+
+def digits_prediction(
+    probs: np.ndarray,
+    labels: Sequence[str] = LABELS,
+    version: int | None = None,
+    *,
+    reason: str | None = None,
+) -> Prediction:
+    """Turn the model's (k, 10) probabilities for k crops into an answer.
+
+    One crop is a digit, several are a number read left to right; the number's confidence is the product
+    of its digits', and its `top` is the ranking of its least sure digit. The status is `not_recognized`
+    when there are no crops or the model recognises no digit in one of them, `unsure` when one digit is
+    below UNSURE_BELOW, `ok` otherwise. `reason` (from DigitCrops) explains an empty answer.
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(labels))
+    if len(probs) == 0:
+        return Prediction(
+            model="digits",
+            version=version,
+            label=None,
+            confidence=0.0,
+            status="not_recognized",
+            reason=reason or "no digit found on the photo",
+        )
+    answers = tuple(_digit_answer(row, labels) for row in probs)
+    weakest = min(answers, key=lambda a: a.confidence)
+    confidence = float(np.prod([a.confidence for a in answers]))
+    label = "".join(a.label for a in answers)
+    if weakest.confidence < NOT_RECOGNIZED_BELOW:
+        status, why = "not_recognized", "the marks do not look like digits to the model"
+    elif weakest.confidence < UNSURE_BELOW:
+        status, why = "unsure", f"not sure about a digit ({weakest.label} at {weakest.confidence:.0%})"
+    else:
+        status, why = "ok", None
+    return Prediction(
+        model="digits",
+        version=version,
+        label=None if status == "not_recognized" else label,
+        confidence=confidence,
+        status=status,
+        top=weakest.top,
+        digits=answers,
+        reason=why,
+    )
+
+
+def _digit_answer(row: np.ndarray, labels: Sequence[str], keep: int = 5) -> DigitAnswer:
+    order = np.argsort(row)[::-1][:keep]
+    top = tuple((labels[i], float(row[i])) for i in order)
+    return DigitAnswer(label=top[0][0], confidence=top[0][1], top=top)
