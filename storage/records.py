@@ -1,0 +1,176 @@
+"""What the storage API returns: small frozen dataclasses of plain values, and the strings it accepts.
+
+`storage` imports nothing of ours, so modes, statuses and verdicts are plain strings checked here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Verdict = Literal["correct", "wrong"]
+JobStatus = Literal["queued", "running", "succeeded", "rejected", "failed"]
+
+MODES = ("auto", "digit", "flower")
+STATUSES = ("ok", "unsure", "not_recognized")
+VERDICTS = ("correct", "wrong")
+JOB_STATUSES = ("queued", "running", "succeeded", "rejected", "failed")
+ACTIVE_JOB_STATUSES = ("queued", "running")
+FINISHED_JOB_STATUSES = ("succeeded", "rejected", "failed")
+
+# The true label of a photo that is not something the model knows ("Not a digit" / "Not a flower").
+NOT_A_DIGIT = "not_a_digit"
+NOT_A_FLOWER = "not_a_flower"
+NEGATIVE_LABELS: dict[str, str] = {"digits": NOT_A_DIGIT, "flowers": NOT_A_FLOWER}
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    language: str | None
+    first_seen: float
+    last_seen: float
+    blocked: bool
+
+
+@dataclass(frozen=True)
+class Photo:
+    sha256: str
+    size: int
+    width: int | None
+    height: int | None
+    format: str | None
+    path: str  # relative to the image store's root; `ImageStore.path(sha256)` gives the file
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    id: int
+    user_id: int
+    chat_id: int
+    message_id: int | None
+    photo_sha256: str
+    mode: str | None
+    model: str | None
+    version: int | None
+    label: str | None
+    confidence: float
+    probabilities: list[tuple[str, float]]
+    status: str
+    reason: str | None
+    latency_ms: float | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Feedback:
+    prediction_id: int
+    user_id: int
+    verdict: str
+    model: str
+    true_label: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """`created` is False when feedback already existed: `feedback` is then the answer that stands."""
+
+    feedback: Feedback
+    created: bool
+
+
+@dataclass(frozen=True)
+class UserStats:
+    user_id: int
+    photos: int  # predictions made for this user's photos
+    feedback: int  # answers they gave
+    correct: int  # … saying the bot was right
+    wrong: int
+    contributions: int  # photos sent with a label in the caption
+
+    @property
+    def accuracy(self) -> float | None:
+        """How often the bot was right, among the answers this user judged."""
+        judged = self.correct + self.wrong
+        return self.correct / judged if judged else None
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    predictions: int
+    feedback: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.feedback if self.feedback else None
+
+
+@dataclass(frozen=True)
+class GlobalStats:
+    users: int
+    blocked_users: int
+    active_users_24h: int
+    photos: int  # distinct photos stored
+    predictions: int
+    predictions_24h: int
+    by_status: dict[str, int]
+    by_model: dict[str, ModelStats]  # key "none" for photos that were neither
+    feedback: int
+    contributions: int
+    median_latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    user_id: int
+    predictions: int
+    feedback: int
+    contributions: int
+    photos: int  # photo rows and image files deleted (those nobody else sent)
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    id: int
+    model: str
+    requested_by: int | None
+    chat_id: int | None
+    message_id: int | None
+    status: str
+    pid: int | None
+    stage: str | None
+    progress: float | None
+    detail: dict[str, Any]
+    metrics: dict[str, Any]
+    candidate_version: int | None
+    decision: str | None
+    reason: str | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_JOB_STATUSES
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    id: int
+    model: str
+    action: str
+    from_version: int | None
+    to_version: int | None
+    actor: int | None
+    reason: str | None
+    job_id: int | None
+    created_at: float
+
+
+def check_choice(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

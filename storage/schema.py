@@ -1,0 +1,178 @@
+"""The database schema as an ordered list of migrations, applied at start by `PRAGMA user_version`.
+
+Migration N (1-based) takes a database from version N-1 to N. Each is applied in one transaction
+together with the version bump, so a crash leaves the database at N-1 or N, never between. A database
+whose version is higher than this code knows was written by a newer PhotoBot: it is refused before
+anything is written to it. Never edit a migration that has shipped; append a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+
+from storage.errors import SchemaTooNew
+
+log = logging.getLogger(__name__)
+
+Migration = tuple[str, ...]  # statements; no `executescript`, which would commit half-way
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1: people, photos, answers, corrections and caption labels.
+    (
+        """CREATE TABLE users (
+            id INTEGER PRIMARY KEY,                 -- Telegram user id
+            language TEXT,                          -- Telegram's language_code, as last seen
+            first_seen REAL NOT NULL,               -- unix time
+            last_seen REAL NOT NULL,
+            blocked INTEGER NOT NULL DEFAULT 0 CHECK (blocked IN (0, 1))  -- labels not used for training
+        )""",
+        """CREATE TABLE photos (
+            sha256 TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+            size INTEGER NOT NULL,
+            width INTEGER,
+            height INTEGER,
+            format TEXT,                            -- 'jpeg', 'png', … as decoded
+            path TEXT NOT NULL,                     -- relative to the image store's root
+            first_seen REAL NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE predictions (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            chat_id INTEGER NOT NULL,
+            message_id INTEGER,                     -- the user's photo message; NULL outside Telegram
+            photo_sha256 TEXT NOT NULL REFERENCES photos(sha256),
+            mode TEXT,                              -- the chat's mode when asked: auto / digit / flower
+            model TEXT,                             -- NULL when the photo was neither a digit nor a flower
+            version INTEGER,
+            label TEXT,
+            confidence REAL NOT NULL,
+            probabilities TEXT NOT NULL,            -- JSON [[label, p], …], best first
+            status TEXT NOT NULL CHECK (status IN ('ok', 'unsure', 'not_recognized')),
+            reason TEXT,
+            latency_ms REAL,
+            created_at REAL NOT NULL
+        )""",
+        # A redelivered Telegram update records nothing twice.
+        "CREATE UNIQUE INDEX predictions_message ON predictions(chat_id, message_id)",
+        "CREATE INDEX predictions_user ON predictions(user_id)",
+        "CREATE INDEX predictions_photo ON predictions(photo_sha256)",
+        """CREATE TABLE feedback (
+            prediction_id INTEGER PRIMARY KEY REFERENCES predictions(id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            verdict TEXT NOT NULL CHECK (verdict IN ('correct', 'wrong')),
+            model TEXT NOT NULL,                    -- whose label set true_label belongs to
+            true_label TEXT NOT NULL,               -- a label, or not_a_digit / not_a_flower
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX feedback_model ON feedback(model)",
+        """CREATE TABLE contributions (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            chat_id INTEGER NOT NULL,
+            message_id INTEGER,
+            photo_sha256 TEXT NOT NULL REFERENCES photos(sha256),
+            model TEXT NOT NULL,
+            label TEXT NOT NULL,
+            prediction_id INTEGER REFERENCES predictions(id) ON DELETE SET NULL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX contributions_message ON contributions(chat_id, message_id)",
+        "CREATE INDEX contributions_user ON contributions(user_id)",
+        "CREATE INDEX contributions_model ON contributions(model)",
+        "CREATE INDEX contributions_photo ON contributions(photo_sha256)",
+    ),
+    # 2: chat modes, retraining jobs, model events, and deferred image deletions for /forget.
+    (
+        """CREATE TABLE chats (
+            id INTEGER PRIMARY KEY,                 -- Telegram chat id (a private chat's id is the user's)
+            mode TEXT NOT NULL CHECK (mode IN ('auto', 'digit', 'flower')),
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE retrain_jobs (
+            id INTEGER PRIMARY KEY,
+            model TEXT NOT NULL,
+            requested_by INTEGER,                   -- admin's user id; NULL when started by hand
+            chat_id INTEGER,                        -- where progress is shown
+            message_id INTEGER,                     -- the progress message, edited as the job runs
+            status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'rejected', 'failed')),
+            pid INTEGER,
+            stage TEXT,
+            progress REAL,                          -- 0..1
+            detail TEXT,                            -- JSON: epoch, accuracy, seconds left, …
+            metrics TEXT,                           -- JSON
+            candidate_version INTEGER,
+            decision TEXT,
+            reason TEXT,
+            error TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            updated_at REAL NOT NULL,
+            finished_at REAL
+        )""",
+        "CREATE INDEX retrain_jobs_status ON retrain_jobs(status)",
+        """CREATE TABLE model_events (
+            id INTEGER PRIMARY KEY,
+            model TEXT NOT NULL,
+            action TEXT NOT NULL,                   -- promote / rollback / reject / seed
+            from_version INTEGER,
+            to_version INTEGER,
+            actor INTEGER,                          -- user id; NULL for the command line or a job
+            reason TEXT,
+            job_id INTEGER REFERENCES retrain_jobs(id),
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX model_events_model ON model_events(model, created_at)",
+        """CREATE TABLE image_deletions (
+            sha256 TEXT PRIMARY KEY,                -- files to remove once no photo row needs them
+            path TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+)
+
+LATEST = len(MIGRATIONS)
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_not_newer(
+    db: sqlite3.Connection, path: object, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Refuse a database from a newer PhotoBot before anything is written to it."""
+    version = schema_version(db)
+    if version > len(migrations):
+        raise SchemaTooNew(
+            f"{path} has schema version {version}, but this PhotoBot knows versions up to "
+            f"{len(migrations)}: it was written by a newer PhotoBot. Upgrade PhotoBot, or point "
+            "DATA_DIR at another folder; the database was left untouched."
+        )
+    return version
+
+
+def migrate(
+    db: sqlite3.Connection, path: object = "database", migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Apply the pending migrations in order, each in its own transaction; return the final version.
+
+    `db` must be in autocommit mode (isolation_level=None). Safe when several processes start at
+    once: the version is read again under the write lock before each step.
+    """
+    check_not_newer(db, path, migrations)
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = check_not_newer(db, path, migrations)
+            if version == len(migrations):
+                db.execute("COMMIT")
+                return version
+            for statement in migrations[version]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        log.info("%s: schema migrated from version %d to %d", path, version, version + 1)
