@@ -152,6 +152,10 @@ class Store:
             functools.partial(sql.set_blocked, user_id=user_id, blocked=blocked, now=time.time())
         )
 
+    async def is_blocked(self, user_id: int) -> bool:
+        user = await self.get_user(user_id)
+        return user is not None and user.blocked
+
     async def blocked_users(self) -> list[int]:
         return await self._read(sql.blocked_users)
 
@@ -205,7 +209,7 @@ class Store:
         user_id: int,
         chat_id: int,
         message_id: int | None,
-        photo: str,
+        photo_sha256: str,
         model: str | None,
         version: int | None,
         label: str | None,
@@ -217,7 +221,7 @@ class Store:
         reason: str | None = None,
         language: str | None = None,
     ) -> int:
-        """Record an answer for a stored photo (`photo` is its SHA-256); return the prediction id.
+        """Record an answer for a photo stored with `add_photo`; return the prediction id.
 
         Idempotent per (chat_id, message_id): a redelivered update returns the first id.
         `probabilities` is [(label, p), …] best first (or a {label: p} mapping); `status` is "ok",
@@ -229,7 +233,7 @@ class Store:
                 user_id=user_id,
                 chat_id=chat_id,
                 message_id=message_id,
-                photo_sha256=photo,
+                photo_sha256=photo_sha256,
                 model=model,
                 version=version,
                 label=label,
@@ -288,7 +292,7 @@ class Store:
         user_id: int,
         chat_id: int,
         message_id: int | None,
-        photo: str,
+        photo_sha256: str,
         model: str,
         label: str,
         prediction_id: int | None = None,
@@ -301,7 +305,7 @@ class Store:
                 user_id=user_id,
                 chat_id=chat_id,
                 message_id=message_id,
-                photo_sha256=photo,
+                photo_sha256=photo_sha256,
                 model=model,
                 label=label,
                 prediction_id=prediction_id,

@@ -277,5 +277,3 @@ def _extension(example: LabelledExample) -> str:
 
 def _safe_folder_name(label: str) -> bool:
     return bool(label) and not label.startswith(".") and not any(c in label for c in "/\\\0")
-
-

@@ -1,0 +1,30 @@
+"""`photobot bench TARGET …`: the benchmarks, one module per target (like `photobot train MODEL`).
+
+Each target module has `configure(parser)` and `main(args, settings) -> int`; add a line to TARGETS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from photobot.settings import Settings
+
+TARGETS: dict[str, tuple[str, str]] = {
+    "storage": (
+        "photobot.commands.bench_storage",
+        "durable writes/s from concurrent tasks, and crash safety under SIGKILL",
+    ),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for name, (module_name, help_text) in TARGETS.items():
+        module = importlib.import_module(module_name)
+        module.configure(sub.add_parser(name, help=help_text, description=help_text))
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    module = importlib.import_module(TARGETS[args.target][0])
+    return module.main(args, settings)

@@ -1,0 +1,54 @@
+"""`photobot export --model digits|flowers DIR`: the labelled data set as one folder per label.
+
+Reads a consistent snapshot while the bot may be running, copies each labelled photo (the majority
+label, blocked users left out, ties dropped) to `DIR/<label>/<sha256>.<ext>`, ready for
+`photobot evaluate --images DIR` or any tool that reads a folder per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from photobot.errors import UserFacingError
+from photobot.settings import Settings
+
+MODELS = ("digits", "flowers")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, choices=MODELS, help="whose labelled photos to export")
+    parser.add_argument("dir", metavar="DIR", help="output folder (created; existing photos are kept)")
+    parser.add_argument(
+        "--split", choices=("train", "validation"), help="only one part of the stable hash split"
+    )
+    parser.add_argument(
+        "--with-negatives",
+        action="store_true",
+        help="also export photos labelled not_a_digit / not_a_flower, as a folder of that name",
+    )
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.errors import SchemaTooNew
+    from storage.labelled import export_labelled_set, read_labelled_set
+
+    if not settings.database_path.is_file():
+        raise UserFacingError(f"no database at {settings.database_path}: nothing labelled yet (DATA_DIR?)")
+    try:
+        labelled = read_labelled_set(settings.database_path, settings.images_dir, args.model)
+    except SchemaTooNew as error:
+        raise UserFacingError(str(error)) from None
+    counts = export_labelled_set(labelled, args.dir, split=args.split, include_negatives=args.with_negatives)
+    total = sum(counts.values())
+    print(f"exported {total} labelled {args.model} photos to {args.dir}")
+    for label, count in counts.items():
+        print(f"  {label}: {count}")
+    left_out = {
+        "ties between people": labelled.ties,
+        "votes of blocked users": labelled.blocked_votes,
+        "missing image files": labelled.missing_images,
+    }
+    for what, count in left_out.items():
+        if count:
+            print(f"  left out: {count} {what}")
+    return 0

@@ -1,0 +1,330 @@
+"""Storage benchmarks: durable write throughput under concurrency, and SIGKILL crash safety.
+
+`photobot bench storage` runs them (photobot/commands/bench_storage.py); the crash run starts this
+module as a child process (`python -m storage.bench crash-writer DIR SEED`) and kills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.database import Store
+from storage.images import TMP_DIR, TMP_SUFFIX, ImageStore
+
+DIGITS = [str(d) for d in range(10)]
+
+
+def fake_image(rng: random.Random, size: int) -> bytes:
+    """Unique bytes that look like a JPEG to a format sniffer; the store never decodes them."""
+    return b"\xff\xd8\xff\xe0" + rng.randbytes(size)
+
+
+def _probabilities(rng: random.Random) -> list[tuple[str, float]]:
+    weights = [rng.random() for _ in DIGITS]
+    total = sum(weights)
+    return sorted(((d, w / total) for d, w in zip(DIGITS, weights, strict=True)), key=lambda p: -p[1])
+
+
+# ------------------------------------------------------------------ throughput
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    tasks: int
+    predictions: int
+    seconds: float
+    predictions_per_s: float
+    writes_per_commit: float
+    pair_p50_ms: float
+    pair_p95_ms: float
+    rows_predictions: int
+    rows_feedback: int
+    lost: int
+    duplicated: int
+    with_images: bool
+
+
+async def throughput(
+    data_dir: Path, *, tasks: int = 50, predictions: int = 10_000, with_images: bool = False, seed: int = 0
+) -> ThroughputResult:
+    """`tasks` concurrent tasks each record predictions and their feedback, every write durable.
+
+    Without `with_images` the photos are stored before the clock starts (the database's figure);
+    with it, each prediction first stores a new 20 kB image (fsynced file + row).
+    """
+    rng = random.Random(seed)
+    store = await Store.open(data_dir / "photobot.sqlite3", data_dir / "images")
+    try:
+        pool = []
+        if not with_images:
+            pool = [(await store.add_photo(fake_image(rng, 2_000), format="jpeg")).sha256 for _ in range(200)]
+        per_task = [predictions // tasks + (1 if t < predictions % tasks else 0) for t in range(tasks)]
+        acknowledged: list[int] = []
+        pair_ms: list[float] = []
+
+        async def user(task: int) -> None:
+            task_rng = random.Random(seed * 1000 + task)
+            user_id = 10_000 + task
+            for message_id in range(per_task[task]):
+                started = time.perf_counter()
+                if with_images:
+                    sha256 = (await store.add_photo(fake_image(task_rng, 20_000), format="jpeg")).sha256
+                else:
+                    sha256 = pool[task_rng.randrange(len(pool))]
+                probabilities = _probabilities(task_rng)
+                prediction_id = await store.record_prediction(
+                    user_id=user_id,
+                    chat_id=user_id,
+                    message_id=message_id,
+                    photo_sha256=sha256,
+                    model="digits",
+                    version=1,
+                    label=probabilities[0][0],
+                    confidence=probabilities[0][1],
+                    probabilities=probabilities,
+                    status="ok",
+                    latency_ms=10.0,
+                    mode="auto",
+                )
+                correct = task_rng.random() < 0.7
+                await store.record_feedback(
+                    prediction_id,
+                    user_id=user_id,
+                    verdict="correct" if correct else "wrong",
+                    true_label=None if correct else probabilities[1][0],
+                )
+                acknowledged.append(prediction_id)
+                pair_ms.append((time.perf_counter() - started) * 1000)
+
+        batches_before, writes_before = store.batches, store.writes
+        started = time.perf_counter()
+        await asyncio.gather(*(user(t) for t in range(tasks)))
+        seconds = time.perf_counter() - started
+        writes_per_commit = (store.writes - writes_before) / max(1, store.batches - batches_before)
+    finally:
+        await store.close()
+    rows_predictions, rows_feedback, lost = _count_rows(data_dir / "photobot.sqlite3", acknowledged)
+    quantiles = statistics.quantiles(pair_ms, n=100)
+    return ThroughputResult(
+        tasks=tasks,
+        predictions=len(acknowledged),
+        seconds=seconds,
+        predictions_per_s=len(acknowledged) / seconds,
+        writes_per_commit=writes_per_commit,
+        pair_p50_ms=quantiles[49],
+        pair_p95_ms=quantiles[94],
+        rows_predictions=rows_predictions,
+        rows_feedback=rows_feedback,
+        lost=lost,
+        duplicated=len(acknowledged) - len(set(acknowledged)) + max(0, rows_predictions - len(acknowledged)),
+        with_images=with_images,
+    )
+
+
+def _count_rows(database: Path, acknowledged: list[int]) -> tuple[int, int, int]:
+    """Count from a fresh connection what is really on disk, and which acknowledged ids are missing."""
+    db = sqlite3.connect(database)
+    try:
+        predictions = db.execute("SELECT count(*) FROM predictions").fetchone()[0]
+        feedback = db.execute("SELECT count(*) FROM feedback").fetchone()[0]
+        stored = {row[0] for row in db.execute("SELECT prediction_id FROM feedback")}
+    finally:
+        db.close()
+    return predictions, feedback, len(set(acknowledged) - stored)
+
+
+# ------------------------------------------------------------------ crash safety
+
+
+async def crash_writer(data_dir: Path, seed: int, tasks: int = 8) -> None:
+    """Write photos, predictions, feedback, captions and /forgets until killed; log each durable write.
+
+    Each line on stdout is written after the `await` that made the write durable:
+    `P <prediction id> <sha256> <user>`, `F <prediction id> <user>`, `C <contribution id> <user>`,
+    and `x <user>` / `X <user>` before and after a /forget.
+    """
+    store = await Store.open(data_dir / "photobot.sqlite3", data_dir / "images")
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+
+    async def user(task: int) -> None:
+        rng = random.Random(seed * 100 + task)
+        message_id = 0
+        while True:
+            user_id = 1 + task + 100 * rng.randrange(3)  # forgettable users are >= 100
+            message_id += 1
+            data = fake_image(rng, rng.choice([500, 5_000, 60_000]))
+            photo = await store.add_photo(data, format="jpeg")
+            probabilities = _probabilities(rng)
+            prediction_id = await store.record_prediction(
+                user_id=user_id,
+                chat_id=user_id,
+                message_id=seed * 1_000_000 + task * 10_000 + message_id,
+                photo_sha256=photo.sha256,
+                model="digits",
+                version=1,
+                label=probabilities[0][0],
+                confidence=probabilities[0][1],
+                probabilities=probabilities,
+                status="ok",
+            )
+            out.write(f"P {prediction_id} {photo.sha256} {user_id}\n")
+            await store.record_feedback(prediction_id, user_id=user_id, verdict="wrong", true_label="3")
+            out.write(f"F {prediction_id} {user_id}\n")
+            if rng.random() < 0.2:
+                contribution = await store.record_contribution(
+                    user_id=user_id,
+                    chat_id=user_id,
+                    message_id=seed * 1_000_000 + task * 10_000 + message_id,
+                    photo_sha256=photo.sha256,
+                    model="digits",
+                    label="3",
+                )
+                out.write(f"C {contribution} {user_id}\n")
+            if user_id >= 100 and rng.random() < 0.02:
+                out.write(f"x {user_id}\n")  # from here on, this user's rows may be gone on purpose
+                out.flush()
+                await store.forget(user_id)
+                out.write(f"X {user_id}\n")
+            out.flush()
+
+    await asyncio.gather(*(user(t) for t in range(tasks)))
+
+
+@dataclass(frozen=True)
+class CrashCheck:
+    integrity: str
+    foreign_key_errors: int
+    rows_without_image: int
+    corrupt_images: int
+    lost_acknowledged: int
+    temp_files_after_restart: int
+    pending_deletions_after_restart: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.integrity == "ok"
+            and not self.foreign_key_errors
+            and not self.rows_without_image
+            and not self.corrupt_images
+            and not self.lost_acknowledged
+            and not self.temp_files_after_restart
+            and not self.pending_deletions_after_restart
+        )
+
+
+@dataclass(frozen=True)
+class CrashRunResult:
+    kills: int
+    acknowledged_writes: int
+    checks: list[CrashCheck]
+    temp_files_seen_before_restart: int
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+def run_crash_child(data_dir: Path, seed: int, kill_after_s: float) -> list[str]:
+    """Start a writer, SIGKILL it `kill_after_s` seconds after it is ready, return what it acknowledged."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "storage.bench", "crash-writer", str(data_dir), str(seed)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.stdout is not None
+    ready = child.stdout.readline()
+    if ready.strip() != "ready":
+        child.kill()
+        raise RuntimeError(f"crash writer did not start (said {ready!r}, exit {child.wait()})")
+    time.sleep(kill_after_s)
+    child.send_signal(signal.SIGKILL)
+    lines = child.stdout.read().splitlines()
+    child.wait()
+    return lines
+
+
+def check_after_crash(data_dir: Path, acknowledged: list[str]) -> tuple[CrashCheck, int]:
+    """Verify the database and images a killed writer left; then restart the store and look again."""
+    database, images = data_dir / "photobot.sqlite3", data_dir / "images"
+    db = sqlite3.connect(database)
+    try:
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        foreign_key_errors = len(db.execute("PRAGMA foreign_key_check").fetchall())
+        photos = db.execute("SELECT sha256, path FROM photos").fetchall()
+        predictions = {row[0] for row in db.execute("SELECT id FROM predictions")}
+        feedback = {row[0] for row in db.execute("SELECT prediction_id FROM feedback")}
+        contributions = {row[0] for row in db.execute("SELECT id FROM contributions")}
+    finally:
+        db.close()
+    rows_without_image = corrupt = 0
+    for sha256, relative in photos:
+        path = images / relative
+        if not path.is_file():
+            rows_without_image += 1
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            corrupt += 1
+    lost = _lost(acknowledged, predictions, feedback, contributions)
+    temp_before = len(list((images / TMP_DIR).glob(f"*{TMP_SUFFIX}")))
+    pending = asyncio.run(_restart(data_dir))
+    temp_after = len(ImageStore(images).leftover_temp_files())
+    check = CrashCheck(integrity, foreign_key_errors, rows_without_image, corrupt, lost, temp_after, pending)
+    return check, temp_before
+
+
+def _lost(acknowledged: list[str], predictions: set[int], feedback: set[int], contributions: set[int]) -> int:
+    forgotten = {int(line.split()[1]) for line in acknowledged if line[:2] in ("x ", "X ")}
+    lost = 0
+    for line in acknowledged:
+        kind, *fields = line.split()
+        if kind in ("x", "X") or int(fields[-1]) in forgotten:
+            continue  # deleted on purpose
+        table = {"P": predictions, "F": feedback, "C": contributions}[kind]
+        lost += int(fields[0]) not in table
+    return lost
+
+
+async def _restart(data_dir: Path) -> int:
+    store = await Store.open(data_dir / "photobot.sqlite3", data_dir / "images")
+    try:
+        return len(await store._read(lambda db: db.execute("SELECT * FROM image_deletions").fetchall()))
+    finally:
+        await store.close()
+
+
+def crash_run(data_dir: Path, *, kills: int = 20, seed: int = 0, max_delay_s: float = 1.0) -> CrashRunResult:
+    rng = random.Random(seed)
+    checks, acknowledged_total, temp_seen = [], 0, 0
+    for kill in range(kills):
+        acknowledged = run_crash_child(data_dir, seed * 1000 + kill, rng.uniform(0.05, max_delay_s))
+        acknowledged_total += len(acknowledged)
+        check, temp_before = check_after_crash(data_dir, acknowledged)
+        temp_seen += temp_before
+        checks.append(check)
+    return CrashRunResult(kills, acknowledged_total, checks, temp_seen)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "crash-writer":
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        asyncio.run(crash_writer(Path(argv[1]), int(argv[2])))
+        return 0
+    print("usage: python -m storage.bench crash-writer DATA_DIR SEED", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
