@@ -1,0 +1,464 @@
+"""The Classifier: photo bytes → Prediction, for the bot and the command line.
+
+    classifier = Classifier(ModelStore(models_dir), EngineConfig(...), max_image_bytes=…, max_image_pixels=…)
+    await classifier.start()                      # seed shipped defaults, load + warm every model
+    prediction = await classifier.classify(data, "auto")
+    await classifier.reload("digits")             # hot swap to the store's active version
+    classifier.models()                           # what serves: versions, backend, device, batch stats
+    await classifier.close()
+
+The event loop only admits, submits and awaits: decoding and preprocessing run in a thread pool sized
+to the cores, the models in one batching worker per model (`inference.engine`). Which preprocessing a
+version needs is read from its meta.json ("preprocessing"), so a model and its adapter always match.
+
+Hot swap: `reload` loads and warms the new version beside the old (in a thread, while the old one
+keeps serving), then switches one reference. A request already prepared for the old version is
+answered by it; a new request goes to the new one. A version that fails to load or to warm up is
+reported (ModelUnavailable) and the old one keeps serving. A background task polls the store's
+`active` pointers, so a promotion made by another process (`photobot models promote`, a retraining
+job) is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from inference import digits, flowers, router
+from inference.decode import decode_image
+from inference.engine import BatchWorker, EngineConfig, Outputs, Timed
+from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
+from inference.loading import LoadedModel, load_version
+from inference.model_store import META_FILE, MODEL_FILE, ModelStore, ModelVersion
+from inference.prediction import MODES, Mode, Prediction
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+MODEL_NAMES = ("digits", "flowers")
+MODE_MODEL = {"digit": "digits", "flower": "flowers"}
+
+Seeder = Callable[[ModelStore], ModelVersion | None]
+
+
+# ------------------------------------------------------------------------------------------ adapters
+
+
+class Adapter(Protocol):
+    """Photo → model input, and model output → Prediction, for one preprocessing id."""
+
+    decode_size: int  # the shorter side decoding must keep
+
+    def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]: ...
+
+    def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction: ...
+
+    def nothing(self, version: ModelVersion, reason: str | None) -> Prediction: ...
+
+
+class DigitsAdapter:
+    decode_size = digits.DECODE_SIZE
+
+    def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]:
+        found = digits.read_digits(image)
+        return (found.model_input(), None) if found.found else (None, found.reason)
+
+    def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction:
+        probs = outputs[0] if isinstance(outputs, list | tuple) else outputs
+        return digits.digits_prediction(probs, version.labels or digits.LABELS, version.version)
+
+    def nothing(self, version: ModelVersion, reason: str | None) -> Prediction:
+        return digits.digits_prediction(np.zeros((0, 10)), digits.LABELS, version.version, reason=reason)
+
+
+class FlowersAdapter:
+    decode_size = flowers.RESIZE_SHORTER
+
+    def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]:
+        return flowers.flower_input(image)[np.newaxis], None
+
+    def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction:
+        return flowers.flowers_prediction(outputs, version)
+
+    def nothing(self, version: ModelVersion, reason: str | None) -> Prediction:
+        raise AssertionError("every photo has a flower input")
+
+
+ADAPTERS: dict[str, Adapter] = {
+    digits.PREPROCESSING_ID: DigitsAdapter(),
+    flowers.PREPROCESSING_ID: FlowersAdapter(),
+}
+DEFAULT_PREPROCESSING = {"digits": digits.PREPROCESSING_ID, "flowers": flowers.PREPROCESSING_ID}
+
+
+def adapter_for(version: ModelVersion) -> Adapter:
+    """The adapter named by meta["preprocessing"]; refuses a version this code cannot feed."""
+    preprocessing = version.meta.get("preprocessing") or DEFAULT_PREPROCESSING.get(version.name)
+    adapter = ADAPTERS.get(preprocessing or "")
+    if adapter is None:
+        raise ModelUnavailable(
+            f"{version.name} v{version.version} needs preprocessing {preprocessing!r}, which this "
+            f"version of PhotoBot does not have ({', '.join(ADAPTERS)})"
+        )
+    return adapter
+
+
+# --------------------------------------------------------------------------------------- the state
+
+
+@dataclass
+class _Serving:
+    """A loaded version with its adapter: what one request is prepared for and answered by."""
+
+    loaded: LoadedModel
+    adapter: Adapter
+
+    @property
+    def version(self) -> ModelVersion:
+        return self.loaded.version
+
+
+@dataclass
+class _Slot:
+    name: str
+    worker: BatchWorker
+    serving: _Serving | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refused: dict[int, str] = field(default_factory=dict)  # version → why it could not be loaded
+    swaps: int = 0
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What `models()` reports for one model name."""
+
+    name: str
+    version: int | None  # None: nothing serves this name
+    preprocessing: str | None
+    labels: tuple[str, ...]
+    backend: str | None
+    device: str | None
+    load_ms: float | None
+    swaps: int
+    queued: int
+    batches: dict[str, Any]
+    refused: dict[int, str]  # versions that could not be loaded, and why
+
+
+@dataclass
+class _Plan:
+    """The prepared inputs of one photo: per model, its serving version and inputs (or why none)."""
+
+    items: dict[str, tuple[_Serving, np.ndarray | None, str | None]]
+    route: router.Route | None
+    scene: router.Scene | None
+    decode_ms: float
+    preprocess_ms: float
+
+
+# ----------------------------------------------------------------------------------- the classifier
+
+
+class Classifier:
+    """Photo bytes → Prediction with micro-batched models, hot-swappable versions and bounded queues."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        config: EngineConfig | None = None,
+        *,
+        max_image_bytes: int = 20 * 1024 * 1024,
+        max_image_pixels: int = 40_000_000,
+        names: Iterable[str] = MODEL_NAMES,
+        shipped_dir: Path | None = SHIPPED_DIR,
+        seeders: Mapping[str, Seeder] | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+        self.shipped_dir = shipped_dir
+        self._seeders = dict(seeders or {})
+        self._slots = {name: _Slot(name, BatchWorker(name, self.config)) for name in names}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending = 0
+        self._poller: asyncio.Task | None = None
+        self._started = False
+
+    # Life cycle.
+
+    async def start(self) -> None:
+        """Seed shipped defaults into an empty store, load and warm every model, start the workers.
+
+        A model that cannot be loaded is logged and left out (classify then raises ModelUnavailable
+        for it); the others serve.
+        """
+        if self._started:
+            return
+        self._pool = ThreadPoolExecutor(self.config.decode_workers(), thread_name_prefix="photobot-decode")
+        for slot in self._slots.values():
+            await asyncio.to_thread(self._seed, slot.name)
+            try:
+                await self.reload(slot.name)
+            except ModelUnavailable as error:
+                log.error("%s: nothing to serve: %s", slot.name, error)
+            slot.worker.start()
+        self._started = True
+        if self.config.reload_poll_s > 0:
+            self._poller = asyncio.create_task(self._poll_store(), name="photobot-model-poller")
+
+    async def close(self) -> None:
+        """Stop polling, answer what is queued, stop the workers and the decode pool."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        for slot in self._slots.values():
+            await asyncio.to_thread(slot.worker.close)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._started = False
+
+    async def __aenter__(self) -> Classifier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # Serving.
+
+    async def classify(self, data: bytes, mode: Mode = "auto") -> Prediction:
+        """Answer one photo. Raises UnsupportedImage / ImageTooLarge (this photo only), EngineBusy
+        (too many photos waiting: try again), DeadlineExceeded, ModelUnavailable."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if self._pool is None:
+            raise ModelUnavailable("the classifier is not started")
+        if self._pending >= self.config.queue_size:
+            raise EngineBusy(f"{self._pending} photos are being answered; try again in a moment")
+        self._pending += 1
+        started = time.monotonic()
+        deadline = started + self.config.deadline_s
+        try:
+            async with asyncio.timeout(self.config.deadline_s):
+                prediction = await self._classify(data, mode, deadline)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer within {self.config.deadline_s:g} s") from None
+        finally:
+            self._pending -= 1
+        timings = {**prediction.timings_ms, "total": (time.monotonic() - started) * 1000.0}
+        return replace(prediction, timings_ms={k: round(v, 3) for k, v in timings.items()})
+
+    async def _classify(self, data: bytes, mode: Mode, deadline: float) -> Prediction:
+        servings = self._servings_for(mode)
+        loop = asyncio.get_running_loop()
+        plan = await loop.run_in_executor(self._pool, self._prepare, data, mode, servings)
+        timings = {"decode": plan.decode_ms, "preprocess": plan.preprocess_ms}
+        answers = await self._answer(plan, deadline, timings)
+        if mode != "auto":
+            prediction = answers[MODE_MODEL[mode]]
+        elif plan.route == "check":
+            prediction = router.combine(answers.get("digits"), answers.get("flowers"))
+        else:
+            prediction = answers["digits" if plan.route == "digit" else "flowers"]
+            if prediction.status == "not_recognized":
+                prediction = replace(prediction, model=None, version=None)
+        return replace(prediction, timings_ms=timings)
+
+    def _servings_for(self, mode: Mode) -> dict[str, _Serving]:
+        names = [MODE_MODEL[mode]] if mode != "auto" else list(self._slots)
+        servings = {}
+        for name in names:
+            slot = self._slots.get(name)
+            if slot is not None and slot.serving is not None:
+                servings[name] = slot.serving
+        if not servings:
+            what = " or ".join(names)
+            raise ModelUnavailable(f"no {what} model is loaded (see `photobot models list`)")
+        return servings
+
+    def _prepare(self, data: bytes, mode: Mode, servings: dict[str, _Serving]) -> _Plan:
+        """Decode once, then build each needed model's inputs (in a pool thread)."""
+        started = time.monotonic()
+        size = max(s.adapter.decode_size for s in servings.values())
+        image = decode_image(
+            data,
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            target_size=size,
+            grayscale=mode == "digit",
+        )
+        decoded = time.monotonic()
+        items: dict[str, tuple[_Serving, np.ndarray | None, str | None]] = {}
+        route: router.Route | None = None
+        scene: router.Scene | None = None
+        if mode != "auto":
+            name = MODE_MODEL[mode]
+            items[name] = (servings[name], *servings[name].adapter.prepare(image))
+        else:
+            if "digits" in servings:
+                items["digits"] = (servings["digits"], *servings["digits"].adapter.prepare(image))
+            scene = router.look(image, digits_found="digits" in items and items["digits"][1] is not None)
+            route = router.route(scene) if "flowers" in servings else "digit"
+            if "digits" not in servings:
+                route = "flower"
+            if route != "digit":
+                items["flowers"] = (servings["flowers"], *servings["flowers"].adapter.prepare(image))
+            if route == "flower":
+                items.pop("digits", None)
+        done = time.monotonic()
+        return _Plan(items, route, scene, (decoded - started) * 1000.0, (done - decoded) * 1000.0)
+
+    async def _answer(self, plan: _Plan, deadline: float, timings: dict[str, float]) -> dict[str, Prediction]:
+        """Submit every prepared input to its model's worker; await the answers together."""
+        futures: dict[str, asyncio.Future[Timed[Prediction]]] = {}
+        answers: dict[str, Prediction] = {}
+        for name, (serving, inputs, reason) in plan.items.items():
+            if inputs is None:
+                answers[name] = serving.adapter.nothing(serving.version, reason)
+                continue
+            finish = functools.partial(serving.adapter.answer, version=serving.version)
+            row_shape = serving.loaded.row_shape
+            if inputs.shape[1:] != row_shape and int(np.prod(inputs.shape[1:])) == int(np.prod(row_shape)):
+                inputs = inputs.reshape(len(inputs), *row_shape)  # e.g. an MLP taking flat 784 rows
+            futures[name] = self._slots[name].worker.submit(serving.loaded, inputs, finish, deadline=deadline)
+        try:
+            results = await asyncio.gather(*futures.values())
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise
+        for name, result in zip(futures, results, strict=True):
+            answers[name] = result.value
+            timings["queue"] = max(timings.get("queue", 0.0), result.queue_ms)
+            timings["model"] = max(timings.get("model", 0.0), result.model_ms)
+            timings["batch"] = max(timings.get("batch", 0.0), float(result.batch_rows))
+        return answers
+
+    # Versions.
+
+    async def reload(self, name: str) -> ModelVersion:
+        """Serve the store's active version of `name`: load and warm it beside the old one, then switch.
+
+        Returns the version now serving. Raises ModelUnavailable (and keeps serving the old version)
+        when the active version is missing, corrupt, or cannot run.
+        """
+        slot = self._slots.get(name)
+        if slot is None:
+            raise ModelUnavailable(f"no model called {name!r} (known: {', '.join(self._slots)})")
+        async with slot.lock:
+            target = self.store.active(name)
+            if target is None:
+                raise ModelUnavailable(f"{name} has no active version in {self.store.root}")
+            current = slot.serving
+            if current is not None and current.version.version == target.version:
+                return current.version
+            try:
+                adapter = adapter_for(target)
+                loaded = await asyncio.to_thread(
+                    load_version,
+                    target,
+                    max_batch=self.config.max_batch,
+                    padded_sizes=self.config.padded_sizes(),
+                )
+            except ModelUnavailable as error:
+                slot.refused[target.version] = str(error)
+                still = f"v{current.version.version} keeps serving" if current else "nothing serves it"
+                log.error("%s v%d refused (%s): %s", name, target.version, still, error)
+                raise
+            slot.serving = _Serving(loaded, adapter)  # the switch: new requests go to the new version
+            slot.swaps += current is not None
+            log.info(
+                "%s v%d serving (%s) on %s %s; loaded and warmed in %.0f ms%s",
+                name,
+                target.version,
+                target.meta.get("preprocessing", "?"),
+                loaded.backend,
+                loaded.device,
+                loaded.load_ms,
+                f", replacing v{current.version.version}" if current else "",
+            )
+            return target
+
+    def models(self) -> dict[str, ModelStatus]:
+        """What serves, per model name."""
+        report = {}
+        for name, slot in self._slots.items():
+            serving = slot.serving
+            loaded = serving.loaded if serving else None
+            report[name] = ModelStatus(
+                name=name,
+                version=loaded.version.version if loaded else None,
+                preprocessing=loaded.version.meta.get("preprocessing") if loaded else None,
+                labels=tuple(loaded.version.labels) if loaded else (),
+                backend=loaded.backend if loaded else None,
+                device=loaded.device if loaded else None,
+                load_ms=round(loaded.load_ms, 1) if loaded else None,
+                swaps=slot.swaps,
+                queued=slot.worker.queued(),
+                batches=slot.worker.stats.snapshot(),
+                refused=dict(slot.refused),
+            )
+        return report
+
+    async def _poll_store(self) -> None:
+        """Follow the store's `active` pointers (promotions by other processes); retry no refused version."""
+        while True:
+            await asyncio.sleep(self.config.reload_poll_s)
+            for name, slot in self._slots.items():
+                active = self.store.active_version(name)
+                current = slot.serving.version.version if slot.serving else None
+                if active is None or active == current or active in slot.refused:
+                    continue
+                with contextlib.suppress(ModelUnavailable):
+                    await self.reload(name)
+
+    def _seed(self, name: str) -> None:
+        """Give an empty store the shipped default, so a fresh install answers without training."""
+        if self.store.versions(name):
+            if self.store.active_version(name) is None:
+                usable = [v for v in self.store.versions(name) if v.meta.get("status") != "rejected"]
+                if usable:
+                    log.warning(
+                        "%s has no active version; promoting the latest, v%d", name, usable[-1].version
+                    )
+                    self.store.promote(name, usable[-1].version)
+            return
+        seeder = self._seeders.get(name)
+        if seeder is not None:
+            seeded = seeder(self.store)
+        else:
+            seeded = seed_shipped(self.store, name, self.shipped_dir)
+        if seeded is not None:
+            log.info("%s: seeded the store with the shipped default as v%d", name, seeded.version)
+
+
+def seed_shipped(store: ModelStore, name: str, shipped_dir: Path | None = SHIPPED_DIR) -> ModelVersion | None:
+    """Copy `shipped_dir/<name>/` (model.keras + meta.json) into the store as a new, active version."""
+    if shipped_dir is None:
+        return None
+    source = Path(shipped_dir) / name
+    if not (source / MODEL_FILE).is_file() or not (source / META_FILE).is_file():
+        log.warning("%s: no shipped default in %s; train one with `photobot train %s`", name, source, name)
+        return None
+    import json
+
+    meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
+    meta = {k: v for k, v in meta.items() if k not in ("name", "version")}
+    meta.setdefault("source", f"shipped default ({source.name})")
+    version = store.add_version(name, source, meta)
+    return store.promote(name, version.version)

@@ -1,0 +1,197 @@
+"""Loading a model version safely, and running it as one compiled call per batch.
+
+Only files this project wrote are loaded: `model.keras` inside a version directory of the model store
+(no symlink leading out of it), a Keras zip archive, and — where meta.json records one — the SHA-256
+it records. Keras loads it with `safe_mode=True`, which refuses serialized Python code (lambdas). Any
+failure, in loading or in the warm-up call, becomes one ModelUnavailable that says which file and
+why; the caller keeps the version it was serving.
+
+The call: `predict_on_batch` is Keras' compiled step (a `tf.function` on TensorFlow, `jax.jit` on JAX)
+without the data pipeline that `predict` builds on every call (~50 ms). On TensorFlow without XLA one
+graph with a dynamic batch dimension serves every batch size; where the backend compiles per shape
+(JAX, or XLA) batches are padded to a few fixed sizes so the compiled graphs are reused. (XLA on this
+CPU made a MobileNet-sized network ~6× slower than TensorFlow's oneDNN kernels, so it stays off.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.engine import Outputs, slice_outputs
+from inference.errors import ModelUnavailable
+from inference.model_store import ModelVersion
+
+log = logging.getLogger(__name__)
+
+KERAS_ARCHIVE_MEMBERS = ("config.json", "model.weights.h5")
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model version in memory, warmed up, with the batch shapes it runs at."""
+
+    version: ModelVersion
+    model: Any  # keras.Model
+    row_shape: tuple[int, ...]  # the input of one row, without the batch axis
+    dtype: str
+    padded_sizes: tuple[int, ...]  # () when any batch size reuses the same compiled graph
+    backend: str
+    device: str
+    load_ms: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.version.name
+
+    def run(self, batch: np.ndarray) -> Outputs:
+        """One compiled call per chunk of at most the largest padded size (one chunk in practice)."""
+        batch = np.asarray(batch, dtype=self.dtype)
+        if batch.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.name}: input rows of shape {batch.shape[1:]}, expected {self.row_shape}")
+        if not self.padded_sizes:
+            return self.model.predict_on_batch(batch)
+        largest = self.padded_sizes[-1]
+        if len(batch) <= largest:
+            return self._run_padded(batch)
+        parts = [self._run_padded(batch[i : i + largest]) for i in range(0, len(batch), largest)]
+        return _concat_outputs(parts)
+
+    def _run_padded(self, batch: np.ndarray) -> Outputs:
+        rows = len(batch)
+        size = next(s for s in self.padded_sizes if s >= rows)
+        if size > rows:
+            batch = np.concatenate([batch, np.zeros((size - rows, *self.row_shape), dtype=batch.dtype)])
+        return slice_outputs(self.model.predict_on_batch(batch), 0, rows)
+
+    def warm_up(self, max_batch: int) -> None:
+        """Compile before the first user pays for it: every padded size, or 1, 2 and max_batch.
+
+        With TensorFlow's `reduce_retracing` the second batch size already yields a graph with a
+        dynamic batch axis, so later sizes reuse it. Outputs are checked, so a model that loads but
+        cannot run (wrong input shape, NaNs) is refused here, before it serves anyone.
+        """
+        sizes = self.padded_sizes or tuple(sorted({1, 2, max(1, max_batch)}))
+        for size in sizes:
+            outputs = self.run(np.zeros((size, *self.row_shape), dtype=self.dtype))
+            _check_outputs(self.name, outputs, size)
+
+
+def load_version(version: ModelVersion, *, max_batch: int, padded_sizes: tuple[int, ...]) -> LoadedModel:
+    """Load, check and warm one version; raises ModelUnavailable with the reason."""
+    started = time.monotonic()
+    label = f"{version.name} v{version.version}"
+    path = _checked_model_file(version)
+    import keras  # heavy; imported when a model is first loaded, not when the package is
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        raise ModelUnavailable(
+            f"{label}: {path} cannot be loaded ({type(error).__name__}: {error})"
+        ) from error
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or any(d is None for d in tuple(inputs[0].shape)[1:]):
+        raise ModelUnavailable(f"{label}: the model must take one input of fixed shape per row")
+    backend = keras.backend.backend()
+    loaded = LoadedModel(
+        version=version,
+        model=model,
+        row_shape=tuple(int(d) for d in tuple(inputs[0].shape)[1:]),
+        dtype=str(inputs[0].dtype),
+        padded_sizes=padded_sizes if _compiles_per_shape(model, backend) else (),
+        backend=backend,
+        device=_device(keras),
+    )
+    try:
+        loaded.warm_up(max_batch)
+    except ModelUnavailable:
+        raise
+    except Exception as error:
+        raise ModelUnavailable(
+            f"{label}: the warm-up call failed ({type(error).__name__}: {error})"
+        ) from error
+    loaded.load_ms = (time.monotonic() - started) * 1000.0
+    return loaded
+
+
+def _checked_model_file(version: ModelVersion) -> Path:
+    label = f"{version.name} v{version.version}"
+    path = version.model_file
+    if not path.is_file():
+        raise ModelUnavailable(f"{label}: {path} is missing")
+    if path.is_symlink() or not path.resolve().is_relative_to(version.path.resolve()):
+        raise ModelUnavailable(f"{label}: {path} points outside its version directory")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelUnavailable(f"{label}: {path} is not a Keras model archive ({error})") from error
+    missing = [m for m in KERAS_ARCHIVE_MEMBERS if m not in names]
+    if missing:
+        raise ModelUnavailable(f"{label}: {path} is not a Keras model archive (no {', '.join(missing)})")
+    expected = (version.meta.get("sha256") or {}).get(path.name)
+    if expected and _sha256(path) != expected:
+        raise ModelUnavailable(f"{label}: {path} does not match the SHA-256 recorded in meta.json")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _compiles_per_shape(model: Any, backend: str) -> bool:
+    """JAX jits per input shape; TensorFlow only with XLA (`jit_compile`); torch runs eagerly here."""
+    if backend == "jax":
+        return True
+    return backend == "tensorflow" and bool(getattr(model, "jit_compile", False))
+
+
+def _device(keras: Any) -> str:
+    """The device the backend places this model on: its first accelerator, else the CPU."""
+    try:
+        devices = [str(d) for d in keras.distribution.list_devices()]
+    except Exception:  # not every backend implements it
+        return "cpu"
+    accelerators = [d for d in devices if not d.lower().startswith("cpu")]
+    return (accelerators or devices or ["cpu"])[0]
+
+
+def _check_outputs(name: str, outputs: Outputs, rows: int) -> None:
+    arrays = _leaves(outputs)
+    if not arrays:
+        raise ModelUnavailable(f"{name}: the model returned nothing")
+    for array in arrays:
+        array = np.asarray(array)
+        if array.shape[:1] != (rows,):
+            raise ModelUnavailable(f"{name}: {rows} rows in, output of shape {array.shape} out")
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise ModelUnavailable(f"{name}: the model returns NaN or infinite values")
+
+
+def _leaves(outputs: Outputs) -> list[Any]:
+    if isinstance(outputs, dict):
+        return [leaf for value in outputs.values() for leaf in _leaves(value)]
+    if isinstance(outputs, list | tuple):
+        return [leaf for value in outputs for leaf in _leaves(value)]
+    return [outputs]
+
+
+def _concat_outputs(parts: list[Outputs]) -> Outputs:
+    first = parts[0]
+    if isinstance(first, dict):
+        return {key: _concat_outputs([p[key] for p in parts]) for key in first}
+    if isinstance(first, list | tuple):
+        return type(first)(_concat_outputs([p[i] for p in parts]) for i in range(len(first)))
+    return np.concatenate([np.asarray(p) for p in parts])

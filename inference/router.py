@@ -1,0 +1,128 @@
+"""Auto mode: is this photo a digit on paper, a flower, or neither?
+
+The router must not double the cost of a photo, so it never runs the flower network just to find out
+what a photo is. It looks at two cheap things the digit path computes anyway or nearly for free:
+
+- whether `read_digits` found a plausible row of pen strokes (a few milliseconds of NumPy), and
+- how colourful the photo is (Hasler & Süsstrunk's colourfulness on a 64-pixel thumbnail): paper with
+  ink is grey, white or cream under tinted light — low colourfulness — while flowers and gardens are not.
+
+    digits found, photo paper-like           → `digit`  (only the digit model runs)
+    no digits found                          → `flower` (the flower model and its out-of-distribution
+                                               detector decide between a flower and neither)
+    digits found, photo colourful            → `check`  (both models run — the digit model costs
+                                               almost nothing — and `combine` decides)
+
+`combine` answers `unsure` with model None when both readings are plausible, so the bot can ask the
+user "a digit or a flower?", and `not_recognized` when neither model recognises anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from inference.prediction import Prediction
+
+Route = Literal["digit", "flower", "check"]
+
+THUMBNAIL = 64  # pixels on the longer side for the colour statistics
+PAPER_MAX_COLOURFULNESS = 22.0  # at or below: grey/white/cream paper, even under warm or cool light
+PAPER_MIN_PLAIN = 0.7  # at least this share of a page is plain paper
+PLAIN_TOLERANCE = 0.06  # brightness difference to the local background that still counts as plain
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What the router saw, kept for logs and for tuning the thresholds."""
+
+    colourfulness: float
+    plain: float  # share of the thumbnail close to its local background: paper is mostly plain
+    digits_found: bool
+
+    @property
+    def paper_like(self) -> bool:
+        return self.colourfulness <= PAPER_MAX_COLOURFULNESS and self.plain >= PAPER_MIN_PLAIN
+
+
+def colourfulness(image: Image.Image) -> float:
+    """Hasler & Süsstrunk (2003): σ_rgyb + 0.3·μ_rgyb on opponent colours; 0 for a grey image.
+
+    Roughly: < 15 grey or nearly so, 15–33 slightly colourful, > 45 quite colourful (their scale).
+    """
+    if image.mode == "L":
+        return 0.0
+    thumbnail = image.convert("RGB")
+    thumbnail.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+    rgb = np.asarray(thumbnail, dtype=np.float32).reshape(-1, 3)
+    red, green, blue = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    rg = red - green
+    yb = 0.5 * (red + green) - blue
+    spread = float(np.hypot(rg.std(), yb.std()))
+    mean = float(np.hypot(rg.mean(), yb.mean()))
+    return spread + 0.3 * mean
+
+
+def plainness(image: Image.Image) -> float:
+    """Share of a 64-pixel grey thumbnail within PLAIN_TOLERANCE of its block-median background.
+
+    A page with a digit is mostly paper (strokes cover a few percent); a flower, a face or a street is
+    texture and edges almost everywhere.
+    """
+    thumbnail = image.convert("L")
+    thumbnail.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+    gray = np.asarray(thumbnail, dtype=np.float32) / 255.0
+    side = 8
+    rows, cols = gray.shape[0] // side, gray.shape[1] // side
+    if rows == 0 or cols == 0:
+        return 0.0
+    blocks = gray[: rows * side, : cols * side].reshape(rows, side, cols, side).transpose(0, 2, 1, 3)
+    medians = np.median(blocks.reshape(rows, cols, -1), axis=2)
+    background = np.repeat(np.repeat(medians, side, axis=0), side, axis=1)
+    return float(np.mean(np.abs(gray[: rows * side, : cols * side] - background) < PLAIN_TOLERANCE))
+
+
+def look(image: Image.Image, digits_found: bool) -> Scene:
+    return Scene(colourfulness=colourfulness(image), plain=plainness(image), digits_found=digits_found)
+
+
+def route(scene: Scene) -> Route:
+    if not scene.digits_found:
+        return "flower"
+    return "digit" if scene.paper_like else "check"
+
+
+def combine(digit: Prediction | None, flower: Prediction | None) -> Prediction:
+    """One answer from the readings of a photo that could be either (route `check`).
+
+    A clear answer from exactly one model wins; clear answers from both, or two doubtful ones, make an
+    `unsure` with model None (the bot asks the user); no answer from either is `not_recognized`.
+    """
+    readings = [p for p in (digit, flower) if p is not None]
+    ok = [p for p in readings if p.status == "ok"]
+    if len(ok) == 1:
+        return ok[0]
+    plausible = [p for p in readings if p.status != "not_recognized"]
+    if not plausible:
+        return Prediction(
+            model=None,
+            version=None,
+            label=None,
+            confidence=0.0,
+            status="not_recognized",
+            reason="neither a digit on paper nor one of the known flowers",
+        )
+    if len(plausible) == 1:
+        return plausible[0]
+    best = max(plausible, key=lambda p: p.confidence)
+    return replace(
+        best,
+        model=None,
+        version=None,
+        status="unsure",
+        top=tuple((p.label or "?", p.confidence) for p in sorted(plausible, key=lambda p: -p.confidence)),
+        reason="could be a digit on paper or a flower",
+    )

@@ -1,0 +1,153 @@
+"""Real, tiny models and photos for the engine's tests (imported by tests/test_engine*.py and friends).
+
+The models are trained here on real data — a few thousand MNIST digits, a few dozen flower photos — in
+seconds, and saved into a real ModelStore. Nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from inference import digits, flowers
+from inference.model_store import ModelStore, ModelVersion
+
+FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+
+
+def load_mnist_subset(mnist_path: Path, n_train: int = 3000, n_test: int = 200):
+    with np.load(mnist_path) as data:
+        return (
+            data["x_train"][:n_train],
+            data["y_train"][:n_train],
+            data["x_test"][:n_test],
+            data["y_test"][:n_test],
+        )
+
+
+def train_digit_model(mnist_path: Path, path: Path, *, hidden: int = 64, seed: int = 0) -> Path:
+    """A small MLP on (28, 28, 1) inputs, trained for a few epochs on 3,000 real MNIST digits."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x_train, y_train, _, _ = load_mnist_subset(mnist_path)
+    x = np.stack([digits.normalize_digit(image) for image in x_train])[..., None]
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y_train, epochs=4, batch_size=64, verbose=0)
+    model.save(path, include_optimizer=False)
+    return path
+
+
+def flower_files(flowers_path: Path, per_class: int, offset: int = 0) -> list[tuple[Path, str]]:
+    files = []
+    for label in FLOWER_CLASSES:
+        names = sorted((flowers_path / label).glob("*.jpg"))
+        files += [(f, label) for f in names[offset : offset + per_class]]
+    return files
+
+
+def train_flower_model(flowers_path: Path, path: Path, *, per_class: int = 12) -> tuple[Path, dict]:
+    """A tiny two-output flower model ([probabilities, ood features]) like the shipped one, on real photos.
+
+    Returns the model file and the meta["ood"] block fitted on its own training features.
+    """
+    import keras
+
+    keras.utils.set_random_seed(0)
+    files = flower_files(flowers_path, per_class)
+    x = np.stack([flowers.flower_input(Image.open(f)) for f, _ in files]).astype(np.float32)
+    y = np.array([FLOWER_CLASSES.index(label) for _, label in files])
+    inputs = keras.Input((224, 224, 3))
+    h = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    h = keras.layers.AveragePooling2D(8)(h)
+    h = keras.layers.Conv2D(8, 3, activation="relu")(h)
+    features = keras.layers.GlobalAveragePooling2D(name="features")(h)
+    probs = keras.layers.Dense(len(FLOWER_CLASSES), activation="softmax", name="probabilities")(features)
+    model = keras.Model(inputs, [probs, features])
+    trainer = keras.Model(inputs, probs)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    trainer.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    model.save(path, include_optimizer=False)
+    train_features = np.asarray(model.predict_on_batch(x)[1])
+    means = np.stack([train_features[y == c].mean(axis=0) for c in range(len(FLOWER_CLASSES))])
+    distances = ((train_features[:, None, :] - means[None]) ** 2).sum(-1).min(1)
+    ood = {
+        "means": means.tolist(),
+        "unsure_above": float(np.percentile(distances, 95) * 2),
+        "reject_above": float(np.percentile(distances, 95) * 4),
+        "min_confidence": 0.0,
+    }
+    return path, ood
+
+
+def add_version(
+    store: ModelStore, name: str, model_file: Path, meta: dict, *, promote: bool = True
+) -> ModelVersion:
+    with store.new_version(name, meta) as staged:
+        shutil.copy2(model_file, staged.path / "model.keras")
+    version = store.get(name, staged.version)
+    if promote:
+        store.promote(name, version.version)
+    return version
+
+
+def digit_meta(**extra) -> dict:
+    return {"labels": list(digits.LABELS), "preprocessing": digits.PREPROCESSING_ID, **extra}
+
+
+def flower_meta(ood: dict, **extra) -> dict:
+    return {"labels": list(FLOWER_CLASSES), "preprocessing": flowers.PREPROCESSING_ID, "ood": ood, **extra}
+
+
+def digit_photo(
+    mnist_digit: np.ndarray, *, size: tuple[int, int] = (640, 480), seed: int = 0, fmt: str = "JPEG"
+) -> bytes:
+    """A simple photo of a handwritten digit: dark ink on light, slightly uneven paper, JPEG."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    x = np.linspace(0, 1, width)[None, :]
+    y = np.linspace(0, 1, height)[:, None]
+    paper = 215 + 25 * (0.6 * x + 0.4 * y) + rng.normal(0, 3, (height, width))
+    scale = int(min(width, height) * rng.uniform(0.45, 0.7))
+    glyph = Image.fromarray(255 - np.asarray(mnist_digit, np.uint8)).resize((scale, scale), Image.BILINEAR)
+    glyph = np.asarray(glyph.filter(ImageFilter.GaussianBlur(1)), np.float32) / 255.0
+    top = int(rng.integers(height // 10, height - scale - height // 10))
+    left = int(rng.integers(width // 10, width - scale - width // 10))
+    region = paper[top : top + scale, left : left + scale]
+    paper[top : top + scale, left : left + scale] = region * (0.25 + 0.75 * glyph)
+    rgb = np.clip(np.stack([paper, paper * 0.98, paper * 0.94], -1), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, fmt, quality=90)
+    return buffer.getvalue()
+
+
+def scene_photo(seed: int = 0, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A colourful non-digit picture (shapes on a gradient): neither a digit on paper nor a flower."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(30):
+        box = sorted(rng.integers(0, size[0], 2).tolist()), sorted(rng.integers(0, size[1], 2).tolist())
+        draw.rectangle(
+            (box[0][0], box[1][0], box[0][1], box[1][1]), fill=tuple(rng.integers(0, 255, 3).tolist())
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_meta(path: Path, meta: dict) -> None:
+    path.write_text(json.dumps(meta))
