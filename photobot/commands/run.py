@@ -1,8 +1,15 @@
-"""`photobot run`: start the bot."""
+"""`photobot run`: start the bot — long polling by default, a webhook when WEBHOOK_URL is set.
+
+SIGTERM and SIGINT stop it cleanly: no new updates are taken, the photos in flight are answered, then
+the engine and the database are closed (python-telegram-bot's `run_polling` / `run_webhook` own the
+event loop and the signal handlers; `bot.app` does the rest in `post_shutdown`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
@@ -11,6 +18,7 @@ NO_TOKEN = (
     "TELEGRAM_BOT_TOKEN is not set. Create a bot: open Telegram, talk to @BotFather, send /newbot, "
     "and put the token it gives you in .env (see .env.example) as TELEGRAM_BOT_TOKEN=..."
 )
+POLL_TIMEOUT_S = 10
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +26,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    if args.api_url:
+        settings = dataclasses.replace(settings, telegram_api_url=args.api_url.rstrip("/"))
     if not settings.telegram_bot_token:
         raise UserFacingError(NO_TOKEN)
-    raise UserFacingError("the Telegram front-end is not built yet in this version")
+    from telegram import Update
+
+    from bot.app import build_application
+
+    application = build_application(settings)
+    if settings.webhook_url:
+        path, secret = _webhook_secrets(settings.telegram_bot_token)
+        application.run_webhook(
+            listen=settings.webhook_listen,
+            port=settings.webhook_port,
+            url_path=path,
+            webhook_url=f"{settings.webhook_url.rstrip('/')}/{path}",
+            secret_token=secret,
+            allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
+        )
+    else:
+        application.run_polling(
+            timeout=POLL_TIMEOUT_S, allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY]
+        )
+    return 0
+
+
+def _webhook_secrets(token: str) -> tuple[str, str]:
+    """A URL path and a secret header value derived from the token: unguessable, stable across restarts."""
+    digest = hashlib.sha256(f"photobot-webhook:{token}".encode()).hexdigest()
+    return f"telegram/{digest[:32]}", digest[32:]

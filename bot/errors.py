@@ -1,0 +1,58 @@
+"""Domain errors mapped to replies in one place, and the one error handler for everything else."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.error import BadRequest, Forbidden, NetworkError, TimedOut
+from telegram.ext import ContextTypes
+
+from bot.services import lang
+from bot.texts import text
+from inference.errors import (
+    DeadlineExceeded,
+    EngineBusy,
+    ImageTooLarge,
+    InferenceError,
+    ModelUnavailable,
+    UnsupportedImage,
+)
+
+logger = logging.getLogger(__name__)
+
+MODE_NAMES = {"digit": "digits", "flower": "flowers", "auto": "digits/flowers"}
+
+
+def reply_for(error: InferenceError, language: str, mode: str = "auto") -> str:
+    """The message a user sees when their photo could not be answered."""
+    reason = str(error).strip() or type(error).__name__
+    if isinstance(error, ImageTooLarge):
+        return text(language, "image_too_large", reason=reason)
+    if isinstance(error, UnsupportedImage):
+        return text(language, "unsupported_image", reason=reason)
+    if isinstance(error, EngineBusy):
+        return text(language, "busy")
+    if isinstance(error, DeadlineExceeded):
+        return text(language, "timeout")
+    if isinstance(error, ModelUnavailable):
+        return text(language, "model_unavailable", mode=MODE_NAMES.get(mode, mode))
+    return text(language, "internal_error")
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log any error a handler did not expect, and tell the user something useful."""
+    error = context.error
+    if isinstance(error, NetworkError | TimedOut) and not isinstance(error, BadRequest):
+        logger.warning("Telegram could not be reached: %s", error)
+        return
+    logger.error("Error while handling an update", exc_info=error)
+    if not isinstance(update, Update) or update.effective_chat is None or isinstance(error, Forbidden):
+        return
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(text(lang(update), "internal_error"), show_alert=True)
+        else:
+            await context.bot.send_message(update.effective_chat.id, text(lang(update), "internal_error"))
+    except Exception as reply_error:  # the reply itself failed: logging it is all we can do
+        logger.warning("Could not tell the user about the error: %s", reply_error)

@@ -1,0 +1,152 @@
+"""Admin commands (Telegram user ids in ADMIN_IDS): /retrain, /models, /rollback, /block, /unblock.
+
+Anyone else gets "not allowed", the attempt is logged, and nothing happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+from telegram import Update
+from telegram.ext import Application, CommandHandler, ContextTypes
+
+from bot.services import MODEL_NAMES, Services, lang, services
+from bot.texts import text
+from inference.errors import InferenceError
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+VERSIONS_SHOWN = 5
+
+
+def admin_only(handler: Handler) -> Handler:
+    """Run `handler` for admins only; tell anyone else it is not allowed and log the attempt."""
+
+    @functools.wraps(handler)
+    async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        user_id = update.effective_user.id if update.effective_user else None
+        if not services(context).is_admin(user_id):
+            logger.warning("Non-admin user %s tried %r", user_id, update.effective_message.text)
+            await update.effective_message.reply_text(text(lang(update), "not_allowed"))
+            return
+        await handler(update, context)
+
+    return guarded
+
+
+@admin_only
+async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Start a retraining job (not available until the retraining job exists)."""
+    model = (context.args or ["digits"])[0]
+    if model not in MODEL_NAMES or len(context.args or []) > 1:
+        await update.effective_message.reply_text(text(lang(update), "retrain_usage"))
+        return
+    await update.effective_message.reply_text(text(lang(update), "retrain_unavailable", model=model))
+
+
+@admin_only
+async def list_models(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """List each model's latest versions with their metrics, marking the one that serves."""
+    found = services(context)
+    lines = await asyncio.to_thread(models_lines, found, lang(update))
+    await update.effective_message.reply_text("\n".join(lines))
+
+
+def models_lines(found: Services, language: str) -> list[str]:
+    lines = [text(language, "models_header")]
+    for name in found.model_store.names():
+        active = found.model_store.active_version(name)
+        for version in found.model_store.versions(name)[-VERSIONS_SHOWN:]:
+            lines.append(
+                text(
+                    language,
+                    "models_line",
+                    name=name,
+                    version=version.version,
+                    serving=text(language, "serving_mark") if version.version == active else "",
+                    status=version.meta.get("status", "ready"),
+                    metrics=_metrics(version.meta.get("metrics")),
+                )
+            )
+    return lines if len(lines) > 1 else [text(language, "models_none")]
+
+
+def _metrics(metrics: object) -> str:
+    if not isinstance(metrics, dict):
+        return ""
+    shown = [
+        f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    return (", " + ", ".join(shown[:3])) if shown else ""
+
+
+@admin_only
+async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Serve an earlier version of a model: `/rollback <model> [version]`, without a restart."""
+    args = context.args or []
+    language = lang(update)
+    if not 1 <= len(args) <= 2 or args[0] not in MODEL_NAMES or (len(args) == 2 and not args[1].isdigit()):
+        await update.effective_message.reply_text(text(language, "rollback_usage"))
+        return
+    found = services(context)
+    name, version = args[0], int(args[1]) if len(args) == 2 else None
+    previous = found.model_store.active_version(name)
+    try:
+        target = await asyncio.to_thread(found.model_store.rollback, name, version)
+        await found.classifier.reload(name)
+    except InferenceError as error:
+        if found.model_store.active_version(name) != previous and previous is not None:
+            await asyncio.to_thread(found.model_store.promote, name, previous)  # the new one would not load
+        await update.effective_message.reply_text(text(language, "rollback_failed", reason=str(error)))
+        return
+    await found.store.record_model_event(
+        name, "rollback", from_version=previous, to_version=target.version, actor=update.effective_user.id
+    )
+    logger.info(
+        "User %s rolled %s back from v%s to v%s", update.effective_user.id, name, previous, target.version
+    )
+    await update.effective_message.reply_text(
+        text(language, "rollback_done", name=name, version=target.version)
+    )
+
+
+@admin_only
+async def block(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stop using a user's labels: `/block <user id>`."""
+    await _set_blocked(update, context, blocked=True)
+
+
+@admin_only
+async def unblock(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Use a user's labels again: `/unblock <user id>`."""
+    await _set_blocked(update, context, blocked=False)
+
+
+async def _set_blocked(update: Update, context: ContextTypes.DEFAULT_TYPE, *, blocked: bool) -> None:
+    args = context.args or []
+    language = lang(update)
+    if len(args) != 1 or not args[0].isdigit():
+        await update.effective_message.reply_text(
+            text(language, "block_usage" if blocked else "unblock_usage")
+        )
+        return
+    user_id = int(args[0])
+    await services(context).store.set_blocked(user_id, blocked)
+    logger.info(
+        "User %s %s user %s", update.effective_user.id, "blocked" if blocked else "unblocked", user_id
+    )
+    await update.effective_message.reply_text(
+        text(language, "blocked" if blocked else "unblocked", user=user_id)
+    )
+
+
+def register(application: Application) -> None:
+    application.add_handler(CommandHandler("retrain", retrain))
+    application.add_handler(CommandHandler("models", list_models))
+    application.add_handler(CommandHandler("rollback", rollback))
+    application.add_handler(CommandHandler("block", block))
+    application.add_handler(CommandHandler("unblock", unblock))

@@ -1,0 +1,61 @@
+"""/start and /help, and a clear reply to everything the bot does not read (stickers, videos, voice, text)."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+
+from bot.services import lang
+from bot.texts import text
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Greet the user and say what the bot does."""
+    user = update.effective_user
+    greeting = text(lang(update), "start", name=user.first_name if user else "")
+    await update.effective_message.reply_text(f"{greeting}\n\n{text(lang(update), 'help')}")
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Say what the bot does and which commands it knows."""
+    await update.effective_message.reply_text(text(lang(update), "help"))
+
+
+async def refuse_sticker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stickers are not photos."""
+    await update.effective_message.reply_text(text(lang(update), "sticker"))
+
+
+async def refuse_video(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Videos, animations (GIFs sent as animations) and video notes are not read."""
+    await update.effective_message.reply_text(text(lang(update), "video"))
+
+
+async def refuse_audio(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Voice messages and audio are not read."""
+    await update.effective_message.reply_text(text(lang(update), "voice"))
+
+
+async def hint(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Plain text: say what to send instead."""
+    await update.effective_message.reply_text(text(lang(update), "text_hint"))
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A command this bot does not have."""
+    await update.effective_message.reply_text(text(lang(update), "unknown_command"))
+
+
+def register_commands(application: Application) -> None:
+    application.add_handler(CommandHandler("start", start))
+    application.add_handler(CommandHandler("help", help_command))
+
+
+def register_fallbacks(application: Application) -> None:
+    application.add_handler(MessageHandler(filters.Sticker.ALL, refuse_sticker))
+    application.add_handler(
+        MessageHandler(filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE, refuse_video)
+    )
+    application.add_handler(MessageHandler(filters.VOICE | filters.AUDIO, refuse_audio))
+    application.add_handler(MessageHandler(filters.COMMAND, unknown_command))
+    application.add_handler(MessageHandler(filters.TEXT, hint))

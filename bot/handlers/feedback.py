@@ -1,0 +1,167 @@
+"""✅ Correct / ❌ Wrong and the label picker under an answer.
+
+The data of a button is never trusted: it is decoded by `bot.callbacks` (malformed → "out of date"), the
+prediction must still exist (stale after /forget), and only its sender may answer (forged). Taps on one
+prediction are handled one at a time, in order; the first recorded answer stands.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import CallbackQuery, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+from bot import callbacks, keyboards
+from bot.services import Services, lang, services
+from bot.texts import text
+from storage.errors import NotPredictionOwner, PredictionNotFound
+from storage.records import NEGATIVE_LABELS, PredictionRecord
+
+logger = logging.getLogger(__name__)
+
+
+async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Handle a tap on ✅ / ❌, a label, or « Back."""
+    query = update.callback_query
+    language = lang(update)
+    try:
+        data = callbacks.decode(query.data)
+    except callbacks.MalformedCallback:
+        logger.info("Malformed callback data from user %s: %r", query.from_user.id, query.data)
+        await query.answer(text(language, "feedback_malformed"), show_alert=True)
+        return
+    if isinstance(data, callbacks.ForgetChoice):
+        return  # the /forget handler owns these
+    found = services(context)
+    async with found.lock(("prediction", data.prediction_id)):
+        prediction = await found.store.get_prediction(data.prediction_id)
+        if prediction is None:
+            await query.answer(text(language, "feedback_stale"), show_alert=True)
+            return
+        if prediction.user_id != query.from_user.id:
+            logger.warning(
+                "User %s pressed a button of prediction %s, which is user %s's",
+                query.from_user.id,
+                prediction.id,
+                prediction.user_id,
+            )
+            await query.answer(text(language, "feedback_not_yours"), show_alert=True)
+            return
+        await _apply(found, query, data, prediction, language)
+
+
+async def _apply(
+    found: Services,
+    query: CallbackQuery,
+    data: callbacks.CallbackData,
+    prediction: PredictionRecord,
+    language: str,
+) -> None:
+    match data:
+        case callbacks.Verdict(_, False):
+            keyboard = keyboards.labels(language, prediction.id, prediction.model, found.label_sets)
+            await _edit_markup(query, keyboard)
+            await query.answer(text(language, "pick_label"))
+        case callbacks.BackToVerdict(_):
+            await _edit_markup(query, keyboards.verdict(language, prediction.id))
+            await query.answer()
+        case callbacks.Verdict(_, True):
+            await _record(found, query, prediction, prediction.model, prediction.label, language)
+        case callbacks.LabelChoice(_, label):
+            model = _model_of(found, prediction, label)
+            if model is None:
+                await query.answer(text(language, "feedback_bad_label"), show_alert=True)
+                return
+            await _record(found, query, prediction, model, label, language)
+
+
+def _model_of(found: Services, prediction: PredictionRecord, label: str | None) -> str | None:
+    """Which model's label set a chosen label belongs to (None: it belongs to no model of this answer)."""
+    candidates = [prediction.model] if prediction.model else list(found.label_sets)
+    if label is None:
+        return candidates[0] if prediction.model else _neither_model(prediction)
+    return next((m for m in candidates if label in found.label_sets.get(m, ())), None)
+
+
+def _neither_model(prediction: PredictionRecord) -> str:
+    """A photo that is neither: stored as a negative of the model its mode asked for (digits in auto)."""
+    return {"flower": "flowers"}.get(prediction.mode or "", "digits")
+
+
+async def _record(
+    found: Services,
+    query: CallbackQuery,
+    prediction: PredictionRecord,
+    model: str | None,
+    label: str | None,
+    language: str,
+) -> None:
+    """Store the answer once, then edit the message to thank the user and show what was recorded."""
+    if model is None:  # ✅ on "not recognised": the user confirms it is neither
+        model = _neither_model(prediction)
+    true_label = label if label is not None else NEGATIVE_LABELS[model]
+    correct = (prediction.model, prediction.label) == (model, label) or (
+        prediction.model is None and label is None
+    )
+    try:
+        result = await found.store.record_feedback(
+            prediction.id,
+            user_id=query.from_user.id,
+            verdict="correct" if correct else "wrong",
+            true_label=true_label,
+            model=model,
+        )
+    except (PredictionNotFound, NotPredictionOwner) as error:  # lost a race with /forget
+        logger.info("Feedback not stored: %s", error)
+        await query.answer(text(language, "feedback_stale"), show_alert=True)
+        return
+    if not result.created:
+        await query.answer(text(language, "feedback_already"))
+        await _edit_markup(query, None)
+        return
+    await query.answer(text(language, "thanks_label", label=_shown(language, model, label)))
+    await _edit_thanks(query, _thanks(language, model, label, correct and prediction.model is not None))
+
+
+def _shown(language: str, model: str, label: str | None) -> str:
+    if label is not None:
+        return label
+    return text(language, {"digits": "button_not_digit", "flowers": "button_not_flower"}[model])
+
+
+def _thanks(language: str, model: str, label: str | None, correct: bool) -> str:
+    if label is None:
+        return text(language, {"digits": "thanks_none_digit", "flowers": "thanks_none_flower"}[model])
+    return text(language, "thanks_correct" if correct else "thanks_label", label=label)
+
+
+async def _edit_markup(query: CallbackQuery, keyboard: InlineKeyboardMarkup | None) -> None:
+    if not _accessible(query):
+        return
+    try:
+        await query.edit_message_reply_markup(reply_markup=keyboard)
+    except BadRequest as error:
+        if "not modified" not in str(error).lower():
+            raise
+
+
+async def _edit_thanks(query: CallbackQuery, thanks: str) -> None:
+    if not _accessible(query):
+        return
+    original = query.message.text or ""
+    try:
+        await query.edit_message_text(f"{original}\n\n{thanks}".strip(), reply_markup=None)
+    except BadRequest as error:
+        if "not modified" not in str(error).lower():
+            raise
+
+
+def _accessible(query: CallbackQuery) -> bool:
+    """Telegram sends a message with date 0 when it is too old for the bot to see or edit."""
+    return query.message is not None and query.message.is_accessible
+
+
+def register(application: Application) -> None:
+    application.add_handler(CallbackQueryHandler(on_feedback, pattern=r"^(?!f:)"))

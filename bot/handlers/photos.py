@@ -1,0 +1,211 @@
+"""Photos and images sent as files: download the right size into memory, classify, record, answer.
+
+Handlers run concurrently (the application is built with `concurrent_updates`), and the model runs in
+the engine's worker threads, so one slow photo never holds up anyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+from telegram import Document, Message, PhotoSize, Update
+from telegram.error import BadRequest
+from telegram.ext import Application, ContextTypes, MessageHandler, filters
+
+from bot import keyboards
+from bot.answers import format_answer
+from bot.errors import reply_for
+from bot.services import Services, lang, services
+from bot.texts import human_size, text
+from inference.errors import InferenceError
+from inference.prediction import Mode, Prediction
+from storage.images import sniff_format
+
+logger = logging.getLogger(__name__)
+
+# The shorter side the models need: flowers are cut to 224 × 224, and a digit photo read at this size
+# leaves every digit far more than MNIST's 28 pixels. Telegram's 320 px size of a 4:3 photo is enough.
+MIN_SIDE = 224
+IMAGE_MIME_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/x-ms-bmp"}
+)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+MODE_OF_MODEL: dict[str, Mode] = {"digits": "digit", "flowers": "flower"}
+
+
+def pick_photo_size(sizes: Sequence[PhotoSize], min_side: int = MIN_SIDE) -> PhotoSize:
+    """The smallest size whose shorter side reaches `min_side`; the largest when none does."""
+    ordered = sorted(sizes, key=lambda size: size.width * size.height)
+    return next((s for s in ordered if min(s.width, s.height) >= min_side), ordered[-1])
+
+
+def is_image_document(document: Document) -> bool:
+    if document.mime_type:
+        return document.mime_type.lower() in IMAGE_MIME_TYPES
+    return (document.file_name or "").lower().endswith(IMAGE_SUFFIXES)
+
+
+def caption_label(caption: str | None, label_sets: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
+    """(model, label) when a caption names a label (`7`, `roses`; `Rose` and `rose` count as `roses`)."""
+    if not caption:
+        return None
+    word = caption.strip().lower()
+    for model, labels in label_sets.items():
+        for label in labels:
+            if word in (label.lower(), label.lower().removesuffix("s")):
+                return model, label
+    return None
+
+
+async def classify_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Answer a photo with what it shows, how sure the bot is, and feedback buttons."""
+    message = update.effective_message
+    if not await admit(update, context):
+        return
+    size = pick_photo_size(message.photo)
+    data = await download(update, context, size.file_id, size.file_size)
+    if data is not None:
+        await answer(update, context, data)
+
+
+async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Answer an image sent as a file; refuse other files and files over the size limit."""
+    message = update.effective_message
+    document = message.document
+    if not is_image_document(document):
+        name = document.file_name or document.mime_type or "file"
+        await message.reply_text(text(lang(update), "not_an_image", name=name))
+        return
+    if not await admit(update, context):
+        return
+    data = await download(update, context, document.file_id, document.file_size)
+    if data is not None:
+        await answer(update, context, data)
+
+
+async def admit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    """Apply the per-user flood limit; tell the user once per window when they are over it."""
+    decision = services(context).limiter.check(update.effective_user.id)
+    if not decision.allowed and decision.notify:
+        seconds = max(1, round(decision.retry_after_s))
+        await update.effective_message.reply_text(text(lang(update), "flood", seconds=seconds))
+    if not decision.allowed:
+        logger.info("Flood limit: dropped a photo from user %s", update.effective_user.id)
+    return decision.allowed
+
+
+async def download(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, file_id: str, file_size: int | None
+) -> bytes | None:
+    """The file's bytes, in memory; None (after telling the user) when it is too large."""
+    limit = services(context).settings.max_image_bytes
+    too_large = text(lang(update), "too_large", size=human_size(file_size or 0), limit=human_size(limit))
+    if file_size is not None and file_size > limit:
+        await update.effective_message.reply_text(too_large)
+        return None
+    try:
+        telegram_file = await context.bot.get_file(file_id)
+    except BadRequest as error:
+        if "too big" not in str(error).lower():
+            raise
+        await update.effective_message.reply_text(too_large)
+        return None
+    data = bytes(await telegram_file.download_as_bytearray())
+    if len(data) > limit:
+        await update.effective_message.reply_text(
+            text(lang(update), "too_large", size=human_size(len(data)), limit=human_size(limit))
+        )
+        return None
+    return data
+
+
+async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes) -> None:
+    """Classify the bytes in the chat's mode (or the caption's model), record it, reply with buttons."""
+    found = services(context)
+    message = update.effective_message
+    language = lang(update)
+    contribution = caption_label(message.caption, found.label_sets)
+    mode: Mode = (
+        MODE_OF_MODEL[contribution[0]]
+        if contribution
+        else await found.store.chat_mode(update.effective_chat.id)
+    )
+    started = time.perf_counter()
+    try:
+        prediction = await found.classifier.classify(data, mode)
+    except InferenceError as error:
+        logger.info("Photo from user %s not answered: %r", update.effective_user.id, error)
+        await message.reply_text(reply_for(error, language, mode))
+        return
+    latency_ms = (time.perf_counter() - started) * 1000
+    prediction_id, sha256 = await record(found, update, data, mode, prediction, latency_ms)
+    lines = [format_answer(prediction, language)]
+    if contribution:
+        lines.append(await contribute(found, update, sha256, contribution, prediction, prediction_id))
+    elif message.caption and message.caption.strip():
+        lines.append(text(language, "contribution_unknown_label", caption=message.caption.strip()[:40]))
+    await message.reply_text(
+        "\n\n".join(lines), reply_markup=keyboards.verdict(language, prediction_id), do_quote=True
+    )
+
+
+async def record(
+    found: Services, update: Update, data: bytes, mode: Mode, prediction: Prediction, latency_ms: float
+) -> tuple[int, str]:
+    """Store the photo (content-addressed) and the answer; return the prediction's id and the photo's hash."""
+    photo = await found.store.add_photo(data, format=sniff_format(data[:16]))
+    user = update.effective_user
+    prediction_id = await found.store.record_prediction(
+        user_id=user.id,
+        chat_id=update.effective_chat.id,
+        message_id=update.effective_message.message_id,
+        photo_sha256=photo.sha256,
+        model=prediction.model,
+        version=prediction.version,
+        label=prediction.label,
+        confidence=prediction.confidence,
+        probabilities=prediction.top,
+        status=prediction.status,
+        latency_ms=latency_ms,
+        mode=mode,
+        reason=prediction.reason,
+        language=user.language_code,
+    )
+    return prediction_id, photo.sha256
+
+
+async def contribute(
+    found: Services,
+    update: Update,
+    sha256: str,
+    contribution: tuple[str, str],
+    prediction: Prediction,
+    prediction_id: int,
+) -> str:
+    """Store a caption label as a labelled example, unless the user is blocked; say whether we agreed."""
+    model, label = contribution
+    user = update.effective_user
+    language = lang(update)
+    known = await found.store.get_user(user.id)
+    if known is not None and known.blocked:
+        return text(language, "contribution_blocked")
+    message: Message = update.effective_message
+    await found.store.record_contribution(
+        user_id=user.id,
+        chat_id=update.effective_chat.id,
+        message_id=message.message_id,
+        photo_sha256=sha256,
+        model=model,
+        label=label,
+        prediction_id=prediction_id,
+        language=user.language_code,
+    )
+    agreed = prediction.model == model and prediction.label == label
+    return text(language, "contribution_agreed" if agreed else "contribution_disagreed", label=label)
+
+
+def register(application: Application) -> None:
+    application.add_handler(MessageHandler(filters.PHOTO, classify_photo))
+    application.add_handler(MessageHandler(filters.Document.ALL, classify_document))

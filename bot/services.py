@@ -1,0 +1,76 @@
+"""What handlers need, in one object kept in `application.bot_data` (never in module globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot.keyboards import DIGIT_LABELS, FLOWER_LABELS
+from bot.limits import FloodLimiter
+from bot.texts import language
+
+if TYPE_CHECKING:
+    from inference.classifier import Classifier
+    from inference.model_store import ModelStore
+    from photobot.settings import Settings
+    from storage.database import Store
+    from storage.images import ImageStore
+
+KEY = "services"
+MODEL_NAMES = ("digits", "flowers")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    classifier: Classifier
+    store: Store
+    images: ImageStore
+    model_store: ModelStore
+    limiter: FloodLimiter
+    label_sets: dict[str, Sequence[str]] = field(
+        default_factory=lambda: {"digits": DIGIT_LABELS, "flowers": FLOWER_LABELS}
+    )
+    _locks: weakref.WeakValueDictionary[Any, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+
+    def lock(self, key: Any) -> asyncio.Lock:
+        """One lock per key (a prediction, a user), alive while someone holds or waits on it.
+
+        asyncio.Lock wakes waiters in arrival order, so taps on one prediction are handled in order
+        even though updates are processed concurrently.
+        """
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    def refresh_labels(self) -> None:
+        """Take each model's labels from its serving version's meta.json (the defaults otherwise)."""
+        for name in list(self.label_sets):
+            try:
+                version = self.model_store.active(name)
+            except Exception:  # an unreadable meta.json must not stop the bot; the defaults serve
+                version = None
+            if version is not None and version.labels:
+                self.label_sets[name] = tuple(version.labels)
+
+    def is_admin(self, user_id: int | None) -> bool:
+        return user_id is not None and user_id in self.settings.admin_ids
+
+
+def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
+    return context.application.bot_data[KEY]
+
+
+def lang(update: Update) -> str:
+    user = update.effective_user
+    return language(user.language_code if user else None)
