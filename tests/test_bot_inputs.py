@@ -1,0 +1,294 @@
+"""Bad input, end to end: each gets a clear reply, the bot keeps running, nothing is stored.
+Also the per-user flood limit: one user's flood does not hold up anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from bot_helpers import (
+    BotHarness,
+    buttons,
+    digit_photo,
+    encoded,
+    mnist_digits,
+    start_bot,
+    stop_bot,
+    train_digit_model,
+)
+from PIL import Image
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+FLOOD_LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    train_digit_model(folder, mnist_path)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def glyphs(mnist_path: Path):
+    return mnist_digits(mnist_path)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path):
+    harness = await start_bot(
+        tmp_path_factory.mktemp("data"),
+        model_dir,
+        user_photos_per_minute=FLOOD_LIMIT,
+        max_image_pixels=40_000_000,
+    )
+    yield harness
+    await stop_bot(harness)
+
+
+_next_user = iter(range(3000, 4000))
+
+
+def fresh_user(bot: BotHarness) -> int:
+    return bot.user(next(_next_user))
+
+
+def stored_files(bot: BotHarness) -> int:
+    return sum(1 for p in bot.settings.images_dir.rglob("*") if p.is_file() and ".tmp" not in p.parts)
+
+
+async def assert_nothing_stored(bot: BotHarness, user: int, files_before: int) -> None:
+    assert await bot.services.store.user_predictions(user) == []
+    assert stored_files(bot) == files_before
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width` × `height` pixels: a decompression bomb's calling card."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "mime", "reply"),
+    [
+        (
+            b"%PDF-1.4\n%\xe2\xe3\n1 0 obj <<>> endobj\n",
+            "paper.pdf",
+            "application/pdf",
+            "“paper.pdf” is not an image.",
+        ),
+        (b"just some notes\n", "notes.txt", "text/plain", "“notes.txt” is not an image."),
+        (
+            b"MZ\x90\x00\x03" + b"\0" * 200,
+            "setup.exe",
+            "application/x-msdownload",
+            "“setup.exe” is not an image.",
+        ),
+        (b"MZ\x90\x00\x03" + b"\0" * 200, "setup", None, "“setup” is not an image."),
+    ],
+)
+async def test_non_image_documents_are_refused(
+    bot: BotHarness, data: bytes, name: str, mime: str, reply: str
+) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    answer = await bot.document(user, data, name, mime)
+    assert answer["text"].startswith(reply)
+    await assert_nothing_stored(bot, user, before)
+
+
+def _jpeg(glyphs) -> bytes:
+    return digit_photo(glyphs[5], size=(400, 300))
+
+
+def _png() -> bytes:
+    return encoded(Image.new("RGB", (300, 200), "white"), "PNG")
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "mime", "expected"),
+    [
+        (
+            lambda g: _jpeg(g)[: len(_jpeg(g)) // 2],
+            "half.jpg",
+            "image/jpeg",
+            "I can't read this image: the image is damaged",
+        ),
+        (lambda g: _png()[:60], "cut.png", "image/png", "I can't read this image:"),
+        (
+            lambda g: b"\xff\xd8\xff\xe0" + b"\x13" * 500,
+            "noise.jpg",
+            "image/jpeg",
+            "I can't read this image:",
+        ),
+        (lambda g: b"GIF89a" + b"\x00" * 5, "broken.gif", "image/gif", "I can't read this image:"),
+        (
+            lambda g: b"pretending to be a jpeg",
+            "fake.jpg",
+            "image/jpeg",
+            "I can't read this image: this is not an image",
+        ),
+        (
+            lambda g: png_claiming(100_000, 100_000),
+            "bomb.png",
+            "image/png",
+            "This image is too large for me:",
+        ),
+        (
+            lambda g: encoded(Image.new("RGB", (4000, 40), "white"), "PNG"),
+            "strip.png",
+            "image/png",
+            "I can't read this image: the image is 4000×40: too long and narrow",
+        ),
+        (
+            lambda g: encoded(Image.new("RGB", (4, 4), "white"), "PNG"),
+            "dot.png",
+            "image/png",
+            "I can't read this image:",
+        ),
+    ],
+    ids=[
+        "truncated-jpeg",
+        "truncated-png",
+        "corrupt-jpeg",
+        "corrupt-gif",
+        "not-an-image",
+        "bomb",
+        "aspect",
+        "tiny",
+    ],
+)
+async def test_broken_images_sent_as_files_get_a_clear_reply(
+    bot: BotHarness, glyphs, make, name, mime, expected
+) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    answer = await bot.document(user, make(glyphs), name, mime)
+    assert answer["text"].startswith(expected), answer["text"]
+    assert "reply_markup" not in answer
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_a_truncated_jpeg_sent_as_a_photo_gets_a_clear_reply(bot: BotHarness, glyphs) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    data = _jpeg(glyphs)
+    after = bot.server.chat(user).revision
+    await bot.server.send_photo(user, data[: len(data) // 2], as_is=True)
+    answer = await bot.next_message(user, after)
+    assert answer["text"].startswith("I can't read this image: the image is damaged or truncated")
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_files_over_twenty_megabytes_are_refused_without_downloading(bot: BotHarness) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    calls = bot.server.method_calls.get("getFile", 0)
+    data = b"\x89PNG\r\n\x1a\n" + b"\0" * (21 * 1024 * 1024)
+    answer = await bot.document(user, data, "huge.png", "image/png")
+    assert answer["text"] == "This file is too large (21.0 MB). I read images up to 20.0 MB."
+    assert bot.server.method_calls.get("getFile", 0) == calls
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_a_file_whose_size_is_unknown_is_refused_by_the_server_limit(bot: BotHarness) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    after = bot.server.chat(user).revision
+    message = await bot.server.send_document(user, b"\0" * (20 * 1024 * 1024 + 10), "big.png", "image/png")
+    assert message["document"]["file_size"] > 20 * 1024 * 1024
+    answer = await bot.next_message(user, after)
+    assert answer["text"].startswith("This file is too large")
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_animated_gif_and_webp_are_read_by_their_first_frame(bot: BotHarness, glyphs) -> None:
+    """Our choice: an animation sent as a file is answered by its first frame (a GIF *animation* message
+    — Telegram's own type for GIFs — is refused like a video)."""
+    user = fresh_user(bot)
+    first = Image.open(io.BytesIO(digit_photo(glyphs[7], size=(320, 240)))).convert("RGB")
+    second = Image.new("RGB", first.size, "black")
+    for fmt, name, mime in (("GIF", "seven.gif", "image/gif"), ("WEBP", "seven.webp", "image/webp")):
+        data = encoded(first, fmt, save_all=True, append_images=[second], duration=100, loop=0)
+        assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 2
+        answer = await bot.document(user, data, name, mime)
+        assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"], answer["text"]
+    still = await bot.photo(user, digit_photo(glyphs[7], size=(320, 240)))
+    assert still["text"].splitlines()[0].split(" — ")[0] == answer["text"].splitlines()[0].split(" — ")[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("sticker", "Stickers are fun, but I read photos only."),
+        ("video", "I read still photos only, not videos or animations."),
+        ("animation", "I read still photos only, not videos or animations."),
+        ("video_note", "I read still photos only, not videos or animations."),
+        ("voice", "I can't listen, I only look: send a photo."),
+        ("audio", "I can't listen, I only look: send a photo."),
+    ],
+)
+async def test_media_that_are_not_photos_get_a_clear_reply(bot: BotHarness, kind: str, expected: str) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    after = bot.server.chat(user).revision
+    await bot.server.send_media(user, kind)
+    answer = await bot.next_message(user, after)
+    assert answer["text"].startswith(expected)
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_plain_text_and_unknown_commands_get_a_hint(bot: BotHarness) -> None:
+    user = fresh_user(bot)
+    assert (await bot.say(user, "hello bot"))[
+        "text"
+    ] == "Send me a photo of a digit or a flower. /help explains more."
+    assert (await bot.say(user, "/dance"))[
+        "text"
+    ] == "I don't know that command. /help lists what I understand."
+    russian = bot.user(3999, "Оля", "ru")
+    assert (await bot.say(russian, "привет"))["text"].startswith("Пришлите мне фото")
+
+
+async def test_the_bot_keeps_answering_after_bad_input(bot: BotHarness, glyphs) -> None:
+    user = fresh_user(bot)
+    await bot.document(user, png_claiming(100_000, 100_000), "bomb.png", "image/png")
+    answer = await bot.photo(user, digit_photo(glyphs[1]))
+    assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"]
+
+
+async def test_a_flood_from_one_user_is_limited_politely_while_another_is_served(
+    bot: BotHarness, glyphs
+) -> None:
+    flooder, other = fresh_user(bot), fresh_user(bot)
+    photo = digit_photo(glyphs[4], size=(320, 240))
+    after = bot.server.chat(flooder).revision
+    for _ in range(FLOOD_LIMIT + 5):
+        await bot.server.send_photo(flooder, photo)
+    served = await bot.photo(other, digit_photo(glyphs[2], size=(320, 240)))
+    assert [t for t, _ in buttons(served)] == ["✅ Correct", "❌ Wrong"]
+
+    def bot_messages() -> list[dict]:
+        events = bot.server.chat(flooder).events[after:]
+        return [e["message"] for e in events if e["type"] == "message" and e["message"]["from"]["is_bot"]]
+
+    for _ in range(200):
+        if len(bot_messages()) >= FLOOD_LIMIT + 1:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # anything more would arrive now
+    messages = bot_messages()
+    answers = [m for m in messages if buttons(m)]
+    notices = [m for m in messages if not buttons(m)]
+    assert len(answers) == FLOOD_LIMIT
+    assert len(notices) == 1  # told once, not once per photo
+    assert notices[0]["text"].startswith("You're sending photos faster than I can look. Please wait ")
+    assert len(await bot.services.store.user_predictions(flooder)) == FLOOD_LIMIT
