@@ -59,6 +59,7 @@ class Adapter(Protocol):
     """Photo → model input, and model output → Prediction, for one preprocessing id."""
 
     decode_size: int  # the shorter side decoding must keep
+    row_values: int  # numbers in one model input row (28·28 for a digit crop)
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]: ...
 
@@ -69,6 +70,7 @@ class Adapter(Protocol):
 
 class DigitsAdapter:
     decode_size = digits.DECODE_SIZE
+    row_values = 28 * 28
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]:
         found = digits.read_digits(image)
@@ -84,6 +86,7 @@ class DigitsAdapter:
 
 class FlowersAdapter:
     decode_size = flowers.RESIZE_SHORTER
+    row_values = flowers.CROP * flowers.CROP * 3
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]:
         return flowers.flower_input(image)[np.newaxis], None
@@ -375,6 +378,7 @@ class Classifier:
                     max_batch=self.config.max_batch,
                     padded_sizes=self.config.padded_sizes(),
                 )
+                _check_fits(loaded, adapter)
             except ModelUnavailable as error:
                 slot.refused[target.version] = str(error)
                 still = f"v{current.version.version} keeps serving" if current else "nothing serves it"
@@ -445,6 +449,16 @@ class Classifier:
             seeded = seed_shipped(self.store, name, self.shipped_dir)
         if seeded is not None:
             log.info("%s: seeded the store with the shipped default as v%d", name, seeded.version)
+
+
+def _check_fits(loaded: LoadedModel, adapter: Adapter) -> None:
+    """Refuse a model whose input rows are not what its preprocessing produces."""
+    values = int(np.prod(loaded.row_shape))
+    if values != adapter.row_values:
+        raise ModelUnavailable(
+            f"{loaded.name} v{loaded.version.version} takes rows of shape {loaded.row_shape}, but its "
+            f"preprocessing makes {adapter.row_values} values per row"
+        )
 
 
 def seed_shipped(store: ModelStore, name: str, shipped_dir: Path | None = SHIPPED_DIR) -> ModelVersion | None:

@@ -1,0 +1,174 @@
+"""The Classifier end to end: bytes → Prediction with real tiny models in a real model store."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from engine_fixtures import (
+    FLOWER_CLASSES,
+    add_version,
+    digit_meta,
+    digit_photo,
+    flower_files,
+    flower_meta,
+    load_mnist_subset,
+    train_digit_model,
+    train_flower_model,
+)
+from PIL import Image
+
+from inference.classifier import Classifier, seed_shipped
+from inference.engine import EngineConfig
+from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable, UnsupportedImage
+from inference.model_store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def digit_model_file(mnist_path, tmp_path_factory):
+    return train_digit_model(mnist_path, tmp_path_factory.mktemp("digits") / "digits.keras")
+
+
+@pytest.fixture(scope="module")
+def flower_model(flowers_path, tmp_path_factory):
+    return train_flower_model(flowers_path, tmp_path_factory.mktemp("flowers") / "flowers.keras")
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist_path):
+    _, _, x_test, y_test = load_mnist_subset(mnist_path, n_test=40)
+    return x_test, y_test
+
+
+@pytest.fixture
+def store(tmp_path, digit_model_file, flower_model):
+    store = ModelStore(tmp_path / "models")
+    add_version(store, "digits", digit_model_file, digit_meta())
+    model_file, ood = flower_model
+    add_version(store, "flowers", model_file, flower_meta(ood))
+    return store
+
+
+def config(**changes) -> EngineConfig:
+    return EngineConfig(**{"reload_poll_s": 0, **changes})
+
+
+async def test_digit_mode_reads_digit_photos(store, test_digits):
+    x_test, y_test = test_digits
+    photos = [digit_photo(x_test[i], seed=i) for i in range(len(x_test))]
+    async with Classifier(store, config(), shipped_dir=None) as classifier:
+        predictions = await asyncio.gather(*(classifier.classify(p, "digit") for p in photos))
+        status = classifier.models()["digits"]
+    right = [p.label == str(y) for p, y in zip(predictions, y_test, strict=True)]
+    assert np.mean(right) >= 0.8  # a 4-epoch MLP on 3,000 digits, through the real photo reader
+    assert {p.model for p in predictions} == {"digits"}
+    assert {p.version for p in predictions} == {1}
+    first = predictions[0]
+    assert set(first.timings_ms) >= {"decode", "preprocess", "queue", "model", "total"}
+    assert first.top[0][0] == first.label or first.status != "ok"
+    assert status.batches["requests"] == len(photos)
+    assert status.batches["batches"] <= len(photos)
+
+
+async def test_a_blank_page_is_not_recognized_without_a_model_call(store):
+    page = Image.new("RGB", (640, 480), (235, 232, 225))
+    buffer = io.BytesIO()
+    page.save(buffer, "JPEG")
+    async with Classifier(store, config(), shipped_dir=None) as classifier:
+        prediction = await classifier.classify(buffer.getvalue(), "digit")
+        batches = classifier.models()["digits"].batches["batches"]
+    assert prediction.status == "not_recognized"
+    assert prediction.label is None
+    assert prediction.reason
+    assert batches == 0
+
+
+async def test_flower_mode_answers_with_the_flower_labels(store, flowers_path):
+    files = flower_files(flowers_path, 2, offset=300)
+    async with Classifier(store, config(), shipped_dir=None) as classifier:
+        predictions = await asyncio.gather(*(classifier.classify(f.read_bytes(), "flower") for f, _ in files))
+    for prediction in predictions:
+        assert prediction.model == "flowers"
+        assert len(prediction.top) == len(FLOWER_CLASSES)
+        assert {label for label, _ in prediction.top} == set(FLOWER_CLASSES)
+        assert sum(p for _, p in prediction.top) == pytest.approx(1.0, abs=1e-4)
+        assert prediction.status in ("ok", "unsure", "not_recognized")
+
+
+async def test_a_bad_photo_fails_alone_among_good_ones(store, test_digits):
+    x_test, y_test = test_digits
+    photos = [digit_photo(x_test[i], seed=i) for i in range(12)]
+    photos[5] = photos[5][: len(photos[5]) // 3]  # truncated JPEG
+    photos[8] = b"GIF89a not really"
+    async with Classifier(store, config(max_wait_ms=20), shipped_dir=None) as classifier:
+        results = await asyncio.gather(
+            *(classifier.classify(p, "digit") for p in photos), return_exceptions=True
+        )
+    assert isinstance(results[5], UnsupportedImage)
+    assert isinstance(results[8], UnsupportedImage)
+    good = [r for i, r in enumerate(results) if i not in (5, 8)]
+    assert all(r.model == "digits" for r in good)
+    good_labels = [str(y_test[i]) for i in range(12) if i not in (5, 8)]
+    assert sum(r.label == label for r, label in zip(good, good_labels, strict=True)) >= 7
+
+
+async def test_too_many_waiting_photos_get_engine_busy_at_once(store, test_digits):
+    x_test, _ = test_digits
+    photo = digit_photo(x_test[0])
+    async with Classifier(store, config(queue_size=3), shipped_dir=None) as classifier:
+        results = await asyncio.gather(
+            *(classifier.classify(photo, "digit") for _ in range(10)), return_exceptions=True
+        )
+    busy = [r for r in results if isinstance(r, EngineBusy)]
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    assert len(answered) == 3
+    assert len(busy) == 7
+    assert "try again" in str(busy[0])
+
+
+async def test_a_photo_past_its_deadline_fails_with_deadline_exceeded(store, test_digits):
+    x_test, _ = test_digits
+    async with Classifier(store, config(deadline_s=1e-6), shipped_dir=None) as classifier:
+        with pytest.raises(DeadlineExceeded):
+            await classifier.classify(digit_photo(x_test[0]), "digit")
+
+
+async def test_unknown_mode_and_missing_models_are_refused(tmp_path, digit_model_file):
+    store = ModelStore(tmp_path / "models")
+    add_version(store, "digits", digit_model_file, digit_meta())
+    async with Classifier(store, config(), shipped_dir=None) as classifier:
+        with pytest.raises(ValueError, match="mode"):
+            await classifier.classify(b"...", "portrait")
+        with pytest.raises(ModelUnavailable, match="flowers"):
+            await classifier.classify(b"...", "flower")
+        assert classifier.models()["flowers"].version is None
+
+
+async def test_start_seeds_an_empty_store_from_the_shipped_defaults(tmp_path, digit_model_file):
+    shipped = tmp_path / "shipped"
+    (shipped / "digits").mkdir(parents=True)
+    shutil.copy2(digit_model_file, shipped / "digits" / "model.keras")
+    (shipped / "digits" / "meta.json").write_text(json.dumps(digit_meta(test_accuracy=0.9)))
+    store = ModelStore(tmp_path / "models")
+    async with Classifier(store, config(), names=("digits",), shipped_dir=shipped) as classifier:
+        assert classifier.models()["digits"].version == 1
+    assert store.active_version("digits") == 1
+    assert store.get("digits", 1).meta["test_accuracy"] == 0.9
+    assert "shipped" in store.get("digits", 1).meta["source"]
+    assert seed_shipped(store, "flowers", shipped) is None  # nothing shipped for it here
+
+
+async def test_start_logs_backend_and_device_per_model(store, caplog):
+    caplog.set_level(logging.INFO, logger="inference.classifier")
+    async with Classifier(store, config(), shipped_dir=None) as classifier:
+        models = classifier.models()
+    assert models["digits"].backend == "tensorflow"
+    assert models["digits"].device.startswith("cpu")
+    serving = [r.getMessage() for r in caplog.records if "serving" in r.getMessage()]
+    assert any("digits v1" in m and "tensorflow" in m and "cpu" in m for m in serving)
+    assert any("flowers v1" in m for m in serving)
