@@ -33,7 +33,9 @@ async def test_the_same_photo_sent_twice_is_stored_once(store, tmp_path):
     assert first.sha256 == second.sha256 != other.sha256
     assert rows(tmp_path, "SELECT count(*), sum(size) FROM photos") == [(2, len(png(1)) + len(png(2)))]
     assert store.images.read(first.sha256) == png(1)
-    assert sorted(p.name for p in (tmp_path / "images").glob("[0-9a-f][0-9a-f]/*")) == sorted([first.sha256, other.sha256])
+    assert sorted(p.name for p in (tmp_path / "images").glob("[0-9a-f][0-9a-f]/*")) == sorted(
+        [first.sha256, other.sha256]
+    )
     stored = await store.get_photo(first.sha256)
     assert (stored.width, stored.height, stored.format) == (8, 8, "png")  # the second add kept them
 
