@@ -122,6 +122,8 @@ class BotApiServer:
         self.commands: dict[str, list[Json]] = {}
         self.webhook_url = ""
         self.method_calls: dict[str, int] = {}
+        self.polls: list[tuple[int, float]] = []  # (offset, timeout) of every getUpdates, in order
+        self.file_delay_s = 0.0  # a slow network: each file download waits this long before answering
         self._updates: deque[Json] = deque()
         self._update_ids = itertools.count(1)
         self._updates_changed = asyncio.Condition()
@@ -218,6 +220,8 @@ class BotApiServer:
         stored = next((f for f in self.files.values() if f.file_path == path), None)
         if stored is None:
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        if self.file_delay_s:
+            await asyncio.sleep(self.file_delay_s)
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
     # ------------------------------------------------------------------ bot methods
@@ -236,6 +240,7 @@ class BotApiServer:
         limit = min(max(_int(params, "limit", 100), 1), 100)
         timeout = max(_float(params, "timeout", 0.0), 0.0)
         allowed = _json(params, "allowed_updates", None)
+        self.polls.append((offset, timeout))
         deadline = time.monotonic() + timeout
         async with self._updates_changed:
             while True:
@@ -413,6 +418,11 @@ class BotApiServer:
 
     async def _m_log_out(self, params: Json) -> bool:
         return True
+
+    @property
+    def pending_updates(self) -> list[Json]:
+        """Updates not yet acknowledged by the bot (they would be delivered again to its next run)."""
+        return list(self._updates)
 
     # ------------------------------------------------------------------ method helpers
 
