@@ -1,0 +1,151 @@
+"""The gate: a retrained candidate serves only if it is no real loss on the base data and no loss on chat.
+
+Both versions — the one serving and the candidate fine-tuned from it — are scored on the same data:
+the fixed base test set (MNIST test for digits, the flowers' hash-defined test split) and the held-out
+chat photos (storage's stable validation split, never trained on). The rule:
+
+- base test accuracy may drop by at most `margin_points` percentage points (Settings.retrain_gate_margin);
+- held-out chat accuracy must be at least the serving version's (no held-out chat photos: nothing to
+  compare, the base rule decides alone, and the report says so).
+
+Promotion is the model store's atomic pointer switch; a rejected candidate stays in the store, marked
+`rejected` with the reason, so it can be inspected (and `rollback` never lands on it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from inference.model_store import ModelStore, ModelVersion
+
+log = logging.getLogger(__name__)
+
+BASE = "base"
+CHAT = "chat"
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class SetScore:
+    """Serving and candidate accuracy on one evaluation set."""
+
+    name: str  # "base" or "chat"
+    title: str  # what the set is, for people: "MNIST test", "held-out chat photos"
+    n: int
+    serving: float | None  # None when the set is empty
+    candidate: float | None
+
+    @property
+    def change_points(self) -> float | None:
+        if self.serving is None or self.candidate is None:
+            return None
+        return (self.candidate - self.serving) * 100.0
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    scores: tuple[SetScore, ...]
+    margin_points: float
+
+    def as_meta(self) -> dict[str, Any]:
+        return {
+            "promote": self.promote,
+            "reason": self.reason,
+            "margin_points": self.margin_points,
+            "scores": [asdict(score) for score in self.scores],
+        }
+
+
+def decide(base: SetScore, chat: SetScore, margin_points: float) -> GateDecision:
+    """Apply the rule; the reason names the numbers that decided."""
+    scores = (base, chat)
+    if base.serving is None or base.candidate is None or base.n == 0:
+        return GateDecision(False, f"no {base.title} to compare on", scores, margin_points)
+    drop = (base.serving - base.candidate) * 100.0
+    base_text = f"{base.title} {base.serving:.2%} → {base.candidate:.2%}"
+    if drop > margin_points + _EPSILON:
+        return GateDecision(
+            False,
+            f"{base_text}: a loss of {drop:.2f} points, more than the {margin_points:g} allowed",
+            scores,
+            margin_points,
+        )
+    if chat.n == 0 or chat.serving is None or chat.candidate is None:
+        chat_text = f"no {chat.title} to compare on"
+    elif chat.candidate + _EPSILON < chat.serving:
+        return GateDecision(
+            False,
+            f"{chat.title} {chat.serving:.1%} → {chat.candidate:.1%}: worse than the serving version "
+            f"(on {chat.n} photos); {base_text}",
+            scores,
+            margin_points,
+        )
+    else:
+        chat_text = f"{chat.title} {chat.serving:.1%} → {chat.candidate:.1%} (on {chat.n} photos)"
+    within = f"within the {margin_points:g} points allowed" if drop > 0 else "no loss"
+    return GateDecision(True, f"{base_text} ({within}); {chat_text}", scores, margin_points)
+
+
+class EventLog(Protocol):
+    """Where model events go (storage's SyncStore in a job process)."""
+
+    def record_model_event(
+        self,
+        model: str,
+        action: str,
+        *,
+        from_version: int | None,
+        to_version: int | None,
+        actor: int | None = None,
+        reason: str | None = None,
+        job_id: int | None = None,
+    ) -> int: ...
+
+
+def apply(
+    store: ModelStore,
+    name: str,
+    candidate: int,
+    parent: int | None,
+    decision: GateDecision,
+    *,
+    events: EventLog | None = None,
+    job_id: int | None = None,
+    actor: int | None = None,
+) -> tuple[GateDecision, ModelVersion]:
+    """Promote the candidate or mark it rejected; record the event. Returns the final decision.
+
+    If another version started serving while the job ran (a rollback, a manual promote), the
+    candidate was judged against the wrong version: it is rejected rather than silently replacing it.
+    """
+    if decision.promote and store.active_version(name) != parent:
+        decision = GateDecision(
+            False,
+            f"the serving version changed while the job ran (v{parent} → v{store.active_version(name)}); "
+            "retrain again against the new one",
+            decision.scores,
+            decision.margin_points,
+        )
+    status = "promoted" if decision.promote else "rejected"
+    store.update_meta(name, candidate, status=status, gate=decision.as_meta())
+    if decision.promote:
+        version = store.promote(name, candidate)
+        log.info("%s v%d promoted (was v%s): %s", name, candidate, parent, decision.reason)
+    else:
+        version = store.get(name, candidate)
+        log.info("%s v%d rejected (v%s keeps serving): %s", name, candidate, parent, decision.reason)
+    if events is not None:
+        events.record_model_event(
+            name,
+            "promote" if decision.promote else "reject",
+            from_version=parent,
+            to_version=candidate,
+            actor=actor,
+            reason=decision.reason,
+            job_id=job_id,
+        )
+    return decision, version

@@ -1,0 +1,241 @@
+"""The retraining report: what an admin reads (and sees) when a job ends.
+
+Text: old vs new accuracy on each evaluation set, the decision and why, how many chat photos were used
+per label and per contributor (and what was left out, and why). Pictures (PNG, matplotlib's Agg
+backend, no display needed): the candidate's confusion matrices, the training curves, and a grid of
+the chat photos the new model still gets wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.gate import GateDecision
+
+log = logging.getLogger(__name__)
+
+MAX_MISTAKES_SHOWN = 24
+TEXT_FILE = "report.txt"
+CONFUSION_FILE = "confusion.png"
+CURVES_FILE = "curves.png"
+MISTAKES_FILE = "mistakes.png"
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A chat photo the candidate still reads wrong."""
+
+    path: Path
+    label: str
+    predicted: str
+    split: str  # "train" or "validation"
+
+
+@dataclass
+class ReportData:
+    model: str
+    job_id: int | None
+    serving_version: int | None
+    candidate_version: int | None = None
+    decision: GateDecision | None = None
+    skipped: str | None = None  # why no candidate was trained
+    labels: Sequence[str] = ()
+    used_per_label: dict[str, int] = field(default_factory=dict)  # chat photos in the job, by label
+    used_per_contributor: dict[int, int] = field(default_factory=dict)
+    split_counts: dict[str, int] = field(default_factory=dict)  # chat photos: train / validation
+    capped: dict[int, int] = field(default_factory=dict)  # user → photos left out by the per-user cap
+    dropped: dict[str, int] = field(default_factory=dict)  # reason → photos left out
+    new_classes: dict[str, int] = field(default_factory=dict)  # labels no model knows (flowers), not added
+    base_examples: int = 0
+    chat_repeats: int = 0  # how often each chat photo is shown per epoch (its weight against the base)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    confusion: dict[str, np.ndarray] = field(default_factory=dict)  # set title → candidate's matrix
+    mistakes: list[Mistake] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    text: str
+    images: tuple[Path, ...]
+    folder: Path
+
+
+def report_text(data: ReportData) -> str:
+    """The report as plain text (also the Telegram message: short lines, no markup)."""
+    title = f"Retraining {data.model}" + (f" (job {data.job_id})" if data.job_id is not None else "")
+    lines = [title]
+    if data.skipped:
+        lines += [f"Nothing done: {data.skipped}", f"v{data.serving_version} keeps serving."]
+        return "\n".join(lines)
+    decision = data.decision
+    if decision is not None:
+        if decision.promote:
+            lines.append(f"PROMOTED: v{data.candidate_version} now serves (was v{data.serving_version}).")
+        else:
+            lines.append(
+                f"REJECTED: v{data.candidate_version} kept in the store, "
+                f"v{data.serving_version} keeps serving."
+            )
+        lines.append(f"Why: {decision.reason}")
+        lines.append("")
+        lines.append(f"Accuracy, v{data.serving_version} → v{data.candidate_version}:")
+        for score in decision.scores:
+            if score.n == 0 or score.serving is None or score.candidate is None:
+                lines.append(f"  {score.title}: no photos")
+                continue
+            change = score.change_points or 0.0
+            lines.append(
+                f"  {score.title} ({score.n}): {score.serving:.2%} → {score.candidate:.2%} "
+                f"({change:+.2f} pts)"
+            )
+    lines.append("")
+    splits = ", ".join(f"{n} {name}" for name, n in sorted(data.split_counts.items()))
+    used = sum(data.used_per_label.values())
+    lines.append(f"Chat photos used: {used}" + (f" ({splits})" if splits else ""))
+    if data.chat_repeats:
+        lines.append(f"  each shown {data.chat_repeats}× per epoch beside {data.base_examples} base examples")
+    if data.used_per_label:
+        lines.append("  per label: " + ", ".join(f"{k} {v}" for k, v in data.used_per_label.items()))
+    if data.used_per_contributor:
+        lines.append(
+            "  per contributor: " + ", ".join(f"{k}: {v}" for k, v in data.used_per_contributor.items())
+        )
+    if data.capped:
+        lines.append(
+            "  left out by the per-user cap: " + ", ".join(f"{k}: {v}" for k, v in data.capped.items())
+        )
+    for reason, count in data.dropped.items():
+        lines.append(f"  left out, {reason}: {count}")
+    if data.new_classes:
+        lines.append(
+            "New classes from chat (not added; a model change is needed): "
+            + ", ".join(f"{k} ({v})" for k, v in data.new_classes.items())
+        )
+    if data.mistakes:
+        lines.append(f"Chat photos the new model still gets wrong: {len(data.mistakes)}")
+    lines.append(f"Time: {data.seconds:.0f} s")
+    return "\n".join(lines)
+
+
+def write_report(data: ReportData, folder: Path) -> Report:
+    """Write report.txt and the PNGs into `folder`; return the text and the image paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = report_text(data)
+    (folder / TEXT_FILE).write_text(text + "\n", encoding="utf-8")
+    images: list[Path] = []
+    if data.skipped is None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        for name, draw in (
+            (CONFUSION_FILE, _confusion_figure),
+            (CURVES_FILE, _curves_figure),
+            (MISTAKES_FILE, _mistakes_figure),
+        ):
+            figure = draw(data)
+            if figure is None:
+                continue
+            figure.savefig(folder / name, dpi=90)
+            _close(figure)
+            images.append(folder / name)
+    log.info("report written to %s (%d images)", folder, len(images))
+    return Report(text=text, images=tuple(images), folder=folder)
+
+
+def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], n_classes: int) -> np.ndarray:
+    """(n, n) counts: rows are the true labels, columns the model's answers."""
+    matrix = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(matrix, (np.asarray(truth, np.int64), np.asarray(predicted, np.int64)), 1)
+    return matrix
+
+
+def _confusion_figure(data: ReportData):
+    panels = [(title, m) for title, m in data.confusion.items() if m.sum() > 0]
+    if not panels:
+        return None
+    from matplotlib.figure import Figure
+
+    size = 4.2 if len(data.labels) <= 10 else 6.0
+    figure = Figure(figsize=(size * len(panels), size), layout="constrained")
+    for index, (title, matrix) in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), index)
+        rows = matrix.sum(axis=1, keepdims=True)
+        share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+        axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        ticks = range(len(data.labels))
+        axes.set_xticks(ticks, data.labels, rotation=45 if len(data.labels) > 10 else 0, fontsize=7)
+        axes.set_yticks(ticks, data.labels, fontsize=7)
+        axes.set_xlabel("answer")
+        axes.set_ylabel("true label")
+        accuracy = np.trace(matrix) / matrix.sum()
+        axes.set_title(f"v{data.candidate_version} on {title}\n{accuracy:.2%} of {matrix.sum()}", fontsize=9)
+        if len(data.labels) <= 10:
+            for (r, c), count in np.ndenumerate(matrix):
+                if count and r != c:
+                    axes.text(c, r, str(count), ha="center", va="center", fontsize=6, color="crimson")
+    return figure
+
+
+def _curves_figure(data: ReportData):
+    history = {k: v for k, v in data.history.items() if v}
+    if not history:
+        return None
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 3.4), layout="constrained")
+    losses = {k: v for k, v in history.items() if "loss" in k}
+    scores = {k: v for k, v in history.items() if "loss" not in k}
+    for index, (title, curves) in enumerate((("loss", losses), ("accuracy", scores)), start=1):
+        axes = figure.add_subplot(1, 2, index)
+        for key, values in curves.items():
+            axes.plot(range(1, len(values) + 1), values, marker="o" if len(values) < 30 else None, label=key)
+        axes.set_xlabel("epoch")
+        axes.set_title(title, fontsize=10)
+        axes.grid(alpha=0.3)
+        if curves:
+            axes.legend(fontsize=7)
+    figure.suptitle(
+        f"Training {data.model} v{data.candidate_version} from v{data.serving_version}", fontsize=10
+    )
+    return figure
+
+
+def _mistakes_figure(data: ReportData):
+    if not data.mistakes:
+        return None
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    shown = data.mistakes[:MAX_MISTAKES_SHOWN]
+    columns = min(6, len(shown))
+    rows = (len(shown) + columns - 1) // columns
+    figure = Figure(figsize=(max(5.0, 1.8 * columns), 2.0 * rows + 0.4), layout="constrained")
+    for index, mistake in enumerate(shown, start=1):
+        axes = figure.add_subplot(rows, columns, index)
+        try:
+            with Image.open(mistake.path) as image:
+                image.draft("RGB", (160, 160))
+                image.thumbnail((160, 160))
+                axes.imshow(np.asarray(image.convert("RGB")))
+        except OSError as error:
+            log.warning("cannot draw %s: %s", mistake.path, error)
+        axes.set_axis_off()
+        axes.set_title(f"{mistake.label} → {mistake.predicted} ({mistake.split[:5]})", fontsize=8)
+    more = len(data.mistakes) - len(shown)
+    figure.suptitle(
+        f"Chat photos v{data.candidate_version} still gets wrong (label → answer)"
+        + (f"; {more} more" if more > 0 else ""),
+        fontsize=9,
+    )
+    return figure
+
+
+def _close(figure) -> None:
+    figure.clear()
