@@ -1,16 +1,83 @@
-"""`photobot train flowers`."""
+"""`photobot train flowers`: the flower classifier on the pretrained EfficientNet-Lite0 backbone.
+
+Trains on `flower_photos/` (PHOTOBOT_DATASETS, then $DATA_DIR/datasets, then a download) or on any
+folder of labelled photos given with `--images DIR` (one sub-folder per class, at least 20 photos each).
+Backbone features are cached under $DATA_DIR/cache/bottlenecks, so only new photos cost extraction.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--images", type=Path, help="folder of labelled photos, one sub-folder per class")
+    parser.add_argument("--validation-percent", type=float, default=10.0, help="default: 10")
+    parser.add_argument(
+        "--test-percent", type=float, default=10.0, help="held out for the figures; default: 10"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=300, help="upper bound; early stopping decides (default 300)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="also fine-tune the top of the backbone with augmentation (slower; not available yet)",
+    )
+    parser.add_argument(
+        "--no-promote", action="store_true", help="store the new version without making it the serving one"
+    )
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object at the end")
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    raise UserFacingError("training flowers is not built yet in this version")
+    from inference.model_store import ModelStore
+    from training.flower_data import DatasetError, find_flower_photos
+    from training.train_flowers import FlowerConfig, train_flowers
+
+    if args.fine_tune:
+        raise UserFacingError("--fine-tune is not available in this version; train without it")
+    for name in ("validation_percent", "test_percent"):
+        value = getattr(args, name)
+        if not 0 <= value < 50:
+            raise UserFacingError(f"--{name.replace('_', '-')} must be between 0 and 50, got {value}")
+    if args.epochs < 1:
+        raise UserFacingError(f"--epochs must be positive, got {args.epochs}")
+    config = FlowerConfig(
+        validation_percent=args.validation_percent,
+        test_percent=args.test_percent,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    try:
+        root = args.images if args.images else find_flower_photos(settings.datasets, settings.data_dir)
+        if not root.is_dir():
+            raise UserFacingError(f"{root} is not a folder")
+        result = train_flowers(
+            root,
+            ModelStore(settings.models_dir),
+            settings.data_dir / "cache" / "bottlenecks",
+            config,
+            command=["photobot", *sys.argv[1:]],
+            promote=not args.no_promote,
+            progress=lambda message: print(message, flush=True),
+        )
+    except DatasetError as error:
+        raise UserFacingError(str(error)) from None
+    version = result.version
+    state = "serving" if not args.no_promote else "stored, not serving"
+    print(f"flowers v{version.version} ({state}) in {version.path}")
+    print(
+        f"{result.extracted} photos needed feature extraction; "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings_s.items())
+    )
+    if args.json:
+        print(json.dumps({"model": "flowers", "version": version.version, **result.metrics}))
+    return 0

@@ -1,0 +1,116 @@
+"""Flowers: the photo → model input adapter, and the model outputs → answer rule.
+
+The served flower model (built by `training.effnet_lite0`) takes (N, 224, 224, 3) float32 pixel values
+0..255 — scaling to [-1, 1] happens inside the model — and returns two outputs per photo:
+
+    probabilities  (n_classes,)  softmax over the labels of meta["labels"]
+    distances      (n_classes,)  squared Mahalanobis distance of the photo's features to each class
+
+"Is this a flower at all?" is answered in feature space, not by the softmax (which is confidently
+wrong on faces and streets): the distance to the nearest class, computed inside the model by the
+detector fitted at training time (`training.ood`), is compared with thresholds calibrated on
+validation flowers and on non-flower photos. The thresholds live in meta["ood"]. (A model whose second
+output is a feature vector instead may put class centres in meta["ood"]["means"]; the distance is then
+computed here, as plain squared Euclidean distance to the nearest centre.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from inference.model_store import ModelVersion
+from inference.prediction import Prediction
+
+log = logging.getLogger(__name__)
+
+PREPROCESSING_ID = "flowers-rgb-short256-center224-uint8-v1"
+RESIZE_SHORTER = 256
+CROP = 224
+MODEL_NAME = "flowers"
+TOP_K = 5
+
+
+def flower_input(image: Image.Image) -> np.ndarray:
+    """Shorter side to 256 (bilinear, antialiased), centre crop 224: (224, 224, 3) uint8 RGB."""
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = RESIZE_SHORTER / min(width, height)
+    size = (max(RESIZE_SHORTER, round(width * scale)), max(RESIZE_SHORTER, round(height * scale)))
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    left, top = (size[0] - CROP) // 2, (size[1] - CROP) // 2
+    return np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class OodRule:
+    """The out-of-distribution detector's numbers (meta["ood"]); see `training.ood`."""
+
+    means: np.ndarray | None  # (C, k): when given, outputs[1] are features and distances are computed here
+    unsure_above: float  # distance above which the answer is `unsure`
+    reject_above: float  # distance above which the photo is `not_recognized`
+    min_confidence: float  # a flower answer below this softmax probability is `unsure`
+
+    @classmethod
+    def from_meta(cls, ood: dict[str, Any]) -> OodRule:
+        means = ood.get("means")
+        return cls(
+            means=None if means is None else np.asarray(means, dtype=np.float64),
+            unsure_above=float(ood["unsure_above"]),
+            reject_above=float(ood["reject_above"]),
+            min_confidence=float(ood["min_confidence"]),
+        )
+
+    def nearest(self, second_output: np.ndarray) -> float:
+        """Squared distance to the nearest class: the model's own distances, or features vs `means`."""
+        if self.means is None:
+            return float(np.min(second_output))
+        deltas = self.means - second_output[None, :]
+        return float(np.min(np.einsum("ck,ck->c", deltas, deltas)))
+
+
+def flowers_prediction(
+    outputs: Sequence[np.ndarray] | Mapping[str, np.ndarray], version: ModelVersion
+) -> Prediction:
+    """Turn one photo's model outputs `[probabilities, distances]` (each (C,) or (1, C)) into an answer.
+
+    `ok` needs a photo close enough to the flowers seen in training and a clear enough winner;
+    a far photo is `not_recognized` (label None), a borderline one `unsure` (label kept as a guess).
+    """
+    if isinstance(outputs, Mapping):
+        outputs = [outputs["probabilities"], outputs["distances"]]
+    probabilities = np.asarray(outputs[0], dtype=np.float64).reshape(-1)
+    labels = version.labels
+    if len(labels) != probabilities.size:
+        raise ValueError(f"flowers v{version.version}: {probabilities.size} outputs for {len(labels)} labels")
+    order = np.argsort(-probabilities)[:TOP_K]
+    top = tuple((labels[i], float(probabilities[i])) for i in order)
+    best_label, confidence = top[0]
+    rule = OodRule.from_meta(version.meta["ood"])
+    distance = rule.nearest(np.asarray(outputs[1], dtype=np.float64).reshape(-1))
+    if distance > rule.reject_above:
+        status, label = "not_recognized", None
+        reason = f"not one of the known flowers (distance {distance:.0f} > {rule.reject_above:.0f})"
+    elif distance > rule.unsure_above:
+        status, label = "unsure", best_label
+        reason = f"unlike the flowers seen in training (distance {distance:.0f} > {rule.unsure_above:.0f})"
+    elif confidence < rule.min_confidence:
+        status, label = "unsure", best_label
+        reason = f"no clear winner ({confidence:.0%} < {rule.min_confidence:.0%})"
+    else:
+        status, label, reason = "ok", best_label, None
+    return Prediction(
+        model=MODEL_NAME,
+        version=version.version,
+        label=label,
+        confidence=confidence if label is not None else 0.0,
+        status=status,
+        top=top,
+        reason=reason,
+    )

@@ -1,0 +1,247 @@
+"""The labelled flower photos: where they are, how they split, and their cached backbone features.
+
+- Location: `flower_photos/` in the PHOTOBOT_DATASETS folders, then `$DATA_DIR/datasets/`, then the
+  download of `flower_photos.tgz` through Keras (with a clear message when offline).
+- Labels are folder names, so any folder of labelled photos trains the same way.
+- Split by a stable hash of each photo's *content* (as `retrain.py` does with names): a photo keeps its
+  split forever, whatever other photos arrive or leave.
+- Bottleneck cache: one `.npy` per photo content hash under a folder named by the backbone and the
+  preprocessing, so each photo's features are computed once and reused by every later run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from inference.flowers import flower_input
+
+log = logging.getLogger(__name__)
+
+FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+FOLDER = "flower_photos"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
+MIN_PHOTOS_PER_CLASS = 20
+Split = Literal["train", "validation", "test"]
+
+
+class DatasetError(ValueError):
+    """The photos cannot be used for training; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    label: str
+    digest: str  # SHA-256 of the file's bytes
+
+
+@dataclass
+class PhotoSet:
+    root: Path
+    classes: list[str]
+    photos: list[Photo]
+    dropped: Counter = field(default_factory=Counter)  # reason → count, never silent
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(p.label for p in self.photos)
+        return {c: found[c] for c in self.classes}
+
+
+def find_flower_photos(
+    datasets: Sequence[Path], data_dir: Path, download: Callable[[Path], Path] | None = None
+) -> Path:
+    """The `flower_photos/` folder: dataset folders first, then `$DATA_DIR/datasets`, then download."""
+    for folder in [*datasets, data_dir / "datasets"]:
+        candidate = Path(folder) / FOLDER
+        if candidate.is_dir():
+            return candidate
+    return (download or download_flower_photos)(data_dir / "datasets")
+
+
+def download_flower_photos(target: Path) -> Path:
+    """Fetch and unpack flower_photos.tgz (218 MB) into `target`; explain what to do when offline."""
+    import keras
+
+    target.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s into %s", FLOWERS_URL, target)
+    try:
+        keras.utils.get_file(
+            "flower_photos.tgz", FLOWERS_URL, cache_dir=str(target), cache_subdir=".", extract=True
+        )
+    except Exception as error:  # Keras wraps network failures in several exception types
+        raise DatasetError(
+            f"flower_photos/ was not found in PHOTOBOT_DATASETS or {target}, and downloading it failed "
+            f"({error.__class__.__name__}: {error}). Put the unpacked flower_photos/ folder in one of "
+            "those places, or set PHOTOBOT_DATASETS to the folder that contains it."
+        ) from error
+    for candidate in (target / FOLDER, target / "flower_photos_extracted" / FOLDER):
+        if candidate.is_dir():
+            if candidate != target / FOLDER:
+                candidate.rename(target / FOLDER)
+            return target / FOLDER
+    raise DatasetError(f"the download did not contain {FOLDER}/ (looked in {target})")
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def list_photos(root: Path, min_per_class: int = MIN_PHOTOS_PER_CLASS) -> PhotoSet:
+    """Read `root/<class>/<photo>`; drop (and count) duplicates and photos filed under two classes.
+
+    Raises DatasetError for a single class or a class with fewer than `min_per_class` photos.
+    """
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    seen: dict[str, Photo] = {}
+    conflicts: set[str] = set()
+    dropped: Counter = Counter()
+    for label in classes:
+        for path in sorted((root / label).iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+                dropped["not an image file"] += 1
+                continue
+            digest = file_digest(path)
+            earlier = seen.get(digest)
+            if earlier is None:
+                seen[digest] = Photo(path, label, digest)
+            elif earlier.label == label:
+                dropped["duplicate photo"] += 1
+            else:
+                conflicts.add(digest)
+    for digest in conflicts:
+        del seen[digest]
+        dropped["same photo under two labels"] += 2
+    photos = sorted(seen.values(), key=lambda p: (p.label, p.path.name))
+    result = PhotoSet(root=root, classes=classes, photos=photos, dropped=dropped)
+    check_classes(result.counts(), min_per_class)
+    for reason, count in dropped.items():
+        log.info("dropped %d photos: %s", count, reason)
+    return result
+
+
+def check_classes(counts: dict[str, int], min_per_class: int = MIN_PHOTOS_PER_CLASS) -> None:
+    if len(counts) < 2:
+        raise DatasetError(
+            f"need at least two classes (one sub-folder each), found {sorted(counts) or 'none'}"
+        )
+    small = {c: n for c, n in counts.items() if n < min_per_class}
+    if small:
+        listed = ", ".join(f"{c} ({n})" for c, n in sorted(small.items()))
+        raise DatasetError(f"each class needs at least {min_per_class} photos; too few: {listed}")
+
+
+def split_of(digest: str, validation_percent: float, test_percent: float) -> Split:
+    """The split a photo belongs to, from its content hash alone: stable as the data set grows."""
+    bucket = (int(digest[:15], 16) % 10_000) / 100.0  # [0, 100) in steps of 0.01
+    if bucket < test_percent:
+        return "test"
+    if bucket < test_percent + validation_percent:
+        return "validation"
+    return "train"
+
+
+def split_photos(
+    photos: Sequence[Photo], validation_percent: float, test_percent: float
+) -> dict[Split, list[Photo]]:
+    splits: dict[Split, list[Photo]] = {"train": [], "validation": [], "test": []}
+    for photo in photos:
+        splits[split_of(photo.digest, validation_percent, test_percent)].append(photo)
+    return splits
+
+
+def load_pixels(path: Path) -> np.ndarray:
+    """A photo file → the flower model's (224, 224, 3) uint8 input, through the serving adapter."""
+    with Image.open(path) as image:
+        image.draft("RGB", (256, 256))  # JPEG: decode at reduced size when the photo is much larger
+        return flower_input(image)
+
+
+class BottleneckCache:
+    """Backbone features per photo content hash, for one backbone + preprocessing (`key`)."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.folder = Path(root) / key
+
+    def _path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / f"{digest}.npy"
+
+    def get(self, digest: str) -> np.ndarray | None:
+        try:
+            return np.load(self._path(digest), allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError):
+            return None  # missing, or damaged by a crash mid-write: recompute
+
+    def put(self, digest: str, features: np.ndarray) -> None:
+        """Write beside and rename, so a reader never sees half a file."""
+        path = self._path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{uuid.uuid4().hex}.npy")
+        np.save(temporary, np.asarray(features, dtype=np.float32))
+        os.replace(temporary, path)
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """A generated image with its content hash, so it can use the bottleneck cache like a photo."""
+
+    digest: str
+    pixels: np.ndarray  # (224, 224, 3) uint8
+
+    @classmethod
+    def of(cls, pixels: np.ndarray) -> Pixels:
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        return cls(hashlib.sha256(pixels.tobytes()).hexdigest(), pixels)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    features: np.ndarray  # (n, FEATURES) float32, in the order of the items given
+    extracted: int  # how many were computed now (the rest came from the cache)
+
+
+def _pixels_of(item: Photo | Pixels) -> np.ndarray:
+    return item.pixels if isinstance(item, Pixels) else load_pixels(item.path)
+
+
+def bottlenecks(
+    items: Sequence[Photo | Pixels],
+    cache: BottleneckCache,
+    extract: Callable[[np.ndarray], np.ndarray],
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> Extraction:
+    """Features for each item: from the cache, or computed in batches with `extract` and cached."""
+    found: dict[str, np.ndarray] = {}
+    missing: dict[str, Photo | Pixels] = {}
+    for item in items:
+        cached = None if item.digest in missing else cache.get(item.digest)
+        if cached is None:
+            missing[item.digest] = item
+        else:
+            found[item.digest] = cached
+    pending = list(missing.values())
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
+        pixels = np.stack([_pixels_of(item) for item in batch]).astype(np.float32)
+        for item, row in zip(batch, np.asarray(extract(pixels)), strict=True):
+            cache.put(item.digest, row)
+            found[item.digest] = row
+        if progress:
+            progress(min(start + batch_size, len(pending)), len(pending))
+    if not items:
+        return Extraction(features=np.zeros((0, 0), np.float32), extracted=0)
+    return Extraction(
+        features=np.stack([found[i.digest] for i in items]).astype(np.float32), extracted=len(pending)
+    )

@@ -1,0 +1,305 @@
+"""Train the flower model: cached backbone features → softmax head → "not a flower" detector → store.
+
+The job, in order: list and split the labelled photos (stable content hash), get every photo's
+features from the bottleneck cache (computing only the new ones), train the head with dropout, weight
+decay and early stopping on validation, fit and calibrate the out-of-distribution detector, measure on
+the held-out test split and on non-flower photos, and save the whole serving model as a new version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from inference.flowers import PREPROCESSING_ID, OodRule
+from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
+from training.effnet_lite0 import FEATURES, backbone_id, build_backbone
+from training.flower_data import (
+    BottleneckCache,
+    Photo,
+    PhotoSet,
+    Pixels,
+    bottlenecks,
+    list_photos,
+    split_photos,
+)
+from training.flower_model import HEAD_FILE, MODEL_NAME, FlowerHead, assemble_flower_model, head_layers
+from training.ood import Thresholds, calibrate, fit_ood
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FlowerConfig:
+    validation_percent: float = 10.0  # of the photos, by content hash
+    test_percent: float = 10.0  # held out: never used for training or calibration
+    epochs: int = 300  # an upper bound; early stopping on validation loss decides
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    dropout: float = 0.3  # on the 1280 features, during head training only
+    l2: float = 1e-4  # weight decay of the head's kernel
+    patience: int = 25  # epochs without a better validation loss before stopping
+    seed: int = 0
+    ood_rank: int = 32  # covariance directions kept by the detector (see training.ood)
+    keep_flowers: float = 0.98  # share of validation flowers the detector must let through on distance
+    calibration_photos: int = 300  # synthetic non-flower photos (seed 1) to place the refusal threshold
+    evaluation_photos: int = 300  # synthetic non-flower photos (seed 2) to measure it, plus package photos
+
+
+@dataclass
+class TrainResult:
+    version: ModelVersion | None
+    metrics: dict[str, Any]
+    timings_s: dict[str, float] = field(default_factory=dict)
+    extracted: int = 0  # photos whose features were computed in this run (the rest came from the cache)
+
+
+def cache_key() -> str:
+    return f"{backbone_id()}-{PREPROCESSING_ID}"
+
+
+def train_head(
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    n_classes: int,
+    config: FlowerConfig,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Fit Dense-softmax on features; returns (kernel, bias, epochs run) of the best validation epoch."""
+    keras.utils.set_random_seed(config.seed)
+    features = keras.Input((train[0].shape[1],), name="features")
+    model = keras.Model(features, head_layers(features, n_classes, config.dropout, config.l2))
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    stop = keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True)
+    history = model.fit(
+        *train,
+        validation_data=validation,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        callbacks=[stop],
+        verbose=0,
+    )
+    kernel, bias = model.get_layer("probabilities").get_weights()
+    return kernel, bias, len(history.history["loss"])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def decide(probabilities: np.ndarray, distances: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    """The serving rule (inference.flowers) applied to many photos: an array of statuses."""
+    rule = OodRule.from_meta(thresholds.as_meta())
+    nearest = distances.min(axis=1)
+    confidence = probabilities.max(axis=1)
+    status = np.full(len(nearest), "ok", dtype=object)
+    status[confidence < rule.min_confidence] = "unsure"
+    status[nearest > rule.unsure_above] = "unsure"
+    status[nearest > rule.reject_above] = "not_recognized"
+    return status
+
+
+def non_flower_sets(config: FlowerConfig) -> dict[str, list[tuple[str, Pixels]]]:
+    """Calibration (synthetic, seed 1) and measurement (synthetic seed 2, digits, package photos) images."""
+    from inference.flowers import flower_input
+    from training.non_flowers import package_photos, synthetic_non_flowers
+
+    def pixels(items) -> list[tuple[str, Pixels]]:
+        return [(kind, Pixels.of(flower_input(image))) for kind, image in items]
+
+    return {
+        "calibration": pixels(synthetic_non_flowers(config.calibration_photos, seed=1)),
+        "synthetic": pixels(synthetic_non_flowers(config.evaluation_photos, seed=2)),
+        "digits": pixels(synthetic_non_flowers(config.evaluation_photos // 3, seed=3, kinds=("digits",))),
+        "package": pixels(package_photos()),
+    }
+
+
+def train_flowers(
+    photos_root: Path,
+    store: ModelStore,
+    cache_root: Path,
+    config: FlowerConfig = FlowerConfig(),
+    command: Sequence[str] = (),
+    promote: bool = True,
+    progress: Callable[[str], None] = lambda message: None,
+) -> TrainResult:
+    """Run the whole job and store the model as a new version (made active when `promote`)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    photo_set = list_photos(photos_root)
+    splits = split_photos(photo_set.photos, config.validation_percent, config.test_percent)
+    for name in ("train", "validation", "test"):
+        if not splits[name] and (name == "train" or getattr(config, f"{name}_percent") > 0):
+            raise ValueError(f"the {name} split is empty: add photos or change the split percentages")
+    progress(f"{len(photo_set.photos)} photos in {len(photo_set.classes)} classes: {photo_set.counts()}")
+
+    backbone = build_backbone()
+    extract = backbone.predict_on_batch
+    cache = BottleneckCache(cache_root, cache_key())
+    timings["load"] = time.perf_counter() - started
+
+    mark = time.perf_counter()
+    extraction = bottlenecks(photo_set.photos, cache, extract, progress=_every(progress, "features"))
+    timings["features"] = time.perf_counter() - mark
+    by_digest = dict(zip((p.digest for p in photo_set.photos), extraction.features, strict=True))
+    classes = photo_set.classes
+
+    def arrays(photos: list[Photo]) -> tuple[np.ndarray, np.ndarray]:
+        x = np.stack([by_digest[p.digest] for p in photos]) if photos else np.zeros((0, FEATURES), np.float32)
+        return x, np.array([classes.index(p.label) for p in photos], dtype=np.int64)
+
+    train, validation, test = arrays(splits["train"]), arrays(splits["validation"]), arrays(splits["test"])
+    mark = time.perf_counter()
+    kernel, bias, epochs = train_head(
+        train, validation if len(validation[0]) else train, len(classes), config
+    )
+    timings["head"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    head = FlowerHead(
+        kernel=kernel, bias=bias, ood=fit_ood(*train, n_classes=len(classes), rank=config.ood_rank)
+    )
+    others = non_flower_sets(config)
+    other_runs = {name: bottlenecks([p for _, p in items], cache, extract) for name, items in others.items()}
+    other_features = {name: run.features for name, run in other_runs.items()}
+    extracted = extraction.extracted + sum(run.extracted for run in other_runs.values())
+    calibration_set = validation if len(validation[0]) else train
+    thresholds = calibrate(
+        head.ood.distances(calibration_set[0]).min(axis=1),
+        softmax(calibration_set[0] @ kernel + bias).max(axis=1),
+        head.ood.distances(other_features["calibration"]).min(axis=1),
+        keep_flowers=config.keep_flowers,
+    )
+    timings["ood"] = time.perf_counter() - mark
+
+    metrics = evaluate_features(head, thresholds, train, validation, test, others, other_features, classes)
+    metrics["epochs"] = epochs
+    progress(_summary(metrics))
+
+    mark = time.perf_counter()
+    model = assemble_flower_model(backbone, head)
+    meta = {
+        "labels": classes,
+        "preprocessing": PREPROCESSING_ID,
+        "backbone": backbone_id(),
+        "outputs": ["probabilities", "distances"],
+        "ood": {"method": "mahalanobis-l2-lowrank", "rank": config.ood_rank, **thresholds.as_meta()},
+        "metrics": metrics,
+        "data": _data_summary(photo_set, splits),
+        "config": asdict(config),
+        "command": list(command),
+        "parent": store.active_version(MODEL_NAME),
+    }
+    with store.new_version(MODEL_NAME, meta) as staged:
+        model.save(staged.path / MODEL_FILE)
+        head.save(staged.path / HEAD_FILE)
+    version = store.promote(MODEL_NAME, staged.version) if promote else store.get(MODEL_NAME, staged.version)
+    timings["save"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    store.update_meta(MODEL_NAME, version.version, timings_s={k: round(v, 2) for k, v in timings.items()})
+    return TrainResult(
+        version=store.get(MODEL_NAME, version.version),
+        metrics=metrics,
+        timings_s=timings,
+        extracted=extracted,
+    )
+
+
+def evaluate_features(
+    head: FlowerHead,
+    thresholds: Thresholds,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    others: dict[str, list[tuple[str, Pixels]]],
+    other_features: dict[str, np.ndarray],
+    classes: list[str],
+) -> dict[str, Any]:
+    """Accuracy per split and class, and how the detector treats test flowers and non-flower photos."""
+
+    def outputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return softmax(x @ head.kernel + head.bias), head.ood.distances(x)
+
+    metrics: dict[str, Any] = {}
+    for name, (x, y) in (("train", train), ("validation", validation), ("test", test)):
+        if len(x):
+            metrics[f"{name}_accuracy"] = round(float(np.mean(outputs(x)[0].argmax(1) == y)), 4)
+    if len(test[0]):
+        probabilities, distances = outputs(test[0])
+        status = decide(probabilities, distances, thresholds)
+        right = probabilities.argmax(1) == test[1]
+        metrics["test_ok"] = round(float(np.mean(status == "ok")), 4)
+        metrics["test_ok_accuracy"] = (
+            round(float(np.mean(right[status == "ok"])), 4) if (status == "ok").any() else None
+        )
+        metrics["per_class"] = {
+            c: round(float(np.mean(right[test[1] == i])), 4) for i, c in enumerate(classes)
+        }
+        metrics["test_max_softmax_p05"] = round(float(np.quantile(probabilities.max(1), 0.05)), 4)
+    refused: dict[str, Any] = {}
+    for name in ("synthetic", "digits", "package", "calibration"):
+        x = other_features[name]
+        if not len(x):
+            continue
+        status = decide(*outputs(x), thresholds)
+        kinds = np.array(
+            [kind.split("-")[0] if name != "package" else _package_kind(kind) for kind, _ in others[name]]
+        )
+        refused[name] = {
+            "n": len(x),
+            "refused": round(float(np.mean(status != "ok")), 4),
+            "not_recognized": round(float(np.mean(status == "not_recognized")), 4),
+            "by_kind": {k: round(float(np.mean(status[kinds == k] != "ok")), 4) for k in sorted(set(kinds))},
+        }
+    metrics["non_flowers"] = refused
+    return metrics
+
+
+def _package_kind(name: str) -> str:
+    return "lfw-faces" if name.startswith("lfw-") else "photos"
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    parts = [
+        f"test accuracy {metrics.get('test_accuracy', float('nan')):.1%}",
+        f"test flowers ok {metrics.get('test_ok', 0):.1%}",
+    ]
+    for name, values in metrics["non_flowers"].items():
+        if name != "calibration":
+            parts.append(f"{name} refused {values['refused']:.1%} of {values['n']}")
+    return ", ".join(parts)
+
+
+def _data_summary(photo_set: PhotoSet, splits: dict[str, list[Photo]]) -> dict[str, Any]:
+    return {
+        "root": str(photo_set.root),
+        "classes": photo_set.counts(),
+        "splits": {name: len(photos) for name, photos in splits.items()},
+        "dropped": dict(photo_set.dropped),
+    }
+
+
+def _every(progress: Callable[[str], None], what: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        if done == total or done % 320 == 0:
+            progress(f"{what}: {done}/{total} computed")
+
+    return report
+
+
+def save_metrics(path: Path, result: TrainResult) -> None:
+    path.write_text(json.dumps(result.metrics, indent=2), encoding="utf-8")
