@@ -130,6 +130,7 @@ class BotApiServer:
         self._queries: dict[str, PendingQuery] = {}
         self._query_ids = itertools.count(1)
         self._file_ids = itertools.count(1)
+        self._files_by_content: dict[tuple[str, str], StoredFile] = {}
         self._photo_sizes_cache: dict[str, list[tuple[bytes, int, int]]] = {}
         self._closing = False
         self.app = web.Application(client_max_size=MAX_UPLOAD_BYTES + 1024 * 1024)
@@ -521,8 +522,11 @@ class BotApiServer:
             chat.changed.notify_all()
 
     def _store_file(self, data: bytes, folder: str, suffix: str = "") -> StoredFile:
-        number = next(self._file_ids)
         digest = hashlib.sha256(data).hexdigest()
+        known = self._files_by_content.get((folder, digest))
+        if known is not None:  # the same bytes again: Telegram too keeps one file
+            return known
+        number = next(self._file_ids)
         stored = StoredFile(
             file_id=f"F{number:06d}{digest[:24]}",
             file_unique_id=f"U{digest[:15]}",
@@ -530,6 +534,7 @@ class BotApiServer:
             data=data,
         )
         self.files[stored.file_id] = stored
+        self._files_by_content[(folder, digest)] = stored
         return stored
 
     # ------------------------------------------------------------------ the people on the other side

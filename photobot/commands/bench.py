@@ -15,6 +15,10 @@ TARGETS: dict[str, tuple[str, str]] = {
         "photobot.commands.bench_storage",
         "durable writes/s from concurrent tasks, and crash safety under SIGKILL",
     ),
+    "bot": (
+        "photobot.commands.bench_bot",
+        "the bot end to end through a local Bot API server, closed loop, against a bare bot",
+    ),
 }
 
 

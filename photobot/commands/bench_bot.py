@@ -1,0 +1,306 @@
+"""`photobot bench bot`: the whole bot end to end through the local Bot API server, against a bare bot.
+
+The local Bot API server and the simulated users run in this process; the bot runs in another
+(`photobot run` with TELEGRAM_API_URL pointing here), exactly as it would against Telegram. Users work
+in a closed loop: each sends a photo (re-encoded into Telegram's sizes beforehand), waits for the answer,
+then sends the next. Reported per scenario: photos/s and p50/p95 latency from the photo reaching the
+server to the answer reaching it.
+
+The same run measures a bare python-telegram-bot bot (this module run as a script) that downloads the
+same photo size and replies "ok" without classifying or storing anything: the transport's ceiling on
+this machine. The bot runs with its flood limit off (one simulated user sends far more than 20
+photos a minute) and its outgoing limiter at --outgoing-rate (Telegram's 30 messages/s would cap the
+figure at 30 otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from photobot.errors import UserFacingError
+from photobot.settings import Settings
+
+TOKEN = "7777:bench"
+KINDS = ("digits", "flowers")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    bot: str  # "bare" or "photobot"
+    kind: str  # "digits" or "flowers"
+    users: int
+    photos: int  # answered within the measured window
+    seconds: float
+    photos_per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    answered: int  # answers with ✅ / ❌ buttons (the rest were refusals or errors)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--users", default="1,10,50", help="simulated users per scenario (default 1,10,50)")
+    parser.add_argument("--kinds", default="digits,flowers", help="photo kinds (default digits,flowers)")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="measured seconds per scenario (default 10)"
+    )
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (default 3)")
+    parser.add_argument("--photos", type=int, default=40, help="distinct photos per kind (default 40)")
+    parser.add_argument("--models", type=Path, help="copy this model store (default: the shipped models)")
+    parser.add_argument(
+        "--outgoing-rate",
+        type=float,
+        default=0.0,
+        help="the bot's outgoing messages/s limit (default 0: off)",
+    )
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare bot")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    users = [int(u) for u in args.users.split(",") if u]
+    kinds = [k for k in args.kinds.split(",") if k]
+    if any(k not in KINDS for k in kinds):
+        raise UserFacingError(f"--kinds takes {', '.join(KINDS)}")
+    photos = {kind: _photos(kind, args.photos, settings) for kind in kinds}
+    results = asyncio.run(_bench(args, settings, users, photos))
+    _print(results)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ photos
+
+
+def _photos(kind: str, count: int, settings: Settings) -> list[bytes]:
+    if kind == "digits":
+        return _digit_photos(count, settings)
+    return _flower_photos(count, settings)
+
+
+def _datasets(settings: Settings) -> list[Path]:
+    env = os.environ.get("PHOTOBOT_DATASETS", "")
+    return [*settings.datasets, *(Path(p) for p in env.split(os.pathsep) if p)]
+
+
+def _digit_photos(count: int, settings: Settings) -> list[bytes]:
+    """Phone-like 1280×960 photos of MNIST test digits (one to three digits), from training.synth_photos."""
+    import numpy as np
+
+    from training import synth_photos
+
+    mnist = next((d / "mnist.npz" for d in _datasets(settings) if (d / "mnist.npz").is_file()), None)
+    if mnist is None:
+        raise UserFacingError("mnist.npz not found: set PHOTOBOT_DATASETS")
+    with np.load(mnist) as data:
+        images, labels = data["x_test"], data["y_test"]
+    rng = np.random.default_rng(2026)
+    photos = []
+    for _ in range(count):
+        picks = rng.choice(len(images), size=int(rng.integers(1, 4)))
+        style = synth_photos.random_style(rng, size=(1280, 960))
+        data, _label = synth_photos.render_photo([images[i] for i in picks], rng, style, labels=labels[picks])
+        photos.append(data)
+    return photos
+
+
+def _flower_photos(count: int, settings: Settings) -> list[bytes]:
+    """Real photos from flower_photos/, the same ones every run."""
+    folder = next((d / "flower_photos" for d in _datasets(settings) if (d / "flower_photos").is_dir()), None)
+    if folder is None:
+        raise UserFacingError("flower_photos/ not found: set PHOTOBOT_DATASETS")
+    files = sorted(folder.glob("*/*.jpg"))
+    return [path.read_bytes() for path in random.Random(2026).sample(files, min(count, len(files)))]
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+async def _bench(
+    args: argparse.Namespace, settings: Settings, users: list[int], photos: dict[str, list[bytes]]
+) -> list[Scenario]:
+    from bot.playground.bot_api_server import BotApiServer
+
+    results: list[Scenario] = []
+    async with BotApiServer(TOKEN) as server:
+        for kind_photos in photos.values():
+            for data in kind_photos:
+                await server._photo_sizes(data)  # Telegram re-encodes on upload, before the bot sees it
+        bots = ([] if args.no_bare else ["bare"]) + ["photobot"]
+        with tempfile.TemporaryDirectory(prefix="photobot-bench-bot-") as temp:
+            for bot in bots:
+                process = await _start(bot, server, Path(temp) / bot, args)
+                try:
+                    for kind, kind_photos in photos.items():
+                        for count in users:
+                            result = await _scenario(server, bot, kind, count, kind_photos, args)
+                            print(_row(result), flush=True)
+                            results.append(result)
+                finally:
+                    await _stop(process)
+    return results
+
+
+async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> asyncio.subprocess.Process:
+    folder.mkdir(parents=True)
+    if args.models:
+        shutil.copytree(args.models, folder / "models")
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_URL": server.url,
+        "DATA_DIR": str(folder),
+        "USER_PHOTOS_PER_MINUTE": "0",
+        "OUTGOING_MESSAGES_PER_S": str(args.outgoing_rate),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    command = (
+        [sys.executable, "-m", "photobot.commands.bench_bot"]
+        if bot == "bare"
+        else [sys.executable, "-m", "photobot", "run"]
+    )
+    polls = len(server.polls)
+    log = open(folder / "bot.log", "wb")  # noqa: SIM115 - the child owns it from here
+    process = await asyncio.create_subprocess_exec(*command, env=env, cwd=folder, stdout=log, stderr=log)
+    log.close()
+    started = time.monotonic()
+    while len(server.polls) == polls:
+        if process.returncode is not None or time.monotonic() - started > 300:
+            raise UserFacingError(f"the {bot} bot did not start; see {folder / 'bot.log'}")
+        await asyncio.sleep(0.1)
+    return process
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+_next_user = iter(range(1_000_000, 2_000_000))
+
+
+async def _scenario(
+    server, bot: str, kind: str, users: int, photos: list[bytes], args: argparse.Namespace
+) -> Scenario:
+    start = time.time()
+    measure_from, stop_at = start + args.warmup, start + args.warmup + args.seconds
+    samples: list[tuple[float, float, bool]] = []  # (answered at, latency s, with buttons)
+    ids = [next(_next_user) for _ in range(users)]
+    for user_id in ids:
+        server.add_user(user_id, "Bench")
+    await asyncio.gather(*(_user(server, user_id, photos, stop_at, samples) for user_id in ids))
+    measured = [(latency, ok) for at, latency, ok in samples if measure_from <= at <= stop_at]
+    latencies = sorted(latency * 1000 for latency, _ in measured)
+    return Scenario(
+        bot=bot,
+        kind=kind,
+        users=users,
+        photos=len(measured),
+        seconds=args.seconds,
+        photos_per_s=len(measured) / args.seconds,
+        p50_ms=statistics.median(latencies) if latencies else None,
+        p95_ms=_percentile(latencies, 0.95),
+        answered=sum(ok for _, ok in measured),
+    )
+
+
+async def _user(server, user_id: int, photos: list[bytes], stop_at: float, samples: list) -> None:
+    """One person in a closed loop: send a photo, wait for the answer, send the next."""
+    rng = random.Random(user_id)
+    chat = server.chat(user_id)
+    while time.time() < stop_at:
+        after = chat.revision
+        sent_at = time.time()
+        await server.send_photo(user_id, rng.choice(photos))
+        try:
+            event = await server.wait_for(
+                user_id,
+                lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"],
+                after=after,
+                timeout=30,
+            )
+        except TimeoutError:
+            continue
+        keyboard = event["message"].get("reply_markup", {}).get("inline_keyboard")
+        samples.append((event["time"], event["time"] - sent_at, bool(keyboard)))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def _row(r: Scenario) -> str:
+    p50 = "—" if r.p50_ms is None else f"{r.p50_ms:.0f}"
+    p95 = "—" if r.p95_ms is None else f"{r.p95_ms:.0f}"
+    return (
+        f"{r.bot:9} {r.kind:8} {r.users:>3} users: {r.photos_per_s:6.1f} photos/s, p50 {p50:>5} ms, "
+        f"p95 {p95:>5} ms ({r.photos} photos, {r.answered} with buttons)"
+    )
+
+
+def _print(results: list[Scenario]) -> None:
+    print("\nbot       kind     users  photos/s   p50 ms   p95 ms")
+    for r in results:
+        p50 = "—" if r.p50_ms is None else f"{r.p50_ms:.0f}"
+        p95 = "—" if r.p95_ms is None else f"{r.p95_ms:.0f}"
+        print(f"{r.bot:9} {r.kind:8} {r.users:>5} {r.photos_per_s:9.1f} {p50:>8} {p95:>8}")
+    for kind in KINDS:
+        for users in sorted({r.users for r in results}):
+            bare = next((r for r in results if (r.bot, r.kind, r.users) == ("bare", kind, users)), None)
+            real = next((r for r in results if (r.bot, r.kind, r.users) == ("photobot", kind, users)), None)
+            if bare and real and bare.photos_per_s:
+                share = 100 * real.photos_per_s / bare.photos_per_s
+                print(f"{kind}, {users} users: PhotoBot reaches {share:.0f}% of the bare bot's throughput")
+
+
+# ------------------------------------------------------------------------------------------ bare bot
+
+
+def bare_bot() -> None:
+    """Download the photo (the size PhotoBot would pick) and reply, nothing else: the transport's ceiling."""
+    from telegram import Update
+    from telegram.ext import Application, ContextTypes, MessageHandler, filters
+
+    from bot.handlers.photos import pick_photo_size
+
+    async def reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        size = pick_photo_size(update.message.photo)
+        telegram_file = await context.bot.get_file(size.file_id)
+        data = await telegram_file.download_as_bytearray()
+        await update.message.reply_text(f"ok {len(data)}", do_quote=True)
+
+    root = os.environ["TELEGRAM_API_URL"].rstrip("/")
+    application = (
+        Application.builder()
+        .token(os.environ["TELEGRAM_BOT_TOKEN"])
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .concurrent_updates(256)
+        .build()
+    )
+    application.add_handler(MessageHandler(filters.PHOTO, reply))
+    application.run_polling(timeout=10, allowed_updates=[Update.MESSAGE])
+
+
+if __name__ == "__main__":
+    bare_bot()
