@@ -35,3 +35,15 @@ def flowers_path() -> Path:
     if dataset_dirs():
         pytest.fail(f"PHOTOBOT_DATASETS={os.environ['PHOTOBOT_DATASETS']} has no flower_photos/")
     pytest.skip("PHOTOBOT_DATASETS is not set")
+
+
+@pytest.fixture(scope="session")
+def flower_backbone(tmp_path_factory: pytest.TempPathFactory):
+    """The converted EfficientNet-Lite0 backbone, built once per session and loaded back from `.keras`."""
+    import keras
+
+    from training.effnet_lite0 import build_backbone
+
+    path = tmp_path_factory.mktemp("effnet") / "backbone.keras"
+    build_backbone().save(path)
+    return keras.saving.load_model(path, safe_mode=True)
