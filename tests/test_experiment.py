@@ -246,10 +246,16 @@ def test_the_command_runs_a_tiny_experiment_end_to_end_and_writes_table_csv_and_
     assert f"{mean_16 * 100:.2f}" in capsys.readouterr().out
 
 
-def test_flowers_are_refused_clearly_until_their_feature_cache_is_available(
-    mnist_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+@pytest.mark.slow
+def test_flowers_compare_heads_on_backbone_features_computed_once_and_cached(
+    flowers_path: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
-    assert cli.main(["experiment", "--data", "flowers", "--jobs", "1", "--out", str(tmp_path / "f")]) == 1
-    assert "--data flowers is not available yet" in capsys.readouterr().err
+    location = DataLocation((flowers_path.parent,), tmp_path / "var")
+    config = ExperimentConfig(archs=("linear", "mlp:32"), data="flowers", splits=2, epochs=3, limit=50)
+    finished = run_experiment(config, location, tmp_path / "out", jobs=1)
+    assert sorted(finished) == ["linear@0", "linear@1", "mlp:32@0", "mlp:32@1"]
+    assert finished["linear@0"]["parameters"] == 1280 * 5 + 5  # the softmax head on 1280 features
+    assert finished["linear@0"]["split_digest"] == finished["mlp:32@0"]["split_digest"]
+    assert all((r["n_train"], r["n_test"]) == (40, 10) for r in finished.values())
+    cached = list((tmp_path / "var" / "cache" / "bottlenecks").rglob("*.npy"))
+    assert len(cached) == 50

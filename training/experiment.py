@@ -116,9 +116,13 @@ def parse_arch(text: str, data: str = "digits") -> str:
         return "mlp:" + ",".join(map(str, hidden))
     if kind == "cnn" and not params:
         if data != "digits":
-            raise ValueError("cnn works on digit images only; flowers use mlp:… heads on backbone features")
+            raise ValueError("cnn works on digit images only; flowers use linear or mlp:H heads on features")
         return "cnn"
-    raise ValueError(f"{text!r}: unknown architecture (use mlp:800, mlp:10,10 or cnn)")
+    if kind == "linear" and not params:
+        if data != "flowers":
+            raise ValueError("linear is a head on flower features; digits use mlp:H or cnn")
+        return "linear"
+    raise ValueError(f"{text!r}: unknown architecture (use mlp:800, mlp:10,10, cnn; linear for flowers)")
 
 
 def planned_runs(config: ExperimentConfig) -> list[Run]:
@@ -165,15 +169,35 @@ def load_data(config: ExperimentConfig, location: DataLocation) -> LabelledData:
         x_train, y_train, x_test, y_test = load_mnist(location.search_dirs, location.data_dir)
         x, y = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
         num_classes = 10
-    elif config.data == "flowers":
-        raise ExperimentError(
-            "--data flowers is not available yet: it needs the flower backbone's feature cache, "
-            "which this version does not provide to experiments. Use --data digits."
-        )
-    else:
-        raise ExperimentError(f"unknown data {config.data!r}; choose one of {', '.join(DATA_KINDS)}")
-    keep = subset_indices(len(y), config.limit, config.seed)
-    return LabelledData(x[keep], y[keep].astype(np.int64), num_classes)
+        keep = subset_indices(len(y), config.limit, config.seed)
+        return LabelledData(x[keep], y[keep].astype(np.int64), num_classes)
+    if config.data == "flowers":
+        return _flower_features(config, location)
+    raise ExperimentError(f"unknown data {config.data!r}; choose one of {', '.join(DATA_KINDS)}")
+
+
+def _flower_features(config: ExperimentConfig, location: DataLocation) -> LabelledData:
+    """Every flower photo as its backbone features, from the flower job's bottleneck cache
+    (`$DATA_DIR/cache/bottlenecks`); features not cached yet are computed once and cached."""
+    from training.flower_data import BottleneckCache, bottlenecks, find_flower_photos, list_photos
+    from training.train_flowers import cache_key
+
+    photo_set = list_photos(find_flower_photos(location.search_dirs, location.data_dir))
+    photos = [photo_set.photos[i] for i in subset_indices(len(photo_set.photos), config.limit, config.seed)]
+    cache = BottleneckCache(location.data_dir / "cache" / "bottlenecks", cache_key())
+    backbone = []
+
+    def extract(pixels: np.ndarray) -> np.ndarray:
+        if not backbone:  # built only when some photo is not in the cache yet
+            from training.effnet_lite0 import build_backbone
+
+            logger.info("computing backbone features of the photos not in the cache yet")
+            backbone.append(build_backbone())
+        return backbone[0].predict_on_batch(pixels)
+
+    features = bottlenecks(photos, cache, extract).features
+    labels = np.array([photo_set.classes.index(p.label) for p in photos], dtype=np.int64)
+    return LabelledData(features, labels, len(photo_set.classes))
 
 
 class ResultsFile:
@@ -280,7 +304,7 @@ def execute_run(run: Run, config: ExperimentConfig, data: LabelledData) -> dict:
         train_eval_idx = np.sort(picker.choice(train_idx, config.train_eval_max, replace=False))
     else:
         train_eval_idx = train_idx
-    model = build_model(run.arch, config.data, data.num_classes)
+    model = build_model(run.arch, config.data, data.num_classes, int(np.prod(data.x.shape[1:])))
     x_train = _model_input(data.x[train_idx])
     y_train = np.eye(data.num_classes, dtype=np.float32)[data.y[train_idx]]
     started = time.perf_counter()
@@ -309,15 +333,25 @@ def execute_run(run: Run, config: ExperimentConfig, data: LabelledData) -> dict:
     }
 
 
-def build_model(arch: str, data: str, num_classes: int):
-    """A fresh compiled model for a canonical architecture spec (the digits engineer's factories)."""
-    from training.digit_models import make_cnn, make_mlp
+def build_model(arch: str, data: str, num_classes: int, feature_size: int = 0):
+    """A fresh compiled model for a canonical architecture spec: the digit factories for digits; for
+    flowers, the flower job's softmax head on the backbone features, with hidden layers for mlp:H."""
+    hidden = tuple(int(h) for h in arch.split(":", 1)[1].split(",")) if arch.startswith("mlp:") else ()
+    if data == "digits":
+        from training.digit_models import make_cnn, make_mlp
 
-    if data != "digits" or num_classes != 10:
-        raise ExperimentError(f"no model factory for {arch} on {data}")
-    if arch == "cnn":
-        return make_cnn()
-    return make_mlp(tuple(int(h) for h in arch.split(":", 1)[1].split(",")))
+        return make_cnn() if arch == "cnn" else make_mlp(hidden)
+    import keras
+
+    from training.flower_model import head_layers
+
+    features = keras.Input((feature_size,), name="features")
+    x = features
+    for index, units in enumerate(hidden, start=1):
+        x = keras.layers.Dense(units, activation="relu", name=f"hidden{index}")(x)
+    model = keras.Model(features, head_layers(x, num_classes), name=arch.replace(":", "_").replace(",", "_"))
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
 
 
 def _model_input(x: np.ndarray) -> np.ndarray:
@@ -327,9 +361,13 @@ def _model_input(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    probabilities = model.predict(_model_input(x), batch_size=1000, verbose=0)
-    return float(np.mean(np.argmax(probabilities, axis=1) == y))
+def _accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+    """Accuracy by calling the model on batches (no `predict`: it traces a new function per model)."""
+    correct = 0
+    for start in range(0, len(y), batch):
+        probabilities = np.asarray(model(_model_input(x[start : start + batch]), training=False))
+        correct += int(np.sum(np.argmax(probabilities, axis=1) == y[start : start + batch]))
+    return correct / len(y)
 
 
 def limit_threads(threads: int) -> None:

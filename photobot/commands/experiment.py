@@ -18,6 +18,7 @@ from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
 DEFAULT_ARCHS = ("mlp:800", "mlp:10", "mlp:10,10", "mlp:1", "cnn")
+FLOWER_ARCHS = ("linear", "mlp:256")  # heads on the backbone features
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--arch",
         action="append",
         metavar="SPEC",
-        help="an architecture: mlp:H, mlp:H1,H2,… or cnn (repeat; default: the course's five: "
-        + " ".join(DEFAULT_ARCHS)
-        + ")",
+        help="an architecture: mlp:H, mlp:H1,H2,…, cnn (digits) or linear (flowers); repeat it. Default: "
+        f"the course's five for digits ({' '.join(DEFAULT_ARCHS)}), {' '.join(FLOWER_ARCHS)} for flowers",
     )
     parser.add_argument("--splits", type=int, default=10, help="random 80/20 splits per architecture (10)")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs per run (5)")
@@ -111,7 +111,7 @@ def _config(args: argparse.Namespace):
 
 
 def _defaults(data: str) -> tuple[str, ...]:
-    return DEFAULT_ARCHS if data == "digits" else ("mlp:100",)
+    return DEFAULT_ARCHS if data == "digits" else FLOWER_ARCHS
 
 
 def _default_jobs() -> int:
