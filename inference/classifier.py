@@ -166,6 +166,7 @@ class _Plan:
     items: dict[str, tuple[_Serving, np.ndarray | None, str | None]]
     route: router.Route | None
     scene: router.Scene | None
+    image: Image.Image
     decode_ms: float
     preprocess_ms: float
 
@@ -274,12 +275,18 @@ class Classifier:
         answers = await self._answer(plan, deadline, timings)
         if mode != "auto":
             prediction = answers[MODE_MODEL[mode]]
+        elif plan.route == "digit" and answers["digits"].status != "ok" and "flowers" in servings:
+            # a page-like photo the digit model is not sure of: let the flower model have its say too
+            second = await loop.run_in_executor(self._pool, self._prepare_more, plan, servings["flowers"])
+            timings["preprocess"] += second.preprocess_ms
+            answers.update(await self._answer(second, deadline, timings))
+            prediction = router.combine(answers["digits"], answers["flowers"])
         elif plan.route == "check":
             prediction = router.combine(answers.get("digits"), answers.get("flowers"))
         else:
             prediction = answers["digits" if plan.route == "digit" else "flowers"]
-            if prediction.status == "not_recognized":
-                prediction = replace(prediction, model=None, version=None)
+        if mode == "auto" and prediction.status == "not_recognized":
+            prediction = replace(prediction, model=None, version=None)
         return replace(prediction, timings_ms=timings)
 
     def _servings_for(self, mode: Mode) -> dict[str, _Serving]:
@@ -324,7 +331,13 @@ class Classifier:
             if route == "flower":
                 items.pop("digits", None)
         done = time.monotonic()
-        return _Plan(items, route, scene, (decoded - started) * 1000.0, (done - decoded) * 1000.0)
+        return _Plan(items, route, scene, image, (decoded - started) * 1000.0, (done - decoded) * 1000.0)
+
+    def _prepare_more(self, plan: _Plan, serving: _Serving) -> _Plan:
+        """The flower input of an already decoded photo (auto mode, when the digit model was unsure)."""
+        started = time.monotonic()
+        items = {serving.version.name: (serving, *serving.adapter.prepare(plan.image))}
+        return _Plan(items, plan.route, plan.scene, plan.image, 0.0, (time.monotonic() - started) * 1000.0)
 
     async def _answer(self, plan: _Plan, deadline: float, timings: dict[str, float]) -> dict[str, Prediction]:
         """Submit every prepared input to its model's worker; await the answers together."""
