@@ -4,7 +4,7 @@ caption labels, retraining jobs, model events, and the labelled data set they ad
 `storage` imports nothing of ours: modes, statuses, verdicts and labels are plain strings.
 """
 
-from storage.database import Store
+from storage.database import RecordedPrediction, Store
 from storage.errors import (
     JobAlreadyActive,
     NotPredictionOwner,
@@ -34,6 +34,7 @@ __all__ = [
     "LabelledSet",
     "NotPredictionOwner",
     "PredictionNotFound",
+    "RecordedPrediction",
     "SchemaTooNew",
     "StorageError",
     "Store",

@@ -77,16 +77,11 @@ async def throughput(
             user_id = 10_000 + task
             for message_id in range(per_task[task]):
                 started = time.perf_counter()
-                if with_images:
-                    sha256 = (await store.add_photo(fake_image(task_rng, 20_000), format="jpeg")).sha256
-                else:
-                    sha256 = pool[task_rng.randrange(len(pool))]
                 probabilities = _probabilities(task_rng)
-                prediction_id = await store.record_prediction(
+                fields = dict(
                     user_id=user_id,
                     chat_id=user_id,
                     message_id=message_id,
-                    photo_sha256=sha256,
                     model="digits",
                     version=1,
                     label=probabilities[0][0],
@@ -96,6 +91,14 @@ async def throughput(
                     latency_ms=10.0,
                     mode="auto",
                 )
+                if with_images:  # what the bot does: the new photo and its answer in one transaction
+                    recorded = await store.record_photo_prediction(
+                        fake_image(task_rng, 20_000), format="jpeg", **fields
+                    )
+                    prediction_id = recorded.prediction_id
+                else:
+                    sha256 = pool[task_rng.randrange(len(pool))]
+                    prediction_id = await store.record_prediction(photo_sha256=sha256, **fields)
                 correct = task_rng.random() < 0.7
                 await store.record_feedback(
                     prediction_id,

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +52,12 @@ T = TypeVar("T")
 SqlFunction = Callable[[sqlite3.Connection], T]
 
 
+@dataclass(frozen=True)
+class RecordedPrediction:
+    prediction_id: int
+    photo: Photo
+
+
 @dataclass
 class _Write:
     function: SqlFunction[Any]
@@ -72,9 +79,12 @@ class Store:
         reader_db: sqlite3.Connection,
         images: ImageStore,
         max_batch: int,
+        image_threads: int,
     ) -> None:
         self.path = path
         self.images = images
+        # Writing an image is mostly waiting for fsync; many in flight let the filesystem batch them.
+        self._image_writers = ThreadPoolExecutor(image_threads, thread_name_prefix="storage-images")
         self._writer, self._writer_db = writer, writer_db
         self._reader, self._reader_db = reader, reader_db
         self._max_batch = max_batch
@@ -95,19 +105,25 @@ class Store:
         *,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         max_batch: int = 256,
+        image_threads: int = 16,
     ) -> Store:
         """Open (creating or migrating) the database, clean up after a crash, start the writer."""
         path = Path(database)
         images = await asyncio.to_thread(ImageStore(images_dir).open)
         try:
             writer, writer_db = await _connect(lambda: open_database(path, busy_timeout_s=busy_timeout_s))
+        except BaseException:
+            images.close()
+            raise
+        try:
             reader, reader_db = await _connect(
                 lambda: open_database(path, busy_timeout_s=busy_timeout_s, read_only=True)
             )
         except BaseException:
+            await writer.close()
             images.close()
             raise
-        store = cls(path, writer, writer_db, reader, reader_db, images, max_batch)
+        store = cls(path, writer, writer_db, reader, reader_db, images, max_batch, image_threads)
         store.schema_version = await store._read(schema_version)
         await store._finish_pending_image_deletions()
         log.info("storage open: %s (schema %d), images in %s", path, store.schema_version, images.root)
@@ -122,6 +138,7 @@ class Store:
         await self._write_task
         await self._writer.close()
         await self._reader.close()
+        self._image_writers.shutdown(wait=True)
         self.images.close()
 
     async def __aenter__(self) -> Store:
@@ -180,22 +197,80 @@ class Store:
 
         The file is fsynced before the row commits, so a row never points at a missing file.
         """
+        photo, _ = await self._store_photo_then(data, width, height, format, lambda db, photo: None)
+        return photo
+
+    async def record_photo_prediction(
+        self,
+        data: bytes,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        format: str | None = None,
+        user_id: int,
+        chat_id: int,
+        message_id: int | None,
+        model: str | None,
+        version: int | None,
+        label: str | None,
+        confidence: float,
+        probabilities: sql.Probabilities,
+        status: str,
+        latency_ms: float | None = None,
+        mode: str | None = None,
+        reason: str | None = None,
+        language: str | None = None,
+    ) -> RecordedPrediction:
+        """`add_photo` and `record_prediction` in one transaction: what the bot does for each photo."""
+        fields = dict(
+            user_id=user_id,
+            chat_id=chat_id,
+            message_id=message_id,
+            model=model,
+            version=version,
+            label=label,
+            confidence=confidence,
+            probabilities=probabilities,
+            status=status,
+            latency_ms=latency_ms,
+            mode=mode,
+            reason=reason,
+            language=language,
+        )
+
+        def record(db: sqlite3.Connection, photo: Photo) -> int:
+            return sql.record_prediction(db, photo_sha256=photo.sha256, now=time.time(), **fields)
+
+        photo, prediction_id = await self._store_photo_then(data, width, height, format, record)
+        return RecordedPrediction(prediction_id, photo)
+
+    async def _store_photo_then(
+        self,
+        data: bytes,
+        width: int | None,
+        height: int | None,
+        image_format: str | None,
+        then: Callable[[sqlite3.Connection, Photo], T],
+    ) -> tuple[Photo, T]:
+        """Write the file (in a thread), then insert its row and run `then` in one transaction."""
         for _ in range(3):
-            stored = await asyncio.to_thread(self.images.put, data)
-            insert = functools.partial(
-                _insert_photo_if_file,
-                images=self.images,
-                sha256=stored.sha256,
-                size=stored.size,
-                path=stored.path,
-                width=width,
-                height=height,
-                image_format=format,
-                now=time.time(),
-            )
-            if await self._write(insert):
-                return Photo(stored.sha256, stored.size, width, height, format, stored.path)
-            # A /forget removed these same bytes between our write and our row; store them again.
+            loop = asyncio.get_running_loop()
+            stored = await loop.run_in_executor(self._image_writers, self.images.put, data)
+            photo = Photo(stored.sha256, stored.size, width, height, image_format, stored.path)
+
+            def insert(db: sqlite3.Connection, photo: Photo = photo) -> tuple[bool, T | None]:
+                # Checked under the write lock: a concurrent /forget of the same bytes removes files
+                # only while holding it, so either the file is here now or we write it again.
+                if not self.images.exists(photo.sha256):
+                    return False, None
+                sql.insert_photo(
+                    db, photo.sha256, photo.size, photo.path, width, height, image_format, time.time()
+                )
+                return True, then(db, photo)
+
+            inserted, result = await self._write(insert)
+            if inserted:
+                return photo, result  # type: ignore[return-value]
         raise StorageError(f"photo {stored.sha256} kept disappearing while being stored")
 
     async def get_photo(self, sha256: str) -> Photo | None:
@@ -598,14 +673,6 @@ def _in_read_transaction(function: Callable[..., T]) -> Callable[..., T]:
             db.execute("COMMIT")
 
     return run
-
-
-def _insert_photo_if_file(db: sqlite3.Connection, *, images: ImageStore, **row: Any) -> bool:
-    """Insert the photo row only if its file is there (checked under the write lock; see forget)."""
-    if not images.exists(row["sha256"]):
-        return False
-    sql.insert_photo(db, **row)
-    return True
 
 
 def _delete_image_if_unused(db: sqlite3.Connection, *, images: ImageStore, sha256: str) -> bool:

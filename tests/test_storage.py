@@ -77,6 +77,23 @@ async def test_a_prediction_is_stored_with_everything_the_bot_knows(store):
     assert user.language == "ru" and not user.blocked
 
 
+async def test_a_photo_and_its_answer_are_recorded_in_one_go(store, tmp_path):
+    recorded = await store.record_photo_prediction(
+        png(4), width=8, height=8, format="png", user_id=5, chat_id=5, message_id=1, model="digits",
+        version=2, label="4", confidence=0.8, probabilities=[("4", 0.8)], status="ok", latency_ms=9.0,
+    )  # fmt: skip
+    again = await store.record_photo_prediction(
+        png(4), user_id=5, chat_id=5, message_id=1, model="digits", version=2, label="4", confidence=0.8,
+        probabilities=[("4", 0.8)], status="ok",
+    )  # fmt: skip
+    assert again.prediction_id == recorded.prediction_id
+    assert recorded.photo == await store.get_photo(recorded.photo.sha256)
+    assert store.images.read(recorded.photo.sha256) == png(4)
+    record = await store.get_prediction(recorded.prediction_id)
+    assert (record.photo_sha256, record.label, record.version) == (recorded.photo.sha256, "4", 2)
+    assert rows(tmp_path, "SELECT count(*) FROM predictions") == [(1,)]
+
+
 async def test_a_redelivered_update_records_no_second_prediction(store, tmp_path):
     first = await predict(store, user_id=1, message_id=5, image=png(1))
     again = await predict(store, user_id=1, message_id=5, image=png(1))
