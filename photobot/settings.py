@@ -30,6 +30,7 @@ class EngineLimits:
     queue_size: int = 256  # queued photos per model before callers get "busy, try again"
     deadline_s: float = 10.0  # a request not answered by then fails with a timeout
     workers: int = 0  # decode/preprocess threads; 0 means one per CPU core
+    reload_poll_s: float = 2.0  # how often the model store's `active` pointers are checked; 0: never
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Settings:
                 queue_size=_number(env, "ENGINE_QUEUE_SIZE", engine_defaults.queue_size, int),
                 deadline_s=_number(env, "ENGINE_DEADLINE_S", engine_defaults.deadline_s, float),
                 workers=_number(env, "ENGINE_WORKERS", engine_defaults.workers, int),
+                reload_poll_s=_number(env, "ENGINE_RELOAD_POLL_S", engine_defaults.reload_poll_s, float),
             ),
             max_image_bytes=_number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
