@@ -18,6 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images", action="store_true", help="also store a new 20 kB image (fsynced) per prediction"
     )
+    parser.add_argument(
+        "--max-batch", type=int, default=256, help="writes per group commit at most (1 = no group commit)"
+    )
     parser.add_argument("--crash", type=int, default=0, metavar="N", help="instead: SIGKILL a writer N times")
     parser.add_argument("--dir", type=Path, help="work here instead of a temporary folder")
 
@@ -35,7 +38,13 @@ def _throughput(folder: Path, args: argparse.Namespace) -> int:
     from storage.bench import throughput
 
     result = asyncio.run(
-        throughput(folder, tasks=args.tasks, predictions=args.predictions, with_images=args.images)
+        throughput(
+            folder,
+            tasks=args.tasks,
+            predictions=args.predictions,
+            with_images=args.images,
+            max_batch=args.max_batch,
+        )
     )
     what = "prediction (+ new image) + feedback" if args.images else "prediction + feedback"
     print(f"{what}, each committed durably, {result.tasks} concurrent tasks:")
