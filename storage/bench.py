@@ -35,6 +35,24 @@ def _probabilities(rng: random.Random) -> list[tuple[str, float]]:
     return sorted(((d, w / total) for d, w in zip(DIGITS, weights, strict=True)), key=lambda p: -p[1])
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """An engine answer's shape (inference's `Prediction`), without importing inference."""
+
+    model: str | None
+    version: int | None
+    label: str | None
+    confidence: float
+    status: str
+    top: list[tuple[str, float]]
+    reason: str | None = None
+
+
+def _answer(rng: random.Random) -> _Answer:
+    top = _probabilities(rng)
+    return _Answer("digits", 1, top[0][0], top[0][1], "ok", top)
+
+
 # ------------------------------------------------------------------ throughput
 
 
@@ -84,34 +102,40 @@ async def throughput(
             user_id = 10_000 + task
             for message_id in range(per_task[task]):
                 started = time.perf_counter()
-                probabilities = _probabilities(task_rng)
-                fields = dict(
-                    user_id=user_id,
-                    chat_id=user_id,
-                    message_id=message_id,
-                    model="digits",
-                    version=1,
-                    label=probabilities[0][0],
-                    confidence=probabilities[0][1],
-                    probabilities=probabilities,
-                    status="ok",
-                    latency_ms=10.0,
-                    mode="auto",
-                )
+                answer = _answer(task_rng)
                 if with_images:  # what the bot does: the new photo and its answer in one transaction
                     recorded = await store.record_photo_prediction(
-                        fake_image(task_rng, 20_000), format="jpeg", **fields
+                        fake_image(task_rng, 20_000),
+                        format="jpeg",
+                        prediction=answer,
+                        user_id=user_id,
+                        chat_id=user_id,
+                        message_id=message_id,
+                        latency_ms=10.0,
+                        mode="auto",
                     )
                     prediction_id = recorded.prediction_id
                 else:
-                    sha256 = pool[task_rng.randrange(len(pool))]
-                    prediction_id = await store.record_prediction(photo_sha256=sha256, **fields)
+                    prediction_id = await store.record_prediction(
+                        user_id=user_id,
+                        chat_id=user_id,
+                        message_id=message_id,
+                        photo_sha256=pool[task_rng.randrange(len(pool))],
+                        model=answer.model,
+                        version=answer.version,
+                        label=answer.label,
+                        confidence=answer.confidence,
+                        probabilities=answer.top,
+                        status=answer.status,
+                        latency_ms=10.0,
+                        mode="auto",
+                    )
                 correct = task_rng.random() < 0.7
                 await store.record_feedback(
                     prediction_id,
                     user_id=user_id,
                     verdict="correct" if correct else "wrong",
-                    true_label=None if correct else probabilities[1][0],
+                    true_label=None if correct else answer.top[1][0],
                 )
                 acknowledged.append(prediction_id)
                 pair_ms.append((time.perf_counter() - started) * 1000)
@@ -205,7 +229,7 @@ async def crash_writer(data_dir: Path, seed: int, tasks: int = 8) -> None:
             if user_id >= 100 and rng.random() < 0.02:
                 out.write(f"x {user_id}\n")  # from here on, this user's rows may be gone on purpose
                 out.flush()
-                await store.forget(user_id)
+                await store.forget_user(user_id)
                 out.write(f"X {user_id}\n")
             out.flush()
 

@@ -33,6 +33,7 @@ from storage.errors import StorageError
 from storage.images import ImageStore
 from storage.labelled import DEFAULT_VALIDATION_PERCENT, LabelledSet, load_labelled_set
 from storage.records import (
+    Answer,
     Feedback,
     FeedbackResult,
     ForgetReport,
@@ -204,42 +205,42 @@ class Store:
         self,
         data: bytes,
         *,
-        width: int | None = None,
-        height: int | None = None,
-        format: str | None = None,
+        prediction: Answer,
         user_id: int,
         chat_id: int,
         message_id: int | None,
-        model: str | None,
-        version: int | None,
-        label: str | None,
-        confidence: float,
-        probabilities: sql.Probabilities,
-        status: str,
+        width: int | None = None,
+        height: int | None = None,
+        format: str | None = None,
         latency_ms: float | None = None,
         mode: str | None = None,
-        reason: str | None = None,
         language: str | None = None,
     ) -> RecordedPrediction:
-        """`add_photo` and `record_prediction` in one transaction: what the bot does for each photo."""
-        fields = dict(
-            user_id=user_id,
-            chat_id=chat_id,
-            message_id=message_id,
-            model=model,
-            version=version,
-            label=label,
-            confidence=confidence,
-            probabilities=probabilities,
-            status=status,
-            latency_ms=latency_ms,
-            mode=mode,
-            reason=reason,
-            language=language,
-        )
+        """What the bot does for each photo: `add_photo` and `record_prediction` in one transaction.
+
+        `prediction` is the engine's answer (any object with model, version, label, confidence,
+        status, top and reason: inference's `Prediction`); `top` is stored as the probabilities.
+        """
 
         def record(db: sqlite3.Connection, photo: Photo) -> int:
-            return sql.record_prediction(db, photo_sha256=photo.sha256, now=time.time(), **fields)
+            return sql.record_prediction(
+                db,
+                user_id=user_id,
+                chat_id=chat_id,
+                message_id=message_id,
+                photo_sha256=photo.sha256,
+                model=prediction.model,
+                version=prediction.version,
+                label=prediction.label,
+                confidence=prediction.confidence,
+                probabilities=prediction.top,
+                status=prediction.status,
+                latency_ms=latency_ms,
+                mode=mode,
+                reason=prediction.reason,
+                language=language,
+                now=time.time(),
+            )
 
         photo, prediction_id = await self._store_photo_then(data, width, height, format, record)
         return RecordedPrediction(prediction_id, photo)
@@ -399,7 +400,7 @@ class Store:
 
     # ------------------------------------------------------------ /forget
 
-    async def forget(self, user_id: int) -> ForgetReport:
+    async def forget_user(self, user_id: int) -> ForgetReport:
         """Delete every row about a user, and the photos (rows and files) nobody else sent."""
         report, orphans = await self._write(functools.partial(sql.forget_user, user_id=user_id))
         await self._remove_images(orphans)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Verdict = Literal["correct", "wrong"]
 JobStatus = Literal["queued", "running", "succeeded", "rejected", "failed"]
@@ -22,6 +22,18 @@ FINISHED_JOB_STATUSES = ("succeeded", "rejected", "failed")
 NOT_A_DIGIT = "not_a_digit"
 NOT_A_FLOWER = "not_a_flower"
 NEGATIVE_LABELS: dict[str, str] = {"digits": NOT_A_DIGIT, "flowers": NOT_A_FLOWER}
+
+
+class Answer(Protocol):
+    """What `Store.record_photo_prediction` reads from an answer (inference's `Prediction` fits)."""
+
+    model: str | None
+    version: int | None
+    label: str | None
+    confidence: float
+    status: str
+    top: Any  # [(label, probability), …] best first
+    reason: str | None
 
 
 @dataclass(frozen=True)

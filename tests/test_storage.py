@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 from storage_fixtures import label_photo, open_store, png, predict
 
+from inference.prediction import Prediction
 from storage import NOT_A_DIGIT, JobAlreadyActive, NotPredictionOwner, PredictionNotFound, SyncStore
 
 
@@ -77,20 +78,30 @@ async def test_a_prediction_is_stored_with_everything_the_bot_knows(store):
     assert user.language == "ru" and not user.blocked
 
 
-async def test_a_photo_and_its_answer_are_recorded_in_one_go(store, tmp_path):
+async def test_a_photo_and_the_engines_answer_are_recorded_in_one_go(store, tmp_path):
+    answer = Prediction(
+        model="digits", version=2, label="4", confidence=0.8, status="unsure", top=(("4", 0.8), ("9", 0.15)),
+        reason="close to a 9",
+    )  # fmt: skip
     recorded = await store.record_photo_prediction(
-        png(4), width=8, height=8, format="png", user_id=5, chat_id=5, message_id=1, model="digits",
-        version=2, label="4", confidence=0.8, probabilities=[("4", 0.8)], status="ok", latency_ms=9.0,
+        png(4), prediction=answer, user_id=5, chat_id=5, message_id=1, width=8, height=8, format="png",
+        latency_ms=9.0, mode="digit", language="en",
     )  # fmt: skip
-    again = await store.record_photo_prediction(
-        png(4), user_id=5, chat_id=5, message_id=1, model="digits", version=2, label="4", confidence=0.8,
-        probabilities=[("4", 0.8)], status="ok",
-    )  # fmt: skip
+    again = await store.record_photo_prediction(png(4), prediction=answer, user_id=5, chat_id=5, message_id=1)
     assert again.prediction_id == recorded.prediction_id
     assert recorded.photo == await store.get_photo(recorded.photo.sha256)
     assert store.images.read(recorded.photo.sha256) == png(4)
     record = await store.get_prediction(recorded.prediction_id)
-    assert (record.photo_sha256, record.label, record.version) == (recorded.photo.sha256, "4", 2)
+    assert (record.photo_sha256, record.model, record.version, record.label) == (
+        recorded.photo.sha256, "digits", 2, "4",
+    )  # fmt: skip
+    assert (record.status, record.reason, record.mode, record.latency_ms) == (
+        "unsure",
+        "close to a 9",
+        "digit",
+        9.0,
+    )
+    assert record.probabilities == [("4", 0.8), ("9", 0.15)]
     assert rows(tmp_path, "SELECT count(*) FROM predictions") == [(1,)]
 
 
@@ -265,7 +276,7 @@ async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sen
     await store.set_chat_mode(1, "digit")
     theirs = await label_photo(store, user_id=2, message_id=1, image=shared, true_label="3")
 
-    report = await store.forget(1)
+    report = await store.forget_user(1)
 
     assert (report.predictions, report.feedback, report.contributions, report.photos) == (2, 2, 1, 1)
     assert await store.get_user(1) is None
@@ -284,7 +295,7 @@ async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sen
 
 async def test_a_forgotten_photo_sent_again_is_stored_again(store):
     await predict(store, user_id=1, message_id=1, image=png(5))
-    await store.forget(1)
+    await store.forget_user(1)
     prediction_id = await predict(store, user_id=2, message_id=1, image=png(5))
     record = await store.get_prediction(prediction_id)
     assert store.images.read(record.photo_sha256) == png(5)
