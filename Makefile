@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/photobot run
+	$(BIN)/photobot run --playground-without-token
 
 playground: install
 	$(BIN)/photobot playground

@@ -23,11 +23,21 @@ POLL_TIMEOUT_S = 10
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-url", help="root of the Bot API server (default: TELEGRAM_API_URL)")
+    parser.add_argument(
+        "--playground-without-token",
+        action="store_true",
+        help="with no TELEGRAM_BOT_TOKEN, start the offline playground instead (what `make run` does)",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     if args.api_url:
         settings = dataclasses.replace(settings, telegram_api_url=args.api_url.rstrip("/"))
+    if not settings.telegram_bot_token and args.playground_without_token:
+        print(f"{NO_TOKEN}\nMeanwhile, here is the bot in the offline playground.", flush=True)
+        from photobot.commands import playground
+
+        return playground.main(argparse.Namespace(port=playground.DEFAULT_PORT), settings)
     if not settings.telegram_bot_token:
         raise UserFacingError(NO_TOKEN)
     from telegram import Update

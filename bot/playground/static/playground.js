@@ -1,0 +1,277 @@
+// The playground page: a Telegram-like chat with the real bot, through the local Bot API server.
+"use strict";
+
+const USER_COMMANDS = ["/start", "/help", "/digit", "/flower", "/auto", "/stats", "/forget"];
+const ADMIN_COMMANDS = ["/models", "/retrain digits", "/rollback digits", "/stats"];
+
+const state = { people: [], current: null, chats: new Map(), ready: false };
+const $ = (id) => document.getElementById(id);
+let pendingFile = null;
+
+function chatOf(userId) {
+  if (!state.chats.has(userId)) state.chats.set(userId, { after: 0, messages: new Map(), order: [] });
+  return state.chats.get(userId);
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  if (!response.ok) throw new Error((await response.text()) || response.statusText);
+  return response.headers.get("content-type")?.includes("json") ? response.json() : response.text();
+}
+
+function toast(text, alert = false) {
+  const box = $("toast");
+  box.textContent = text;
+  box.className = alert ? "toast alert" : "toast";
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (box.hidden = true), alert ? 4000 : 2200);
+}
+
+function setStatus(ready) {
+  state.ready = ready;
+  $("bot-status").textContent = ready ? "bot" : "starting… (loading the models)";
+  $("bot-status").className = ready ? "status online" : "status";
+}
+
+function apply(userId, event) {
+  const chat = chatOf(userId);
+  chat.after = Math.max(chat.after, event.rev);
+  if (event.type === "message" || event.type === "edit") {
+    const message = event.message;
+    if (!chat.messages.has(message.message_id)) chat.order.push(message.message_id);
+    chat.messages.set(message.message_id, message);
+  } else if (event.type === "delete") {
+    chat.messages.delete(event.message_id);
+    chat.order = chat.order.filter((id) => id !== event.message_id);
+  } else if (event.type === "callback_answer" && event.text && userId === state.current) {
+    toast(event.text, event.show_alert);
+  }
+}
+
+async function follow(userId) {
+  for (;;) {
+    const chat = chatOf(userId);
+    try {
+      const answer = await api(`/api/events?user=${userId}&after=${chat.after}`);
+      setStatus(answer.ready);
+      for (const event of answer.events) apply(userId, event);
+      if (answer.events.length && userId === state.current) render();
+    } catch (error) {
+      $("bot-status").textContent = "playground stopped";
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+}
+
+function bestPhoto(sizes) {
+  const fitting = sizes.filter((s) => Math.max(s.width, s.height) <= 1280);
+  return (fitting.length ? fitting : sizes).at(-1);
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function renderMessage(message) {
+  const mine = !message.from.is_bot;
+  const bubble = element("div", mine ? "msg mine" : "msg");
+  bubble.dataset.messageId = message.message_id;
+  if (message.reply_to_message) {
+    const quoted = message.reply_to_message;
+    const what = quoted.text || quoted.caption || (quoted.photo ? "Photo" : quoted.document ? quoted.document.file_name : "Message");
+    bubble.append(element("div", "quote", what));
+  }
+  if (message.photo) {
+    const img = element("img");
+    img.src = `/api/file/${bestPhoto(message.photo).file_id}`;
+    img.alt = "photo";
+    bubble.append(img);
+  }
+  if (message.document) {
+    const doc = element("div", "doc");
+    doc.append(element("div", "icon", "📄"), element("div", "", message.document.file_name || "file"));
+    bubble.append(doc);
+  }
+  for (const kind of ["sticker", "video", "voice", "audio", "animation", "video_note"]) {
+    if (message[kind]) bubble.append(element("div", "", `[${kind.replace("_", " ")}]`));
+  }
+  const text = message.text ?? message.caption;
+  if (text) bubble.append(element("div", "text", text));
+  const time = new Date(message.date * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  bubble.append(element("div", "meta", message.edit_date ? `edited ${time}` : time));
+  const nodes = [bubble];
+  const rows = message.reply_markup?.inline_keyboard;
+  if (rows) {
+    const keyboard = element("div", "keyboard");
+    keyboard.dataset.messageId = message.message_id;
+    for (const row of rows) {
+      const line = element("div", "row");
+      for (const button of row) {
+        const node = element("button", "", button.text);
+        node.type = "button";
+        node.addEventListener("click", () => press(message.message_id, button.callback_data, node));
+        line.append(node);
+      }
+      keyboard.append(line);
+    }
+    nodes.push(keyboard);
+  }
+  return nodes;
+}
+
+function render() {
+  const box = $("chat");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  box.replaceChildren();
+  const chat = chatOf(state.current);
+  if (!chat.order.length) box.append(element("div", "system", "Send a photo of a digit or a flower, or /help"));
+  for (const id of chat.order) box.append(...renderMessage(chat.messages.get(id)));
+  if (atBottom || renderMessage.forceScroll) box.scrollTop = box.scrollHeight;
+  renderMessage.forceScroll = false;
+}
+
+async function press(messageId, data, node) {
+  node.disabled = true;
+  try {
+    await api("/api/press", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user: state.current, message_id: messageId, data }),
+    });
+  } catch (error) {
+    toast(error.message, true);
+    node.disabled = false;
+  }
+}
+
+async function send(text) {
+  const form = new FormData();
+  form.append("user", state.current);
+  form.append("text", text);
+  if (pendingFile) {
+    form.append("file", pendingFile, pendingFile.name || "pasted.png");
+    if ($("as-file").checked) form.append("as_file", "1");
+  }
+  renderMessage.forceScroll = true;
+  await api("/api/send", { method: "POST", body: form });
+  clearFile();
+}
+
+function chooseFile(file) {
+  pendingFile = file;
+  $("preview").hidden = false;
+  $("preview-name").textContent = file.name || "pasted image";
+  const img = $("preview-img");
+  if (file.type.startsWith("image/")) {
+    img.src = URL.createObjectURL(file);
+    img.hidden = false;
+  } else {
+    img.hidden = true;
+  }
+  $("text").placeholder = "Caption (optional)";
+  $("text").focus();
+}
+
+function clearFile() {
+  pendingFile = null;
+  $("file").value = "";
+  $("as-file").checked = false;
+  $("preview").hidden = true;
+  $("text").placeholder = "Message, command or caption";
+}
+
+function renderPeople() {
+  const box = $("people");
+  box.replaceChildren();
+  for (const person of state.people) {
+    const tab = element("button", "", person.role === "admin" ? `${person.name} (admin)` : person.name);
+    tab.type = "button";
+    tab.setAttribute("role", "tab");
+    tab.setAttribute("aria-selected", String(person.id === state.current));
+    tab.addEventListener("click", () => switchTo(person.id));
+    box.append(tab);
+  }
+  const person = state.people.find((p) => p.id === state.current);
+  $("language").value = person.language;
+  const commands = $("commands");
+  commands.replaceChildren();
+  const list = person.role === "admin" ? [...USER_COMMANDS.slice(0, 2), ...ADMIN_COMMANDS] : USER_COMMANDS;
+  for (const command of list) {
+    const node = element("button", USER_COMMANDS.includes(command) ? "" : "admin", command);
+    node.type = "button";
+    node.addEventListener("click", () => send(command).catch((error) => toast(error.message, true)));
+    commands.append(node);
+  }
+}
+
+function switchTo(userId) {
+  state.current = userId;
+  renderMessage.forceScroll = true;
+  renderPeople();
+  render();
+}
+
+function wire() {
+  $("composer").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = $("text").value.trim();
+    if (!text && !pendingFile) return;
+    $("text").value = "";
+    try {
+      await send(text);
+    } catch (error) {
+      toast(error.message, true);
+    }
+  });
+  $("file").addEventListener("change", () => $("file").files[0] && chooseFile($("file").files[0]));
+  $("preview-clear").addEventListener("click", clearFile);
+  $("language").addEventListener("change", async () => {
+    const language = $("language").value;
+    await api("/api/language", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user: state.current, language }),
+    });
+    state.people.find((p) => p.id === state.current).language = language;
+  });
+  const drop = $("drop");
+  document.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.hidden = false;
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!event.relatedTarget) drop.hidden = true;
+  });
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.hidden = true;
+    const file = event.dataTransfer?.files?.[0];
+    if (file) chooseFile(file);
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData?.files || [])][0];
+    if (file) {
+      event.preventDefault();
+      chooseFile(file);
+    }
+  });
+}
+
+async function main() {
+  wire();
+  const initial = await api("/api/state");
+  $("bot-name").textContent = initial.bot.name;
+  document.title = `${initial.bot.name} — playground`;
+  setStatus(initial.ready);
+  state.people = initial.people;
+  state.current = initial.people[0].id;
+  renderPeople();
+  render();
+  for (const person of initial.people) follow(person.id);
+}
+
+main();

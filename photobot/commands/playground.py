@@ -1,0 +1,29 @@
+"""`photobot playground`: try the whole bot in a browser, offline, with no Telegram account.
+
+Starts, on 127.0.0.1 only, a local Bot API server, the real bot pointed at it, and a Telegram-like web
+page (http://127.0.0.1:8080 by default) where two people — an ordinary user and an admin — can send
+photos, captions and commands and press the bot's buttons. Ctrl-C stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from photobot.settings import Settings
+
+DEFAULT_PORT = 8080
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})"
+    )
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from bot.playground.web import serve
+
+    asyncio.run(serve(settings, port=args.port, on_ready=lambda line: print(line, flush=True)))
+    return 0

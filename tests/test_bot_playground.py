@@ -1,0 +1,100 @@
+"""The playground in a real browser: headless Chromium (the system's, via Playwright) against the page,
+the local Bot API server and the real bot, all on 127.0.0.1. A screenshot is saved under artifacts/."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+from bot_helpers import digit_photo, mnist_digits, train_digit_model
+
+from bot.playground.web import ADMIN_ID, USER_ID, start_playground, stop_playground
+from photobot.settings import Settings
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+def chromium() -> str:
+    found = next((p for p in CHROMIUM_PATHS if Path(p).exists()), None) or shutil.which("chromium")
+    if found is None:
+        pytest.fail("no system Chromium: install Debian's `chromium` package (.ci/run does)")
+    return found
+
+
+@pytest.fixture
+async def playground(tmp_path: Path, mnist_path: Path):
+    train_digit_model(tmp_path / "models", mnist_path)
+    running, application = await start_playground(Settings(data_dir=tmp_path), port=0)
+    yield running
+    await stop_playground(running, application)
+
+
+async def test_the_page_api_speaks_for_both_people(playground) -> None:
+    async with aiohttp.ClientSession(playground.url) as http:
+        async with http.get("/api/state") as response:
+            state = await response.json()
+        assert state["ready"] is True
+        assert [(p["id"], p["role"]) for p in state["people"]] == [(USER_ID, "user"), (ADMIN_ID, "admin")]
+        form = aiohttp.FormData({"user": str(ADMIN_ID), "text": "/models"})
+        async with http.post("/api/send", data=form) as response:
+            assert response.status == 200
+        event = await playground.server.wait_for(
+            ADMIN_ID, lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"], timeout=20
+        )
+        assert event["message"]["text"].startswith("Models:\ndigits v1 (serving)")
+        async with http.post("/api/send", data={"user": "42", "text": "hi"}) as response:
+            assert response.status == 400  # only the two people of the playground
+        async with http.get("/", allow_redirects=False) as response:
+            page = await response.text()
+        assert '<script src="/static/playground.js">' in page
+
+
+async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
+    playground, mnist_path: Path, tmp_path: Path
+) -> None:
+    async_api = pytest.importorskip("playwright.async_api")
+    photo = tmp_path / "three.jpg"
+    photo.write_bytes(digit_photo(mnist_digits(mnist_path)[3]))
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_api.async_playwright() as driver:
+        browser = await driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 760, "height": 900})
+            await page.goto(playground.url)
+            await async_api.expect(page.locator("#bot-status")).to_have_text("bot", timeout=20_000)
+
+            await page.set_input_files("#file", str(photo))
+            await page.click("#send")
+            answer = page.locator(".msg:not(.mine)").filter(has_text=re.compile(r"\d+ — \d+%")).last
+            await async_api.expect(answer).to_be_visible(timeout=30_000)
+            await async_api.expect(page.locator(".msg.mine img")).to_be_visible()
+            keyboard = page.locator(".keyboard").last
+            await keyboard.get_by_role("button", name="❌ Wrong").click()
+            await async_api.expect(keyboard.get_by_role("button", name="Not a digit")).to_be_visible(
+                timeout=15_000
+            )
+            await keyboard.get_by_role("button", name="3", exact=True).click()
+            await async_api.expect(answer).to_contain_text("Thank you! Recorded: 3", timeout=15_000)
+            await async_api.expect(page.locator(".keyboard")).to_have_count(
+                0
+            )  # edited in place: no buttons left
+            await page.screenshot(path=str(ARTIFACTS / "playground-user.png"))
+
+            await page.get_by_role("tab", name="Admin (admin)").click()
+            await page.locator(".commands button", has_text="/models").click()
+            await async_api.expect(page.locator(".msg:not(.mine)").last).to_contain_text(
+                "digits v1 (serving)", timeout=20_000
+            )
+            await page.screenshot(path=str(ARTIFACTS / "playground-admin.png"))
+        finally:
+            await browser.close()
+    feedback = [
+        e
+        for e in playground.server.chat(USER_ID).events
+        if e["type"] == "edit" and "Thank you" in e["message"]["text"]
+    ]
+    assert len(feedback) == 1
