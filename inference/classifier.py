@@ -391,7 +391,7 @@ class Classifier:
                     max_batch=self.config.max_batch,
                     padded_sizes=self.config.padded_sizes(),
                 )
-                _check_fits(loaded, adapter)
+                check_fits(loaded, adapter)
             except ModelUnavailable as error:
                 slot.refused[target.version] = str(error)
                 still = f"v{current.version.version} keeps serving" if current else "nothing serves it"
@@ -456,15 +456,16 @@ class Classifier:
                     self.store.promote(name, usable[-1].version)
             return
         seeder = self._seeders.get(name)
-        if seeder is not None:
-            seeded = seeder(self.store)
-        else:
-            seeded = seed_shipped(self.store, name, self.shipped_dir)
+        try:
+            seeded = seeder(self.store) if seeder else seed_shipped(self.store, name, self.shipped_dir)
+        except Exception:
+            log.exception("%s: seeding the shipped default failed", name)
+            return
         if seeded is not None:
             log.info("%s: seeded the store with the shipped default as v%d", name, seeded.version)
 
 
-def _check_fits(loaded: LoadedModel, adapter: Adapter) -> None:
+def check_fits(loaded: LoadedModel, adapter: Adapter) -> None:
     """Refuse a model whose input rows are not what its preprocessing produces."""
     values = int(np.prod(loaded.row_shape))
     if values != adapter.row_values:

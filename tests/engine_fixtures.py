@@ -6,9 +6,12 @@ seconds, and saved into a real ModelStore. Nothing of ours is mocked.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import io
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,12 @@ from inference import digits, flowers
 from inference.model_store import ModelStore, ModelVersion
 
 FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+
+
+def _session_folder(what: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=f"photobot-test-{what}-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def load_mnist_subset(mnist_path: Path, n_train: int = 3000, n_test: int = 200):
@@ -31,9 +40,19 @@ def load_mnist_subset(mnist_path: Path, n_train: int = 3000, n_test: int = 200):
 
 
 def train_digit_model(mnist_path: Path, path: Path, *, hidden: int = 64, seed: int = 0) -> Path:
-    """A small MLP on (28, 28, 1) inputs, trained for a few epochs on 3,000 real MNIST digits."""
+    """A small MLP on (28, 28, 1) inputs, trained for a few epochs on 3,000 real MNIST digits.
+
+    Trained once per test session and configuration (a few seconds), then copied to `path`.
+    """
+    shutil.copy2(_trained_digit_model(mnist_path, hidden, seed), path)
+    return path
+
+
+@functools.cache
+def _trained_digit_model(mnist_path: Path, hidden: int, seed: int) -> Path:
     import keras
 
+    path = _session_folder("digits") / "model.keras"
     keras.utils.set_random_seed(seed)
     x_train, y_train, _, _ = load_mnist_subset(mnist_path)
     x = np.stack([digits.normalize_digit(image) for image in x_train])[..., None]
@@ -62,10 +81,19 @@ def flower_files(flowers_path: Path, per_class: int, offset: int = 0) -> list[tu
 def train_flower_model(flowers_path: Path, path: Path, *, per_class: int = 12) -> tuple[Path, dict]:
     """A tiny two-output flower model ([probabilities, ood features]) like the shipped one, on real photos.
 
-    Returns the model file and the meta["ood"] block fitted on its own training features.
+    Returns the model file and the meta["ood"] block fitted on its own training features. Trained once
+    per test session, then copied to `path`.
     """
+    trained, ood = _trained_flower_model(flowers_path, per_class)
+    shutil.copy2(trained, path)
+    return path, ood
+
+
+@functools.cache
+def _trained_flower_model(flowers_path: Path, per_class: int) -> tuple[Path, dict]:
     import keras
 
+    path = _session_folder("flowers") / "model.keras"
     keras.utils.set_random_seed(0)
     files = flower_files(flowers_path, per_class)
     x = np.stack([flowers.flower_input(Image.open(f)) for f, _ in files]).astype(np.float32)

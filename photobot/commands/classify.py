@@ -1,0 +1,128 @@
+"""`photobot classify PATH… [--mode auto|digit|flower] [--top K] [--json]`: the label_image.py of PhotoBot.
+
+Photos go through the same engine as the bot (decoding, preprocessing, router, batching), all at once,
+so a folder of photos is answered in batches. Without --json each photo prints like label_image.py:
+
+    daisy.jpg  (flowers v1, ok)
+      daisy (97.3%)
+      dandelion (1.2%)
+
+With --json, one JSON object per photo (DESIGN.md):
+`{"file", "model", "label", "confidence", "status", "top": [[label, p], …]}` plus `version` and `reason`.
+A photo that cannot be read prints an error for that photo only; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from photobot.errors import UserFacingError
+from photobot.settings import Settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos, or folders of photos")
+    parser.add_argument("--mode", choices=("auto", "digit", "flower"), default="auto", help="default: auto")
+    parser.add_argument("--top", type=int, default=5, metavar="K", help="show the K best labels (default 5)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per photo")
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    files = photo_files(args.paths)
+    if not files:
+        raise UserFacingError("no photos found in the paths given")
+    results = asyncio.run(classify_files(files, args.mode, settings))
+    failed = 0
+    for path, outcome in zip(files, results, strict=True):
+        if isinstance(outcome, Exception):
+            failed += 1
+            _print_error(path, outcome, as_json=args.json)
+        elif args.json:
+            print(json.dumps(prediction_json(path, outcome, args.top)))
+        else:
+            print(prediction_text(path, outcome, args.top))
+    return 1 if failed else 0
+
+
+def photo_files(paths: list[Path]) -> list[Path]:
+    """The files given, and the images inside the folders given (sorted, recursively)."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UserFacingError(f"{path}: no such file or folder")
+    return found
+
+
+async def classify_files(files: list[Path], mode: str, settings: Settings) -> list:
+    """Every file through one Classifier; a failure is returned in its place, not raised."""
+    import asyncio
+
+    from inference.errors import InferenceError
+    from photobot.serving import build_classifier
+
+    names = {"digit": ("digits",), "flower": ("flowers",)}.get(mode, ("digits", "flowers"))
+    classifier = build_classifier(settings, names=names, reload_poll_s=0)
+    await classifier.start()
+    try:
+        limit = asyncio.Semaphore(max(1, min(64, classifier.config.queue_size)))
+
+        async def one(path: Path):
+            async with limit:
+                try:
+                    data = await asyncio.to_thread(path.read_bytes)
+                    return await classifier.classify(data, mode)
+                except (InferenceError, OSError) as error:
+                    return error
+
+        return await asyncio.gather(*(one(path) for path in files))
+    finally:
+        await classifier.close()
+
+
+def prediction_json(path: Path, prediction, top: int) -> dict:
+    return {
+        "file": str(path),
+        "model": prediction.model,
+        "version": prediction.version,
+        "label": prediction.label,
+        "confidence": round(prediction.confidence, 6),
+        "status": prediction.status,
+        "top": [[label, round(p, 6)] for label, p in prediction.top[:top]],
+        "reason": prediction.reason,
+    }
+
+
+def prediction_text(path: Path, prediction, top: int) -> str:
+    """label_image.py style: the answer with its percentage, then the runners-up."""
+    source = f"{prediction.model} v{prediction.version}" if prediction.model else "neither model"
+    lines = [f"{path}  ({source}, {prediction.status})"]
+    if len(prediction.digits) > 1:
+        parts = " ".join(f"{d.label} ({d.confidence:.1%})" for d in prediction.digits)
+        lines.append(f"  {prediction.label} ({prediction.confidence:.1%}): {parts}")
+        lines.append("  least sure digit:")
+    elif prediction.label is not None and not prediction.top:
+        lines.append(f"  {prediction.label} ({prediction.confidence:.1%})")
+    for label, p in prediction.top[:top]:
+        lines.append(f"  {label} ({p:.1%})")
+    if prediction.reason:
+        lines.append(f"  ({prediction.reason})")
+    return "\n".join(lines)
+
+
+def _print_error(path: Path, error: Exception, *, as_json: bool) -> None:
+    import sys
+
+    if as_json:
+        print(json.dumps({"file": str(path), "error": str(error), "kind": type(error).__name__}))
+    else:
+        print(f"{path}: {error}", file=sys.stderr)

@@ -1,0 +1,165 @@
+"""`photobot models [list|promote|rollback]`: the model store.
+
+`promote` and `rollback` replace a model's `active` pointer atomically; a running bot picks the new
+version up within ENGINE_RELOAD_POLL_S seconds (loaded and warmed beside the old one, no request lost).
+`promote` first loads and runs the version, so a corrupt file is refused here rather than in the bot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from photobot.errors import UserFacingError
+from photobot.settings import Settings
+
+NAMES = ("digits", "flowers")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    listing = sub.add_parser("list", help="every version of every model; * marks the serving one")
+    listing.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    promote = sub.add_parser("promote", help="make a version the serving one")
+    promote.add_argument("name", choices=NAMES)
+    promote.add_argument("version", type=_version_number, help="a version number (v3 or 3)")
+    promote.add_argument(
+        "--no-check", action="store_true", help="do not load and run the version before promoting it"
+    )
+    rollback = sub.add_parser("rollback", help="serve an earlier version (default: the one before)")
+    rollback.add_argument("name", choices=NAMES)
+    rollback.add_argument(
+        "version", type=_version_number, nargs="?", help="a version number (default: previous)"
+    )
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    from inference.model_store import ModelStore
+
+    store = ModelStore(settings.models_dir)
+    action = args.action or "list"
+    if action == "list":
+        return _list(store, as_json=getattr(args, "json", False))
+    if action == "promote":
+        return _promote(store, args.name, args.version, check=not args.no_check)
+    return _rollback(store, args.name, args.version)
+
+
+def _version_number(text: str) -> int:
+    try:
+        return int(text.lower().removeprefix("v"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a version number: {text!r}") from None
+
+
+def _list(store, *, as_json: bool) -> int:
+    names = sorted(set(NAMES) | set(store.names()))
+    if as_json:
+        report = {
+            name: {
+                "active": store.active_version(name),
+                "versions": [{"version": v.version, **_summary(v.meta)} for v in store.versions(name)],
+            }
+            for name in names
+        }
+        print(json.dumps(report, sort_keys=True))
+        return 0
+    for name in names:
+        active = store.active_version(name)
+        versions = store.versions(name)
+        print(name)
+        if not versions:
+            print(
+                f"    (no versions yet: the shipped default comes on first start; or `photobot train {name}`)"
+            )
+        for version in versions:
+            mark = "*" if version.version == active else " "
+            facts = _summary(version.meta)
+            details = "  ".join(
+                part
+                for part in (
+                    facts.get("created", "?"),
+                    facts.get("accuracy_text", ""),
+                    facts.get("arch", ""),
+                    facts.get("status", ""),
+                    facts.get("source", ""),
+                )
+                if part
+            )
+            print(f"  {mark} v{version.version:<4} {details}")
+    print("(* = serving)")
+    return 0
+
+
+def _summary(meta: dict) -> dict:
+    """The few facts of a meta.json worth a line: when, how good, what, and whether it was rejected."""
+    facts = {"created": meta.get("created", "?"), "preprocessing": meta.get("preprocessing")}
+    accuracy = _accuracy(meta)
+    if accuracy is not None:
+        facts["accuracy"] = accuracy
+        facts["accuracy_text"] = f"test accuracy {accuracy:.2%}"
+    arch = meta.get("arch") or meta.get("architecture")
+    if isinstance(arch, str):
+        facts["arch"] = arch
+    if meta.get("status"):
+        facts["status"] = str(meta["status"])
+    source = meta.get("source") or meta.get("seeded_from")
+    if source:
+        facts["source"] = str(source)
+    return facts
+
+
+def _accuracy(meta: dict) -> float | None:
+    for key in ("test_accuracy", "accuracy", "mnist_test_accuracy"):
+        if isinstance(meta.get(key), int | float):
+            return float(meta[key])
+    metrics = meta.get("metrics")
+    if isinstance(metrics, dict):
+        for key in ("test_accuracy", "accuracy", "mnist_test_accuracy", "test"):
+            if isinstance(metrics.get(key), int | float):
+                return float(metrics[key])
+    return None
+
+
+def _promote(store, name: str, version: int, *, check: bool) -> int:
+    from inference.errors import ModelUnavailable
+
+    try:
+        target = store.get(name, version)
+    except ModelUnavailable as error:
+        raise UserFacingError(str(error)) from None
+    if check:
+        _check_loads(target)
+    before = store.active_version(name)
+    store.promote(name, version)
+    print(f"{name}: v{version} is now serving (was {'v' + str(before) if before else 'none'})")
+    return 0
+
+
+def _rollback(store, name: str, version: int | None) -> int:
+    from inference.errors import ModelUnavailable
+
+    before = store.active_version(name)
+    try:
+        target = store.get(name, version) if version is not None else None
+        if target is not None:
+            _check_loads(target)
+        now = store.rollback(name, version)
+    except ModelUnavailable as error:
+        raise UserFacingError(str(error)) from None
+    print(f"{name}: rolled back to v{now.version} (was {'v' + str(before) if before else 'none'})")
+    return 0
+
+
+def _check_loads(version) -> None:
+    """Load, warm and run the version as the engine would; refuse it with the reason if that fails."""
+    from inference.classifier import adapter_for, check_fits
+    from inference.errors import ModelUnavailable
+    from inference.loading import load_version
+
+    try:
+        adapter = adapter_for(version)
+        loaded = load_version(version, max_batch=2, padded_sizes=())
+        check_fits(loaded, adapter)
+    except ModelUnavailable as error:
+        raise UserFacingError(f"refusing to serve it: {error}") from None

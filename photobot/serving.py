@@ -1,0 +1,53 @@
+"""Wiring the inference engine from the settings: one place that maps Settings onto EngineConfig.
+
+The bot and the command line build their Classifier here, so both serve the same way: the same
+limits, the same model store, and the same seeding of shipped defaults (the flower default is a
+trained head that `training.flower_model` assembles with the installed ImageNet backbone on first start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from inference.classifier import MODEL_NAMES, Classifier, Seeder
+from inference.engine import EngineConfig
+from inference.model_store import ModelStore, ModelVersion
+from photobot.settings import Settings
+
+
+def engine_config(settings: Settings, **changes: object) -> EngineConfig:
+    """Settings.engine as the engine's config; keyword arguments override single fields."""
+    limits = settings.engine
+    values = {
+        "max_batch": limits.max_batch,
+        "max_wait_ms": limits.max_wait_ms,
+        "queue_size": limits.queue_size,
+        "deadline_s": limits.deadline_s,
+        "workers": limits.workers,
+        "reload_poll_s": limits.reload_poll_s,
+        **changes,
+    }
+    return EngineConfig(**values)  # type: ignore[arg-type]
+
+
+def _seed_flowers(store: ModelStore) -> ModelVersion | None:
+    from training.flower_model import seed_flower_model
+
+    return seed_flower_model(store)
+
+
+SEEDERS: dict[str, Seeder] = {"flowers": _seed_flowers}
+
+
+def build_classifier(
+    settings: Settings, *, names: Iterable[str] = MODEL_NAMES, **changes: object
+) -> Classifier:
+    """A Classifier over the settings' model store (not started: `await classifier.start()`)."""
+    return Classifier(
+        ModelStore(settings.models_dir),
+        engine_config(settings, **changes),
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        names=names,
+        seeders=SEEDERS,
+    )
