@@ -160,7 +160,8 @@ def migrate(
     `db` must be in autocommit mode (isolation_level=None). Safe when several processes start at
     once: the version is read again under the write lock before each step.
     """
-    check_not_newer(db, path, migrations)
+    if check_not_newer(db, path, migrations) == len(migrations):
+        return len(migrations)  # up to date: no write lock taken, so readers start instantly
     while True:
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 from storage_fixtures import open_store, png
@@ -132,3 +134,21 @@ async def test_reopening_keeps_everything(tmp_path):
         assert await store.get_photo(photo.sha256) == photo
     finally:
         await store.close()
+
+
+def test_processes_starting_together_migrate_once(tmp_path):
+    path = tmp_path / "photobot.sqlite3"
+    script = (
+        "import sys; from storage.connect import open_database; from storage.schema import schema_version; "
+        "print(schema_version(open_database(sys.argv[1])))"
+    )
+    starters = [
+        subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [starter.communicate(timeout=60)[0].strip() for starter in starters]
+    assert [starter.returncode for starter in starters] == [0, 0, 0, 0]
+    assert outputs == [str(LATEST)] * 4
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'users'").fetchone()[0] == 1
+    db.close()
