@@ -161,13 +161,12 @@ async def test_a_cap_per_contributor_keeps_each_persons_earliest(tmp_path):
 
 READER = textwrap.dedent(
     """
-    import json, sqlite3, sys, time
+    import json, os, sys
     from storage import read_labelled_set
-    database, images, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    database, images, stop = sys.argv[1], sys.argv[2], sys.argv[3]
     reads, sizes, problems = 0, [], []
-    deadline = time.monotonic() + seconds
     print("ready", flush=True)
-    while time.monotonic() < deadline:
+    while not os.path.exists(stop):
         labelled = read_labelled_set(database, images, "digits")
         sizes.append(len(labelled.examples))
         problems += [e.sha256 for e in labelled.examples if not e.path.is_file()]
@@ -199,7 +198,9 @@ async def test_other_processes_read_and_write_while_the_bot_writes(tmp_path):
     database, images = tmp_path / "photobot.sqlite3", tmp_path / "images"
     store = await open_store(tmp_path)
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(database), str(images), "2.0"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", READER, str(database), str(images), str(tmp_path / "stop")],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(database), str(images), "150"], stdout=subprocess.PIPE, text=True
@@ -214,8 +215,10 @@ async def test_other_processes_read_and_write_while_the_bot_writes(tmp_path):
                 )
 
         await asyncio.gather(*(user(task) for task in range(10)))
+        await asyncio.to_thread(writer.wait, 60)
     finally:
         await store.close()
+        (tmp_path / "stop").touch()
     reader_out, _ = await asyncio.to_thread(reader.communicate, timeout=60)
     await asyncio.to_thread(writer.communicate, timeout=60)
     assert writer.returncode == 0 and reader.returncode == 0
