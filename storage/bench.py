@@ -229,7 +229,7 @@ async def crash_writer(data_dir: Path, seed: int, tasks: int = 8) -> None:
             if user_id >= 100 and rng.random() < 0.02:
                 out.write(f"x {user_id}\n")  # from here on, this user's rows may be gone on purpose
                 out.flush()
-                await store.forget_user(user_id)
+                await store.forget(user_id)
                 out.write(f"X {user_id}\n")
             out.flush()
 

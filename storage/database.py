@@ -400,7 +400,7 @@ class Store:
 
     # ------------------------------------------------------------ /forget
 
-    async def forget_user(self, user_id: int) -> ForgetReport:
+    async def forget(self, user_id: int) -> ForgetReport:
         """Delete every row about a user, and the photos (rows and files) nobody else sent."""
         report, orphans = await self._write(functools.partial(sql.forget_user, user_id=user_id))
         await self._remove_images(orphans)

@@ -276,7 +276,7 @@ async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sen
     await store.set_chat_mode(1, "digit")
     theirs = await label_photo(store, user_id=2, message_id=1, image=shared, true_label="3")
 
-    report = await store.forget_user(1)
+    report = await store.forget(1)
 
     assert (report.predictions, report.feedback, report.contributions, report.photos) == (2, 2, 1, 1)
     assert await store.get_user(1) is None
@@ -295,7 +295,7 @@ async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sen
 
 async def test_a_forgotten_photo_sent_again_is_stored_again(store):
     await predict(store, user_id=1, message_id=1, image=png(5))
-    await store.forget_user(1)
+    await store.forget(1)
     prediction_id = await predict(store, user_id=2, message_id=1, image=png(5))
     record = await store.get_prediction(prediction_id)
     assert store.images.read(record.photo_sha256) == png(5)
