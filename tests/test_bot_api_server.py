@@ -194,3 +194,45 @@ async def test_updates_parse_back_with_de_json(server: BotApiServer, bot: Bot) -
     assert updates[0].message.sticker is not None
     assert updates[1].message.voice is not None
     assert updates[2].message.document.file_name == "paper.pdf"
+
+
+async def test_a_webhook_receives_updates_in_order_with_the_secret(bot: Bot) -> None:
+    from aiohttp import web
+
+    received: list[tuple[str | None, dict]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((request.headers.get("X-Telegram-Bot-Api-Secret-Token"), await request.json()))
+        return web.Response(status=200 if len(received) > 1 else 500)  # the first try fails: retried
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    async with BotApiServer(TOKEN, local_mode=True) as local:
+        local.add_user(1001)
+        client = Bot(TOKEN, base_url=f"{local.url}/bot")
+        async with client:
+            assert await client.set_webhook(f"http://127.0.0.1:{port}/hook", secret_token="s3cret")
+            await local.send_text(1001, "one")
+            await local.send_text(1001, "two")
+            for _ in range(100):
+                if len(received) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert [(secret, body["message"]["text"]) for secret, body in received] == [
+                ("s3cret", "one"),
+                ("s3cret", "one"),
+                ("s3cret", "two"),
+            ]
+            assert local.pending_updates == []
+            await client.delete_webhook()
+    await runner.cleanup()
+
+
+async def test_plain_http_webhooks_need_local_mode(bot: Bot) -> None:
+    with pytest.raises(BadRequest, match=r"(?i)https url must be provided"):
+        await bot.set_webhook("http://127.0.0.1:9/hook")

@@ -100,6 +100,50 @@ async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(tmp_path: Pa
     assert (recorded, integrity) == (IN_FLIGHT + 1, "ok")
 
 
+async def test_webhook_mode_when_a_url_is_set(tmp_path: Path, mnist_path: Path) -> None:
+    """WEBHOOK_URL switches to a webhook (plain HTTP, as a local-mode self-hosted Bot API server allows)."""
+    import socket
+
+    train_digit_model(tmp_path / "data" / "models", mnist_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with BotApiServer(TOKEN, local_mode=True) as server:
+        env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": server.url,
+            "DATA_DIR": str(tmp_path / "data"),
+            "WEBHOOK_URL": f"http://127.0.0.1:{port}",
+            "WEBHOOK_LISTEN": "127.0.0.1",
+            "WEBHOOK_PORT": str(port),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        log = open(tmp_path / "bot.log", "wb")  # noqa: SIM115 - closed below, after the process ends
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "photobot", "run", env=env, cwd=tmp_path, stdout=log, stderr=log
+        )
+        try:
+            await wait_until(lambda: server.webhook_url, 120, "the bot to set its webhook")
+            assert server.webhook_url.startswith(f"http://127.0.0.1:{port}/telegram/")
+            assert TOKEN not in server.webhook_url  # the path is derived from the token, never the token
+            user = server.add_user(6001, "Web")["id"]
+            await server.send_text(user, "/help")
+            reply = await server.wait_for(
+                user, lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"], timeout=60
+            )
+            assert "Send me a photo" in reply["message"]["text"]
+            assert server.polls == []  # no long polling in webhook mode
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), 60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            log.close()
+        assert code == 0, (tmp_path / "bot.log").read_text()
+
+
 def test_run_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:
     import subprocess
 

@@ -99,7 +99,9 @@ class BotApiServer:
         port: int = 0,
         max_download_bytes: int | None = MAX_DOWNLOAD_BYTES,
         bot_name: str = "PhotoBot",
+        local_mode: bool = False,
     ) -> None:
+        """`local_mode` acts like a self-hosted `telegram-bot-api --local`: plain-HTTP webhooks allowed."""
         bot_id, _, secret = token.partition(":")
         if not bot_id.isdigit() or not secret:
             raise ValueError("a bot token looks like 123456:ABC-secret")
@@ -121,6 +123,9 @@ class BotApiServer:
         self.files: dict[str, StoredFile] = {}
         self.commands: dict[str, list[Json]] = {}
         self.webhook_url = ""
+        self._webhook_secret: str | None = None
+        self._deliverer: asyncio.Task | None = None
+        self.local_mode = local_mode
         self.method_calls: dict[str, int] = {}
         self.polls: list[tuple[int, float]] = []  # (offset, timeout) of every getUpdates, in order
         self.file_delay_s = 0.0  # a slow network: each file download waits this long before answering
@@ -183,6 +188,8 @@ class BotApiServer:
         self._closing = True
         async with self._updates_changed:
             self._updates_changed.notify_all()
+        if self._deliverer is not None:
+            await self._deliverer
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -396,16 +403,52 @@ class BotApiServer:
 
     async def _m_set_webhook(self, params: Json) -> bool:
         url = _str(params, "url", "")
-        if url and not url.startswith("https://"):
+        if url and not url.startswith("https://") and not (self.local_mode and url.startswith("http://")):
             raise BotApiError("Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
-        self.webhook_url = url
-        return True
-
-    async def _m_delete_webhook(self, params: Json) -> bool:
-        self.webhook_url = ""
+        await self._set_webhook(url, params.get("secret_token") or None)
         if _bool(params, "drop_pending_updates"):
             self._updates.clear()
         return True
+
+    async def _m_delete_webhook(self, params: Json) -> bool:
+        await self._set_webhook("", None)
+        if _bool(params, "drop_pending_updates"):
+            self._updates.clear()
+        return True
+
+    async def _set_webhook(self, url: str, secret: str | None) -> None:
+        self.webhook_url, self._webhook_secret = url, secret
+        async with self._updates_changed:
+            self._updates_changed.notify_all()
+        if url and (self._deliverer is None or self._deliverer.done()):
+            self._deliverer = asyncio.create_task(self._deliver(), name="bot-api-webhook")
+
+    async def _deliver(self) -> None:
+        """POST queued updates to the webhook one by one, in order; an update is dropped once answered 200."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with self._updates_changed:
+                    await self._updates_changed.wait_for(
+                        lambda: self._closing or not self.webhook_url or bool(self._updates)
+                    )
+                if self._closing or not self.webhook_url:
+                    return
+                update = self._updates[0]
+                headers = (
+                    {"X-Telegram-Bot-Api-Secret-Token": self._webhook_secret} if self._webhook_secret else {}
+                )
+                try:
+                    async with http.post(self.webhook_url, json=update, headers=headers) as response:
+                        delivered = response.status == 200
+                except aiohttp.ClientError as error:
+                    logger.info("webhook %s unreachable: %s", self.webhook_url, error)
+                    delivered = False
+                if delivered and self._updates and self._updates[0] is update:
+                    self._updates.popleft()
+                elif not delivered:
+                    await asyncio.sleep(0.5)
 
     async def _m_get_webhook_info(self, params: Json) -> Json:
         return {
