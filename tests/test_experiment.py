@@ -32,6 +32,7 @@ from training.experiment import (
     split_indices,
     work,
 )
+from training.experiment_report import build_report
 
 TINY = {"splits": 2, "epochs": 1, "limit": 300, "batch_size": 50}
 
@@ -259,3 +260,41 @@ def test_flowers_compare_heads_on_backbone_features_computed_once_and_cached(
     assert all((r["n_train"], r["n_test"]) == (40, 10) for r in finished.values())
     cached = list((tmp_path / "var" / "cache" / "bottlenecks").rglob("*.npy"))
     assert len(cached) == 50
+
+
+def test_report_pairs_only_the_splits_both_architectures_finished() -> None:
+    config = ExperimentConfig(archs=("mlp:800", "mlp:10"), splits=4, epochs=5)
+    accuracies = {"mlp:800": [0.98, 0.97, 0.975, 0.985], "mlp:10": [0.93, 0.92, 0.94]}  # mlp:10@3 unfinished
+    records = {
+        f"{arch}@{k}": {
+            "arch": arch,
+            "split": k,
+            "test_accuracy": acc,
+            "train_accuracy": acc + 0.01,
+            "seconds": 2.0,
+            "finished": f"2026-01-01T00:00:{10 * k + len(arch):02d}+00:00",
+            "n_train": 56000,
+            "n_test": 14000,
+        }
+        for arch, values in accuracies.items()
+        for k, acc in enumerate(values)
+    }
+    report = build_report(config, records)
+    assert report.complete_splits == 3
+    assert [a.test.n for a in report.archs] == [4, 3]
+    assert report.archs[0].train.mean == pytest.approx(np.mean(accuracies["mlp:800"]) + 0.01)
+    (comparison,) = report.comparisons
+    assert comparison.test.n == 3
+    assert comparison.test.mean_diff == pytest.approx(np.mean([0.05, 0.05, 0.035]))
+    assert comparison.verdict == "mlp:800 is better than mlp:10 by 4.50 points"
+    assert report.ranking == ["mlp:800", "mlp:10"]
+    assert report.span_seconds == pytest.approx(30 + 7 - (0 + 6 - 2.0))  # first start to last end
+
+
+def test_report_only_needs_an_experiment_to_report_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    assert cli.main(["experiment", "--report-only", "--out", str(tmp_path / "nothing")]) == 1
+    assert "no experiment in" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()

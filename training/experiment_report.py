@@ -13,6 +13,7 @@ import csv
 import io
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from training.experiment import ExperimentConfig
@@ -53,6 +54,20 @@ class ExperimentReport:
     runs: list[dict]
     complete_splits: int  # splits that every architecture finished
     wall_seconds: float | None = None  # the command's wall time, when it ran the experiment itself
+
+    @property
+    def span_seconds(self) -> float | None:
+        """From the first run's start to the last run's end, over all sessions (resumes included)."""
+        if not self.runs:
+            return None
+        ends = [datetime.fromisoformat(r["finished"]).timestamp() for r in self.runs]
+        starts = [end - r["seconds"] for end, r in zip(ends, self.runs, strict=True)]
+        return max(ends) - min(starts)
+
+    @property
+    def compute_seconds(self) -> float:
+        """The runs' own times added up (wall time per run, all processes together)."""
+        return sum(r["seconds"] for r in self.runs)
 
     @property
     def ranking(self) -> list[str]:
@@ -183,10 +198,21 @@ def format_table(report: ExperimentReport) -> str:
     if report.comparisons:
         lines += ["", f"Paired differences of test accuracy in points (α = {ALPHA}, Holm-corrected):"]
         lines += _aligned(comparison_rows(report))
-    lines += ["", "Ranking by mean test accuracy: " + " > ".join(report.ranking)]
-    if report.wall_seconds is not None:
-        lines.append(f"Wall time: {report.wall_seconds / 60:.1f} min")
+    lines += ["", "Ranking by mean test accuracy: " + " > ".join(report.ranking), timing_line(report)]
     return "\n".join(lines)
+
+
+def timing_line(report: ExperimentReport) -> str:
+    """Wall time: this command's, and the span from the first run to the last over every session."""
+    parts = []
+    if report.wall_seconds is not None:
+        parts.append(f"this command {report.wall_seconds / 60:.1f} min")
+    if report.span_seconds is not None:
+        parts.append(
+            f"first run to last {report.span_seconds / 60:.1f} min, "
+            f"{len(report.runs)} runs adding up to {report.compute_seconds / 60:.1f} min"
+        )
+    return ("Wall time: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _aligned(rows: list[list[str]]) -> list[str]:
@@ -221,8 +247,7 @@ def markdown(report: ExperimentReport, plot_name: str | None = PLOT_PNG) -> str:
             *_markdown_table(comparison_rows(report)),
         ]
     parts += ["", "Ranking by mean test accuracy: " + " > ".join(f"`{a}`" for a in report.ranking) + "."]
-    if report.wall_seconds is not None:
-        parts.append(f"Wall time of the command: {report.wall_seconds / 60:.1f} min.")
+    parts.append(timing_line(report))
     if plot_name:
         parts += ["", f"![test and training accuracy per architecture]({plot_name})"]
     return "\n".join(parts) + "\n"

@@ -13,9 +13,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
+
+if TYPE_CHECKING:
+    from training.experiment import ExperimentConfig
 
 DEFAULT_ARCHS = ("mlp:800", "mlp:10", "mlp:10,10", "mlp:1", "cnn")
 FLOWER_ARCHS = ("linear", "mlp:256")  # heads on the backbone features
@@ -51,31 +55,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    from training.experiment import DataLocation, ExperimentError, Progress, ResultsFile, run_experiment
+    from training.experiment import ExperimentError
     from training.experiment_report import build_report, format_table, write_report
 
     config = _config(args)
     out_dir = (
         args.out or settings.data_dir / "experiments" / f"{config.data}-{config.epochs}ep-seed{config.seed}"
     )
-    location = DataLocation(tuple(settings.datasets), settings.data_dir)
-    wall = None
     try:
         if args.report_only:
-            ResultsFile(out_dir).prepare(config)
-            finished = ResultsFile(out_dir).read(config)
+            finished, wall = _finished_runs(config, out_dir), None
         else:
-            jobs = args.jobs or _default_jobs()
-            print(
-                f"experiment in {out_dir}: {len(config.archs)} architectures × {config.splits} splits, "
-                f"{config.epochs} epochs, {jobs} parallel run(s)",
-                file=sys.stderr,
-            )
-            started = time.monotonic()
-            finished = run_experiment(
-                config, location, out_dir, jobs=jobs, progress=Progress(sys.stderr, jobs)
-            )
-            wall = time.monotonic() - started
+            finished, wall = _run(config, out_dir, args.jobs, settings)
     except ExperimentError as error:
         raise UserFacingError(str(error)) from error
     if not finished:
@@ -87,7 +78,36 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
+def _run(
+    config: ExperimentConfig, out_dir: Path, jobs: int | None, settings: Settings
+) -> tuple[dict[str, dict], float]:
+    """Run or resume the experiment with a progress bar on stderr; (finished runs, wall seconds)."""
+    from training.experiment import DataLocation, Progress, default_jobs, run_experiment
+
+    jobs = jobs or default_jobs()
+    print(
+        f"experiment in {out_dir}: {len(config.archs)} architectures × {config.splits} splits, "
+        f"{config.epochs} epochs, {jobs} parallel run(s)",
+        file=sys.stderr,
+    )
+    location = DataLocation(tuple(settings.datasets), settings.data_dir)
+    started = time.monotonic()
+    finished = run_experiment(config, location, out_dir, jobs=jobs, progress=Progress(sys.stderr, jobs))
+    return finished, time.monotonic() - started
+
+
+def _finished_runs(config: ExperimentConfig, out_dir: Path) -> dict[str, dict]:
+    """The runs already in `out_dir`, after checking that it holds this experiment."""
+    from training.experiment import CONFIG_FILE, ResultsFile
+
+    if not (out_dir / CONFIG_FILE).is_file():
+        raise UserFacingError(f"no experiment in {out_dir} (give the --out of the experiment to report on)")
+    results = ResultsFile(out_dir)
+    results.prepare(config)  # refuses settings that differ from the experiment's
+    return results.read(config)
+
+
+def _config(args: argparse.Namespace) -> ExperimentConfig:
     from training.experiment import ExperimentConfig, parse_arch
 
     try:
@@ -112,9 +132,3 @@ def _config(args: argparse.Namespace):
 
 def _defaults(data: str) -> tuple[str, ...]:
     return DEFAULT_ARCHS if data == "digits" else FLOWER_ARCHS
-
-
-def _default_jobs() -> int:
-    from training.experiment import default_jobs
-
-    return default_jobs()
