@@ -107,8 +107,15 @@ class Store:
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         max_batch: int = 256,
         image_threads: int = 16,
+        orphan_min_age_s: float = 3600.0,
     ) -> Store:
-        """Open (creating or migrating) the database, clean up after a crash, start the writer."""
+        """Open (creating or migrating) the database, clean up after a crash, start the writer.
+
+        Clean-up: temporary image files of dead writers, image deletions an interrupted /forget had
+        queued, and image files no row refers to that are older than `orphan_min_age_s` (a crash
+        between writing a photo and committing its row; younger ones may be another process's
+        write in flight).
+        """
         path = Path(database)
         images = await asyncio.to_thread(ImageStore(images_dir).open)
         try:
@@ -127,6 +134,7 @@ class Store:
         store = cls(path, writer, writer_db, reader, reader_db, images, max_batch, image_threads)
         store.schema_version = await store._read(schema_version)
         await store._finish_pending_image_deletions()
+        await store._remove_unreferenced_images(orphan_min_age_s)
         log.info("storage open: %s (schema %d), images in %s", path, store.schema_version, images.root)
         return store
 
@@ -607,6 +615,16 @@ class Store:
         for sha256 in sha256s:
             await self._write(functools.partial(_delete_image_if_unused, images=self.images, sha256=sha256))
 
+    async def _remove_unreferenced_images(self, min_age_s: float) -> None:
+        candidates = await asyncio.to_thread(self.images.older_than, min_age_s)
+        if not candidates:
+            return
+        removed = await self._write(
+            functools.partial(_delete_unreferenced_images, images=self.images, sha256s=candidates)
+        )
+        if removed:
+            log.info("removed %d image files that no photo row refers to (left by a crash)", removed)
+
     async def _finish_pending_image_deletions(self) -> None:
         """A /forget that crashed after its commit still has files queued: remove them now."""
         pending = await self._read(sql.pending_image_deletions)
@@ -680,6 +698,15 @@ def _delete_image_if_unused(db: sqlite3.Connection, *, images: ImageStore, sha25
     if sql.claim_image_deletion(db, sha256):
         return images.delete(sha256)
     return False
+
+
+def _delete_unreferenced_images(db: sqlite3.Connection, *, images: ImageStore, sha256s: list[str]) -> int:
+    """Under the write lock: a row for these bytes committed later finds its file gone and rewrites it."""
+    removed = 0
+    for sha256 in sha256s:
+        if sql.get_photo(db, sha256) is None:
+            removed += images.delete(sha256)
+    return removed
 
 
 def _process_alive(pid: int) -> bool:

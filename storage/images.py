@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,18 @@ class ImageStore:
             return False
         _fsync_dir(self.path(sha256).parent)
         return True
+
+    def older_than(self, seconds: float) -> list[str]:
+        """Hashes of the stored images last written more than `seconds` ago."""
+        cutoff = time.time() - seconds
+        found = []
+        for folder in self.root.iterdir() if self.root.is_dir() else ():
+            if len(folder.name) != 2 or not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                if len(entry.name) == 64 and entry.is_file() and entry.stat().st_mtime < cutoff:
+                    found.append(entry.name)
+        return found
 
     def leftover_temp_files(self) -> list[Path]:
         folder = self.root / TMP_DIR

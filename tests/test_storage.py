@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import time
 
 import pytest
 from storage_fixtures import label_photo, open_store, png, predict
@@ -317,6 +319,21 @@ async def test_an_interrupted_forget_removes_its_images_at_the_next_start(tmp_pa
     try:
         assert not store.images.exists(sha)
         assert rows(tmp_path, "SELECT count(*) FROM image_deletions") == [(0,)]
+    finally:
+        await store.close()
+
+
+async def test_old_image_files_no_row_refers_to_are_removed_at_start(tmp_path):
+    store = await open_store(tmp_path)
+    kept = await store.add_photo(png(1))
+    orphan, young = store.images.put(png(2)), store.images.put(png(3))  # a crash before their rows
+    await store.close()
+    for sha256 in (kept.sha256, orphan.sha256):
+        os.utime(store.images.path(sha256), (time.time() - 7200, time.time() - 7200))
+    store = await open_store(tmp_path)
+    try:
+        assert store.images.exists(kept.sha256) and store.images.exists(young.sha256)
+        assert not store.images.exists(orphan.sha256)
     finally:
         await store.close()
 
