@@ -1,0 +1,147 @@
+"""The bot's small pure parts: answer texts, callback data, keyboards, the flood limiter, size picking."""
+
+from __future__ import annotations
+
+import pytest
+from telegram import Document, PhotoSize
+
+from bot import callbacks, keyboards
+from bot.answers import format_answer
+from bot.handlers.photos import caption_label, is_image_document, pick_photo_size
+from bot.limits import FloodLimiter
+from bot.texts import TEXTS, human_size, language, percent
+from inference.prediction import DigitAnswer, Prediction
+
+LABEL_SETS = {"digits": keyboards.DIGIT_LABELS, "flowers": keyboards.FLOWER_LABELS}
+
+
+def test_a_sure_answer_names_the_label_its_confidence_and_the_runner_up() -> None:
+    prediction = Prediction("flowers", 3, "tulips", 0.912, "ok", top=(("tulips", 0.912), ("roses", 0.05)))
+    assert format_answer(prediction, "en") == "tulips — 91%\nRunner-up: roses (5%)"
+    assert format_answer(prediction, "ru") == "tulips — 91%\nВторой вариант: roses (5%)"
+
+
+def test_a_number_lists_every_digit() -> None:
+    digits = (
+        DigitAnswer("2", 0.99, (("2", 0.99),)),
+        DigitAnswer("0", 0.95, (("0", 0.95),)),
+        DigitAnswer("2", 0.97, (("2", 0.97),)),
+        DigitAnswer("6", 0.9, (("6", 0.9), ("5", 0.08))),
+    )
+    prediction = Prediction("digits", 1, "2026", 0.82, "ok", top=(("6", 0.9), ("5", 0.08)), digits=digits)
+    assert format_answer(prediction, "en") == "2026 — 82%\nDigits: 2 (99%), 0 (95%), 2 (97%), 6 (90%)"
+
+
+def test_unsure_asks_and_not_recognized_suggests_the_modes() -> None:
+    unsure = Prediction("digits", 1, "7", 0.55, "unsure", top=(("7", 0.55), ("1", 0.4)))
+    assert format_answer(unsure, "en").splitlines() == [
+        "7 — 55%",
+        "Runner-up: 1 (40%)",
+        "I'm not sure. Is it 7 or 1? Tell me with the buttons below.",
+    ]
+    nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="no digit")
+    text = format_answer(nothing, "en")
+    assert "/digit" in text and "/flower" in text and "%" not in text
+
+
+def test_percent_never_rounds_an_uncertain_answer_up_to_100() -> None:
+    assert (percent(0.999), percent(1.0), percent(0.004), percent(0.5)) == (99, 100, 0, 50)
+
+
+def test_languages_fall_back_to_english_and_every_text_exists_in_both() -> None:
+    assert (language("ru-RU"), language("en-GB"), language("de"), language(None)) == ("ru", "en", "en", "en")
+    assert set(TEXTS["en"]) == set(TEXTS["ru"])
+
+
+def test_callback_data_round_trips_within_64_bytes() -> None:
+    biggest = 10**18  # ids up to 19 digits still fit
+    samples = [
+        callbacks.Verdict(biggest, True),
+        callbacks.Verdict(1, False),
+        callbacks.LabelChoice(biggest, "sunflowers"),
+        callbacks.LabelChoice(biggest, None),
+        callbacks.BackToVerdict(biggest),
+        callbacks.ForgetChoice(7_000_000_000, True),
+    ]
+    for data in samples:
+        encoded = callbacks.encode(data)
+        assert len(encoded.encode()) <= 64
+        assert callbacks.decode(encoded) == data
+
+
+@pytest.mark.parametrize(
+    "bad", [None, "", "v:1", "v:01:y", "v:1:y:extra", "l:3:a/b", "q:1", "f:1:maybe", "é" * 40]
+)
+def test_malformed_callback_data_is_refused(bad) -> None:
+    with pytest.raises(callbacks.MalformedCallback):
+        callbacks.decode(bad)
+
+
+def test_a_label_that_cannot_travel_is_refused_at_encoding() -> None:
+    with pytest.raises(ValueError, match="cannot travel"):
+        callbacks.encode(callbacks.LabelChoice(1, "not/ok"))
+
+
+def test_label_keyboards_offer_the_answers_model_then_not_a_and_back() -> None:
+    flowers = keyboards.labels("en", 9, "flowers", LABEL_SETS)
+    rows = [[b.text for b in row] for row in flowers.inline_keyboard]
+    assert rows == [["daisy", "dandelion", "roses"], ["sunflowers", "tulips"], ["Not a flower"], ["« Back"]]
+    neither = keyboards.labels("ru", 9, None, LABEL_SETS)
+    texts = [b.text for row in neither.inline_keyboard for b in row]
+    assert (
+        texts[:10] == [str(d) for d in range(10)]
+        and "tulips" in texts
+        and texts[-2:] == ["Ни то, ни другое", "« Назад"]
+    )
+
+
+def test_the_flood_limiter_counts_per_user_and_tells_once_per_window() -> None:
+    now = [0.0]
+    limiter = FloodLimiter(3, clock=lambda: now[0])
+    assert [limiter.check(1).allowed for _ in range(3)] == [True, True, True]
+    first_refusal = limiter.check(1)
+    assert (first_refusal.allowed, first_refusal.notify) == (False, True)
+    assert first_refusal.retry_after_s == pytest.approx(60.0)
+    assert (limiter.check(1).allowed, limiter.check(1).notify) == (False, False)
+    assert limiter.check(2).allowed  # someone else is unaffected
+    now[0] = 60.5
+    assert limiter.check(1).allowed  # the window moved on
+    assert FloodLimiter(0).check(1).allowed and all(FloodLimiter(0).check(1).allowed for _ in range(1000))
+
+
+def size(width: int, height: int) -> PhotoSize:
+    return PhotoSize(f"f{width}", f"u{width}", width, height)
+
+
+def test_the_smallest_photo_size_large_enough_is_picked() -> None:
+    sizes = [size(90, 68), size(320, 240), size(800, 600), size(1280, 960)]
+    assert pick_photo_size(sizes).width == 320
+    assert pick_photo_size([size(1280, 960), size(90, 68), size(800, 600)]).width == 800
+    assert pick_photo_size([size(90, 60), size(200, 150)]).width == 200  # none large enough: the largest
+    assert (
+        pick_photo_size([size(90, 1600), size(180, 3200), size(240, 4000)]).width == 240
+    )  # tall: shorter side
+
+
+def test_captions_that_name_a_label() -> None:
+    assert caption_label("7", LABEL_SETS) == ("digits", "7")
+    assert caption_label(" Roses ", LABEL_SETS) == ("flowers", "roses")
+    assert caption_label("tulip", LABEL_SETS) == ("flowers", "tulips")
+    assert caption_label("42", LABEL_SETS) is None
+    assert caption_label("look!", LABEL_SETS) is None
+    assert caption_label(None, LABEL_SETS) is None
+
+
+def test_image_documents_by_type_or_name() -> None:
+    assert is_image_document(Document("a", "b", file_name="x.bin", mime_type="image/png"))
+    assert not is_image_document(Document("a", "b", file_name="x.png", mime_type="application/pdf"))
+    assert is_image_document(Document("a", "b", file_name="scan.JPG"))
+    assert not is_image_document(Document("a", "b", file_name="setup.exe"))
+
+
+def test_human_sizes() -> None:
+    assert (human_size(512), human_size(2048), human_size(21 * 1024 * 1024)) == (
+        "512 bytes",
+        "2.0 KB",
+        "21.0 MB",
+    )
