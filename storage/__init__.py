@@ -1,6 +1,13 @@
 """SQLite (aiosqlite) and the content-addressed image store: users, photos, predictions, feedback,
 caption labels, retraining jobs, model events, and the labelled data set they add up to.
 
+- The bot: `store = await Store.open(settings.database_path, settings.images_dir)`, then
+  `add_photo` / `record_prediction` (or both at once: `record_photo_prediction`), `record_feedback`,
+  `record_contribution`, `chat_mode`, `user_stats`, `global_stats`, `forget`, the retrain-job and
+  model-event calls; `await store.close()` at shutdown. Every write is durable when it returns.
+- A job or command in another process: `SyncStore(database, images_dir)` (jobs, model events, the
+  labelled set) or `read_labelled_set(database, images_dir, model)`; `cap_per_contributor` for caps.
+
 `storage` imports nothing of ours: modes, statuses, verdicts and labels are plain strings.
 """
 

@@ -654,8 +654,9 @@ async def _on_connection_thread(
     """Run `function(db, *args)` on the connection's own thread, in one hop.
 
     aiosqlite's public API costs one thread hop per statement; a group commit of 50 writes is ~300
-    statements, so we hand the thread the whole batch at once through `_execute`, the method every
-    public aiosqlite call uses (stable since aiosqlite 0.11, pinned by this package's tests).
+    statements, so we hand the thread the whole batch at once through `_execute`, the internal method
+    every public aiosqlite call goes through. It is private API: every storage test runs through
+    here, so an aiosqlite release that changes it fails loudly, not silently.
     """
     return await connection._execute(function, db, *args)
 
