@@ -70,6 +70,9 @@ async def _post_init(application: Application) -> None:
 
 async def _post_shutdown(application: Application) -> None:
     """Close the engine and the database, after the last update in flight was handled."""
+    retraining = application.bot_data.pop("retraining", None)
+    if retraining is not None:  # stop watching job processes; the jobs themselves run on
+        await retraining.close()
     found: Services | None = application.bot_data.pop(KEY, None)
     if found is not None:
         await close_services(found)
@@ -77,27 +80,11 @@ async def _post_shutdown(application: Application) -> None:
 
 
 async def open_services(settings: Settings, models: Sequence[str] = MODEL_NAMES) -> Services:
-    from inference.classifier import Classifier
-    from inference.engine import EngineConfig
-    from inference.model_store import ModelStore
+    from photobot.serving import build_classifier
     from storage import Store
 
-    model_store = ModelStore(settings.models_dir)
     store = await Store.open(settings.database_path, settings.images_dir)
-    limits = settings.engine
-    classifier = Classifier(
-        model_store,
-        EngineConfig(
-            max_batch=limits.max_batch,
-            max_wait_ms=limits.max_wait_ms,
-            queue_size=limits.queue_size,
-            deadline_s=limits.deadline_s,
-            workers=limits.workers,
-        ),
-        max_image_bytes=settings.max_image_bytes,
-        max_image_pixels=settings.max_image_pixels,
-        names=models,
-    )
+    classifier = build_classifier(settings, names=models)
     try:
         await classifier.start()
     except BaseException:
@@ -108,7 +95,7 @@ async def open_services(settings: Settings, models: Sequence[str] = MODEL_NAMES)
         classifier=classifier,
         store=store,
         images=store.images,
-        model_store=model_store,
+        model_store=classifier.store,
         limiter=FloodLimiter(settings.user_photos_per_minute),
     )
     found.label_sets = {name: labels for name, labels in found.label_sets.items() if name in models}

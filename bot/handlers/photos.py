@@ -154,26 +154,20 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
 async def record(
     found: Services, update: Update, data: bytes, mode: Mode, prediction: Prediction, latency_ms: float
 ) -> tuple[int, str]:
-    """Store the photo (content-addressed) and the answer; return the prediction's id and the photo's hash."""
-    photo = await found.store.add_photo(data, format=sniff_format(data[:16]))
+    """Store the photo (content-addressed) and the answer in one transaction; the id and the photo's hash."""
     user = update.effective_user
-    prediction_id = await found.store.record_prediction(
+    recorded = await found.store.record_photo_prediction(
+        data,
+        prediction=prediction,
         user_id=user.id,
         chat_id=update.effective_chat.id,
         message_id=update.effective_message.message_id,
-        photo_sha256=photo.sha256,
-        model=prediction.model,
-        version=prediction.version,
-        label=prediction.label,
-        confidence=prediction.confidence,
-        probabilities=prediction.top,
-        status=prediction.status,
+        format=sniff_format(data[:16]),
         latency_ms=latency_ms,
         mode=mode,
-        reason=prediction.reason,
         language=user.language_code,
     )
-    return prediction_id, photo.sha256
+    return recorded.prediction_id, recorded.photo.sha256
 
 
 async def contribute(
@@ -188,8 +182,7 @@ async def contribute(
     model, label = contribution
     user = update.effective_user
     language = lang(update)
-    known = await found.store.get_user(user.id)
-    if known is not None and known.blocked:
+    if await found.store.is_blocked(user.id):
         return text(language, "contribution_blocked")
     message: Message = update.effective_message
     await found.store.record_contribution(
