@@ -11,6 +11,10 @@ import importlib
 from photobot.settings import Settings
 
 TARGETS: dict[str, tuple[str, str]] = {
+    "inference": (
+        "photobot.commands.bench_inference",
+        "the batching engine against per-request predict/call, and a hot swap under load",
+    ),
     "storage": (
         "photobot.commands.bench_storage",
         "durable writes/s from concurrent tasks, and crash safety under SIGKILL",
