@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from engine_fixtures import add_version, digit_meta, train_digit_model
 
 from inference.model_store import ModelStore
 from photobot.settings import Settings
-from tests.engine_fixtures import add_version, digit_meta, train_digit_model
 
 SMALL_PHOTO = (320, 240)
 
@@ -24,7 +24,9 @@ def digit_settings(data_dir: Path, mnist_path: Path, **overrides) -> Settings:
     """Settings for a data dir whose model store serves a tiny real digit model (v1)."""
     settings = Settings(data_dir=data_dir, datasets=(mnist_path.parent,))
     model_file = train_digit_model(mnist_path, data_dir / "tiny-digits.keras", hidden=32)
-    add_version(ModelStore(settings.models_dir), "digits", model_file, digit_meta(metrics={}))
+    add_version(
+        ModelStore(settings.models_dir), "digits", model_file, digit_meta(metrics={}, augmented=False)
+    )
     return replace(settings, **overrides)
 
 

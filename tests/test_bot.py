@@ -288,9 +288,11 @@ async def test_admin_commands_by_an_admin(bot: BotHarness) -> None:
     lines = models["text"].splitlines()
     assert lines[0] == "Models:"
     assert re.match(r"^digits v1 \(serving\) — ready, mnist_accuracy 0\.\d+$", lines[1]), models["text"]
-    assert (await bot.say(admin, "/retrain digits"))["text"].startswith(
-        "Retraining from chat is not available in this version yet."
+    assert (await bot.say(admin, "/retrain digits"))["text"] == "Retraining digits (job 1)\nStarting…"
+    report = await bot.server.wait_for(  # no labelled photos yet: the job explains and changes nothing
+        admin, lambda e: e["type"] == "message" and "Nothing done" in e["message"].get("text", ""), timeout=60
     )
+    assert re.match(r"Retraining digits \(job 1\)\nNothing done: only \d+ new", report["message"]["text"])
     assert (await bot.say(admin, "/retrain cats"))["text"] == "Usage: /retrain [digits|flowers]"
     assert (await bot.say(admin, "/rollback"))["text"] == "Usage: /rollback <digits|flowers> [version]"
     failed = await bot.say(admin, "/rollback digits")

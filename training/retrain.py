@@ -74,6 +74,7 @@ class RetrainOptions:
     chat_share: float = 0.15  # share of every epoch's examples that are chat photos (oversampled)
     learning_rate: float | None = None  # None: 3e-4 for digits (fine-tuning), 1e-3 for the flower head
     batch_size: int = 128
+    augment: bool | None = None  # digits; None: as the serving version was trained (meta "augmented")
     seed: int = 0
     requested_by: int | None = None  # who asked (recorded with the model event)
 
@@ -590,11 +591,23 @@ class DigitsRetrainer:
             metrics=["accuracy"],
         )
         batch = self.options.batch_size
-        data = augmented_dataset(
-            x[..., np.newaxis], keras.utils.to_categorical(y, 10), batch, seed=self.options.seed
-        )
-        if shape != (28, 28, 1):
-            data = data.map(lambda images, targets: (_reshape_tensor(images, shape), targets))
+        augment = self.options.augment
+        if augment is None:
+            augment = bool(self.serving.meta.get("augmented", True))
+        self.augmented = augment
+        targets = keras.utils.to_categorical(y, 10)
+        if augment:
+            data = augmented_dataset(x[..., np.newaxis], targets, batch, seed=self.options.seed)
+            if shape != (28, 28, 1):
+                data = data.map(lambda images, labels: (_reshape_tensor(images, shape), labels))
+        else:
+            import tensorflow as tf
+
+            data = (
+                tf.data.Dataset.from_tensor_slices((x.reshape(len(x), *shape), targets))
+                .shuffle(len(x), seed=self.options.seed)
+                .batch(batch)
+            )
 
         def on_epoch(epoch: int, _logs: dict[str, float]) -> dict[str, float]:
             if not held_out:
@@ -660,6 +673,7 @@ class DigitsRetrainer:
                     "chat_validation": sum(p.example.split == "validation" for p in photos),
                     "chat_repeats": repeats,
                 },
+                "augmented": self.augmented,
                 "retrain": _options_meta(self.options),
                 "keras_version": keras.__version__,
                 "command": f"photobot retrain --model digits --job-id {self.report.job_id}",

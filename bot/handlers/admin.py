@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
+from bot import retraining
 from bot.services import MODEL_NAMES, Services, lang, services
 from bot.texts import text
 from inference.errors import InferenceError
@@ -40,12 +41,21 @@ def admin_only(handler: Handler) -> Handler:
 
 @admin_only
 async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Start a retraining job (not available until the retraining job exists)."""
-    model = (context.args or ["digits"])[0]
-    if model not in MODEL_NAMES or len(context.args or []) > 1:
+    """Start a retraining job in its own process and show its progress: `/retrain [model] [force]`."""
+    args = context.args or ["digits"]
+    model, force = args[0], args[1:] == ["force"]
+    if model not in MODEL_NAMES or (len(args) > 1 and not force):
         await update.effective_message.reply_text(text(lang(update), "retrain_usage"))
         return
-    await update.effective_message.reply_text(text(lang(update), "retrain_unavailable", model=model))
+    await retraining.start_retrain(
+        services(context),
+        context.application.bot_data,
+        context.bot,
+        model,
+        chat_id=update.effective_chat.id,
+        requested_by=update.effective_user.id,
+        force=force,
+    )
 
 
 @admin_only

@@ -37,10 +37,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--learning-rate", type=float, help="default: 3e-4 for digits, 1e-3 for flowers")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--nice", type=int, default=0, help="lower this process's CPU priority by N (the bot passes 10)"
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
     from training.retrain import RetrainError, RetrainOptions, run_retrain
+
+    if args.nice > 0:
+        os.nice(args.nice)  # the bot that started this job keeps the CPU it needs to answer photos
 
     for name in ("limit", "test_limit", "epochs"):
         value = getattr(args, name)

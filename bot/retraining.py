@@ -1,0 +1,348 @@
+"""The bot's side of retraining: start the job process, show its progress in one message, report, hot-swap.
+
+`/retrain` (admins only; the handler is in `bot.handlers.admin`) queues a job in the jobs table — one at
+a time, a second request is told which job runs — and starts `photobot retrain --model … --job-id N`
+as a separate, lower-priority process: the bot never trains and keeps answering photos with the
+serving model throughout. A watcher task polls the jobs table and edits ONE progress message (stage,
+epoch, a text progress bar, accuracy, time left). When the job ends it sends the report text and its
+pictures; on promotion the running Classifier hot-swaps to the new version (`await classifier.reload`).
+A job process that dies without finishing (killed, crashed) is marked failed with how it ended; the
+serving version is untouched because promotion is the job's last, atomic step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from telegram.error import TelegramError
+
+if TYPE_CHECKING:
+    from telegram import Bot
+
+    from bot.services import Services
+    from photobot.settings import Settings
+    from storage.records import RetrainJob
+
+logger = logging.getLogger(__name__)
+
+KEY = "retraining"
+BAR_WIDTH = 20
+MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
+STAGE_NAMES = {
+    "loading": "loading data",
+    "preprocessing": "reading chat photos",
+    "training": "training",
+    "evaluating": "evaluating",
+    "report": "deciding and writing the report",
+}
+
+
+@dataclass
+class RunningJob:
+    job_id: int
+    model: str
+    chat_id: int
+    message_id: int
+    process: asyncio.subprocess.Process
+    task: asyncio.Task | None = None
+
+
+@dataclass
+class RetrainRunner:
+    """Starts and watches job processes. Kept in `application.bot_data["retraining"]`.
+
+    `extra_args` are appended to the job's command line (tests pass small data options such as
+    `--limit`); `poll_s` is how often the jobs table is read.
+    """
+
+    settings: Settings
+    extra_args: Sequence[str] = ()
+    poll_s: float = 1.0
+    nice: int = 10  # the job runs at lower CPU priority than the bot
+    python: str = sys.executable
+    running: dict[int, RunningJob] = field(default_factory=dict)
+
+    async def start(
+        self,
+        found: Services,
+        bot: Bot,
+        model: str,
+        *,
+        chat_id: int,
+        requested_by: int | None,
+        force: bool = False,
+    ) -> RetrainJob | None:
+        """Queue and start a job, or tell the admin which job already runs (returns None then)."""
+        from storage import JobAlreadyActive
+
+        try:
+            job = await found.store.create_retrain_job(model, requested_by=requested_by, chat_id=chat_id)
+        except JobAlreadyActive as error:
+            await bot.send_message(chat_id, busy_text(error.job))
+            return None
+        message = await bot.send_message(chat_id, progress_text(job))
+        command = self.command(model, job.id, force)
+        log_file = job_log_path(self.settings, job.id)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(log_file, "ab") as output:
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    env=job_environment(self.settings),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # a Ctrl-C to the bot does not kill the job
+                )
+        except OSError as error:
+            await found.store.fail_retrain_job(job.id, f"the job process could not start: {error}")
+            await _edit(bot, chat_id, message.message_id, f"Retraining {model} could not start: {error}")
+            return None
+        logger.info(
+            "retrain job %d (%s) started as pid %d: %s", job.id, model, process.pid, " ".join(command)
+        )
+        running = RunningJob(job.id, model, chat_id, message.message_id, process)
+        running.task = asyncio.create_task(self._watch(found, bot, running), name=f"retrain-job-{job.id}")
+        self.running[job.id] = running
+        return job
+
+    def command(self, model: str, job_id: int, force: bool) -> list[str]:
+        command = [self.python, "-m", "photobot", "retrain", "--model", model, "--job-id", str(job_id)]
+        if self.nice:
+            command += ["--nice", str(self.nice)]
+        if force:
+            command.append("--force")
+        return command + list(self.extra_args)
+
+    async def wait(self, job_id: int) -> None:
+        """Until the watcher of a job has sent the report (tests, shutdown)."""
+        running = self.running.get(job_id)
+        if running is not None and running.task is not None:
+            await asyncio.shield(running.task)
+
+    async def close(self, *, stop_jobs: bool = False) -> None:
+        """Stop watching (on shutdown). Jobs go on in their own processes unless `stop_jobs`."""
+        for running in list(self.running.values()):
+            if stop_jobs and running.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    running.process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(running.process.wait(), 20)
+            if running.task is not None:
+                running.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await running.task
+        self.running.clear()
+
+    async def _watch(self, found: Services, bot: Bot, running: RunningJob) -> None:
+        try:
+            job = await self._follow(found, bot, running)
+            await self._finish(found, bot, running, job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("watching retrain job %d failed", running.job_id)
+        finally:
+            self.running.pop(running.job_id, None)
+
+    async def _follow(self, found: Services, bot: Bot, running: RunningJob) -> RetrainJob:
+        """Edit the progress message as the job advances, until it is no longer active."""
+        shown = None
+        while True:
+            exited = await _exited_within(running.process, self.poll_s)
+            job = await found.store.get_retrain_job(running.job_id)
+            if job is None:
+                raise RuntimeError(f"retrain job {running.job_id} disappeared from the database")
+            if job.active and exited:
+                await found.store.fail_retrain_job(
+                    job.id, f"the job process {describe_exit(running.process.returncode)} before finishing"
+                )
+                job = await found.store.get_retrain_job(running.job_id)
+                assert job is not None
+            text = progress_text(job)
+            if text != shown:
+                await _edit(bot, running.chat_id, running.message_id, text)
+                shown = text
+            if not job.active:
+                if not exited:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(running.process.wait(), 30)
+                return job
+
+    async def _finish(self, found: Services, bot: Bot, running: RunningJob, job: RetrainJob) -> None:
+        """Hot-swap on promotion, then send the report and its pictures."""
+        if job.status == "failed":
+            serving = found.model_store.active_version(job.model)
+            await bot.send_message(
+                running.chat_id,
+                f"Retraining {job.model} (job {job.id}) failed: {job.error}\n"
+                f"Nothing changed: v{serving} keeps serving.",
+            )
+            return
+        note = ""
+        if job.decision == "promote":
+            from inference.errors import ModelUnavailable
+
+            try:
+                version = await found.classifier.reload(job.model)
+                found.refresh_labels()
+                note = f"\nServing now: {job.model} v{version.version}."
+            except ModelUnavailable as error:
+                note = f"\nThe new version could not be loaded ({error}); the old one keeps serving."
+        report_dir = Path(job.metrics.get("report_dir", ""))
+        report = _read_text(report_dir / "report.txt") or f"Retraining {job.model} ended: {job.reason}"
+        await bot.send_message(running.chat_id, (report + note)[:MAX_TEXT])
+        for path in job.metrics.get("report_images", []):
+            image = Path(path)
+            try:
+                data = await asyncio.to_thread(image.read_bytes)
+            except OSError as error:
+                logger.warning("report image %s is missing: %s", image, error)
+                continue
+            await bot.send_photo(running.chat_id, data, caption=image.stem.replace("_", " "))
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def runner(bot_data: dict[str, Any], settings: Settings) -> RetrainRunner:
+    """The application's runner, created on first use."""
+    found = bot_data.get(KEY)
+    if found is None:
+        found = bot_data[KEY] = RetrainRunner(settings)
+    return found
+
+
+async def start_retrain(
+    found: Services,
+    bot_data: dict[str, Any],
+    bot: Bot,
+    model: str,
+    *,
+    chat_id: int,
+    requested_by: int | None,
+    force: bool = False,
+) -> RetrainJob | None:
+    """What the /retrain handler calls."""
+    return await runner(bot_data, found.settings).start(
+        found, bot, model, chat_id=chat_id, requested_by=requested_by, force=force
+    )
+
+
+def job_environment(settings: Settings) -> dict[str, str]:
+    """The job reads its settings from the environment: give it the bot's own, explicitly."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATA_DIR": str(Path(settings.data_dir).resolve()),
+            "PHOTOBOT_DATASETS": os.pathsep.join(str(Path(p).resolve()) for p in settings.datasets),
+            "KERAS_BACKEND": settings.keras_backend,
+            "LOG_LEVEL": settings.log_level,
+            "MAX_IMAGE_BYTES": str(settings.max_image_bytes),
+            "MAX_IMAGE_PIXELS": str(settings.max_image_pixels),
+            "RETRAIN_MIN_NEW_LABELS": str(settings.retrain_min_new_labels),
+            "RETRAIN_MAX_LABELS_PER_USER": str(settings.retrain_max_labels_per_user),
+            "RETRAIN_GATE_MARGIN": str(settings.retrain_gate_margin),
+            "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        }
+    )
+    return env
+
+
+def job_log_path(settings: Settings, job_id: int) -> Path:
+    return Path(settings.data_dir) / "logs" / f"retrain-job{job_id}.log"
+
+
+def progress_text(job: RetrainJob) -> str:
+    """The progress message: stage, epoch, a text bar, accuracy, time left."""
+    title = f"Retraining {job.model} (job {job.id})"
+    if job.status == "queued":
+        return f"{title}\nStarting…"
+    if job.status == "failed":
+        return f"{title}\nFailed: {job.error}"
+    if job.status in ("succeeded", "rejected"):
+        outcome = {
+            "promote": f"done — v{job.candidate_version} promoted",
+            "reject": f"done — v{job.candidate_version} rejected",
+            "skipped": "nothing to do",
+        }.get(job.decision or "", f"done ({job.status})")
+        return f"{title}\n{progress_bar(1.0)} 100%\nFinished: {outcome}"
+    detail = job.detail or {}
+    stage = STAGE_NAMES.get(job.stage or "", job.stage or "starting")
+    if detail.get("epoch") and detail.get("epochs") and job.stage == "training":
+        stage += f" — epoch {detail['epoch']}/{detail['epochs']}"
+    fraction = float(job.progress or 0.0)
+    lines = [title, f"Stage: {stage}", f"{progress_bar(fraction)} {fraction:.0%}"]
+    if isinstance(detail.get("accuracy"), int | float):
+        accuracy = f"Accuracy: {detail['accuracy']:.1%}"
+        if isinstance(detail.get("chat_accuracy"), int | float):
+            accuracy += f" (held-out chat photos {detail['chat_accuracy']:.1%})"
+        lines.append(accuracy)
+    if isinstance(detail.get("eta_s"), int | float):
+        lines.append(f"Time left: {format_duration(detail['eta_s'])}")
+    return "\n".join(lines)
+
+
+def busy_text(job: RetrainJob) -> str:
+    stage = STAGE_NAMES.get(job.stage or "", job.stage or "starting")
+    done = f", {job.progress:.0%} done" if job.progress else ""
+    return (
+        f"A retraining job is already {job.status}: job {job.id} ({job.model}), {stage}{done}. "
+        "One job runs at a time; try again when it has finished."
+    )
+
+
+def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    filled = round(min(max(fraction, 0.0), 1.0) * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"~{seconds} s"
+    minutes, rest = divmod(seconds, 60)
+    return f"~{minutes} min {rest:02d} s"
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "ended"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+async def _exited_within(process: asyncio.subprocess.Process, seconds: float) -> bool:
+    if process.returncode is not None:
+        return True
+    try:
+        await asyncio.wait_for(process.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _edit(bot: Bot, chat_id: int, message_id: int, text: str) -> None:
+    try:
+        await bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
+    except TelegramError as error:  # "message is not modified", a deleted message: not worth failing for
+        logger.info("progress message %d not edited: %s", message_id, error)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
