@@ -206,17 +206,36 @@ class Pixels:
 
 
 @dataclass(frozen=True)
+class Lazy:
+    """An image made only when its features are not cached; `digest` names its recipe, not its pixels."""
+
+    digest: str
+    make: Callable[[], np.ndarray]  # → (224, 224, 3) uint8
+
+    @classmethod
+    def named(cls, key: str, make: Callable[[], np.ndarray]) -> Lazy:
+        return cls(hashlib.sha256(key.encode()).hexdigest(), make)
+
+
+Item = Photo | Pixels | Lazy
+
+
+@dataclass(frozen=True)
 class Extraction:
     features: np.ndarray  # (n, FEATURES) float32, in the order of the items given
     extracted: int  # how many were computed now (the rest came from the cache)
 
 
-def _pixels_of(item: Photo | Pixels) -> np.ndarray:
-    return item.pixels if isinstance(item, Pixels) else load_pixels(item.path)
+def _pixels_of(item: Item) -> np.ndarray:
+    if isinstance(item, Pixels):
+        return item.pixels
+    if isinstance(item, Lazy):
+        return item.make()
+    return load_pixels(item.path)
 
 
 def bottlenecks(
-    items: Sequence[Photo | Pixels],
+    items: Sequence[Item],
     cache: BottleneckCache,
     extract: Callable[[np.ndarray], np.ndarray],
     batch_size: int = 32,
@@ -224,7 +243,7 @@ def bottlenecks(
 ) -> Extraction:
     """Features for each item: from the cache, or computed in batches with `extract` and cached."""
     found: dict[str, np.ndarray] = {}
-    missing: dict[str, Photo | Pixels] = {}
+    missing: dict[str, Item] = {}
     for item in items:
         cached = None if item.digest in missing else cache.get(item.digest)
         if cached is None:

@@ -16,6 +16,7 @@ under `inference/shipped/flowers/`; `seed_flower_model` rebuilds the full model 
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -106,8 +107,6 @@ def seed_flower_model(store: ModelStore, shipped: Path = SHIPPED_DIR) -> ModelVe
     """
     if store.versions(MODEL_NAME):
         return None
-    import json
-
     meta = json.loads((shipped / "meta.json").read_text(encoding="utf-8"))
     meta.pop("name", None), meta.pop("version", None)
     if meta.get("backbone") != backbone_id():
@@ -124,3 +123,13 @@ def seed_flower_model(store: ModelStore, shipped: Path = SHIPPED_DIR) -> ModelVe
         version = store.add_version(MODEL_NAME, Path(folder), meta)
     log.info("seeded flowers v%d from the shipped head", version.version)
     return store.promote(MODEL_NAME, version.version)
+
+
+def export_shipped(version: ModelVersion, target: Path = SHIPPED_DIR) -> Path:
+    """Copy what a fresh install needs of a trained version (head.npz + meta.json) into `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    (target / HEAD_FILE).write_bytes((version.path / HEAD_FILE).read_bytes())
+    meta = {k: v for k, v in version.meta.items() if k not in ("name", "version", "parent", "timings_s")}
+    meta["shipped_from"] = f"flowers v{version.version}, created {version.meta.get('created')}"
+    (target / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return target

@@ -1,20 +1,24 @@
 """Photos that are not flowers, for fitting and measuring the "not a flower" detector.
 
 Two sources, kept apart on purpose:
-- `synthetic_non_flowers(n, seed)`: scenes, faces, textures, noise, documents and handwritten-digit
-  photos drawn with PIL (digits from MNIST rendered as ink on paper). Cheap, endless, different per seed:
-  one seed calibrates the detector, another measures it.
-- `package_photos()`: real photographs shipped inside installed packages (scikit-image's sample data
-  — astronaut, cat, coffee, rocket, horse, moon, coins, text, bricks, grass, 200 LFW faces … — and
-  matplotlib's Grace Hopper). Used only to measure, never to fit.
+- `synthetic_recipes(n, seed)` / `synthetic_non_flowers(n, seed)`: scenes, faces, textures, noise,
+  documents and handwritten-digit photos drawn with PIL (digits from MNIST rendered as ink on paper).
+  Cheap, endless, different per seed: one seed calibrates the detector, another measures it.
+- `package_recipes()` / `package_photos()`: real photographs shipped inside installed packages
+  (scikit-image's sample data — astronaut, cat, coffee, rocket, horse, moon, coins, text, bricks,
+  grass, 200 LFW faces … — and matplotlib's Grace Hopper). Used only to measure, never to fit.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 log = logging.getLogger(__name__)
 
 SIZE = 320
+GENERATOR = "non-flowers-v1"  # change when the drawings change: cached features are keyed by it
 KINDS = ("scene", "face", "texture", "noise", "document", "digits")
 
 
@@ -169,9 +174,8 @@ def draw_document(rng: np.random.Generator) -> Image.Image:
     )
 
 
-def draw_digits(rng: np.random.Generator, mnist: np.ndarray | None = None) -> Image.Image:
+def draw_digits(rng: np.random.Generator, digits: np.ndarray) -> Image.Image:
     """A photo of one to four handwritten digits (MNIST) in ink on paper, lit unevenly."""
-    digits = mnist if mnist is not None else _mnist_digits()
     paper = np.array(_colour(rng, 190, 256), dtype=np.float32)
     ink = np.array(_colour(rng, 0, 90), dtype=np.float32)
     count = int(rng.integers(1, 5))
@@ -203,10 +207,9 @@ _DRAW: dict[str, Callable[[np.random.Generator], Image.Image]] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _mnist_digits(limit: int = 2000) -> np.ndarray:
     """MNIST test digits from the PHOTOBOT_DATASETS folders (uint8, white on black)."""
-    import os
-
     for folder in os.environ.get("PHOTOBOT_DATASETS", "").split(os.pathsep):
         path = Path(folder) / "mnist.npz" if folder else None
         if path is not None and path.is_file():
@@ -215,43 +218,88 @@ def _mnist_digits(limit: int = 2000) -> np.ndarray:
     raise FileNotFoundError("mnist.npz not found in PHOTOBOT_DATASETS (needed to draw digit photos)")
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How to make one non-flower photo, and a key that names it (stable while GENERATOR does not change).
+
+    Cached features are looked up by `key`, so a warm run never draws or decodes the photo at all.
+    """
+
+    kind: str
+    key: str
+    make: Callable[[], Image.Image]
+
+
+def synthetic_photo(index: int, seed: int, kinds: tuple[str, ...] = KINDS) -> tuple[str, Image.Image]:
+    """Photo number `index` of the set `seed`: each photo has its own random stream."""
+    rng = np.random.default_rng([seed, index])
+    kind = kinds[index % len(kinds)]
+    image = draw_digits(rng, _mnist_digits()) if kind == "digits" else _DRAW[kind](rng)
+    return kind, _photo_finish(image, rng)
+
+
+def synthetic_recipes(count: int, seed: int, kinds: tuple[str, ...] = KINDS) -> list[Recipe]:
+    return [
+        Recipe(
+            kind=kinds[i % len(kinds)],
+            key=f"{GENERATOR}:{seed}:{i}:{','.join(kinds)}",
+            make=functools.partial(lambda i: synthetic_photo(i, seed, kinds)[1], i),
+        )
+        for i in range(count)
+    ]
+
+
 def synthetic_non_flowers(
-    count: int, seed: int, kinds: tuple[str, ...] = KINDS, mnist: np.ndarray | None = None
+    count: int, seed: int, kinds: tuple[str, ...] = KINDS
 ) -> Iterator[tuple[str, Image.Image]]:
     """Yield `count` (kind, photo) pairs, cycling through `kinds`; the same seed gives the same photos."""
-    rng = np.random.default_rng(seed)
-    if "digits" in kinds and mnist is None:
-        mnist = _mnist_digits()
     for i in range(count):
-        kind = kinds[i % len(kinds)]
-        image = draw_digits(rng, mnist) if kind == "digits" else _DRAW[kind](rng)
-        yield kind, _photo_finish(image, rng)
+        yield synthetic_photo(i, seed, kinds)
+
+
+def package_recipes(crops_per_photo: int = 4, seed: int = 0) -> list[Recipe]:
+    """Real photographs shipped in installed packages, with a few random crops each, and LFW faces.
+
+    scikit-image's sample data (if installed) and matplotlib's Grace Hopper. LFW faces are 25×25 grey
+    crops, shown upscaled as a low-quality portrait.
+    """
+    recipes: list[Recipe] = []
+    rng = np.random.default_rng(seed)
+    for path in _package_photo_files():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        boxes: list[tuple[float, float, float] | None] = [None]
+        boxes += [(rng.uniform(0.45, 0.8), rng.random(), rng.random()) for _ in range(crops_per_photo)]
+        for k, box in enumerate(boxes):
+            name = path.stem if box is None else f"{path.stem}-crop{k}"
+            make = functools.partial(_package_crop, path, box)
+            recipes.append(Recipe(kind=name, key=f"{GENERATOR}:{digest}:{box}", make=make))
+    faces = _lfw_faces()
+    for i in range(len(faces)):
+        make = functools.partial(_lfw_face, i)
+        recipes.append(Recipe(kind=f"lfw-{i}", key=f"{GENERATOR}:lfw:{i}", make=make))
+    return recipes
 
 
 def package_photos(crops_per_photo: int = 4, seed: int = 0) -> Iterator[tuple[str, Image.Image]]:
-    """Real photographs shipped in installed packages, as (name, photo), with a few random crops each.
+    """The photos of `package_recipes`, as (name, photo)."""
+    for recipe in package_recipes(crops_per_photo, seed):
+        yield recipe.kind, recipe.make()
 
-    scikit-image's sample data (if installed) and matplotlib's sample data. LFW faces are 25×25 grey
-    crops, shown upscaled as a low-quality portrait.
-    """
-    rng = np.random.default_rng(seed)
-    for path in _package_photo_files():
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-        yield path.stem, image
-        for k in range(crops_per_photo):
-            scale = rng.uniform(0.45, 0.8)
-            w, h = int(image.width * scale), int(image.height * scale)
-            x, y = int(rng.integers(0, image.width - w + 1)), int(rng.integers(0, image.height - h + 1))
-            yield f"{path.stem}-crop{k}", image.crop((x, y, x + w, y + h))
-    faces = _lfw_faces()
-    for i, face in enumerate(faces):
-        yield (
-            f"lfw-{i}",
-            Image.fromarray((face * 255).astype(np.uint8))
-            .convert("RGB")
-            .resize((160, 160), Image.Resampling.BICUBIC),
-        )
+
+def _package_crop(path: Path, box: tuple[float, float, float] | None) -> Image.Image:
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    if box is None:
+        return image
+    scale, fx, fy = box
+    w, h = int(image.width * scale), int(image.height * scale)
+    x, y = int(fx * (image.width - w)), int(fy * (image.height - h))
+    return image.crop((x, y, x + w, y + h))
+
+
+def _lfw_face(index: int) -> Image.Image:
+    face = (_lfw_faces()[index] * 255).astype(np.uint8)
+    return Image.fromarray(face).convert("RGB").resize((160, 160), Image.Resampling.BICUBIC)
 
 
 # Sample images that are photographs or photo-like scenes (not synthetic test patterns or micrographs).
@@ -296,6 +344,7 @@ def _package_photo_files() -> list[Path]:
     return files
 
 
+@functools.lru_cache(maxsize=1)
 def _lfw_faces() -> np.ndarray:
     try:
         import skimage

@@ -27,6 +27,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--non-flower-photos",
+        type=int,
+        default=300,
+        help="non-flower photos drawn to calibrate the detector, and as many to measure it (default 300)",
+    )
+    parser.add_argument(
+        "--package-photos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the detector on real photos shipped in installed packages (default: yes)",
+    )
+    parser.add_argument(
         "--fine-tune",
         action="store_true",
         help="also fine-tune the top of the backbone with augmentation (slower; not available yet)",
@@ -50,11 +62,16 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             raise UserFacingError(f"--{name.replace('_', '-')} must be between 0 and 50, got {value}")
     if args.epochs < 1:
         raise UserFacingError(f"--epochs must be positive, got {args.epochs}")
+    if args.non_flower_photos < 6:
+        raise UserFacingError(f"--non-flower-photos must be at least 6, got {args.non_flower_photos}")
     config = FlowerConfig(
         validation_percent=args.validation_percent,
         test_percent=args.test_percent,
         epochs=args.epochs,
         seed=args.seed,
+        calibration_photos=args.non_flower_photos,
+        evaluation_photos=args.non_flower_photos,
+        package_photos=args.package_photos,
     )
     try:
         root = args.images if args.images else find_flower_photos(settings.datasets, settings.data_dir)

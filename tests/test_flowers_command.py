@@ -1,0 +1,99 @@
+"""`photobot train flowers` on a folder of real photos: the store, meta.json, JSON, the warm cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from inference.flowers import PREPROCESSING_ID
+from inference.model_store import ModelStore
+from photobot.cli import main
+
+PER_CLASS = 24
+QUICK = [
+    "--validation-percent",
+    "20",
+    "--test-percent",
+    "20",
+    "--non-flower-photos",
+    "12",
+    "--no-package-photos",
+]
+
+
+@pytest.fixture
+def photos(flowers_path: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "my_flowers"
+    for label in ("daisy", "roses", "sunflowers"):
+        (root / label).mkdir(parents=True)
+        for photo in sorted((flowers_path / label).glob("*.jpg"))[:PER_CLASS]:
+            os.symlink(photo, root / label / photo.name)
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    return tmp_path / "var"
+
+
+def _last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_train_flowers_stores_a_serving_version_and_a_second_run_extracts_nothing(
+    photos: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "flowers", "--images", str(photos), *QUICK, "--json"]) == 0
+    first = capsys.readouterr().out
+    report = _last_json(first)
+    assert report["model"] == "flowers" and report["version"] == 1
+    assert 0.6 <= report["test_accuracy"] <= 1.0 and set(report["per_class"]) == {
+        "daisy",
+        "roses",
+        "sunflowers",
+    }
+    assert report["non_flowers"]["synthetic"]["n"] == 12 and "package" not in report["non_flowers"]
+    assert f"{3 * PER_CLASS + 12 + 12 + 4} photos needed feature extraction" in first
+
+    store = ModelStore(data_dir / "models")
+    version = store.active("flowers")
+    assert version is not None and version.version == 1
+    assert version.labels == ["daisy", "roses", "sunflowers"]
+    assert version.meta["preprocessing"] == PREPROCESSING_ID
+    assert version.meta["outputs"] == ["probabilities", "distances"]
+    ood = version.meta["ood"]
+    assert 0 < ood["unsure_above"] <= ood["reject_above"] and 0 < ood["min_confidence"] <= 0.5
+    assert version.meta["data"]["classes"] == {
+        "daisy": PER_CLASS,
+        "roses": PER_CLASS,
+        "sunflowers": PER_CLASS,
+    }
+    assert sum(version.meta["data"]["splits"].values()) == 3 * PER_CLASS
+    assert version.meta["command"][:3] == ["photobot", "train", "flowers"] or version.meta["command"]
+    assert (version.path / "model.keras").is_file() and (version.path / "head.npz").is_file()
+
+    assert main(["train", "flowers", "--images", str(photos), *QUICK, "--json", "--no-promote"]) == 0
+    second = capsys.readouterr().out
+    assert "0 photos needed feature extraction" in second
+    assert _last_json(second)["test_accuracy"] == report["test_accuracy"]  # same features, same seed
+    assert store.active_version("flowers") == 1 and store.get("flowers", 2).meta["parent"] == 1
+
+
+def test_unusable_folders_are_refused_with_a_clear_message(
+    photos: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for label in ("roses", "sunflowers"):
+        for photo in list((photos / label).iterdir())[5:]:
+            photo.unlink()
+    assert main(["train", "flowers", "--images", str(photos), *QUICK]) == 1
+    assert "at least 20 photos; too few: roses (5), sunflowers (5)" in capsys.readouterr().err
+    assert main(["train", "flowers", "--images", str(photos / "daisy"), *QUICK]) == 1
+    assert "at least two classes" in capsys.readouterr().err
+    assert main(["train", "flowers", "--test-percent", "70"]) == 1
+    assert "--test-percent must be between 0 and 50" in capsys.readouterr().err
+    assert not (data_dir / "models" / "flowers").exists()
