@@ -25,9 +25,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -107,8 +109,8 @@ DEFAULT_PREPROCESSING = {"digits": digits.PREPROCESSING_ID, "flowers": flowers.P
 
 def adapter_for(version: ModelVersion) -> Adapter:
     """The adapter named by meta["preprocessing"]; refuses a version this code cannot feed."""
-    preprocessing = version.meta.get("preprocessing") or DEFAULT_PREPROCESSING.get(version.name)
-    adapter = ADAPTERS.get(preprocessing or "")
+    preprocessing = preprocessing_id(version)
+    adapter = ADAPTERS.get(preprocessing)
     if adapter is None:
         raise ModelUnavailable(
             f"{version.name} v{version.version} needs preprocessing {preprocessing!r}, which this "
@@ -159,16 +161,63 @@ class ModelStatus:
     refused: dict[int, str]  # versions that could not be loaded, and why
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Plan:
-    """The prepared inputs of one photo: per model, its serving version and inputs (or why none)."""
+    """One photo, prepared: per model name its inputs (or why there are none), and the route taken."""
 
-    items: dict[str, tuple[_Serving, np.ndarray | None, str | None]]
+    items: dict[str, tuple[np.ndarray | None, str | None]]
     route: router.Route | None
     scene: router.Scene | None
-    image: Image.Image
     decode_ms: float
     preprocess_ms: float
+
+
+def preprocessing_id(version: ModelVersion) -> str:
+    return version.meta.get("preprocessing") or DEFAULT_PREPROCESSING.get(version.name, "")
+
+
+def prepare_photo(
+    data: bytes, mode: Mode, preprocessing: dict[str, str], *, max_bytes: int, max_pixels: int
+) -> _Plan:
+    """Decode once, route (auto mode), and build each needed model's inputs.
+
+    A plain function of plain values, so it runs in a pool thread or a pool process alike.
+    `preprocessing` maps each available model name to its version's preprocessing id.
+    """
+    started = time.monotonic()
+    adapters = {name: ADAPTERS[pid] for name, pid in preprocessing.items()}
+    image = decode_image(
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        target_size=max(a.decode_size for a in adapters.values()),
+        grayscale=mode == "digit",
+    )
+    decoded = time.monotonic()
+    items: dict[str, tuple[np.ndarray | None, str | None]] = {}
+    route: router.Route | None = None
+    scene: router.Scene | None = None
+    if mode != "auto":
+        name = MODE_MODEL[mode]
+        items[name] = adapters[name].prepare(image)
+    else:
+        if "digits" in adapters:
+            items["digits"] = adapters["digits"].prepare(image)
+        scene = router.look(image, digits_found="digits" in items and items["digits"][0] is not None)
+        route = router.route(scene) if "flowers" in adapters else "digit"
+        if "digits" not in adapters:
+            route = "flower"
+        if route != "digit":
+            items["flowers"] = adapters["flowers"].prepare(image)
+        if route == "flower":
+            items.pop("digits", None)
+    done = time.monotonic()
+    return _Plan(items, route, scene, (decoded - started) * 1000.0, (done - decoded) * 1000.0)
+
+
+def _warm_worker() -> int:
+    """Run once in each pool process at start, so no user pays for starting one."""
+    return os.getpid()
 
 
 # ----------------------------------------------------------------------------------- the classifier
@@ -195,7 +244,7 @@ class Classifier:
         self.shipped_dir = shipped_dir
         self._seeders = dict(seeders or {})
         self._slots = {name: _Slot(name, BatchWorker(name, self.config)) for name in names}
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Executor | None = None
         self._pending = 0
         self._poller: asyncio.Task | None = None
         self._started = False
@@ -210,7 +259,7 @@ class Classifier:
         """
         if self._started:
             return
-        self._pool = ThreadPoolExecutor(self.config.decode_workers(), thread_name_prefix="photobot-decode")
+        self._pool = await _make_pool(self.config)
         for slot in self._slots.values():
             await asyncio.to_thread(self._seed, slot.name)
             try:
@@ -269,17 +318,17 @@ class Classifier:
 
     async def _classify(self, data: bytes, mode: Mode, deadline: float) -> Prediction:
         servings = self._servings_for(mode)
-        loop = asyncio.get_running_loop()
-        plan = await loop.run_in_executor(self._pool, self._prepare, data, mode, servings)
+        plan = await self._prepare(data, mode, servings)
         timings = {"decode": plan.decode_ms, "preprocess": plan.preprocess_ms}
-        answers = await self._answer(plan, deadline, timings)
+        answers = await self._answer(plan, servings, deadline, timings)
         if mode != "auto":
             prediction = answers[MODE_MODEL[mode]]
         elif plan.route == "digit" and answers["digits"].status != "ok" and "flowers" in servings:
             # a page-like photo the digit model is not sure of: let the flower model have its say too
-            second = await loop.run_in_executor(self._pool, self._prepare_more, plan, servings["flowers"])
+            second = await self._prepare(data, "flower", {"flowers": servings["flowers"]})
+            timings["decode"] += second.decode_ms
             timings["preprocess"] += second.preprocess_ms
-            answers.update(await self._answer(second, deadline, timings))
+            answers.update(await self._answer(second, servings, deadline, timings))
             prediction = router.combine(answers["digits"], answers["flowers"])
         elif plan.route == "check":
             prediction = router.combine(answers.get("digits"), answers.get("flowers"))
@@ -288,6 +337,19 @@ class Classifier:
         if mode == "auto" and prediction.status == "not_recognized":
             prediction = replace(prediction, model=None, version=None)
         return replace(prediction, timings_ms=timings)
+
+    async def _prepare(self, data: bytes, mode: Mode, servings: dict[str, _Serving]) -> _Plan:
+        """Decode and preprocess in the pool (threads, or processes where the GIL would serialise them)."""
+        preprocessing = {name: preprocessing_id(s.version) for name, s in servings.items()}
+        job = functools.partial(
+            prepare_photo,
+            data,
+            mode,
+            preprocessing,
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+        )
+        return await asyncio.get_running_loop().run_in_executor(self._pool, job)
 
     def _servings_for(self, mode: Mode) -> dict[str, _Serving]:
         names = [MODE_MODEL[mode]] if mode != "auto" else list(self._slots)
@@ -301,49 +363,18 @@ class Classifier:
             raise ModelUnavailable(f"no {what} model is loaded (see `photobot models list`)")
         return servings
 
-    def _prepare(self, data: bytes, mode: Mode, servings: dict[str, _Serving]) -> _Plan:
-        """Decode once, then build each needed model's inputs (in a pool thread)."""
-        started = time.monotonic()
-        size = max(s.adapter.decode_size for s in servings.values())
-        image = decode_image(
-            data,
-            max_bytes=self.max_image_bytes,
-            max_pixels=self.max_image_pixels,
-            target_size=size,
-            grayscale=mode == "digit",
-        )
-        decoded = time.monotonic()
-        items: dict[str, tuple[_Serving, np.ndarray | None, str | None]] = {}
-        route: router.Route | None = None
-        scene: router.Scene | None = None
-        if mode != "auto":
-            name = MODE_MODEL[mode]
-            items[name] = (servings[name], *servings[name].adapter.prepare(image))
-        else:
-            if "digits" in servings:
-                items["digits"] = (servings["digits"], *servings["digits"].adapter.prepare(image))
-            scene = router.look(image, digits_found="digits" in items and items["digits"][1] is not None)
-            route = router.route(scene) if "flowers" in servings else "digit"
-            if "digits" not in servings:
-                route = "flower"
-            if route != "digit":
-                items["flowers"] = (servings["flowers"], *servings["flowers"].adapter.prepare(image))
-            if route == "flower":
-                items.pop("digits", None)
-        done = time.monotonic()
-        return _Plan(items, route, scene, image, (decoded - started) * 1000.0, (done - decoded) * 1000.0)
+    async def _answer(
+        self, plan: _Plan, servings: dict[str, _Serving], deadline: float, timings: dict[str, float]
+    ) -> dict[str, Prediction]:
+        """Submit every prepared input to its model's worker; await the answers together.
 
-    def _prepare_more(self, plan: _Plan, serving: _Serving) -> _Plan:
-        """The flower input of an already decoded photo (auto mode, when the digit model was unsure)."""
-        started = time.monotonic()
-        items = {serving.version.name: (serving, *serving.adapter.prepare(plan.image))}
-        return _Plan(items, plan.route, plan.scene, plan.image, 0.0, (time.monotonic() - started) * 1000.0)
-
-    async def _answer(self, plan: _Plan, deadline: float, timings: dict[str, float]) -> dict[str, Prediction]:
-        """Submit every prepared input to its model's worker; await the answers together."""
+        Each input goes to the version it was prepared for (taken before preprocessing), so a hot swap
+        in between cannot pair an input with a model that expects another preprocessing.
+        """
         futures: dict[str, asyncio.Future[Timed[Prediction]]] = {}
         answers: dict[str, Prediction] = {}
-        for name, (serving, inputs, reason) in plan.items.items():
+        for name, (inputs, reason) in plan.items.items():
+            serving = servings[name]
             if inputs is None:
                 answers[name] = serving.adapter.nothing(serving.version, reason)
                 continue
@@ -463,6 +494,18 @@ class Classifier:
             return
         if seeded is not None:
             log.info("%s: seeded the store with the shipped default as v%d", name, seeded.version)
+
+
+async def _make_pool(config: EngineConfig) -> Executor:
+    workers = config.decode_workers()
+    if config.pool == "process":
+        # spawn, not fork: forking a process that runs TensorFlow threads can deadlock the child
+        pool: Executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        pids = await asyncio.gather(*(loop.run_in_executor(pool, _warm_worker) for _ in range(workers)))
+        log.info("decoding and preprocessing in %d processes (%s)", len(set(pids)), sorted(set(pids)))
+        return pool
+    return ThreadPoolExecutor(workers, thread_name_prefix="photobot-decode")
 
 
 def check_fits(loaded: LoadedModel, adapter: Adapter) -> None:

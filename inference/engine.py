@@ -47,7 +47,8 @@ class EngineConfig:
     max_wait_ms: float = 2.0  # how long the oldest waiting photo may wait for others to join its batch
     queue_size: int = 256  # photos waiting per model (and in decoding) before callers get EngineBusy
     deadline_s: float = 10.0  # a photo not answered by then fails with DeadlineExceeded
-    workers: int = 0  # decode/preprocess threads; 0 means one per CPU core
+    workers: int = 0  # decode/preprocess threads (or processes); 0 means one per CPU core
+    pool: str = "thread"  # "thread" or "process" (decoding and preprocessing free of the GIL)
     batch_sizes: tuple[int, ...] = ()  # padded shapes where the backend compiles per shape; () = 1, 2, 4, …
     reload_poll_s: float = 2.0  # how often the store's `active` pointers are checked; 0 turns it off
 

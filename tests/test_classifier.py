@@ -172,3 +172,22 @@ async def test_start_logs_backend_and_device_per_model(store, caplog):
     serving = [r.getMessage() for r in caplog.records if "serving" in r.getMessage()]
     assert any("digits v1" in m and "tensorflow" in m and "cpu" in m for m in serving)
     assert any("flowers v1" in m for m in serving)
+
+
+async def test_a_process_pool_prepares_photos_like_the_thread_pool(store, test_digits):
+    x_test, _ = test_digits
+    photos = [digit_photo(x_test[i], seed=i) for i in range(8)] + [b"\x89PNG\r\n\x1a\n broken"]
+    async with Classifier(store, config(), names=("digits",), shipped_dir=None) as classifier:
+        threads = await asyncio.gather(
+            *(classifier.classify(p, "digit") for p in photos), return_exceptions=True
+        )
+    async with Classifier(
+        store, config(pool="process", workers=2), names=("digits",), shipped_dir=None
+    ) as classifier:
+        processes = await asyncio.gather(
+            *(classifier.classify(p, "digit") for p in photos), return_exceptions=True
+        )
+    assert isinstance(processes[-1], UnsupportedImage)
+    assert [(p.label, p.status) for p in processes[:-1]] == [(p.label, p.status) for p in threads[:-1]]
+    for a, b in zip(processes[:-1], threads[:-1], strict=True):
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
