@@ -1,0 +1,105 @@
+"""The gate's rule and its effect on the model store (real store on disk, real events in SQLite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inference.model_store import ModelStore
+from storage import SyncStore
+from training import gate
+
+
+def base(serving: float, candidate: float, n: int = 10_000) -> gate.SetScore:
+    return gate.SetScore(gate.BASE, "MNIST test", n, serving, candidate)
+
+
+def chat(serving: float | None, candidate: float | None, n: int = 20) -> gate.SetScore:
+    return gate.SetScore(gate.CHAT, "held-out chat photos", n, serving, candidate)
+
+
+def test_a_candidate_within_the_margin_that_does_no_worse_on_chat_is_promoted() -> None:
+    decision = gate.decide(base(0.9910, 0.9885), chat(0.40, 0.85), margin_points=0.3)
+    assert decision.promote
+    assert decision.reason == (
+        "MNIST test 99.10% → 98.85% (within the 0.3 points allowed); "
+        "held-out chat photos 40.0% → 85.0% (on 20 photos)"
+    )
+
+
+def test_a_loss_on_the_base_test_set_beyond_the_margin_is_rejected_whatever_chat_says() -> None:
+    decision = gate.decide(base(0.9910, 0.9870), chat(0.10, 1.0), margin_points=0.3)
+    assert not decision.promote
+    assert decision.reason == "MNIST test 99.10% → 98.70%: a loss of 0.40 points, more than the 0.3 allowed"
+
+
+def test_a_loss_on_held_out_chat_photos_is_rejected() -> None:
+    decision = gate.decide(base(0.99, 0.995), chat(0.80, 0.75), margin_points=0.3)
+    assert not decision.promote
+    assert decision.reason.startswith("held-out chat photos 80.0% → 75.0%: worse than the serving version")
+
+
+def test_no_held_out_chat_photos_leaves_the_base_rule_to_decide() -> None:
+    decision = gate.decide(base(0.99, 0.99), chat(None, None, n=0), margin_points=0.3)
+    assert decision.promote and decision.reason.endswith("no held-out chat photos to compare on")
+
+
+@pytest.mark.parametrize(("candidate", "promote"), [(0.9880, True), (0.9879, False)])
+def test_the_margin_is_inclusive(candidate: float, promote: bool) -> None:
+    assert gate.decide(base(0.9910, candidate), chat(0.5, 0.5), margin_points=0.3).promote is promote
+
+
+def _store_with_two_versions(tmp_path: Path) -> ModelStore:
+    store = ModelStore(tmp_path / "models")
+    for version in (1, 2):
+        with store.new_version("digits", {"labels": list("0123456789"), "n": version}) as staged:
+            (staged.path / "model.keras").write_bytes(b"model")
+    store.promote("digits", 1)
+    return store
+
+
+def test_apply_promotes_atomically_and_records_the_event(tmp_path: Path) -> None:
+    store = _store_with_two_versions(tmp_path)
+    events = SyncStore(tmp_path / "db.sqlite3", tmp_path / "images")
+    decision = gate.decide(base(0.99, 0.99), chat(0.5, 0.9), margin_points=0.3)
+    final, version = gate.apply(store, "digits", 2, 1, decision, events=events)
+    assert final.promote and version.version == 2
+    assert store.active_version("digits") == 2
+    assert store.get("digits", 2).meta["status"] == "promoted"
+    event = events.model_events("digits")[0]
+    assert (event.action, event.from_version, event.to_version, event.reason) == (
+        "promote",
+        1,
+        2,
+        decision.reason,
+    )
+    events.close()
+
+
+def test_apply_keeps_a_rejected_candidate_marked_with_its_reason(tmp_path: Path) -> None:
+    store = _store_with_two_versions(tmp_path)
+    events = SyncStore(tmp_path / "db.sqlite3", tmp_path / "images")
+    decision = gate.decide(base(0.99, 0.95), chat(0.5, 0.9), margin_points=0.3)
+    final, _ = gate.apply(store, "digits", 2, 1, decision, events=events)
+    assert not final.promote
+    assert store.active_version("digits") == 1
+    meta = store.get("digits", 2).meta
+    assert meta["status"] == "rejected" and meta["gate"]["reason"] == decision.reason
+    assert events.model_events("digits")[0].action == "reject"
+    with store.new_version("digits", {"labels": []}) as staged:
+        (staged.path / "model.keras").write_bytes(b"model")
+    store.promote("digits", 3)
+    assert store.rollback("digits").version == 1  # a rollback never lands on the rejected v2
+    events.close()
+
+
+def test_a_candidate_is_not_promoted_over_a_version_that_started_serving_meanwhile(tmp_path: Path) -> None:
+    store = _store_with_two_versions(tmp_path)
+    with store.new_version("digits", {"labels": []}) as staged:
+        (staged.path / "model.keras").write_bytes(b"model")
+    store.promote("digits", 3)  # e.g. an admin's /rollback or promote while the job ran
+    decision = gate.decide(base(0.99, 0.99), chat(0.5, 0.9), margin_points=0.3)
+    final, _ = gate.apply(store, "digits", 2, 1, decision)
+    assert not final.promote and "the serving version changed while the job ran (v1 → v3)" in final.reason
+    assert store.active_version("digits") == 3
