@@ -374,7 +374,16 @@ def _accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
 
 
 def limit_threads(threads: int) -> None:
-    """Cap TensorFlow's thread pools so that parallel runs share the cores instead of fighting."""
+    """Cap the backend's thread pools so that parallel runs share the cores instead of fighting."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        return
+    if keras.backend.backend() != "tensorflow":
+        return  # JAX sizes its pools when it starts; XLA_FLAGS is the place to limit it
     import tensorflow as tf
 
     try:
@@ -588,9 +597,27 @@ def _duration(seconds: float) -> str:
 
 def default_jobs() -> int:
     """One run at a time on a GPU (it is busy enough); one process per core on a CPU."""
-    import tensorflow as tf
+    return 1 if has_gpu() else available_cores()
 
-    return 1 if tf.config.list_physical_devices("GPU") else available_cores()
+
+def has_gpu() -> bool:
+    """Whether the Keras backend sees a GPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -127,6 +127,17 @@ def _p(value: float) -> str:
     return "<0.0001" if value < 1e-4 else f"{value:.4f}"
 
 
+def unfinished_line(report: ExperimentReport) -> str:
+    """Which architectures have not finished every split yet ("" when all have)."""
+    done = {a.arch: a.test.n for a in report.archs}
+    behind = [
+        f"{arch} {done.get(arch, 0)}/{report.config.splits}"
+        for arch in report.config.archs
+        if done.get(arch, 0) < report.config.splits
+    ]
+    return ("Unfinished (splits done): " + ", ".join(behind)) if behind else ""
+
+
 def settings_line(report: ExperimentReport) -> str:
     c = report.config
     runs = report.runs
@@ -193,7 +204,12 @@ def comparison_rows(report: ExperimentReport) -> list[list[str]]:
 
 def format_table(report: ExperimentReport) -> str:
     """Plain-text tables for the terminal."""
-    lines = [settings_line(report), "", "Accuracy in % (test on each split's held-out part):"]
+    lines = [
+        settings_line(report),
+        unfinished_line(report),
+        "",
+        "Accuracy in % (test on each split's held-out part):",
+    ]
     lines += _aligned(summary_rows(report))
     if report.comparisons:
         lines += ["", f"Paired differences of test accuracy in points (α = {ALPHA}, Holm-corrected):"]
@@ -232,6 +248,7 @@ def markdown(report: ExperimentReport, plot_name: str | None = PLOT_PNG) -> str:
         f"# Architecture comparison: {', '.join(c.archs)}",
         "",
         settings_line(report) + ".",
+        unfinished_line(report) + ("." if unfinished_line(report) else ""),
         "Each architecture is trained on the same random splits (paired), from fresh random weights "
         "each time. Accuracies are in %; the 95% interval is mean ± t·s/√n over splits.",
         "",
