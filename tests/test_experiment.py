@@ -206,6 +206,10 @@ def test_progress_shows_runs_done_time_per_run_and_time_left() -> None:
         "mlp:800@1": {"arch": "mlp:800", "seconds": 14.0},
         "cnn@0": {"arch": "cnn", "seconds": 100.0},
     }
+    progress.update({k: v for k, v in done.items() if k != "cnn@0"})
+    assert stream.text.strip().splitlines()[-1] == (
+        "[########................] 2/6 runs · 12.0 s/run · ~0m24s left if cnn runs as fast as the others"
+    )
     progress.update(done)
     last = stream.text.strip().splitlines()[-1]
     # left: one mlp:800 (12 s) + two cnn (100 s each) on 2 jobs = 106 s

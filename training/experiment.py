@@ -561,7 +561,15 @@ class Progress:
         seconds = [r["seconds"] for r in finished.values()]
         per_run = f"{sum(seconds) / len(seconds):.1f} s/run" if seconds else "-- s/run"
         left = self.seconds_left(finished)
-        left_text = "done" if done >= self.total else (f"~{_duration(left)} left" if left else "estimating")
+        untimed = sorted(set(self.pending_archs(finished)) - {r["arch"] for r in finished.values()})
+        if done >= self.total:
+            left_text = "done"
+        elif left is None:
+            left_text = "estimating"
+        elif untimed:  # guessed at the mean of the others: a CNN may take far longer than an MLP
+            left_text = f"~{_duration(left)} left if {', '.join(untimed)} runs as fast as the others"
+        else:
+            left_text = f"~{_duration(left)} left"
         return f"[{bar}] {done}/{self.total} runs · {per_run} · {left_text}"
 
     def seconds_left(self, finished: dict[str, dict]) -> float | None:
