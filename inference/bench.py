@@ -62,13 +62,14 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 async def run_load(
-    call: Call, photos: Sequence[bytes], *, concurrency: int, seconds: float, warmup_s: float = 1.0
+    call: Call, photos: Sequence[bytes], *, concurrency: int, seconds: float, warmup_s: float | None = None
 ) -> tuple[list[tuple[float, float]], int, float]:
     """Closed loop: returns ([(finished_at, latency_ms)] inside the window, failures, window length).
 
     Every failure counts, warm-up included; throughput counts the answers completed in the window.
     """
     order = itertools.cycle(range(len(photos)))
+    warmup_s = warmup_s if warmup_s is not None else max(1.0, 0.15 * seconds)  # let the queues fill first
     begin = time.monotonic()
     start, stop = begin + warmup_s, begin + warmup_s + seconds
     done: list[tuple[float, float]] = []
@@ -188,7 +189,7 @@ class SwapResult:
     steady_p50_ms: float
     steady_p95_ms: float
     steady_p99_ms: float
-    swap_p50_ms: float  # answers that finished within `window_s` after a swap began
+    swap_p50_ms: float  # answers that finished while a swap loaded or within `window_s` after it
     swap_p95_ms: float
     swap_p99_ms: float
     swap_max_ms: float
@@ -221,27 +222,28 @@ async def hot_swap_under_load(
             seen.add(prediction.version)
         return prediction
 
-    swap_times: list[float] = []
-    reload_ms: list[float] = []
+    swaps_done: list[tuple[float, float]] = []  # (began, switched) per swap
+    ticks = time.monotonic() + 1.0  # run_load's warm-up ends here
 
     async def swapper() -> None:
-        await asyncio.sleep(1.0)  # run_load's warm-up
-        for target in itertools.islice(itertools.cycle((versions[1], versions[0])), int(seconds // every_s)):
-            await asyncio.sleep(every_s)
+        targets = itertools.cycle((versions[1], versions[0]))
+        n = 0
+        while (n := n + 1) * every_s < seconds:  # every swap falls inside the measured window
+            await asyncio.sleep(max(0.0, ticks + n * every_s - time.monotonic()))
             began = time.monotonic()
-            swap_times.append(began)
-            store.promote(name, target)
+            store.promote(name, next(targets))
             await classifier.reload(name)
-            reload_ms.append((time.monotonic() - began) * 1000.0)
+            swaps_done.append((began, time.monotonic()))
 
-    load = asyncio.create_task(run_load(call, photos, concurrency=concurrency, seconds=seconds))
+    load = asyncio.create_task(run_load(call, photos, concurrency=concurrency, seconds=seconds, warmup_s=1.0))
     swaps = asyncio.create_task(swapper())
     done, failed, window = await load
     swaps.cancel()
     await asyncio.gather(swaps, return_exceptions=True)
 
     def near_swap(finished: float) -> bool:
-        return any(t <= finished <= t + window_s for t in swap_times)
+        """Answered while a swap was loading, or within `window_s` after it switched."""
+        return any(began <= finished <= switched + window_s for began, switched in swaps_done)
 
     bumped = [ms for at, ms in done if near_swap(at)]
     steady = [ms for at, ms in done if not near_swap(at)]
@@ -249,7 +251,7 @@ async def hot_swap_under_load(
         model=name,
         concurrency=concurrency,
         seconds=window,
-        swaps=len(swap_times),
+        swaps=len(swaps_done),
         answered=len(done),
         failed=failed,
         versions_seen=sorted(seen),
@@ -260,7 +262,7 @@ async def hot_swap_under_load(
         swap_p95_ms=percentile(bumped, 95),
         swap_p99_ms=percentile(bumped, 99),
         swap_max_ms=max(bumped, default=float("nan")),
-        reload_ms=[round(ms, 1) for ms in reload_ms],
+        reload_ms=[round((switched - began) * 1000.0, 1) for began, switched in swaps_done],
     )
 
 

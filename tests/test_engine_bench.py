@@ -1,0 +1,43 @@
+"""`photobot bench inference` end to end on a tiny real model: the report's shape, and a clean hot swap."""
+
+from __future__ import annotations
+
+import json
+
+from engine_fixtures import add_version, digit_meta, train_digit_model
+
+from inference.bench import arithmetic_peak, percentile
+from inference.model_store import ModelStore
+from photobot.cli import main
+
+
+def test_bench_inference_reports_engine_baselines_ratios_and_a_clean_hot_swap(
+    tmp_path, monkeypatch, mnist_path, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+    store = ModelStore(tmp_path / "var" / "models")
+    add_version(store, "digits", train_digit_model(mnist_path, tmp_path / "d.keras"), digit_meta())
+    argv = ["bench", "inference", "--models", "digits", "--concurrency", "1,4", "--seconds", "0.5"]
+    argv += ["--photos", "12", "--swap-seconds", "3", "--swap-every", "0.6", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    cells = {(r["method"], r["concurrency"]) for r in report["rows"]}
+    assert cells == {(m, c) for m in ("engine", "predict", "call") for c in (1, 4)}
+    assert all(r["failed"] == 0 and r["answered"] > 0 for r in report["rows"])
+    assert {(r["versus"], r["concurrency"]) for r in report["ratios"]} == {
+        (m, c) for m in ("predict", "call") for c in (1, 4)
+    }
+    swap = report["hot_swap"]
+    assert swap["failed"] == 0
+    assert swap["swaps"] >= 2
+    assert swap["versions_seen"] == [1, 2]
+    assert store.active_version("digits") == 1  # the swap ran on a copy of the store
+
+
+def test_arithmetic_peak_and_percentiles():
+    peak = arithmetic_peak(seconds=0.2)
+    assert peak.cores >= 1 and peak.measured_gflops > 0
+    assert peak.flops_per_cycle in (8, 16, 32, 64)
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
