@@ -25,6 +25,7 @@ def engine_config(settings: Settings, **changes: object) -> EngineConfig:
         "deadline_s": limits.deadline_s,
         "workers": limits.workers,
         "reload_poll_s": limits.reload_poll_s,
+        "pool": limits.pool,
         **changes,
     }
     return EngineConfig(**values)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ class EngineLimits:
     deadline_s: float = 10.0  # a request not answered by then fails with a timeout
     workers: int = 0  # decode/preprocess threads; 0 means one per CPU core
     reload_poll_s: float = 2.0  # how often the model store's `active` pointers are checked; 0: never
+    pool: str = "thread"  # "thread" or "process": where decoding and preprocessing run
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Settings:
                 deadline_s=_number(env, "ENGINE_DEADLINE_S", engine_defaults.deadline_s, float),
                 workers=_number(env, "ENGINE_WORKERS", engine_defaults.workers, int),
                 reload_poll_s=_number(env, "ENGINE_RELOAD_POLL_S", engine_defaults.reload_poll_s, float),
+                pool=_choice(env, "ENGINE_POOL", engine_defaults.pool, ("thread", "process")),
             ),
             max_image_bytes=_number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
@@ -148,6 +150,13 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:
         raise SettingsError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 
