@@ -133,22 +133,26 @@ def read_digits(image: Image.Image | np.ndarray) -> DigitCrops:
     """Find the handwritten digits on a photo and return them as MNIST-like crops, left to right."""
     gray = working_gray(image)
     height, width = gray.shape
-    ink, threshold, reason = ink_map(gray)
-    if ink is None:
+    found, reason = ink_map(gray)
+    if found is None:
         return _nothing(reason or "no ink on the photo")
-    mask = ink > threshold
+    mask = found.strokes()
     if mask.mean() > 0.25:
         return _nothing("too much of the photo is dark marks to be a digit on paper")
-    mask = remove_ruled_lines(mask)
+    # Lines are found where they are whole (at half the threshold: faint lines break into dashes at the
+    # full one), then erased from the strokes: ruled lines first, then squared paper's columns.
+    guide = found.strokes(0.5)
+    mask = remove_ruled_lines(mask, guide)
+    mask = remove_ruled_lines(mask.T, guide.T).T
     labels, components = label_components(mask)
-    if len(components) > 400:
-        return _nothing("the photo is too busy (texture or a scene, not a digit on paper)")
     components = _drop_border_and_specks(components, height, width)
+    if len(components) > 150:
+        return _nothing("the photo is too busy (texture or a scene, not a digit on paper)")
     groups = _digit_row(_group_by_columns(components))
     why = _implausible(groups, components, height, width)
     if why:
         return _nothing(why)
-    crops = np.stack([_crop_group(ink, labels, group, threshold) for group in groups])
+    crops = np.stack([_crop_group(found.ink, labels, group, found.threshold) for group in groups])
     boxes = tuple((g.left / width, g.top / height, g.right / width, g.bottom / height) for g in groups)
     return DigitCrops(crops=crops, reason=None, boxes=boxes)
 
@@ -167,66 +171,159 @@ def working_gray(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
 
 
-def ink_map(gray: np.ndarray) -> tuple[np.ndarray | None, float, str | None]:
-    """How much ink each pixel holds, background removed and polarity decided.
+@dataclass(frozen=True)
+class InkMap:
+    """How much ink each pixel holds: about 1 on strokes, about 0 on the paper, whatever the lighting."""
 
-    Returns `(ink, threshold, reason)`: `ink` is float32, about 1 on the strokes and about 0 on the
-    paper, whatever the paper's colour, the lighting or the polarity; `threshold` separates strokes from
-    noise; `reason` says why there is no ink map (a blank, uniform photo).
-    """
-    background = estimate_background(gray)
-    residual = gray - background
-    dark_ink = _dark_ink(residual)
-    if dark_ink:
-        # Paper reflects light, ink absorbs a fraction of it: divide by the paper's brightness so a
-        # stroke in the shadow counts as much as one in the light.
-        signal = -residual / np.maximum(background, 0.15)
-    else:
-        signal = residual / np.maximum(1.0 - background, 0.15)
-    noise = _robust_sigma(signal)
-    candidates = signal[signal > max(5.0 * noise, 0.08)]
+    ink: np.ndarray  # float32, normalised by the strongest marks' strength
+    threshold: float  # on `ink`: a stroke pixel is above it
+    significant: (
+        np.ndarray
+    )  # bool: clearly beyond the sensor noise where the pixel is (dark areas are noisier)
+
+    def strokes(self, relative: float = 1.0) -> np.ndarray:
+        """Pixels with ink above `relative` × threshold that stand out from the noise."""
+        return self.significant & (self.ink > relative * self.threshold)
+
+
+def ink_map(gray: np.ndarray) -> tuple[InkMap | None, str | None]:
+    """Remove the background, decide the polarity, and scale the ink; or say why there is no ink."""
+    blocks = _blocks(gray)
+    if blocks is None:
+        return None, "the photo is too small"
+    cells, geometry = blocks
+    dark_ink = _dark_ink(gray, cells, geometry)
+    # The paper is the bright majority of a block under dark ink (the dark one under chalk): a high
+    # quantile still sees it in a block that a thick stroke mostly covers.
+    paper = np.quantile(cells, 0.8 if dark_ink else 0.2, axis=2)
+    background = _smooth_background(paper, geometry, gray.shape)
+    residual = background - gray if dark_ink else gray - background
+    noise = _robust_sigma(residual)  # the sensor's noise, the same in light and shadow
+    # Paper reflects light and ink absorbs a fraction of it: dividing by the paper's brightness makes a
+    # stroke in the shadow count as much as one in the light (chalk: by the room left to white).
+    reflectance = np.maximum(background if dark_ink else 1.0 - background, 0.15)
+    signal = residual / reflectance
+    significant = residual > max(4.0 * noise, 0.02)
+    candidates = signal[significant & (residual > 5.0 * noise)]
     if candidates.size < 12:
-        return None, 0.0, "no marks stand out from the paper"
-    strength = float(np.percentile(candidates, 90))
-    if strength < max(8.0 * noise, 0.12):
-        return None, 0.0, "the marks are too faint to read"
-    threshold = max(4.0 * noise, 0.35 * strength, 0.06)
-    ink = signal * (1.0 / (0.8 * strength))
-    return ink.astype(np.float32), threshold / (0.8 * strength), None
+        return None, "no marks stand out from the paper"
+    # The strongest marks set the scale: a high quantile, so that many faint ruled lines around a
+    # small digit do not pull the threshold down into the noise.
+    strength = float(np.percentile(candidates, 99))
+    if strength < 0.1:
+        return None, "the marks are too faint to read"
+    scale = 1.0 / (0.8 * strength)
+    threshold = max(0.35 * strength, 0.05) * scale
+    return InkMap(ink=(signal * scale).astype(np.float32), threshold=threshold, significant=significant), None
 
 
-def estimate_background(gray: np.ndarray, blocks: int = 8) -> np.ndarray:
-    """The paper's brightness under the lighting: block medians, median-smoothed, bilinear upsampled.
-
-    A block median is the paper wherever strokes cover less than half of the block; the 3×3 median
-    over blocks then discards the few blocks that a thick stroke fills.
-    """
-    height, width = gray.shape
-    side = max(4, round(max(height, width) / blocks))
-    rows, cols = max(1, height // side), max(1, width // side)
-    trimmed = gray[: rows * side, : cols * side] if height >= side and width >= side else gray
-    if height < side or width < side:
+def estimate_background(gray: np.ndarray) -> np.ndarray:
+    """The paper's brightness under the lighting (see `ink_map`), for inspection and tests."""
+    blocks = _blocks(gray)
+    if blocks is None:
         return np.full_like(gray, float(np.median(gray)))
-    grid = np.median(trimmed.reshape(rows, side, cols, side).transpose(0, 2, 1, 3).reshape(rows, cols, -1), 2)
-    grid = _median3x3(grid.astype(np.float32))
-    image = Image.fromarray(grid, mode="F").resize((width, height), Image.BILINEAR)
-    return np.asarray(image, dtype=np.float32)
+    cells, geometry = blocks
+    paper = np.quantile(cells, 0.8 if _dark_ink(gray, cells, geometry) else 0.2, axis=2)
+    return _smooth_background(paper, geometry, gray.shape)
 
 
-def _median3x3(grid: np.ndarray) -> np.ndarray:
-    padded = np.pad(grid, 1, mode="edge")
+def _blocks(gray: np.ndarray, count: int = 16) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+    """The photo cut into square blocks, `count` along the longer side: (rows, cols, pixels), geometry."""
+    height, width = gray.shape
+    side = max(4, round(max(height, width) / count))
+    rows, cols = height // side, width // side
+    if rows < 3 or cols < 3:
+        return None
+    top, left = (height - rows * side) // 2, (width - cols * side) // 2
+    trimmed = gray[top : top + rows * side, left : left + cols * side]
+    cells = trimmed.reshape(rows, side, cols, side).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    return cells, (top, left, side)
+
+
+def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int]) -> bool:
+    """True when the marks are darker than the paper (ink on paper), False for chalk on a board.
+
+    The blocks' medians are the paper wherever most of a block is paper; the smooth surface through
+    them (see `_smooth_background`) ignores the blocks a thick digit fills and follows the lighting.
+    Where the surface misses the lighting (strong vignetting, a shadow's edge) it is off by a little
+    over large areas; marks are far off over small ones. So the extreme tails decide, not the sums.
+    """
+    background = _smooth_background(np.median(cells, axis=2), geometry, gray.shape)
+    residual = gray - background
+    darkest, lightest = np.quantile(residual, [0.0007, 0.9993])
+    return -float(darkest) >= float(lightest)
+
+
+def _block_centres(
+    geometry: tuple[int, int, int], shape: tuple[int, int], grid_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the blocks' centres, in [-1, 1] across the photo."""
+    top, left, side = geometry
+    height, width = shape
+    rows, cols = grid_shape
+    centre_y = (top + side * (np.arange(rows) + 0.5)) / height * 2.0 - 1.0
+    centre_x = (left + side * (np.arange(cols) + 0.5)) / width * 2.0 - 1.0
+    grid_y, grid_x = np.meshgrid(centre_y, centre_x, indexing="ij")
+    return grid_x, grid_y
+
+
+def _smooth_background(
+    paper: np.ndarray, geometry: tuple[int, int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    """A smooth surface through the blocks' paper values, out to the very corners.
+
+    A quadratic surface fitted to the blocks, dropping those that disagree (full of ink), models
+    gradients and vignetting; what it misses on a large scale (a shadow's edge) is added back from the
+    5×5 median of the residuals of the blocks it kept, so blocks full of ink add nothing.
+    """
+    height, width = shape
+    top, left, side = geometry
+    rows, cols = paper.shape
+    grid_x, grid_y = _block_centres(geometry, shape, paper.shape)
+    coefficients, inliers = _robust_quadratic(grid_x.ravel(), grid_y.ravel(), paper.ravel())
+    residual = np.where(inliers.reshape(paper.shape), paper - _quadratic(coefficients, grid_x, grid_y), 0.0)
+    correction = _median_filter(residual.astype(np.float32), 5)
+    full_y = np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, np.newaxis]
+    full_x = np.linspace(-1.0, 1.0, width, dtype=np.float32)[np.newaxis, :]
+    surface = _quadratic(coefficients.astype(np.float32), full_x, full_y)
+    # the correction grid sits on the blocks' centres; pad it by its edge values to reach the borders
+    padded = np.pad(correction, 1, mode="edge")
+    upsampled = np.asarray(
+        Image.fromarray(padded, mode="F").resize(((cols + 2) * side, (rows + 2) * side), Image.BILINEAR)
+    )
+    window = upsampled[side - top : side - top + height, side - left : side - left + width]
+    return (surface + window).astype(np.float32)
+
+
+def _quadratic(c: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y
+
+
+def _robust_quadratic(x: np.ndarray, y: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares quadratic surface, refitted without the outliers (ink blocks) a few times.
+
+    Returns the coefficients and which values were kept as inliers.
+    """
+    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    keep = np.ones(len(values), bool)
+    coefficients = np.zeros(6)
+    for _ in range(4):
+        coefficients = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        residual = values - design @ coefficients
+        spread = 1.4826 * float(np.median(np.abs(residual[keep])))
+        new_keep = np.abs(residual) <= max(3.0 * spread, 0.015)
+        if new_keep.sum() < 8 or np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return coefficients, keep
+
+
+def _median_filter(grid: np.ndarray, size: int) -> np.ndarray:
+    reach = size // 2
+    padded = np.pad(grid, reach, mode="edge")
     rows, cols = grid.shape
-    stack = [padded[dy : dy + rows, dx : dx + cols] for dy in range(3) for dx in range(3)]
+    stack = [padded[dy : dy + rows, dx : dx + cols] for dy in range(size) for dx in range(size)]
     return np.median(np.stack(stack), axis=0).astype(np.float32)
-
-
-def _dark_ink(residual: np.ndarray) -> bool:
-    """True when the strong outliers are darker than the background (ink on paper)."""
-    noise = _robust_sigma(residual)
-    cut = max(4.0 * noise, 0.04)
-    dark = residual[residual < -cut]
-    light = residual[residual > cut]
-    return float(-dark.sum()) >= float(light.sum())
 
 
 def _robust_sigma(values: np.ndarray) -> float:
@@ -238,23 +335,29 @@ def _robust_sigma(values: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------- ruled lines
 
 
-def remove_ruled_lines(mask: np.ndarray, reach: int = 2) -> np.ndarray:
+def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach: int = 2) -> np.ndarray:
     """Erase long thin horizontal structures that span most of the width (ruled paper, table edges).
 
-    A line is found in the mask smeared vertically by `reach` pixels, so slightly tilted lines still
-    form long horizontal runs. Its pixels are erased, then restored where ink lies both just above and
-    just below them: that is a stroke crossing the line, which must stay whole.
+    A line is found in `guide` (default: the mask) smeared vertically by `reach` pixels, so slightly
+    tilted lines still form long horizontal runs. Its pixels are erased from the mask, then restored
+    where ink lies both just above and just below them: a stroke crossing the line stays whole.
     """
     height, width = mask.shape
-    smeared = mask.copy()
+    guide = mask if guide is None else guide
+    smeared = guide.copy()
     for shift in range(1, reach + 1):
-        smeared[shift:] |= mask[:-shift]
-        smeared[:-shift] |= mask[shift:]
+        smeared[shift:] |= guide[:-shift]
+        smeared[:-shift] |= guide[shift:]
+    bridged = smeared.copy()  # close the small gaps that noise leaves in a faint line
+    for shift in (1, 2):
+        bridged[:, shift:] |= smeared[:, :-shift]
+        bridged[:, :-shift] |= smeared[:, shift:]
+    smeared = bridged
     long_runs = _long_horizontal_runs(smeared, max(24, width // 5))
     if not long_runs.any():
         return mask
     labels, parts = label_components(long_runs)
-    lines = [p for p in parts if p.width >= 0.5 * width and p.height <= max(6, height // 12)]
+    lines = [p for p in parts if p.width >= 0.6 * width and p.height <= max(6, height // 12)]
     if not lines:
         return mask
     line_band = np.isin(labels, [p.index for p in lines])
@@ -406,16 +509,38 @@ def _group_by_columns(components: list[_Component]) -> list[_Group]:
 
 
 def _digit_row(groups: list[_Group]) -> list[_Group]:
-    """The tallest group and the groups of similar height beside it in the same row, left to right."""
+    """The digits in the row of the tallest mark, left to right.
+
+    Marks of similar height beside the tallest one are digits. Small marks close to a digit are pieces
+    of it (the bar of a 5 that the pen lifted off); others are dropped. Two digits that nearly touch
+    and together are no wider than one digit are one digit broken in two.
+    """
     if not groups:
         return []
     tallest = max(groups, key=lambda g: g.height)
+    unit = tallest.height
     middle = (tallest.top + tallest.bottom) / 2
-    return [
-        g
-        for g in groups
-        if g.height >= 0.45 * tallest.height and abs((g.top + g.bottom) / 2 - middle) <= 0.5 * tallest.height
-    ]
+    in_row = [g for g in groups if abs((g.top + g.bottom) / 2 - middle) <= 0.6 * unit]
+    digits = [g for g in in_row if g.height >= 0.45 * unit]
+    for piece in (g for g in in_row if g.height < 0.45 * unit):
+        nearest = min(digits, key=lambda g: _gap(piece, g))
+        if _gap(piece, nearest) <= 0.25 * unit and nearest.top - 0.25 * unit <= piece.top <= nearest.bottom:
+            nearest.members.extend(piece.members)
+    digits.sort(key=lambda g: g.left)
+    joined = digits[:1]
+    for group in digits[1:]:
+        previous = joined[-1]
+        span = max(previous.right, group.right) - min(previous.left, group.left)
+        if _gap(previous, group) <= 0.04 * unit and span <= 0.8 * unit:
+            previous.members.extend(group.members)
+        else:
+            joined.append(group)
+    return joined
+
+
+def _gap(a: _Group, b: _Group) -> int:
+    """Horizontal distance between two groups (0 when their columns overlap)."""
+    return max(0, max(a.left, b.left) - min(a.right, b.right))
 
 
 def _implausible(groups: list[_Group], components: list[_Component], height: int, width: int) -> str | None:
@@ -432,9 +557,9 @@ def _implausible(groups: list[_Group], components: list[_Component], height: int
     for group in groups:
         aspect = group.width / group.height
         fill = group.area / (group.width * group.height)
-        if aspect > 1.6:
+        if aspect > 2.2:
             return "a mark is much wider than a digit"
-        if aspect > 0.45 and fill > 0.62:
+        if aspect > 0.45 and fill > 0.72:
             return "a mark is a filled blob, not pen strokes"
     return None
 

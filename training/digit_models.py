@@ -43,11 +43,11 @@ def make_cnn(*, learning_rate: float = 1e-3, dropout: float = 0.25) -> keras.Mod
     for block, filters in enumerate((32, 64), start=1):
         for step in (1, 2):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}_{step}")(x)
-            x = layers.BatchNormalization(name=f"bn{block}_{step}")(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"bn{block}_{step}")(x)
             x = layers.ReLU(name=f"relu{block}_{step}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{block}")(x)  # 28 → 14 → 7
     x = layers.Conv2D(128, 3, padding="valid", use_bias=False, name="conv3")(x)  # 7 → 5
-    x = layers.BatchNormalization(name="bn3")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="bn3")(x)
     x = layers.ReLU(name="relu3")(x)
     x = layers.GlobalAveragePooling2D(name="pool3")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
