@@ -24,7 +24,7 @@ SUMMARY_CSV = "summary.csv"
 COMPARISONS_CSV = "comparisons.csv"
 RUNS_CSV = "runs.csv"
 PLOT_PNG = "accuracy.png"
-_ZOOM_POINTS = 5.0  # the plot's second panel shows the architectures within this many points of the best
+_ZOOM_POINTS = 10.0  # the plot's second panel shows the architectures within this many points of the best
 
 
 @dataclass(frozen=True)
