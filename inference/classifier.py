@@ -468,12 +468,16 @@ class Classifier:
         while True:
             await asyncio.sleep(self.config.reload_poll_s)
             for name, slot in self._slots.items():
-                active = self.store.active_version(name)
-                current = slot.serving.version.version if slot.serving else None
-                if active is None or active == current or active in slot.refused:
-                    continue
-                with contextlib.suppress(ModelUnavailable):
+                try:
+                    active = self.store.active_version(name)
+                    current = slot.serving.version.version if slot.serving else None
+                    if active is None or active == current or active in slot.refused:
+                        continue
                     await self.reload(name)
+                except ModelUnavailable:
+                    pass  # reported by reload; the version is remembered as refused
+                except Exception:
+                    log.exception("%s: checking the model store failed; will try again", name)
 
     def _seed(self, name: str) -> None:
         """Give an empty store the shipped default, so a fresh install answers without training."""

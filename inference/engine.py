@@ -180,7 +180,12 @@ class BatchWorker:
             batch = self._take_batch()
             if batch is None:
                 return
-            self._run(batch)
+            try:
+                self._run(batch)
+            except Exception as error:  # the worker must outlive any one batch
+                log.exception("%s: a batch failed unexpectedly", self.name)
+                for request in batch:
+                    _resolve(request, error=_as_inference_error(error))
 
     def _take_batch(self) -> list[_Request] | None:
         """Wait for work, then for more rows until max_batch or max_wait_ms after the oldest arrived."""

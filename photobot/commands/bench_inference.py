@@ -99,17 +99,14 @@ async def _bench(
                             "max_pixels": settings.max_image_pixels,
                         },
                     )
+                seconds = args.seconds or DEFAULT_SECONDS[name]
                 for concurrency in concurrencies:
                     cell = [
-                        await bench.measure_engine(
-                            classifier, name, mode, photos[name], concurrency, args.seconds
-                        )
+                        await bench.measure_engine(classifier, name, mode, photos[name], concurrency, seconds)
                     ]
                     if baseline is not None:
                         for method in ("predict", "call"):
-                            cell.append(
-                                await baseline.measure(method, photos[name], concurrency, args.seconds)
-                            )
+                            cell.append(await baseline.measure(method, photos[name], concurrency, seconds))
                     for result in cell:
                         rows.append(result.as_json())
                         _say(_row_text(result, cell[0]))
