@@ -97,3 +97,31 @@ def test_unusable_folders_are_refused_with_a_clear_message(
     assert main(["train", "flowers", "--test-percent", "70"]) == 1
     assert "--test-percent must be between 0 and 50" in capsys.readouterr().err
     assert not (data_dir / "models" / "flowers").exists()
+
+
+@pytest.mark.slow
+def test_fine_tune_retrains_the_top_of_the_backbone_and_cannot_ship_as_a_head(
+    photos: Path, data_dir: Path, flower_backbone, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keras
+    import numpy as np
+
+    from training.effnet_lite0 import backbone_id
+    from training.flower_data import load_pixels
+    from training.flower_model import export_shipped
+
+    assert main(["train", "flowers", "--images", str(photos), *QUICK, "--fine-tune", "--json"]) == 0
+    output = capsys.readouterr().out
+    assert "fine-tune: epoch 1" in output
+    report = _last_json(output)
+    assert report["test_accuracy"] >= 0.6
+    version = ModelStore(data_dir / "models").active("flowers")
+    assert version.meta["fine_tuned"] is True
+    assert version.meta["backbone"].startswith(f"{backbone_id()}-ft-")
+    model = keras.saving.load_model(version.model_file, safe_mode=True)
+    pixels = load_pixels(next((photos / "daisy").iterdir()))[None].astype(np.float32)
+    tuned = np.asarray(model.get_layer("efficientnet_lite0").predict_on_batch(pixels))
+    base = np.asarray(flower_backbone.predict_on_batch(pixels))
+    assert tuned.shape == base.shape and not np.allclose(tuned, base, atol=1e-3)
+    with pytest.raises(ValueError, match="own backbone"):
+        export_shipped(version, data_dir / "shipped")

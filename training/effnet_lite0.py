@@ -90,17 +90,39 @@ def _block(x: keras.KerasTensor, index: int, stage: Stage, stride: int, in_chann
     return x
 
 
+def _block_plan() -> list[tuple[int, Stage, int, int]]:
+    """(index, stage, stride, input channels) of each of the 16 blocks."""
+    plan, channels, index = [], STEM_CHANNELS, 0
+    for stage in STAGES:
+        for repeat in range(stage.repeats):
+            plan.append((index, stage, stage.stride if repeat == 0 else 1, channels))
+            channels, index = stage.channels, index + 1
+    return plan
+
+
 def backbone_layers(pixels: keras.KerasTensor) -> keras.KerasTensor:
     """Wire the backbone onto an input of 0..255 pixels; returns the (N, 1280) pooled features."""
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_unit")(pixels)
     x = _conv_bn(x, "conv_stem", "bn0", STEM_CHANNELS, 3, stride=2)
-    channels, index = STEM_CHANNELS, 0
-    for stage in STAGES:
-        for repeat in range(stage.repeats):
-            x = _block(x, index, stage, stage.stride if repeat == 0 else 1, channels)
-            channels, index = stage.channels, index + 1
+    return top_layers(x, first_block=0)
+
+
+def top_layers(x: keras.KerasTensor, first_block: int) -> keras.KerasTensor:
+    """Blocks `first_block`…15, the 1×1 head conv and pooling: the part that fine-tuning retrains."""
+    for index, stage, stride, channels in _block_plan()[first_block:]:
+        x = _block(x, index, stage, stride, channels)
     x = _conv_bn(x, "conv_head", "bn1", FEATURES, 1)
     return keras.layers.GlobalAveragePooling2D(name="features")(x)
+
+
+def block_input_shape(block: int) -> tuple[int, int, int]:
+    """The (h, w, channels) a block receives from a 224×224 photo."""
+    size = IMAGE_SIZE // 2  # after the stem
+    for index, _stage, stride, channels in _block_plan():
+        if index == block:
+            return (size, size, channels)
+        size //= stride
+    raise ValueError(f"EfficientNet-Lite0 has no block {block}")
 
 
 def image_input() -> keras.KerasTensor:

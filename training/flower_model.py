@@ -126,7 +126,14 @@ def seed_flower_model(store: ModelStore, shipped: Path = SHIPPED_DIR) -> ModelVe
 
 
 def export_shipped(version: ModelVersion, target: Path = SHIPPED_DIR) -> Path:
-    """Copy what a fresh install needs of a trained version (head.npz + meta.json) into `target`."""
+    """Copy what a fresh install needs of a trained version (head.npz + meta.json) into `target`.
+
+    Only versions on the package's own backbone can ship as a head: a fine-tuned one cannot.
+    """
+    if version.meta.get("fine_tuned") or version.meta.get("backbone") != backbone_id():
+        raise ValueError(
+            f"flowers v{version.version} has its own backbone; only a head on the package's ships"
+        )
     target.mkdir(parents=True, exist_ok=True)
     (target / HEAD_FILE).write_bytes((version.path / HEAD_FILE).read_bytes())
     meta = {k: v for k, v in version.meta.items() if k not in ("name", "version", "parent", "timings_s")}

@@ -53,6 +53,9 @@ class FlowerConfig:
     calibration_photos: int = 300  # synthetic non-flower photos (seed 1) to place the refusal threshold
     evaluation_photos: int = 300  # synthetic non-flower photos (seed 2) to measure it
     package_photos: bool = True  # also measure on the real photos shipped in installed packages
+    fine_tune: bool = False  # also retrain the top of the backbone on augmented photos (training.fine_tune)
+    fine_tune_variants: int = 2  # augmented copies of each training photo
+    fine_tune_epochs: int = 6
 
 
 @dataclass
@@ -180,6 +183,38 @@ def train_flowers(
         train, validation if len(validation[0]) else train, len(classes), config
     )
     timings["head"] = time.perf_counter() - mark
+    backbone_name = backbone_id()
+    extracted = extraction.extracted
+
+    if config.fine_tune:
+        from training.fine_tune import FineTuneConfig, fine_tune, weights_id
+
+        mark = time.perf_counter()
+        held = splits["validation"] or splits["train"]
+        backbone, kernel, bias = fine_tune(
+            backbone,
+            (kernel, bias),
+            ([p.path for p in splits["train"]], train[1]),
+            ([p.path for p in held], arrays(held)[1]),
+            FineTuneConfig(
+                variants=config.fine_tune_variants, epochs=config.fine_tune_epochs, seed=config.seed
+            ),
+            progress,
+        )
+        backbone_name = f"{backbone_name}-ft-{weights_id(backbone)}"
+        extract = backbone.predict_on_batch
+        cache = BottleneckCache(cache_root, f"{backbone_name}-{PREPROCESSING_ID}")
+        tuned = bottlenecks(
+            photo_set.photos, cache, extract, progress=_every(progress, "fine-tuned features")
+        )
+        extracted += tuned.extracted
+        by_digest.update(zip((p.digest for p in photo_set.photos), tuned.features, strict=True))
+        train, validation, test = (
+            arrays(splits["train"]),
+            arrays(splits["validation"]),
+            arrays(splits["test"]),
+        )
+        timings["fine_tune"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     head = FlowerHead(
@@ -188,7 +223,7 @@ def train_flowers(
     others = non_flower_sets(config)
     other_runs = {name: bottlenecks([p for _, p in items], cache, extract) for name, items in others.items()}
     other_features = {name: run.features for name, run in other_runs.items()}
-    extracted = extraction.extracted + sum(run.extracted for run in other_runs.values())
+    extracted += sum(run.extracted for run in other_runs.values())
     calibration_set = validation if len(validation[0]) else train
     thresholds = calibrate(
         head.ood.distances(calibration_set[0]).min(axis=1),
@@ -207,7 +242,8 @@ def train_flowers(
     meta = {
         "labels": classes,
         "preprocessing": PREPROCESSING_ID,
-        "backbone": backbone_id(),
+        "backbone": backbone_name,
+        "fine_tuned": config.fine_tune,
         "outputs": ["probabilities", "distances"],
         "ood": {"method": "mahalanobis-l2-lowrank", "rank": config.ood_rank, **thresholds.as_meta()},
         "metrics": metrics,

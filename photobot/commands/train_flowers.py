@@ -41,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fine-tune",
         action="store_true",
-        help="also fine-tune the top of the backbone with augmentation (slower; not available yet)",
+        help="also fine-tune the top of the backbone (blocks 14-15) on augmented photos (slower)",
     )
     parser.add_argument(
         "--no-promote", action="store_true", help="store the new version without making it the serving one"
@@ -54,8 +54,6 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from training.flower_data import DatasetError, find_flower_photos
     from training.train_flowers import FlowerConfig, train_flowers
 
-    if args.fine_tune:
-        raise UserFacingError("--fine-tune is not available in this version; train without it")
     for name in ("validation_percent", "test_percent"):
         value = getattr(args, name)
         if not 0 <= value < 50:
@@ -72,6 +70,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         calibration_photos=args.non_flower_photos,
         evaluation_photos=args.non_flower_photos,
         package_photos=args.package_photos,
+        fine_tune=args.fine_tune,
     )
     try:
         root = args.images if args.images else find_flower_photos(settings.datasets, settings.data_dir)
