@@ -76,10 +76,6 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "forget_done": "Done: I deleted {photos} photos and everything else I stored about you.",
         "forget_cancelled": "Nothing was deleted.",
         "not_allowed": "Sorry, this command is for admins only.",
-        "retrain_unavailable": (
-            "Retraining from chat is not available in this version yet. "
-            "Train by hand with: photobot train {model}"
-        ),
         "retrain_usage": "Usage: /retrain [digits|flowers]",
         "models_header": "Models:",
         "models_line": "{name} v{version}{serving} — {status}{metrics}",
@@ -177,10 +173,6 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "forget_done": "Готово: удалил {photos} фото и всё остальное, что хранил о вас.",
         "forget_cancelled": "Ничего не удалено.",
         "not_allowed": "Извините, эта команда только для администраторов.",
-        "retrain_unavailable": (
-            "Дообучение по фото из чата в этой версии пока недоступно. "
-            "Обучить вручную: photobot train {model}"
-        ),
         "retrain_usage": "Использование: /retrain [digits|flowers]",
         "models_header": "Модели:",
         "models_line": "{name} v{version}{serving} — {status}{metrics}",
