@@ -58,4 +58,4 @@ def register_fallbacks(application: Application) -> None:
     )
     application.add_handler(MessageHandler(filters.VOICE | filters.AUDIO, refuse_audio))
     application.add_handler(MessageHandler(filters.COMMAND, unknown_command))
-    application.add_handler(MessageHandler(filters.TEXT, hint))
+    application.add_handler(MessageHandler(filters.TEXT & filters.ChatType.PRIVATE, hint))  # not in groups

@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.services import lang, services
+from bot.services import Services, lang, services
 from bot.texts import percent, text
 
 
@@ -31,7 +31,7 @@ async def show_stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     await update.effective_message.reply_text("\n\n".join(lines))
 
 
-async def global_stats_text(found, language: str) -> str:
+async def global_stats_text(found: Services, language: str) -> str:
     figures = await found.store.global_stats()
     correct = sum(m.correct for m in figures.by_model.values())
     judged = sum(m.feedback for m in figures.by_model.values())
