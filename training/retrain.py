@@ -52,6 +52,7 @@ MODELS = ("digits", "flowers")
 DIGITS_BASE_EXAMPLES = 30_000  # MNIST training digits per fine-tuning run (a fresh random subset each time)
 DIGITS_EPOCHS = 3
 FLOWERS_EPOCHS = 300  # an upper bound: early stopping on the base validation split decides
+FLOWERS_LEARNING_RATE = 1e-4  # the head is warm-started from the serving version's
 MAX_REPEATS = 400  # a chat photo is never shown more often than this per epoch
 
 # Share of the overall progress bar each stage takes (they add up to 1).
@@ -72,7 +73,7 @@ class RetrainOptions:
     test_limit: int | None = None  # digits: first N MNIST test digits for the gate (None: all 10,000)
     epochs: int | None = None  # None: 3 for digits, up to 300 (early stopping) for flowers
     chat_share: float = 0.15  # share of every epoch's examples that are chat photos (oversampled)
-    learning_rate: float | None = None  # None: 3e-4 for digits (fine-tuning), 1e-3 for the flower head
+    learning_rate: float | None = None  # None: 3e-4 for digits, 1e-4 for the (warm-started) flower head
     batch_size: int = 128
     augment: bool | None = None  # digits; None: as the serving version was trained (meta "augmented")
     seed: int = 0
@@ -811,7 +812,7 @@ class FlowersRetrainer:
             "training", f"head on {len(train[0])} base + {len(chat_train[0])} chat photos × {repeats}"
         )
         head, history = self._fit_head(
-            x, y, validation if len(validation[0]) else train, chat_val, config, labels
+            x, y, validation if len(validation[0]) else train, chat_val, config, labels, serving_head
         )
         fitted_x = np.concatenate([train[0], chat_train[0]])
         fitted_y = np.concatenate([train[1], chat_train[1]])
@@ -863,8 +864,8 @@ class FlowersRetrainer:
             "epochs": self.options.epochs or FLOWERS_EPOCHS,
             "seed": self.options.seed,
         }
-        if self.options.learning_rate:
-            overrides["learning_rate"] = self.options.learning_rate
+        # The head starts from the serving one: small steps (measured: 1e-3 re-rolled the test split).
+        overrides["learning_rate"] = self.options.learning_rate or FLOWERS_LEARNING_RATE
         return FlowerConfig(**{**config.__dict__, **overrides})
 
     def _base_photos(self, labels: list[str], config: Any) -> dict[str, list]:
@@ -902,7 +903,7 @@ class FlowersRetrainer:
             used.append(example)
         return pixels, used
 
-    def _fit_head(self, x, y, validation, chat_val, config, labels):
+    def _fit_head(self, x, y, validation, chat_val, config, labels, start):
         import keras
 
         from training.flower_model import FlowerHead, head_layers
@@ -910,6 +911,10 @@ class FlowersRetrainer:
         keras.utils.set_random_seed(config.seed)
         features = keras.Input((x.shape[1],), name="features")
         model = keras.Model(features, head_layers(features, len(labels), config.dropout, config.l2))
+        # Start from the serving head, not from scratch: the candidate moves only as far as the
+        # chat photos (and early stopping on the base validation split) ask, which keeps the base
+        # test accuracy where it was instead of re-rolling it.
+        model.get_layer("probabilities").set_weights([start.kernel, start.bias])
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -944,18 +949,14 @@ class FlowersRetrainer:
         return FlowerHead(kernel=kernel, bias=bias, ood=None), callback.history  # detector added next
 
     def _with_detector(self, head, x, y, calibration, config, cache, extract):
-        from inference.flowers import flower_input
-        from training.flower_data import Pixels, bottlenecks
+        from training.flower_data import bottlenecks
         from training.flower_model import FlowerHead
-        from training.non_flowers import synthetic_non_flowers
         from training.ood import calibrate, fit_ood
-        from training.train_flowers import softmax
+        from training.train_flowers import non_flower_sets, softmax
 
         ood = fit_ood(x, y, n_classes=head.bias.shape[0], rank=config.ood_rank)
-        others = [
-            Pixels.of(flower_input(image))
-            for _, image in synthetic_non_flowers(config.calibration_photos, seed=1)
-        ]
+        # The same calibration photos as `photobot train flowers` (drawn only if not cached yet).
+        others = [item for _, item in non_flower_sets(config)["calibration"]]
         other_features = bottlenecks(others, cache, extract).features
         thresholds = calibrate(
             ood.distances(calibration[0]).min(axis=1),

@@ -35,7 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=0.15,
         help="share of each epoch's examples that are chat photos, oversampled (default 0.15)",
     )
-    parser.add_argument("--learning-rate", type=float, help="default: 3e-4 for digits, 1e-3 for flowers")
+    parser.add_argument(
+        "--learning-rate", type=float, help="default: 3e-4 for digits, 1e-4 for the flower head"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--nice", type=int, default=0, help="lower this process's CPU priority by N (the bot passes 10)"
