@@ -339,8 +339,8 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     """Erase long thin horizontal structures that span most of the width (ruled paper, table edges).
 
     A line is found in `guide` (default: the mask) smeared vertically by `reach` pixels, so slightly
-    tilted lines still form long horizontal runs. Its pixels are erased from the mask, then restored
-    where ink lies both just above and just below them: a stroke crossing the line stays whole.
+    tilted lines still form long horizontal runs. Its pixels are erased from the mask where the mask
+    is no thicker than the lines: a stroke crossing a line, or written along it, stays whole.
     """
     height, width = mask.shape
     guide = mask if guide is None else guide
@@ -361,14 +361,27 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     if not lines:
         return mask
     line_band = np.isin(labels, [p.index for p in lines])
-    cleaned = mask & ~line_band
-    gap = 3 + 2 * reach
-    above = np.zeros_like(mask)
-    below = np.zeros_like(mask)
-    for shift in range(1, gap + 1):
-        above[shift:] |= cleaned[:-shift]
-        below[:-shift] |= cleaned[shift:]
-    return cleaned | (mask & line_band & above & below)
+    # Erase only what is as thin as the lines themselves: where a stroke crosses a line, or runs along
+    # it, the ink there is thicker than the line, and stays.
+    thickness = _vertical_run_lengths(guide)
+    line_thickness = float(np.median(thickness[guide & line_band]))
+    return mask & ~(line_band & (thickness <= line_thickness + 1))
+
+
+def _vertical_run_lengths(mask: np.ndarray) -> np.ndarray:
+    """For each pixel of `mask`, the length of the vertical run it belongs to (0 off the mask)."""
+    columns = mask.T
+    count, height = columns.shape
+    padded = np.zeros((count, height + 2), np.int8)
+    padded[:, 1:-1] = columns
+    steps = np.diff(padded, axis=1)
+    cols, starts = np.nonzero(steps == 1)
+    _, ends = np.nonzero(steps == -1)
+    lengths = ends - starts
+    out = np.zeros(count * height, np.int32)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[np.repeat(cols * height + starts, lengths) + offsets] = np.repeat(lengths, lengths)
+    return out.reshape(count, height).T
 
 
 def _long_horizontal_runs(mask: np.ndarray, min_length: int) -> np.ndarray:

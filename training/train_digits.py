@@ -33,7 +33,7 @@ class DigitTrainingConfig:
 
     arch: str = "cnn"  # "cnn" (default reader) or "mlp" (the course's network)
     hidden: tuple[int, ...] = (800,)  # MLP hidden layer sizes
-    epochs: int | None = None  # None: 20 for the MLP (the course), 15 for the CNN
+    epochs: int | None = None  # None: 20 for the MLP (the course), 10 for the CNN
     batch_size: int | None = None  # None: 200 for the MLP (the course), 128 for the CNN
     limit: int | None = None  # train on the first N MNIST training digits only (quick runs)
     augment: bool | None = None  # None: on for the CNN, off for the MLP
@@ -42,7 +42,7 @@ class DigitTrainingConfig:
 
     @property
     def resolved_epochs(self) -> int:
-        return self.epochs if self.epochs is not None else (20 if self.arch == "mlp" else 15)
+        return self.epochs if self.epochs is not None else (20 if self.arch == "mlp" else 10)
 
     @property
     def resolved_batch_size(self) -> int:
@@ -55,7 +55,7 @@ class DigitTrainingConfig:
     def describe(self) -> str:
         if self.arch == "mlp":
             return "mlp 784-" + "-".join(str(h) for h in self.hidden) + "-10"
-        return "cnn conv32x2-conv64x2-conv128-gap-10 (batch norm)"
+        return "cnn conv5x5x32-pool-conv64x2-pool-conv128-gap-10 (batch norm)"
 
 
 @dataclass

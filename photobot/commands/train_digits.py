@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="800",
         help="MLP hidden layer sizes, comma-separated: 800 (the course), 10, 10,10, 1",
     )
-    parser.add_argument("--epochs", type=int, help="default: 20 for the MLP (the course), 15 for the CNN")
+    parser.add_argument("--epochs", type=int, help="default: 20 for the MLP (the course), 10 for the CNN")
     parser.add_argument(
         "--batch-size", type=int, help="default: 200 for the MLP (the course), 128 for the CNN"
     )
@@ -33,6 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also train on N MNIST digits rendered as phone photos and read back by the serving code",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-download", action="store_true", help="use only local datasets (PHOTOBOT_DATASETS, DATA_DIR)"
+    )
     parser.add_argument(
         "--no-promote", action="store_true", help="store the new version without making it the serving one"
     )
@@ -68,7 +71,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
     )
     try:
-        mnist = load_mnist(settings.datasets, settings.data_dir)
+        mnist = load_mnist(settings.datasets, settings.data_dir, allow_download=not args.no_download)
     except DatasetUnavailable as error:
         raise UserFacingError(str(error)) from None
     photo_data = None
