@@ -98,3 +98,51 @@ async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
         if e["type"] == "edit" and "Thank you" in e["message"]["text"]
     ]
     assert len(feedback) == 1
+
+
+async def test_photobot_playground_prints_its_url_and_stops_cleanly_on_ctrl_c(
+    tmp_path: Path, mnist_path: Path
+) -> None:
+    import asyncio
+    import os
+    import signal
+    import socket
+    import sys
+
+    train_digit_model(tmp_path / "var" / "models", mnist_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("TELEGRAM_BOT_TOKEN", "DATA_DIR")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "photobot",
+        "playground",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    lines: list[str] = []
+    try:
+        while not any("the bot is ready" in line for line in lines):
+            line = await asyncio.wait_for(process.stdout.readline(), 120)
+            assert line, "\n".join(lines)
+            lines.append(line.decode())
+        assert any(f"PhotoBot playground: open http://127.0.0.1:{port}" in line for line in lines)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/api/state") as response,
+        ):
+            assert (await response.json())["ready"] is True
+        process.send_signal(signal.SIGINT)
+        rest = (await asyncio.wait_for(process.stdout.read(), 60)).decode()
+        assert await process.wait() == 0, rest
+        assert "PhotoBot stopped" in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
