@@ -96,20 +96,28 @@ def calibrate(
     flower_distances: np.ndarray,
     flower_confidences: np.ndarray,
     other_distances: np.ndarray,
-    keep_flowers: float = 0.98,
+    keep_flowers: float = 0.99,
+    other_pass: float = 0.01,
     min_confidence_cap: float = 0.5,
+    least_flowers: float = 0.95,
 ) -> Thresholds:
     """Pick the thresholds from validation flowers and calibration non-flowers (nearest-class distances).
 
-    - `unsure_above`: lets `keep_flowers` of the validation flowers through on distance;
+    - `unsure_above`: lets through at most `other_pass` of the calibration non-flowers, but never fewer
+      than `least_flowers` nor more than `keep_flowers` of the validation flowers;
     - `reject_above`: halfway (geometrically) between the 99th percentile of flowers and the 5th of
       non-flowers, never below `unsure_above`, so borderline photos get `unsure`, far ones a refusal;
     - `min_confidence`: the 1st percentile of flower confidences, capped, so few real flowers are
       made `unsure` for want of a clear winner.
     """
-    unsure = float(np.quantile(flower_distances, keep_flowers))
+    low = float(np.quantile(flower_distances, min(least_flowers, keep_flowers)))
+    high = float(np.quantile(flower_distances, keep_flowers))
     high_flower = float(np.quantile(flower_distances, 0.99))
-    low_other = float(np.quantile(other_distances, 0.05)) if len(other_distances) else 2 * high_flower
+    if len(other_distances):
+        unsure = float(np.clip(np.quantile(other_distances, other_pass), low, high))
+        low_other = float(np.quantile(other_distances, 0.05))
+    else:
+        unsure, low_other = high, 2 * high_flower
     reject = max(unsure, float(np.sqrt(high_flower * max(low_other, high_flower))))
     confidence = min(min_confidence_cap, float(np.quantile(flower_confidences, 0.01)))
     return Thresholds(unsure_above=unsure, reject_above=reject, min_confidence=confidence)

@@ -49,7 +49,8 @@ class FlowerConfig:
     patience: int = 25  # epochs without a better validation loss before stopping
     seed: int = 0
     ood_rank: int = 32  # covariance directions kept by the detector (see training.ood)
-    keep_flowers: float = 0.98  # share of validation flowers the detector must let through on distance
+    other_pass: float = 0.01  # share of calibration non-flowers the detector may let through (see calibrate)
+    keep_flowers: float = 0.99  # … but never more than this share of validation flowers
     calibration_photos: int = 300  # synthetic non-flower photos (seed 1) to place the refusal threshold
     evaluation_photos: int = 300  # synthetic non-flower photos (seed 2) to measure it
     package_photos: bool = True  # also measure on the real photos shipped in installed packages
@@ -230,6 +231,7 @@ def train_flowers(
         softmax(calibration_set[0] @ kernel + bias).max(axis=1),
         head.ood.distances(other_features["calibration"]).min(axis=1),
         keep_flowers=config.keep_flowers,
+        other_pass=config.other_pass,
     )
     timings["ood"] = time.perf_counter() - mark
 
