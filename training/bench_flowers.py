@@ -1,6 +1,6 @@
 """Flower model speed on this machine: feature extraction throughput and single-photo latency.
 
-    python -m training.bench_flowers [--photos DIR] [--batches 6] [--singles 30]
+    photobot bench flowers [--photos DIR] [--batches 6] [--singles 30]
 
 Prints one JSON object: photos/s for batches of 32 (the bottleneck cache's extraction, with and
 without decoding the JPEGs), and the median / p90 latency of one photo through the whole serving
@@ -9,8 +9,6 @@ model (backbone + head + distances). The load average is printed too: the cores 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -67,27 +65,5 @@ def bench(photos: list[Path], batches: int, singles: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--photos", type=Path, help="a folder of photos (default: daisy/ of PHOTOBOT_DATASETS)"
-    )
-    parser.add_argument("--batches", type=int, default=6)
-    parser.add_argument("--singles", type=int, default=30)
-    args = parser.parse_args()
-    folder = args.photos
-    if folder is None:
-        for root in os.environ.get("PHOTOBOT_DATASETS", "").split(os.pathsep):
-            if root and (Path(root) / "flower_photos" / "daisy").is_dir():
-                folder = Path(root) / "flower_photos" / "daisy"
-                break
-    if folder is None:
-        raise SystemExit("give --photos DIR or set PHOTOBOT_DATASETS")
-    photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    if len(photos) < 64:
-        raise SystemExit(f"{folder} has {len(photos)} photos; 64 are needed")
-    print(json.dumps(bench(photos, args.batches, args.singles)))
-
-
-if __name__ == "__main__":
-    main()
+def photo_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})

@@ -23,6 +23,10 @@ TARGETS: dict[str, tuple[str, str]] = {
         "photobot.commands.bench_bot",
         "the bot end to end through a local Bot API server, closed loop, against a bare bot",
     ),
+    "flowers": (
+        "photobot.commands.bench_flowers",
+        "flower feature extraction photos/s (batch 32) and single-photo latency",
+    ),
     "playground": (
         "photobot.commands.bench_playground",
         "seconds from starting the playground on a fresh checkout to an answered photo",
