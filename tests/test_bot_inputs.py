@@ -292,3 +292,23 @@ async def test_a_flood_from_one_user_is_limited_politely_while_another_is_served
     assert len(notices) == 1  # told once, not once per photo
     assert notices[0]["text"].startswith("You're sending photos faster than I can look. Please wait ")
     assert len(await bot.services.store.user_predictions(flooder)) == FLOOD_LIMIT
+
+
+async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, glyphs) -> None:
+    slow, quick = fresh_user(bot), fresh_user(bot)
+    sent = await bot.server.send_photo(slow, digit_photo(glyphs[6], size=(640, 480), seed=77))
+    chosen = next(p for p in sent["photo"] if min(p["width"], p["height"]) >= 224)
+    path = bot.server.files[chosen["file_id"]].file_path
+    bot.server.file_delays[path] = 6.0  # this user's download crawls
+    try:
+        answer = await bot.photo(quick, digit_photo(glyphs[1], size=(640, 480), seed=78), timeout=5.0)
+        assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"]
+        assert not [
+            e
+            for e in bot.server.chat(slow).events
+            if e["type"] == "message" and e["message"]["from"]["is_bot"]
+        ]
+        late = await bot.next_message(slow, 0, timeout=20)
+        assert [t for t, _ in buttons(late)] == ["✅ Correct", "❌ Wrong"]
+    finally:
+        bot.server.file_delays.pop(path, None)

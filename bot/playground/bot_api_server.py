@@ -129,6 +129,7 @@ class BotApiServer:
         self.method_calls: dict[str, int] = {}
         self.polls: list[tuple[int, float]] = []  # (offset, timeout) of every getUpdates, in order
         self.file_delay_s = 0.0  # a slow network: each file download waits this long before answering
+        self.file_delays: dict[str, float] = {}  # file_path → extra seconds (one slow download)
         self._updates: deque[Json] = deque()
         self._update_ids = itertools.count(1)
         self._updates_changed = asyncio.Condition()
@@ -228,8 +229,9 @@ class BotApiServer:
         stored = next((f for f in self.files.values() if f.file_path == path), None)
         if stored is None:
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
-        if self.file_delay_s:
-            await asyncio.sleep(self.file_delay_s)
+        delay = self.file_delay_s + self.file_delays.get(stored.file_path, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
     # ------------------------------------------------------------------ bot methods
