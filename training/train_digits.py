@@ -107,7 +107,7 @@ def train_digits(
         from training.augment import augmented_dataset
 
         data = augmented_dataset(x, y_onehot, batch, seed=config.seed)
-        history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=0)
+        history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
     else:
         history = model.fit(x, y_onehot, batch_size=batch, epochs=epochs, callbacks=callbacks, verbose=0)
     seconds = time.monotonic() - started
