@@ -21,6 +21,7 @@ import os
 import re
 import statistics
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,8 @@ class LoadResult:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    cpu_s: float = float("nan")  # CPU seconds this process used in the window (all threads)
+    photos_per_cpu_s: float = float("nan")  # throughput per CPU second: robust to others' load
     mean_batch: float | None = None  # rows per model call (engine only)
 
     def as_json(self) -> dict[str, Any]:
@@ -63,8 +66,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 async def run_load(
     call: Call, photos: Sequence[bytes], *, concurrency: int, seconds: float, warmup_s: float | None = None
-) -> tuple[list[tuple[float, float]], int, float]:
-    """Closed loop: returns ([(finished_at, latency_ms)] inside the window, failures, window length).
+) -> tuple[list[tuple[float, float]], int, float, float]:
+    """Closed loop: ([(finished_at, latency_ms)] inside the window, failures, window length, CPU seconds).
 
     Every failure counts, warm-up included; throughput counts the answers completed in the window.
     """
@@ -89,12 +92,28 @@ async def run_load(
             if start <= finished <= stop:  # answers completed inside the window count
                 done.append((finished, (finished - sent) * 1000.0))
 
+    loop = asyncio.get_running_loop()
+    cpu: list[float] = []
+    loop.call_at(loop.time() + (start - time.monotonic()), lambda: cpu.append(cpu_seconds()))
+    loop.call_at(loop.time() + (stop - time.monotonic()), lambda: cpu.append(cpu_seconds()))
     await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return done, failures, seconds
+    return done, failures, seconds, (cpu[1] - cpu[0]) if len(cpu) == 2 else float("nan")
+
+
+def cpu_seconds() -> float:
+    """CPU time this process has used (all its threads): on a shared machine, what the work really cost."""
+    times = os.times()
+    return times.user + times.system
 
 
 def summarise(
-    model: str, method: str, concurrency: int, done: list[tuple[float, float]], failed: int, seconds: float
+    model: str,
+    method: str,
+    concurrency: int,
+    done: list[tuple[float, float]],
+    failed: int,
+    seconds: float,
+    cpu_s: float,
 ) -> LoadResult:
     latencies = [ms for _, ms in done]
     return LoadResult(
@@ -108,6 +127,8 @@ def summarise(
         p50_ms=percentile(latencies, 50),
         p95_ms=percentile(latencies, 95),
         p99_ms=percentile(latencies, 99),
+        cpu_s=cpu_s,
+        photos_per_cpu_s=len(done) / cpu_s if cpu_s > 0 else float("nan"),
     )
 
 
@@ -119,10 +140,10 @@ async def measure_engine(
     async def call(data: bytes) -> Prediction:
         return await classifier.classify(data, mode)
 
-    done, failed, window = await run_load(call, photos, concurrency=concurrency, seconds=seconds)
+    done, failed, window, cpu_s = await run_load(call, photos, concurrency=concurrency, seconds=seconds)
     after = classifier.models()[name].batches
     calls = after["batches"] - before["batches"]
-    result = summarise(name, "engine", concurrency, done, failed, window)
+    result = summarise(name, "engine", concurrency, done, failed, window, cpu_s)
     mean_batch = (after["rows"] - before["rows"]) / calls if calls else None
     return LoadResult(**{**asdict(result), "mean_batch": mean_batch})
 
@@ -137,6 +158,10 @@ class PerRequest:
         self.limits = limits
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix=f"baseline-{version.name}")
         self.grayscale = version.name == "digits"
+        # Calling a model whose input is named with a bare array makes Keras warn on every call.
+        warnings.filterwarnings(
+            "ignore", message="The structure of `inputs` doesn't match", category=UserWarning
+        )
 
     def answer(self, data: bytes, method: str) -> Prediction:
         image = decode_image(
@@ -162,8 +187,8 @@ class PerRequest:
         async def call(data: bytes) -> Prediction:
             return await loop.run_in_executor(self.pool, self.answer, data, method)
 
-        done, failed, window = await run_load(call, photos, concurrency=concurrency, seconds=seconds)
-        return summarise(self.version.name, method, concurrency, done, failed, window)
+        done, failed, window, cpu_s = await run_load(call, photos, concurrency=concurrency, seconds=seconds)
+        return summarise(self.version.name, method, concurrency, done, failed, window, cpu_s)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -237,7 +262,7 @@ async def hot_swap_under_load(
 
     load = asyncio.create_task(run_load(call, photos, concurrency=concurrency, seconds=seconds, warmup_s=1.0))
     swaps = asyncio.create_task(swapper())
-    done, failed, window = await load
+    done, failed, window, _ = await load
     swaps.cancel()
     await asyncio.gather(swaps, return_exceptions=True)
 

@@ -40,6 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--swap-every", type=float, default=5.0, help="seconds between swaps (default 5)")
     parser.add_argument("--swap-model", default="digits", choices=("digits", "flowers"))
     parser.add_argument("--no-baselines", action="store_true", help="measure the engine only")
+    parser.add_argument(
+        "--baseline-threads",
+        type=int,
+        help="threads serving the per-request baselines (default: as many as the engine's decode pool; "
+        "1 is a bot that calls the model inside its handler)",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -93,7 +99,7 @@ async def _bench(
                     baseline = bench.PerRequest(
                         version,
                         model,
-                        threads=config.decode_workers(),
+                        threads=args.baseline_threads or config.decode_workers(),
                         limits={
                             "max_bytes": settings.max_image_bytes,
                             "max_pixels": settings.max_image_pixels,
@@ -219,12 +225,15 @@ def _ratios(rows: list[dict]) -> list[dict]:
                 "model": row["model"],
                 "concurrency": row["concurrency"],
                 "versus": row["method"],
-                "throughput_ratio": round(mine["throughput"] / row["throughput"], 2)
-                if row["throughput"]
-                else None,
+                "throughput_ratio": _ratio(mine["throughput"], row["throughput"]),
+                "per_cpu_second_ratio": _ratio(mine["photos_per_cpu_s"], row["photos_per_cpu_s"]),
             }
         )
     return ratios
+
+
+def _ratio(mine: float, theirs: float) -> float | None:
+    return round(mine / theirs, 2) if theirs and theirs == theirs and mine == mine else None
 
 
 def _arithmetic(photos_per_s: float, peak) -> dict:
@@ -252,13 +261,14 @@ def _row_text(result, engine) -> str:
     return (
         f"{result.model:8} c={result.concurrency:<3} {result.method:8} {result.throughput:8.1f} photos/s   "
         f"p50 {result.p50_ms:7.1f}  p95 {result.p95_ms:7.1f}  p99 {result.p99_ms:7.1f} ms   "
-        f"failed {result.failed}{batch}{ratio}"
+        f"{result.photos_per_cpu_s:6.1f}/cpu-s  failed {result.failed}{batch}{ratio}"
     )
 
 
 def _ratio_lines(ratios: list[dict]) -> list[str]:
     return [
-        f"ratio {r['model']} c={r['concurrency']}: engine / {r['versus']} = ×{r['throughput_ratio']}"
+        f"ratio {r['model']} c={r['concurrency']}: engine / {r['versus']} = "
+        f"×{r['throughput_ratio']} photos/s, ×{r['per_cpu_second_ratio']} photos per CPU-second"
         for r in ratios
     ]
 
