@@ -104,6 +104,7 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "text_hint": "Send me a photo of a digit or a flower. /help explains more.",
         "unknown_command": "I don't know that command. /help lists what I understand.",
         "flood": "You're sending photos faster than I can look. Please wait {seconds} s and try again.",
+        "download_failed": "I couldn't fetch your photo from Telegram in time. Please send it again.",
         "busy": "I'm busy right now — please send the photo again in a moment.",
         "timeout": "That took too long — please send the photo again.",
         "model_unavailable": "My {mode} model is not available right now. Please try again later.",
@@ -202,6 +203,7 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "flood": (
             "Вы присылаете фото быстрее, чем я успеваю смотреть. Подождите {seconds} с и попробуйте снова."
         ),
+        "download_failed": "Не удалось вовремя получить ваше фото от Telegram. Пришлите его ещё раз.",
         "busy": "Я сейчас занят — пришлите фото ещё раз чуть позже.",
         "timeout": "Это заняло слишком много времени — пришлите фото ещё раз.",
         "model_unavailable": "Модель ({mode}) сейчас недоступна. Попробуйте позже.",

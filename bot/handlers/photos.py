@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from telegram import Document, Message, PhotoSize, Update
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TimedOut
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
 from bot import keyboards
@@ -33,6 +33,7 @@ IMAGE_MIME_TYPES = frozenset(
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 MODE_OF_MODEL: dict[str, Mode] = {"digits": "digit", "flowers": "flower"}
+DOWNLOAD_TIMEOUT_S = 30.0  # a 20 MB file over a slow link; python-telegram-bot's default is 5 s
 
 
 def pick_photo_size(sizes: Sequence[PhotoSize], min_side: int = MIN_SIDE) -> PhotoSize:
@@ -112,7 +113,12 @@ async def download(
             raise
         await update.effective_message.reply_text(too_large)
         return None
-    data = bytes(await telegram_file.download_as_bytearray())
+    try:
+        data = bytes(await telegram_file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT_S))
+    except TimedOut:
+        logger.warning("Download of %s timed out after %s s", file_id, DOWNLOAD_TIMEOUT_S)
+        await update.effective_message.reply_text(text(lang(update), "download_failed"))
+        return None
     if len(data) > limit:
         await update.effective_message.reply_text(
             text(lang(update), "too_large", size=human_size(len(data)), limit=human_size(limit))
