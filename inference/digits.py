@@ -195,7 +195,7 @@ def ink_map(gray: np.ndarray) -> tuple[InkMap | None, str | None]:
     dark_ink = _dark_ink(gray, cells, geometry)
     # The paper is the bright majority of a block under dark ink (the dark one under chalk): a high
     # quantile still sees it in a block that a thick stroke mostly covers.
-    paper = np.quantile(cells, 0.8 if dark_ink else 0.2, axis=2)
+    paper = _block_quantile(cells, 0.8 if dark_ink else 0.2)
     background = _smooth_background(paper, geometry, gray.shape)
     residual = background - gray if dark_ink else gray - background
     noise = _robust_sigma(residual)  # the sensor's noise, the same in light and shadow
@@ -223,8 +223,14 @@ def estimate_background(gray: np.ndarray) -> np.ndarray:
     if blocks is None:
         return np.full_like(gray, float(np.median(gray)))
     cells, geometry = blocks
-    paper = np.quantile(cells, 0.8 if _dark_ink(gray, cells, geometry) else 0.2, axis=2)
+    paper = _block_quantile(cells, 0.8 if _dark_ink(gray, cells, geometry) else 0.2)
     return _smooth_background(paper, geometry, gray.shape)
+
+
+def _block_quantile(cells: np.ndarray, q: float) -> np.ndarray:
+    """The q-quantile of each block's pixels (nearest rank; a partition, not a sort)."""
+    k = min(cells.shape[2] - 1, int(q * cells.shape[2]))
+    return np.partition(cells, k, axis=2)[:, :, k]
 
 
 def _blocks(gray: np.ndarray, count: int = 16) -> tuple[np.ndarray, tuple[int, int, int]] | None:
@@ -245,24 +251,25 @@ def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int
 
     The blocks' medians are the paper wherever most of a block is paper; the smooth surface through
     them (see `_smooth_background`) ignores the blocks a thick digit fills and follows the lighting.
-    Where the surface misses the lighting (strong vignetting, a shadow's edge) it is off by a little
-    over large areas; marks are far off over small ones. So the extreme tails decide, not the sums.
+    Where it misses the lighting (strong vignetting, a shadow's edge) it is off a little over large
+    areas, while marks are far off over small ones: so the extreme tails decide, not the sums.
     """
-    background = _smooth_background(np.median(cells, axis=2), geometry, gray.shape)
-    residual = gray - background
-    darkest, lightest = np.quantile(residual, [0.0007, 0.9993])
-    return -float(darkest) >= float(lightest)
+    middle = _block_quantile(cells, 0.5)
+    residual = (gray - _smooth_background(middle, geometry, gray.shape)).ravel()
+    k = max(4, int(0.0007 * residual.size))
+    tails = np.partition(residual, [k, residual.size - 1 - k])
+    return -float(tails[k]) >= float(tails[residual.size - 1 - k])
 
 
 def _block_centres(
-    geometry: tuple[int, int, int], shape: tuple[int, int], grid_shape: tuple[int, int]
+    geometry: tuple[int, int, int], shape: tuple[int, int], grid_shape: tuple[int, int], ring: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """x and y of the blocks' centres, in [-1, 1] across the photo."""
+    """x and y of the blocks' centres (and `ring` more blocks beyond each edge), [-1, 1] across the photo."""
     top, left, side = geometry
     height, width = shape
     rows, cols = grid_shape
-    centre_y = (top + side * (np.arange(rows) + 0.5)) / height * 2.0 - 1.0
-    centre_x = (left + side * (np.arange(cols) + 0.5)) / width * 2.0 - 1.0
+    centre_y = (top + side * (np.arange(-ring, rows + ring) + 0.5)) / height * 2.0 - 1.0
+    centre_x = (left + side * (np.arange(-ring, cols + ring) + 0.5)) / width * 2.0 - 1.0
     grid_y, grid_x = np.meshgrid(centre_y, centre_x, indexing="ij")
     return grid_x, grid_y
 
@@ -274,25 +281,31 @@ def _smooth_background(
 
     A quadratic surface fitted to the blocks, dropping those that disagree (full of ink), models
     gradients and vignetting; what it misses on a large scale (a shadow's edge) is added back from the
-    5×5 median of the residuals of the blocks it kept, so blocks full of ink add nothing.
+    5×5 median of the residuals of the blocks it kept, so blocks full of ink add nothing. The sum is
+    formed on the block grid (plus a ring of blocks beyond the edges) and upsampled once.
     """
-    height, width = shape
-    top, left, side = geometry
-    rows, cols = paper.shape
     grid_x, grid_y = _block_centres(geometry, shape, paper.shape)
     coefficients, inliers = _robust_quadratic(grid_x.ravel(), grid_y.ravel(), paper.ravel())
     residual = np.where(inliers.reshape(paper.shape), paper - _quadratic(coefficients, grid_x, grid_y), 0.0)
-    correction = _median_filter(residual.astype(np.float32), 5)
-    full_y = np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, np.newaxis]
-    full_x = np.linspace(-1.0, 1.0, width, dtype=np.float32)[np.newaxis, :]
-    surface = _quadratic(coefficients.astype(np.float32), full_x, full_y)
-    # the correction grid sits on the blocks' centres; pad it by its edge values to reach the borders
-    padded = np.pad(correction, 1, mode="edge")
-    upsampled = np.asarray(
-        Image.fromarray(padded, mode="F").resize(((cols + 2) * side, (rows + 2) * side), Image.BILINEAR)
+    correction = np.pad(_median_filter(residual.astype(np.float32), 5), 1, mode="edge")
+    ring_x, ring_y = _block_centres(geometry, shape, paper.shape, ring=1)
+    return _upsample(_quadratic(coefficients, ring_x, ring_y) + correction, geometry, shape, ring=1)
+
+
+def _upsample(
+    grid: np.ndarray, geometry: tuple[int, int, int], shape: tuple[int, int], ring: int = 0
+) -> np.ndarray:
+    """Bilinear upsampling of values at the blocks' centres (with `ring` blocks beyond each edge)."""
+    top, left, side = geometry
+    height, width = shape
+    if ring == 0:
+        grid, ring = np.pad(grid, 1, mode="edge"), 1
+    rows, cols = grid.shape
+    image = Image.fromarray(grid.astype(np.float32), mode="F").resize(
+        (cols * side, rows * side), Image.BILINEAR
     )
-    window = upsampled[side - top : side - top + height, side - left : side - left + width]
-    return (surface + window).astype(np.float32)
+    y0, x0 = ring * side - top, ring * side - left
+    return np.asarray(image, dtype=np.float32)[y0 : y0 + height, x0 : x0 + width]
 
 
 def _quadratic(c: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
