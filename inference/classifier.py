@@ -243,7 +243,10 @@ class Classifier:
         self.max_image_pixels = max_image_pixels
         self.shipped_dir = shipped_dir
         self._seeders = dict(seeders or {})
-        self._slots = {name: _Slot(name, BatchWorker(name, self.config)) for name in names}
+        self._preparing = 0  # photos in decoding/preprocessing: they may join the next batch
+        self._slots = {
+            name: _Slot(name, BatchWorker(name, self.config, coming=self._photos_coming)) for name in names
+        }
         self._pool: Executor | None = None
         self._pending = 0
         self._poller: asyncio.Task | None = None
@@ -349,7 +352,15 @@ class Classifier:
             max_bytes=self.max_image_bytes,
             max_pixels=self.max_image_pixels,
         )
-        return await asyncio.get_running_loop().run_in_executor(self._pool, job)
+        self._preparing += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, job)
+        finally:
+            self._preparing -= 1
+
+    def _photos_coming(self) -> int:
+        """Read by the batching workers' threads: photos still being prepared (an int read is atomic)."""
+        return self._preparing
 
     def _servings_for(self, mode: Mode) -> dict[str, _Serving]:
         names = [MODE_MODEL[mode]] if mode != "auto" else list(self._slots)

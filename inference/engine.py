@@ -119,9 +119,14 @@ class _Request:
 class BatchWorker:
     """Owns one model name: a bounded queue and a thread that runs batches on it."""
 
-    def __init__(self, name: str, config: EngineConfig) -> None:
+    def __init__(self, name: str, config: EngineConfig, *, coming: Callable[[], int] | None = None) -> None:
+        """`coming` says how many photos are still being prepared and may join a batch (the Classifier's
+        count): the worker waits up to max_wait_ms only while it is above zero, so a lone photo never
+        waits for company that is not on its way. Without it the worker always waits up to max_wait_ms.
+        """
         self.name = name
         self.config = config
+        self._coming = coming
         self.stats = BatchStats()
         self._queue: deque[_Request] = deque()
         self._rows_queued = 0
@@ -188,7 +193,8 @@ class BatchWorker:
                     _resolve(request, error=_as_inference_error(error))
 
     def _take_batch(self) -> list[_Request] | None:
-        """Wait for work, then for more rows until max_batch or max_wait_ms after the oldest arrived."""
+        """Wait for work, then for more rows until max_batch or max_wait_ms after the oldest arrived
+        (or, with a `coming` count, until no more photos are on their way)."""
         max_rows = max(1, self.config.max_batch)
         with self._cond:
             while not self._queue:
@@ -196,7 +202,7 @@ class BatchWorker:
                     return None
                 self._cond.wait()
             until = self._queue[0].enqueued + self.config.max_wait_ms / 1000.0
-            while self._rows_queued < max_rows and not self._closing:
+            while self._rows_queued < max_rows and not self._closing and self._more_coming():
                 remaining = until - time.monotonic()
                 if remaining <= 0:
                     break
@@ -208,6 +214,9 @@ class BatchWorker:
                 self._rows_queued -= len(request.inputs)
                 batch.append(request)
             return batch
+
+    def _more_coming(self) -> bool:
+        return self._coming is None or self._coming() > 0
 
     def _run(self, batch: list[_Request]) -> None:
         now = time.monotonic()
