@@ -28,7 +28,7 @@ def chromium() -> str:
 @pytest.fixture
 async def playground(tmp_path: Path, mnist_path: Path):
     train_digit_model(tmp_path / "models", mnist_path)
-    running, application = await start_playground(Settings(data_dir=tmp_path), port=0)
+    running, application = await start_playground(Settings(data_dir=tmp_path), port=0, models=("digits",))
     yield running
     await stop_playground(running, application)
 

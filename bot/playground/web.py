@@ -15,12 +15,14 @@ import io
 import logging
 import secrets
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from bot.playground.bot_api_server import BotApiServer
+from bot.services import MODEL_NAMES
 
 if TYPE_CHECKING:
     from telegram.ext import Application
@@ -192,7 +194,7 @@ def _content_type(data: bytes) -> str:
 
 
 async def start_playground(
-    settings: Settings, *, port: int = 8080, on_listening=None
+    settings: Settings, *, port: int = 8080, on_listening=None, models: Sequence[str] = MODEL_NAMES
 ) -> tuple[Playground, Application]:
     """Start the page and the Bot API server, then the real bot pointed at them (models load meanwhile)."""
     from bot.app import build_application
@@ -208,7 +210,7 @@ async def start_playground(
         admin_ids=settings.admin_ids | {ADMIN_ID},
         webhook_url=None,
     )
-    application = build_application(settings)
+    application = build_application(settings, models=models)
     await application.initialize()
     await application.post_init(application)
     await application.start()
