@@ -37,6 +37,7 @@ class Services:
     label_sets: dict[str, Sequence[str]] = field(
         default_factory=lambda: {"digits": DIGIT_LABELS, "flowers": FLOWER_LABELS}
     )
+    _modes: dict[int, str] = field(default_factory=dict)  # chat → mode, read through to the store
     _locks: weakref.WeakValueDictionary[Any, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
@@ -52,6 +53,21 @@ class Services:
             lock = asyncio.Lock()
             self._locks[key] = lock
         return lock
+
+    async def chat_mode(self, chat_id: int) -> str:
+        """The chat's mode; cached, since every photo needs it and only /digit, /flower, /auto change it."""
+        if chat_id not in self._modes:
+            if len(self._modes) > 100_000:
+                self._modes.clear()
+            self._modes[chat_id] = await self.store.chat_mode(chat_id)
+        return self._modes[chat_id]
+
+    async def set_chat_mode(self, chat_id: int, mode: str) -> None:
+        await self.store.set_chat_mode(chat_id, mode)
+        self._modes[chat_id] = mode
+
+    def forget_chat(self, chat_id: int) -> None:
+        self._modes.pop(chat_id, None)
 
     def refresh_labels(self) -> None:
         """Take each model's labels from its serving version's meta.json (the defaults otherwise)."""

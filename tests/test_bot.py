@@ -237,6 +237,7 @@ async def test_user_stats_count_photos_and_answers(bot: BotHarness, glyphs) -> N
 
 async def test_forget_asks_then_deletes_and_old_buttons_become_stale(bot: BotHarness, glyphs) -> None:
     user = bot.user(211)
+    await bot.say(user, "/digit")
     reply = await answered_photo(bot, user, digit_photo(glyphs[9], seed=21))
     record = (await bot.services.store.user_predictions(user))[0]
 
@@ -251,6 +252,7 @@ async def test_forget_asks_then_deletes_and_old_buttons_become_stale(bot: BotHar
     assert done["text"] == "Done: I deleted 1 photos and everything else I stored about you."
     assert await bot.services.store.get_prediction(record.id) is None
     assert not bot.services.images.exists(record.photo_sha256)
+    assert (await bot.services.store.chat_mode(user), await bot.services.chat_mode(user)) == ("auto", "auto")
 
     stale, _ = await bot.press(user, reply, button_data(reply, "✅ Correct"), edited=False)
     assert stale["text"] == "This photo is no longer stored, so there is nothing to record."

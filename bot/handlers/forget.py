@@ -44,6 +44,7 @@ async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     found = services(context)
     async with found.lock(("user", choice.user_id)):
         report = await found.store.forget(choice.user_id)
+        found.forget_chat(choice.user_id)  # the stored mode went with everything else
     logger.info("Forgot user %s: %s", choice.user_id, report)
     await query.answer()
     await query.edit_message_text(text(language, "forget_done", photos=report.photos))

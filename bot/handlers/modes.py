@@ -15,7 +15,7 @@ async def set_mode(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Switch the chat's mode to the command's name."""
     command = update.effective_message.text.split()[0].lstrip("/").split("@")[0].lower()
     mode = MODE_OF_COMMAND[command]
-    await services(context).store.set_chat_mode(update.effective_chat.id, mode)
+    await services(context).set_chat_mode(update.effective_chat.id, mode)
     await update.effective_message.reply_text(text(lang(update), f"mode_{mode}"))
 
 

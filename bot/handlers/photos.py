@@ -134,9 +134,7 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
     language = lang(update)
     contribution = caption_label(message.caption, found.label_sets)
     mode: Mode = (
-        MODE_OF_MODEL[contribution[0]]
-        if contribution
-        else await found.store.chat_mode(update.effective_chat.id)
+        MODE_OF_MODEL[contribution[0]] if contribution else await found.chat_mode(update.effective_chat.id)
     )
     started = time.perf_counter()
     try:
