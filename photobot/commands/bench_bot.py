@@ -74,6 +74,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if any(k not in KINDS for k in kinds):
         raise UserFacingError(f"--kinds takes {', '.join(KINDS)}")
     photos = {kind: _photos(kind, args.photos, settings) for kind in kinds}
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    pool = os.environ.get("ENGINE_POOL", settings.engine.pool)
+    limit = args.outgoing_rate or "off"
+    print(f"{os.cpu_count()} CPUs, load average {load}; engine pool {pool}, outgoing limit {limit}")
     results = asyncio.run(_bench(args, settings, users, photos))
     _print(results)
     if args.json:
