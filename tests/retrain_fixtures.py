@@ -82,3 +82,27 @@ def label_photos(
 ) -> list[str]:
     """Store the photos and the user's labels (their true ones, or all wrong: label + 1) as feedback."""
     return asyncio.run(_label(settings, photos, user_id, wrong, first_message))
+
+
+async def _contribute(settings: Settings, photos, model: str, user_id: int) -> None:
+    from storage import Store
+
+    store = await Store.open(settings.database_path, settings.images_dir)
+    try:
+        for index, (data, label) in enumerate(photos):
+            photo = await store.add_photo(data, format="jpeg")
+            await store.record_contribution(
+                user_id=user_id,
+                chat_id=user_id,
+                message_id=index + 1,
+                photo_sha256=photo.sha256,
+                model=model,
+                label=label,
+            )
+    finally:
+        await store.close()
+
+
+def store_labels(settings: Settings, photos, *, model: str, user_id: int) -> None:
+    """Photos sent with their label as the caption (a contribution), as the bot stores them."""
+    asyncio.run(_contribute(settings, photos, model, user_id))

@@ -4,7 +4,8 @@ Both versions — the one serving and the candidate fine-tuned from it — are s
 the fixed base test set (MNIST test for digits, the flowers' hash-defined test split) and the held-out
 chat photos (storage's stable validation split, never trained on). The rule:
 
-- base test accuracy may drop by at most `margin_points` percentage points (Settings.retrain_gate_margin);
+- base test accuracy may drop by at most `margin_points` percentage points (Settings.retrain_gate_margin),
+  on each fixed base set (digits also have MNIST test digits rendered as phone photos);
 - held-out chat accuracy must be at least the serving version's (no held-out chat photos: nothing to
   compare, the base rule decides alone, and the report says so).
 
@@ -15,6 +16,7 @@ Promotion is the model store's atomic pointer switch; a rejected candidate stays
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -60,20 +62,33 @@ class GateDecision:
         }
 
 
-def decide(base: SetScore, chat: SetScore, margin_points: float) -> GateDecision:
-    """Apply the rule; the reason names the numbers that decided."""
-    scores = (base, chat)
+def decide(
+    base: SetScore, chat: SetScore, margin_points: float, *, also: Sequence[SetScore] = ()
+) -> GateDecision:
+    """Apply the rule; the reason names the numbers that decided.
+
+    `also` are further fixed base sets held to the same margin (digits: the MNIST test digits rendered
+    as phone photos and read by the serving code, where a poisoned batch of ordinary photos shows).
+    """
+    scores = (base, *also, chat)
     if base.serving is None or base.candidate is None or base.n == 0:
         return GateDecision(False, f"no {base.title} to compare on", scores, margin_points)
-    drop = (base.serving - base.candidate) * 100.0
-    base_text = f"{base.title} {base.serving:.2%} → {base.candidate:.2%}"
-    if drop > margin_points + _EPSILON:
-        return GateDecision(
-            False,
-            f"{base_text}: a loss of {drop:.2f} points, more than the {margin_points:g} allowed",
-            scores,
-            margin_points,
-        )
+    texts = []
+    for fixed in (base, *also):
+        if fixed.serving is None or fixed.candidate is None or fixed.n == 0:
+            continue
+        drop = (fixed.serving - fixed.candidate) * 100.0
+        text = f"{fixed.title} {fixed.serving:.2%} → {fixed.candidate:.2%}"
+        if drop > margin_points + _EPSILON:
+            return GateDecision(
+                False,
+                f"{text}: a loss of {drop:.2f} points, more than the {margin_points:g} allowed",
+                scores,
+                margin_points,
+            )
+        within = f"within the {margin_points:g} points allowed" if drop > _EPSILON else "no loss"
+        texts.append(f"{text} ({within})")
+    base_text = "; ".join(texts)
     if chat.n == 0 or chat.serving is None or chat.candidate is None:
         chat_text = f"no {chat.title} to compare on"
     elif chat.candidate + _EPSILON < chat.serving:
@@ -86,8 +101,7 @@ def decide(base: SetScore, chat: SetScore, margin_points: float) -> GateDecision
         )
     else:
         chat_text = f"{chat.title} {chat.serving:.1%} → {chat.candidate:.1%} (on {chat.n} photos)"
-    within = f"within the {margin_points:g} points allowed" if drop > 0 else "no loss"
-    return GateDecision(True, f"{base_text} ({within}); {chat_text}", scores, margin_points)
+    return GateDecision(True, f"{base_text}; {chat_text}", scores, margin_points)
 
 
 class EventLog(Protocol):

@@ -248,7 +248,7 @@ def _run(
     result = trainer(settings, options, progress, serving, report).run(chat.examples)
 
     progress.enter("report", "deciding and writing the report")
-    decision = gate.decide(result.base, result.chat, settings.retrain_gate_margin)
+    decision = gate.decide(result.base, result.chat, settings.retrain_gate_margin, also=result.also)
     decision, _ = gate.apply(
         models,
         options.model,
@@ -377,6 +377,7 @@ class TrainingResult:
     candidate: ModelVersion
     base: gate.SetScore
     chat: gate.SetScore
+    also: tuple[gate.SetScore, ...] = ()  # further fixed base sets held to the same margin
 
 
 def _usage(report: ReportData, used: list[LabelledExample]) -> None:
@@ -482,6 +483,9 @@ class DigitsRetrainer:
         n_base = min(options.limit or DIGITS_BASE_EXAMPLES, len(x_train))
         chosen = rng.permutation(len(x_train))[:n_base]
         x_base, y_base = _framed(x_train[chosen]), y_train[chosen]
+        photo_x, photo_y = photo_test_set(
+            self.settings, x_test, y_test, _photo_test_size(options.test_limit), progress
+        )
         if options.test_limit:
             x_test, y_test = x_test[: options.test_limit], y_test[: options.test_limit]
         x_eval = _framed(x_test)
@@ -492,6 +496,7 @@ class DigitsRetrainer:
 
         progress.within(0.8, message=f"scoring v{self.serving.version} before training")
         serving_base = _predict(model, x_eval, shape)
+        serving_photos = _predict(model, photo_x, shape).argmax(1)
         serving_chat = _photo_right(held_out, _predict(model, chat_val_x, shape)) if held_out else np.zeros(0)
 
         chat_x, chat_y = _stack(train)
@@ -510,6 +515,7 @@ class DigitsRetrainer:
 
         progress.enter("evaluating", "scoring the candidate")
         candidate_base = _predict(model, x_eval, shape)
+        candidate_photos = _predict(model, photo_x, shape).argmax(1)
         candidate_chat = (
             _photo_right(held_out, _predict(model, chat_val_x, shape)) if held_out else np.zeros(0)
         )
@@ -537,7 +543,14 @@ class DigitsRetrainer:
             _accuracy(serving_chat),
             _accuracy(candidate_chat),
         )
-        return TrainingResult(candidate, base, chat)
+        photos_score = gate.SetScore(
+            "base_photos",
+            "MNIST test as photos",
+            len(photo_y),
+            _accuracy(serving_photos == photo_y),
+            _accuracy(candidate_photos == photo_y),
+        )
+        return TrainingResult(candidate, base, chat, (photos_score,))
 
     def _read_photos(self, examples: list[LabelledExample], labels: list[str]) -> list[_DigitPhoto]:
         from inference.digits import DECODE_SIZE, read_digits
@@ -686,6 +699,63 @@ class DigitsRetrainer:
         return models.get("digits", staged.version)
 
 
+PHOTO_TEST_SIZE = 1000  # MNIST test digits rendered as phone photos for the gate
+PHOTO_TEST_SEED = 2026
+
+
+def _photo_test_size(test_limit: int | None) -> int:
+    return PHOTO_TEST_SIZE if not test_limit else min(PHOTO_TEST_SIZE, max(200, test_limit // 4))
+
+
+def photo_test_set(
+    settings: Any, x_test: np.ndarray, y_test: np.ndarray, n: int, progress: JobProgress | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST *test* digits rendered as phone photos (fixed seed) and read by the serving code.
+
+    A poisoned batch of ordinary photos teaches wrong answers where the model meets photos, not clean
+    MNIST: this fixed set is where that shows. Built once per data dir and cached (a few seconds).
+    Photos on which the reader does not find exactly one digit are left out (the same for both models).
+    """
+    from inference.decode import decode_image
+    from inference.digits import DECODE_SIZE, PREPROCESSING_ID, read_digits
+    from training.synth_photos import random_style, render_photo
+
+    cache = (
+        Path(settings.data_dir)
+        / "cache"
+        / "retrain"
+        / f"mnist-test-photos-{PREPROCESSING_ID}-{PHOTO_TEST_SEED}-{n}.npz"
+    )
+    if cache.is_file():
+        with np.load(cache) as stored:
+            return stored["x"], stored["y"]
+    rng = np.random.default_rng(PHOTO_TEST_SEED)
+    chosen = rng.permutation(len(x_test))[:n]
+    crops, labels = [], []
+    for index, digit in enumerate(chosen):
+        if progress is not None:
+            progress.within(0.5 + 0.3 * index / max(1, n), message="reading MNIST test digits as photos")
+        data, _ = render_photo([x_test[digit]], rng, random_style(rng, size=(320, 240)))
+        image = decode_image(
+            data,
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            target_size=DECODE_SIZE,
+        )
+        found = read_digits(image)
+        if len(found.crops) == 1:
+            crops.append(found.crops[0])
+            labels.append(int(y_test[digit]))
+    x = np.stack(crops).astype(np.float32) if crops else np.zeros((0, 28, 28), np.float32)
+    y = np.asarray(labels, np.int64)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache.with_name(f".{os.getpid()}-{cache.name}")
+    np.savez(temporary, x=x, y=y)
+    os.replace(temporary, cache)
+    log.info("MNIST test as photos: %d of %d read as one digit (cached in %s)", len(y), n, cache)
+    return x, y
+
+
 def _framed(images: np.ndarray) -> np.ndarray:
     """MNIST digits framed exactly as serving frames a photo's digit (`normalize_digit`)."""
     from inference.digits import normalize_digit
@@ -758,6 +828,15 @@ class FlowersRetrainer:
         if not head_file.is_file():
             raise RetrainError(
                 f"flowers v{self.serving.version} has no {HEAD_FILE}: its head cannot be retrained"
+            )
+        from training.effnet_lite0 import backbone_id
+
+        if self.serving.meta.get("backbone", backbone_id()) != backbone_id():
+            raise RetrainError(
+                f"flowers v{self.serving.version} has its own backbone "
+                f"({self.serving.meta.get('backbone')}); "
+                "only a head on the ImageNet backbone can be retrained from cached features "
+                "(use photobot train flowers --fine-tune)"
             )
         serving_head = FlowerHead.load(head_file)
         labels = list(self.serving.labels)
