@@ -24,6 +24,7 @@ from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
 from training.effnet_lite0 import FEATURES, backbone_id, build_backbone
 from training.flower_data import (
     BottleneckCache,
+    DatasetError,
     Lazy,
     Photo,
     PhotoSet,
@@ -160,7 +161,7 @@ def train_flowers(
     splits = split_photos(photo_set.photos, config.validation_percent, config.test_percent)
     for name in ("train", "validation", "test"):
         if not splits[name] and (name == "train" or getattr(config, f"{name}_percent") > 0):
-            raise ValueError(f"the {name} split is empty: add photos or change the split percentages")
+            raise DatasetError(f"the {name} split is empty: add photos or change the split percentages")
     progress(f"{len(photo_set.photos)} photos in {len(photo_set.classes)} classes: {photo_set.counts()}")
 
     backbone = build_backbone()
