@@ -43,7 +43,7 @@ Outputs = Any  # an array, or a list / tuple / dict of arrays, with the batch on
 class EngineConfig:
     """The engine's knobs. Defaults measured with `photobot bench inference` on 2 CPU cores (README)."""
 
-    max_batch: int = 32  # rows per compiled model call (a digit photo is one row per digit)
+    max_batch: int = 16  # rows per compiled model call (a digit photo is one row per digit)
     max_wait_ms: float = 5.0  # how long the oldest waiting photo may wait for others on their way
     queue_size: int = 256  # photos waiting per model (and in decoding) before callers get EngineBusy
     deadline_s: float = 10.0  # a photo not answered by then fails with DeadlineExceeded

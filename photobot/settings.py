@@ -25,7 +25,7 @@ class SettingsError(ValueError):
 class EngineLimits:
     """The inference engine's knobs; defaults chosen by `photobot bench inference` (see README)."""
 
-    max_batch: int = 32  # photos per compiled model call
+    max_batch: int = 16  # photos per compiled model call
     max_wait_ms: float = 5.0  # how long a worker waits for photos still being prepared to join a batch
     queue_size: int = 256  # queued photos per model before callers get "busy, try again"
     deadline_s: float = 10.0  # a request not answered by then fails with a timeout
