@@ -164,10 +164,20 @@ def run_retrain(settings: Any, options: RetrainOptions) -> RetrainOutcome:
                 "retrain job %d failed: %s", job_id, message, exc_info=not isinstance(error, RetrainError)
             )
             store.fail_retrain_job(job_id, message)
+            _reject_leftovers(ModelStore(settings.models_dir), options.model, job_id, message)
             raise
         return outcome
     finally:
         store.close()
+
+
+def _reject_leftovers(models: ModelStore, name: str, job_id: int, message: str) -> None:
+    """A candidate saved before the job failed must never be served by a later rollback: mark it."""
+    for version in models.versions(name):
+        if version.meta.get("job_id") == job_id and version.meta.get("status") == "candidate":
+            models.update_meta(
+                name, version.version, status="rejected", gate={"reason": f"job failed: {message}"}
+            )
 
 
 def _claim_job(store: SyncStore, options: RetrainOptions) -> int:
