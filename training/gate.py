@@ -145,7 +145,12 @@ def apply(
             decision.margin_points,
         )
     status = "promoted" if decision.promote else "rejected"
-    store.update_meta(name, candidate, status=status, gate=decision.as_meta())
+    metrics = {
+        f"{score.name}_accuracy": round(score.candidate, 4)
+        for score in decision.scores
+        if score.candidate is not None
+    }
+    store.update_meta(name, candidate, status=status, gate=decision.as_meta(), metrics=metrics)
     if decision.promote:
         version = store.promote(name, candidate)
         log.info("%s v%d promoted (was v%s): %s", name, candidate, parent, decision.reason)
