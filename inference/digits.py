@@ -361,16 +361,24 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     for shift in range(1, reach + 1):
         smeared[shift:] |= guide[:-shift]
         smeared[:-shift] |= guide[shift:]
-    bridged = smeared.copy()  # close the small gaps that noise leaves in a faint line
-    for shift in (1, 2):
-        bridged[:, shift:] |= smeared[:, :-shift]
-        bridged[:, :-shift] |= smeared[:, shift:]
-    smeared = bridged
-    long_runs = _long_horizontal_runs(smeared, max(24, width // 5))
+    # Lines are thin across: a thick stroke is never part of one, even where a line runs into it.
+    thin = smeared & (_vertical_run_lengths(smeared) <= 2 * reach + 6)
+    bridged = thin.copy()  # close the gaps that noise, crossing lines and strokes leave in a line
+    for shift in range(1, 5):
+        bridged[:, shift:] |= thin[:, :-shift]
+        bridged[:, :-shift] |= thin[:, shift:]
+    shortest = max(12, width // 10)
+    long_runs = _long_horizontal_runs(bridged, shortest)
     if not long_runs.any():
         return mask
     labels, parts = label_components(long_runs)
-    lines = [p for p in parts if p.width >= 0.6 * width and p.height <= max(6, height // 12)]
+    # A line spans most of the page, or runs off its edge (where a digit interrupts it, the pieces do).
+    lines = [
+        p
+        for p in parts
+        if p.height <= max(6, height // 12)
+        and (p.width >= 0.6 * width or (p.width >= shortest and (p.left == 0 or p.right == width)))
+    ]
     if not lines:
         return mask
     line_band = np.isin(labels, [p.index for p in lines])
