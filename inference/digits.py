@@ -357,6 +357,9 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     """
     height, width = mask.shape
     guide = mask if guide is None else guide
+    shortest = max(12, width // 10)
+    if int(np.count_nonzero(guide, axis=1).max(initial=0)) * (2 * reach + 1) < shortest:
+        return mask  # no row holds enough ink for a line, even a tilted one
     smeared = guide.copy()
     for shift in range(1, reach + 1):
         smeared[shift:] |= guide[:-shift]
@@ -367,7 +370,6 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     for shift in range(1, 5):
         bridged[:, shift:] |= thin[:, :-shift]
         bridged[:, :-shift] |= thin[:, shift:]
-    shortest = max(12, width // 10)
     long_runs = _long_horizontal_runs(bridged, shortest)
     if not long_runs.any():
         return mask
@@ -389,6 +391,15 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     return mask & ~(line_band & (thickness <= line_thickness + 1))
 
 
+def _runs(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, start and (exclusive) end of every run, from the row-wise differences of a padded mask."""
+    width = steps.shape[1]
+    flat = steps.ravel()
+    starts = np.flatnonzero(flat == 1)
+    ends = np.flatnonzero(flat == -1)
+    return starts // width, starts % width, ends % width
+
+
 def _vertical_run_lengths(mask: np.ndarray) -> np.ndarray:
     """For each pixel of `mask`, the length of the vertical run it belongs to (0 off the mask)."""
     columns = mask.T
@@ -396,8 +407,7 @@ def _vertical_run_lengths(mask: np.ndarray) -> np.ndarray:
     padded = np.zeros((count, height + 2), np.int8)
     padded[:, 1:-1] = columns
     steps = np.diff(padded, axis=1)
-    cols, starts = np.nonzero(steps == 1)
-    _, ends = np.nonzero(steps == -1)
+    cols, starts, ends = _runs(steps)
     lengths = ends - starts
     out = np.zeros(count * height, np.int32)
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -411,8 +421,7 @@ def _long_horizontal_runs(mask: np.ndarray, min_length: int) -> np.ndarray:
     padded = np.zeros((height, width + 2), np.int8)
     padded[:, 1:-1] = mask
     steps = np.diff(padded, axis=1)
-    row_s, col_s = np.nonzero(steps == 1)
-    _, col_e = np.nonzero(steps == -1)
+    row_s, col_s, col_e = _runs(steps)
     keep = (col_e - col_s) >= min_length
     out = np.zeros((height, width + 1), np.int8)
     np.add.at(out, (row_s[keep], col_s[keep]), 1)
@@ -432,8 +441,7 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[_Component]]:
     padded = np.zeros((height, width + 2), np.int8)
     padded[:, 1:-1] = mask
     steps = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(steps == 1)
-    _, ends = np.nonzero(steps == -1)  # exclusive
+    rows, starts, ends = _runs(steps)  # ends exclusive
     count = len(rows)
     if count == 0:
         return np.zeros((height, width), np.int32), []

@@ -81,8 +81,13 @@ def train_digits(
     *,
     photo_data: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> TrainedDigits:
-    """Train the configured model and measure it on the full MNIST test set."""
+    """Train the configured model and measure it on the full MNIST test set.
+
+    With `checkpoint` (a `.keras` path) the model is also saved after every epoch, so a long run on a
+    busy machine leaves something usable if it has to be stopped.
+    """
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {config.arch!r}; choose from {', '.join(ARCHITECTURES)}")
     keras.utils.set_random_seed(config.seed)
@@ -100,6 +105,8 @@ def train_digits(
     model = make_mlp(config.hidden) if config.arch == "mlp" else make_cnn()
     epochs, batch = config.resolved_epochs, config.resolved_batch_size
     callbacks: list[keras.callbacks.Callback] = [_EpochLog(on_epoch)]
+    if checkpoint is not None:
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoint), save_weights_only=False))
     if config.arch == "cnn":
         callbacks.append(keras.callbacks.LearningRateScheduler(_cosine(1e-3, 2e-5, epochs)))
     started = time.monotonic()

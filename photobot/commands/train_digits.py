@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
@@ -33,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also train on N MNIST digits rendered as phone photos and read back by the serving code",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--checkpoint", type=Path, help="also save the model to this .keras file after every epoch"
+    )
     parser.add_argument(
         "--no-download", action="store_true", help="use only local datasets (PHOTOBOT_DATASETS, DATA_DIR)"
     )
@@ -81,7 +85,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             mnist[0][:limit], mnist[1][:limit], config.photo_digits, config.seed
         )
     print(f"training {config.describe()} for {config.resolved_epochs} epochs …", flush=True)
-    trained = train_digits(config, mnist, photo_data=photo_data)  # logs each epoch
+    trained = train_digits(
+        config, mnist, photo_data=photo_data, checkpoint=args.checkpoint
+    )  # logs each epoch
     command = "photobot " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "photobot train digits"
     version = save_trained(
         ModelStore(settings.models_dir), trained, command=command, promote=not args.no_promote
