@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,23 @@ def run_job(data_dir: Path, datasets: Sequence[Path], model: str, *extra: str) -
 # -------------------------------------------------------------------------------------------- figures
 
 
-def digits_figures(args: argparse.Namespace, settings: Any, figures: dict[str, Any]) -> None:
+Feeder = Callable[[Any, Sequence[tuple[bytes, str]], str, int, Sequence[str | None]], None]
+
+
+def feed_storage(
+    settings: Any,
+    photos: Sequence[tuple[bytes, str]],
+    model: str,
+    user_id: int,
+    answers: Sequence[str | None],
+) -> None:
+    """Label photos through storage's API (what the bot does on the person's taps)."""
+    asyncio.run(_label_photos(settings, photos, model, user_id, answers))
+
+
+def digits_figures(
+    args: argparse.Namespace, settings: Any, figures: dict[str, Any], feed: Feeder = feed_storage
+) -> None:
     from inference.model_store import ModelStore
     from training.datasets import load_mnist
 
@@ -200,7 +216,7 @@ def digits_figures(args: argparse.Namespace, settings: Any, figures: dict[str, A
 
     before = asyncio.run(_answers(settings.models_dir, held, "digit"))
     chat_answers = asyncio.run(_answers(settings.models_dir, chat, "digit"))
-    asyncio.run(_label_photos(settings, chat, "digits", CHAT_USER, chat_answers))
+    feed(settings, chat, "digits", CHAT_USER, chat_answers)
     print(f"serving v1 reads {accuracy(chat_answers, chat):.1%} of the {len(chat)} labelled chat photos")
     _, output = run_job(settings.data_dir, settings.datasets, "digits", *args.job_args)
     print(output)
@@ -210,7 +226,7 @@ def digits_figures(args: argparse.Namespace, settings: Any, figures: dict[str, A
     figures["digits"] = {
         "style": "mirror-written digits, green ink on yellow paper (synth_photos + left-right flip)",
         "labelled_photos": len(chat),
-        "fed_through": "storage feedback API (prediction + the person's correction), not the Telegram loop",
+        "fed_through": getattr(feed, "description", "storage's feedback API (prediction + correction)"),
         "decision": job["decision"],
         "reason": job["reason"],
         "serving_before": 1,
@@ -230,7 +246,7 @@ def digits_figures(args: argparse.Namespace, settings: Any, figures: dict[str, A
         poison = plain_photos(x_train[: args.poison], y_train[: args.poison], seed=13)
         wrong = [(data, str((int(label) + 1) % 10)) for data, label in poison]
         answers = asyncio.run(_answers(settings.models_dir, wrong, "digit"))
-        asyncio.run(_label_photos(settings, wrong, "digits", POISON_USER, answers))
+        feed(settings, wrong, "digits", POISON_USER, answers)
         _, output = run_job(settings.data_dir, settings.datasets, "digits", "--force", *args.job_args)
         print(output)
         job = _last_job(settings)
@@ -300,7 +316,7 @@ def _seed_version(store: Any, name: str, source: Path) -> None:
     store.promote(name, version.version)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, feed: Feeder = feed_storage) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/retrain-demo/run"))
     parser.add_argument("--base-model", type=Path, required=True, help="a digits store version directory")
@@ -332,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (data_dir / "cache").mkdir(parents=True, exist_ok=True)
             os.symlink(args.bottleneck_cache.resolve(), data_dir / "cache" / "bottlenecks")
     figures: dict[str, Any] = {}
-    digits_figures(args, settings, figures)
+    digits_figures(args, settings, figures, feed)
     if args.flowers_model:
         flowers_figures(args, settings, figures)
     (args.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

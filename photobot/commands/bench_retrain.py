@@ -23,6 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photos", type=int, default=100, help="labelled photos of the new style")
     parser.add_argument("--eval", type=int, default=200, help="more photos of that style, for measuring")
     parser.add_argument("--poison", type=int, default=100, help="photos with wrong labels from one user")
+    parser.add_argument(
+        "--through-bot",
+        action="store_true",
+        help="label the photos through the real bot and a local Bot API server (buttons), not storage's API",
+    )
     parser.add_argument("--job-args", nargs=argparse.REMAINDER, default=[], help="passed to photobot retrain")
 
 
@@ -44,9 +49,87 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             argv += ["--bottleneck-cache", str(cache)]
     if settings.datasets:
         argv += ["--datasets", *map(str, settings.datasets)]
-    return retrain_demo.main([*argv, "--job-args", *args.job_args] if args.job_args else argv)
+    argv = [*argv, "--job-args", *args.job_args] if args.job_args else argv
+    return retrain_demo.main(argv, feed_through_bot if args.through_bot else retrain_demo.feed_storage)
 
 
 def _serving(store, name: str) -> Path | None:
     version = store.active(name)
     return version.path if version is not None else None
+
+
+TOKEN = "5555:bench-retrain"
+
+
+def feed_through_bot(settings: Settings, photos, model: str, user_id: int, answers) -> None:
+    """Each photo is sent to the real bot; the person taps ✅, or ❌ and then the right label."""
+    import asyncio
+
+    asyncio.run(_feed_through_bot(settings, photos, user_id))
+
+
+feed_through_bot.description = (
+    "the real bot over a local Bot API server: photo, then ✅ or ❌ + the right digit"
+)
+
+
+async def _feed_through_bot(settings: Settings, photos, user_id: int) -> None:
+    import functools
+    from dataclasses import replace
+
+    from bot.app import build_application
+    from bot.playground.bot_api_server import BotApiServer
+    from bot.services import KEY
+
+    server = BotApiServer(TOKEN)
+    await server.start()
+    bot_settings = replace(
+        settings,
+        telegram_bot_token=TOKEN,
+        telegram_api_url=server.url,
+        user_photos_per_minute=0,
+        outgoing_messages_per_s=0,
+    )
+    application = build_application(bot_settings, models=("digits",))
+    await application.initialize()
+    await application.post_init(application)
+    await application.start()
+    await application.updater.start_polling(timeout=1, poll_interval=0)
+    server.add_user(user_id, f"User {user_id}")
+    store = application.bot_data[KEY].store
+    try:
+        for data, label in photos:
+            reply = await _next(server, user_id, functools.partial(server.send_photo, user_id, data))
+            prediction = (await store.user_predictions(user_id, limit=1))[0]
+            if prediction.label == label:
+                await _press(server, user_id, reply, f"v:{prediction.id}:y")
+                continue
+            await _press(server, user_id, reply, f"v:{prediction.id}:n")
+            await _press(
+                server,
+                user_id,
+                server.chat(user_id).messages[reply["message_id"]],
+                f"l:{prediction.id}:{label}",
+            )
+    finally:
+        await application.updater.stop()
+        await application.stop()
+        await application.shutdown()
+        await application.post_shutdown(application)
+        await server.stop()
+
+
+def _bot_message(event: dict) -> bool:
+    return event["type"] == "message" and event["message"]["from"]["is_bot"]
+
+
+async def _next(server, user_id: int, action) -> dict:
+    after = server.chat(user_id).revision
+    await action()
+    return (await server.wait_for(user_id, _bot_message, after=after, timeout=60))["message"]
+
+
+async def _press(server, user_id: int, message: dict, data: str) -> None:
+    after = server.chat(user_id).revision
+    await server.press_button(user_id, message["message_id"], data)
+    await server.wait_for(user_id, lambda e: e["type"] == "edit", after=after, timeout=60)
