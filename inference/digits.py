@@ -249,11 +249,21 @@ def _blocks(gray: np.ndarray, count: int = 16) -> tuple[np.ndarray, tuple[int, i
 def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int]) -> bool:
     """True when the marks are darker than the paper (ink on paper), False for chalk on a board.
 
-    The blocks' medians are the paper wherever most of a block is paper; the smooth surface through
-    them (see `_smooth_background`) ignores the blocks a thick digit fills and follows the lighting.
-    Where it misses the lighting (strong vignetting, a shadow's edge) it is off a little over large
-    areas, while marks are far off over small ones: so the extreme tails decide, not the sums.
+    First, which side of the blocks is the smooth paper: under dark ink the blocks' high quantiles
+    lie on one smooth surface (only blocks almost filled by a stroke stray) while their low quantiles
+    stray wherever a stroke passes; under chalk the reverse. When both sides are smooth (thin strokes)
+    the extreme tails around the blocks' medians decide: where the surface misses the lighting it is
+    off a little over large areas, while marks are far off over small ones.
     """
+    grid_x, grid_y = _block_centres(geometry, gray.shape, cells.shape[:2])
+    stray = []
+    for q in (0.8, 0.2):
+        side = _block_quantile(cells, q)
+        coefficients, _ = _robust_quadratic(grid_x.ravel(), grid_y.ravel(), side.ravel())
+        stray.append(float(np.abs(side - _quadratic(coefficients, grid_x, grid_y)).mean()))
+    high, low = stray
+    if max(high, low) > 2.0 * min(high, low) and abs(high - low) > 0.02:
+        return high < low
     middle = _block_quantile(cells, 0.5)
     residual = (gray - _smooth_background(middle, geometry, gray.shape)).ravel()
     k = max(4, int(0.0007 * residual.size))
