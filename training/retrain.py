@@ -49,8 +49,10 @@ from training.report import Mistake, Report, ReportData, confusion_matrix, write
 log = logging.getLogger(__name__)
 
 MODELS = ("digits", "flowers")
-DIGITS_BASE_EXAMPLES = 30_000  # MNIST training digits per fine-tuning run (a fresh random subset each time)
-DIGITS_EPOCHS = 3
+# MNIST training digits per fine-tuning run (a fresh random subset each time) and epochs: measured,
+# 30,000 × 3 epochs gave the same held-out chat accuracy after its first epoch as after its third.
+DIGITS_BASE_EXAMPLES = 20_000
+DIGITS_EPOCHS = 2
 FLOWERS_EPOCHS = 300  # an upper bound: early stopping on the base validation split decides
 FLOWERS_LEARNING_RATE = 1e-4  # the head is warm-started from the serving version's
 MAX_REPEATS = 400  # a chat photo is never shown more often than this per epoch
@@ -71,7 +73,7 @@ class RetrainOptions:
     fine_tune: bool = False  # flowers: also fine-tune the backbone (not available, as in `train flowers`)
     limit: int | None = None  # digits: MNIST training digits used; flowers: base photos per class
     test_limit: int | None = None  # digits: first N MNIST test digits for the gate (None: all 10,000)
-    epochs: int | None = None  # None: 3 for digits, up to 300 (early stopping) for flowers
+    epochs: int | None = None  # None: 2 for digits, up to 300 (early stopping) for flowers
     chat_share: float = 0.15  # share of every epoch's examples that are chat photos (oversampled)
     learning_rate: float | None = None  # None: 3e-4 for digits, 1e-4 for the (warm-started) flower head
     batch_size: int = 128

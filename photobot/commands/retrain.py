@@ -23,11 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit",
         type=int,
-        help="digits: MNIST training digits used (default 30000); flowers: photos per class",
+        help="digits: MNIST training digits used (default 20000); flowers: photos per class",
     )
     parser.add_argument("--test-limit", type=int, help="digits: first N MNIST test digits for the gate")
     parser.add_argument(
-        "--epochs", type=int, help="default: 3 for digits; flowers: up to 300, early stopping"
+        "--epochs", type=int, help="default: 2 for digits; flowers: up to 300, early stopping"
     )
     parser.add_argument(
         "--chat-share",
