@@ -103,3 +103,17 @@ def test_a_candidate_is_not_promoted_over_a_version_that_started_serving_meanwhi
     final, _ = gate.apply(store, "digits", 2, 1, decision)
     assert not final.promote and "the serving version changed while the job ran (v1 → v3)" in final.reason
     assert store.active_version("digits") == 3
+
+
+def test_every_fixed_base_set_is_held_to_the_margin() -> None:
+    photos = gate.SetScore("base_photos", "MNIST test as photos", 988, 0.9838, 0.9500)
+    decision = gate.decide(base(0.9930, 0.9921), chat(0.28, 0.79), margin_points=0.3, also=[photos])
+    assert not decision.promote
+    assert (
+        decision.reason
+        == "MNIST test as photos 98.38% → 95.00%: a loss of 3.38 points, more than the 0.3 allowed"
+    )
+    assert [s.name for s in decision.scores] == ["base", "base_photos", "chat"]
+    fine = gate.SetScore("base_photos", "MNIST test as photos", 988, 0.9838, 0.9838)
+    decision = gate.decide(base(0.9930, 0.9921), chat(0.28, 0.79), margin_points=0.3, also=[fine])
+    assert decision.promote and "MNIST test as photos 98.38% → 98.38% (no loss)" in decision.reason
