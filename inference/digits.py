@@ -5,11 +5,12 @@ photo is dark ink on white, cream or lined paper under uneven light, anywhere in
 size. `read_digits` bridges the gap, in this order:
 
 1. grayscale at a few hundred pixels (the decoder already drafted the JPEG down to about that size);
-2. estimate the paper's brightness block by block and subtract it (uneven light, shadows, vignetting);
-3. decide the polarity from which side of the background the strong outliers lie on;
-4. threshold relative to the ink's own strength and the noise level;
-5. erase ruled lines (long thin horizontal structures spanning the page) without cutting the strokes
-   that cross them; drop specks and whatever touches the frame's border;
+2. decide the polarity: dark ink on paper, or chalk on a board (which side of the blocks is smooth);
+3. estimate the paper's brightness block by block — a robust quadratic surface plus a median-filtered
+   correction — and subtract it (uneven light, shadows, vignetting), relative to the paper's brightness;
+4. threshold relative to the strongest marks and to the sensor's noise;
+5. erase ruled and squared-paper lines (long thin structures spanning the page or running off its
+   edge) without cutting the strokes that cross them; drop specks and whatever touches the border;
 6. group the remaining strokes into digits (strokes that share columns belong together), keep the row of
    the tallest one and read it left to right;
 7. fit each digit into 20×20 keeping its aspect ratio and centre it by centre of mass in 28×28.
