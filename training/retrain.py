@@ -261,7 +261,13 @@ def _run(
 
     progress.enter("report", "deciding and writing the report")
     decision = gate.decide(result.base, result.chat, settings.retrain_gate_margin, also=result.also)
-    decision, _ = gate.apply(
+    report.candidate_version = result.candidate.version
+    report.decision = decision
+    report.seconds = time.monotonic() - started
+    folder = report_folder(settings, options.model, job_id)
+    written = write_report(report, folder)  # before promoting: the switch is the job's last step
+    models.update_meta(options.model, result.candidate.version, report=str(written.folder))
+    final, _ = gate.apply(
         models,
         options.model,
         result.candidate.version,
@@ -271,11 +277,9 @@ def _run(
         job_id=job_id,
         actor=options.requested_by,
     )
-    report.candidate_version = result.candidate.version
-    report.decision = decision
-    report.seconds = time.monotonic() - started
-    written = write_report(report, report_folder(settings, options.model, job_id))
-    models.update_meta(options.model, result.candidate.version, report=str(written.folder))
+    if final != decision:  # the serving version changed while the job ran: say so in the report
+        report.decision = decision = final
+        written = write_report(report, folder)
     metrics = {
         "scores": [score.__dict__ for score in decision.scores],
         "report_dir": str(written.folder),
