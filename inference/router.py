@@ -18,9 +18,10 @@ the digit path runs anyway):
                                         and `combine` decides)
 
 Thresholds measured on 300 synthetic phone photos of MNIST test digits (`training.synth_photos`, all
-paper colours, inks, rulings and lighting) and 500 photos of the flower set: 97% of digit photos go
-straight to `digit` (the rest to `check`, still answered as digits), 1.4% of flowers go to `digit`
-(and reach the flower model when the digit model is unsure of them).
+paper colours, inks, rulings and lighting) and 500 photos of the flower set: 99% of digit photos go
+straight to `digit` (the rest to `check`, still answered as digits); 1.6% of flowers go to `digit`
+(and reach the flower model when the digit model is unsure of them); `read_digits` sees strokes in
+about 40% of flower photos, which then take `check` and cost one extra digit-model row (~1 ms).
 
 `combine` answers `unsure` with model None when both readings are plausible, so the bot can ask the
 user "a digit or a flower?", and `not_recognized` when neither model recognises anything.

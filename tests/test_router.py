@@ -54,8 +54,9 @@ def test_digit_photos_are_routed_to_the_digit_model(digit_photos):
 def test_real_flower_photos_are_not_routed_to_the_digit_model_alone(flowers_path):
     files = flower_files(flowers_path, 20, offset=400)
     routes = [router.route(scene_of(f.read_bytes())) for f, _ in files]
-    assert routes.count("digit") <= 3  # measured: 1.4% of 500 photos
-    assert routes.count("flower") >= 80
+    assert routes.count("digit") <= 3  # measured: 1.6% of 500 photos
+    # every other flower reaches the flower model: alone, or with the (cheap) digit model in `check`
+    assert routes.count("flower") + routes.count("check") >= 97
 
 
 def test_a_grey_picture_has_no_colour_spread_and_a_flower_has_much():
