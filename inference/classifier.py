@@ -334,7 +334,7 @@ class Classifier:
             answers.update(await self._answer(second, servings, deadline, timings))
             prediction = router.combine(answers["digits"], answers["flowers"])
         elif plan.route == "check":
-            prediction = router.combine(answers.get("digits"), answers.get("flowers"))
+            prediction = router.combine(answers.get("digits"), answers.get("flowers"), prefer_flower=True)
         else:
             prediction = answers["digits" if plan.route == "digit" else "flowers"]
         if mode == "auto" and prediction.status == "not_recognized":

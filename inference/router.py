@@ -98,12 +98,19 @@ def route(scene: Scene) -> Route:
     return "digit" if scene.paper_like else "check"
 
 
-def combine(digit: Prediction | None, flower: Prediction | None) -> Prediction:
-    """One answer from the readings of a photo that could be either (route `check`).
+def combine(
+    digit: Prediction | None, flower: Prediction | None, *, prefer_flower: bool = False
+) -> Prediction:
+    """One answer from the readings of a photo that could be either.
 
     A clear answer from exactly one model wins; clear answers from both, or two doubtful ones, make an
     `unsure` with model None (the bot asks the user); no answer from either is `not_recognized`.
+    `prefer_flower` (route `check`: strokes found on a photo that does not look like paper) lets a
+    clear flower answer win outright: about 40% of flower photos take that route, 1% of digit photos,
+    and the flower model's out-of-distribution detector refuses almost every digit photo.
     """
+    if prefer_flower and flower is not None and flower.status == "ok":
+        return flower
     readings = [p for p in (digit, flower) if p is not None]
     ok = [p for p in readings if p.status == "ok"]
     if len(ok) == 1:

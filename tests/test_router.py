@@ -94,6 +94,14 @@ def test_combine_is_unsure_when_both_readings_are_plausible():
     assert "digit" in both.reason and "flower" in both.reason
 
 
+def test_on_a_photo_that_is_not_paper_a_clear_flower_wins():
+    digit = answer("digits", "1", 0.95, "ok")
+    flower = answer("flowers", "tulips", 0.9, "ok")
+    assert router.combine(digit, flower, prefer_flower=True) is flower
+    doubtful = answer("flowers", "tulips", 0.5, "unsure")
+    assert router.combine(digit, doubtful, prefer_flower=True) is digit
+
+
 def test_combine_says_not_recognized_when_neither_model_recognises_anything():
     neither = router.combine(
         answer("digits", None, 0.0, "not_recognized"), answer("flowers", None, 0.0, "not_recognized")
