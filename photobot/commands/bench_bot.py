@@ -47,6 +47,8 @@ class Scenario:
     p50_ms: float | None
     p95_ms: float | None
     answered: int  # answers with ✅ / ❌ buttons (the rest were refusals or errors)
+    bot_cpu_ms: float | None  # CPU time of the bot's process tree per answered photo (load-independent)
+    server_cpu_ms: float | None  # CPU time of this process (server + simulated users) per answered photo
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +67,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the bot's outgoing messages/s limit (default 0: off)",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare bot")
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "kind"),
+        default="auto",
+        help="auto: the default mode; kind: users first send /digit or /flower to match their photos",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
 
 
@@ -77,7 +85,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     pool = os.environ.get("ENGINE_POOL", settings.engine.pool)
     limit = args.outgoing_rate or "off"
-    print(f"{os.cpu_count()} CPUs, load average {load}; engine pool {pool}, outgoing limit {limit}")
+    print(
+        f"{os.cpu_count()} CPUs, load average {load}; engine pool {pool}, outgoing limit {limit}, "
+        f"mode {args.mode}"
+    )
     results = asyncio.run(_bench(args, settings, users, photos))
     _print(results)
     if args.json:
@@ -149,7 +160,7 @@ async def _bench(
                 try:
                     for kind, kind_photos in photos.items():
                         for count in users:
-                            result = await _scenario(server, bot, kind, count, kind_photos, args)
+                            result = await _scenario(server, bot, kind, count, kind_photos, args, process.pid)
                             print(_row(result), flush=True)
                             results.append(result)
                 finally:
@@ -202,7 +213,7 @@ _next_user = iter(range(1_000_000, 2_000_000))
 
 
 async def _scenario(
-    server, bot: str, kind: str, users: int, photos: list[bytes], args: argparse.Namespace
+    server, bot: str, kind: str, users: int, photos: list[bytes], args: argparse.Namespace, pid: int
 ) -> Scenario:
     start = time.time()
     measure_from, stop_at = start + args.warmup, start + args.warmup + args.seconds
@@ -210,20 +221,58 @@ async def _scenario(
     ids = [next(_next_user) for _ in range(users)]
     for user_id in ids:
         server.add_user(user_id, "Bench")
+    if args.mode == "kind" and bot == "photobot":
+        await asyncio.gather(
+            *(_say(server, user_id, "/digit" if kind == "digits" else "/flower") for user_id in ids)
+        )
+        start = time.time()
+        measure_from, stop_at = start + args.warmup, start + args.warmup + args.seconds
+    cpu = asyncio.create_task(_cpu_during(pid, measure_from, stop_at))
     await asyncio.gather(*(_user(server, user_id, photos, stop_at, samples) for user_id in ids))
+    bot_cpu_s, server_cpu_s = await cpu
     measured = [(latency, ok) for at, latency, ok in samples if measure_from <= at <= stop_at]
     latencies = sorted(latency * 1000 for latency, _ in measured)
+    count = len(measured)
     return Scenario(
         bot=bot,
         kind=kind,
         users=users,
-        photos=len(measured),
+        photos=count,
         seconds=args.seconds,
-        photos_per_s=len(measured) / args.seconds,
+        photos_per_s=count / args.seconds,
         p50_ms=statistics.median(latencies) if latencies else None,
         p95_ms=_percentile(latencies, 0.95),
         answered=sum(ok for _, ok in measured),
+        bot_cpu_ms=1000 * bot_cpu_s / count if count and bot_cpu_s is not None else None,
+        server_cpu_ms=1000 * server_cpu_s / count if count else None,
     )
+
+
+async def _cpu_during(pid: int, start: float, stop: float) -> tuple[float | None, float]:
+    """CPU seconds used between two wall-clock times by the bot's process tree and by this process."""
+    await asyncio.sleep(max(0.0, start - time.time()))
+    bot_before, own_before = _tree_cpu_s(pid), time.process_time()
+    await asyncio.sleep(max(0.0, stop - time.time()))
+    bot_after, own_after = _tree_cpu_s(pid), time.process_time()
+    bot = None if bot_before is None or bot_after is None else bot_after - bot_before
+    return bot, own_after - own_before
+
+
+def _tree_cpu_s(pid: int) -> float | None:
+    """utime + stime of a process and its live children (the engine's process pool), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, found = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            found = True
+    return total if found else None
 
 
 async def _user(server, user_id: int, photos: list[bytes], stop_at: float, samples: list) -> None:
@@ -247,27 +296,39 @@ async def _user(server, user_id: int, photos: list[bytes], stop_at: float, sampl
         samples.append((event["time"], event["time"] - sent_at, bool(keyboard)))
 
 
+async def _say(server, user_id: int, text: str) -> None:
+    after = server.chat(user_id).revision
+    await server.send_text(user_id, text)
+    await server.wait_for(
+        user_id, lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"], after=after, timeout=30
+    )
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def _row(r: Scenario) -> str:
-    p50 = "—" if r.p50_ms is None else f"{r.p50_ms:.0f}"
-    p95 = "—" if r.p95_ms is None else f"{r.p95_ms:.0f}"
     return (
-        f"{r.bot:9} {r.kind:8} {r.users:>3} users: {r.photos_per_s:6.1f} photos/s, p50 {p50:>5} ms, "
-        f"p95 {p95:>5} ms ({r.photos} photos, {r.answered} with buttons)"
+        f"{r.bot:9} {r.kind:8} {r.users:>3} users: {r.photos_per_s:6.1f} photos/s, "
+        f"p50 {_ms(r.p50_ms):>5} ms, p95 {_ms(r.p95_ms):>5} ms; CPU per photo: bot {_ms(r.bot_cpu_ms)} ms, "
+        f"server {_ms(r.server_cpu_ms)} ms ({r.photos} photos, {r.answered} with buttons)"
     )
 
 
 def _print(results: list[Scenario]) -> None:
-    print("\nbot       kind     users  photos/s   p50 ms   p95 ms")
+    print("\nbot       kind     users  photos/s   p50 ms   p95 ms   bot CPU ms/photo   server CPU ms/photo")
     for r in results:
-        p50 = "—" if r.p50_ms is None else f"{r.p50_ms:.0f}"
-        p95 = "—" if r.p95_ms is None else f"{r.p95_ms:.0f}"
-        print(f"{r.bot:9} {r.kind:8} {r.users:>5} {r.photos_per_s:9.1f} {p50:>8} {p95:>8}")
+        print(
+            f"{r.bot:9} {r.kind:8} {r.users:>5} {r.photos_per_s:9.1f} {_ms(r.p50_ms):>8} {_ms(r.p95_ms):>8} "
+            f"{_ms(r.bot_cpu_ms):>18} {_ms(r.server_cpu_ms):>21}"
+        )
     for kind in KINDS:
         for users in sorted({r.users for r in results}):
             bare = next((r for r in results if (r.bot, r.kind, r.users) == ("bare", kind, users)), None)
