@@ -117,3 +117,19 @@ def test_every_fixed_base_set_is_held_to_the_margin() -> None:
     fine = gate.SetScore("base_photos", "MNIST test as photos", 988, 0.9838, 0.9838)
     decision = gate.decide(base(0.9930, 0.9921), chat(0.28, 0.79), margin_points=0.3, also=[fine])
     assert decision.promote and "MNIST test as photos 98.38% → 98.38% (no loss)" in decision.reason
+
+
+def test_a_loss_on_a_sampled_base_set_rejects_only_when_it_is_significant() -> None:
+    mnist = base(0.9930, 0.9916)
+    noise = gate.SetScore("base_photos", "MNIST test as photos", 987, 0.9838, 0.9787, lost=9, gained=4)
+    decision = gate.decide(mnist, chat(0.34, 0.93), margin_points=0.3, also=[noise])
+    assert gate.sign_test(9, 4) == pytest.approx(0.1334, abs=1e-4)
+    assert decision.promote
+    assert "(a loss of 0.51 points, but 9 lost vs 4 gained is not significant: p = 0.13)" in decision.reason
+    real = gate.SetScore("base_photos", "MNIST test as photos", 987, 0.9838, 0.9747, lost=12, gained=3)
+    decision = gate.decide(mnist, chat(0.34, 0.93), margin_points=0.3, also=[real])
+    assert not decision.promote
+    assert decision.reason == (
+        "MNIST test as photos 98.38% → 97.47%: a loss of 0.91 points, more than the 0.3 allowed "
+        "(12 lost vs 3 gained, p = 0.018)"
+    )

@@ -16,6 +16,7 @@ Promotion is the model store's atomic pointer switch; a rejected candidate stays
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 BASE = "base"
 CHAT = "chat"
 _EPSILON = 1e-9
+SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class SetScore:
     n: int
     serving: float | None  # None when the set is empty
     candidate: float | None
+    # For a set that is only a sample of what serving meets (the photo-rendered base set): how many
+    # examples only the serving version got right, and only the candidate. A loss beyond the margin
+    # then rejects only if it is also significant (one-sided sign test on these, p < SIGNIFICANCE).
+    lost: int | None = None
+    gained: int | None = None
 
     @property
     def change_points(self) -> float | None:
@@ -79,10 +86,22 @@ def decide(
             continue
         drop = (fixed.serving - fixed.candidate) * 100.0
         text = f"{fixed.title} {fixed.serving:.2%} → {fixed.candidate:.2%}"
+        if drop > margin_points + _EPSILON and fixed.lost is not None and fixed.gained is not None:
+            p = sign_test(fixed.lost, fixed.gained)
+            if p >= SIGNIFICANCE:
+                texts.append(
+                    f"{text} (a loss of {drop:.2f} points, but {fixed.lost} lost vs {fixed.gained} "
+                    f"gained is not significant: p = {p:.2f})"
+                )
+                continue
         if drop > margin_points + _EPSILON:
+            evidence = ""
+            if fixed.lost is not None and fixed.gained is not None:
+                p = sign_test(fixed.lost, fixed.gained)
+                evidence = f" ({fixed.lost} lost vs {fixed.gained} gained, p = {p:.3f})"
             return GateDecision(
                 False,
-                f"{text}: a loss of {drop:.2f} points, more than the {margin_points:g} allowed",
+                f"{text}: a loss of {drop:.2f} points, more than the {margin_points:g} allowed{evidence}",
                 scores,
                 margin_points,
             )
@@ -102,6 +121,14 @@ def decide(
     else:
         chat_text = f"{chat.title} {chat.serving:.1%} → {chat.candidate:.1%} (on {chat.n} photos)"
     return GateDecision(True, f"{base_text}; {chat_text}", scores, margin_points)
+
+
+def sign_test(lost: int, gained: int) -> float:
+    """One-sided exact sign test: P(at least `lost` of the lost+gained changes go against the candidate)."""
+    n = lost + gained
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n
 
 
 class EventLog(Protocol):

@@ -559,12 +559,15 @@ class DigitsRetrainer:
             _accuracy(serving_chat),
             _accuracy(candidate_chat),
         )
+        serving_right, candidate_right = serving_photos == photo_y, candidate_photos == photo_y
         photos_score = gate.SetScore(
             "base_photos",
             "MNIST test as photos",
             len(photo_y),
-            _accuracy(serving_photos == photo_y),
-            _accuracy(candidate_photos == photo_y),
+            _accuracy(serving_right),
+            _accuracy(candidate_right),
+            lost=int(np.sum(serving_right & ~candidate_right)),
+            gained=int(np.sum(candidate_right & ~serving_right)),
         )
         return TrainingResult(candidate, base, chat, (photos_score,))
 
