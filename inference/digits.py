@@ -253,8 +253,8 @@ def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int
     First, which side of the blocks is the smooth paper: under dark ink the blocks' high quantiles
     lie on one smooth surface (only blocks almost filled by a stroke stray) while their low quantiles
     stray wherever a stroke passes; under chalk the reverse. When both sides are smooth (thin strokes)
-    the extreme tails around the blocks' medians decide: where the surface misses the lighting it is
-    off a little over large areas, while marks are far off over small ones.
+    the extreme small details decide: thin strokes are far off their surroundings, while lighting
+    that the surface misses (a shadow's edge, vignetting) changes too slowly to count.
     """
     grid_x, grid_y = _block_centres(geometry, gray.shape, cells.shape[:2])
     stray = []
@@ -263,13 +263,15 @@ def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int
         coefficients, _ = _robust_quadratic(grid_x.ravel(), grid_y.ravel(), side.ravel())
         stray.append(float(np.abs(side - _quadratic(coefficients, grid_x, grid_y)).mean()))
     high, low = stray
-    if max(high, low) > 2.0 * min(high, low) and abs(high - low) > 0.02:
+    if max(high, low) > 1.6 * min(high, low) and abs(high - low) > 0.004:
         return high < low
-    middle = _block_quantile(cells, 0.5)
-    residual = (gray - _smooth_background(middle, geometry, gray.shape)).ravel()
-    k = max(4, int(0.0007 * residual.size))
-    tails = np.partition(residual, [k, residual.size - 1 - k])
-    return -float(tails[k]) >= float(tails[residual.size - 1 - k])
+    # Thin strokes: compare the darkest and the lightest small details, what a 17×17 box blur takes away.
+    # Lighting (a shadow's edge, vignetting) varies too slowly to leave much there.
+    pixels = Image.fromarray(np.clip(gray * 255.0, 0, 255).astype(np.uint8))
+    detail = (gray - np.asarray(pixels.filter(ImageFilter.BoxBlur(8)), np.float32) * (1.0 / 255.0)).ravel()
+    k = max(4, int(0.0007 * detail.size))
+    tails = np.partition(detail, [k, detail.size - 1 - k])
+    return -float(tails[k]) >= float(tails[detail.size - 1 - k])
 
 
 def _block_centres(
