@@ -220,7 +220,7 @@ async def test_a_webhook_receives_updates_in_order_with_the_secret(bot: Bot) -> 
             await local.send_text(1001, "one")
             await local.send_text(1001, "two")
             for _ in range(100):
-                if len(received) >= 3:
+                if len(received) >= 3 and not local.pending_updates:  # delivered and dropped
                     break
                 await asyncio.sleep(0.05)
             assert [(secret, body["message"]["text"]) for secret, body in received] == [
