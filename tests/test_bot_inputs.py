@@ -299,9 +299,9 @@ async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, gly
     sent = await bot.server.send_photo(slow, digit_photo(glyphs[6], size=(640, 480), seed=77))
     chosen = next(p for p in sent["photo"] if min(p["width"], p["height"]) >= 224)
     path = bot.server.files[chosen["file_id"]].file_path
-    bot.server.file_delays[path] = 6.0  # this user's download crawls
+    bot.server.file_delays[path] = 10.0  # this user's download crawls
     try:
-        answer = await bot.photo(quick, digit_photo(glyphs[1], size=(640, 480), seed=78), timeout=5.0)
+        answer = await bot.photo(quick, digit_photo(glyphs[1], size=(640, 480), seed=78), timeout=8.0)
         assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"]
         assert not [
             e

@@ -57,7 +57,7 @@ async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(tmp_path: Pa
             await wait_until(lambda: bot_answers(server, users[0]), 60, "the first answer")
             assert warm["message_id"] == 1
 
-            server.file_delay_s = 1.5  # downloads now take a while: the photos below are in flight
+            server.file_delay_s = 4.0  # downloads now take a while: the photos below are in flight
             files_before = server.method_calls.get("getFile", 0)
             for index, user in enumerate(users):
                 await server.send_photo(user, digit_photo(glyphs[index + 2]))
