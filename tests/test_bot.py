@@ -175,6 +175,31 @@ async def test_not_a_digit_and_back(bot: BotHarness, glyphs) -> None:
     assert (feedback.verdict, feedback.model, feedback.true_label) == ("wrong", "digits", "not_a_digit")
 
 
+async def test_a_photo_with_nothing_on_it_is_not_recognised_and_can_be_labelled(bot: BotHarness) -> None:
+    import numpy as np
+
+    user = bot.user(217)
+    blank = digit_photo(np.zeros((28, 28), np.uint8), seed=5)  # an empty page
+    reply = await answered_photo(bot, user, blank)
+    assert reply["text"].startswith("I don't see a digit or one of my five flowers here.")
+    prediction_id = callbacks.decode(button_data(reply, "✅ Correct")).prediction_id
+    record = await bot.services.store.get_prediction(prediction_id)
+    assert (record.status, record.model, record.label) == ("not_recognized", None, None)
+    _, thanked = await bot.press(user, reply, button_data(reply, "✅ Correct"))
+    assert thanked["text"].endswith("Thank you! Recorded: neither a digit nor a flower.")
+    feedback = await bot.services.store.get_feedback(prediction_id)
+    assert (feedback.verdict, feedback.model, feedback.true_label) == ("correct", "digits", "not_a_digit")
+
+    again = await answered_photo(bot, user, digit_photo(np.zeros((28, 28), np.uint8), seed=6))
+    _, picker = await bot.press(user, again, button_data(again, "❌ Wrong"))
+    assert [t for t, _ in buttons(picker)] == [*"01234", *"56789", "Neither", "« Back"]
+    _, thanked = await bot.press(user, picker, button_data(picker, "7"))
+    assert thanked["text"].endswith("Thank you! Recorded: 7.")
+    again_id = callbacks.decode(button_data(again, "✅ Correct")).prediction_id
+    feedback = await bot.services.store.get_feedback(again_id)
+    assert (feedback.verdict, feedback.model, feedback.true_label) == ("wrong", "digits", "7")
+
+
 async def test_caption_label_is_a_contribution_and_the_bot_says_if_it_agreed(bot: BotHarness, glyphs) -> None:
     user = bot.user(206)
     reply = await answered_photo(bot, user, digit_photo(glyphs[2], seed=3), caption="2")

@@ -121,14 +121,10 @@ async def _record(
         await query.answer(text(language, "feedback_already"))
         await _edit_markup(query, None)
         return
-    await query.answer(text(language, "thanks_label", label=_shown(language, model, label)))
-    await _edit_thanks(query, _thanks(language, model, label, correct and prediction.model is not None))
-
-
-def _shown(language: str, model: str, label: str | None) -> str:
-    if label is not None:
-        return label
-    return text(language, {"digits": "button_not_digit", "flowers": "button_not_flower"}[model])
+    neither = prediction.model is None and label is None  # "not recognised", and the user agrees
+    thanks = text(language, "thanks_none") if neither else _thanks(language, model, label, correct)
+    await query.answer(thanks)
+    await _edit_thanks(query, thanks)
 
 
 def _thanks(language: str, model: str, label: str | None, correct: bool) -> str:
