@@ -143,8 +143,9 @@ def read_digits(image: Image.Image | np.ndarray) -> DigitCrops:
     # Lines are found where they are whole (at half the threshold: faint lines break into dashes at the
     # full one), then erased from the strokes: ruled lines first, then squared paper's columns.
     guide = found.strokes(0.5)
-    mask = remove_ruled_lines(mask, guide)
-    mask = remove_ruled_lines(mask.T, guide.T).T
+    without_rows = remove_ruled_lines(mask, guide)
+    if without_rows is not mask:  # ruled paper; squared paper has columns too
+        mask = remove_ruled_lines(without_rows.T, guide.T).T
     labels, components = label_components(mask)
     components = _drop_border_and_specks(components, height, width)
     if len(components) > 150:
@@ -193,10 +194,9 @@ def ink_map(gray: np.ndarray) -> tuple[InkMap | None, str | None]:
     if blocks is None:
         return None, "the photo is too small"
     cells, geometry = blocks
-    dark_ink = _dark_ink(gray, cells, geometry)
     # The paper is the bright majority of a block under dark ink (the dark one under chalk): a high
     # quantile still sees it in a block that a thick stroke mostly covers.
-    paper = _block_quantile(cells, 0.8 if dark_ink else 0.2)
+    dark_ink, paper = _dark_ink(gray, cells, geometry)
     background = _smooth_background(paper, geometry, gray.shape)
     residual = background - gray if dark_ink else gray - background
     noise = _robust_sigma(residual)  # the sensor's noise, the same in light and shadow
@@ -224,7 +224,7 @@ def estimate_background(gray: np.ndarray) -> np.ndarray:
     if blocks is None:
         return np.full_like(gray, float(np.median(gray)))
     cells, geometry = blocks
-    paper = _block_quantile(cells, 0.8 if _dark_ink(gray, cells, geometry) else 0.2)
+    _, paper = _dark_ink(gray, cells, geometry)
     return _smooth_background(paper, geometry, gray.shape)
 
 
@@ -247,8 +247,9 @@ def _blocks(gray: np.ndarray, count: int = 16) -> tuple[np.ndarray, tuple[int, i
     return cells, (top, left, side)
 
 
-def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int]) -> bool:
-    """True when the marks are darker than the paper (ink on paper), False for chalk on a board.
+def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int]) -> tuple[bool, np.ndarray]:
+    """True when the marks are darker than the paper (ink on paper), False for chalk on a board; and the
+    blocks' paper values on that side (their 0.8 quantile under ink, 0.2 under chalk).
 
     First, which side of the blocks is the smooth paper: under dark ink the blocks' high quantiles
     lie on one smooth surface (only blocks almost filled by a stroke stray) while their low quantiles
@@ -257,21 +258,23 @@ def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int
     that the surface misses (a shadow's edge, vignetting) changes too slowly to count.
     """
     grid_x, grid_y = _block_centres(geometry, gray.shape, cells.shape[:2])
-    stray = []
+    stray, sides = [], []
     for q in (0.8, 0.2):
         side = _block_quantile(cells, q)
         coefficients, _ = _robust_quadratic(grid_x.ravel(), grid_y.ravel(), side.ravel())
         stray.append(float(np.abs(side - _quadratic(coefficients, grid_x, grid_y)).mean()))
+        sides.append(side)
     high, low = stray
     if max(high, low) > 1.6 * min(high, low) and abs(high - low) > 0.004:
-        return high < low
+        return high < low, sides[0] if high < low else sides[1]
     # Thin strokes: compare the darkest and the lightest small details, what a 17×17 box blur takes away.
     # Lighting (a shadow's edge, vignetting) varies too slowly to leave much there.
     pixels = Image.fromarray(np.clip(gray * 255.0, 0, 255).astype(np.uint8))
     detail = (gray - np.asarray(pixels.filter(ImageFilter.BoxBlur(8)), np.float32) * (1.0 / 255.0)).ravel()
     k = max(4, int(0.0007 * detail.size))
     tails = np.partition(detail, [k, detail.size - 1 - k])
-    return -float(tails[k]) >= float(tails[detail.size - 1 - k])
+    dark = -float(tails[k]) >= float(tails[detail.size - 1 - k])
+    return dark, sides[0] if dark else sides[1]
 
 
 def _block_centres(
@@ -400,7 +403,10 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     # Erase only what is as thin as the lines themselves: where a stroke crosses a line, or runs along
     # it, the ink there is thicker than the line, and stays.
     thickness = _vertical_run_lengths(guide)
-    line_thickness = float(np.median(thickness[guide & line_band]))
+    on_lines = thickness[guide & line_band]
+    if on_lines.size == 0:
+        return mask
+    line_thickness = float(np.median(on_lines))
     return mask & ~(line_band & (thickness <= line_thickness + 1))
 
 

@@ -39,6 +39,8 @@ class DigitTrainingConfig:
     augment: bool | None = None  # None: on for the CNN, off for the MLP
     photo_digits: int = 0  # extra training digits rendered as photos and read back by the serving code
     seed: int = 0
+    learning_rate: float = 1e-3  # Adam's, decayed along a cosine to 1/50 of it for the CNN
+    init_from: str | None = None  # start from this .keras model's weights (same architecture): fine-tuning
 
     @property
     def resolved_epochs(self) -> int:
@@ -102,13 +104,20 @@ def train_digits(
         y = np.concatenate([y, photo_data[1]])
     y_onehot = keras.utils.to_categorical(y, 10)
     x_eval = mnist_inputs(x_test, framed=framed)
-    model = make_mlp(config.hidden) if config.arch == "mlp" else make_cnn()
+    if config.arch == "cnn":
+        model = make_cnn(learning_rate=config.learning_rate)
+    else:
+        model = make_mlp(config.hidden, learning_rate=config.learning_rate)
+    if config.init_from:
+        start = keras.saving.load_model(config.init_from, compile=False, safe_mode=True)
+        model.set_weights(start.get_weights())
     epochs, batch = config.resolved_epochs, config.resolved_batch_size
     callbacks: list[keras.callbacks.Callback] = [_EpochLog(on_epoch)]
     if checkpoint is not None:
         callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoint), save_weights_only=False))
     if config.arch == "cnn":
-        callbacks.append(keras.callbacks.LearningRateScheduler(_cosine(1e-3, 2e-5, epochs)))
+        rate = config.learning_rate
+        callbacks.append(keras.callbacks.LearningRateScheduler(_cosine(rate, rate / 50, epochs)))
     started = time.monotonic()
     if config.resolved_augment:
         from training.augment import augmented_dataset

@@ -35,6 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="Adam's starting rate (default 1e-3)"
+    )
+    parser.add_argument("--init-from", help="start from this .keras model's weights (fine-tuning)")
+    parser.add_argument(
         "--checkpoint", type=Path, help="also save the model to this .keras file after every epoch"
     )
     parser.add_argument(
@@ -73,6 +77,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         augment=args.augment,
         photo_digits=args.photo_digits,
         seed=args.seed,
+        learning_rate=args.learning_rate,
+        init_from=args.init_from,
     )
     try:
         mnist = load_mnist(settings.datasets, settings.data_dir, allow_download=not args.no_download)
