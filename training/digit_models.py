@@ -35,7 +35,7 @@ def make_mlp(hidden: Sequence[int] = (800,), *, learning_rate: float = 1e-3) -> 
 def make_cnn(*, learning_rate: float = 1e-3, dropout: float = 0.25) -> keras.Model:
     """The default digit CNN: a 5×5 convolution, two 3×3 ones, a 3×3 one to 128 channels, global pooling.
 
-    Batch norm after every convolution. About 110 k parameters (≈ 0.5 MB saved without optimizer state)
+    Batch norm after every convolution. 132 k parameters (0.6 MB saved without optimizer state)
     and ~13 M multiply-adds per digit: ~1 ms per photo on one CPU core, and cheap enough to train on a
     shared CPU, yet ≥ 99.5% on MNIST when trained with augmentation.
     """
