@@ -83,6 +83,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.module.main(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
-    except UserFacingError as error:
+    except Exception as error:
+        if not isinstance(error, _user_facing_errors()):
+            raise
         print(f"photobot {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+# Errors of the inner packages whose message already says what to do (set PHOTOBOT_DATASETS, train a
+# model, upgrade PhotoBot): any command that meets one prints it as one line, without a traceback.
+_ENVIRONMENT_ERRORS = {
+    "training.datasets": "DatasetUnavailable",
+    "training.flower_data": "DatasetError",
+    "inference.errors": "ModelUnavailable",
+    "storage.errors": "SchemaTooNew",
+}
+
+
+def _user_facing_errors() -> tuple[type[BaseException], ...]:
+    # Looked up in sys.modules: an error of a module that was never imported cannot have been raised,
+    # and the command line stays free of heavy imports.
+    inner = tuple(
+        getattr(sys.modules[module], name)
+        for module, name in _ENVIRONMENT_ERRORS.items()
+        if module in sys.modules
+    )
+    return (UserFacingError, *inner)
