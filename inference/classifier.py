@@ -43,6 +43,7 @@ from inference.engine import BatchWorker, EngineConfig, Outputs, Timed
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
 from inference.loading import LoadedModel, load_version
 from inference.model_store import META_FILE, MODEL_FILE, ModelStore, ModelVersion
+from inference.pool_process import one_native_thread
 from inference.prediction import MODES, Mode, Prediction
 
 log = logging.getLogger(__name__)
@@ -515,7 +516,9 @@ async def _make_pool(config: EngineConfig) -> Executor:
     workers = config.decode_workers()
     if config.pool == "process":
         # spawn, not fork: forking a process that runs TensorFlow threads can deadlock the child
-        pool: Executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool: Executor = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=one_native_thread
+        )
         loop = asyncio.get_running_loop()
         pids = await asyncio.gather(*(loop.run_in_executor(pool, _warm_worker) for _ in range(workers)))
         log.info("decoding and preprocessing in %d processes (%s)", len(set(pids)), sorted(set(pids)))

@@ -48,7 +48,7 @@ class EngineConfig:
     queue_size: int = 256  # photos waiting per model (and in decoding) before callers get EngineBusy
     deadline_s: float = 10.0  # a photo not answered by then fails with DeadlineExceeded
     workers: int = 0  # decode/preprocess threads (or processes); 0 means one per CPU core
-    pool: str = "thread"  # "thread" or "process" (decoding and preprocessing free of the GIL)
+    pool: str = "process"  # "thread" or "process" (decoding and preprocessing free of the GIL)
     batch_sizes: tuple[int, ...] = ()  # padded shapes where the backend compiles per shape; () = 1, 2, 4, …
     reload_poll_s: float = 2.0  # how often the store's `active` pointers are checked; 0 turns it off
 

@@ -31,7 +31,7 @@ class EngineLimits:
     deadline_s: float = 10.0  # a request not answered by then fails with a timeout
     workers: int = 0  # decode/preprocess threads; 0 means one per CPU core
     reload_poll_s: float = 2.0  # how often the model store's `active` pointers are checked; 0: never
-    pool: str = "thread"  # "thread" or "process": where decoding and preprocessing run
+    pool: str = "process"  # "thread" or "process": where decoding and preprocessing run
 
 
 @dataclass(frozen=True)

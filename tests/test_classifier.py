@@ -26,10 +26,11 @@ from engine_fixtures import (
 from PIL import Image
 
 from inference import digits
-from inference.classifier import Classifier, prepare_photo, seed_shipped
+from inference.classifier import Classifier, _make_pool, prepare_photo, seed_shipped
 from inference.engine import EngineConfig
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable, UnsupportedImage
 from inference.model_store import ModelStore
+from inference.pool_process import NATIVE_THREAD_VARIABLES, native_threads
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,7 @@ async def test_start_logs_backend_and_device_per_model(store, caplog):
 async def test_a_process_pool_prepares_photos_like_the_thread_pool(store, test_digits):
     x_test, _ = test_digits
     photos = [digit_photo(x_test[i], seed=i) for i in range(8)] + [b"\x89PNG\r\n\x1a\n broken"]
-    async with Classifier(store, config(), names=("digits",), shipped_dir=None) as classifier:
+    async with Classifier(store, config(pool="thread"), names=("digits",), shipped_dir=None) as classifier:
         threads = await asyncio.gather(
             *(classifier.classify(p, "digit") for p in photos), return_exceptions=True
         )
@@ -195,6 +196,19 @@ async def test_a_process_pool_prepares_photos_like_the_thread_pool(store, test_d
     for a, b in zip(processes[:-1], threads[:-1], strict=True):
         # the same inputs, but batched with different neighbours: float rounding differs in the 5th digit
         assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+
+
+async def test_pool_processes_run_one_native_thread_each(monkeypatch):
+    # A process per core already; BLAS threads on top made the pool fight the model for the cores.
+    for name in NATIVE_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    pool = await _make_pool(config(pool="process", workers=1))
+    try:
+        there = await asyncio.get_running_loop().run_in_executor(pool, native_threads)
+    finally:
+        pool.shutdown()
+    assert there == dict.fromkeys(NATIVE_THREAD_VARIABLES, "1")
+    assert native_threads() == dict.fromkeys(NATIVE_THREAD_VARIABLES)  # the bot's own process is untouched
 
 
 def test_prepare_photo_gives_identical_inputs_in_a_spawned_process(test_digits):
