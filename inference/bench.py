@@ -15,11 +15,13 @@ Used by `photobot bench inference`, which supplies the photos (MNIST digits rend
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import re
 import statistics
+import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -158,6 +160,11 @@ class PerRequest:
         self.limits = limits
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix=f"baseline-{version.name}")
         self.grayscale = version.name == "digits"
+        # Keras' JAX `predict` takes the weights out of the model's variables for the call and puts
+        # them back at its end (a memory saving meant for one caller): two threads inside it at once
+        # leave the model without weights ("'NoneType' object is not callable"). There it runs one
+        # call at a time; decoding and preprocessing around it still run in every thread.
+        self.predict_lock = threading.Lock() if _backend() == "jax" else contextlib.nullcontext()
         # Calling a model whose input is named with a bare array makes Keras warn on every call.
         warnings.filterwarnings(
             "ignore", message="The structure of `inputs` doesn't match", category=UserWarning
@@ -172,7 +179,8 @@ class PerRequest:
             return self.adapter.nothing(self.version, reason)
         inputs = inputs.astype(np.float32).reshape(len(inputs), *self.model.inputs[0].shape[1:])
         if method == "predict":
-            outputs = self.model.predict(inputs, verbose=0)
+            with self.predict_lock:
+                outputs = self.model.predict(inputs, verbose=0)
         else:
             outputs = _numpy(self.model(inputs, training=False))
         return self.adapter.answer(outputs, self.version)
@@ -192,6 +200,12 @@ class PerRequest:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _backend() -> str:
+    import keras  # already loaded: the baseline's model is a Keras model
+
+    return keras.backend.backend()
 
 
 def _numpy(outputs: Any) -> Any:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
-from engine_fixtures import add_version, digit_meta, train_digit_model
+import numpy as np
+from engine_fixtures import add_version, digit_meta, digit_photo, load_mnist_subset, train_digit_model
 
+from inference import bench
 from inference.bench import arithmetic_peak, percentile
-from inference.model_store import ModelStore
+from inference.model_store import ModelStore, ModelVersion
 from photobot.cli import main
 
 
@@ -41,3 +47,40 @@ def test_arithmetic_peak_and_percentiles():
     assert peak.cores >= 1 and peak.measured_gflops > 0
     assert peak.flops_per_cycle in (8, 16, 32, 64)
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+
+
+class _CountingModel:
+    """Records how many threads are inside `predict` at once."""
+
+    def __init__(self) -> None:
+        self.inputs = [SimpleNamespace(shape=(None, 28, 28, 1))]
+        self.lock = threading.Lock()
+        self.inside = self.most = self.calls = 0
+
+    def predict(self, x, verbose=0):
+        with self.lock:
+            self.inside += 1
+            self.calls += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(0.02)
+        with self.lock:
+            self.inside -= 1
+        return np.eye(10, dtype=np.float32)[np.zeros(len(x), dtype=int)]
+
+
+def test_per_request_predict_runs_one_at_a_time_on_jax(tmp_path, monkeypatch, mnist_path):
+    # Keras' JAX predict empties the model's variables while it runs: two threads in it at once leave
+    # the model without weights, so the baseline serialises predict there.
+    monkeypatch.setattr(bench, "_backend", lambda: "jax")
+    _, _, x_test, _ = load_mnist_subset(mnist_path)
+    photos = [digit_photo(x_test[i], seed=i) for i in range(4)]
+    model = _CountingModel()
+    version = ModelVersion("digits", 1, tmp_path, digit_meta())
+    baseline = bench.PerRequest(version, model, threads=4, limits={"max_bytes": 10**7, "max_pixels": 10**7})
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda data: baseline.answer(data, "predict"), photos * 3))
+    finally:
+        baseline.close()
+    assert model.calls > 0
+    assert model.most == 1
