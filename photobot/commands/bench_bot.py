@@ -250,29 +250,14 @@ async def _scenario(
 
 async def _cpu_during(pid: int, start: float, stop: float) -> tuple[float | None, float]:
     """CPU seconds used between two wall-clock times by the bot's process tree and by this process."""
+    from inference.bench import process_tree_cpu_seconds
+
     await asyncio.sleep(max(0.0, start - time.time()))
-    bot_before, own_before = _tree_cpu_s(pid), time.process_time()
+    bot_before, own_before = process_tree_cpu_seconds(pid), time.process_time()
     await asyncio.sleep(max(0.0, stop - time.time()))
-    bot_after, own_after = _tree_cpu_s(pid), time.process_time()
+    bot_after, own_after = process_tree_cpu_seconds(pid), time.process_time()
     bot = None if bot_before is None or bot_after is None else bot_after - bot_before
     return bot, own_after - own_before
-
-
-def _tree_cpu_s(pid: int) -> float | None:
-    """utime + stime of a process and its live children (the engine's process pool), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total, found = 0.0, False
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent's pid
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            found = True
-    return total if found else None
 
 
 async def _user(server, user_id: int, photos: list[bytes], stop_at: float, samples: list) -> None:
