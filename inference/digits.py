@@ -244,9 +244,20 @@ def estimate_background(gray: np.ndarray) -> np.ndarray:
 
 
 def _block_quantile(cells: np.ndarray, q: float) -> np.ndarray:
-    """The q-quantile of each block's pixels (nearest rank; a partition, not a sort)."""
+    """The q-quantile of each block's pixels (nearest rank; a partition, not a sort).
+
+    One partition per quantile: numpy's partition with two kth values at once measured 4x slower.
+    """
     k = min(cells.shape[2] - 1, int(q * cells.shape[2]))
     return np.partition(cells, k, axis=2)[:, :, k]
+
+
+def _members(labels: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+    """Where `labels` is one of `indices`: a table lookup (np.isin sorts on every call)."""
+    wanted = np.asarray(indices, dtype=np.intp)
+    table = np.zeros(max(int(labels.max(initial=0)), int(wanted.max(initial=0))) + 1, bool)
+    table[wanted] = True
+    return table[labels]
 
 
 def _blocks(gray: np.ndarray, count: int = 16) -> tuple[np.ndarray, tuple[int, int, int]] | None:
@@ -414,7 +425,7 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     ]
     if not lines:
         return mask
-    line_band = np.isin(labels, [p.index for p in lines])
+    line_band = _members(labels, [p.index for p in lines])
     # Erase only what is as thin as the lines themselves: where a stroke crosses a line, or runs along
     # it, the ink there is thicker than the line, and stays.
     thickness = _vertical_run_lengths(guide)
@@ -648,7 +659,7 @@ def _crop_group(ink: np.ndarray, labels: np.ndarray, group: _Group, threshold: f
     pad = 2
     top, bottom = max(0, group.top - pad), min(ink.shape[0], group.bottom + pad)
     left, right = max(0, group.left - pad), min(ink.shape[1], group.right + pad)
-    members = np.isin(labels[top:bottom, left:right], [c.index for c in group.members])
+    members = _members(labels[top:bottom, left:right], [c.index for c in group.members])
     near = np.asarray(
         Image.fromarray(members.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3)), dtype=bool
     )
