@@ -23,6 +23,11 @@ from photobot.settings import Settings
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8089, help="playground port on 127.0.0.1 (default 8089)")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        help="run `make run` in this fresh clone (its .venv already built) instead; it serves on port 8080",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -30,31 +35,31 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     photo = _digit_photos(1, settings)[0]
     with tempfile.TemporaryDirectory(prefix="photobot-fresh-") as folder:
-        times = asyncio.run(_measure(Path(folder), args.port, photo))
+        if args.checkout:
+            command, cwd, port = ["make", "run"], args.checkout.resolve(), 8080
+        else:
+            command, cwd, port = (
+                [sys.executable, "-m", "photobot", "playground", "--port", str(args.port)],
+                Path(folder),
+                args.port,
+            )
+        times = asyncio.run(_measure(command, cwd, port, photo))
     print(f"page answers:        {times['page']:6.1f} s")
     print(f"bot ready:           {times['ready']:6.1f} s")
     print(f"first photo answered: {times['answer']:5.1f} s  (the photo itself took {times['photo']:.2f} s)")
     return 0
 
 
-async def _measure(folder: Path, port: int, photo: bytes) -> dict[str, float]:
+async def _measure(command: list[str], cwd: Path, port: int, photo: bytes) -> dict[str, float]:
     import aiohttp
 
     env = {k: v for k, v in os.environ.items() if k not in ("TELEGRAM_BOT_TOKEN", "DATA_DIR")}
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    log = open(folder / "playground.log", "wb")  # noqa: SIM115 - the child owns it from here
+    log = open(cwd / "playground.log", "wb")  # noqa: SIM115 - the child owns it from here
+    # A new session: Ctrl-C's SIGINT goes to `make` and the bot it started alike.
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "photobot",
-        "playground",
-        "--port",
-        str(port),
-        cwd=folder,
-        env=env,
-        stdout=log,
-        stderr=log,
+        *command, cwd=cwd, env=env, stdout=log, stderr=log, start_new_session=True
     )
     log.close()
     times: dict[str, float] = {}
@@ -75,7 +80,7 @@ async def _measure(folder: Path, port: int, photo: bytes) -> dict[str, float]:
             times["photo"] = time.monotonic() - sent
     finally:
         if process.returncode is None:
-            process.send_signal(signal.SIGINT)
+            os.killpg(process.pid, signal.SIGINT)
             await asyncio.wait_for(process.wait(), 60)
     return times
 
