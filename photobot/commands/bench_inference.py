@@ -86,7 +86,7 @@ async def _bench(
         config = classifier.config
         _say(
             f"engine: max_batch {config.max_batch}, max_wait_ms {config.max_wait_ms}, "
-            f"{config.decode_workers()} decode threads"
+            f"decoding in a {config.pool} pool of {config.decode_workers()}"
         )
         rows: list[dict] = []
         try:
