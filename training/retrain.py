@@ -464,8 +464,8 @@ class _DigitPhoto:
     targets: np.ndarray  # (k,) int
 
 
-class DigitsRetrainer:
-    """Fine-tune the serving digit model on MNIST + chat photos read by the serving code."""
+class _Retrainer:
+    """What every model's retraining step is given: the job's settings, options, progress and report."""
 
     def __init__(
         self,
@@ -477,6 +477,10 @@ class DigitsRetrainer:
     ) -> None:
         self.settings, self.options, self.progress = settings, options, progress
         self.serving, self.report = serving, report
+
+
+class DigitsRetrainer(_Retrainer):
+    """Fine-tune the serving digit model on MNIST + chat photos read by the serving code."""
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
         import keras
@@ -822,19 +826,8 @@ def _options_meta(options: RetrainOptions) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------- flowers
 
 
-class FlowersRetrainer:
+class FlowersRetrainer(_Retrainer):
     """Refit the flower head and its "not a flower" detector on cached features of base + chat photos."""
-
-    def __init__(
-        self,
-        settings: Any,
-        options: RetrainOptions,
-        progress: JobProgress,
-        serving: ModelVersion,
-        report: ReportData,
-    ) -> None:
-        self.settings, self.options, self.progress = settings, options, progress
-        self.serving, self.report = serving, report
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
         from training.flower_data import BottleneckCache, bottlenecks
