@@ -662,6 +662,7 @@ class DigitsRetrainer(_Retrainer):
         model.fit(
             data,
             epochs=epochs,
+            shuffle=False,  # the dataset reshuffles itself every epoch; Keras cannot shuffle a tf.data one
             callbacks=[callback, keras.callbacks.LearningRateScheduler(schedule)],
             verbose=0,
         )
