@@ -198,7 +198,7 @@ def ink_map(gray: np.ndarray) -> tuple[InkMap | None, str | None]:
     # quantile still sees it in a block that a thick stroke mostly covers.
     dark_ink, paper = _dark_ink(gray, cells, geometry)
     background = _smooth_background(paper, geometry, gray.shape)
-    if _unlike_paper(paper, background, geometry) > 0.2:
+    if _unlike_paper(paper.values, background, geometry) > 0.2:
         return None, "this does not look like writing on a page (a scene or an object)"
     residual = background - gray if dark_ink else gray - background
     noise = _robust_sigma(residual)  # the sensor's noise, the same in light and shadow
@@ -273,9 +273,18 @@ def _blocks(gray: np.ndarray, count: int = 16) -> tuple[np.ndarray, tuple[int, i
     return cells, (top, left, side)
 
 
-def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int]) -> tuple[bool, np.ndarray]:
+@dataclass(frozen=True)
+class _PaperFit:
+    """The blocks' paper values and the robust quadratic surface through them (fitted once, used twice)."""
+
+    values: np.ndarray  # (rows, cols)
+    coefficients: np.ndarray  # of `_quadratic`
+    inliers: np.ndarray  # bool (rows * cols,): the blocks the surface kept
+
+
+def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int]) -> tuple[bool, _PaperFit]:
     """True when the marks are darker than the paper (ink on paper), False for chalk on a board; and the
-    blocks' paper values on that side (their 0.8 quantile under ink, 0.2 under chalk).
+    blocks' paper values on that side (their 0.8 quantile under ink, 0.2 under chalk) with their fit.
 
     First, which side of the blocks is the smooth paper: under dark ink the blocks' high quantiles
     lie on one smooth surface (only blocks almost filled by a stroke stray) while their low quantiles
@@ -287,9 +296,9 @@ def _dark_ink(gray: np.ndarray, cells: np.ndarray, geometry: tuple[int, int, int
     stray, sides = [], []
     for q in (0.8, 0.2):
         side = _block_quantile(cells, q)
-        coefficients, _ = _robust_quadratic(grid_x.ravel(), grid_y.ravel(), side.ravel())
+        coefficients, inliers = _robust_quadratic(grid_x.ravel(), grid_y.ravel(), side.ravel())
         stray.append(float(np.abs(side - _quadratic(coefficients, grid_x, grid_y)).mean()))
-        sides.append(side)
+        sides.append(_PaperFit(side, coefficients, inliers))
     high, low = stray
     if max(high, low) > 1.6 * min(high, low) and abs(high - low) > 0.004:
         return high < low, sides[0] if high < low else sides[1]
@@ -317,20 +326,22 @@ def _block_centres(
 
 
 def _smooth_background(
-    paper: np.ndarray, geometry: tuple[int, int, int], shape: tuple[int, int]
+    paper: _PaperFit, geometry: tuple[int, int, int], shape: tuple[int, int]
 ) -> np.ndarray:
     """A smooth surface through the blocks' paper values, out to the very corners.
 
-    A quadratic surface fitted to the blocks, dropping those that disagree (full of ink), models
-    gradients and vignetting; what it misses on a large scale (a shadow's edge) is added back from the
-    5×5 median of the residuals of the blocks it kept, so blocks full of ink add nothing. The sum is
-    formed on the block grid (plus a ring of blocks beyond the edges) and upsampled once.
+    The quadratic surface that `_dark_ink` fitted to the blocks, dropping those that disagree (full of
+    ink), models gradients and vignetting; what it misses on a large scale (a shadow's edge) is added
+    back from the 5×5 median of the residuals of the blocks it kept, so blocks full of ink add nothing.
+    The sum is formed on the block grid (plus a ring of blocks beyond the edges) and upsampled once.
     """
-    grid_x, grid_y = _block_centres(geometry, shape, paper.shape)
-    coefficients, inliers = _robust_quadratic(grid_x.ravel(), grid_y.ravel(), paper.ravel())
-    residual = np.where(inliers.reshape(paper.shape), paper - _quadratic(coefficients, grid_x, grid_y), 0.0)
+    values, coefficients = paper.values, paper.coefficients
+    grid_x, grid_y = _block_centres(geometry, shape, values.shape)
+    residual = np.where(
+        paper.inliers.reshape(values.shape), values - _quadratic(coefficients, grid_x, grid_y), 0.0
+    )
     correction = np.pad(_median_filter(residual.astype(np.float32), 5), 1, mode="edge")
-    ring_x, ring_y = _block_centres(geometry, shape, paper.shape, ring=1)
+    ring_x, ring_y = _block_centres(geometry, shape, values.shape, ring=1)
     return _upsample(_quadratic(coefficients, ring_x, ring_y) + correction, geometry, shape, ring=1)
 
 
