@@ -44,6 +44,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also fine-tune the top of the backbone (blocks 14-15) on augmented photos (slower)",
     )
     parser.add_argument(
+        "--fine-tune-variants",
+        type=int,
+        default=2,
+        help="augmented copies of each training photo for --fine-tune (default 2)",
+    )
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        default=6,
+        help="upper bound for --fine-tune; early stopping on validation loss decides (default 6)",
+    )
+    parser.add_argument(
         "--no-promote", action="store_true", help="store the new version without making it the serving one"
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object at the end")
@@ -60,6 +72,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             raise UserFacingError(f"--{name.replace('_', '-')} must be between 0 and 50, got {value}")
     if args.epochs < 1:
         raise UserFacingError(f"--epochs must be positive, got {args.epochs}")
+    if args.fine_tune_variants < 0 or args.fine_tune_epochs < 1:
+        raise UserFacingError("--fine-tune-variants must be at least 0 and --fine-tune-epochs at least 1")
     if args.non_flower_photos < 6:
         raise UserFacingError(f"--non-flower-photos must be at least 6, got {args.non_flower_photos}")
     config = FlowerConfig(
@@ -71,6 +85,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         evaluation_photos=args.non_flower_photos,
         package_photos=args.package_photos,
         fine_tune=args.fine_tune,
+        fine_tune_variants=args.fine_tune_variants,
+        fine_tune_epochs=args.fine_tune_epochs,
     )
     try:
         root = args.images if args.images else find_flower_photos(settings.datasets, settings.data_dir)
