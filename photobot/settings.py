@@ -29,7 +29,7 @@ class EngineLimits:
     max_wait_ms: float = 5.0  # how long a worker waits for photos still being prepared to join a batch
     queue_size: int = 256  # queued photos per model before callers get "busy, try again"
     deadline_s: float = 10.0  # a request not answered by then fails with a timeout
-    workers: int = 0  # decode/preprocess threads; 0 means one per CPU core
+    workers: int = 0  # decode/preprocess workers (processes or threads); 0 means one per CPU core
     reload_poll_s: float = 2.0  # how often the model store's `active` pointers are checked; 0: never
     pool: str = "process"  # "thread" or "process": where decoding and preprocessing run
 
