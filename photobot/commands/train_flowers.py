@@ -46,8 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fine-tune-variants",
         type=int,
-        default=2,
-        help="augmented copies of each training photo for --fine-tune (default 2)",
+        default=4,
+        help="augmented copies of each training photo for --fine-tune (default 4)",
     )
     parser.add_argument(
         "--fine-tune-epochs",
