@@ -201,6 +201,8 @@ def prepare_photo(
     if mode != "auto":
         name = MODE_MODEL[mode]
         items[name] = adapters[name].prepare(image)
+        if name == "digits" and items[name][0] is not None:
+            scene = router.look(image, digits_found=True)  # to doubt a reading that is not on paper
     else:
         if "digits" in adapters:
             items["digits"] = adapters["digits"].prepare(image)
@@ -325,7 +327,9 @@ class Classifier:
         plan = await self._prepare(data, mode, servings)
         timings = {"decode": plan.decode_ms, "preprocess": plan.preprocess_ms}
         answers = await self._answer(plan, servings, deadline, timings)
-        if mode != "auto":
+        if mode == "digit":
+            prediction = router.doubt_off_paper(answers["digits"], plan.scene)
+        elif mode != "auto":
             prediction = answers[MODE_MODEL[mode]]
         elif plan.route == "digit" and answers["digits"].status != "ok" and "flowers" in servings:
             # a page-like photo the digit model is not sure of: let the flower model have its say too
