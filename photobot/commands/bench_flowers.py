@@ -18,12 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from training.bench_flowers import bench, photo_files
-    from training.flower_data import DatasetError, find_flower_photos
+    from training.flower_data import find_flower_photos
 
-    try:
-        folder = args.photos or find_flower_photos(settings.datasets, settings.data_dir) / "daisy"
-    except DatasetError as error:
-        raise UserFacingError(str(error)) from None
+    folder = args.photos or find_flower_photos(settings.datasets, settings.data_dir) / "daisy"
     photos = photo_files(folder)
     if len(photos) < 64:
         raise UserFacingError(f"{folder} has {len(photos)} photos; 64 are needed")

@@ -105,21 +105,17 @@ async def evaluate_folder(folder: Path, model: str, settings: Settings) -> dict:
 def _mnist_test(settings: Settings) -> dict:
     import numpy as np
 
-    from inference.errors import ModelUnavailable
     from inference.loading import load_version
     from inference.model_store import ModelStore
-    from training.datasets import DatasetUnavailable, load_mnist
+    from training.datasets import load_mnist
     from training.train_digits import mnist_inputs
 
     store = ModelStore(settings.models_dir)
     version = store.active("digits")
     if version is None:
         raise UserFacingError("no active digits model: run `photobot train digits` or start the bot once")
-    try:
-        loaded = load_version(version, max_batch=2, padded_sizes=())
-        _, _, x_test, y_test = load_mnist(settings.datasets, settings.data_dir)
-    except (ModelUnavailable, DatasetUnavailable) as error:
-        raise UserFacingError(str(error)) from None
+    loaded = load_version(version, max_batch=2, padded_sizes=())
+    _, _, x_test, y_test = load_mnist(settings.datasets, settings.data_dir)
     x = mnist_inputs(x_test, framed=True)
     predicted = np.concatenate(
         [np.argmax(loaded.run(x[i : i + 1000]), axis=1) for i in range(0, len(x), 1000)]

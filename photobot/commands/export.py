@@ -29,15 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.errors import SchemaTooNew
     from storage.labelled import export_labelled_set, read_labelled_set
 
     if not settings.database_path.is_file():
         raise UserFacingError(f"no database at {settings.database_path}: nothing labelled yet (DATA_DIR?)")
-    try:
-        labelled = read_labelled_set(settings.database_path, settings.images_dir, args.model)
-    except SchemaTooNew as error:
-        raise UserFacingError(str(error)) from None
+    labelled = read_labelled_set(settings.database_path, settings.images_dir, args.model)
     counts = export_labelled_set(labelled, args.dir, split=args.split, include_negatives=args.with_negatives)
     total = sum(counts.values())
     print(f"exported {total} labelled {args.model} photos to {args.dir}")

@@ -122,12 +122,7 @@ def _accuracy(meta: dict) -> float | None:
 
 
 def _promote(store, name: str, version: int, *, check: bool) -> int:
-    from inference.errors import ModelUnavailable
-
-    try:
-        target = store.get(name, version)
-    except ModelUnavailable as error:
-        raise UserFacingError(str(error)) from None
+    target = store.get(name, version)
     if check:
         _check_loads(target)
     before = store.active_version(name)
@@ -137,16 +132,11 @@ def _promote(store, name: str, version: int, *, check: bool) -> int:
 
 
 def _rollback(store, name: str, version: int | None) -> int:
-    from inference.errors import ModelUnavailable
-
     before = store.active_version(name)
-    try:
-        target = store.get(name, version) if version is not None else None
-        if target is not None:
-            _check_loads(target)
-        now = store.rollback(name, version)
-    except ModelUnavailable as error:
-        raise UserFacingError(str(error)) from None
+    target = store.get(name, version) if version is not None else None
+    if target is not None:
+        _check_loads(target)
+    now = store.rollback(name, version)
     print(f"{name}: rolled back to v{now.version} (was {'v' + str(before) if before else 'none'})")
     return 0
 

@@ -51,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from inference.model_store import ModelStore
-    from training.datasets import DatasetUnavailable, load_mnist
+    from training.datasets import load_mnist
     from training.train_digits import (
         DigitTrainingConfig,
         parse_hidden,
@@ -80,10 +80,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         learning_rate=args.learning_rate,
         init_from=args.init_from,
     )
-    try:
-        mnist = load_mnist(settings.datasets, settings.data_dir, allow_download=not args.no_download)
-    except DatasetUnavailable as error:
-        raise UserFacingError(str(error)) from None
+    mnist = load_mnist(settings.datasets, settings.data_dir, allow_download=not args.no_download)
     photo_data = None
     if config.photo_digits:
         limit = config.limit or len(mnist[0])

@@ -63,7 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from inference.model_store import ModelStore
-    from training.flower_data import DatasetError, find_flower_photos
+    from training.flower_data import find_flower_photos
     from training.train_flowers import FlowerConfig, train_flowers
 
     for name in ("validation_percent", "test_percent"):
@@ -88,21 +88,18 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         fine_tune_variants=args.fine_tune_variants,
         fine_tune_epochs=args.fine_tune_epochs,
     )
-    try:
-        root = args.images if args.images else find_flower_photos(settings.datasets, settings.data_dir)
-        if not root.is_dir():
-            raise UserFacingError(f"{root} is not a folder")
-        result = train_flowers(
-            root,
-            ModelStore(settings.models_dir),
-            settings.data_dir / "cache" / "bottlenecks",
-            config,
-            command=["photobot", *sys.argv[1:]],
-            promote=not args.no_promote,
-            progress=lambda message: print(message, flush=True),
-        )
-    except DatasetError as error:
-        raise UserFacingError(str(error)) from None
+    root = args.images if args.images else find_flower_photos(settings.datasets, settings.data_dir)
+    if not root.is_dir():
+        raise UserFacingError(f"{root} is not a folder")
+    result = train_flowers(
+        root,
+        ModelStore(settings.models_dir),
+        settings.data_dir / "cache" / "bottlenecks",
+        config,
+        command=["photobot", *sys.argv[1:]],
+        promote=not args.no_promote,
+        progress=lambda message: print(message, flush=True),
+    )
     version = result.version
     state = "serving" if not args.no_promote else "stored, not serving"
     print(f"flowers v{version.version} ({state}) in {version.path}")
