@@ -21,5 +21,5 @@ def one_native_thread() -> None:
 
 
 def native_threads() -> dict[str, str | None]:
-    """What a pool process runs with (for tests and the start-up log)."""
+    """What this process runs with (the tests ask a pool process)."""
     return {name: os.environ.get(name) for name in NATIVE_THREAD_VARIABLES}
