@@ -213,7 +213,7 @@ def ink_map(gray: np.ndarray) -> tuple[InkMap | None, str | None]:
         return None, "no marks stand out from the paper"
     # The strongest marks set the scale: a high quantile, so that many faint ruled lines around a
     # small digit do not pull the threshold down into the noise.
-    strength = float(np.percentile(candidates, 99))
+    strength = _percentile(np.sort(candidates), 0.99)
     if strength < 0.1:
         return None, "the marks are too faint to read"
     scale = 1.0 / (0.8 * strength)
@@ -245,13 +245,15 @@ def estimate_background(gray: np.ndarray) -> np.ndarray:
     return _smooth_background(paper, grid)
 
 
-def _block_quantile(cells: np.ndarray, q: float) -> np.ndarray:
-    """The q-quantile of each block's pixels (nearest rank; a partition, not a sort).
+def _block_quantiles(cells: np.ndarray, quantiles: Sequence[float]) -> list[np.ndarray]:
+    """The quantiles of each block's pixels (nearest rank), from one sort of every block.
 
-    One partition per quantile: numpy's partition with two kth values at once measured 4x slower.
+    NumPy's sort is vectorised (SIMD): sorting the blocks once measured 5× faster than a partition per
+    quantile, and 4× faster than a median's or a percentile's partitions on the arrays used here.
     """
-    k = min(cells.shape[2] - 1, int(q * cells.shape[2]))
-    return np.partition(cells, k, axis=2)[:, :, k]
+    ordered = np.sort(cells, axis=2)
+    count = cells.shape[2]
+    return [ordered[:, :, min(count - 1, int(q * count))] for q in quantiles]
 
 
 def _members(labels: np.ndarray, indices: Sequence[int]) -> np.ndarray:
@@ -365,8 +367,7 @@ def _dark_ink(gray: np.ndarray, cells: np.ndarray, grid: _Grid) -> tuple[bool, _
     that the surface misses (a shadow's edge, vignetting) changes too slowly to count.
     """
     stray, sides = [], []
-    for q in (0.8, 0.2):
-        side = _block_quantile(cells, q)
+    for side in _block_quantiles(cells, (0.8, 0.2)):
         coefficients, inliers = _robust_quadratic(grid.terms, side.ravel())
         stray.append(float(np.abs(side - grid.surface(coefficients)).mean()))
         sides.append(_PaperFit(side, coefficients, inliers))
@@ -428,10 +429,17 @@ def _robust_quadratic(terms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
 
 
 def _median(values: np.ndarray) -> float:
-    """np.median of a 1-d array, without its generality (5× faster on a few hundred values)."""
-    n = len(values)
-    middle = np.partition(values, [(n - 1) // 2, n // 2])
-    return 0.5 * (float(middle[(n - 1) // 2]) + float(middle[n // 2]))
+    """The median of a 1-d array (as np.median), from a sort: see `_block_quantiles`."""
+    return _percentile(np.sort(values), 0.5)
+
+
+def _percentile(ordered: np.ndarray, q: float) -> float:
+    """The q-quantile of sorted values, interpolated linearly between ranks (np.percentile's default)."""
+    position = q * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    low, high = float(ordered[below]), float(ordered[above])
+    return low + (high - low) * (position - below)
 
 
 def _median_filter(grid: np.ndarray, size: int) -> np.ndarray:
@@ -440,9 +448,9 @@ def _median_filter(grid: np.ndarray, size: int) -> np.ndarray:
 
 
 def _robust_sigma(values: np.ndarray) -> float:
-    sample = values[::3, ::3] if values.ndim == 2 else values
-    median = float(np.median(sample))
-    return max(1.4826 * float(np.median(np.abs(sample - median))), 0.005)
+    sample = (values[::3, ::3] if values.ndim == 2 else values).ravel()
+    median = _median(sample)
+    return max(1.4826 * _median(np.abs(sample - np.float32(median))), 0.005)
 
 
 # ------------------------------------------------------------------------------------- ruled lines
@@ -730,9 +738,7 @@ def _crop_group(ink: np.ndarray, labels: np.ndarray, group: _Group, threshold: f
     top, bottom = max(0, group.top - pad), min(ink.shape[0], group.bottom + pad)
     left, right = max(0, group.left - pad), min(ink.shape[1], group.right + pad)
     members = _members(labels[top:bottom, left:right], [c.index for c in group.members])
-    near = np.asarray(
-        Image.fromarray(members.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3)), dtype=bool
-    )
+    near = _dilate(members)
     soft = (ink[top:bottom, left:right] - 0.5 * threshold) / (1.0 - 0.5 * threshold)
     return normalize_digit(np.where(near, np.clip(soft, 0.0, 1.0), 0.0))
 
@@ -777,10 +783,21 @@ def _thicken(ink: np.ndarray, scale: float, target: float = 1.8) -> np.ndarray:
     steps = int(min(grow // 2, 6))  # each 3×3 max filter adds two pixels
     if steps <= 0:
         return ink
-    image = Image.fromarray(ink, mode="F")
     for _ in range(steps):
-        image = image.filter(ImageFilter.MaxFilter(3))
-    return np.asarray(image, dtype=np.float32)
+        ink = _dilate(ink)
+    return ink
+
+
+def _dilate(values: np.ndarray) -> np.ndarray:
+    """3×3 maximum (for a mask: 3×3 dilation), as Pillow's MaxFilter(3) computes it but ~10× faster:
+    Pillow sorts each pixel's neighbourhood; two passes of shifted maxima do it separably."""
+    rows = values.copy()
+    rows[:, 1:] = np.maximum(rows[:, 1:], values[:, :-1])
+    rows[:, :-1] = np.maximum(rows[:, :-1], values[:, 1:])
+    out = rows.copy()
+    out[1:] = np.maximum(out[1:], rows[:-1])
+    out[:-1] = np.maximum(out[:-1], rows[1:])
+    return out
 
 
 def _centre_of_mass_place(fitted: np.ndarray, size: int) -> np.ndarray:

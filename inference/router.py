@@ -62,9 +62,7 @@ def colour_spread(image: Image.Image) -> float:
     """σ_rgyb of Hasler & Süsstrunk (2003): how much the opponent colours vary; 0 for a grey image."""
     if image.mode == "L":
         return 0.0
-    thumbnail = image.convert("RGB")
-    thumbnail.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
-    rgb = np.asarray(thumbnail, dtype=np.float32).reshape(-1, 3)
+    rgb = np.asarray(_thumbnail(image).convert("RGB"), dtype=np.float32).reshape(-1, 3)
     red, green, blue = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     return float(np.hypot((red - green).std(), (0.5 * (red + green) - blue).std()))
 
@@ -75,9 +73,7 @@ def plainness(image: Image.Image) -> float:
     A page with a digit is mostly paper (strokes cover a few percent); a flower, a face or a street is
     texture and edges almost everywhere.
     """
-    thumbnail = image.convert("L")
-    thumbnail.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
-    gray = np.asarray(thumbnail, dtype=np.float32) / 255.0
+    gray = np.asarray(_thumbnail(image).convert("L"), dtype=np.float32) / 255.0
     side = 8
     rows, cols = gray.shape[0] // side, gray.shape[1] // side
     if rows == 0 or cols == 0:
@@ -89,7 +85,21 @@ def plainness(image: Image.Image) -> float:
 
 
 def look(image: Image.Image, digits_found: bool) -> Scene:
-    return Scene(colour_spread=colour_spread(image), plain=plainness(image), digits_found=digits_found)
+    thumbnail = _thumbnail(image)  # once for both statistics: shrinking the photo is most of their cost
+    return Scene(
+        colour_spread=colour_spread(thumbnail), plain=plainness(thumbnail), digits_found=digits_found
+    )
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    """The photo box-filtered to THUMBNAIL pixels on its longer side (itself when it is no larger)."""
+    if max(image.size) <= THUMBNAIL:
+        return image
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    scale = THUMBNAIL / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
 
 
 def route(scene: Scene) -> Route:
