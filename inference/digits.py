@@ -473,12 +473,15 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
         smeared[shift:] |= guide[:-shift]
         smeared[:-shift] |= guide[shift:]
     # Lines are thin across: a thick stroke is never part of one, even where a line runs into it.
-    thin = smeared & ~_in_runs_of_at_least(smeared.T, 2 * reach + 7).T
-    bridged = thin.copy()  # close the gaps that noise, crossing lines and strokes leave in a line
+    thin = smeared & ~_in_vertical_runs(smeared, 2 * reach + 7)
+    # Along the rows from here on, on the transposed image: shifting whole rows of a C-ordered array is
+    # ~3x faster than shifting its columns.
+    thin_t = np.ascontiguousarray(thin.T)
+    bridged_t = thin_t.copy()  # close the gaps that noise, crossing lines and strokes leave in a line
     for shift in range(1, 5):
-        bridged[:, shift:] |= thin[:, :-shift]
-        bridged[:, :-shift] |= thin[:, shift:]
-    long_runs = _in_runs_of_at_least(bridged, shortest)
+        bridged_t[shift:] |= thin_t[:-shift]
+        bridged_t[:-shift] |= thin_t[shift:]
+    long_runs = _in_vertical_runs(bridged_t, shortest).T
     if not long_runs.any():
         return mask
     labels, parts = label_components(long_runs)
@@ -526,28 +529,28 @@ def _vertical_run_lengths(mask: np.ndarray) -> np.ndarray:
     return out.reshape(count, height).T
 
 
-def _in_runs_of_at_least(mask: np.ndarray, length: int) -> np.ndarray:
-    """The pixels of `mask` that belong to horizontal runs of at least `length` pixels.
+def _in_vertical_runs(mask: np.ndarray, length: int) -> np.ndarray:
+    """The pixels of `mask` that belong to vertical runs of at least `length` pixels.
 
     A pixel is in such a run when some window of `length` pixels around it is all set: the windows
-    are found by doubling (`length` 32 takes five shifted ANDs) and spread back over their pixels the
-    same way — a few whole-image operations instead of a per-run loop.
+    are found by doubling (`length` 32 takes five shifted ANDs of whole rows) and spread back over
+    their pixels the same way — a few whole-image operations instead of a per-run loop.
     """
-    width = mask.shape[1]
-    if length > width:
+    height = mask.shape[0]
+    if length > height:
         return np.zeros_like(mask)
-    starts = mask.copy()  # starts[:, i]: mask[:, i : i + covered] is all set
+    starts = mask.copy()  # starts[i]: mask[i : i + covered] is all set
     covered = 1
     while covered < length:
         step = min(covered, length - covered)
-        starts[:, : width - step] &= starts[:, step:]
-        starts[:, width - step :] = False
+        starts[: height - step] &= starts[step:]
+        starts[height - step :] = False
         covered += step
-    inside = starts  # inside[:, i]: a window starts within `covered` pixels left of i
+    inside = starts  # inside[i]: a window starts within `covered` pixels above i
     covered = 1
     while covered < length:
         step = min(covered, length - covered)
-        inside[:, step:] |= inside[:, : width - step]  # NumPy buffers overlapping operands
+        inside[step:] |= inside[: height - step]  # NumPy buffers overlapping operands
         covered += step
     return inside
 
