@@ -7,6 +7,7 @@ trained head that `training.flower_model` assembles with the installed ImageNet 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from inference.classifier import MODEL_NAMES, Classifier, Seeder
@@ -40,10 +41,25 @@ def _seed_flowers(store: ModelStore) -> ModelVersion | None:
 SEEDERS: dict[str, Seeder] = {"flowers": _seed_flowers}
 
 
+# TensorFlow runs a graph's ops on an inter-op thread pool; the models here are chains of layers with
+# nothing to run side by side, so one inter-op thread (ops in the calling thread; each op's own
+# intra-op parallelism unchanged) saves the hand-offs. Measured on the 2-core machine, three runs
+# each: digits at 8 callers 215 vs 202 photos/s (p95 49 vs 52 ms); flowers the same at 64 callers
+# and 41.5 vs 36.4 photos/s at 1. Read when TensorFlow starts, so set before the first model loads;
+# TF_NUM_INTEROP_THREADS in the environment overrides it.
+SERVING_TF_INTEROP_THREADS = "1"
+
+
+def use_serving_threads() -> None:
+    """Ask TensorFlow for the serving thread layout (above); a no-op once TensorFlow has started."""
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", SERVING_TF_INTEROP_THREADS)
+
+
 def build_classifier(
     settings: Settings, *, names: Iterable[str] = MODEL_NAMES, **changes: object
 ) -> Classifier:
     """A Classifier over the settings' model store (not started: `await classifier.start()`)."""
+    use_serving_threads()
     return Classifier(
         ModelStore(settings.models_dir),
         engine_config(settings, **changes),

@@ -62,10 +62,12 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 async def _bench(
     args: argparse.Namespace, settings: Settings, models: list[str], concurrencies: list[int]
 ) -> dict:
+    from photobot.serving import build_classifier, use_serving_threads
+
+    use_serving_threads()  # before the flower model is seeded: the first TensorFlow op fixes its threads
     import keras
 
     from inference import bench
-    from photobot.serving import build_classifier
 
     peak = bench.arithmetic_peak()
     _say(
