@@ -129,7 +129,8 @@ def mnist_test_accuracy(model, x_test: np.ndarray, y_test: np.ndarray, *, framed
 
 
 def time_per_photo(model, paths: Sequence[Path], repeats: int = 1) -> dict[str, float]:
-    """Milliseconds of decode + preprocess + model + answer, one photo at a time: wall clock and CPU.
+    """Milliseconds of decode + preprocess + model + answer, one photo at a time: wall clock and CPU,
+    and the CPU time of each stage (median over the photos).
 
     The CPU time (all of this process's threads; TensorFlow pinned to one thread by `main`) is the
     figure that holds on a busy shared machine, where the wall clock also counts other people's work.
@@ -138,10 +139,12 @@ def time_per_photo(model, paths: Sequence[Path], repeats: int = 1) -> dict[str, 
     for data in blobs[:5]:
         read_photo(data, model)  # warm up the model and the caches
     wall, cpu = [], []
+    stages: dict[str, list[float]] = {"decode": [], "read_digits": [], "model_and_answer": []}
     for _ in range(repeats):
         for data in blobs:
             started, started_cpu = time.perf_counter(), time.process_time()
-            read_photo(data, model)
+            for stage, cpu_ms in _timed_read(data, model).items():
+                stages[stage].append(cpu_ms)
             cpu.append((time.process_time() - started_cpu) * 1000)
             wall.append((time.perf_counter() - started) * 1000)
     wall.sort()
@@ -152,8 +155,26 @@ def time_per_photo(model, paths: Sequence[Path], repeats: int = 1) -> dict[str, 
         "p90_ms": wall[int(0.9 * (len(wall) - 1))],
         "median_cpu_ms": statistics.median(cpu),
         "p90_cpu_ms": cpu[int(0.9 * (len(cpu) - 1))],
+        "median_cpu_ms_by_stage": {stage: statistics.median(values) for stage, values in stages.items()},
         "load_average": os.getloadavg()[0],
     }
+
+
+def _timed_read(data: bytes, model) -> dict[str, float]:
+    """`read_photo`, stage by stage: CPU milliseconds of each."""
+    marks = [time.process_time()]
+    image = decode_image(
+        data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, target_size=DECODE_SIZE, grayscale=True
+    )
+    marks.append(time.process_time())
+    found = read_digits(image)
+    marks.append(time.process_time())
+    if found.found:
+        run = model.predict_on_batch if hasattr(model, "predict_on_batch") else model
+        digits_prediction(np.asarray(run(found.model_input())), LABELS)
+    marks.append(time.process_time())
+    names = ("decode", "read_digits", "model_and_answer")
+    return {name: (marks[i + 1] - marks[i]) * 1000 for i, name in enumerate(names)}
 
 
 def _one_core() -> None:
