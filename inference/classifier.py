@@ -332,12 +332,12 @@ class Classifier:
         elif mode != "auto":
             prediction = answers[MODE_MODEL[mode]]
         elif plan.route == "digit" and answers["digits"].status != "ok" and "flowers" in servings:
-            # a page-like photo the digit model is not sure of: let the flower model have its say too
+            # a page-like photo the digit model is not sure of: a sure flower answer may replace it
             second = await self._prepare(data, "flower", {"flowers": servings["flowers"]})
             timings["decode"] += second.decode_ms
             timings["preprocess"] += second.preprocess_ms
             answers.update(await self._answer(second, servings, deadline, timings))
-            prediction = router.combine(answers["digits"], answers["flowers"])
+            prediction = router.combine(answers["digits"], answers["flowers"], on_paper=True)
         elif plan.route == "check":
             prediction = router.combine(answers.get("digits"), answers.get("flowers"), prefer_flower=True)
         else:

@@ -102,6 +102,17 @@ def test_on_a_photo_that_is_not_paper_a_clear_flower_wins():
     assert router.combine(digit, doubtful, prefer_flower=True) is digit
 
 
+def test_on_a_page_a_doubtful_digit_stands_unless_the_flower_model_is_sure():
+    digit = answer("digits", "47", 0.6, "unsure")
+    doubtful_flower = answer("flowers", "tulips", 0.5, "unsure")
+    assert router.combine(digit, doubtful_flower).status == "unsure"
+    assert router.combine(digit, doubtful_flower).model is None  # off the page: "a digit or a flower?"
+    assert router.combine(digit, doubtful_flower, on_paper=True) is digit
+    assert router.combine(digit, answer("flowers", None, 0.0, "not_recognized"), on_paper=True) is digit
+    clear_flower = answer("flowers", "tulips", 0.93, "ok")
+    assert router.combine(digit, clear_flower, on_paper=True) is clear_flower
+
+
 def test_combine_says_not_recognized_when_neither_model_recognises_anything():
     neither = router.combine(
         answer("digits", None, 0.0, "not_recognized"), answer("flowers", None, 0.0, "not_recognized")
