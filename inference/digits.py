@@ -206,7 +206,7 @@ def ink_map(gray: np.ndarray) -> tuple[InkMap | None, str | None]:
     # Paper reflects light and ink absorbs a fraction of it: dividing by the paper's brightness makes a
     # stroke in the shadow count as much as one in the light (chalk: by the room left to white).
     reflectance = np.maximum(background if dark_ink else 1.0 - background, 0.15)
-    signal = residual / reflectance
+    signal = np.divide(residual, reflectance, out=reflectance)  # in place: full-size arrays are the cost
     significant = residual > max(4.0 * noise, 0.02)
     candidates = signal[significant & (residual > 5.0 * noise)]
     if candidates.size < 12:
@@ -218,7 +218,8 @@ def ink_map(gray: np.ndarray) -> tuple[InkMap | None, str | None]:
         return None, "the marks are too faint to read"
     scale = 1.0 / (0.8 * strength)
     threshold = max(0.35 * strength, 0.05) * scale
-    return InkMap(ink=(signal * scale).astype(np.float32), threshold=threshold, significant=significant), None
+    signal *= scale
+    return InkMap(ink=signal, threshold=threshold, significant=significant), None
 
 
 def _unlike_paper(paper: np.ndarray, background: np.ndarray, grid: _Grid) -> float:
@@ -371,7 +372,12 @@ class _Spread:
         """Interpolate along `axis` of a 2-d array."""
         if axis == 0:
             return values[self.first] * self.near[:, None] + values[self.second] * self.far[:, None]
-        return values[:, self.first] * self.near + values[:, self.second] * self.far
+        out = values[:, self.first]  # in place from here: this one is photo-sized
+        out *= self.near
+        far = values[:, self.second]
+        far *= self.far
+        out += far
+        return out
 
 
 @dataclass(frozen=True)
@@ -532,23 +538,26 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     return mask & ~(line_band & (thickness <= line_thickness + 1))
 
 
-def _runs(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row, start and (exclusive) end of every run, from the row-wise differences of a padded mask."""
-    width = steps.shape[1]
-    flat = steps.ravel()
-    starts = np.flatnonzero(flat == 1)
-    ends = np.flatnonzero(flat == -1)
-    return starts // width, starts % width, ends % width
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, start and (exclusive) end of every horizontal run of a boolean mask.
+
+    Each row is padded with a zero at both ends, so on the flattened image the changes alternate
+    within rows — a run's start, then its end — and one pass finds them all.
+    """
+    height, width = mask.shape
+    stride = width + 2
+    padded = np.zeros((height, stride), np.int8)
+    padded[:, 1:-1] = mask
+    changes = np.flatnonzero(np.diff(padded.ravel()))
+    starts, ends = changes[0::2], changes[1::2]
+    return starts // stride, starts % stride, ends % stride
 
 
 def _vertical_run_lengths(mask: np.ndarray) -> np.ndarray:
     """For each pixel of `mask`, the length of the vertical run it belongs to (0 off the mask)."""
     columns = mask.T
     count, height = columns.shape
-    padded = np.zeros((count, height + 2), np.int8)
-    padded[:, 1:-1] = columns
-    steps = np.diff(padded, axis=1)
-    cols, starts, ends = _runs(steps)
+    cols, starts, ends = _runs(columns)
     lengths = ends - starts
     out = np.zeros(count * height, np.int32)
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -591,10 +600,7 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[_Component]]:
     Returns a label image (0 = background, components numbered from 1) and the components' stats.
     """
     height, width = mask.shape
-    padded = np.zeros((height, width + 2), np.int8)
-    padded[:, 1:-1] = mask
-    steps = np.diff(padded, axis=1)
-    rows, starts, ends = _runs(steps)  # ends exclusive
+    rows, starts, ends = _runs(mask)  # ends exclusive
     count = len(rows)
     if count == 0:
         return np.zeros((height, width), np.int32), []
