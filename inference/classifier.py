@@ -7,8 +7,9 @@
     classifier.models()                           # what serves: versions, backend, device, batch stats
     await classifier.close()
 
-The event loop only admits, submits and awaits: decoding and preprocessing run in a thread pool sized
-to the cores, the models in one batching worker per model (`inference.engine`). Which preprocessing a
+The event loop only admits, submits and awaits: decoding and preprocessing run in a pool of worker
+processes sized to the cores (`inference.pool`; threads on request), the models in one batching worker
+per model (`inference.engine`). Which preprocessing a
 version needs is read from its meta.json ("preprocessing"), so a model and its adapter always match.
 
 Hot swap: `reload` loads and warms the new version beside the old (in a thread, while the old one
@@ -25,11 +26,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +41,7 @@ from inference.engine import BatchWorker, EngineConfig, Outputs, Timed
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
 from inference.loading import LoadedModel, load_version
 from inference.model_store import META_FILE, MODEL_FILE, ModelStore, ModelVersion
-from inference.pool_process import one_native_thread
+from inference.pool import Pool, make_pool
 from inference.prediction import MODES, Mode, Prediction
 
 log = logging.getLogger(__name__)
@@ -218,11 +216,6 @@ def prepare_photo(
     return _Plan(items, route, scene, (decoded - started) * 1000.0, (done - decoded) * 1000.0)
 
 
-def _warm_worker() -> int:
-    """Run once in each pool process at start, so no user pays for starting one."""
-    return os.getpid()
-
-
 # ----------------------------------------------------------------------------------- the classifier
 
 
@@ -250,7 +243,7 @@ class Classifier:
         self._slots = {
             name: _Slot(name, BatchWorker(name, self.config, coming=self._photos_coming)) for name in names
         }
-        self._pool: Executor | None = None
+        self._pool: Pool | None = None
         self._pending = 0
         self._poller: asyncio.Task | None = None
         self._started = False
@@ -265,7 +258,9 @@ class Classifier:
         """
         if self._started:
             return
-        self._pool = await _make_pool(self.config)
+        pool = make_pool(self.config.pool, self.config.decode_workers())
+        await pool.start()
+        self._pool = pool
         for slot in self._slots.values():
             await asyncio.to_thread(self._seed, slot.name)
             try:
@@ -287,8 +282,8 @@ class Classifier:
         for slot in self._slots.values():
             await asyncio.to_thread(slot.worker.close)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            await pool.close()
         self._started = False
 
     async def __aenter__(self) -> Classifier:
@@ -349,17 +344,16 @@ class Classifier:
     async def _prepare(self, data: bytes, mode: Mode, servings: dict[str, _Serving]) -> _Plan:
         """Decode and preprocess in the pool (threads, or processes where the GIL would serialise them)."""
         preprocessing = {name: preprocessing_id(s.version) for name, s in servings.items()}
-        job = functools.partial(
-            prepare_photo,
-            data,
-            mode,
-            preprocessing,
-            max_bytes=self.max_image_bytes,
-            max_pixels=self.max_image_pixels,
-        )
         self._preparing += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, job)
+            return await self._pool.run(
+                prepare_photo,
+                data,
+                mode,
+                preprocessing,
+                max_bytes=self.max_image_bytes,
+                max_pixels=self.max_image_pixels,
+            )
         finally:
             self._preparing -= 1
 
@@ -514,20 +508,6 @@ class Classifier:
             return
         if seeded is not None:
             log.info("%s: seeded the store with the shipped default as v%d", name, seeded.version)
-
-
-async def _make_pool(config: EngineConfig) -> Executor:
-    workers = config.decode_workers()
-    if config.pool == "process":
-        # spawn, not fork: forking a process that runs TensorFlow threads can deadlock the child
-        pool: Executor = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=one_native_thread
-        )
-        loop = asyncio.get_running_loop()
-        pids = await asyncio.gather(*(loop.run_in_executor(pool, _warm_worker) for _ in range(workers)))
-        log.info("decoding and preprocessing in %d processes (%s)", len(set(pids)), sorted(set(pids)))
-        return pool
-    return ThreadPoolExecutor(workers, thread_name_prefix="photobot-decode")
 
 
 def check_fits(loaded: LoadedModel, adapter: Adapter) -> None:

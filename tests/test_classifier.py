@@ -6,9 +6,7 @@ import asyncio
 import io
 import json
 import logging
-import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -26,11 +24,11 @@ from engine_fixtures import (
 from PIL import Image
 
 from inference import digits
-from inference.classifier import Classifier, _make_pool, prepare_photo, seed_shipped
+from inference.classifier import Classifier, prepare_photo, seed_shipped
 from inference.engine import EngineConfig
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable, UnsupportedImage
 from inference.model_store import ModelStore
-from inference.pool_process import NATIVE_THREAD_VARIABLES, native_threads
+from inference.pool import NATIVE_THREAD_VARIABLES, ProcessPool, native_threads
 
 
 @pytest.fixture(scope="module")
@@ -202,23 +200,28 @@ async def test_pool_processes_run_one_native_thread_each(monkeypatch):
     # A process per core already; BLAS threads on top made the pool fight the model for the cores.
     for name in NATIVE_THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    pool = await _make_pool(config(pool="process", workers=1))
+    pool = ProcessPool(1)
+    await pool.start()
     try:
-        there = await asyncio.get_running_loop().run_in_executor(pool, native_threads)
+        there = await pool.run(native_threads)
     finally:
-        pool.shutdown()
+        await pool.close()
     assert there == dict.fromkeys(NATIVE_THREAD_VARIABLES, "1")
     assert native_threads() == dict.fromkeys(NATIVE_THREAD_VARIABLES)  # the bot's own process is untouched
 
 
-def test_prepare_photo_gives_identical_inputs_in_a_spawned_process(test_digits):
+async def test_prepare_photo_gives_identical_inputs_in_a_spawned_process(test_digits):
     x_test, _ = test_digits
     photo = digit_photo(x_test[3], seed=3)
     args = (photo, "digit", {"digits": digits.PREPROCESSING_ID})
     limits = {"max_bytes": 1 << 24, "max_pixels": 1 << 24}
     here = prepare_photo(*args, **limits)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        there = pool.submit(prepare_photo, *args, **limits).result()
+    pool = ProcessPool(1)
+    await pool.start()
+    try:
+        there = await pool.run(prepare_photo, *args, **limits)
+    finally:
+        await pool.close()
     assert set(there.items) == {"digits"}
     np.testing.assert_array_equal(there.items["digits"][0], here.items["digits"][0])
     assert here.items["digits"][0].shape[1:] == (28, 28, 1)

@@ -1,0 +1,96 @@
+"""The decode pool: worker processes driven from the event loop, replaced when they die."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from inference.pool import ProcessPool, ThreadPool, WorkerLost
+
+
+@pytest.fixture
+async def pool():
+    pool = ProcessPool(2)
+    await pool.start()
+    yield pool
+    await pool.close()
+
+
+async def test_more_jobs_than_workers_are_all_answered_in_their_own_order(pool):
+    answers = await asyncio.gather(*(pool.run(pow, i, 2) for i in range(50)))
+    assert answers == [i * i for i in range(50)]
+    assert len(pool.pids) == 2
+    assert os.getpid() not in pool.pids
+
+
+async def test_a_job_s_exception_reaches_the_caller_with_its_type(pool):
+    with pytest.raises(ValueError, match="invalid literal"):
+        await pool.run(int, "seven")
+    assert await pool.run(int, "7") == 7
+
+
+async def test_a_worker_that_dies_fails_only_its_job_and_is_replaced(pool):
+    before = set(pool.pids)
+    dying = asyncio.create_task(pool.run(os._exit, 3))
+    others = [pool.run(pow, i, 3) for i in range(10)]
+    with pytest.raises(WorkerLost):
+        await dying
+    assert await asyncio.gather(*others) == [i**3 for i in range(10)]
+    assert pool.replaced == 1
+    assert len(pool.pids) == 2 and set(pool.pids) != before
+    assert await pool.run(pow, 2, 10) == 1024
+
+
+async def test_an_idle_worker_killed_from_outside_is_replaced(pool):
+    victim = pool.pids[0]
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(100):
+        if pool.replaced:
+            break
+        await asyncio.sleep(0.05)
+    assert pool.replaced == 1 and victim not in pool.pids
+    assert await asyncio.gather(*(pool.run(abs, -i) for i in range(6))) == list(range(6))
+
+
+async def test_a_cancelled_job_does_not_disturb_the_next(pool):
+    slow = asyncio.create_task(pool.run(time.sleep, 0.3))
+    await asyncio.sleep(0.05)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert await asyncio.gather(*(pool.run(len, "x" * i) for i in range(4))) == [0, 1, 2, 3]
+
+
+async def test_workers_ignore_the_signals_the_bot_handles(pool):
+    # SIGINT from a terminal reaches the whole process group; the bot finishes photos, then closes us.
+    for pid in pool.pids:
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+    assert await pool.run(time.sleep, 0.2) is None
+    assert pool.replaced == 0
+
+
+async def test_close_ends_the_processes_and_fails_later_calls():
+    pool = ProcessPool(1)
+    await pool.start()
+    (pid,) = pool.pids
+    await pool.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(WorkerLost):
+        await pool.run(abs, -1)
+
+
+async def test_the_thread_pool_has_the_same_interface():
+    pool = ThreadPool(2)
+    await pool.start()
+    try:
+        assert await pool.run(pow, 3, 2) == 9
+        with pytest.raises(ValueError):
+            await pool.run(int, "x")
+    finally:
+        await pool.close()
