@@ -49,10 +49,22 @@ SEEDERS: dict[str, Seeder] = {"flowers": _seed_flowers}
 # TF_NUM_INTEROP_THREADS in the environment overrides it.
 SERVING_TF_INTEROP_THREADS = "1"
 
+# In the bot, one intra-op thread as well. The bot's cores are already taken by the decode processes
+# and python-telegram-bot, so a second thread per op mostly waits for work, spinning: TensorFlow's
+# threads used ~6 ms of CPU per digit photo for a ~2.5 ms model. `photobot bench bot` (10 users, three
+# alternating pairs): digits 64.0 / 66.9 / 62.1 photos/s against 62.8 / 54.6 / 58.1 with one thread
+# per core, 23–24 against 25–28 ms of bot CPU per photo; flowers 38.1 / 32.5 / 39.5 against 38.0 /
+# 36.1 / 36.8 photos/s at 39–44 against 46–48 ms. The engine alone (`photobot bench inference`,
+# `photobot classify`) keeps TensorFlow's default, one per core: with the cores to itself the flower
+# model runs 15–25% faster at 64 callers with two. TF_NUM_INTRAOP_THREADS overrides it.
+BOT_TF_INTRAOP_THREADS = "1"
 
-def use_serving_threads() -> None:
+
+def use_serving_threads(*, in_bot: bool = False) -> None:
     """Ask TensorFlow for the serving thread layout (above); a no-op once TensorFlow has started."""
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", SERVING_TF_INTEROP_THREADS)
+    if in_bot:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", BOT_TF_INTRAOP_THREADS)
 
 
 def build_classifier(

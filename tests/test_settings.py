@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -68,3 +69,18 @@ def test_a_malformed_dotenv_line_names_file_and_line(tmp_path):
     dotenv.write_text("LOG_LEVEL=INFO\nthis is not a setting\n", encoding="utf-8")
     with pytest.raises(SettingsError, match=r"\.env:2: expected KEY=VALUE"):
         read_dotenv(dotenv)
+
+
+def test_serving_thread_layout_one_intra_op_thread_in_the_bot_only(monkeypatch):
+    from photobot.serving import use_serving_threads
+
+    for name in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    use_serving_threads()
+    assert os.environ["TF_NUM_INTEROP_THREADS"] == "1"
+    assert "TF_NUM_INTRAOP_THREADS" not in os.environ  # the engine alone keeps one per core
+    use_serving_threads(in_bot=True)
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "1"
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "4")
+    use_serving_threads(in_bot=True)
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "4"  # what the operator set stands

@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    from photobot.serving import use_serving_threads
+
+    use_serving_threads(in_bot=True)  # before anything starts TensorFlow
     if args.api_url:
         settings = dataclasses.replace(settings, telegram_api_url=args.api_url.rstrip("/"))
     if not settings.telegram_bot_token and args.playground_without_token:
