@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 NATIVE_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STOP_TIMEOUT_S = 5.0
+ABANDONED_AFTER_S = 10.0  # a worker still on a photo its caller gave up on this long after is stopped
 
 
 class WorkerLost(InferenceError):
@@ -88,10 +89,16 @@ class _Worker:
 
 
 class ProcessPool:
-    """`size` spawned worker processes; `run` sends a picklable call to an idle one and awaits it."""
+    """`size` spawned worker processes; `run` sends a picklable call to an idle one and awaits it.
 
-    def __init__(self, size: int) -> None:
+    A call whose caller gives up (a deadline) keeps its worker busy until it ends; one still running
+    `abandoned_after_s` later is stopped and its worker replaced, so a pathological photo cannot take
+    a worker away for good.
+    """
+
+    def __init__(self, size: int, *, abandoned_after_s: float = ABANDONED_AFTER_S) -> None:
         self.size = max(1, size)
+        self.abandoned_after_s = abandoned_after_s
         self._workers: list[_Worker] = []
         self._idle: collections.deque[_Worker] = collections.deque()
         self._queue: collections.deque[_Job] = collections.deque()
@@ -125,7 +132,11 @@ class ProcessPool:
         job = _Job(payload, self._loop.create_future())
         self._queue.append(job)
         self._dispatch()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._abandon(job)
+            raise
 
     async def close(self) -> None:
         """Fail what is queued, close the pipes (workers exit at end of input) and wait for them."""
@@ -189,6 +200,21 @@ class ProcessPool:
         self._idle.append(worker)
         self._dispatch()
 
+    def _abandon(self, job: _Job) -> None:
+        """The caller gave up on `job`: if a worker is on it, stop that worker unless it ends soon."""
+        worker = next((w for w in self._workers if w.job is job), None)
+        if worker is not None and not self._closed:
+            self._loop.call_later(self.abandoned_after_s, self._stop_if_still_on, worker, job)
+
+    def _stop_if_still_on(self, worker: _Worker, job: _Job) -> None:
+        if worker.job is job and worker in self._workers:
+            log.warning(
+                "decode process %s still on a photo %.0f s after its caller gave up; stopping it",
+                worker.process.pid,
+                self.abandoned_after_s,
+            )
+            worker.process.kill()  # its pipe closes: `_on_readable` sees the end and replaces it
+
     def _replace(self, worker: _Worker) -> None:
         """A worker died: fail its photo, start another in its place (unless it never started)."""
         self._detach(worker)
@@ -198,7 +224,7 @@ class ProcessPool:
             self._idle.remove(worker)
         worker.process.join(timeout=1.0)  # it has closed its pipe, so it is exiting now
         log.error(
-            "decode process %s ended (exit code %s)%s; starting another",
+            "decode process %s ended (exit code %s)%s",
             worker.process.pid,
             worker.process.exitcode,
             " while preparing a photo" if worker.job else "",

@@ -65,6 +65,32 @@ async def test_a_cancelled_job_does_not_disturb_the_next(pool):
     assert await asyncio.gather(*(pool.run(len, "x" * i) for i in range(4))) == [0, 1, 2, 3]
 
 
+async def test_a_worker_still_on_an_abandoned_job_is_stopped_and_replaced():
+    pool = ProcessPool(1, abandoned_after_s=0.2)
+    await pool.start()
+    try:
+        (stuck,) = pool.pids
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pool.run(time.sleep, 60), 0.1)
+        assert await asyncio.wait_for(pool.run(pow, 2, 5), 10) == 32  # answered by its replacement
+        assert pool.replaced == 1 and pool.pids != [stuck]
+    finally:
+        await pool.close()
+
+
+async def test_an_abandoned_job_that_ends_in_time_keeps_its_worker():
+    pool = ProcessPool(1, abandoned_after_s=1.0)
+    await pool.start()
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pool.run(time.sleep, 0.3), 0.1)
+        await asyncio.sleep(1.2)
+        assert pool.replaced == 0
+        assert await pool.run(pow, 3, 3) == 27
+    finally:
+        await pool.close()
+
+
 async def test_workers_ignore_the_signals_the_bot_handles(pool):
     # SIGINT from a terminal reaches the whole process group; the bot finishes photos, then closes us.
     for pid in pool.pids:
