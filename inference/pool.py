@@ -3,11 +3,11 @@
 `ProcessPool` gives each worker process one pipe. The event loop writes a job into an idle worker's
 pipe and reads the answer when the pipe turns readable (`loop.add_reader`): no helper threads, no
 locks. ProcessPoolExecutor, which this replaces, moves every job through a call queue, a feeder
-thread, a result queue and a manager thread; in the bot on the 2-core machine those cost ~3 ms of CPU
-per photo between the two processes (py-spy under `photobot bench bot`), half as much as decoding and
-reading the photo itself, and the threads took the GIL from the event loop. A worker that dies (a
-crashing decoder, the OOM killer) fails only the photo it held and is replaced; ProcessPoolExecutor
-broke for good instead, and every later photo failed.
+thread, a result queue and a manager thread; in the bot on the 2-core machine py-spy put those at
+~2 ms of CPU per photo between the two processes, with threads that took the GIL from the event loop.
+This pool's own cost, measured: ~0.1 ms per photo in the worker, 0.2–0.4 ms on the event loop. A
+worker that dies (a crashing decoder, the OOM killer) fails only the photo it held and is replaced;
+ProcessPoolExecutor broke for good instead, and every later photo failed.
 
 This module imports nothing heavy: a worker process imports it before numpy, and must pin numpy's
 native threads first (`one_native_thread`).
