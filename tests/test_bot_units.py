@@ -7,9 +7,18 @@ from telegram import Document, PhotoSize
 
 from bot import callbacks, keyboards
 from bot.answers import format_answer
+from bot.errors import reply_for
 from bot.handlers.photos import caption_label, is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
 from bot.texts import TEXTS, human_size, language, percent
+from inference.errors import (
+    DeadlineExceeded,
+    EngineBusy,
+    ImageTooLarge,
+    ModelUnavailable,
+    UnsupportedImage,
+)
+from inference.pool import WorkerLost
 from inference.prediction import DigitAnswer, Prediction
 
 LABEL_SETS = {"digits": keyboards.DIGIT_LABELS, "flowers": keyboards.FLOWER_LABELS}
@@ -145,3 +154,24 @@ def test_human_sizes() -> None:
         "2.0 KB",
         "21.0 MB",
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "key"),
+    [
+        (ImageTooLarge("50 MP"), "image_too_large"),
+        (UnsupportedImage("not a JPEG"), "unsupported_image"),
+        (EngineBusy(), "busy"),
+        (DeadlineExceeded(), "timeout"),
+        (WorkerLost("the decoding process ended"), "internal_error"),
+    ],
+)
+def test_each_inference_error_has_its_reply_in_both_languages(error, key) -> None:
+    for lang in ("en", "ru"):
+        reply = reply_for(error, lang)
+        assert reply
+        if key in ("busy", "timeout", "internal_error"):
+            assert reply == TEXTS[lang][key]
+        else:
+            assert str(error) in reply
+    assert reply_for(ModelUnavailable("none"), "en", "digit") != reply_for(WorkerLost(), "en")
