@@ -23,3 +23,7 @@ class DeadlineExceeded(InferenceError):
 
 class ModelUnavailable(InferenceError):
     """No usable version of the model is loaded (missing, corrupt or still loading)."""
+
+
+class WorkerLost(InferenceError):
+    """The process preparing this photo ended before it answered (a crashed decoder, the OOM killer)."""

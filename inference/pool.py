@@ -28,17 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from inference.errors import InferenceError
+from inference.errors import WorkerLost
 
 log = logging.getLogger(__name__)
 
 NATIVE_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STOP_TIMEOUT_S = 5.0
 ABANDONED_AFTER_S = 10.0  # a worker still on a photo its caller gave up on this long after is stopped
-
-
-class WorkerLost(InferenceError):
-    """The process preparing this photo ended before it answered (a crashed decoder, the OOM killer)."""
 
 
 class Pool(Protocol):
@@ -142,13 +138,13 @@ class ProcessPool:
         """Fail what is queued, close the pipes (workers exit at end of input) and wait for them."""
         self._closed = True
         while self._queue:
-            _fail(self._queue.popleft(), WorkerLost("the decode pool was closed"))
+            _fail(self._queue.popleft().future, WorkerLost("the decode pool was closed"))
         workers, self._workers = self._workers, []
         self._idle.clear()
         for worker in workers:
             self._detach(worker)
             if worker.job is not None:
-                _fail(worker.job, WorkerLost("the decode pool was closed"))
+                _fail(worker.job.future, WorkerLost("the decode pool was closed"))
         await asyncio.to_thread(_join, [w.process for w in workers])
 
     # The event loop's side.
@@ -196,7 +192,7 @@ class ProcessPool:
                 if ok:
                     _settle(job.future, value)
                 else:
-                    _fail_future(job.future, value)
+                    _fail(job.future, value)
         self._idle.append(worker)
         self._dispatch()
 
@@ -230,17 +226,17 @@ class ProcessPool:
             " while preparing a photo" if worker.job else "",
         )
         if worker.job is not None:
-            _fail(worker.job, WorkerLost("the photo's decoding process ended unexpectedly"))
+            _fail(worker.job.future, WorkerLost("the photo's decoding process ended unexpectedly"))
         if not worker.up:  # it failed to start (an import error, say): starting more would loop
             lost = WorkerLost(f"a decode process could not start (exit code {worker.process.exitcode})")
             if self._starting is not None:
-                _fail_future(self._starting, lost)
+                _fail(self._starting, lost)
         elif not self._closed:
             self.replaced += 1
             self._spawn()
         if not self._workers:
             while self._queue:
-                _fail(self._queue.popleft(), WorkerLost("no decode process is running"))
+                _fail(self._queue.popleft().future, WorkerLost("no decode process is running"))
 
     def _detach(self, worker: _Worker) -> None:
         with contextlib.suppress(ValueError, OSError):
@@ -248,11 +244,7 @@ class ProcessPool:
         worker.conn.close()
 
 
-def _fail(job: _Job, error: BaseException) -> None:
-    _fail_future(job.future, error)
-
-
-def _fail_future(future: asyncio.Future[Any], error: BaseException) -> None:
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
 

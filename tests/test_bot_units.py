@@ -17,8 +17,8 @@ from inference.errors import (
     ImageTooLarge,
     ModelUnavailable,
     UnsupportedImage,
+    WorkerLost,
 )
-from inference.pool import WorkerLost
 from inference.prediction import DigitAnswer, Prediction
 
 LABEL_SETS = {"digits": keyboards.DIGIT_LABELS, "flowers": keyboards.FLOWER_LABELS}

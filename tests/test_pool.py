@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from inference.pool import ProcessPool, ThreadPool, WorkerLost
+from inference.errors import WorkerLost
+from inference.pool import ProcessPool, ThreadPool
 
 
 @pytest.fixture
