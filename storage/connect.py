@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from storage.schema import check_not_newer, migrate
@@ -33,8 +34,7 @@ def open_database(
         if read_only:
             db.execute("PRAGMA query_only = ON")
             return db
-        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-            raise sqlite3.OperationalError(f"{path}: could not switch to WAL mode")
+        _switch_to_wal(db, path, timeout_s=busy_timeout_s)
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
         migrate(db, path)
@@ -42,3 +42,25 @@ def open_database(
         db.close()
         raise
     return db
+
+
+def _switch_to_wal(db: sqlite3.Connection, path: Path, *, timeout_s: float) -> None:
+    """Put the database in WAL mode, waiting up to `timeout_s` for other connections doing the same.
+
+    When several processes open a new file at once, SQLite can answer "database is locked" to the
+    journal-mode change straight away, without its busy handler (it failed a CI run; here once in 40
+    starts of 12 processes on a busy machine), so this waits and retries itself.
+    """
+    deadline = time.monotonic() + timeout_s
+    pause_s = 0.005
+    while True:
+        try:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + pause_s > deadline:
+                raise
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.1)
+    if mode.lower() != "wal":
+        raise sqlite3.OperationalError(f"{path}: could not switch to WAL mode")

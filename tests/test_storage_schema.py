@@ -6,6 +6,7 @@ import hashlib
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 from storage_fixtures import open_store, png
@@ -134,6 +135,37 @@ async def test_reopening_keeps_everything(tmp_path):
         assert await store.get_photo(photo.sha256) == photo
     finally:
         await store.close()
+
+
+def test_opening_waits_for_a_writer_that_holds_the_file_in_rollback_mode(tmp_path):
+    # SQLite refuses the switch to WAL at once, without the busy handler, while another connection
+    # holds a write lock on a file still in rollback mode: what processes starting together meet.
+    path = tmp_path / "photobot.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other_process (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, writer.execute, ["COMMIT"])
+    release.start()
+    try:
+        db = open_database(path, busy_timeout_s=5)
+    finally:
+        release.join()
+        writer.close()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert schema_version(db) == LATEST
+    db.close()
+
+
+def test_opening_gives_up_after_the_busy_timeout(tmp_path):
+    path = tmp_path / "photobot.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE other_process (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            open_database(path, busy_timeout_s=0.2)
+    finally:
+        writer.close()
 
 
 def test_processes_starting_together_migrate_once(tmp_path):
