@@ -431,6 +431,7 @@ class Classifier:
                     target,
                     max_batch=self.config.max_batch,
                     padded_sizes=self.config.padded_sizes(),
+                    runtime=self.config.runtime,
                 )
                 check_fits(loaded, adapter)
             except ModelUnavailable as error:

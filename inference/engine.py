@@ -49,6 +49,7 @@ class EngineConfig:
     deadline_s: float = 10.0  # a photo not answered by then fails with DeadlineExceeded
     workers: int = 0  # decode/preprocess threads (or processes); 0 means one per CPU core
     pool: str = "process"  # "thread" or "process" (decoding and preprocessing free of the GIL)
+    runtime: str = "auto"  # "auto", "keras" or "lite": what runs the models (see inference.lite)
     batch_sizes: tuple[int, ...] = ()  # padded shapes where the backend compiles per shape; () = 1, 2, 4, …
     reload_poll_s: float = 2.0  # how often the store's `active` pointers are checked; 0 turns it off
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from inference.engine import Outputs, slice_outputs
 from inference.errors import ModelUnavailable
+from inference.lite import LiteUnavailable, serve_with_lite, wants_lite
 from inference.model_store import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class LoadedModel:
     """A model version in memory, warmed up, with the batch shapes it runs at."""
 
     version: ModelVersion
-    model: Any  # keras.Model
+    model: Any  # keras.Model, or inference.lite.LiteModel
     row_shape: tuple[int, ...]  # the input of one row, without the batch axis
     dtype: str
     padded_sizes: tuple[int, ...]  # () when any batch size reuses the same compiled graph
@@ -84,8 +85,14 @@ class LoadedModel:
             _check_outputs(self.name, outputs, size)
 
 
-def load_version(version: ModelVersion, *, max_batch: int, padded_sizes: tuple[int, ...]) -> LoadedModel:
-    """Load, check and warm one version; raises ModelUnavailable with the reason."""
+def load_version(
+    version: ModelVersion, *, max_batch: int, padded_sizes: tuple[int, ...], runtime: str = "auto"
+) -> LoadedModel:
+    """Load, check and warm one version; raises ModelUnavailable with the reason.
+
+    `runtime` (see `inference.lite`): "auto" serves TensorFlow models on the CPU through LiteRT when
+    the conversion checks out, "keras" always through Keras, "lite" through LiteRT or not at all.
+    """
     started = time.monotonic()
     label = f"{version.name} v{version.version}"
     path = _checked_model_file(version)
@@ -100,15 +107,23 @@ def load_version(version: ModelVersion, *, max_batch: int, padded_sizes: tuple[i
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) != 1 or any(d is None for d in tuple(inputs[0].shape)[1:]):
         raise ModelUnavailable(f"{label}: the model must take one input of fixed shape per row")
-    backend = keras.backend.backend()
+    backend, device = keras.backend.backend(), _device(keras)
+    compiles_per_shape = _compiles_per_shape(model, backend)
+    if wants_lite(runtime, backend, device):
+        try:
+            model, backend, compiles_per_shape = serve_with_lite(model, path), "litert", False
+        except LiteUnavailable as error:
+            if runtime == "lite":
+                raise ModelUnavailable(f"{label}: LiteRT cannot serve it ({error})") from error
+            log.warning("%s: served by Keras, LiteRT cannot serve it (%s)", label, error)
     loaded = LoadedModel(
         version=version,
         model=model,
         row_shape=tuple(int(d) for d in tuple(inputs[0].shape)[1:]),
         dtype=str(inputs[0].dtype),
-        padded_sizes=padded_sizes if _compiles_per_shape(model, backend) else (),
+        padded_sizes=padded_sizes if compiles_per_shape else (),
         backend=backend,
-        device=_device(keras),
+        device=device,
     )
     try:
         loaded.warm_up(max_batch)

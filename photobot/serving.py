@@ -27,6 +27,7 @@ def engine_config(settings: Settings, **changes: object) -> EngineConfig:
         "workers": limits.workers,
         "reload_poll_s": limits.reload_poll_s,
         "pool": limits.pool,
+        "runtime": limits.runtime,
         **changes,
     }
     return EngineConfig(**values)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ class EngineLimits:
     workers: int = 0  # decode/preprocess workers (processes or threads); 0 means one per CPU core
     reload_poll_s: float = 2.0  # how often the model store's `active` pointers are checked; 0: never
     pool: str = "process"  # "thread" or "process": where decoding and preprocessing run
+    runtime: str = "auto"  # "auto", "keras" or "lite": auto runs models on the CPU through LiteRT
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Settings:
                 workers=_number(env, "ENGINE_WORKERS", engine_defaults.workers, int),
                 reload_poll_s=_number(env, "ENGINE_RELOAD_POLL_S", engine_defaults.reload_poll_s, float),
                 pool=_choice(env, "ENGINE_POOL", engine_defaults.pool, ("thread", "process")),
+                runtime=_choice(env, "ENGINE_RUNTIME", engine_defaults.runtime, ("auto", "keras", "lite")),
             ),
             max_image_bytes=_number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),

@@ -165,14 +165,29 @@ async def test_start_seeds_an_empty_store_from_the_shipped_defaults(tmp_path, di
     assert seed_shipped(store, "flowers", shipped) is None  # nothing shipped for it here
 
 
-async def test_start_logs_backend_and_device_per_model(store, caplog):
+async def test_litert_and_keras_give_the_same_answers(store, test_digits, flowers_path):
+    x_test, _ = test_digits
+    photos = [digit_photo(x_test[i], seed=i) for i in range(12)]
+    photos += [path.read_bytes() for path, _ in flower_files(flowers_path, per_class=2, offset=40)]
+    answers = {}
+    for runtime in ("lite", "keras"):
+        async with Classifier(store, config(runtime=runtime), shipped_dir=None) as classifier:
+            answers[runtime] = await asyncio.gather(*(classifier.classify(p, "auto") for p in photos))
+    for lite, keras in zip(answers["lite"], answers["keras"], strict=True):
+        assert (lite.model, lite.label, lite.status) == (keras.model, keras.label, keras.status)
+        assert lite.confidence == pytest.approx(keras.confidence, abs=1e-4)
+    assert {a.model for a in answers["lite"]} == {"digits", "flowers"}
+
+
+@pytest.mark.parametrize(("runtime", "backend"), [("auto", "litert"), ("keras", "tensorflow")])
+async def test_start_logs_backend_and_device_per_model(store, caplog, runtime, backend):
     caplog.set_level(logging.INFO, logger="inference.classifier")
-    async with Classifier(store, config(), shipped_dir=None) as classifier:
+    async with Classifier(store, config(runtime=runtime), shipped_dir=None) as classifier:
         models = classifier.models()
-    assert models["digits"].backend == "tensorflow"
+    assert models["digits"].backend == backend
     assert models["digits"].device.startswith("cpu")
     serving = [r.getMessage() for r in caplog.records if "serving" in r.getMessage()]
-    assert any("digits v1" in m and "tensorflow" in m and "cpu" in m for m in serving)
+    assert any("digits v1" in m and backend in m and "cpu" in m for m in serving)
     assert any("flowers v1" in m for m in serving)
 
 

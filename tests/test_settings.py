@@ -56,6 +56,7 @@ def test_a_missing_dotenv_means_defaults():
         ("ENGINE_MAX_BATCH", "many", "ENGINE_MAX_BATCH must be a int"),
         ("MAX_IMAGE_BYTES", "-1", "must not be negative"),
         ("ENGINE_POOL", "fork", "ENGINE_POOL must be one of thread, process"),
+        ("ENGINE_RUNTIME", "onnx", "ENGINE_RUNTIME must be one of auto, keras, lite"),
         ("ADMIN_IDS", "12,alice", "ADMIN_IDS must be Telegram user ids"),
     ],
 )

@@ -1,0 +1,173 @@
+"""Serving a Keras model on the CPU through LiteRT (TensorFlow Lite) with its XNNPACK kernels.
+
+On a CPU, TensorFlow's runtime costs more than the small models it runs: the digit CNN takes 1.2 ms
+a call in `predict_on_batch` and 0.3 ms in LiteRT; the flower model 30 ms and 15 ms a photo (one
+thread each, `photobot bench inference`, README). So where the backend is TensorFlow and the model
+sits on the CPU, a loaded version is converted once (TensorFlow's converter, from the SavedModel
+Keras exports) and served by LiteRT's interpreter; on a GPU, or when anything below fails, Keras
+serves it as before.
+
+A conversion is checked before it serves: the same probe batch through Keras and through LiteRT must
+give the same outputs (to float rounding), else Keras keeps the model. Converted models are cached
+beside `model.keras` as `model-<digest>.tflite`, named by the SHA-256 of the Keras file they came
+from, so a restart does not convert again (the flower model takes ~11 s) and a changed model.keras
+never meets a stale conversion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "keras", "lite")
+PROBE_ROWS = 3  # rows of the equivalence check: a batch, not one photo
+
+
+class LiteUnavailable(Exception):
+    """The model cannot be served by LiteRT here; the message says why (Keras serves it instead)."""
+
+
+def lite_installed() -> bool:
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def wants_lite(runtime: str, backend: str, device: str) -> bool:
+    """`auto`: LiteRT for TensorFlow models on the CPU when it is installed; `lite` insists on it."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if runtime == "keras":
+        return False
+    if runtime == "lite":
+        return True
+    return backend == "tensorflow" and device.lower().startswith("cpu") and lite_installed()
+
+
+class LiteModel:
+    """A converted model with Keras' calling convention: `predict_on_batch(batch)` → outputs.
+
+    One interpreter, called by one thread at a time (the engine's worker for this model): LiteRT
+    interpreters are not thread-safe. A batch of a new size resizes the input (~0.3 ms).
+    """
+
+    def __init__(self, flatbuffer: bytes, *, threads: int, outputs: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+        signatures = self._interpreter.get_signature_list()
+        if len(signatures) != 1:
+            raise LiteUnavailable(f"expected one signature, found {sorted(signatures)}")
+        ((key, signature),) = signatures.items()
+        if len(signature["inputs"]) != 1 or len(signature["outputs"]) != outputs:
+            raise LiteUnavailable(f"signature {signature} does not match the Keras model")
+        self._runner = self._interpreter.get_signature_runner(key)
+        self._input = signature["inputs"][0]
+        # Keras' export names outputs output_0, output_1, … in the model's order.
+        self._outputs = sorted(signature["outputs"], key=lambda name: int(name.rsplit("_", 1)[-1]))
+        self.threads = threads
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        results = self._runner(**{self._input: batch})
+        # Copies: the interpreter reuses its buffers on the next call.
+        arrays = [np.array(results[name]) for name in self._outputs]
+        return arrays[0] if len(arrays) == 1 else arrays
+
+
+def serve_with_lite(model: Any, keras_file: Path, *, threads: int | None = None) -> LiteModel:
+    """The Keras `model` (loaded from `keras_file`) as a checked LiteModel; raises LiteUnavailable."""
+    if not lite_installed():
+        raise LiteUnavailable("ai-edge-litert is not installed")
+    threads = threads or intra_op_threads()
+    cached = _cache_path(keras_file)
+    try:
+        lite = _from_cache(model, cached, threads)
+        if lite is None:
+            flatbuffer = convert(model)
+            lite = _checked(model, flatbuffer, threads)
+            _cache(cached, flatbuffer)
+    except LiteUnavailable:
+        raise
+    except Exception as error:  # the converter and the interpreter raise many kinds
+        raise LiteUnavailable(f"{type(error).__name__}: {error}") from error
+    return lite
+
+
+def intra_op_threads() -> int:
+    """Threads per model call: TF_NUM_INTRAOP_THREADS (the bot sets 1, see `photobot.serving`), else
+    one per core."""
+    value = os.environ.get("TF_NUM_INTRAOP_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return os.cpu_count() or 1
+
+
+def _from_cache(model: Any, cached: Path, threads: int) -> LiteModel | None:
+    """The cached conversion, checked; None when there is none, or it is damaged (then it is dropped)."""
+    if not cached.is_file():
+        return None
+    try:
+        return _checked(model, cached.read_bytes(), threads)
+    except Exception as error:  # whatever the interpreter makes of a damaged file
+        log.warning("dropping the cached conversion %s: %s", cached, error)
+        with contextlib.suppress(OSError):
+            cached.unlink()
+        return None
+
+
+def _checked(model: Any, flatbuffer: bytes, threads: int) -> LiteModel:
+    lite = LiteModel(flatbuffer, threads=threads, outputs=len(model.outputs))
+    _check_same_outputs(model, lite)
+    return lite
+
+
+def _cache_path(keras_file: Path) -> Path:
+    digest = hashlib.sha256(keras_file.read_bytes()).hexdigest()[:16]
+    return keras_file.with_name(f"model-{digest}.tflite")
+
+
+def _cache(path: Path, flatbuffer: bytes) -> None:
+    """Best effort: a read-only store converts again at the next start."""
+    try:
+        partial = path.with_suffix(".tmp")
+        partial.write_bytes(flatbuffer)
+        partial.replace(path)
+    except OSError as error:
+        log.warning("could not cache the LiteRT conversion at %s: %s", path, error)
+
+
+def convert(model: Any) -> bytes:
+    """The Keras model as a LiteRT flatbuffer: Keras' SavedModel export, then TensorFlow's converter."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="photobot-lite-") as folder:
+        model.export(folder, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(folder).convert()
+
+
+def _check_same_outputs(model: Any, lite: LiteModel) -> None:
+    shape = (PROBE_ROWS, *(int(d) for d in tuple(model.inputs[0].shape)[1:]))
+    dtype = str(model.inputs[0].dtype)
+    probe = np.random.default_rng(0).random(shape, dtype=np.float32).astype(dtype)
+    expected = _as_list(model.predict_on_batch(probe))
+    got = _as_list(lite.predict_on_batch(probe))
+    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
+        want, have = np.asarray(want, np.float64), np.asarray(have, np.float64)
+        if want.shape != have.shape or not np.allclose(have, want, rtol=1e-3, atol=1e-4):
+            gap = float(np.max(np.abs(have - want))) if want.shape == have.shape else float("nan")
+            raise LiteUnavailable(f"output {index} differs from Keras' (largest gap {gap:.3g})")
+
+
+def _as_list(outputs: Any) -> list[np.ndarray]:
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]

@@ -1,0 +1,85 @@
+"""LiteRT serving: the same outputs as Keras, in Keras' order, converted once per model file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.lite import serve_with_lite, wants_lite
+
+
+def two_output_model(path, seed: int):
+    """Two outputs of the same width, so that swapping them would go unnoticed by shape alone."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,), name="values")
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    first = keras.layers.Dense(4, activation="softmax", name="first")(hidden)
+    second = keras.layers.Dense(4, name="second")(hidden)
+    model = keras.Model(inputs, [first, second])
+    model.save(path)
+    return keras.saving.load_model(path, compile=False)
+
+
+def test_outputs_match_keras_in_order_at_every_batch_size(tmp_path):
+    path = tmp_path / "model.keras"
+    model = two_output_model(path, seed=1)
+    lite = serve_with_lite(model, path, threads=1)
+    rng = np.random.default_rng(7)
+    for rows in (1, 5, 2, 1):
+        batch = rng.normal(size=(rows, 6)).astype(np.float32)
+        expected, got = model.predict_on_batch(batch), lite.predict_on_batch(batch)
+        assert len(got) == 2
+        for want, have in zip(expected, got, strict=True):
+            assert have.shape == (rows, 4)
+            np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_conversion_is_cached_under_the_model_files_digest(tmp_path):
+    path = tmp_path / "model.keras"
+    serve_with_lite(two_output_model(path, seed=1), path, threads=1)
+    (first,) = tmp_path.glob("model-*.tflite")
+    converted = first.read_bytes()
+    serve_with_lite(two_output_model(path, seed=2), path, threads=1)  # new weights, same file name
+    (second,) = set(tmp_path.glob("model-*.tflite")) - {first}
+    assert second.read_bytes() != converted
+    assert first.read_bytes() == converted
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another model"])
+def test_a_damaged_or_foreign_cached_conversion_is_replaced(tmp_path, damage):
+    other = tmp_path / "other" / "model.keras"
+    other.parent.mkdir()
+    serve_with_lite(two_output_model(other, seed=2), other, threads=1)
+    path = tmp_path / "model.keras"
+    model = two_output_model(path, seed=1)
+    serve_with_lite(model, path, threads=1)
+    (cached,) = tmp_path.glob("model-*.tflite")
+    good = cached.read_bytes()
+    (foreign,) = other.parent.glob("model-*.tflite")
+    cached.write_bytes(b"TFL3 but not a model" if damage == "garbage" else foreign.read_bytes())
+    lite = serve_with_lite(model, path, threads=1)
+    batch = np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6)
+    for want, have in zip(model.predict_on_batch(batch), lite.predict_on_batch(batch), strict=True):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+    assert cached.read_bytes() == good
+
+
+@pytest.mark.parametrize(
+    ("runtime", "backend", "device", "expected"),
+    [
+        ("auto", "tensorflow", "cpu:0", True),
+        ("auto", "tensorflow", "gpu:0", False),
+        ("auto", "jax", "cpu:0", False),
+        ("keras", "tensorflow", "cpu:0", False),
+        ("lite", "jax", "cuda:0", True),
+    ],
+)
+def test_which_runtime_serves(runtime, backend, device, expected):
+    assert wants_lite(runtime, backend, device) is expected
+
+
+def test_an_unknown_runtime_is_an_error():
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        wants_lite("onnx", "tensorflow", "cpu:0")
