@@ -11,6 +11,8 @@ without the data pipeline that `predict` builds on every call (~50 ms). On Tenso
 graph with a dynamic batch dimension serves every batch size; where the backend compiles per shape
 (JAX, or XLA) batches are padded to a few fixed sizes so the compiled graphs are reused. (XLA on this
 CPU made a MobileNet-sized network ~6× slower than TensorFlow's oneDNN kernels, so it stays off.)
+On the CPU the default runtime goes one step further and serves the converted model through LiteRT
+(`inference.lite`), which takes half the flower model's time and a quarter of the digit CNN's.
 """
 
 from __future__ import annotations
