@@ -8,7 +8,9 @@ server to the answer reaching it.
 
 The same run measures a bare python-telegram-bot bot (this module run as a script) that downloads the
 same photo size and replies "ok" without classifying or storing anything: the transport's ceiling on
-this machine. The bot runs with its flood limit off (one simulated user sends far more than 20
+this machine. This VM's speed drifts by up to 1.7× between runs a minute apart, so `--rounds N`
+alternates the two bots N times and reports each round's ratio (bare bot, then PhotoBot right after)
+and their median. The bot runs with its flood limit off (one simulated user sends far more than 20
 photos a minute) and its outgoing limiter at --outgoing-rate (Telegram's 30 messages/s would cap the
 figure at 30 otherwise).
 """
@@ -38,6 +40,7 @@ KINDS = ("digits", "flowers")
 
 @dataclass(frozen=True)
 class Scenario:
+    round: int  # from 1; see --rounds
     bot: str  # "bare" or "photobot"
     kind: str  # "digits" or "flowers"
     users: int
@@ -67,6 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the bot's outgoing messages/s limit (default 0: off)",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare bot")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="alternate the bare bot and PhotoBot N times (default 1)"
+    )
     parser.add_argument(
         "--mode",
         choices=("auto", "kind"),
@@ -155,22 +161,26 @@ async def _bench(
                 await server._photo_sizes(data)  # Telegram re-encodes on upload, before the bot sees it
         bots = ([] if args.no_bare else ["bare"]) + ["photobot"]
         with tempfile.TemporaryDirectory(prefix="photobot-bench-bot-") as temp:
-            for bot in bots:
-                process = await _start(bot, server, Path(temp) / bot, args)
-                try:
-                    for kind, kind_photos in photos.items():
-                        for count in users:
-                            result = await _scenario(server, bot, kind, count, kind_photos, args, process.pid)
-                            print(_row(result), flush=True)
-                            results.append(result)
-                finally:
-                    await _stop(process)
+            for round_ in range(1, max(1, args.rounds) + 1):
+                for bot in bots:  # the same data folder every round: models are converted once
+                    process = await _start(bot, server, Path(temp) / bot, args)
+                    try:
+                        for kind, kind_photos in photos.items():
+                            for count in users:
+                                result = await _scenario(
+                                    server, bot, kind, count, kind_photos, args, process.pid, round_
+                                )
+                                print(_row(result), flush=True)
+                                results.append(result)
+                    finally:
+                        await _stop(process)
     return results
 
 
 async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> asyncio.subprocess.Process:
-    folder.mkdir(parents=True)
-    if args.models:
+    fresh = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.models and fresh:
         shutil.copytree(args.models, folder / "models")
     env = {
         **os.environ,
@@ -213,7 +223,14 @@ _next_user = iter(range(1_000_000, 2_000_000))
 
 
 async def _scenario(
-    server, bot: str, kind: str, users: int, photos: list[bytes], args: argparse.Namespace, pid: int
+    server,
+    bot: str,
+    kind: str,
+    users: int,
+    photos: list[bytes],
+    args: argparse.Namespace,
+    pid: int,
+    round_: int,
 ) -> Scenario:
     start = time.time()
     measure_from, stop_at = start + args.warmup, start + args.warmup + args.seconds
@@ -234,6 +251,7 @@ async def _scenario(
     latencies = sorted(latency * 1000 for latency, _ in measured)
     count = len(measured)
     return Scenario(
+        round=round_,
         bot=bot,
         kind=kind,
         users=users,
@@ -301,26 +319,37 @@ def _ms(value: float | None) -> str:
 
 def _row(r: Scenario) -> str:
     return (
-        f"{r.bot:9} {r.kind:8} {r.users:>3} users: {r.photos_per_s:6.1f} photos/s, "
+        f"round {r.round}: {r.bot:9} {r.kind:8} {r.users:>3} users: {r.photos_per_s:6.1f} photos/s, "
         f"p50 {_ms(r.p50_ms):>5} ms, p95 {_ms(r.p95_ms):>5} ms; CPU per photo: bot {_ms(r.bot_cpu_ms)} ms, "
         f"server {_ms(r.server_cpu_ms)} ms ({r.photos} photos, {r.answered} with buttons)"
     )
 
 
 def _print(results: list[Scenario]) -> None:
-    print("\nbot       kind     users  photos/s   p50 ms   p95 ms   bot CPU ms/photo   server CPU ms/photo")
+    print(
+        "\nround  bot       kind     users  photos/s   p50 ms   p95 ms"
+        "   bot CPU ms/photo   server CPU ms/photo"
+    )
     for r in results:
         print(
-            f"{r.bot:9} {r.kind:8} {r.users:>5} {r.photos_per_s:9.1f} {_ms(r.p50_ms):>8} {_ms(r.p95_ms):>8} "
-            f"{_ms(r.bot_cpu_ms):>18} {_ms(r.server_cpu_ms):>21}"
+            f"{r.round:>5}  {r.bot:9} {r.kind:8} {r.users:>5} {r.photos_per_s:9.1f} {_ms(r.p50_ms):>8} "
+            f"{_ms(r.p95_ms):>8} {_ms(r.bot_cpu_ms):>18} {_ms(r.server_cpu_ms):>21}"
         )
-    for kind in KINDS:
-        for users in sorted({r.users for r in results}):
-            bare = next((r for r in results if (r.bot, r.kind, r.users) == ("bare", kind, users)), None)
-            real = next((r for r in results if (r.bot, r.kind, r.users) == ("photobot", kind, users)), None)
-            if bare and real and bare.photos_per_s:
-                share = 100 * real.photos_per_s / bare.photos_per_s
-                print(f"{kind}, {users} users: PhotoBot reaches {share:.0f}% of the bare bot's throughput")
+    for (kind, users), shares in shares_of_bare(results).items():
+        each = " / ".join(f"{share:.0f}%" for share in shares)
+        median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
+        print(f"{kind}, {users} users: PhotoBot reaches {each}{median} of the bare bot's throughput")
+
+
+def shares_of_bare(results: list[Scenario]) -> dict[tuple[str, int], list[float]]:
+    """PhotoBot's photos/s as a percentage of the bare bot's in the same round, per kind and users."""
+    by_key = {(r.round, r.bot, r.kind, r.users): r for r in results}
+    shares: dict[tuple[str, int], list[float]] = {}
+    for (round_, bot, kind, users), real in sorted(by_key.items()):
+        bare = by_key.get((round_, "bare", kind, users))
+        if bot == "photobot" and bare is not None and bare.photos_per_s:
+            shares.setdefault((kind, users), []).append(100 * real.photos_per_s / bare.photos_per_s)
+    return shares
 
 
 # ------------------------------------------------------------------------------------------ bare bot
