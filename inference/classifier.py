@@ -18,6 +18,10 @@ answered by it; a new request goes to the new one. A version that fails to load 
 reported (ModelUnavailable) and the old one keeps serving. A background task polls the store's
 `active` pointers, so a promotion made by another process (`photobot models promote`, a retraining
 job) is picked up without a restart.
+
+LiteRT (`inference.lite`, the default on the CPU) needs a version converted once, ~11 s for the flower
+model. A version with no cached conversion yet is therefore served by Keras at once, converted in the
+background, and switched to LiteRT in place when the conversion checks out, the same way as a hot swap.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from inference import digits, flowers, router
 from inference.decode import decode_image
 from inference.engine import BatchWorker, EngineConfig, Outputs, Timed
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
+from inference.lite import has_conversion, wants_lite
 from inference.loading import LoadedModel, load_version
 from inference.model_store import META_FILE, MODEL_FILE, ModelStore, ModelVersion
 from inference.pool import Pool, make_pool
@@ -246,6 +251,7 @@ class Classifier:
         self._pool: Pool | None = None
         self._pending = 0
         self._poller: asyncio.Task | None = None
+        self._conversions: set[asyncio.Task] = set()
         self._started = False
 
     # Life cycle.
@@ -273,12 +279,16 @@ class Classifier:
             self._poller = asyncio.create_task(self._poll_store(), name="photobot-model-poller")
 
     async def close(self) -> None:
-        """Stop polling, answer what is queued, stop the workers and the decode pool."""
+        """Stop polling and converting, answer what is queued, stop the workers and the decode pool."""
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        for task in list(self._conversions):
+            task.cancel()  # a conversion already running in its thread finishes there, unused
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for slot in self._slots.values():
             await asyncio.to_thread(slot.worker.close)
         if self._pool is not None:
@@ -424,15 +434,10 @@ class Classifier:
             current = slot.serving
             if current is not None and current.version.version == target.version:
                 return current.version
+            convert_later = self.config.runtime == "auto" and not has_conversion(target.model_file)
             try:
                 adapter = adapter_for(target)
-                loaded = await asyncio.to_thread(
-                    load_version,
-                    target,
-                    max_batch=self.config.max_batch,
-                    padded_sizes=self.config.padded_sizes(),
-                    runtime=self.config.runtime,
-                )
+                loaded = await self._load(target, "keras" if convert_later else self.config.runtime)
                 check_fits(loaded, adapter)
             except ModelUnavailable as error:
                 slot.refused[target.version] = str(error)
@@ -451,7 +456,40 @@ class Classifier:
                 loaded.load_ms,
                 f", replacing v{current.version.version}" if current else "",
             )
+            if convert_later and wants_lite("auto", loaded.backend, loaded.device):
+                task = asyncio.create_task(self._serve_with_lite(slot, target), name=f"convert-{name}")
+                self._conversions.add(task)
+                task.add_done_callback(self._conversions.discard)
             return target
+
+    async def conversions_done(self) -> None:
+        """Wait for the background conversions to LiteRT (benchmarks measure what serves for good)."""
+        while self._conversions:
+            await asyncio.gather(*self._conversions, return_exceptions=True)
+
+    async def _load(self, target: ModelVersion, runtime: str) -> LoadedModel:
+        return await asyncio.to_thread(
+            load_version,
+            target,
+            max_batch=self.config.max_batch,
+            padded_sizes=self.config.padded_sizes(),
+            runtime=runtime,
+        )
+
+    async def _serve_with_lite(self, slot: _Slot, target: ModelVersion) -> None:
+        """Convert `target` while Keras serves it, then switch to LiteRT if it is still what serves."""
+        label = f"{slot.name} v{target.version}"
+        try:
+            loaded = await self._load(target, "lite")
+        except ModelUnavailable as error:
+            log.warning("%s: Keras keeps serving it: %s", label, error)
+            return
+        async with slot.lock:
+            current = slot.serving
+            if current is None or current.version.version != target.version:
+                return  # another version took over meanwhile
+            slot.serving = _Serving(loaded, current.adapter)
+        log.info("%s now served by LiteRT (converted and checked in %.0f ms)", label, loaded.load_ms)
 
     def models(self) -> dict[str, ModelStatus]:
         """What serves, per model name."""

@@ -11,7 +11,8 @@ A conversion is checked before it serves: the same probe batch through Keras and
 give the same outputs (to float rounding), else Keras keeps the model. Converted models are cached
 beside `model.keras` as `model-<digest>.tflite`, named by the SHA-256 of the Keras file they came
 from, so a restart does not convert again (the flower model takes ~11 s) and a changed model.keras
-never meets a stale conversion.
+never meets a stale conversion. Until a version has its conversion, the Classifier serves it with Keras
+and converts it in the background (`has_conversion`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,14 @@ def serve_with_lite(model: Any, keras_file: Path, *, threads: int | None = None)
     except Exception as error:  # the converter and the interpreter raise many kinds
         raise LiteUnavailable(f"{type(error).__name__}: {error}") from error
     return lite
+
+
+def has_conversion(keras_file: Path) -> bool:
+    """Whether a conversion of this exact file is cached (a missing file has none)."""
+    try:
+        return _cache_path(keras_file).is_file()
+    except OSError:
+        return False
 
 
 def intra_op_threads() -> int:

@@ -179,16 +179,40 @@ async def test_litert_and_keras_give_the_same_answers(store, test_digits, flower
     assert {a.model for a in answers["lite"]} == {"digits", "flowers"}
 
 
-@pytest.mark.parametrize(("runtime", "backend"), [("auto", "litert"), ("keras", "tensorflow")])
-async def test_start_logs_backend_and_device_per_model(store, caplog, runtime, backend):
+async def test_start_logs_backend_and_device_per_model(store, caplog):
     caplog.set_level(logging.INFO, logger="inference.classifier")
-    async with Classifier(store, config(runtime=runtime), shipped_dir=None) as classifier:
+    async with Classifier(store, config(runtime="keras"), shipped_dir=None) as classifier:
         models = classifier.models()
-    assert models["digits"].backend == backend
+        await classifier.conversions_done()
+        assert classifier.models()["digits"].backend == "tensorflow"  # keras: no conversion at all
+    assert models["digits"].backend == "tensorflow"
     assert models["digits"].device.startswith("cpu")
     serving = [r.getMessage() for r in caplog.records if "serving" in r.getMessage()]
-    assert any("digits v1" in m and backend in m and "cpu" in m for m in serving)
+    assert any("digits v1" in m and "tensorflow" in m and "cpu" in m for m in serving)
     assert any("flowers v1" in m for m in serving)
+    assert not list(store.root.rglob("*.tflite"))
+
+
+async def test_keras_serves_at_once_while_litert_converts_then_litert_from_the_cache(
+    store, test_digits, caplog
+):
+    caplog.set_level(logging.INFO, logger="inference.classifier")
+    photo = digit_photo(test_digits[0][0], seed=0)
+    async with Classifier(store, config(), shipped_dir=None) as classifier:
+        assert classifier.models()["digits"].backend == "tensorflow"  # no conversion cached yet
+        first = await classifier.classify(photo, "digit")
+        await classifier.conversions_done()
+        assert {m.backend for m in classifier.models().values()} == {"litert"}
+        assert {m.swaps for m in classifier.models().values()} == {0}  # the same versions
+        after = await classifier.classify(photo, "digit")
+    assert (after.label, after.status, after.version) == (first.label, first.status, first.version)
+    assert after.confidence == pytest.approx(first.confidence, abs=1e-4)
+    switched = [r.getMessage() for r in caplog.records if "now served by LiteRT" in r.getMessage()]
+    assert len(switched) == 2
+    caplog.clear()
+    async with Classifier(store, config(), shipped_dir=None) as classifier:
+        assert {m.backend for m in classifier.models().values()} == {"litert"}  # at once, from the cache
+    assert not [r for r in caplog.records if "now served by LiteRT" in r.getMessage()]
 
 
 async def test_a_process_pool_prepares_photos_like_the_thread_pool(store, test_digits):
