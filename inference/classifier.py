@@ -434,7 +434,11 @@ class Classifier:
             current = slot.serving
             if current is not None and current.version.version == target.version:
                 return current.version
-            convert_later = self.config.runtime == "auto" and not has_conversion(target.model_file)
+            # In a thread: whether a conversion is cached is named by the model file's SHA-256 (the
+            # flower model is ~20 MB), and the event loop keeps serving during a hot swap.
+            convert_later = self.config.runtime == "auto" and not await asyncio.to_thread(
+                has_conversion, target.model_file
+            )
             try:
                 adapter = adapter_for(target)
                 loaded = await self._load(target, "keras" if convert_later else self.config.runtime)

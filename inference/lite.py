@@ -77,7 +77,6 @@ class LiteModel:
         self._input = signature["inputs"][0]
         # Keras' export names outputs output_0, output_1, … in the model's order.
         self._outputs = sorted(signature["outputs"], key=lambda name: int(name.rsplit("_", 1)[-1]))
-        self.threads = threads
 
     def predict_on_batch(self, batch: np.ndarray) -> np.ndarray | list[np.ndarray]:
         results = self._runner(**{self._input: batch})
