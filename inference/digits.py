@@ -139,7 +139,7 @@ def read_digits(image: Image.Image | np.ndarray) -> DigitCrops:
     if found is None:
         return _nothing(reason or "no ink on the photo")
     mask = found.strokes()
-    if mask.mean() > 0.25:
+    if np.count_nonzero(mask) > 0.25 * mask.size:
         return _nothing("too much of the photo is dark marks to be a digit on paper")
     # Lines are found where they are whole (at half the threshold: faint lines break into dashes at the
     # full one), then erased from the strokes: ruled lines first, then squared paper's columns.
@@ -213,7 +213,7 @@ def ink_map(gray: np.ndarray) -> tuple[InkMap | None, str | None]:
         return None, "no marks stand out from the paper"
     # The strongest marks set the scale: a high quantile, so that many faint ruled lines around a
     # small digit do not pull the threshold down into the noise.
-    strength = _percentile(np.sort(candidates), 0.99)
+    strength = _percentile_of(candidates, 0.99)
     if strength < 0.1:
         return None, "the marks are too faint to read"
     scale = 1.0 / (0.8 * strength)
@@ -304,9 +304,13 @@ class _Grid:
         return (self.terms @ coefficients).reshape(self.rows, self.cols)
 
     def upsample(self, ringed: np.ndarray) -> np.ndarray:
-        """Values at the ringed grid's centres, bilinearly interpolated at every pixel (float32)."""
-        rows = self.spread_rows.apply(ringed.astype(np.float32), axis=0)
-        return self.spread_cols.apply(rows, axis=1)
+        """Values at the ringed grid's centres, bilinearly interpolated at every pixel (float32).
+
+        Along the columns first, while the array is a few rows: then the photo-sized pass gathers whole
+        rows (contiguous copies), ~3x faster than gathering columns of every row.
+        """
+        columns = self.spread_cols.apply(ringed.astype(np.float32), axis=1)
+        return self.spread_rows.apply(columns, axis=0)
 
 
 @functools.lru_cache(maxsize=16)
@@ -370,13 +374,12 @@ class _Spread:
 
     def apply(self, values: np.ndarray, axis: int) -> np.ndarray:
         """Interpolate along `axis` of a 2-d array."""
-        if axis == 0:
-            return values[self.first] * self.near[:, None] + values[self.second] * self.far[:, None]
-        out = values[:, self.first]  # in place from here: this one is photo-sized
-        out *= self.near
-        far = values[:, self.second]
-        far *= self.far
-        out += far
+        near, far = (self.near[:, None], self.far[:, None]) if axis == 0 else (self.near, self.far)
+        out = np.take(values, self.first, axis=axis)  # in place from here: photo-sized along axis 0
+        out *= near
+        beyond = np.take(values, self.second, axis=axis)
+        beyond *= far
+        out += beyond
         return out
 
 
@@ -438,9 +441,16 @@ def _smooth_background(paper: _PaperFit, grid: _Grid) -> np.ndarray:
     """
     values, coefficients = paper.values, paper.coefficients
     residual = np.where(paper.inliers.reshape(values.shape), values - grid.surface(coefficients), 0.0)
-    correction = np.pad(_median_filter(residual.astype(np.float32), 5), 1, mode="edge")
+    correction = _edge_ring(_median_filter(residual.astype(np.float32), 5))
     ringed = (grid.ring_terms @ coefficients).reshape(grid.rows + 2, grid.cols + 2) + correction
     return grid.upsample(ringed)
+
+
+def _edge_ring(grid: np.ndarray) -> np.ndarray:
+    """`grid` with a ring of its edge values around it (np.pad's "edge" mode at a tenth of its cost)."""
+    rows = np.clip(np.arange(-1, grid.shape[0] + 1), 0, grid.shape[0] - 1)
+    cols = np.clip(np.arange(-1, grid.shape[1] + 1), 0, grid.shape[1] - 1)
+    return grid[rows[:, None], cols]
 
 
 def _robust_quadratic(terms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -451,11 +461,13 @@ def _robust_quadratic(terms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
     keep = np.ones(len(values), bool)
     coefficients = np.zeros(6)
     for _ in range(4):
+        # lstsq, not the normal equations (half the cost): the kept blocks can be degenerate (one row
+        # of them), where lstsq still gives the smallest surface and a solve fails or explodes.
         coefficients = np.linalg.lstsq(terms[keep], values[keep], rcond=None)[0]
-        residual = values - terms @ coefficients
-        spread = 1.4826 * _median(np.abs(residual[keep]))
-        new_keep = np.abs(residual) <= max(3.0 * spread, 0.015)
-        if new_keep.sum() < 8 or np.array_equal(new_keep, keep):
+        residual = np.abs(values - terms @ coefficients)
+        spread = 1.4826 * _median(residual[keep])
+        new_keep = residual <= max(3.0 * spread, 0.015)
+        if np.count_nonzero(new_keep) < 8 or (new_keep == keep).all():
             break
         keep = new_keep
     return coefficients, keep
@@ -464,6 +476,13 @@ def _robust_quadratic(terms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
 def _median(values: np.ndarray) -> float:
     """The median of a 1-d array (as np.median), from a sort: see `_block_quantiles`."""
     return _percentile(np.sort(values), 0.5)
+
+
+def _percentile_of(values: np.ndarray, q: float) -> float:
+    """The q-quantile of unsorted values, as `_percentile`: a partition around the two ranks it needs
+    costs a fraction of sorting thousands of stroke pixels."""
+    below = int(q * (len(values) - 1))
+    return _percentile(np.partition(values, (below, min(below + 1, len(values) - 1))), q)
 
 
 def _percentile(ordered: np.ndarray, q: float) -> float:
@@ -534,7 +553,7 @@ def remove_ruled_lines(mask: np.ndarray, guide: np.ndarray | None = None, reach:
     on_lines = thickness[guide & line_band]
     if on_lines.size == 0:
         return mask
-    line_thickness = float(np.median(on_lines))
+    line_thickness = _median(on_lines)
     return mask & ~(line_band & (thickness <= line_thickness + 1))
 
 
@@ -546,9 +565,10 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     height, width = mask.shape
     stride = width + 2
-    padded = np.zeros((height, stride), np.int8)
+    padded = np.zeros((height, stride), bool)
     padded[:, 1:-1] = mask
-    changes = np.flatnonzero(np.diff(padded.ravel()))
+    flat = padded.ravel()
+    changes = np.flatnonzero(flat[1:] != flat[:-1])  # on booleans: ~3x faster than on np.diff's int8
     starts, ends = changes[0::2], changes[1::2]
     return starts // stride, starts % stride, ends % stride
 
@@ -617,14 +637,13 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[_Component]]:
     second = np.repeat(low, touching) + offsets
     same_row_above = rows[second] == rows[first] - 1
     roots = _union_find(count, first[same_row_above], second[same_row_above])
-    unique, component_of_run = np.unique(roots, return_inverse=True)
+    n, component_of_run = _dense_ranks(roots)
     lengths = ends - starts
     label_of_pixel = np.repeat(component_of_run + 1, lengths).astype(np.int32)
     pixel_offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     flat_index = np.repeat(rows * width + starts, lengths) + pixel_offsets
     labels = np.zeros(height * width, np.int32)
     labels[flat_index] = label_of_pixel
-    n = len(unique)
     area = np.bincount(component_of_run, weights=lengths, minlength=n).astype(int)
     top = np.full(n, height)
     np.minimum.at(top, component_of_run, rows)
@@ -641,6 +660,15 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[_Component]]:
     return labels.reshape(height, width), components
 
 
+def _dense_ranks(values: np.ndarray) -> tuple[int, np.ndarray]:
+    """How many distinct values, and each value's rank among them: np.unique(return_inverse=True) for
+    small non-negative integers, from a table instead of a sort."""
+    present = np.zeros(int(values.max()) + 1, bool)
+    present[values] = True
+    ranks = np.cumsum(present) - 1
+    return int(ranks[-1]) + 1, ranks[values]
+
+
 def _union_find(count: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Root (smallest member) of each node's set, given edges; label propagation with pointer jumping."""
     parent = np.arange(count)
@@ -655,10 +683,10 @@ def _union_find(count: int, first: np.ndarray, second: np.ndarray) -> np.ndarray
         np.minimum.at(parent, before[second], low)
         while True:  # pointer jumping: every node points at its root
             jumped = parent[parent]
-            if np.array_equal(jumped, parent):
+            if (jumped == parent).all():
                 break
             parent = jumped
-        if np.array_equal(parent, before):
+        if (parent == before).all():
             return parent
 
 
