@@ -30,7 +30,7 @@ import aiosqlite
 from storage import sql
 from storage.connect import DEFAULT_BUSY_TIMEOUT_S, open_database
 from storage.errors import StorageError
-from storage.images import ImageStore
+from storage.images import ImageStore, StoredImage
 from storage.labelled import DEFAULT_VALIDATION_PERCENT, LabelledSet, load_labelled_set
 from storage.records import (
     Answer,
@@ -209,6 +209,22 @@ class Store:
         photo, _ = await self._store_photo_then(data, width, height, format, lambda db, photo: None)
         return photo
 
+    async def save_image(self, data: bytes) -> StoredImage:
+        """Write a photo's file durably, ahead of its row: the bot does it while the models look at the
+        photo, then passes it to `record_photo_prediction(image=…)`.
+
+        A file that gets no row must go through `discard_image`; one left by a crash in between is
+        removed at the next start (`open` removes unreferenced files).
+        """
+        if self._closed:
+            raise StorageError("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._image_writers, self.images.put, data)
+
+    async def discard_image(self, image: StoredImage) -> None:
+        """Remove a file `save_image` wrote for a photo that got no row, unless a row now needs it."""
+        if image.created:
+            await self._remove_images([image.sha256])
+
     async def record_photo_prediction(
         self,
         data: bytes,
@@ -223,11 +239,13 @@ class Store:
         latency_ms: float | None = None,
         mode: str | None = None,
         language: str | None = None,
+        image: StoredImage | None = None,
     ) -> RecordedPrediction:
         """What the bot does for each photo: `add_photo` and `record_prediction` in one transaction.
 
         `prediction` is the engine's answer (any object with model, version, label, confidence,
         status, top and reason: inference's `Prediction`); `top` is stored as the probabilities.
+        `image` is the file `save_image` already wrote for `data`, if it did.
         """
 
         def record(db: sqlite3.Connection, photo: Photo) -> int:
@@ -250,7 +268,7 @@ class Store:
                 now=time.time(),
             )
 
-        photo, prediction_id = await self._store_photo_then(data, width, height, format, record)
+        photo, prediction_id = await self._store_photo_then(data, width, height, format, record, image)
         return RecordedPrediction(prediction_id, photo)
 
     async def _store_photo_then(
@@ -260,11 +278,13 @@ class Store:
         height: int | None,
         image_format: str | None,
         then: Callable[[sqlite3.Connection, Photo], T],
+        saved: StoredImage | None = None,
     ) -> tuple[Photo, T]:
-        """Write the file (in a thread), then insert its row and run `then` in one transaction."""
+        """Write the file (in a thread) unless it is `saved`, then insert its row and run `then` in one
+        transaction."""
         for _ in range(3):
-            loop = asyncio.get_running_loop()
-            stored = await loop.run_in_executor(self._image_writers, self.images.put, data)
+            stored = saved or await self.save_image(data)
+            saved = None  # if the file disappears before the row commits, write it again
             photo = Photo(stored.sha256, stored.size, width, height, image_format, stored.path)
 
             def insert(db: sqlite3.Connection, photo: Photo = photo) -> tuple[bool, T | None]:

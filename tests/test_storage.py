@@ -107,6 +107,41 @@ async def test_a_photo_and_the_engines_answer_are_recorded_in_one_go(store, tmp_
     assert rows(tmp_path, "SELECT count(*) FROM predictions") == [(1,)]
 
 
+async def test_a_file_saved_ahead_gets_its_row_or_is_discarded(store, tmp_path):
+    """The bot writes a photo's file while the models look at it, then records the row, or discards
+    the file when the photo gets no answer."""
+    answer = Prediction(model="digits", version=1, label="3", confidence=0.9, status="ok")
+    saved = await store.save_image(png(20))
+    assert saved.created and store.images.read(saved.sha256) == png(20)
+    recorded = await store.record_photo_prediction(
+        png(20), prediction=answer, user_id=6, chat_id=6, message_id=1, image=saved
+    )
+    assert recorded.photo.sha256 == saved.sha256
+    assert rows(tmp_path, "SELECT count(*) FROM photos") == [(1,)]
+
+    unanswered = await store.save_image(png(21))
+    await store.discard_image(unanswered)
+    assert not store.images.exists(unanswered.sha256)
+    assert rows(tmp_path, "SELECT count(*) FROM photos") == [(1,)]
+
+    # The same bytes as a recorded photo: the file was already there, and discarding keeps it.
+    again = await store.save_image(png(20))
+    assert not again.created
+    await store.discard_image(again)
+    assert store.images.read(saved.sha256) == png(20)
+
+
+async def test_a_file_removed_before_its_row_commits_is_written_again(store, tmp_path):
+    """A concurrent discard (or /forget) of the same bytes between saving and recording."""
+    answer = Prediction(model="digits", version=1, label="3", confidence=0.9, status="ok")
+    saved = await store.save_image(png(22))
+    store.images.delete(saved.sha256)
+    recorded = await store.record_photo_prediction(
+        png(22), prediction=answer, user_id=7, chat_id=7, message_id=1, image=saved
+    )
+    assert store.images.read(recorded.photo.sha256) == png(22)
+
+
 async def test_a_redelivered_update_records_no_second_prediction(store, tmp_path):
     first = await predict(store, user_id=1, message_id=5, image=png(1))
     again = await predict(store, user_id=1, message_id=5, image=png(1))

@@ -6,6 +6,7 @@ the engine's worker threads, so one slow photo never holds up anyone else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from bot.services import Services, lang, services
 from bot.texts import human_size, text
 from inference.errors import InferenceError
 from inference.prediction import Mode, Prediction
-from storage.images import sniff_format
+from storage.images import StoredImage, sniff_format
 
 logger = logging.getLogger(__name__)
 
@@ -136,15 +137,21 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
     mode: Mode = (
         MODE_OF_MODEL[contribution[0]] if contribution else await found.chat_mode(update.effective_chat.id)
     )
+    # The photo's file is written while the models look at it: the answer then waits only for its row.
+    saving = asyncio.ensure_future(found.store.save_image(data))
     started = time.perf_counter()
     try:
         prediction = await found.classifier.classify(data, mode)
     except InferenceError as error:
         logger.info("Photo from user %s not answered: %r", update.effective_user.id, error)
+        await found.store.discard_image(await saving)  # bad input leaves nothing stored
         await message.reply_text(reply_for(error, language, mode))
         return
+    except BaseException:
+        saving.add_done_callback(_ignore_outcome)  # a file without its row goes at the next start
+        raise
     latency_ms = (time.perf_counter() - started) * 1000
-    prediction_id, sha256 = await record(found, update, data, mode, prediction, latency_ms)
+    prediction_id, sha256 = await record(found, update, data, await saving, mode, prediction, latency_ms)
     lines = [format_answer(prediction, language)]
     if contribution:
         lines.append(await contribute(found, update, sha256, contribution, prediction, prediction_id))
@@ -155,10 +162,22 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
     )
 
 
+def _ignore_outcome(task: asyncio.Future[object]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: asyncio would log it as never retrieved
+
+
 async def record(
-    found: Services, update: Update, data: bytes, mode: Mode, prediction: Prediction, latency_ms: float
+    found: Services,
+    update: Update,
+    data: bytes,
+    image: StoredImage,
+    mode: Mode,
+    prediction: Prediction,
+    latency_ms: float,
 ) -> tuple[int, str]:
-    """Store the photo (content-addressed) and the answer in one transaction; the id and the photo's hash."""
+    """Store the photo's row (its file is `image`) and the answer in one transaction; the id and the
+    photo's hash."""
     user = update.effective_user
     recorded = await found.store.record_photo_prediction(
         data,
@@ -170,6 +189,7 @@ async def record(
         latency_ms=latency_ms,
         mode=mode,
         language=user.language_code,
+        image=image,
     )
     return recorded.prediction_id, recorded.photo.sha256
 
