@@ -19,6 +19,7 @@ from bot.errors import on_error
 from bot.limits import FloodLimiter
 from bot.services import KEY, MODEL_NAMES, Services
 from bot.texts import COMMANDS
+from bot.transport import bot_api_request
 
 if TYPE_CHECKING:
     from photobot.settings import Settings
@@ -44,6 +45,7 @@ def build_application(settings: Settings, *, models: Sequence[str] = MODEL_NAMES
         .base_file_url(f"{root}/file/bot")
         .concurrent_updates(CONCURRENT_UPDATES)
         .get_updates_read_timeout(POLL_TIMEOUT_S + 5)
+        .request(bot_api_request())  # after every get_updates_* setting: the builder refuses them after
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
     )
