@@ -17,6 +17,7 @@ and converts it in the background (`has_conversion`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import logging
@@ -66,6 +67,9 @@ class LiteModel:
     def __init__(self, flatbuffer: bytes, *, threads: int, outputs: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        self.file: Path | None = None  # where this conversion is cached, once it is
+        self.outputs = outputs
+
         self._interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
         signatures = self._interpreter.get_signature_list()
         if len(signatures) != 1:
@@ -96,7 +100,9 @@ def serve_with_lite(model: Any, keras_file: Path, *, threads: int | None = None)
         if lite is None:
             flatbuffer = convert(model)
             lite = _checked(model, flatbuffer, threads)
-            _cache(cached, flatbuffer)
+            if not _cache(cached, flatbuffer):
+                return lite
+        lite.file = cached
     except LiteUnavailable:
         raise
     except Exception as error:  # the converter and the interpreter raise many kinds
@@ -145,7 +151,7 @@ def _cache_path(keras_file: Path) -> Path:
     return keras_file.with_name(f"model-{digest}.tflite")
 
 
-def _cache(path: Path, flatbuffer: bytes) -> None:
+def _cache(path: Path, flatbuffer: bytes) -> bool:
     """Best effort: a read-only store converts again at the next start."""
     try:
         partial = path.with_suffix(".tmp")
@@ -153,6 +159,29 @@ def _cache(path: Path, flatbuffer: bytes) -> None:
         partial.replace(path)
     except OSError as error:
         log.warning("could not cache the LiteRT conversion at %s: %s", path, error)
+        return False
+    return True
+
+
+_IN_THIS_PROCESS: collections.OrderedDict[str, LiteModel] = collections.OrderedDict()
+IN_THIS_PROCESS_KEPT = 4  # interpreters a process keeps: the serving version and a few before it
+
+
+def run_in_this_process(file: str, outputs: int, batch: np.ndarray) -> np.ndarray | list[np.ndarray]:
+    """`batch` through the cached conversion `file` (see `LiteModel.file`), on one thread.
+
+    For another process than the one that loaded the model (the decode workers, see
+    `inference.classifier`): each keeps an interpreter per file it was asked for, the last few.
+    """
+    model = _IN_THIS_PROCESS.get(file)
+    if model is None:
+        model = LiteModel(Path(file).read_bytes(), threads=1, outputs=outputs)
+        _IN_THIS_PROCESS[file] = model
+        while len(_IN_THIS_PROCESS) > IN_THIS_PROCESS_KEPT:
+            _IN_THIS_PROCESS.popitem(last=False)
+    else:
+        _IN_THIS_PROCESS.move_to_end(file)
+    return model.predict_on_batch(batch)
 
 
 def convert(model: Any) -> bytes:

@@ -167,3 +167,38 @@ async def test_a_model_that_loads_but_does_not_fit_the_input_is_refused(tmp_path
         store.promote("digits", 1)
         await classifier.reload("digits")
         assert classifier.models()["digits"].version == 1
+
+
+async def test_decode_processes_run_the_version_that_answers(tmp_path, two_models, photos):
+    """With LiteRT the digit model runs in the decode processes (IN_DECODE_WORKERS), not in its engine;
+    a swap hands them the new version's conversion, and the answers are the engine's."""
+    store = ModelStore(tmp_path / "models")
+    first = add_version(store, "digits", two_models[0], digit_meta())
+    second = add_version(store, "digits", two_models[1], digit_meta(), promote=False)
+    images = photos[0][:6]
+
+    async def answers(classifier: Classifier) -> list[tuple[int, str, float]]:
+        found = await asyncio.gather(*(classifier.classify(p, "digit") for p in images))
+        return [(a.version, a.label, a.confidence) for a in found]
+
+    seen = []
+    async with Classifier(store, config(runtime="lite"), names=("digits",), shipped_dir=None) as classifier:
+        for target in (first, second, first):
+            store.promote("digits", target.version)
+            await classifier.reload("digits")
+            seen.append(await answers(classifier))
+        status = classifier.models()["digits"]
+    assert status.in_workers == 3 * len(images)
+    assert status.batches["batches"] == 0  # the engine ran nothing
+    assert {v for v, _, _ in seen[0]} == {1} and {v for v, _, _ in seen[1]} == {2}
+    assert seen[2] == seen[0]  # v1's answers again after the swap back
+    assert [c for _, _, c in seen[1]] != pytest.approx([c for _, _, c in seen[0]], abs=1e-3)  # v2 ran
+
+    # Pool threads share one process: the engine runs the model, with the same answers.
+    async with Classifier(
+        store, config(runtime="lite", pool="thread"), names=("digits",), shipped_dir=None
+    ) as classifier:
+        engine = await answers(classifier)  # v1 is active again
+        assert classifier.models()["digits"].in_workers == 0
+    assert [(v, label) for v, label, _ in engine] == [(v, label) for v, label, _ in seen[0]]
+    assert [c for _, _, c in engine] == pytest.approx([c for _, _, c in seen[0]], abs=1e-5)

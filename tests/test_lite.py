@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.lite import serve_with_lite, wants_lite
+from inference.lite import run_in_this_process, serve_with_lite, wants_lite
 
 
 def two_output_model(path, seed: int):
@@ -83,3 +83,43 @@ def test_which_runtime_serves(runtime, backend, device, expected):
 def test_an_unknown_runtime_is_an_error():
     with pytest.raises(ValueError, match="runtime must be one of"):
         wants_lite("onnx", "tensorflow", "cpu:0")
+
+
+def test_another_process_runs_the_cached_conversion_with_its_own_interpreters(tmp_path, monkeypatch):
+    """What a decode process does with `LiteModel.file`: the same outputs, one interpreter per file,
+    the last few kept."""
+    import inference.lite as lite_module
+
+    monkeypatch.setattr(lite_module, "_IN_THIS_PROCESS", type(lite_module._IN_THIS_PROCESS)())
+    files = []
+    for seed in (1, 2):
+        path = tmp_path / str(seed) / "model.keras"
+        path.parent.mkdir()
+        model = two_output_model(path, seed=seed)
+        lite = serve_with_lite(model, path, threads=1)
+        assert lite.file is not None and lite.file.parent == path.parent and lite.file.is_file()
+        files.append((str(lite.file), model))
+    batch = np.random.default_rng(3).normal(size=(3, 6)).astype(np.float32)
+    for file, model in files * 2:
+        for want, have in zip(
+            model.predict_on_batch(batch), run_in_this_process(file, 2, batch), strict=True
+        ):
+            np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+    assert list(lite_module._IN_THIS_PROCESS) == [f for f, _ in files]  # one each, reused
+    run_in_this_process(files[0][0], 2, batch)
+    assert list(lite_module._IN_THIS_PROCESS) == [files[1][0], files[0][0]]  # most recently used last
+    monkeypatch.setattr(lite_module, "IN_THIS_PROCESS_KEPT", 1)
+    lite_module._IN_THIS_PROCESS.popitem()
+    run_in_this_process(files[0][0], 2, batch)
+    assert list(lite_module._IN_THIS_PROCESS) == [files[0][0]]  # a new one pushed the oldest out
+    with pytest.raises(FileNotFoundError):
+        run_in_this_process(str(tmp_path / "gone.tflite"), 2, batch)
+
+
+def test_a_conversion_that_cannot_be_cached_serves_without_a_file(tmp_path, monkeypatch):
+    import inference.lite as lite_module
+
+    monkeypatch.setattr(lite_module, "_cache", lambda path, flatbuffer: False)  # a read-only store
+    path = tmp_path / "model.keras"
+    lite = serve_with_lite(two_output_model(path, seed=1), path, threads=1)
+    assert lite.file is None
