@@ -9,8 +9,10 @@
 
 The event loop only admits, submits and awaits: decoding and preprocessing run in a pool of worker
 processes sized to the cores (`inference.pool`; threads on request), the models in one batching worker
-per model (`inference.engine`). Which preprocessing a version needs is read from its meta.json
-("preprocessing"), so a model and its adapter always match.
+per model (`inference.engine`) — except a small model served by LiteRT (the digit CNN, see
+IN_DECODE_WORKERS), which the decode processes run themselves right after preparing the photo.
+Which preprocessing a version needs is read from its meta.json ("preprocessing"), so a model and its
+adapter always match.
 
 Hot swap: `reload` loads and warms the new version beside the old (in a thread, while the old one
 keeps serving), then switches one reference. A request already prepared for the old version is
