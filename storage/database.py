@@ -214,7 +214,7 @@ class Store:
         photo, then passes it to `record_photo_prediction(image=…)`.
 
         A file that gets no row must go through `discard_image`; one left by a crash in between is
-        removed at the next start (`open` removes unreferenced files).
+        removed by a later `open` (files no row refers to, once `orphan_min_age_s` old).
         """
         if self._closed:
             raise StorageError("the store is closed")

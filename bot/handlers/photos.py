@@ -148,7 +148,7 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
         await message.reply_text(reply_for(error, language, mode))
         return
     except BaseException:
-        saving.add_done_callback(_ignore_outcome)  # a file without its row goes at the next start
+        saving.add_done_callback(_ignore_outcome)  # a file without a row: a later start removes it
         raise
     latency_ms = (time.perf_counter() - started) * 1000
     prediction_id, sha256 = await record(found, update, data, await saving, mode, prediction, latency_ms)
