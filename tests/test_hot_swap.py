@@ -202,3 +202,17 @@ async def test_decode_processes_run_the_version_that_answers(tmp_path, two_model
         assert classifier.models()["digits"].in_workers == 0
     assert [(v, label) for v, label, _ in engine] == [(v, label) for v, label, _ in seen[0]]
     assert [c for _, _, c in engine] == pytest.approx([c for _, _, c in seen[0]], abs=1e-5)
+
+
+async def test_a_conversion_file_gone_from_disk_leaves_the_model_to_its_engine(tmp_path, two_models, photos):
+    store = ModelStore(tmp_path / "models")
+    add_version(store, "digits", two_models[0], digit_meta())
+    images = photos[0][:4]
+    async with Classifier(store, config(runtime="lite"), names=("digits",), shipped_dir=None) as classifier:
+        (converted,) = store.root.rglob("model-*.tflite")
+        converted.unlink()  # before any decode process opened it
+        answers = await asyncio.gather(*(classifier.classify(p, "digit") for p in images))
+        status = classifier.models()["digits"]
+    assert status.in_workers == 0
+    assert status.batches["requests"] == len(images)  # the engine answered every photo
+    assert {a.version for a in answers} == {1} and all(a.label for a in answers)
