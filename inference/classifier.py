@@ -139,7 +139,7 @@ class _Serving:
 
     loaded: LoadedModel
     adapter: Adapter
-    in_workers: _WorkerModel | None = None  # how a decode process runs it itself (IN_DECODE_WORKERS)
+    worker_model: _WorkerModel | None = None  # how a decode process runs it itself (IN_DECODE_WORKERS)
 
     @property
     def version(self) -> ModelVersion:
@@ -414,7 +414,7 @@ class Classifier:
     async def _prepare(self, data: bytes, mode: Mode, servings: dict[str, _Serving]) -> _Plan:
         """Decode and preprocess in the pool (threads, or processes where the GIL would serialise them)."""
         preprocessing = {name: preprocessing_id(s.version) for name, s in servings.items()}
-        run_here = {name: s.in_workers for name, s in servings.items() if s.in_workers is not None}
+        run_here = {name: s.worker_model for name, s in servings.items() if s.worker_model is not None}
         self._preparing += 1
         try:
             return await self._pool.run(
@@ -514,7 +514,7 @@ class Classifier:
                 log.error("%s v%d refused (%s): %s", name, target.version, still, error)
                 raise
             # the switch: new requests go to the new version
-            slot.serving = _Serving(loaded, adapter, self._in_workers(name, loaded))
+            slot.serving = _Serving(loaded, adapter, self._worker_model(name, loaded))
             slot.swaps += current is not None
             log.info(
                 "%s v%d serving (%s) on %s %s; loaded and warmed in %.0f ms%s",
@@ -532,7 +532,7 @@ class Classifier:
                 task.add_done_callback(self._conversions.discard)
             return target
 
-    def _in_workers(self, name: str, loaded: LoadedModel) -> _WorkerModel | None:
+    def _worker_model(self, name: str, loaded: LoadedModel) -> _WorkerModel | None:
         """How the decode processes can run `loaded` themselves, if they should (IN_DECODE_WORKERS):
         a LiteRT conversion cached on disk, and processes (pool threads would share interpreters)."""
         model = loaded.model
@@ -568,7 +568,7 @@ class Classifier:
             current = slot.serving
             if current is None or current.version.version != target.version:
                 return  # another version took over meanwhile
-            slot.serving = _Serving(loaded, current.adapter, self._in_workers(slot.name, loaded))
+            slot.serving = _Serving(loaded, current.adapter, self._worker_model(slot.name, loaded))
         log.info("%s now served by LiteRT (converted and checked in %.0f ms)", label, loaded.load_ms)
 
     def models(self) -> dict[str, ModelStatus]:

@@ -94,7 +94,7 @@ def serve_with_lite(model: Any, keras_file: Path, *, threads: int | None = None)
     if not lite_installed():
         raise LiteUnavailable("ai-edge-litert is not installed")
     threads = threads or intra_op_threads()
-    cached = _cache_path(keras_file)
+    cached = conversion_file(keras_file)
     try:
         lite = _from_cache(model, cached, threads)
         if lite is None:
@@ -113,7 +113,7 @@ def serve_with_lite(model: Any, keras_file: Path, *, threads: int | None = None)
 def has_conversion(keras_file: Path) -> bool:
     """Whether a conversion of this exact file is cached (a missing file has none)."""
     try:
-        return _cache_path(keras_file).is_file()
+        return conversion_file(keras_file).is_file()
     except OSError:
         return False
 
@@ -146,7 +146,8 @@ def _checked(model: Any, flatbuffer: bytes, threads: int) -> LiteModel:
     return lite
 
 
-def _cache_path(keras_file: Path) -> Path:
+def conversion_file(keras_file: Path) -> Path:
+    """Where the conversion of this exact file is cached (named by its SHA-256: reads the whole file)."""
     digest = hashlib.sha256(keras_file.read_bytes()).hexdigest()[:16]
     return keras_file.with_name(f"model-{digest}.tflite")
 

@@ -215,16 +215,18 @@ async def _conversions_done(models: Path, process: asyncio.subprocess.Process) -
     """Wait while the bot converts its models for LiteRT in the background (first start of a version):
     the benchmark measures what serves for good. Gives up after 120 s (a bot that serves with Keras)."""
     from inference.classifier import MODEL_NAMES
-    from inference.lite import has_conversion, lite_installed
+    from inference.lite import conversion_file, lite_installed
     from inference.model_store import ModelStore
 
     if os.environ.get("ENGINE_RUNTIME", "auto") != "auto" or not lite_installed():
         return
     store = ModelStore(models)
+    active = [store.active(name) for name in MODEL_NAMES]
+    # Named once: the name hashes the model file (~20 MB for flowers), on the simulated users' loop.
+    expected = [conversion_file(version.model_file) for version in active if version is not None]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.returncode is None:
-        active = [store.active(name) for name in MODEL_NAMES]
-        if all(version is None or has_conversion(version.model_file) for version in active):
+        if all(path.is_file() for path in expected):
             await asyncio.sleep(1.0)  # the bot loads the conversion after writing it
             return
         await asyncio.sleep(0.2)
