@@ -19,7 +19,7 @@ from bot.errors import on_error
 from bot.limits import FloodLimiter
 from bot.services import KEY, MODEL_NAMES, Services
 from bot.texts import COMMANDS
-from bot.transport import bot_api_request
+from bot.transport import bot_api_request, get_updates_request
 
 if TYPE_CHECKING:
     from photobot.settings import Settings
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONCURRENT_UPDATES = 256  # photos handled at once; the engine's own queue bounds the real work
-POLL_TIMEOUT_S = 10  # long polling: how long one getUpdates waits on the server
 
 
 def build_application(settings: Settings, *, models: Sequence[str] = MODEL_NAMES) -> Application:
@@ -44,8 +43,8 @@ def build_application(settings: Settings, *, models: Sequence[str] = MODEL_NAMES
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .concurrent_updates(CONCURRENT_UPDATES)
-        .get_updates_read_timeout(POLL_TIMEOUT_S + 5)
-        .request(bot_api_request())  # after every get_updates_* setting: the builder refuses them after
+        .request(bot_api_request())
+        .get_updates_request(get_updates_request())
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
     )
@@ -58,7 +57,6 @@ def build_application(settings: Settings, *, models: Sequence[str] = MODEL_NAMES
     application.bot_data["models"] = tuple(models)
     handlers.register(application)
     application.add_error_handler(on_error)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     return application
 
 

@@ -1,111 +1,155 @@
-"""HTTP to the Bot API: python-telegram-bot's own request, with a cheaper check of idle connections.
+"""HTTP to the Bot API: python-telegram-bot's requests, carried by aiohttp instead of httpx.
 
-httpcore looks at every pooled connection whenever a request starts or a response ends, and asks each
-idle one whether the server has closed it ("is the socket readable?"). Its AnyIO stream answers through
-anyio's typed attributes, which build a dict of getters and call getpeername(2) on every question (over
-TLS, for both layers). PhotoBot's connections sit idle while the models work, so there are many to ask:
-py-spy put the check at ~10% of the event loop's thread in `photobot bench bot` (10 users, digit
-photos), about 1 ms per photo. The stream below remembers its socket and answers with one poll(2).
+python-telegram-bot sends every call through a `BaseRequest`; its default is httpx, whose pure-Python
+stack (httpx, httpcore, h11, anyio) was 52% of the bot's event-loop thread in `photobot bench bot` (10
+users, digit photos; py-spy): four HTTP exchanges per photo (getUpdates shared, getFile, the download,
+sendMessage) at ~1 ms of CPU each, on the one thread that also runs every handler. aiohttp parses HTTP
+in C, keeps its pool's bookkeeping per host, and learns of a connection the server closed from asyncio
+itself (no check per idle connection per request, which httpcore does at every request's start and end
+and which grows with the square of the pool at 50 users).
 
-Everything else is httpx's and httpcore's own: the pool, limits, timeouts, TLS, HTTP/1.1.
+Everything above the wire stays python-telegram-bot's: `BaseRequest` builds the parameters, parses the
+answer and raises its errors (BadRequest, RetryAfter, …); this module only moves bytes, with
+python-telegram-bot's timeouts and its TimedOut / NetworkError for failures on the way.
 """
 
 from __future__ import annotations
 
-import select
-import socket
 import ssl
-from collections.abc import Iterable
 from typing import Any
 
-import httpcore
-import httpx
-from telegram.request import HTTPXRequest
+import aiohttp
+import certifi
+from telegram.error import NetworkError, TimedOut
+from telegram.request import BaseRequest, RequestData
+
+# The type of python-telegram-bot's "not passed" marker: use the request's own timeout.
+DefaultValue = type(BaseRequest.DEFAULT_NONE)
 
 CONNECTION_POOL_SIZE = 256  # python-telegram-bot's default for the Bot API calls
+# python-telegram-bot's defaults (seconds): reading an answer, sending a request, connecting, waiting
+# for a free connection, and sending a request that uploads files.
+READ_TIMEOUT_S = 5.0
+WRITE_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+POOL_TIMEOUT_S = 1.0
+MEDIA_WRITE_TIMEOUT_S = 20.0
 
 
-def bot_api_request(pool_size: int = CONNECTION_POOL_SIZE) -> HTTPXRequest:
-    """python-telegram-bot's default request for Bot API calls (not getUpdates), over `PooledTransport`."""
-    return HTTPXRequest(
-        connection_pool_size=pool_size,
-        httpx_kwargs={"transport": PooledTransport(httpx.Limits(max_connections=pool_size))},
-    )
+def bot_api_request(pool_size: int = CONNECTION_POOL_SIZE) -> AiohttpRequest:
+    """The request for every Bot API call but getUpdates."""
+    return AiohttpRequest(pool_size=pool_size)
 
 
-class PooledTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport whose connections come from `CheapIdleChecks`."""
+def get_updates_request() -> AiohttpRequest:
+    """The request for getUpdates: one call at a time; python-telegram-bot adds the long poll's own
+    timeout to the read timeout."""
+    return AiohttpRequest(pool_size=1)
 
-    def __init__(self, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits)
-        # httpx builds its pool without a way to pass a network backend: the same pool, rebuilt with one.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=CheapIdleChecks(),
+
+class AiohttpRequest(BaseRequest):
+    """A `BaseRequest` over one `aiohttp.ClientSession`, opened in `initialize` (it needs the loop)."""
+
+    def __init__(
+        self,
+        pool_size: int = CONNECTION_POOL_SIZE,
+        read_timeout: float | None = READ_TIMEOUT_S,
+        write_timeout: float | None = WRITE_TIMEOUT_S,
+        connect_timeout: float | None = CONNECT_TIMEOUT_S,
+        pool_timeout: float | None = POOL_TIMEOUT_S,
+        media_write_timeout: float | None = MEDIA_WRITE_TIMEOUT_S,
+    ) -> None:
+        self._pool_size = pool_size
+        self._timeouts = {
+            "read": read_timeout,
+            "write": write_timeout,
+            "connect": connect_timeout,
+            "pool": pool_timeout,
+            "media_write": media_write_timeout,
+        }
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._timeouts["read"]
+
+    async def initialize(self) -> None:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size, ssl=ssl.create_default_context(cafile=certifi.where())
+            )
+            # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they do to python-telegram-bot's httpx.
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=True, headers={"User-Agent": self.USER_AGENT}
+            )
+
+    async def shutdown(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = BaseRequest.DEFAULT_NONE,
+        write_timeout: Any = BaseRequest.DEFAULT_NONE,
+        connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+        pool_timeout: Any = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        """See `BaseRequest.do_request`: the status and the body, or TimedOut / NetworkError."""
+        if self._session is None or self._session.closed:
+            raise RuntimeError("This AiohttpRequest is not initialized!")
+        uploads = request_data is not None and request_data.contains_files
+        timeout = self._timeout(
+            read=read_timeout,
+            write=write_timeout,
+            connect=connect_timeout,
+            pool=pool_timeout,
+            default_write="media_write" if uploads else "write",
+        )
+        try:
+            async with self._session.request(
+                method, url, data=_body(request_data), timeout=timeout
+            ) as response:
+                return response.status, await response.read()
+        except TimeoutError as error:  # aiohttp's own timeouts are TimeoutErrors too
+            raise TimedOut from error
+        except aiohttp.ClientError as error:
+            raise NetworkError(f"aiohttp.{type(error).__name__}: {error}") from error
+
+    def _timeout(self, *, default_write: str, **given: Any) -> aiohttp.ClientTimeout:
+        """python-telegram-bot's four timeouts in aiohttp's terms.
+
+        aiohttp bounds reading between chunks (`sock_read`), the socket's connect (`sock_connect`) and
+        getting a connection, from the pool or a new one (`connect`); it has no write timeout, so
+        sending is bounded by the whole call's `total`: the four together, as the longest the call
+        could take with python-telegram-bot's httpx. None means no limit, as there.
+        """
+        defaults = {**self._timeouts, "write": self._timeouts[default_write]}
+        seconds = {
+            name: defaults[name] if isinstance(value, DefaultValue) else value
+            for name, value in given.items()
+        }
+        read, write, connect, pool = (seconds[name] for name in ("read", "write", "connect", "pool"))
+        limits = (read, write, connect, pool)
+        return aiohttp.ClientTimeout(
+            total=None if None in limits else sum(limits),
+            connect=None if connect is None or pool is None else connect + pool,
+            sock_connect=connect,
+            sock_read=read,
         )
 
 
-class CheapIdleChecks(httpcore.AsyncNetworkBackend):
-    """httpcore's AnyIO backend, handing out `_Stream`s."""
-
-    def __init__(self) -> None:
-        self._backend = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _Stream(stream)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._backend.connect_unix_socket(path, timeout, socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
-class _Stream(httpcore.AsyncNetworkStream):
-    """A stream that knows its socket, so "is it readable?" is one poll(2); the rest is delegated."""
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-        self._socket: socket.socket | None = stream.get_extra_info("socket")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._stream.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._stream.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return _readable(self._socket)
-        return self._stream.get_extra_info(info)
-
-
-def _readable(sock: socket.socket | None) -> bool:
-    """Whether reading would not block: data, or the server's close (as httpcore's own check; a socket
-    we cannot poll counts as readable, so the pool drops the connection)."""
-    if sock is None or sock.fileno() == -1:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+def _body(request_data: RequestData | None) -> aiohttp.FormData | dict[str, str] | None:
+    """The call's parameters as httpx would send them: a form, multipart when files go with it."""
+    if request_data is None:
+        return None
+    if not request_data.contains_files:
+        return request_data.json_parameters or None
+    form = aiohttp.FormData()
+    for name, value in request_data.json_parameters.items():
+        form.add_field(name, value)
+    for name, (filename, content, mime_type) in request_data.multipart_data.items():
+        form.add_field(name, content, filename=filename, content_type=mime_type)
+    return form

@@ -1,31 +1,130 @@
-"""The bot's HTTP transport: httpx's pool with a cheaper idle-connection check that still notices closes."""
+"""The bot's HTTP transport: python-telegram-bot's calls carried by aiohttp, with its timeouts and errors.
+
+A real `telegram.Bot` talks through `AiohttpRequest` to small servers on 127.0.0.1: what arrives there
+(forms, uploads) and what comes back (answers, errors, silence, closed connections) is checked.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
-import httpx
+import pytest
+from aiohttp import web
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.error import BadRequest, NetworkError, TimedOut
 
 from bot.app import build_application
-from bot.transport import PooledTransport, _readable
+from bot.transport import AiohttpRequest
 from photobot.settings import Settings
 
+TOKEN = "4242:transport"
 
-def test_a_socket_is_readable_when_data_or_the_peers_close_is_waiting() -> None:
-    ours, theirs = socket.socketpair()
+
+class Recorder:
+    """A Bot API stand-in: records each call's form (or multipart parts) and answers like Telegram."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.silent = asyncio.Event()  # set: calls are never answered
+
+    async def handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        if request.content_type == "multipart/form-data":
+            fields: dict[str, Any] = {}
+            async for part in await request.multipart():
+                fields[part.name] = (part.filename, part.headers.get("Content-Type"), await part.read())
+        else:
+            fields = dict(await request.post())
+        if method == "getMe":  # `async with bot` asks who it is
+            me = {"id": 4242, "is_bot": True, "first_name": "PhotoBot", "username": "photobot"}
+            return web.json_response({"ok": True, "result": me})
+        self.calls.append((method, fields))
+        if self.silent.is_set():
+            await asyncio.sleep(3600)
+        if method == "failingMethod":
+            body = {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}
+            return web.json_response(body, status=400)
+        message = {"message_id": 7, "date": 0, "chat": {"id": 1, "type": "private"}, "text": "ok"}
+        return web.json_response({"ok": True, "result": message})
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
+    recorder = Recorder()
+    app = web.Application()
+    app.router.add_post(f"/bot{TOKEN}/{{method}}", recorder.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield recorder, f"http://127.0.0.1:{port}/bot"
+    await runner.cleanup()
+
+
+def _bot(base_url: str, request: AiohttpRequest | None = None) -> Bot:
+    return Bot(
+        TOKEN, base_url=base_url, request=request or AiohttpRequest(), get_updates_request=AiohttpRequest(1)
+    )
+
+
+async def test_a_call_arrives_as_telegrams_form_and_its_answer_is_parsed(recorder) -> None:
+    server, url = recorder
+    keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("✅ Correct", callback_data="ok:1")]])
+    async with _bot(url) as bot:
+        message = await bot.send_message(chat_id=1, text="семь — 7", reply_markup=keyboard)
+    assert message.message_id == 7 and message.chat.id == 1
+    method, fields = server.calls[-1]
+    assert method == "sendMessage"
+    assert fields["chat_id"] == "1" and fields["text"] == "семь — 7"
+    assert json.loads(fields["reply_markup"]) == keyboard.to_dict()
+
+
+async def test_a_file_goes_as_a_multipart_upload_beside_the_parameters(recorder) -> None:
+    server, url = recorder
+    async with _bot(url) as bot:
+        await bot.send_document(chat_id=1, document=b"id,label\n1,7\n", filename="labels.csv", caption="ok")
+    method, fields = server.calls[-1]
+    assert method == "sendDocument"
+    assert fields["chat_id"][2] == b"1" and fields["caption"][2] == b"ok"
+    filename, _, content = fields["document"]
+    assert filename == "labels.csv" and content == b"id,label\n1,7\n"
+
+
+async def test_telegrams_errors_come_back_as_python_telegram_bots(recorder) -> None:
+    _, url = recorder
+    async with _bot(url) as bot:
+        with pytest.raises(BadRequest, match="Chat not found"):
+            await bot.do_api_request("failingMethod", api_kwargs={"chat_id": 1})
+
+
+async def test_a_server_that_does_not_answer_times_out(recorder) -> None:
+    server, url = recorder
+    server.silent.set()
+    async with _bot(url, AiohttpRequest(read_timeout=0.3)) as bot:
+        with pytest.raises(TimedOut):
+            await bot.send_message(chat_id=1, text="anyone?")
+    async with _bot(url, AiohttpRequest(read_timeout=None)) as bot:  # None: wait for ever, unless…
+        with pytest.raises(TimedOut):  # …the call gives its own timeout (asyncio's 5 s would be no TimedOut)
+            await asyncio.wait_for(bot.send_message(chat_id=1, text="anyone?", read_timeout=0.2), 5)
+
+
+async def test_a_server_that_is_not_there_is_a_network_error() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    request = AiohttpRequest()
+    await request.initialize()
     try:
-        assert not _readable(ours)
-        theirs.sendall(b"x")
-        assert _readable(ours)
-        ours.recv(1)
-        assert not _readable(ours)
-        theirs.close()
-        assert _readable(ours)  # the close: reading returns b"" at once
+        with pytest.raises(NetworkError) as raised:
+            await request.post(f"http://127.0.0.1:{port}/bot{TOKEN}/getMe")
+        assert not isinstance(raised.value, TimedOut)
     finally:
-        ours.close()
-    assert _readable(ours)  # closed here: fileno -1, the pool must drop it
-    assert _readable(None)
+        await request.shutdown()
 
 
 async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
@@ -36,24 +135,40 @@ async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
         nonlocal opened
         opened += 1
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+        body = b'{"ok": true, "result": true}'
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+        writer.write(head.encode() + body)
         await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(serve_then_close, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport = PooledTransport(httpx.Limits(max_connections=4))
-    async with server, httpx.AsyncClient(transport=transport) as client:
-        for _ in range(3):
-            response = await client.get(f"http://127.0.0.1:{port}/")
-            assert response.text == "ok"
-            await asyncio.sleep(0.05)  # the server's close reaches us while the connection is idle
-    # A check that never saw the close would reuse the dead connection: "Server disconnected".
-    assert opened == 3
+    request = AiohttpRequest()
+    async with server:
+        await request.initialize()
+        try:
+            for _ in range(3):
+                assert await request.post(f"http://127.0.0.1:{port}/bot{TOKEN}/logOut") is True
+                await asyncio.sleep(0.05)  # the server's close reaches us while the connection is idle
+        finally:
+            await request.shutdown()
+    assert opened == 3  # a dead connection reused would have failed with "Server disconnected"
 
 
-def test_the_bot_talks_to_the_bot_api_through_it(tmp_path) -> None:
-    settings = Settings(telegram_bot_token="1:test", data_dir=tmp_path)
-    application = build_application(settings)
-    client = application.bot.request._client
-    assert isinstance(client._transport, PooledTransport)
+async def test_a_request_is_usable_only_between_initialize_and_shutdown() -> None:
+    request = AiohttpRequest()
+    with pytest.raises(RuntimeError, match="not initialized"):
+        await request.do_request("http://127.0.0.1:9/", "GET")
+    await request.initialize()
+    await request.initialize()  # python-telegram-bot may initialize twice: one session
+    await request.shutdown()
+    await request.shutdown()
+    with pytest.raises(RuntimeError, match="not initialized"):
+        await request.do_request("http://127.0.0.1:9/", "GET")
+
+
+def test_the_bot_sends_every_call_and_its_long_poll_through_it(tmp_path) -> None:
+    application = build_application(Settings(telegram_bot_token="1:test", data_dir=tmp_path))
+    calls, polls = application.bot.request, application.bot._request[0]  # [0]: getUpdates' own
+    assert isinstance(calls, AiohttpRequest) and isinstance(polls, AiohttpRequest)
+    assert polls is not calls and polls.read_timeout == calls.read_timeout == 5.0
