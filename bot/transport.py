@@ -16,7 +16,9 @@ python-telegram-bot's timeouts and its TimedOut / NetworkError for failures on t
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
@@ -68,6 +70,7 @@ class AiohttpRequest(BaseRequest):
             "media_write": media_write_timeout,
         }
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     @property
     def read_timeout(self) -> float | None:
@@ -78,9 +81,8 @@ class AiohttpRequest(BaseRequest):
             connector = aiohttp.TCPConnector(
                 limit=self._pool_size, ssl=ssl.create_default_context(cafile=certifi.where())
             )
-            # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they do to python-telegram-bot's httpx.
             self._session = aiohttp.ClientSession(
-                connector=connector, trust_env=True, headers={"User-Agent": self.USER_AGENT}
+                connector=connector, headers={"User-Agent": self.USER_AGENT}
             )
 
     async def shutdown(self) -> None:
@@ -110,13 +112,24 @@ class AiohttpRequest(BaseRequest):
         )
         try:
             async with self._session.request(
-                method, url, data=_body(request_data), timeout=timeout
+                method, url, data=_body(request_data), timeout=timeout, proxy=self._proxy_for(url)
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as error:  # aiohttp's own timeouts are TimeoutErrors too
             raise TimedOut from error
         except aiohttp.ClientError as error:
             raise NetworkError(f"aiohttp.{type(error).__name__}: {error}") from error
+
+    def _proxy_for(self, url: str) -> str | None:
+        """The proxy that HTTP(S)_PROXY / NO_PROXY name for this URL, as python-telegram-bot's httpx
+        honours them; looked up once per host. (aiohttp's own `trust_env` reads them, and ~/.netrc, in
+        a thread for every call: in py-spy, a thread hop and a file parse per Bot API call.)"""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        if key not in self._proxies:
+            bypass = urllib.request.proxy_bypass(key[1])
+            self._proxies[key] = None if bypass else urllib.request.getproxies().get(key[0])
+        return self._proxies[key]
 
     def _timeout(self, *, default_write: str, **given: Any) -> aiohttp.ClientTimeout:
         """python-telegram-bot's four timeouts in aiohttp's terms.

@@ -113,6 +113,20 @@ async def test_a_server_that_does_not_answer_times_out(recorder) -> None:
             await asyncio.wait_for(bot.send_message(chat_id=1, text="anyone?", read_timeout=0.2), 5)
 
 
+async def test_calls_go_through_the_proxy_that_the_environment_names(recorder, monkeypatch) -> None:
+    server, url = recorder
+    monkeypatch.setenv("HTTP_PROXY", url.removesuffix("/bot"))  # the recorder, acting as the proxy
+    async with _bot("http://bot-api.invalid/bot") as bot:  # a host only the proxy can reach
+        await bot.send_message(chat_id=1, text="via the proxy")
+    with socket.socket() as probe:  # a proxy that is not there…
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{probe.getsockname()[1]}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # …and not needed for the recorder itself
+    async with _bot(url) as bot:
+        await bot.send_message(chat_id=1, text="direct")
+    assert [fields["text"] for _, fields in server.calls] == ["via the proxy", "direct"]
+
+
 async def test_a_server_that_is_not_there_is_a_network_error() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

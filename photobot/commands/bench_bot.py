@@ -8,11 +8,12 @@ server to the answer reaching it.
 
 The same run measures a bare python-telegram-bot bot (this module run as a script) that downloads the
 same photo size and replies "ok" without classifying or storing anything: the transport's ceiling on
-this machine. This VM's speed drifts by up to 1.7× between runs a minute apart, so `--rounds N`
-alternates the two bots N times and reports each round's ratio (bare bot, then PhotoBot right after)
-and their median. The bot runs with its flood limit off (one simulated user sends far more than 20
-photos a minute) and its outgoing limiter at --outgoing-rate (Telegram's 30 messages/s would cap the
-figure at 30 otherwise).
+this machine. It is python-telegram-bot as it comes (httpx); `--bare-transport photobot` gives it
+PhotoBot's aiohttp transport instead, to see what classifying and storing cost on the same wire. This
+VM's speed drifts by up to 1.7× between runs a minute apart, so `--rounds N` alternates the two bots N
+times and reports each round's ratio (bare bot, then PhotoBot right after) and their median. The bot
+runs with its flood limit off (one simulated user sends far more than 20 photos a minute) and its
+outgoing limiter at --outgoing-rate (Telegram's 30 messages/s would cap the figure at 30 otherwise).
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the bot's outgoing messages/s limit (default 0: off)",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare bot")
+    parser.add_argument(
+        "--bare-transport",
+        choices=("httpx", "photobot"),
+        default="httpx",
+        help="the bare bot's HTTP: python-telegram-bot's default httpx (default), or PhotoBot's aiohttp",
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="alternate the bare bot and PhotoBot N times (default 1)"
     )
@@ -191,6 +198,7 @@ async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> as
         "OUTGOING_MESSAGES_PER_S": str(args.outgoing_rate),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "LOG_LEVEL": "WARNING",
+        "BARE_TRANSPORT": args.bare_transport,
     }
     command = (
         [sys.executable, "-m", "photobot.commands.bench_bot"]
@@ -393,14 +401,18 @@ def bare_bot() -> None:
         await update.message.reply_text(f"ok {len(data)}", do_quote=True)
 
     root = os.environ["TELEGRAM_API_URL"].rstrip("/")
-    application = (
+    builder = (
         Application.builder()
         .token(os.environ["TELEGRAM_BOT_TOKEN"])
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .concurrent_updates(256)
-        .build()
     )
+    if os.environ.get("BARE_TRANSPORT") == "photobot":
+        from bot.transport import bot_api_request, get_updates_request
+
+        builder = builder.request(bot_api_request()).get_updates_request(get_updates_request())
+    application = builder.build()
     application.add_handler(MessageHandler(filters.PHOTO, reply))
     application.run_polling(timeout=10, allowed_updates=[Update.MESSAGE])
 
