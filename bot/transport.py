@@ -113,7 +113,7 @@ class AiohttpRequest(BaseRequest):
             write=write_timeout,
             connect=connect_timeout,
             pool=pool_timeout,
-            default_write="media_write" if uploads else "write",
+            uploads=uploads,
         )
         try:
             async with self._session.request(
@@ -136,15 +136,16 @@ class AiohttpRequest(BaseRequest):
             self._proxies[key] = None if bypass else urllib.request.getproxies().get(key[0])
         return self._proxies[key]
 
-    def _timeout(self, *, default_write: str, **given: Any) -> aiohttp.ClientTimeout:
+    def _timeout(self, *, uploads: bool, **given: Any) -> aiohttp.ClientTimeout:
         """python-telegram-bot's four timeouts in aiohttp's terms.
 
-        aiohttp bounds reading between chunks (`sock_read`), the socket's connect (`sock_connect`) and
-        getting a connection, from the pool or a new one (`connect`); it has no write timeout, so
-        sending is bounded by the whole call's `total`: the four together, as the longest the call
-        could take with python-telegram-bot's httpx. None means no limit, as there.
+        aiohttp bounds each read (`sock_read`: as httpx's read timeout, a slow download that keeps
+        coming is not cut off), the socket's connect (`sock_connect`) and getting a connection, from
+        the pool or a new one (`connect`). It has no write timeout: a plain call's form fits in the
+        socket's buffer at once, but an upload can stall, so an upload's whole call is bounded by the
+        four together (`total`). None means no limit, as with httpx.
         """
-        defaults = {**self._timeouts, "write": self._timeouts[default_write]}
+        defaults = {**self._timeouts, "write": self._timeouts["media_write" if uploads else "write"]}
         seconds = {
             name: defaults[name] if isinstance(value, DefaultValue) else value
             for name, value in given.items()
@@ -152,7 +153,7 @@ class AiohttpRequest(BaseRequest):
         read, write, connect, pool = (seconds[name] for name in ("read", "write", "connect", "pool"))
         limits = (read, write, connect, pool)
         return aiohttp.ClientTimeout(
-            total=None if None in limits else sum(limits),
+            total=sum(limits) if uploads and None not in limits else None,
             connect=None if connect is None or pool is None else connect + pool,
             sock_connect=connect,
             sock_read=read,

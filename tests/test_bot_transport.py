@@ -127,6 +127,58 @@ async def test_calls_go_through_the_proxy_that_the_environment_names(recorder, m
     assert [fields["text"] for _, fields in server.calls] == ["via the proxy", "direct"]
 
 
+async def _serve(handler) -> tuple[asyncio.Server, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def _response(body: bytes, chunked: bool = False) -> bytes:
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    return f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}\r\n\r\n".encode() + body
+
+
+async def test_a_slow_answer_that_keeps_coming_is_not_cut_off() -> None:
+    """As with httpx, the read timeout bounds each wait for data, not the whole download."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(_response(b"", chunked=True))
+        for _ in range(8):  # 1.2 s in all, never 0.3 s without data
+            await asyncio.sleep(0.15)
+            writer.write(b"1\r\nx\r\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, url = await _serve(trickle)
+    request = AiohttpRequest(read_timeout=0.3, write_timeout=0.1, connect_timeout=0.1, pool_timeout=0.1)
+    async with server:
+        await request.initialize()
+        try:
+            assert await request.retrieve(f"{url}/file/bot{TOKEN}/photo.jpg") == b"x" * 8
+        finally:
+            await request.shutdown()
+
+
+async def test_an_upload_the_server_stops_reading_times_out() -> None:
+    """aiohttp has no write timeout: an upload's whole call is bounded by the four timeouts together."""
+
+    async def never_read_uploads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"/getMe" in head:
+            me = {"id": 4242, "is_bot": True, "first_name": "PhotoBot", "username": "photobot"}
+            writer.write(_response(json.dumps({"ok": True, "result": me}).encode()))
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")  # the next call, on the same connection
+        await asyncio.sleep(3600)  # its body is never read
+
+    server, url = await _serve(never_read_uploads)
+    request = AiohttpRequest(read_timeout=0.3, connect_timeout=0.3, pool_timeout=0.1, media_write_timeout=0.5)
+    async with server, _bot(f"{url}/bot", request) as bot:
+        with pytest.raises(TimedOut):  # asyncio's 5 s would be no TimedOut
+            await asyncio.wait_for(bot.send_document(chat_id=1, document=b"x" * 32_000_000), 5)
+
+
 async def test_a_server_that_is_not_there_is_a_network_error() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
