@@ -542,6 +542,12 @@ class Classifier:
             return None
         return _WorkerModel(str(model.file), model.outputs, loaded.row_shape)
 
+    @property
+    def converting(self) -> bool:
+        """Whether a background conversion to LiteRT is running (its thread finishes even after close,
+        and caches the conversion for the next start)."""
+        return bool(self._conversions)
+
     async def conversions_done(self) -> None:
         """Wait for the background conversions to LiteRT (benchmarks measure what serves for good)."""
         while self._conversions:

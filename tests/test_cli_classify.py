@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -9,6 +10,8 @@ from engine_fixtures import add_version, digit_meta, digit_photo, load_mnist_sub
 
 from inference.model_store import ModelStore
 from photobot.cli import main
+from photobot.commands.classify import classify_files
+from photobot.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,17 @@ def test_classify_prints_percentages_like_label_image(photos, capsys):
     assert labels[0] == "7"
     assert percents == sorted(percents, reverse=True)
     assert all(0 <= p <= 100 for p in percents)
+
+
+def test_answers_are_handed_over_before_the_engine_closes(photos):
+    """The first run of a model version converts it for LiteRT in the background, and the process waits
+    for that at exit: `photobot classify` shows the answers through `on_answers`, before that wait."""
+    folder, _ = photos
+    files = sorted((folder / "7").glob("*.jpg"))[:2]
+    handed: list[list] = []
+    answers = asyncio.run(classify_files(files, "digit", Settings.from_env(), on_answers=handed.append))
+    assert handed == [answers]
+    assert [answer.model for answer in answers] == ["digits", "digits"]
 
 
 def test_classify_json_has_one_object_per_photo_and_reports_bad_files(photos, tmp_path, capsys):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from photobot.errors import UserFacingError
@@ -37,17 +39,19 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     files = photo_files(args.paths)
     if not files:
         raise UserFacingError("no photos found in the paths given")
-    results = asyncio.run(classify_files(files, args.mode, settings))
-    failed = 0
-    for path, outcome in zip(files, results, strict=True):
-        if isinstance(outcome, Exception):
-            failed += 1
-            _print_error(path, outcome, as_json=args.json)
-        elif args.json:
-            print(json.dumps(prediction_json(path, outcome, args.top)))
-        else:
-            print(prediction_text(path, outcome, args.top))
-    return 1 if failed else 0
+
+    def show(results: list) -> None:
+        for path, outcome in zip(files, results, strict=True):
+            if isinstance(outcome, Exception):
+                _print_error(path, outcome, as_json=args.json)
+            elif args.json:
+                print(json.dumps(prediction_json(path, outcome, args.top)))
+            else:
+                print(prediction_text(path, outcome, args.top))
+        sys.stdout.flush()
+
+    results = asyncio.run(classify_files(files, args.mode, settings, on_answers=show))
+    return 1 if any(isinstance(outcome, Exception) for outcome in results) else 0
 
 
 def photo_files(paths: list[Path]) -> list[Path]:
@@ -63,8 +67,19 @@ def photo_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-async def classify_files(files: list[Path], mode: str, settings: Settings) -> list:
-    """Every file through one Classifier; a failure is returned in its place, not raised."""
+async def classify_files(
+    files: list[Path],
+    mode: str,
+    settings: Settings,
+    *,
+    on_answers: Callable[[list], None] | None = None,
+) -> list:
+    """Every file through one Classifier; a failure is returned in its place, not raised.
+
+    `on_answers` gets the answers as soon as they are known: the first run of a model version goes on
+    converting it for LiteRT in the background (~20 s) and the process waits for that at exit, so the
+    answers should not wait with it.
+    """
     import asyncio
 
     from inference.errors import InferenceError
@@ -84,7 +99,15 @@ async def classify_files(files: list[Path], mode: str, settings: Settings) -> li
                 except (InferenceError, OSError) as error:
                     return error
 
-        return await asyncio.gather(*(one(path) for path in files))
+        results = await asyncio.gather(*(one(path) for path in files))
+        if on_answers is not None:
+            on_answers(results)
+        if classifier.converting:
+            print(
+                "Finishing the models' conversion to LiteRT for the next runs (once per model version)…",
+                file=sys.stderr,
+            )
+        return results
     finally:
         await classifier.close()
 
