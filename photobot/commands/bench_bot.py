@@ -102,7 +102,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         f"{os.cpu_count()} CPUs, load average {load}; engine pool {pool}, outgoing limit {limit}, "
         f"mode {args.mode}"
     )
-    results = asyncio.run(_bench(args, settings, users, photos))
+    try:
+        results = asyncio.run(_bench(args, settings, users, photos))
+    except asyncio.CancelledError:  # SIGTERM: the bots were stopped and the temporary folder removed
+        raise UserFacingError("stopped by SIGTERM before the end; nothing reported") from None
     _print(results)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
@@ -161,6 +164,8 @@ async def _bench(
 ) -> list[Scenario]:
     from bot.playground.bot_api_server import BotApiServer
 
+    # SIGTERM cancels the run like Ctrl-C does, so the bots are stopped and the temporary folder goes.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     results: list[Scenario] = []
     async with BotApiServer(TOKEN) as server:
         for kind_photos in photos.values():
