@@ -324,7 +324,8 @@ class Classifier:
         """
         if self._started:
             return
-        pool = make_pool(self.config.pool, self.config.decode_workers())
+        # The workers run this module's functions (prepare_photo): they import it before the first photo.
+        pool = make_pool(self.config.pool, self.config.decode_workers(), preload=(__name__,))
         await pool.start()
         self._pool = pool
         for slot in self._slots.values():
