@@ -61,7 +61,7 @@ async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     yield recorder, f"http://127.0.0.1:{port}/bot"
     await runner.cleanup()
 
