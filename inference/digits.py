@@ -474,8 +474,8 @@ def _robust_quadratic(terms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
 
 
 def _median(values: np.ndarray) -> float:
-    """The median of a 1-d array (as np.median), from a sort: see `_block_quantiles`."""
-    return _percentile(np.sort(values), 0.5)
+    """The median of a 1-d array (as np.median)."""
+    return _percentile_of(values, 0.5)
 
 
 def _percentile_of(values: np.ndarray, q: float) -> float:
