@@ -1,7 +1,8 @@
 """Photos and images sent as files: download the right size into memory, classify, record, answer.
 
-Handlers run concurrently (the application is built with `concurrent_updates`), and the model runs in
-the engine's worker threads, so one slow photo never holds up anyone else.
+Handlers run concurrently (the application is built with `concurrent_updates`), and the models run off
+the event loop (the decode processes, the engine's threads), so one slow photo never holds up anyone
+else.
 """
 
 from __future__ import annotations
