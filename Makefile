@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PHOTOBOT_DATASETS ?= $(abspath ../shared/data)
 export PHOTOBOT_DATASETS
 
-.PHONY: install run test lint format playground clean
+.PHONY: install run test test-fast lint format playground browser clean
 
 install: $(VENV)/.installed
 
@@ -30,8 +30,20 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# The playground's browser test drives Debian's Chromium (Playwright cannot download a browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+		echo "installing Debian's chromium for the playground's browser test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+# Everything: lint, format check and the whole suite, real training and the browser included.
+test: lint browser
 	$(BIN)/pytest -q
+
+# The inner loop: lint and every test that needs neither real training nor a browser.
+test-fast: lint
+	$(BIN)/pytest -q -m "not slow and not browser"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

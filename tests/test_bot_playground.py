@@ -21,7 +21,7 @@ CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/go
 def chromium() -> str:
     found = next((p for p in CHROMIUM_PATHS if Path(p).exists()), None) or shutil.which("chromium")
     if found is None:
-        pytest.fail("no system Chromium: install Debian's `chromium` package (.ci/run does)")
+        pytest.fail("no system Chromium: install Debian's `chromium` package (`make test` does)")
     return found
 
 
@@ -53,6 +53,7 @@ async def test_the_page_api_speaks_for_both_people(playground) -> None:
         assert '<script src="/static/playground.js">' in page
 
 
+@pytest.mark.browser
 async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
     playground, mnist_path: Path, tmp_path: Path
 ) -> None:
