@@ -6,8 +6,11 @@ The small files here are written opcode by opcode (PyTorch is not installed), in
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -181,3 +184,60 @@ def test_an_ordered_dict_of_tensors_is_returned_in_file_order() -> None:
     )
     assert isinstance(tensors, OrderedDict) and list(tensors) == ["b", "a"]
     assert tensors["b"].shape == () and float(tensors["b"]) == 1.0
+
+
+_READ_IN_A_CHILD = """
+import json, sys
+from training.torch_weights import UnsafeWeightsError, read_state_dict
+try:
+    tensors = read_state_dict(open(sys.argv[1], "rb").read())
+except UnsafeWeightsError as error:
+    print(json.dumps({"error": "UnsafeWeightsError", "message": str(error)}))
+else:
+    print(json.dumps({"shapes": {name: list(t.shape) for name, t in tensors.items()}}))
+"""
+
+
+def _read_in_a_child(tmp_path: Path, data: bytes) -> dict:
+    """read_state_dict in another process: a crash there (SIGSEGV) fails the test, not pytest."""
+    path = tmp_path / "crafted.pth"
+    path.write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_IN_A_CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, f"the reader died with {done.returncode}: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("offset", "shape", "stride", "message"),
+    [
+        (0, (4,), (-50_000_000,), "negative"),  # read far before the storage: SIGSEGV before the fix
+        (3, (4, 4), (-1, -1_000_000), "negative"),
+        (0, (2,), (2_000_000_000,), "outside storage"),  # a stride that leaps past the end
+        (10, (), (), "outside storage"),  # a scalar past the end (an IndexError before)
+        (-1, (), (), "negative"),  # a scalar before the start (silently the last element before)
+        (0, (1_000_000,), (0,), "1000000 elements"),  # an expanded view: a million floats from four
+        (2, (2, 2), (1, 1), "outside storage"),  # more elements than the storage holds after the offset
+    ],
+)
+def test_refuses_views_outside_their_storage_without_crashing(
+    tmp_path: Path, offset: int, shape: tuple[int, ...], stride: tuple[int, ...], message: str
+) -> None:
+    state = _state_dict([("weight", _tensor("s0", 4, offset, shape, stride))])
+    answer = _read_in_a_child(tmp_path, _legacy_file(state, {"s0": np.arange(4, dtype=np.float32)}))
+    assert answer.get("error") == "UnsafeWeightsError", answer
+    assert message in answer["message"]
+
+
+def test_a_child_reads_a_plain_file_and_an_empty_tensor(tmp_path: Path) -> None:
+    """The subprocess check itself: a good file comes back as tensors (and an empty view is fine)."""
+    state = _state_dict(
+        [("weight", _tensor("s0", 4, 0, (2, 2), (2, 1))), ("empty", _tensor("s0", 4, 4, (0, 3), (3, 1)))]
+    )
+    answer = _read_in_a_child(tmp_path, _legacy_file(state, {"s0": np.arange(4, dtype=np.float32)}))
+    assert answer == {"shapes": {"weight": [2, 2], "empty": [0, 3]}}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import pickle
 import struct
 from collections import OrderedDict
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+MAX_INDEX = (
+    1 << 40
+)  # no size, stride or offset of a real tensor comes near; NumPy's strides overflow far above
 
 # torch storage class name → NumPy dtype of its elements (little-endian, as the file says).
 _STORAGE_DTYPES: dict[str, np.dtype] = {
@@ -81,11 +85,9 @@ class _TensorRef:
         data = self.storage.data
         if data is None:
             raise UnsafeWeightsError(f"storage {self.storage.key} has no data in the file")
+        _check_view(self.storage.key, data.size, self.offset, self.shape, self.stride)
         if not self.shape:
             return data[self.offset].copy()
-        last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
-        if self.offset < 0 or last >= data.size:
-            raise UnsafeWeightsError(f"a tensor reaches outside storage {self.storage.key}")
         itemsize = data.itemsize
         view = np.lib.stride_tricks.as_strided(
             data[self.offset :],
@@ -94,6 +96,32 @@ class _TensorRef:
             writeable=False,
         )
         return np.ascontiguousarray(view)
+
+
+def _check_view(key: str, size: int, offset: int, shape: tuple[int, ...], stride: tuple[int, ...]) -> None:
+    """Refuse a view that would read outside its storage before NumPy is asked to make it.
+
+    `as_strided` trusts its arguments: a negative stride or an offset past the end reads memory the
+    storage does not own (a crafted file killed the process with SIGSEGV). A state dict holds plain
+    tensors, so every number must be non-negative, the view must end inside the storage, and it may
+    not hold more elements than the storage (no expanded views, which could ask for any memory).
+    """
+    if len(shape) != len(stride):
+        raise UnsafeWeightsError(
+            f"a tensor of storage {key} has {len(shape)} sizes but {len(stride)} strides"
+        )
+    if not all(0 <= n <= MAX_INDEX for n in (offset, *shape, *stride)):
+        raise UnsafeWeightsError(f"a tensor of storage {key} has a negative or out-of-range size or stride")
+    elements = math.prod(shape)
+    if elements == 0:
+        return  # an empty tensor reads nothing
+    if offset >= size:
+        raise UnsafeWeightsError(f"a tensor starts at {offset}, outside storage {key} of {size} elements")
+    last = offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True))
+    if elements > size - offset or last >= size:
+        raise UnsafeWeightsError(
+            f"a tensor of {elements} elements reaches outside storage {key} of {size} elements"
+        )
 
 
 def _rebuild_tensor_v2(
@@ -140,6 +168,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             not isinstance(storage_type, _StorageType)
             or not isinstance(key, str)
             or not isinstance(numel, int)
+            or numel < 0
         ):
             raise UnsafeWeightsError(f"malformed storage reference {pid!r:.80}")
         storage = self._storages.get(key)
