@@ -1,6 +1,6 @@
 """Reproduce the retraining figures: learning a handwriting the base model misreads, and a poisoned batch.
 
-    python -m training.retrain_demo --out var/retrain-demo/run --base-model var/models/digits/v1
+    python -m benchmarks.retrain --out var/retrain-demo/run --base-model var/models/digits/v1
 
 1. A fresh data dir whose digit model (v1) is the given base model (a store version directory).
 2. Photos in a style MNIST lacks: mirror-written digits (reversals, as children write them) in green

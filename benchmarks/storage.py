@@ -1,7 +1,7 @@
 """Storage benchmarks: durable write throughput under concurrency, and SIGKILL crash safety.
 
 `photobot bench storage` runs them (photobot/commands/bench_storage.py); the crash run starts this
-module as a child process (`python -m storage.bench crash-writer DIR SEED`) and kills it.
+module as a child process (`python -m benchmarks.storage crash-writer DIR SEED`) and kills it.
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ class CrashRunResult:
 def run_crash_child(data_dir: Path, seed: int, kill_after_s: float) -> list[str]:
     """Start a writer, SIGKILL it `kill_after_s` seconds after it is ready, return what it acknowledged."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "storage.bench", "crash-writer", str(data_dir), str(seed)],
+        [sys.executable, "-m", "benchmarks.storage", "crash-writer", str(data_dir), str(seed)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
@@ -356,7 +356,7 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         asyncio.run(crash_writer(Path(argv[1]), int(argv[2])))
         return 0
-    print("usage: python -m storage.bench crash-writer DATA_DIR SEED", file=sys.stderr)
+    print("usage: python -m benchmarks.storage crash-writer DATA_DIR SEED", file=sys.stderr)
     return 2
 
 

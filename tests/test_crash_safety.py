@@ -11,7 +11,7 @@ import sqlite3
 
 from storage_fixtures import open_store
 
-from storage.bench import run_crash_child
+from benchmarks.storage import run_crash_child
 
 KILLS = 20
 

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 from engine_fixtures import add_version, digit_meta, digit_photo, load_mnist_subset, train_digit_model
 
-from inference import bench
-from inference.bench import arithmetic_peak, percentile
+from benchmarks import inference as bench
+from benchmarks.inference import arithmetic_peak, percentile
 from inference.model_store import ModelStore, ModelVersion
 from photobot.cli import main
 

@@ -305,7 +305,7 @@ async def _scenario(
 
 async def _cpu_during(pid: int, start: float, stop: float) -> tuple[float | None, float]:
     """CPU seconds used between two wall-clock times by the bot's process tree and by this process."""
-    from inference.bench import process_tree_cpu_seconds
+    from benchmarks.inference import process_tree_cpu_seconds
 
     await asyncio.sleep(max(0.0, start - time.time()))
     bot_before, own_before = process_tree_cpu_seconds(pid), time.process_time()

@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    from training.bench_flowers import bench, photo_files
+    from benchmarks.flowers import bench, photo_files
     from training.flower_data import find_flower_photos
 
     folder = args.photos or find_flower_photos(settings.datasets, settings.data_dir) / "daisy"

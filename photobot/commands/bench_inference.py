@@ -67,7 +67,7 @@ async def _bench(
     use_serving_threads()  # before the flower model is seeded: the first TensorFlow op fixes its threads
     import keras
 
-    from inference import bench
+    from benchmarks import inference as bench
 
     peak = bench.arithmetic_peak()
     _say(
@@ -191,7 +191,7 @@ def _photos(name: str, settings: Settings, count: int) -> list[bytes]:
 
 
 async def _swap(args: argparse.Namespace, classifier, store, photos: list[bytes]):
-    from inference import bench
+    from benchmarks import inference as bench
 
     name = args.swap_model
     first = store.active(name)

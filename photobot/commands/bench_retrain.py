@@ -1,4 +1,4 @@
-"""`photobot bench retrain`: the retraining figures (see `training.retrain_demo`).
+"""`photobot bench retrain`: the retraining figures (see `benchmarks.retrain`).
 
 By default the serving versions of this data dir's store are the starting point: a fresh data dir
 under --out gets copies of them, so the store itself is never changed.
@@ -32,8 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    from benchmarks import retrain as retrain_demo
     from inference.model_store import ModelStore
-    from training import retrain_demo
 
     store = ModelStore(settings.models_dir)
     base = args.base_model or _serving(store, "digits")

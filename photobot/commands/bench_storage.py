@@ -35,7 +35,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 def _throughput(folder: Path, args: argparse.Namespace) -> int:
     import asyncio
 
-    from storage.bench import throughput
+    from benchmarks.storage import throughput
 
     result = asyncio.run(
         throughput(
@@ -63,7 +63,7 @@ def _throughput(folder: Path, args: argparse.Namespace) -> int:
 
 
 def _crash(folder: Path, kills: int) -> int:
-    from storage.bench import crash_run
+    from benchmarks.storage import crash_run
 
     result = crash_run(folder, kills=kills)
     failed = [(n, check) for n, check in enumerate(result.checks, start=1) if not check.ok]
