@@ -11,7 +11,14 @@ import aiohttp
 import pytest
 from bot_helpers import digit_photo, mnist_digits, train_digit_model
 
-from bot.playground.web import ADMIN_ID, USER_ID, start_playground, stop_playground
+from bot.playground.web import (
+    ADMIN_ID,
+    TOKEN_HEADER,
+    USER_ID,
+    start_playground,
+    stop_playground,
+    token_in_page,
+)
 from photobot.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -35,6 +42,9 @@ async def playground(tmp_path: Path, mnist_path: Path):
 
 async def test_the_page_api_speaks_for_both_people(playground) -> None:
     async with aiohttp.ClientSession(playground.url) as http:
+        async with http.get("/") as response:
+            token = token_in_page(await response.text())
+        http.headers[TOKEN_HEADER] = token  # what the page's script sends on every call
         async with http.get("/api/state") as response:
             state = await response.json()
         assert state["ready"] is True
@@ -51,6 +61,27 @@ async def test_the_page_api_speaks_for_both_people(playground) -> None:
         async with http.get("/", allow_redirects=False) as response:
             page = await response.text()
         assert '<script src="/static/playground.js">' in page
+
+
+async def test_a_cross_site_rollback_never_reaches_the_bot(playground) -> None:
+    """Issue 24: a form on another site posted "/rollback digits 1" as the admin and the bot ran it."""
+    form = {"user": str(ADMIN_ID), "text": "/rollback digits 1"}
+    async with aiohttp.ClientSession(playground.url) as http:
+        async with http.post("/api/send", data=form, headers={"Origin": "http://evil.example"}) as response:
+            assert response.status == 403
+        async with http.get("/") as response:
+            token = token_in_page(await response.text())
+        async with http.post(
+            "/api/send", data={"user": str(ADMIN_ID), "text": "/models"}, headers={TOKEN_HEADER: token}
+        ) as response:
+            assert response.status == 200
+    event = await playground.server.wait_for(
+        ADMIN_ID, lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"], timeout=20
+    )
+    assert event["message"]["text"].startswith("Models:\ndigits v1 (serving)")  # v1 still serves
+    texts = [e["message"].get("text") for e in playground.server.chat(ADMIN_ID).events if "message" in e]
+    assert "/rollback digits 1" not in texts
+    assert texts[0] == "/models"
 
 
 @pytest.mark.browser
@@ -134,11 +165,12 @@ async def test_photobot_playground_prints_its_url_and_stops_cleanly_on_ctrl_c(
             assert line, "\n".join(lines)
             lines.append(line.decode())
         assert any(f"PhotoBot playground: open http://127.0.0.1:{port}" in line for line in lines)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/api/state") as response,
-        ):
-            assert (await response.json())["ready"] is True
+        assert any("listening on 127.0.0.1 only" in line for line in lines)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            async with http.get("/") as response:
+                token = token_in_page(await response.text())
+            async with http.get("/api/state", headers={TOKEN_HEADER: token}) as response:
+                assert (await response.json())["ready"] is True
         process.send_signal(signal.SIGINT)
         rest = (await asyncio.wait_for(process.stdout.read(), 60)).decode()
         assert await process.wait() == 0, rest

@@ -4,6 +4,13 @@ One aiohttp application on one port serves all three parts: the Bot API the bot 
 (`/bot{token}/…`, `/file/bot{token}/…`, from `BotApiServer`), the page (`/`, `/static/…`) and the page's
 small JSON API (`/api/…`), which plays the people in the chat through the server's user-side methods.
 The bot is built by the same `build_application` as in production and runs in this process.
+
+The page's API speaks as the admin, and the bot may run on the real `DATA_DIR`, so the server only
+listens on loopback and trusts no web page but its own: any other site the same browser visits could
+otherwise post "/rollback digits 1" to it (a cross-site form), read it through a name that resolves to
+127.0.0.1 (DNS rebinding), or frame it. Every request must name this server in `Host`; a request that
+carries an `Origin` must come from this very origin; every `/api/` call must carry the session token
+that only the served page holds (`X-Playground-Token`); the page may not be framed.
 """
 
 from __future__ import annotations
@@ -11,8 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hmac
+import html
 import io
+import ipaddress
 import logging
+import re
 import secrets
 import signal
 from collections.abc import Sequence
@@ -32,6 +43,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+HOST = "127.0.0.1"  # loopback only: the page's API speaks as the admin
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what a browser on this machine may call it
+TOKEN_HEADER = "X-Playground-Token"
+TOKEN_PLACEHOLDER = "{{PLAYGROUND_TOKEN}}"
+_TOKEN_IN_PAGE = re.compile(r'<meta name="playground-token" content="([A-Za-z0-9_-]+)">')
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",  # the page holds the session token
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 USER_ID = 1001
 ADMIN_ID = 1002
 EVENTS_WAIT_S = 20.0
@@ -51,12 +76,14 @@ class Playground:
     """The Bot API server with the page and its API mounted beside it."""
 
     def __init__(self, *, port: int = 8080, token: str | None = None) -> None:
-        token = token or f"1000000:playground-{secrets.token_hex(8)}"
-        self.server = BotApiServer(token, host="127.0.0.1", port=port, bot_name="PhotoBot")
+        token = token or f"1000000:playground-{secrets.token_hex(16)}"
+        self.server = BotApiServer(token, host=HOST, port=port, bot_name="PhotoBot")
+        self.session_token = secrets.token_urlsafe(32)  # only the served page learns it
         self.bot_ready = False
         self.bot_error: str | None = None
         for person in PEOPLE:
             self.server.add_user(person.id, person.name, language_code="en")
+        self.server.app.middlewares.append(self._guard)
         router = self.server.app.router
         router.add_get("/", self._index)
         router.add_static("/static/", STATIC)
@@ -71,16 +98,57 @@ class Playground:
     def url(self) -> str:
         return self.server.url
 
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """The `Host` values a browser on this machine sends for this server (known once bound)."""
+        return frozenset(f"{name}:{self.server.port}" for name in LOOPBACK_NAMES)
+
     async def start(self) -> None:
+        if not ipaddress.ip_address(self.server.host).is_loopback:
+            raise ValueError(f"the playground listens on loopback only, not {self.server.host}")
         await self.server.start()
 
     async def stop(self) -> None:
         await self.server.stop()
 
+    # ------------------------------------------------------------------ who may call
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        """Refuse, before any handler runs, what does not come from this server's own page."""
+        reason = self._refusal(request)
+        if reason is not None:
+            # Neither the path (it may hold the bot token) nor the header values: the reason says enough.
+            logger.warning("playground refused a %s request: %s", request.method, reason)
+            raise web.HTTPForbidden(text=f"refused: {reason}")
+        return await handler(request)
+
+    def _refusal(self, request: web.Request) -> str | None:
+        """Why `request` is refused, or None. Host first: it also stops DNS rebinding of the page."""
+        host = request.headers.get("Host", "").lower()
+        if host not in self.allowed_hosts:
+            return "unknown Host (open the playground at its 127.0.0.1 address)"
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{host}":
+            return "cross-origin request"
+        if not request.path.startswith("/api/"):
+            return None  # the page itself may be opened from a link; its API may not be called so
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return "cross-site request"
+        if not self._has_session_token(request):
+            return "missing or wrong session token (reload the page)"
+        return None
+
+    def _has_session_token(self, request: web.Request) -> bool:
+        sent = request.headers.get(TOKEN_HEADER, "")
+        return hmac.compare_digest(sent.encode(), self.session_token.encode())
+
     # ------------------------------------------------------------------ the page's API
 
-    async def _index(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "index.html")
+    async def _index(self, request: web.Request) -> web.Response:
+        page = (STATIC / "index.html").read_text(encoding="utf-8")
+        page = page.replace(TOKEN_PLACEHOLDER, html.escape(self.session_token))
+        return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
     async def _state(self, request: web.Request) -> web.Response:
         people = [
@@ -154,6 +222,14 @@ class Playground:
             raise web.HTTPBadRequest(text="language is en or ru")
         self.server.users[user_id]["language_code"] = language
         return web.json_response({"ok": True})
+
+
+def token_in_page(page: str) -> str:
+    """The session token embedded in the served page: what a script of this page sends back."""
+    found = _TOKEN_IN_PAGE.search(page)
+    if found is None:
+        raise ValueError("no playground token in the page")
+    return found.group(1)
 
 
 def _person(raw: Any) -> int:
@@ -238,7 +314,10 @@ async def serve(settings: Settings, *, port: int = 8080, on_ready=print) -> None
         loop.add_signal_handler(sig, stop.set)
 
     def listening(playground: Playground) -> None:
-        on_ready(f"PhotoBot playground: open {playground.url}  (starting the bot…; Ctrl-C to stop)")
+        on_ready(
+            f"PhotoBot playground: open {playground.url}  (listening on {HOST} only, this machine; "
+            f"data in {settings.data_dir}; starting the bot…; Ctrl-C to stop)"
+        )
 
     playground, application = await start_playground(settings, port=port, on_listening=listening)
     try:

@@ -53,6 +53,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 async def _measure(command: list[str], cwd: Path, port: int, photo: bytes) -> dict[str, float]:
     import aiohttp
 
+    from bot.playground.web import TOKEN_HEADER
+
     env = {k: v for k, v in os.environ.items() if k not in ("TELEGRAM_BOT_TOKEN", "DATA_DIR")}
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
@@ -65,8 +67,9 @@ async def _measure(command: list[str], cwd: Path, port: int, photo: bytes) -> di
     times: dict[str, float] = {}
     try:
         async with aiohttp.ClientSession(url) as http:
-            state = await _poll_state(http, process, lambda s: True)
+            http.headers[TOKEN_HEADER] = await _page_token(http, process)  # what the page sends
             times["page"] = time.monotonic() - started
+            state = await _poll_state(http, process, lambda s: True)
             user = state["people"][0]["id"]
             await _poll_state(http, process, lambda s: s["ready"])
             times["ready"] = time.monotonic() - started
@@ -86,6 +89,26 @@ async def _measure(command: list[str], cwd: Path, port: int, photo: bytes) -> di
 
 
 async def _poll_state(http, process, condition) -> dict:
+    async def state() -> dict | None:
+        async with http.get("/api/state") as response:
+            found = await response.json()
+            return found if condition(found) else None
+
+    return await _poll(process, state)
+
+
+async def _page_token(http, process) -> str:
+    """The page's session token, once the page answers: the playground's API wants it on every call."""
+    from bot.playground.web import token_in_page
+
+    async def token() -> str | None:
+        async with http.get("/") as response:
+            return token_in_page(await response.text()) if response.status == 200 else None
+
+    return await _poll(process, token)
+
+
+async def _poll(process, attempt):
     import aiohttp
 
     deadline = time.monotonic() + 600
@@ -93,10 +116,9 @@ async def _poll_state(http, process, condition) -> dict:
         if process.returncode is not None:
             raise UserFacingError("the playground exited early")
         try:
-            async with http.get("/api/state") as response:
-                state = await response.json()
-                if condition(state):
-                    return state
+            found = await attempt()
+            if found is not None:
+                return found
         except aiohttp.ClientConnectionError:
             pass
         await asyncio.sleep(0.05)

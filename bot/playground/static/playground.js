@@ -6,6 +6,10 @@ const ADMIN_COMMANDS = ["/models", "/retrain digits", "/rollback digits", "/stat
 
 const state = { people: [], current: null, chats: new Map(), ready: false };
 const $ = (id) => document.getElementById(id);
+// The server answers its API only to the page it served: this token is in that page and nowhere else.
+const TOKEN = document.querySelector('meta[name="playground-token"]').content;
+const pictures = new Map(); // file_id → object URL of the downloaded photo (an <img> cannot send the token)
+const downloads = new Map(); // file_id → its download in flight
 let pendingFile = null;
 
 function chatOf(userId) {
@@ -13,10 +17,41 @@ function chatOf(userId) {
   return state.chats.get(userId);
 }
 
-async function api(path, options = {}) {
-  const response = await fetch(path, options);
+async function call(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  headers.set("X-Playground-Token", TOKEN);
+  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
   if (!response.ok) throw new Error((await response.text()) || response.statusText);
+  return response;
+}
+
+async function api(path, options = {}) {
+  const response = await call(path, options);
   return response.headers.get("content-type")?.includes("json") ? response.json() : response.text();
+}
+
+function download(fileId) {
+  if (!downloads.has(fileId)) {
+    const done = call(`/api/file/${encodeURIComponent(fileId)}`)
+      .then((response) => response.blob())
+      .then((blob) => {
+        pictures.set(fileId, URL.createObjectURL(blob));
+        return pictures.get(fileId);
+      })
+      .finally(() => downloads.delete(fileId));
+    downloads.set(fileId, done);
+  }
+  return downloads.get(fileId);
+}
+
+function showPicture(img, fileId) {
+  if (pictures.has(fileId)) {
+    img.src = pictures.get(fileId); // at once, so a re-render does not make the chat jump
+    return;
+  }
+  download(fileId)
+    .then((url) => (img.src = url))
+    .catch(() => (img.alt = "photo (could not load)"));
 }
 
 function toast(text, alert = false) {
@@ -87,8 +122,8 @@ function renderMessage(message) {
   }
   if (message.photo) {
     const img = element("img");
-    img.src = `/api/file/${bestPhoto(message.photo).file_id}`;
     img.alt = "photo";
+    showPicture(img, bestPhoto(message.photo).file_id);
     bubble.append(img);
   }
   if (message.document) {
