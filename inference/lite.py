@@ -13,6 +13,12 @@ beside `model.keras` as `model-<digest>.tflite`, named by the SHA-256 of the Ker
 from, so a restart does not convert again (the flower model takes ~11 s) and a changed model.keras
 never meets a stale conversion. Until a version has its conversion, the Classifier serves it with Keras
 and converts it in the background (`has_conversion`).
+
+A cached conversion is only loaded when its bytes have the SHA-256 recorded beside it when it was
+written (`model-<digest>.tflite.sha256`): the decode processes load it by path, without the Keras
+comparison, and a damaged or replaced flatbuffer is handed to LiteRT's C++ parser otherwise. It is
+written under a unique temporary name, fsynced, then renamed into place, so two processes converting
+the same version at once, or a crash mid-write, never leave a half file under the final name.
 """
 
 from __future__ import annotations
@@ -111,9 +117,10 @@ def serve_with_lite(model: Any, keras_file: Path, *, threads: int | None = None)
 
 
 def has_conversion(keras_file: Path) -> bool:
-    """Whether a conversion of this exact file is cached (a missing file has none)."""
+    """Whether a conversion of this exact file is cached with its hash (a missing file has none)."""
     try:
-        return conversion_file(keras_file).is_file()
+        cached = conversion_file(keras_file)
+        return cached.is_file() and hash_file(cached).is_file()
     except OSError:
         return False
 
@@ -132,12 +139,33 @@ def _from_cache(model: Any, cached: Path, threads: int) -> LiteModel | None:
     if not cached.is_file():
         return None
     try:
-        return _checked(model, cached.read_bytes(), threads)
+        return _checked(model, read_verified(cached), threads)
     except Exception as error:  # whatever the interpreter makes of a damaged file
         log.warning("dropping the cached conversion %s: %s", cached, error)
-        with contextlib.suppress(OSError):
-            cached.unlink()
+        for path in (cached, hash_file(cached)):
+            with contextlib.suppress(OSError):
+                path.unlink()
         return None
+
+
+def hash_file(cached: Path) -> Path:
+    """Where the SHA-256 of a cached conversion is recorded."""
+    return cached.with_name(cached.name + ".sha256")
+
+
+def read_verified(cached: Path) -> bytes:
+    """The bytes of a cached conversion, if they have the SHA-256 recorded when it was written.
+
+    Raises LiteUnavailable when the record is missing or differs, FileNotFoundError when the file is gone.
+    """
+    data = cached.read_bytes()
+    try:
+        recorded = hash_file(cached).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise LiteUnavailable(f"{cached.name} has no readable SHA-256 beside it ({error})") from error
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise LiteUnavailable(f"{cached.name} does not match the SHA-256 recorded when it was converted")
+    return data
 
 
 def _checked(model: Any, flatbuffer: bytes, threads: int) -> LiteModel:
@@ -153,15 +181,38 @@ def conversion_file(keras_file: Path) -> Path:
 
 
 def _cache(path: Path, flatbuffer: bytes) -> bool:
-    """Best effort: a read-only store converts again at the next start."""
+    """Best effort: a read-only store converts again at the next start.
+
+    The SHA-256 goes in first, then the flatbuffer: a reader that finds the flatbuffer finds its hash.
+    """
     try:
-        partial = path.with_suffix(".tmp")
-        partial.write_bytes(flatbuffer)
-        partial.replace(path)
+        _write_atomically(hash_file(path), hashlib.sha256(flatbuffer).hexdigest().encode("ascii") + b"\n")
+        _write_atomically(path, flatbuffer)
     except OSError as error:
         log.warning("could not cache the LiteRT conversion at %s: %s", path, error)
         return False
     return True
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write under a unique temporary name in the same folder, fsync, rename over `path`."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError):  # the rename's own durability; not every filesystem allows it
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 _IN_THIS_PROCESS: collections.OrderedDict[str, LiteModel] = collections.OrderedDict()
@@ -172,11 +223,12 @@ def run_in_this_process(file: str, outputs: int, batch: np.ndarray) -> np.ndarra
     """`batch` through the cached conversion `file` (see `LiteModel.file`), on one thread.
 
     For another process than the one that loaded the model (the decode workers, see
-    `inference.classifier`): each keeps an interpreter per file it was asked for, the last few.
+    `inference.classifier`): each keeps an interpreter per file it was asked for, the last few. The
+    file is loaded only if it has the SHA-256 recorded when it was converted (else LiteUnavailable).
     """
     model = _IN_THIS_PROCESS.get(file)
     if model is None:
-        model = LiteModel(Path(file).read_bytes(), threads=1, outputs=outputs)
+        model = LiteModel(read_verified(Path(file)), threads=1, outputs=outputs)
         _IN_THIS_PROCESS[file] = model
         while len(_IN_THIS_PROCESS) > IN_THIS_PROCESS_KEPT:
             _IN_THIS_PROCESS.popitem(last=False)

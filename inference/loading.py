@@ -1,10 +1,12 @@
 """Loading a model version safely, and running it as one compiled call per batch.
 
-Only files this project wrote are loaded: `model.keras` inside a version directory of the model store
-(no symlink leading out of it), a Keras zip archive, and — where meta.json records one — the SHA-256
-it records. Keras loads it with `safe_mode=True`, which refuses serialized Python code (lambdas). Any
-failure, in loading or in the warm-up call, becomes one ModelUnavailable that says which file and
-why; the caller keeps the version it was serving.
+Only files this project wrote are loaded: `model.keras` inside a real version directory of the model
+store (neither the directory nor the file a symlink, nothing resolving outside the store), a Keras zip
+archive with the SHA-256 that meta.json recorded when the version was published (`ModelStore` writes
+it; a version published before hashes were recorded loads with a warning). Keras loads it with
+`safe_mode=True`, which refuses serialized Python code (lambdas). Any failure, in loading or in the
+warm-up call, becomes one ModelUnavailable that says which file and why; the caller keeps the version
+it was serving.
 
 The call: `predict_on_batch` is Keras' compiled step (a `tf.function` on TensorFlow, `jax.jit` on JAX)
 without the data pipeline that `predict` builds on every call (~50 ms). On TensorFlow without XLA one
@@ -17,7 +19,6 @@ On the CPU the default runtime goes one step further and serves the converted mo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import zipfile
@@ -30,7 +31,7 @@ import numpy as np
 from inference.engine import Outputs, slice_outputs
 from inference.errors import ModelUnavailable
 from inference.lite import LiteUnavailable, serve_with_lite, wants_lite
-from inference.model_store import ModelVersion
+from inference.model_store import ModelVersion, check_inside, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def load_version(
 def _checked_model_file(version: ModelVersion) -> Path:
     label = f"{version.name} v{version.version}"
     path = version.model_file
+    check_inside(version.path.parent.parent, version.path, label)
     if not path.is_file():
         raise ModelUnavailable(f"{label}: {path} is missing")
     if path.is_symlink() or not path.resolve().is_relative_to(version.path.resolve()):
@@ -154,18 +156,21 @@ def _checked_model_file(version: ModelVersion) -> Path:
     missing = [m for m in KERAS_ARCHIVE_MEMBERS if m not in names]
     if missing:
         raise ModelUnavailable(f"{label}: {path} is not a Keras model archive (no {', '.join(missing)})")
-    expected = (version.meta.get("sha256") or {}).get(path.name)
-    if expected and _sha256(path) != expected:
-        raise ModelUnavailable(f"{label}: {path} does not match the SHA-256 recorded in meta.json")
+    _check_recorded_hash(version, path, label)
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _check_recorded_hash(version: ModelVersion, path: Path, label: str) -> None:
+    """Refuse a model file that changed since its version was published (meta.json's "sha256")."""
+    recorded = version.meta.get("sha256")
+    expected = recorded.get(path.name) if isinstance(recorded, dict) else None
+    if not expected:
+        log.warning("%s: meta.json records no SHA-256 of %s; loading it unchecked", label, path.name)
+        return
+    if sha256_file(path) != expected:
+        raise ModelUnavailable(
+            f"{label}: {path} has changed since it was published (its SHA-256 is not the one in meta.json)"
+        )
 
 
 def _compiles_per_shape(model: Any, backend: str) -> bool:

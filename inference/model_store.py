@@ -1,16 +1,22 @@
 """The model store: one directory per version, and an `active` pointer switched atomically.
 
     <root>/<name>/v<N>/model.keras   the model (saved by this project only; loaded with safe_mode)
-    <root>/<name>/v<N>/meta.json     labels, preprocessing id, metrics, data, parent, created, command
+    <root>/<name>/v<N>/meta.json     labels, preprocessing id, metrics, data, parent, created, command,
+                                     and the SHA-256 of model.keras as published ("sha256")
     <root>/<name>/active             the serving version number, replaced atomically
 
 A version appears all at once: it is written into a hidden staging directory and renamed into place,
-so a reader never sees a half-written version. Only directories with a `meta.json` count.
+so a reader never sees a half-written version. Only directories with a `meta.json` count, and only
+real ones: a version directory that is a symlink, or resolves outside the store, is refused (a model
+file is code-adjacent: whoever can point a version elsewhere chooses what the bot loads). The hash
+recorded at publication lets loading refuse a model file changed since (`inference.loading`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from inference.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 META_FILE = "meta.json"
@@ -69,8 +77,14 @@ class ModelStore:
         found = []
         for child in folder.iterdir():
             match = _VERSION_DIR.match(child.name)
-            if match and (child / META_FILE).is_file():
-                found.append(self._read(name, int(match.group(1))))
+            if not match or not (child / META_FILE).is_file():
+                continue
+            try:
+                check_inside(self.root, child, f"{name} {child.name}")
+            except ModelUnavailable as error:
+                log.warning("ignoring a version: %s", error)
+                continue
+            found.append(self._read(name, int(match.group(1))))
         return sorted(found, key=lambda v: v.version)
 
     def get(self, name: str, version: int) -> ModelVersion:
@@ -111,7 +125,7 @@ class ModelStore:
     def _publish(self, name: str, staging: Path, meta: dict[str, Any]) -> int:
         while True:
             version = self._next_version_number(name)
-            full_meta = {**meta, "name": name, "version": version}
+            full_meta = {**meta, "name": name, "version": version, "sha256": _hashes(staging)}
             full_meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             _write_json(staging / META_FILE, full_meta)
             _fsync_tree(staging)
@@ -177,11 +191,34 @@ class ModelStore:
 
     def _read(self, name: str, version: int) -> ModelVersion:
         path = self.root / name / f"v{version}"
+        check_inside(self.root, path, f"{name} v{version}")
         try:
             meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
             raise ModelUnavailable(f"{name} v{version}: unreadable {META_FILE}: {error}") from error
         return ModelVersion(name=name, version=version, path=path, meta=meta)
+
+
+def check_inside(root: Path, path: Path, label: str) -> None:
+    """Refuse a version directory that is a symlink or resolves to anywhere but `root/<name>/v<N>`."""
+    expected = Path(root).resolve() / path.parent.name / path.name
+    if path.is_symlink() or path.resolve() != expected:
+        raise ModelUnavailable(f"{label}: {path} is a link or lies outside the model store {root}")
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (the flower model is ~20 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hashes(staging: Path) -> dict[str, str]:
+    """SHA-256 of the model file being published, by file name, for meta.json."""
+    model = staging / MODEL_FILE
+    return {MODEL_FILE: sha256_file(model)} if model.is_file() else {}
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

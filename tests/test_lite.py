@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.lite import conversion_file, run_in_this_process, serve_with_lite, wants_lite
+from inference.lite import (
+    LiteUnavailable,
+    conversion_file,
+    has_conversion,
+    hash_file,
+    run_in_this_process,
+    serve_with_lite,
+    wants_lite,
+)
 
 
 def two_output_model(path, seed: int):
@@ -119,7 +127,58 @@ def test_another_process_runs_the_cached_conversion_with_its_own_interpreters(tm
 def test_a_conversion_that_cannot_be_cached_serves_without_a_file(tmp_path):
     path = tmp_path / "model.keras"
     model = two_output_model(path, seed=1)
-    # The cache cannot be written (a folder where its temporary file goes; as root, modes would not stop it).
-    conversion_file(path).with_suffix(".tmp").mkdir()
+    # The cache cannot be written (a folder where its hash goes; as root, modes would not stop it).
+    hash_file(conversion_file(path)).mkdir()
     lite = serve_with_lite(model, path, threads=1)
     assert lite.file is None and not conversion_file(path).exists()
+
+
+def test_a_stale_temporary_file_does_not_stop_the_cache(tmp_path):
+    """The temporary name is unique: a leftover at the old fixed name (`.tmp`) no longer blocks it."""
+    path = tmp_path / "model.keras"
+    model = two_output_model(path, seed=1)
+    conversion_file(path).with_suffix(".tmp").mkdir()
+    lite = serve_with_lite(model, path, threads=1)
+    assert lite.file == conversion_file(path) and has_conversion(path)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporaries left
+
+
+def test_the_conversion_is_cached_with_its_sha256_beside_it(tmp_path):
+    import hashlib
+
+    path = tmp_path / "model.keras"
+    lite = serve_with_lite(two_output_model(path, seed=1), path, threads=1)
+    recorded = hash_file(lite.file).read_text().strip()
+    assert recorded == hashlib.sha256(lite.file.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("tamper", ["another model", "one byte", "no hash"])
+def test_a_tampered_cached_conversion_is_not_loaded_by_another_process(tmp_path, monkeypatch, tamper):
+    """A decode process loads the conversion by path, with no Keras model to compare: the recorded
+    SHA-256 is what stops a replaced or damaged file (before, it ran whatever the file held)."""
+    import inference.lite as lite_module
+
+    monkeypatch.setattr(lite_module, "_IN_THIS_PROCESS", type(lite_module._IN_THIS_PROCESS)())
+    other = tmp_path / "other" / "model.keras"
+    other.parent.mkdir()
+    foreign = serve_with_lite(two_output_model(other, seed=2), other, threads=1).file
+    path = tmp_path / "model.keras"
+    model = two_output_model(path, seed=1)
+    cached = serve_with_lite(model, path, threads=1).file
+    if tamper == "another model":
+        cached.write_bytes(foreign.read_bytes())
+    elif tamper == "one byte":
+        data = bytearray(cached.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        cached.write_bytes(bytes(data))
+    else:
+        hash_file(cached).unlink()
+    batch = np.random.default_rng(3).normal(size=(2, 6)).astype(np.float32)
+    with pytest.raises(LiteUnavailable, match="SHA-256"):
+        run_in_this_process(str(cached), 2, batch)
+    assert not lite_module._IN_THIS_PROCESS
+    # The serving process drops it and converts again: the cache holds a good, recorded conversion.
+    lite = serve_with_lite(model, path, threads=1)
+    again = run_in_this_process(str(lite.file), 2, batch)
+    for want, have in zip(model.predict_on_batch(batch), again, strict=True):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
