@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from inference import digits, flowers, router
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind
 from inference.decode import decode_image
 from inference.engine import BatchWorker, EngineConfig, Outputs, Timed
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
@@ -49,18 +50,16 @@ from inference.lite import LiteModel, has_conversion, run_in_this_process, wants
 from inference.loading import LoadedModel, load_version
 from inference.model_store import META_FILE, MODEL_FILE, ModelStore, ModelVersion
 from inference.pool import Pool, ProcessPool, make_pool
-from inference.prediction import MODES, Mode, Prediction
+from inference.prediction import Mode, Prediction
 
 log = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
-MODEL_NAMES = ("digits", "flowers")
-MODE_MODEL = {"digit": "digits", "flower": "flowers"}
-# Models the decode processes run themselves, right after preparing a photo, when LiteRT serves them:
-# the digit CNN takes ~0.3 ms, less than handing its crops to a batching thread in the bot's process
-# and back (~1 ms of that process's CPU and GIL, ~9 ms of waiting under load; `photobot bench bot`
-# went from 84 to 91 photos/s). The flower model (~15 ms) stays with its engine, where photos batch.
-IN_DECODE_WORKERS = frozenset({"digits"})
+# Kinds of model the decode processes run themselves, right after preparing a photo, when LiteRT serves
+# them: a digit CNN takes ~0.3 ms, less than handing its crops to a batching thread in the bot's process
+# and back (~1 ms of that process's CPU and GIL, and waiting under load). An image classifier (~15 ms)
+# stays with its engine, where photos batch.
+IN_DECODE_WORKERS = frozenset({ModelKind.DIGIT_READER})
 
 Seeder = Callable[[ModelStore], ModelVersion | None]
 
@@ -71,6 +70,7 @@ Seeder = Callable[[ModelStore], ModelVersion | None]
 class Adapter(Protocol):
     """Photo → model input, and model output → Prediction, for one preprocessing id."""
 
+    kind: ModelKind  # what this preprocessing is for: routing and grayscale decoding follow it
     decode_size: int  # the shorter side decoding must keep
     row_values: int  # numbers in one model input row (28·28 for a digit crop)
 
@@ -82,6 +82,7 @@ class Adapter(Protocol):
 
 
 class DigitsAdapter:
+    kind = ModelKind.DIGIT_READER
     decode_size = digits.DECODE_SIZE
     row_values = 28 * 28
 
@@ -98,6 +99,7 @@ class DigitsAdapter:
 
 
 class FlowersAdapter:
+    kind = ModelKind.IMAGE_CLASSIFIER
     decode_size = flowers.RESIZE_SHORTER
     row_values = flowers.CROP * flowers.CROP * 3
 
@@ -115,12 +117,11 @@ ADAPTERS: dict[str, Adapter] = {
     digits.PREPROCESSING_ID: DigitsAdapter(),
     flowers.PREPROCESSING_ID: FlowersAdapter(),
 }
-DEFAULT_PREPROCESSING = {"digits": digits.PREPROCESSING_ID, "flowers": flowers.PREPROCESSING_ID}
 
 
-def adapter_for(version: ModelVersion) -> Adapter:
+def adapter_for(version: ModelVersion, catalogue: Catalogue = DEFAULT_CATALOGUE) -> Adapter:
     """The adapter named by meta["preprocessing"]; refuses a version this code cannot feed."""
-    preprocessing = preprocessing_id(version)
+    preprocessing = preprocessing_id(version, catalogue)
     adapter = ADAPTERS.get(preprocessing)
     if adapter is None:
         raise ModelUnavailable(
@@ -197,13 +198,15 @@ class _Plan:
     model_ms: float = 0.0
 
 
-def preprocessing_id(version: ModelVersion) -> str:
-    return version.meta.get("preprocessing") or DEFAULT_PREPROCESSING.get(version.name, "")
+def preprocessing_id(version: ModelVersion, catalogue: Catalogue = DEFAULT_CATALOGUE) -> str:
+    """What prepares photos for `version`: its meta.json says, else its catalogue entry."""
+    spec = catalogue.get(version.name)
+    return version.meta.get("preprocessing") or (spec.preprocessing if spec else "")
 
 
 def prepare_photo(
     data: bytes,
-    mode: Mode,
+    target: str | None,
     preprocessing: dict[str, str],
     *,
     max_bytes: int,
@@ -214,7 +217,8 @@ def prepare_photo(
     `run_here` on theirs (a decode process; see IN_DECODE_WORKERS).
 
     A plain function of plain values, so it runs in a pool thread or a pool process alike.
-    `preprocessing` maps each available model name to its version's preprocessing id.
+    `target` names the one model a chat mode asks for, or is None for auto mode; `preprocessing` maps
+    each available model name to its version's preprocessing id.
     """
     started = time.monotonic()
     adapters = {name: ADAPTERS[pid] for name, pid in preprocessing.items()}
@@ -223,28 +227,28 @@ def prepare_photo(
         max_bytes=max_bytes,
         max_pixels=max_pixels,
         target_size=max(a.decode_size for a in adapters.values()),
-        grayscale=mode == "digit",
+        grayscale=target is not None and adapters[target].kind == ModelKind.DIGIT_READER,
     )
     decoded = time.monotonic()
     items: dict[str, tuple[np.ndarray | None, str | None]] = {}
     route: router.Route | None = None
     scene: router.Scene | None = None
-    if mode != "auto":
-        name = MODE_MODEL[mode]
-        items[name] = adapters[name].prepare(image)
-        if name == "digits" and items[name][0] is not None:
+    if target is not None:
+        items[target] = adapters[target].prepare(image)
+        if adapters[target].kind == ModelKind.DIGIT_READER and items[target][0] is not None:
             scene = router.look(image, digits_found=True)  # to doubt a reading that is not on paper
     else:
-        if "digits" in adapters:
-            items["digits"] = adapters["digits"].prepare(image)
-        scene = router.look(image, digits_found="digits" in items and items["digits"][0] is not None)
-        route = router.route(scene) if "flowers" in adapters else "digit"
-        if "digits" not in adapters:
+        reader, seer = auto_pair(adapters)
+        if reader is not None:
+            items[reader] = adapters[reader].prepare(image)
+        scene = router.look(image, digits_found=reader is not None and items[reader][0] is not None)
+        route = router.route(scene) if seer is not None else "digit"
+        if reader is None:
             route = "flower"
-        if route != "digit":
-            items["flowers"] = adapters["flowers"].prepare(image)
-        if route == "flower":
-            items.pop("digits", None)
+        if route != "digit" and seer is not None:
+            items[seer] = adapters[seer].prepare(image)
+        if route == "flower" and reader is not None:
+            items.pop(reader, None)
     done = time.monotonic()
     outputs = _run_here(items, run_here or {})
     return _Plan(
@@ -256,6 +260,13 @@ def prepare_photo(
         outputs,
         (time.monotonic() - done) * 1000.0,
     )
+
+
+def auto_pair(adapters: Mapping[str, Adapter]) -> tuple[str | None, str | None]:
+    """The models auto mode weighs against each other: the digit reader and the image classifier."""
+    reader = next((name for name, a in adapters.items() if a.kind == ModelKind.DIGIT_READER), None)
+    seer = next((name for name, a in adapters.items() if a.kind == ModelKind.IMAGE_CLASSIFIER), None)
+    return reader, seer
 
 
 def _run_here(
@@ -294,11 +305,13 @@ class Classifier:
         *,
         max_image_bytes: int = 20 * 1024 * 1024,
         max_image_pixels: int = 40_000_000,
-        names: Iterable[str] = MODEL_NAMES,
+        catalogue: Catalogue = DEFAULT_CATALOGUE,
+        names: Iterable[str] | None = None,
         shipped_dir: Path | None = SHIPPED_DIR,
         seeders: Mapping[str, Seeder] | None = None,
     ) -> None:
         self.store = store
+        self.catalogue = catalogue if names is None else catalogue.only(names)
         self.config = config or EngineConfig()
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
@@ -306,7 +319,8 @@ class Classifier:
         self._seeders = dict(seeders or {})
         self._preparing = 0  # photos in decoding/preprocessing: they may join the next batch
         self._slots = {
-            name: _Slot(name, BatchWorker(name, self.config, coming=self._photos_coming)) for name in names
+            name: _Slot(name, BatchWorker(name, self.config, coming=self._photos_coming))
+            for name in self.catalogue.names
         }
         self._pool: Pool | None = None
         self._pending = 0
@@ -369,8 +383,8 @@ class Classifier:
     async def classify(self, data: bytes, mode: Mode = "auto") -> Prediction:
         """Answer one photo. Raises UnsupportedImage / ImageTooLarge (this photo only), EngineBusy
         (too many photos waiting: try again), DeadlineExceeded, ModelUnavailable."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode not in self.catalogue.modes:
+            raise ValueError(f"mode must be one of {', '.join(self.catalogue.modes)}, not {mode!r}")
         if self._pool is None:
             raise ModelUnavailable("the classifier is not started")
         if self._pending >= self.config.queue_size:
@@ -389,39 +403,44 @@ class Classifier:
         return replace(prediction, timings_ms={k: round(v, 3) for k, v in timings.items()})
 
     async def _classify(self, data: bytes, mode: Mode, deadline: float) -> Prediction:
-        servings = self._servings_for(mode)
-        plan = await self._prepare(data, mode, servings)
+        spec = self.catalogue.for_mode(mode)
+        target = spec.name if spec else None
+        servings = self._servings_for(target)
+        plan = await self._prepare(data, target, servings)
         timings = {"decode": plan.decode_ms, "preprocess": plan.preprocess_ms}
         answers = await self._answer(plan, servings, deadline, timings)
-        if mode == "digit":
-            prediction = router.doubt_off_paper(answers["digits"], plan.scene)
-        elif mode != "auto":
-            prediction = answers[MODE_MODEL[mode]]
-        elif plan.route == "digit" and answers["digits"].status != "ok" and "flowers" in servings:
-            # a page-like photo the digit model is not sure of: a sure flower answer may replace it
-            second = await self._prepare(data, "flower", {"flowers": servings["flowers"]})
+        reader, seer = auto_pair({name: s.adapter for name, s in servings.items()})
+        if target is not None and servings[target].adapter.kind == ModelKind.DIGIT_READER:
+            prediction = router.doubt_off_paper(answers[target], plan.scene)
+        elif target is not None:
+            prediction = answers[target]
+        elif plan.route == "digit" and reader and answers[reader].status != "ok" and seer:
+            # a page-like photo the digit model is not sure of: a sure image answer may replace it
+            second = await self._prepare(data, seer, {seer: servings[seer]})
             timings["decode"] += second.decode_ms
             timings["preprocess"] += second.preprocess_ms
             answers.update(await self._answer(second, servings, deadline, timings))
-            prediction = router.combine(answers["digits"], answers["flowers"], on_paper=True)
+            prediction = router.combine(answers[reader], answers[seer], on_paper=True)
         elif plan.route == "check":
-            prediction = router.combine(answers.get("digits"), answers.get("flowers"), prefer_flower=True)
+            prediction = router.combine(
+                answers.get(reader or ""), answers.get(seer or ""), prefer_flower=True
+            )
         else:
-            prediction = answers["digits" if plan.route == "digit" else "flowers"]
+            prediction = answers[(reader if plan.route == "digit" else seer) or ""]
         if mode == "auto" and prediction.status == "not_recognized":
             prediction = replace(prediction, model=None, version=None)
         return replace(prediction, timings_ms=timings)
 
-    async def _prepare(self, data: bytes, mode: Mode, servings: dict[str, _Serving]) -> _Plan:
+    async def _prepare(self, data: bytes, target: str | None, servings: dict[str, _Serving]) -> _Plan:
         """Decode and preprocess in the pool (threads, or processes where the GIL would serialise them)."""
-        preprocessing = {name: preprocessing_id(s.version) for name, s in servings.items()}
+        preprocessing = {name: preprocessing_id(s.version, self.catalogue) for name, s in servings.items()}
         run_here = {name: s.worker_model for name, s in servings.items() if s.worker_model is not None}
         self._preparing += 1
         try:
             return await self._pool.run(
                 prepare_photo,
                 data,
-                mode,
+                target,
                 preprocessing,
                 max_bytes=self.max_image_bytes,
                 max_pixels=self.max_image_pixels,
@@ -434,8 +453,9 @@ class Classifier:
         """Read by the batching workers' threads: photos still being prepared (an int read is atomic)."""
         return self._preparing
 
-    def _servings_for(self, mode: Mode) -> dict[str, _Serving]:
-        names = [MODE_MODEL[mode]] if mode != "auto" else list(self._slots)
+    def _servings_for(self, target: str | None) -> dict[str, _Serving]:
+        """The model `target` alone, or in auto mode the digit reader and the image classifier."""
+        names = [target] if target is not None else self._auto_names()
         servings = {}
         for name in names:
             slot = self._slots.get(name)
@@ -445,6 +465,11 @@ class Classifier:
             what = " or ".join(names)
             raise ModelUnavailable(f"no {what} model is loaded (see `photobot models list`)")
         return servings
+
+    def _auto_names(self) -> list[str]:
+        """Auto mode weighs one digit reader against one image classifier: the first of each kind."""
+        names = [specs[0].name for kind in ModelKind if (specs := self.catalogue.of_kind(kind))]
+        return [name for name in self._slots if name in names]
 
     async def _answer(
         self, plan: _Plan, servings: dict[str, _Serving], deadline: float, timings: dict[str, float]
@@ -506,7 +531,7 @@ class Classifier:
                 has_conversion, target.model_file
             )
             try:
-                adapter = adapter_for(target)
+                adapter = adapter_for(target, self.catalogue)
                 loaded = await self._load(target, "keras" if convert_later else self.config.runtime)
                 check_fits(loaded, adapter)
             except ModelUnavailable as error:
@@ -515,7 +540,7 @@ class Classifier:
                 log.error("%s v%d refused (%s): %s", name, target.version, still, error)
                 raise
             # the switch: new requests go to the new version
-            slot.serving = _Serving(loaded, adapter, self._worker_model(name, loaded))
+            slot.serving = _Serving(loaded, adapter, self._worker_model(adapter, loaded))
             slot.swaps += current is not None
             log.info(
                 "%s v%d serving (%s) on %s %s; loaded and warmed in %.0f ms%s",
@@ -533,11 +558,11 @@ class Classifier:
                 task.add_done_callback(self._conversions.discard)
             return target
 
-    def _worker_model(self, name: str, loaded: LoadedModel) -> _WorkerModel | None:
+    def _worker_model(self, adapter: Adapter, loaded: LoadedModel) -> _WorkerModel | None:
         """How the decode processes can run `loaded` themselves, if they should (IN_DECODE_WORKERS):
         a LiteRT conversion cached on disk, and processes (pool threads would share interpreters)."""
         model = loaded.model
-        if name not in IN_DECODE_WORKERS or not isinstance(self._pool, ProcessPool):
+        if adapter.kind not in IN_DECODE_WORKERS or not isinstance(self._pool, ProcessPool):
             return None
         if not isinstance(model, LiteModel) or model.file is None:
             return None
@@ -575,7 +600,7 @@ class Classifier:
             current = slot.serving
             if current is None or current.version.version != target.version:
                 return  # another version took over meanwhile
-            slot.serving = _Serving(loaded, current.adapter, self._worker_model(slot.name, loaded))
+            slot.serving = _Serving(loaded, current.adapter, self._worker_model(current.adapter, loaded))
         log.info("%s now served by LiteRT (converted and checked in %.0f ms)", label, loaded.load_ms)
 
     def models(self) -> dict[str, ModelStatus]:
@@ -629,7 +654,12 @@ class Classifier:
             return
         seeder = self._seeders.get(name)
         try:
-            seeded = seeder(self.store) if seeder else seed_shipped(self.store, name, self.shipped_dir)
+            shipped = self.catalogue[name].shipped
+            seeded = (
+                seeder(self.store)
+                if seeder
+                else seed_shipped(self.store, name, self.shipped_dir, folder=shipped)
+            )
         except Exception:
             log.exception("%s: seeding the shipped default failed", name)
             return
@@ -647,11 +677,14 @@ def check_fits(loaded: LoadedModel, adapter: Adapter) -> None:
         )
 
 
-def seed_shipped(store: ModelStore, name: str, shipped_dir: Path | None = SHIPPED_DIR) -> ModelVersion | None:
-    """Copy `shipped_dir/<name>/` (model.keras + meta.json) into the store as a new, active version."""
+def seed_shipped(
+    store: ModelStore, name: str, shipped_dir: Path | None = SHIPPED_DIR, *, folder: str | None = None
+) -> ModelVersion | None:
+    """Copy `shipped_dir/<folder>/` (model.keras + meta.json; `folder` defaults to `name`) into the
+    store as a new, active version."""
     if shipped_dir is None:
         return None
-    source = Path(shipped_dir) / name
+    source = Path(shipped_dir) / (folder or name)
     if not (source / MODEL_FILE).is_file() or not (source / META_FILE).is_file():
         log.warning("%s: no shipped default in %s; train one with `photobot train %s`", name, source, name)
         return None

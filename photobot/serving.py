@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from inference.classifier import MODEL_NAMES, Classifier, Seeder
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
+from inference.classifier import Classifier, Seeder
 from inference.engine import EngineConfig
 from inference.model_store import ModelStore, ModelVersion
 from photobot.settings import Settings
@@ -69,7 +70,11 @@ def use_serving_threads(*, in_bot: bool = False) -> None:
 
 
 def build_classifier(
-    settings: Settings, *, names: Iterable[str] = MODEL_NAMES, **changes: object
+    settings: Settings,
+    *,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+    names: Iterable[str] | None = None,
+    **changes: object,
 ) -> Classifier:
     """A Classifier over the settings' model store (not started: `await classifier.start()`)."""
     use_serving_threads()
@@ -78,6 +83,7 @@ def build_classifier(
         engine_config(settings, **changes),
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
+        catalogue=catalogue,
         names=names,
         seeders=SEEDERS,
     )

@@ -252,7 +252,7 @@ async def test_pool_processes_run_one_native_thread_each(monkeypatch):
 async def test_prepare_photo_gives_identical_inputs_in_a_spawned_process(test_digits):
     x_test, _ = test_digits
     photo = digit_photo(x_test[3], seed=3)
-    args = (photo, "digit", {"digits": digits.PREPROCESSING_ID})
+    args = (photo, "digits", {"digits": digits.PREPROCESSING_ID})
     limits = {"max_bytes": 1 << 24, "max_pixels": 1 << 24}
     here = prepare_photo(*args, **limits)
     pool = ProcessPool(1)

@@ -227,14 +227,14 @@ async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> as
 async def _conversions_done(models: Path, process: asyncio.subprocess.Process) -> None:
     """Wait while the bot converts its models for LiteRT in the background (first start of a version):
     the benchmark measures what serves for good. Gives up after 120 s (a bot that serves with Keras)."""
-    from inference.classifier import MODEL_NAMES
+    from inference.catalogue import DEFAULT_CATALOGUE
     from inference.lite import conversion_file, lite_installed
     from inference.model_store import ModelStore
 
     if os.environ.get("ENGINE_RUNTIME", "auto") != "auto" or not lite_installed():
         return
     store = ModelStore(models)
-    active = [store.active(name) for name in MODEL_NAMES]
+    active = [store.active(name) for name in DEFAULT_CATALOGUE.names]
     # Named once: the name hashes the model file (~20 MB for flowers), on the simulated users' loop.
     expected = [conversion_file(version.model_file) for version in active if version is not None]
     deadline = time.monotonic() + 120

@@ -1,0 +1,204 @@
+"""The model catalogue: every model PhotoBot knows, in one place.
+
+A model's entry says what it is called, which labels it has (with their names in each language and
+the captions accepted for them), what kind of model it is, which chat mode sends every photo to it,
+how photos are prepared for it, where its shipped default lives and which trainer builds it.
+Keyboards, captions, routing, `/models`, `/retrain`, export, evaluate and the command line's choices
+all read it, so adding a model is adding an entry:
+
+    catalogue = DEFAULT_CATALOGUE.with_model(ModelSpec(name="birds", kind=ModelKind.IMAGE_CLASSIFIER, …))
+
+The serving version's meta.json may carry its own label list (a retrained model can learn a label):
+`with_labels` returns a catalogue whose entry follows it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import MappingProxyType
+
+from inference import digits, flowers
+
+
+class ModelKind(StrEnum):
+    """How a model turns a photo into an answer."""
+
+    DIGIT_READER = "digit_reader"  # finds handwritten digits, frames each as MNIST does, reads numbers
+    IMAGE_CLASSIFIER = "image_classifier"  # a head on the shared pretrained backbone, with a refusal
+
+
+@dataclass(frozen=True)
+class Label:
+    """One label: its name as the model and the database know it, and how people see and write it."""
+
+    name: str
+    display: Mapping[str, str] = field(default_factory=dict)  # language → shown name (default: `name`)
+    aliases: tuple[str, ...] = ()  # further captions accepted for it, in any language
+
+    def shown(self, language: str) -> str:
+        return self.display.get(language, self.name)
+
+    def spellings(self) -> Iterator[str]:
+        """Every caption that names this label, normalised (see `normalise`)."""
+        for word in (self.name, *self.display.values(), *self.aliases):
+            yield normalise(word)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the catalogue."""
+
+    name: str  # the model store's folder, the database's `model` column, the command line's choice
+    kind: ModelKind
+    labels: tuple[Label, ...]
+    mode: str  # the chat mode that sends every photo to this model (`/digit` → "digit")
+    preprocessing: str  # how photos are prepared for versions whose meta.json does not say
+    display: Mapping[str, str] = field(default_factory=dict)  # language → the model's name for people
+    shipped: str | None = None  # folder under inference/shipped/ with the default version, if any
+    trainer: str | None = None  # the `photobot train` module that builds it from a dataset
+    none_label: Mapping[str, str] = field(default_factory=dict)  # language → "Not a …" button text
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label.name for label in self.labels)
+
+    def label(self, name: str) -> Label | None:
+        return next((label for label in self.labels if label.name == name), None)
+
+    def shown(self, language: str) -> str:
+        return self.display.get(language, self.name)
+
+    def shown_label(self, name: str, language: str) -> str:
+        """A label as people read it; a label the catalogue does not list (a number) as it is."""
+        found = self.label(name)
+        return found.shown(language) if found else name
+
+    def with_label_names(self, names: Sequence[str]) -> ModelSpec:
+        """This entry with the labels `names` (kept entries keep their translations)."""
+        labels = tuple(self.label(name) or Label(name) for name in names)
+        return replace(self, labels=labels)
+
+
+class Catalogue:
+    """An ordered, read-only collection of ModelSpecs, looked up by name or by chat mode."""
+
+    def __init__(self, specs: Iterable[ModelSpec]) -> None:
+        self._specs: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in specs})
+        modes = [spec.mode for spec in self._specs.values()]
+        if len(set(modes)) != len(modes) or "auto" in modes:
+            raise ValueError(f"chat modes must be unique and not 'auto': {modes}")
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(self._specs.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __getitem__(self, name: str) -> ModelSpec:
+        return self._specs[name]
+
+    def get(self, name: str | None) -> ModelSpec | None:
+        return self._specs.get(name) if name is not None else None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._specs)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """Every chat mode: "auto", then one per model."""
+        return ("auto", *(spec.mode for spec in self))
+
+    def for_mode(self, mode: str) -> ModelSpec | None:
+        """The model a chat mode sends every photo to; None for "auto" (and unknown modes)."""
+        return next((spec for spec in self if spec.mode == mode), None)
+
+    def of_kind(self, kind: ModelKind) -> tuple[ModelSpec, ...]:
+        return tuple(spec for spec in self if spec.kind == kind)
+
+    def only(self, names: Iterable[str]) -> Catalogue:
+        """The entries named in `names`, in catalogue order."""
+        wanted = set(names)
+        return Catalogue(spec for spec in self if spec.name in wanted)
+
+    def with_model(self, spec: ModelSpec) -> Catalogue:
+        """This catalogue with `spec` added (or replacing the entry of the same name)."""
+        specs = dict(self._specs)
+        specs[spec.name] = spec
+        return Catalogue(specs.values())
+
+    def with_labels(self, name: str, labels: Sequence[str]) -> Catalogue:
+        """This catalogue with model `name` answering with `labels` (e.g. from its serving version)."""
+        if name not in self._specs or tuple(labels) == self._specs[name].label_names:
+            return self
+        return self.with_model(self._specs[name].with_label_names(labels))
+
+    def find_caption(self, caption: str | None) -> tuple[str, str] | None:
+        """(model, label) when a caption names a label in any language (`roses`, `Rose`, `розы`, `7`)."""
+        if not caption:
+            return None
+        word = normalise(caption)
+        for spec in self:
+            for label in spec.labels:
+                if any(word in (spelling, _singular(spelling)) for spelling in label.spellings()):
+                    return spec.name, label.name
+        return None
+
+
+def normalise(word: str) -> str:
+    """Lower case, NFC, no surrounding spaces or final punctuation: how captions are compared."""
+    return unicodedata.normalize("NFC", word).strip().strip(".!").casefold()
+
+
+def _singular(word: str) -> str:
+    """A crude English singular (`roses` → `rose`), so a caption in either number names the label."""
+    return word[:-1] if word.endswith("s") and len(word) > 3 else word
+
+
+# ------------------------------------------------------------------------------ PhotoBot's own models
+
+DIGITS = ModelSpec(
+    name="digits",
+    kind=ModelKind.DIGIT_READER,
+    labels=tuple(
+        Label(str(d), aliases=(word_en, word_ru))
+        for d, word_en, word_ru in zip(
+            range(10),
+            ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+            ("ноль", "один", "два", "три", "четыре", "пять", "шесть", "семь", "восемь", "девять"),
+            strict=True,
+        )
+    ),
+    mode="digit",
+    preprocessing=digits.PREPROCESSING_ID,
+    display={"en": "digits", "ru": "цифры"},
+    shipped="digits",
+    trainer="training.train_digits",
+    none_label={"en": "Not a digit", "ru": "Не цифра"},
+)
+
+FLOWERS = ModelSpec(
+    name="flowers",
+    kind=ModelKind.IMAGE_CLASSIFIER,
+    labels=(
+        Label("daisy", {"ru": "ромашка"}, ("ромашки",)),
+        Label("dandelion", {"ru": "одуванчик"}, ("одуванчики",)),
+        Label("roses", {"ru": "розы"}, ("роза",)),
+        Label("sunflowers", {"ru": "подсолнухи"}, ("подсолнух",)),
+        Label("tulips", {"ru": "тюльпаны"}, ("тюльпан",)),
+    ),
+    mode="flower",
+    preprocessing=flowers.PREPROCESSING_ID,
+    display={"en": "flowers", "ru": "цветы"},
+    shipped="flowers",  # a head only: seeded by assembling it with the installed ImageNet backbone
+    trainer="training.train_flowers",
+    none_label={"en": "Not a flower", "ru": "Не цветок"},
+)
+
+DEFAULT_CATALOGUE = Catalogue((DIGITS, FLOWERS))
