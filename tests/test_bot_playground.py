@@ -104,6 +104,12 @@ async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
             answer = page.locator(".msg:not(.mine)").filter(has_text=re.compile(r"\d+ — \d+%")).last
             await async_api.expect(answer).to_be_visible(timeout=30_000)
             await async_api.expect(page.locator(".msg.mine img")).to_be_visible()
+            # The photo comes through the API with the page's token (an <img src> alone gets 403).
+            loaded = (
+                "() => [...document.querySelectorAll('.msg.mine img')]"
+                ".some(img => img.complete && img.naturalWidth > 0 && img.src.startsWith('blob:'))"
+            )
+            await page.wait_for_function(loaded, timeout=10_000)
             keyboard = page.locator(".keyboard").last
             await keyboard.get_by_role("button", name="❌ Wrong").click()
             await async_api.expect(keyboard.get_by_role("button", name="Not a digit")).to_be_visible(
