@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from inference.catalogue import DEFAULT_CATALOGUE
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
@@ -28,7 +29,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos, or folders of photos")
-    parser.add_argument("--mode", choices=("auto", "digit", "flower"), default="auto", help="default: auto")
+    parser.add_argument("--mode", choices=DEFAULT_CATALOGUE.modes, default="auto", help="default: auto")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="show the K best labels (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per photo")
 
@@ -85,7 +86,8 @@ async def classify_files(
     from inference.errors import InferenceError
     from photobot.serving import build_classifier
 
-    names = {"digit": ("digits",), "flower": ("flowers",)}.get(mode, ("digits", "flowers"))
+    spec = DEFAULT_CATALOGUE.for_mode(mode)
+    names = (spec.name,) if spec else None
     classifier = build_classifier(settings, names=names, reload_poll_s=0)
     await classifier.start()
     try:

@@ -20,15 +20,20 @@ import json
 import sys
 from pathlib import Path
 
+from inference.catalogue import DEFAULT_CATALOGUE, ModelKind
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
-MODES = {"digits": "digit", "flowers": "flower", "auto": "auto"}
 NO_LABEL = "none"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=tuple(MODES), required=True, help="which model (auto: the router)")
+    parser.add_argument(
+        "--model",
+        choices=(*DEFAULT_CATALOGUE.names, "auto"),
+        required=True,
+        help="which model (auto: the router)",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--images", type=Path, metavar="DIR", help="labelled photos, one sub-folder per label"
@@ -39,9 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     if args.mnist_test:
-        if args.model != "digits":
-            raise UserFacingError("--mnist-test measures the digit model: use --model digits")
-        report = _mnist_test(settings)
+        spec = DEFAULT_CATALOGUE.get(args.model)
+        if spec is None or spec.kind != ModelKind.DIGIT_READER:
+            readers = ", ".join(s.name for s in DEFAULT_CATALOGUE.of_kind(ModelKind.DIGIT_READER))
+            raise UserFacingError(f"--mnist-test measures a digit reader: use --model {readers}")
+        report = _mnist_test(settings, spec.name)
     else:
         if not args.images.is_dir():
             raise UserFacingError(f"{args.images}: not a folder (expected one sub-folder per label)")
@@ -70,7 +77,8 @@ async def evaluate_folder(folder: Path, model: str, settings: Settings) -> dict:
     from photobot.commands.classify import classify_files
 
     photos = labelled_photos(folder)
-    answers = await classify_files([p for p, _ in photos], MODES[model], settings)
+    spec = DEFAULT_CATALOGUE.get(model)
+    answers = await classify_files([p for p, _ in photos], spec.mode if spec else "auto", settings)
     tallies: dict[str, list[int]] = {}
     unsure = not_recognized = right_total = 0
     failed = []
@@ -102,7 +110,7 @@ async def evaluate_folder(folder: Path, model: str, settings: Settings) -> dict:
     }
 
 
-def _mnist_test(settings: Settings) -> dict:
+def _mnist_test(settings: Settings, name: str) -> dict:
     import numpy as np
 
     from inference.loading import load_version
@@ -111,9 +119,9 @@ def _mnist_test(settings: Settings) -> dict:
     from training.train_digits import mnist_inputs
 
     store = ModelStore(settings.models_dir)
-    version = store.active("digits")
+    version = store.active(name)
     if version is None:
-        raise UserFacingError("no active digits model: run `photobot train digits` or start the bot once")
+        raise UserFacingError(f"no active {name} model: run `photobot train {name}` or start the bot once")
     loaded = load_version(version, max_batch=2, padded_sizes=())
     _, _, x_test, y_test = load_mnist(settings.datasets, settings.data_dir)
     x = mnist_inputs(x_test, framed=True)
@@ -122,7 +130,7 @@ def _mnist_test(settings: Settings) -> dict:
     )
     right = predicted == y_test
     return {
-        "model": "digits",
+        "model": name,
         "version": version.version,
         "n": len(y_test),
         "accuracy": float(right.mean()),

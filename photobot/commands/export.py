@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 
+from inference.catalogue import DEFAULT_CATALOGUE
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
-MODELS = ("digits", "flowers")
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, choices=MODELS, help="whose labelled photos to export")
+    parser.add_argument(
+        "--model", required=True, choices=DEFAULT_CATALOGUE.names, help="whose labelled photos to export"
+    )
     parser.add_argument("dir", metavar="DIR", help="output folder (created; existing photos are kept)")
     parser.add_argument(
         "--split", choices=("train", "validation"), help="only one part of the stable hash split"

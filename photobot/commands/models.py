@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from inference.catalogue import DEFAULT_CATALOGUE
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
-NAMES = ("digits", "flowers")
+NAMES = DEFAULT_CATALOGUE.names
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 
+from inference.catalogue import DEFAULT_CATALOGUE
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=("digits", "flowers"), required=True)
+    parser.add_argument("--model", choices=DEFAULT_CATALOGUE.names, required=True)
     parser.add_argument("--job-id", type=int, help="the job the bot queued (default: create one)")
     parser.add_argument(
         "--force", action="store_true", help="retrain even with fewer new labelled photos than the minimum"
