@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass
 
 MAX_BYTES = 64
-_LABEL = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
-_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+MAX_ID_DIGITS = 18  # 19 digits can pass SQLite's largest integer (2**63 - 1) and crash the lookup
+_LABEL = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+_ID = re.compile(rf"[1-9][0-9]{{0,{MAX_ID_DIGITS - 1}}}")  # ASCII digits only: not "²" or "٣"
 
 
 class MalformedCallback(ValueError):
@@ -56,7 +57,7 @@ def encode(data: CallbackData) -> str:
         case Verdict(prediction_id, correct):
             text = f"v:{prediction_id}:{'y' if correct else 'n'}"
         case LabelChoice(prediction_id, label):
-            if label is not None and not _LABEL.match(label):
+            if label is not None and not _LABEL.fullmatch(label):
                 raise ValueError(f"label {label!r} cannot travel in callback data")
             text = f"l:{prediction_id}:{label or ''}"
         case BackToVerdict(prediction_id):
@@ -81,7 +82,7 @@ def decode(text: str | None) -> CallbackData:
         match kind, fields:
             case "v", [number, ("y" | "n") as flag]:
                 return Verdict(_id(number), flag == "y")
-            case "l", [number, label] if label == "" or _LABEL.match(label):
+            case "l", [number, label] if label == "" or _LABEL.fullmatch(label):
                 return LabelChoice(_id(number), label or None)
             case "b", [number]:
                 return BackToVerdict(_id(number))
@@ -93,6 +94,7 @@ def decode(text: str | None) -> CallbackData:
 
 
 def _id(text: str) -> int:
-    if not _ID.match(text):
+    """A positive id of at most MAX_ID_DIGITS ASCII digits; `fullmatch`, since `$` lets "12\\n" through."""
+    if not _ID.fullmatch(text):
         raise ValueError(f"not an id: {text!r}")
     return int(text)

@@ -1,7 +1,9 @@
-"""The per-user flood limit for incoming photos: a sliding one-minute window per user.
+"""Per-user flood limits: a sliding one-minute window per user.
 
-A user over the limit is told once per window when to try again; further photos in that window are
-dropped silently, so a flood never turns into a flood of replies. Other users are unaffected.
+Two limiters use it: one for every update (`bot.handlers.flood`, USER_UPDATES_PER_MINUTE) and one for
+photos (USER_PHOTOS_PER_MINUTE), which cost far more to answer. A user over a limit is told once per
+window when to try again; what they send further in that window is dropped silently, so a flood never
+turns into a flood of replies. Other users are unaffected.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ class Decision:
 
 class FloodLimiter:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        """`per_minute` photos per user per minute; 0 turns the limit off."""
+        """`per_minute` updates (or photos) per user per minute; 0 turns the limit off."""
         self.per_minute = per_minute
         self._clock = clock
         self._seen: dict[int, deque[float]] = {}
         self._notified_until: dict[int, float] = {}
 
     def check(self, user_id: int) -> Decision:
-        """Count one photo from `user_id` and say whether to handle it."""
+        """Count one update (or photo) from `user_id` and say whether to handle it."""
         if self.per_minute <= 0:
             return Decision(allowed=True)
         now = self._clock()

@@ -103,6 +103,8 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "text_hint": "Send me a photo of a digit or a flower. /help explains more.",
         "unknown_command": "I don't know that command. /help lists what I understand.",
         "flood": "You're sending photos faster than I can look. Please wait {seconds} s and try again.",
+        "slow_down": "Slow down, please: you're sending messages faster than I can answer. "
+        "Please wait {seconds} s and try again.",
         "download_failed": "I couldn't fetch your photo from Telegram in time. Please send it again.",
         "busy": "I'm busy right now — please send the photo again in a moment.",
         "timeout": "That took too long — please send the photo again.",
@@ -200,6 +202,10 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "unknown_command": "Я не знаю такой команды. Список — /help.",
         "flood": (
             "Вы присылаете фото быстрее, чем я успеваю смотреть. Подождите {seconds} с и попробуйте снова."
+        ),
+        "slow_down": (
+            "Помедленнее, пожалуйста: вы пишете быстрее, чем я успеваю отвечать. "
+            "Подождите {seconds} с и попробуйте снова."
         ),
         "download_failed": "Не удалось вовремя получить ваше фото от Telegram. Пришлите его ещё раз.",
         "busy": "Я сейчас занят — пришлите фото ещё раз чуть позже.",

@@ -51,6 +51,7 @@ class Settings:
     max_image_bytes: int = 20 * 1024 * 1024  # Telegram's own download limit for bots
     max_image_pixels: int = 40_000_000  # larger images are refused as possible decompression bombs
     user_photos_per_minute: int = 20  # per-user flood limit for incoming photos; 0 turns it off
+    user_updates_per_minute: int = 30  # per-user limit for every update (texts, files, buttons); 0: off
     outgoing_messages_per_s: float = 30.0  # Telegram's overall limit for a bot's messages; 0 turns it off
     retrain_min_new_labels: int = 20  # fewer new labelled photos since the last promotion: nothing to do
     retrain_max_labels_per_user: int = 200  # cap on one contributor's share of a retraining set
@@ -108,6 +109,9 @@ class Settings:
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
             user_photos_per_minute=_number(
                 env, "USER_PHOTOS_PER_MINUTE", defaults.user_photos_per_minute, int
+            ),
+            user_updates_per_minute=_number(
+                env, "USER_UPDATES_PER_MINUTE", defaults.user_updates_per_minute, int
             ),
             outgoing_messages_per_s=_number(
                 env, "OUTGOING_MESSAGES_PER_S", defaults.outgoing_messages_per_s, float

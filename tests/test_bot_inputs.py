@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import struct
 import zlib
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from bot_helpers import (
+    ADMIN_ID,
     BotHarness,
     buttons,
     digit_photo,
@@ -312,3 +314,44 @@ async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, gly
         assert [t for t, _ in buttons(late)] == ["✅ Correct", "❌ Wrong"]
     finally:
         bot.server.file_delays.pop(path, None)
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ("/block ²", "Usage: /block <user id>"),
+        ("/unblock ٣", "Usage: /unblock <user id>"),
+        ("/block 1234567890123456789", "Usage: /block <user id>"),  # 19 digits: past SQLite's integers
+        ("/block 99999999999999999999999", "Usage: /block <user id>"),
+        ("/rollback digits ²", "Usage: /rollback <digits|flowers> [version]"),
+        ("/rollback digits 12345678901234567890", "Usage: /rollback <digits|flowers> [version]"),
+    ],
+)
+async def test_ids_that_are_not_short_ascii_numbers_get_the_usage_not_a_crash(
+    bot: BotHarness, command: str, usage: str
+) -> None:
+    admin = bot.user(ADMIN_ID, "Root")
+    assert (await bot.say(admin, command))["text"] == usage
+
+
+async def test_an_eighteen_digit_id_is_accepted(bot: BotHarness) -> None:
+    admin = bot.user(ADMIN_ID, "Root")
+    user_id = 10**18 - 1
+    assert (await bot.say(admin, f"/block {user_id}"))[
+        "text"
+    ] == f"User {user_id} can no longer contribute labels."
+    assert await bot.services.store.is_blocked(user_id)
+    assert (await bot.say(admin, f"/unblock {user_id}"))["text"].startswith(f"User {user_id} ")
+    assert not await bot.services.store.is_blocked(user_id)
+
+
+async def test_a_non_admin_command_is_logged_by_name_without_its_text(
+    bot: BotHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = fresh_user(bot)
+    with caplog.at_level(logging.INFO):
+        answer = await bot.say(user, "/retrain digits my-password-123 and a long story")
+    assert answer["text"] == "Sorry, this command is for admins only."
+    tried = [r.getMessage() for r in caplog.records if "tried" in r.getMessage()]
+    assert tried == [f"Non-admin user {user} tried /retrain"]
+    assert not [r for r in caplog.records if "my-password-123" in r.getMessage()]

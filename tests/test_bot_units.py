@@ -63,7 +63,7 @@ def test_languages_fall_back_to_english_and_every_text_exists_in_both() -> None:
 
 
 def test_callback_data_round_trips_within_64_bytes() -> None:
-    biggest = 10**18  # ids up to 19 digits still fit
+    biggest = 10**18 - 1  # ids of up to 18 digits: 19 may pass SQLite's largest integer
     samples = [
         callbacks.Verdict(biggest, True),
         callbacks.Verdict(1, False),
@@ -79,11 +79,21 @@ def test_callback_data_round_trips_within_64_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [None, "", "v:1", "v:01:y", "v:1:y:extra", "l:3:a/b", "q:1", "f:1:maybe", "é" * 40]
+    "bad",
+    [
+        *(None, "", "v:1", "v:01:y", "v:1:y:extra", "l:3:a/b", "q:1", "f:1:maybe", "é" * 40),
+        *("v:1000000000000000000:y", "b:9999999999999999999", "f:99999999999999999999:y"),  # 19+ digits
+        *("v:12\n:y", "b:7\n", "l:5:roses\n", "v:²:y", "b:٣", "f:1²:n"),  # what `$` and isdigit() let by
+    ],
 )
 def test_malformed_callback_data_is_refused(bad) -> None:
     with pytest.raises(callbacks.MalformedCallback):
         callbacks.decode(bad)
+
+
+def test_an_id_of_nineteen_digits_is_refused_at_encoding() -> None:
+    with pytest.raises(ValueError):
+        callbacks.encode(callbacks.Verdict(10**18, True))
 
 
 def test_a_label_that_cannot_travel_is_refused_at_encoding() -> None:

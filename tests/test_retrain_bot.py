@@ -47,6 +47,7 @@ async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, mnist_p
         model_dir,
         datasets=(mnist_path.parent,),
         user_photos_per_minute=0,
+        user_updates_per_minute=0,
         retrain_min_new_labels=10,
         retrain_gate_margin=MARGIN,
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.handlers import admin, basics, feedback, forget, modes, photos, stats
+from bot.handlers import admin, basics, feedback, flood, forget, modes, photos, stats
 
 
 def register(application: Application) -> None:
-    """Admin and user commands first, then photos and documents, then everything else a user may send."""
+    """The per-user flood check ahead of everything; then admin and user commands, then photos and
+    documents, then everything else a user may send."""
+    flood.register(application)
     admin.register(application)
     basics.register_commands(application)
     modes.register(application)

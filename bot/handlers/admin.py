@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot import retraining
+from bot.callbacks import MAX_ID_DIGITS
 from bot.services import MODEL_NAMES, Services, lang, services
 from bot.texts import text
 from inference.errors import InferenceError
@@ -22,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 VERSIONS_SHOWN = 5
+# ASCII digits, and few enough to fit SQLite's integers: `str.isdigit` also passes "²", which int() refuses.
+_NUMBER = re.compile(rf"[0-9]{{1,{MAX_ID_DIGITS}}}")
 
 
 def admin_only(handler: Handler) -> Handler:
@@ -31,12 +35,19 @@ def admin_only(handler: Handler) -> Handler:
     async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         user_id = update.effective_user.id if update.effective_user else None
         if not services(context).is_admin(user_id):
-            logger.warning("Non-admin user %s tried %r", user_id, update.effective_message.text)
+            # The command's name only: the rest is anyone's free text, and logs are kept and shared.
+            logger.warning("Non-admin user %s tried %s", user_id, _command_name(update))
             await update.effective_message.reply_text(text(lang(update), "not_allowed"))
             return
         await handler(update, context)
 
     return guarded
+
+
+def _command_name(update: Update) -> str:
+    """`/retrain` of "/retrain@PhotoBot whatever follows" (CommandHandler checked it is a command)."""
+    words = (update.effective_message.text or "").split(maxsplit=1)
+    return words[0].split("@", 1)[0] if words else "?"
 
 
 @admin_only
@@ -99,11 +110,12 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Serve an earlier version of a model: `/rollback <model> [version]`, without a restart."""
     args = context.args or []
     language = lang(update)
-    if not 1 <= len(args) <= 2 or args[0] not in MODEL_NAMES or (len(args) == 2 and not args[1].isdigit()):
+    version = number_arg(args[1]) if len(args) == 2 else None
+    if not 1 <= len(args) <= 2 or args[0] not in MODEL_NAMES or (len(args) == 2 and version is None):
         await update.effective_message.reply_text(text(language, "rollback_usage"))
         return
     found = services(context)
-    name, version = args[0], int(args[1]) if len(args) == 2 else None
+    name = args[0]
     previous = found.model_store.active_version(name)
     try:
         target = await asyncio.to_thread(found.model_store.rollback, name, version)
@@ -139,12 +151,12 @@ async def unblock(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def _set_blocked(update: Update, context: ContextTypes.DEFAULT_TYPE, *, blocked: bool) -> None:
     args = context.args or []
     language = lang(update)
-    if len(args) != 1 or not args[0].isdigit():
+    user_id = number_arg(args[0]) if len(args) == 1 else None
+    if user_id is None:
         await update.effective_message.reply_text(
             text(language, "block_usage" if blocked else "unblock_usage")
         )
         return
-    user_id = int(args[0])
     await services(context).store.set_blocked(user_id, blocked)
     logger.info(
         "User %s %s user %s", update.effective_user.id, "blocked" if blocked else "unblocked", user_id
@@ -152,6 +164,11 @@ async def _set_blocked(update: Update, context: ContextTypes.DEFAULT_TYPE, *, bl
     await update.effective_message.reply_text(
         text(language, "blocked" if blocked else "unblocked", user=user_id)
     )
+
+
+def number_arg(arg: str) -> int | None:
+    """A user id or version typed after a command; None for anything but 1 to 18 ASCII digits."""
+    return int(arg) if _NUMBER.fullmatch(arg) else None
 
 
 def register(application: Application) -> None:

@@ -200,6 +200,7 @@ async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> as
         "TELEGRAM_API_URL": server.url,
         "DATA_DIR": str(folder),
         "USER_PHOTOS_PER_MINUTE": "0",
+        "USER_UPDATES_PER_MINUTE": "0",
         "OUTGOING_MESSAGES_PER_S": str(args.outgoing_rate),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "LOG_LEVEL": "WARNING",

@@ -88,6 +88,7 @@ async def _feed_through_bot(settings: Settings, photos, user_id: int) -> None:
         telegram_bot_token=TOKEN,
         telegram_api_url=server.url,
         user_photos_per_minute=0,
+        user_updates_per_minute=0,
         outgoing_messages_per_s=0,
     )
     application = build_application(bot_settings, models=("digits",))
