@@ -41,7 +41,8 @@ Outputs = Any  # an array, or a list / tuple / dict of arrays, with the batch on
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """The engine's knobs. Defaults measured with `photobot bench inference` on 2 CPU cores (README)."""
+    """The engine's knobs, from the settings' ENGINE_* variables (defaults chosen with `photobot bench
+    inference` on 2 CPU cores: docs/performance.md)."""
 
     max_batch: int = 16  # rows per compiled model call (a digit photo is one row per digit)
     max_wait_ms: float = 5.0  # how long the oldest waiting photo may wait for others on their way

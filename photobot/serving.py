@@ -7,8 +7,10 @@ trained head that `training.flower_model` assembles with the installed ImageNet 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from inference.classifier import Classifier, Seeder
@@ -17,21 +19,9 @@ from inference.model_store import ModelStore, ModelVersion
 from photobot.settings import Settings
 
 
-def engine_config(settings: Settings, **changes: object) -> EngineConfig:
-    """Settings.engine as the engine's config; keyword arguments override single fields."""
-    limits = settings.engine
-    values = {
-        "max_batch": limits.max_batch,
-        "max_wait_ms": limits.max_wait_ms,
-        "queue_size": limits.queue_size,
-        "deadline_s": limits.deadline_s,
-        "workers": limits.workers,
-        "reload_poll_s": limits.reload_poll_s,
-        "pool": limits.pool,
-        "runtime": limits.runtime,
-        **changes,
-    }
-    return EngineConfig(**values)  # type: ignore[arg-type]
+def engine_config(settings: Settings, **changes: Any) -> EngineConfig:
+    """Settings.engine with single fields overridden by keyword arguments."""
+    return dataclasses.replace(settings.engine, **changes)
 
 
 def _seed_flowers(store: ModelStore) -> ModelVersion | None:
@@ -43,22 +33,14 @@ def _seed_flowers(store: ModelStore) -> ModelVersion | None:
 SEEDERS: dict[str, Seeder] = {"flowers": _seed_flowers}
 
 
-# TensorFlow runs a graph's ops on an inter-op thread pool; the models here are chains of layers with
-# nothing to run side by side, so one inter-op thread (ops in the calling thread; each op's own
-# intra-op parallelism unchanged) saves the hand-offs. Measured on the 2-core machine, three runs
-# each: digits at 8 callers 215 vs 202 photos/s (p95 49 vs 52 ms); flowers the same at 64 callers
-# and 41.5 vs 36.4 photos/s at 1. Read when TensorFlow starts, so set before the first model loads;
-# TF_NUM_INTEROP_THREADS in the environment overrides it.
+# The models are chains of layers with nothing to run side by side, so one TensorFlow inter-op thread
+# (ops run in the calling thread) saves the hand-offs. Read when TensorFlow starts, so it is set before
+# the first model loads; TF_NUM_INTEROP_THREADS in the environment wins. Figures: docs/performance.md.
 SERVING_TF_INTEROP_THREADS = "1"
 
-# In the bot, one intra-op thread as well. The bot's cores are already taken by the decode processes
-# and python-telegram-bot, so a second thread per op mostly waits for work, spinning: TensorFlow's
-# threads used ~6 ms of CPU per digit photo for a ~2.5 ms model. `photobot bench bot` (10 users, three
-# alternating pairs): digits 64.0 / 66.9 / 62.1 photos/s against 62.8 / 54.6 / 58.1 with one thread
-# per core, 23–24 against 25–28 ms of bot CPU per photo; flowers 38.1 / 32.5 / 39.5 against 38.0 /
-# 36.1 / 36.8 photos/s at 39–44 against 46–48 ms. The engine alone (`photobot bench inference`,
-# `photobot classify`) keeps TensorFlow's default, one per core: with the cores to itself the flower
-# model runs 15–25% faster at 64 callers with two. TF_NUM_INTRAOP_THREADS overrides it.
+# In the bot, one intra-op thread as well: its cores are taken by the decode processes and
+# python-telegram-bot, and a second thread per op mostly spins. The engine alone (`photobot bench
+# inference`, `photobot classify`) keeps one per core. TF_NUM_INTRAOP_THREADS in the environment wins.
 BOT_TF_INTRAOP_THREADS = "1"
 
 
@@ -74,7 +56,7 @@ def build_classifier(
     *,
     catalogue: Catalogue = DEFAULT_CATALOGUE,
     names: Iterable[str] | None = None,
-    **changes: object,
+    **changes: Any,
 ) -> Classifier:
     """A Classifier over the settings' model store (not started: `await classifier.start()`)."""
     use_serving_threads()

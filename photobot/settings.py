@@ -1,6 +1,7 @@
 """One settings object, read from the environment and `.env` in one place, then passed down.
 
-`inference` and `storage` never import this module: they receive plain values from their callers.
+`inference` and `storage` never import this module: they receive plain values from their callers
+(the engine its own `EngineConfig`, which is what `Settings.engine` holds).
 Every variable is listed with its default in `.env.example`; keep the two in step.
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from inference.engine import EngineConfig
+
 T = TypeVar("T", int, float)
 
 TELEGRAM_API_DEFAULT = "https://api.telegram.org"
@@ -19,20 +22,6 @@ TELEGRAM_API_DEFAULT = "https://api.telegram.org"
 
 class SettingsError(ValueError):
     """A variable has a value that cannot be used; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class EngineLimits:
-    """The inference engine's knobs; defaults chosen by `photobot bench inference` (see README)."""
-
-    max_batch: int = 16  # photos per compiled model call
-    max_wait_ms: float = 5.0  # how long a worker waits for photos still being prepared to join a batch
-    queue_size: int = 256  # queued photos per model before callers get "busy, try again"
-    deadline_s: float = 10.0  # a request not answered by then fails with a timeout
-    workers: int = 0  # decode/preprocess workers (processes or threads); 0 means one per CPU core
-    reload_poll_s: float = 2.0  # how often the model store's `active` pointers are checked; 0: never
-    pool: str = "process"  # "thread" or "process": where decoding and preprocessing run
-    runtime: str = "auto"  # "auto", "keras" or "lite": auto runs models on the CPU through LiteRT
 
 
 @dataclass(frozen=True)
@@ -47,14 +36,21 @@ class Settings:
     datasets: tuple[Path, ...] = ()  # folders searched for mnist.npz and flower_photos/ before downloading
     keras_backend: str = "tensorflow"
     log_level: str = "INFO"
-    engine: EngineLimits = field(default_factory=EngineLimits)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # the inference engine's knobs
     max_image_bytes: int = 20 * 1024 * 1024  # Telegram's own download limit for bots
-    max_image_pixels: int = 40_000_000  # larger images are refused as possible decompression bombs
+    # Pixels a JPEG may declare (it is decoded at 1/2 to 1/8 scale: a 108 MP phone photo reads at 1.7 MP);
+    # other formats decode at full size and stop at inference.decode.MAX_FULL_PIXELS (16 MP).
+    max_image_pixels: int = 110_000_000
+    decode_memory_mb: int = 1024  # address space a decode process may add (RLIMIT_AS); 0: unlimited
     user_photos_per_minute: int = 20  # per-user flood limit for incoming photos; 0 turns it off
     user_updates_per_minute: int = 30  # per-user limit for every update (texts, files, buttons); 0: off
     outgoing_messages_per_s: float = 30.0  # Telegram's overall limit for a bot's messages; 0 turns it off
     retrain_min_new_labels: int = 20  # fewer new labelled photos since the last promotion: nothing to do
-    retrain_max_labels_per_user: int = 200  # cap on one contributor's share of a retraining set
+    retrain_max_labels_per_user: int = 200  # cap on one contributor's photos in a retraining set
+    # No one person may be more than this share of the chat photos a retrain uses (so at least
+    # 1/share people are needed), and chat photos count only once this many people gave them.
+    retrain_max_user_share: float = 0.25
+    retrain_min_contributors: int = 4
     retrain_gate_margin: float = 0.3  # accuracy points a candidate may lose on the base test set
 
     @property
@@ -83,7 +79,7 @@ class Settings:
             return value or None
 
         defaults = cls()
-        engine_defaults = EngineLimits()
+        engine_defaults = EngineConfig()
         return cls(
             telegram_bot_token=get("TELEGRAM_BOT_TOKEN"),
             telegram_api_url=(get("TELEGRAM_API_URL") or TELEGRAM_API_DEFAULT).rstrip("/"),
@@ -95,7 +91,7 @@ class Settings:
             datasets=tuple(Path(p) for p in (get("PHOTOBOT_DATASETS") or "").split(os.pathsep) if p),
             keras_backend=get("KERAS_BACKEND") or defaults.keras_backend,
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
-            engine=EngineLimits(
+            engine=EngineConfig(
                 max_batch=_number(env, "ENGINE_MAX_BATCH", engine_defaults.max_batch, int),
                 max_wait_ms=_number(env, "ENGINE_MAX_WAIT_MS", engine_defaults.max_wait_ms, float),
                 queue_size=_number(env, "ENGINE_QUEUE_SIZE", engine_defaults.queue_size, int),
@@ -107,6 +103,7 @@ class Settings:
             ),
             max_image_bytes=_number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
+            decode_memory_mb=_number(env, "DECODE_MEMORY_MB", defaults.decode_memory_mb, int),
             user_photos_per_minute=_number(
                 env, "USER_PHOTOS_PER_MINUTE", defaults.user_photos_per_minute, int
             ),
@@ -121,6 +118,13 @@ class Settings:
             ),
             retrain_max_labels_per_user=_number(
                 env, "RETRAIN_MAX_LABELS_PER_USER", defaults.retrain_max_labels_per_user, int
+            ),
+            retrain_max_user_share=_fraction(
+                "RETRAIN_MAX_USER_SHARE",
+                _number(env, "RETRAIN_MAX_USER_SHARE", defaults.retrain_max_user_share, float),
+            ),
+            retrain_min_contributors=_number(
+                env, "RETRAIN_MIN_CONTRIBUTORS", defaults.retrain_min_contributors, int
             ),
             retrain_gate_margin=_number(env, "RETRAIN_GATE_MARGIN", defaults.retrain_gate_margin, float),
         )
@@ -156,6 +160,13 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:
         raise SettingsError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _fraction(name: str, value: float) -> float:
+    """A share such as 0.25: above 0 (0 would leave nothing to use) and at most 1 (everything)."""
+    if not 0 < value <= 1:
+        raise SettingsError(f"{name} must be a fraction above 0 and at most 1 (0.25 = 25%), got {value!r}")
     return value
 
 

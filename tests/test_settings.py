@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from inference.engine import EngineConfig
 from photobot import settings as settings_module
-from photobot.settings import EngineLimits, Settings, SettingsError, read_dotenv
+from photobot.settings import Settings, SettingsError, read_dotenv
 
 EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
 
@@ -39,7 +40,7 @@ def test_the_environment_overrides_dotenv(tmp_path):
     settings = Settings.from_env({"DATA_DIR": "from-env", "PHOTOBOT_DATASETS": "a:b"}, dotenv)
     assert settings.telegram_bot_token == "123:abc"
     assert settings.admin_ids == frozenset({1, 2, 3})
-    assert settings.engine == dataclasses.replace(EngineLimits(), max_batch=32)
+    assert settings.engine == dataclasses.replace(EngineConfig(), max_batch=32)
     assert settings.log_level == "DEBUG"
     assert settings.data_dir == Path("from-env")
     assert settings.database_path == Path("from-env/photobot.sqlite3")
