@@ -68,7 +68,15 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
             "Labelled examples you gave: {contributions}"
         ),
         "forget_confirm": (
-            "Delete everything I stored about you — your photos, answers and labels? This cannot be undone."
+            "Delete everything I stored about you — your photos, answers and labels, and the copies of "
+            "your photos in retraining reports and caches? This cannot be undone."
+        ),
+        "forget_not_undone": (
+            "What deleting cannot take back: models already trained on your photos, retraining reports "
+            "already sent to the admins, and copies an admin has already exported."
+        ),
+        "forget_block_kept": (
+            "I kept your user id, and nothing else, to remember that an admin stopped accepting your labels."
         ),
         "forget_yes": "Yes, delete",
         "forget_no": "No, keep",
@@ -168,7 +176,17 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
             "Верных: {correct} ({percent})\n"
             "Ваших размеченных примеров: {contributions}"
         ),
-        "forget_confirm": "Удалить всё, что я о вас храню — фото, ответы и метки? Это нельзя отменить.",
+        "forget_confirm": (
+            "Удалить всё, что я о вас храню — фото, ответы и метки, а также копии ваших фото в отчётах "
+            "и кэше переобучения? Это нельзя отменить."
+        ),
+        "forget_not_undone": (
+            "Удаление не вернёт: модели, уже обученные на ваших фото, отчёты о переобучении, уже "
+            "отправленные администраторам, и копии, которые администратор уже выгрузил."
+        ),
+        "forget_block_kept": (
+            "Я сохранил только ваш id, чтобы помнить, что администратор перестал принимать ваши метки."
+        ),
         "forget_yes": "Да, удалить",
         "forget_no": "Нет, оставить",
         "forget_done": "Готово: удалил {photos} фото и всё остальное, что хранил о вас.",

@@ -428,17 +428,35 @@ class Store:
 
     # ------------------------------------------------------------ /forget
 
-    async def forget(self, user_id: int) -> ForgetReport:
-        """Delete every row about a user, and the photos (rows and files) nobody else sent."""
-        report, orphans = await self._write(functools.partial(sql.forget_user, user_id=user_id))
+    async def forget(
+        self, user_id: int, *, remove_copies: Callable[[list[str]], object] | None = None
+    ) -> ForgetReport:
+        """Delete every row about a user, and the photos (rows and files) nobody else sent.
+
+        `remove_copies(sha256s)` deletes what was made from the user's photos outside the database
+        (cached features, report pictures), in a thread. It runs before the rows go, so a crash in
+        between leaves the user to forget again, never copies whose photos nobody can name any more;
+        and again once the image files are gone, for copies a retraining job made meanwhile (from
+        then on a job can no longer read the photos). A blocked user's block is kept.
+        """
+        sha256s: list[str] = []
+        if remove_copies is not None:
+            sha256s = await self._read(functools.partial(sql.user_photo_hashes, user_id=user_id))
+            await asyncio.to_thread(remove_copies, sha256s)
+        report, orphans = await self._write(
+            functools.partial(sql.forget_user, user_id=user_id, now=time.time())
+        )
         await self._remove_images(orphans)
+        if remove_copies is not None:
+            await asyncio.to_thread(remove_copies, sha256s)
         log.info(
-            "forgot user %d: %d predictions, %d feedback, %d contributions, %d photos",
+            "forgot user %d: %d predictions, %d feedback, %d contributions, %d photos%s",
             user_id,
             report.predictions,
             report.feedback,
             report.contributions,
             report.photos,
+            "; the block is kept" if report.kept_block else "",
         )
         return report
 

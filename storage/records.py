@@ -141,6 +141,7 @@ class ForgetReport:
     feedback: int
     contributions: int
     photos: int  # photo rows and image files deleted (those nobody else sent)
+    kept_block: bool = False  # blocked: the id stays, with the block and nothing else
 
 
 @dataclass(frozen=True)

@@ -348,20 +348,27 @@ def global_stats(db: sqlite3.Connection, now: float) -> GlobalStats:
 # ---------------------------------------------------------------- forgetting a user
 
 
-def forget_user(db: sqlite3.Connection, user_id: int) -> tuple[ForgetReport, list[str]]:
-    """Delete every row about a user; return the report and the photos nobody else sent.
-
-    Those photos' rows go too, and their files are queued in `image_deletions` in this same
-    transaction, so a crash before the files are removed cannot forget to remove them.
-    """
-    photos = {
+def user_photo_hashes(db: sqlite3.Connection, user_id: int) -> list[str]:
+    """The SHA-256 of every photo the user sent (answered or labelled), shared with others or not."""
+    return [
         row[0]
         for row in db.execute(
             """SELECT photo_sha256 FROM predictions WHERE user_id = ?
-               UNION SELECT photo_sha256 FROM contributions WHERE user_id = ?""",
+               UNION SELECT photo_sha256 FROM contributions WHERE user_id = ?
+               ORDER BY 1""",
             (user_id, user_id),
         )
-    }
+    ]
+
+
+def forget_user(db: sqlite3.Connection, user_id: int, now: float) -> tuple[ForgetReport, list[str]]:
+    """Delete every row about a user; return the report and the photos nobody else sent.
+
+    Those photos' rows go too, and their files are queued in `image_deletions` in this same
+    transaction, so a crash before the files are removed cannot forget to remove them. A blocked
+    user keeps a bare row (id, the block, and `now` as both times): forgetting must not unblock.
+    """
+    photos = user_photo_hashes(db, user_id)
     feedback = db.execute(
         """DELETE FROM feedback WHERE user_id = ?
               OR prediction_id IN (SELECT id FROM predictions WHERE user_id = ?)""",
@@ -370,9 +377,9 @@ def forget_user(db: sqlite3.Connection, user_id: int) -> tuple[ForgetReport, lis
     contributions = db.execute("DELETE FROM contributions WHERE user_id = ?", (user_id,)).rowcount
     predictions = db.execute("DELETE FROM predictions WHERE user_id = ?", (user_id,)).rowcount
     db.execute("DELETE FROM chats WHERE id = ?", (user_id,))
-    db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+    kept_block = _forget_user_row(db, user_id, now)
     orphans = []
-    for sha256 in sorted(photos):
+    for sha256 in photos:
         still_used = db.execute(
             """SELECT EXISTS (SELECT 1 FROM predictions WHERE photo_sha256 = ?)
                    OR EXISTS (SELECT 1 FROM contributions WHERE photo_sha256 = ?)""",
@@ -386,8 +393,20 @@ def forget_user(db: sqlite3.Connection, user_id: int) -> tuple[ForgetReport, lis
                 "INSERT OR REPLACE INTO image_deletions (sha256, path) VALUES (?, ?)", (sha256, path[0])
             )
             orphans.append(sha256)
-    report = ForgetReport(user_id, predictions, feedback, contributions, len(orphans))
+    report = ForgetReport(user_id, predictions, feedback, contributions, len(orphans), kept_block)
     return report, orphans
+
+
+def _forget_user_row(db: sqlite3.Connection, user_id: int, now: float) -> bool:
+    """Delete the user's row, or strip a blocked user's to the block alone; True if a block was kept."""
+    kept = db.execute(
+        """UPDATE users SET language = NULL, first_seen = ?, last_seen = ?
+           WHERE id = ? AND blocked = 1""",
+        (now, now, user_id),
+    ).rowcount
+    if not kept:
+        db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+    return bool(kept)
 
 
 def pending_image_deletions(db: sqlite3.Connection) -> list[str]:

@@ -274,7 +274,8 @@ async def test_forget_asks_then_deletes_and_old_buttons_become_stale(bot: BotHar
 
     ask = await bot.say(user, "/forget")
     _, done = await bot.press(user, ask, button_data(ask, "Yes, delete"))
-    assert done["text"] == "Done: I deleted 1 photos and everything else I stored about you."
+    assert done["text"].startswith("Done: I deleted 1 photos and everything else I stored about you.\n\n")
+    assert "models already trained on your photos" in done["text"]  # what cannot be undone: test_forget.py
     assert await bot.services.store.get_prediction(record.id) is None
     assert not bot.services.images.exists(record.photo_sha256)
     assert (await bot.services.store.chat_mode(user), await bot.services.chat_mode(user)) == ("auto", "auto")

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from training import gate
-from training.report import Mistake, ReportData, confusion_matrix, report_text, write_report
+from training.report import (
+    MISTAKES_FILE,
+    PHOTOS_FILE,
+    Mistake,
+    ReportData,
+    confusion_matrix,
+    redact_reports,
+    report_text,
+    write_report,
+)
 
 
 def _data(tmp_path: Path) -> ReportData:
@@ -57,8 +67,9 @@ def test_the_report_text_gives_old_and_new_accuracy_the_decision_and_the_photos_
     assert "Chat photos used: 100 (80 train, 20 validation)" in text
     assert "  each shown 66× per epoch beside 30000 base examples" in text
     assert "  per label: 2 30, 7 70" in text
-    assert "  per contributor: 1001: 95, 1002: 5" in text
-    assert "  left out by the per-user cap: 1002: 12" in text
+    assert "  from 2 people, most first: 95, 5" in text
+    assert "  left out by the per-user cap: 12 from 1 person" in text
+    assert "1001" not in text and "1002" not in text  # sent to the admin chat: no user ids
     assert "  left out, no digit found on the photo: 3" in text
     assert "Chat photos the new model still gets wrong: 2" in text
 
@@ -86,3 +97,72 @@ def test_a_skipped_job_explains_itself_and_draws_nothing(tmp_path: Path) -> None
 def test_confusion_matrix_counts_rows_as_truth_and_columns_as_answers() -> None:
     matrix = confusion_matrix([0, 0, 1, 2], [0, 1, 1, 0], 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def _photo(path: Path, color: tuple[int, int, int]) -> Path:
+    Image.new("RGB", (64, 48), color).save(path, "JPEG")
+    return path
+
+
+def test_the_mistakes_picture_lists_its_photos_and_leaves_out_unreadable_ones(tmp_path: Path) -> None:
+    mine, theirs = _photo(tmp_path / "a.jpg", (200, 30, 30)), _photo(tmp_path / "b.jpg", (30, 30, 200))
+    data = _data(tmp_path)
+    data.mistakes = [
+        Mistake(mine, "2", "1", "train"),
+        Mistake(tmp_path / "forgotten.jpg", "3", "8", "train"),  # removed by /forget while the job ran
+        Mistake(theirs, "7", "1", "validation"),
+    ]
+    report = write_report(data, tmp_path / "report")
+    assert report.images[-1].name == MISTAKES_FILE
+    listed = (tmp_path / "report" / PHOTOS_FILE).read_text(encoding="utf-8").split()
+    assert listed == [hashlib.sha256(p.read_bytes()).hexdigest() for p in (mine, theirs)]
+
+
+def test_no_mistakes_means_no_picture_and_no_list(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    data.mistakes = [Mistake(tmp_path / "gone.jpg", "2", "1", "train")]
+    report = write_report(data, tmp_path / "report")
+    assert [p.name for p in report.images] == ["confusion.png", "curves.png"]
+    assert not (tmp_path / "report" / PHOTOS_FILE).exists()
+
+
+def test_redact_reports_removes_only_the_pictures_showing_forgotten_photos(tmp_path: Path) -> None:
+    mine, theirs = _photo(tmp_path / "a.jpg", (200, 30, 30)), _photo(tmp_path / "b.jpg", (30, 30, 200))
+    reports = tmp_path / "reports"
+    for name, photo in (("digits-job1", mine), ("digits-job2", theirs)):
+        data = _data(tmp_path)
+        data.mistakes = [Mistake(photo, "2", "1", "train")]
+        write_report(data, reports / name)
+    mine_sha = hashlib.sha256(mine.read_bytes()).hexdigest()
+
+    assert redact_reports(reports, [mine_sha]) == 1
+
+    assert not (reports / "digits-job1" / MISTAKES_FILE).exists()
+    assert not (reports / "digits-job1" / PHOTOS_FILE).exists()
+    assert (reports / "digits-job1" / "report.txt").is_file()  # the numbers stay
+    assert (reports / "digits-job2" / MISTAKES_FILE).is_file()
+    assert redact_reports(reports, [mine_sha]) == 0
+
+
+def test_redact_reports_clears_reports_written_before_photos_and_ids_were_kept_out(tmp_path: Path) -> None:
+    old = tmp_path / "reports" / "flowers-job3"
+    old.mkdir(parents=True)
+    _photo(old / MISTAKES_FILE, (1, 2, 3))  # no photos.txt: it may show anyone's photo
+    (old / "report.txt").write_text(
+        "Retraining flowers (job 3)\nChat photos used: 9\n  per contributor: 4242: 5, 77: 4\n"
+        "  left out by the per-user cap: 4242: 3\nTime: 5 s\n",
+        encoding="utf-8",
+    )
+    assert redact_reports(tmp_path / "reports", []) == 1
+    assert not (old / MISTAKES_FILE).exists()
+    assert (old / "report.txt").read_text(encoding="utf-8") == (
+        "Retraining flowers (job 3)\nChat photos used: 9\nTime: 5 s\n"
+    )
+
+
+def test_many_contributors_are_counted_not_listed() -> None:
+    data = ReportData(
+        model="digits", job_id=1, serving_version=1, used_per_contributor={i: i for i in range(1, 13)}
+    )
+    text = report_text(data)
+    assert "  from 12 people, most first: 12, 11, 10, 9, 8, 7, 6, 5, 4, 3 and 2 more" in text

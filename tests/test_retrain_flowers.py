@@ -81,7 +81,7 @@ def test_the_flower_head_is_retrained_on_chat_photos_and_new_classes_are_reporte
     text = outcome.report.text
     assert outcome.decision in ("promote", "reject") and outcome.candidate_version == 2
     assert "New classes from chat (not added; a model change is needed): orchids (1)" in text
-    assert "per label: daisy 5, roses 5, sunflowers 5" in text and "per contributor: 51: 15" in text
+    assert "per label: daisy 5, roses 5, sunflowers 5" in text and "from 1 person, most first: 15" in text
     assert "flowers test split (" in text
     models = ModelStore(settings.models_dir)
     candidate = models.get("flowers", 2)

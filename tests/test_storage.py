@@ -330,6 +330,57 @@ async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sen
         await store.record_feedback(mine, user_id=1, verdict="correct")
 
 
+async def test_forget_keeps_a_blocked_users_block_and_nothing_else(store, tmp_path):
+    await label_photo(store, user_id=5, message_id=1, image=png(11), true_label="3")
+    await store.touch_user(5, language="ru")
+    await store.set_blocked(5, True)
+    before = time.time()
+
+    report = await store.forget(5)
+
+    assert report.kept_block and (report.predictions, report.photos) == (1, 1)
+    user = await store.get_user(5)
+    assert user.blocked and user.language is None
+    assert user.first_seen == user.last_seen >= before  # the history of visits is gone
+    assert await store.is_blocked(5) and await store.blocked_users() == [5]
+    assert (await store.global_stats()).blocked_users == 1
+    for table in ("predictions", "feedback", "contributions"):
+        assert rows(tmp_path, f"SELECT count(*) FROM {table} WHERE user_id = 5") == [(0,)]
+    # What they label after forgetting is still left out of training.
+    photo = await store.add_photo(png(12))
+    await store.record_contribution(
+        user_id=5, chat_id=5, message_id=2, photo_sha256=photo.sha256, model="digits", label="4"
+    )
+    labelled = await store.labelled_set("digits")
+    assert labelled.examples == () and labelled.blocked_votes == 1
+
+
+async def test_forget_of_an_unblocked_user_keeps_no_row(store):
+    await predict(store, user_id=6, message_id=1, image=png(13))
+    await store.set_blocked(6, True)
+    await store.set_blocked(6, False)
+    report = await store.forget(6)
+    assert not report.kept_block
+    assert await store.get_user(6) is None and await store.blocked_users() == []
+
+
+async def test_forget_removes_copies_before_and_after_the_rows_with_every_photo_of_the_user(store):
+    shared, own = png(14), png(15)
+    await label_photo(store, user_id=7, message_id=1, image=shared, true_label="3")
+    await label_photo(store, user_id=7, message_id=2, image=own, true_label="4")
+    await label_photo(store, user_id=8, message_id=1, image=shared, true_label="3")
+    hashes = sorted([(await store.add_photo(shared)).sha256, (await store.add_photo(own)).sha256])
+    calls: list[tuple[list[str], bool]] = []
+
+    def remove_copies(sha256s: list[str]) -> None:
+        calls.append((list(sha256s), store.images.exists(hashes[0]) and store.images.exists(hashes[1])))
+
+    await store.forget(7, remove_copies=remove_copies)
+
+    # First while every photo is still stored, then once the photos nobody else sent are gone.
+    assert calls == [(hashes, True), (hashes, False)]
+
+
 async def test_a_forgotten_photo_sent_again_is_stored_again(store):
     await predict(store, user_id=1, message_id=1, image=png(5))
     await store.forget(1)

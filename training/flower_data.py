@@ -6,7 +6,9 @@
 - Split by a stable hash of each photo's *content* (as `retrain.py` does with names): a photo keeps its
   split forever, whatever other photos arrive or leave.
 - Bottleneck cache: one `.npy` per photo content hash under a folder named by the backbone and the
-  preprocessing, so each photo's features are computed once and reused by every later run.
+  preprocessing, so each photo's features are computed once and reused by every later run. Chat
+  photos are cached under the SHA-256 the image store knows them by, so /forget can delete them
+  (`forget_bottlenecks`).
 """
 
 from __future__ import annotations
@@ -192,17 +194,51 @@ class BottleneckCache:
         os.replace(temporary, path)
 
 
+def forget_bottlenecks(root: Path, digests: Sequence[str]) -> int:
+    """Delete the cached features of these photos under every backbone's folder; return how many.
+
+    /forget calls it with the hashes of a person's photos: features are a copy of the photo's content.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for folder in (p for p in root.iterdir() if p.is_dir()):
+        for digest in digests:
+            if not _is_sha256(digest):  # never a path built from anything but a hash
+                raise ValueError(f"not a SHA-256: {digest!r}")
+            path = BottleneckCache(root, folder.name)._path(digest)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
+    if removed:
+        log.info("removed %d cached feature files of forgotten photos", removed)
+    return removed
+
+
+def _is_sha256(digest: str) -> bool:
+    return len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+
+
 @dataclass(frozen=True)
 class Pixels:
     """A generated image with its content hash, so it can use the bottleneck cache like a photo."""
 
     digest: str
     pixels: np.ndarray  # (224, 224, 3) uint8
+    source: Path | None = None  # the stored photo they were read from; gone (forgotten) → not cached
 
     @classmethod
     def of(cls, pixels: np.ndarray) -> Pixels:
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         return cls(hashlib.sha256(pixels.tobytes()).hexdigest(), pixels)
+
+    @classmethod
+    def of_photo(cls, sha256: str, pixels: np.ndarray, source: Path) -> Pixels:
+        """A chat photo's pixels, cached under the photo's own SHA-256 so /forget can find them."""
+        return cls(sha256, np.ascontiguousarray(pixels, dtype=np.uint8), source)
 
 
 @dataclass(frozen=True)
@@ -234,6 +270,12 @@ def _pixels_of(item: Item) -> np.ndarray:
     return load_pixels(item.path)
 
 
+def _still_stored(item: Item) -> bool:
+    """False for a chat photo forgotten while its features were computed: they must not be cached."""
+    source = item.source if isinstance(item, Pixels) else None
+    return source is None or source.exists()
+
+
 def bottlenecks(
     items: Sequence[Item],
     cache: BottleneckCache,
@@ -255,7 +297,8 @@ def bottlenecks(
         batch = pending[start : start + batch_size]
         pixels = np.stack([_pixels_of(item) for item in batch]).astype(np.float32)
         for item, row in zip(batch, np.asarray(extract(pixels)), strict=True):
-            cache.put(item.digest, row)
+            if _still_stored(item):
+                cache.put(item.digest, row)
             found[item.digest] = row
         if progress:
             progress(min(start + batch_size, len(pending)), len(pending))

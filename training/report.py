@@ -1,15 +1,22 @@
 """The retraining report: what an admin reads (and sees) when a job ends.
 
 Text: old vs new accuracy on each evaluation set, the decision and why, how many chat photos were used
-per label and per contributor (and what was left out, and why). Pictures (PNG, matplotlib's Agg
+per label, from how many people (and what was left out, and why). Pictures (PNG, matplotlib's Agg
 backend, no display needed): the candidate's confusion matrices, the training curves, and a grid of
 the chat photos the new model still gets wrong.
+
+No user id is ever written into a report (it is sent to the admin chat and kept on disk). The
+SHA-256 of every photo drawn in `mistakes.png` is listed in `photos.txt` beside it, so /forget can
+find and remove the pictures that show a person's photos (`redact_reports`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+import os
+import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +27,14 @@ from training.gate import GateDecision
 log = logging.getLogger(__name__)
 
 MAX_MISTAKES_SHOWN = 24
+MAX_CONTRIBUTORS_SHOWN = 10  # photos per person, most first; the rest are counted
 TEXT_FILE = "report.txt"
 CONFUSION_FILE = "confusion.png"
 CURVES_FILE = "curves.png"
 MISTAKES_FILE = "mistakes.png"
+PHOTOS_FILE = "photos.txt"  # the SHA-256 of each photo drawn in mistakes.png, one per line
+# Lines of reports written before user ids were left out; /forget strips them.
+_LEGACY_ID_LINES = ("  per contributor: ", "  left out by the per-user cap: ")
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ class ReportData:
     skipped: str | None = None  # why no candidate was trained
     labels: Sequence[str] = ()
     used_per_label: dict[str, int] = field(default_factory=dict)  # chat photos in the job, by label
-    used_per_contributor: dict[int, int] = field(default_factory=dict)
+    used_per_contributor: dict[int, int] = field(default_factory=dict)  # user → photos; only counted in text
     split_counts: dict[str, int] = field(default_factory=dict)  # chat photos: train / validation
     capped: dict[int, int] = field(default_factory=dict)  # user → photos left out by the per-user cap
     dropped: dict[str, int] = field(default_factory=dict)  # reason → photos left out
@@ -103,12 +114,10 @@ def report_text(data: ReportData) -> str:
     if data.used_per_label:
         lines.append("  per label: " + ", ".join(f"{k} {v}" for k, v in data.used_per_label.items()))
     if data.used_per_contributor:
-        lines.append(
-            "  per contributor: " + ", ".join(f"{k}: {v}" for k, v in data.used_per_contributor.items())
-        )
+        lines.append("  " + _contributors_line(data.used_per_contributor))
     if data.capped:
         lines.append(
-            "  left out by the per-user cap: " + ", ".join(f"{k}: {v}" for k, v in data.capped.items())
+            f"  left out by the per-user cap: {sum(data.capped.values())} from {_people(len(data.capped))}"
         )
     for reason, count in data.dropped.items():
         lines.append(f"  left out, {reason}: {count}")
@@ -123,6 +132,18 @@ def report_text(data: ReportData) -> str:
     return "\n".join(lines)
 
 
+def _contributors_line(used: dict[int, int]) -> str:
+    """How many photos each person gave, most first, without saying who (the ids stay out)."""
+    counts = sorted(used.values(), reverse=True)
+    shown = ", ".join(str(n) for n in counts[:MAX_CONTRIBUTORS_SHOWN])
+    more = len(counts) - MAX_CONTRIBUTORS_SHOWN
+    return f"from {_people(len(counts))}, most first: {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def _people(n: int) -> str:
+    return f"{n} person" if n == 1 else f"{n} people"
+
+
 def write_report(data: ReportData, folder: Path) -> Report:
     """Write report.txt and the PNGs into `folder`; return the text and the image paths."""
     folder = Path(folder)
@@ -134,19 +155,74 @@ def write_report(data: ReportData, folder: Path) -> Report:
         import matplotlib
 
         matplotlib.use("Agg")
-        for name, draw in (
-            (CONFUSION_FILE, _confusion_figure),
-            (CURVES_FILE, _curves_figure),
-            (MISTAKES_FILE, _mistakes_figure),
-        ):
+        for name, draw in ((CONFUSION_FILE, _confusion_figure), (CURVES_FILE, _curves_figure)):
             figure = draw(data)
             if figure is None:
                 continue
             figure.savefig(folder / name, dpi=90)
             _close(figure)
             images.append(folder / name)
+        if _write_mistakes(data, folder):
+            images.append(folder / MISTAKES_FILE)
     log.info("report written to %s (%d images)", folder, len(images))
     return Report(text=text, images=tuple(images), folder=folder)
+
+
+def _write_mistakes(data: ReportData, folder: Path) -> bool:
+    """Draw mistakes.png and list the photos it shows in photos.txt, written first: a picture on
+    disk is always findable by /forget."""
+    shown = _readable_mistakes(data.mistakes)
+    if not shown:
+        return False
+    _write_atomically(folder / PHOTOS_FILE, "".join(f"{sha256}\n" for _, _, sha256 in shown))
+    figure = _mistakes_figure(data, shown)
+    figure.savefig(folder / MISTAKES_FILE, dpi=90)
+    _close(figure)
+    return True
+
+
+def redact_reports(root: Path, sha256s: Collection[str]) -> int:
+    """Remove the report pictures under `root` that show any of these photos; return how many.
+
+    A folder's `photos.txt` says which photos its mistakes.png shows. A mistakes.png without one was
+    written before photos were recorded and may show anyone's: it goes too. Lines with user ids in
+    reports of that time are removed from their text.
+    """
+    root, forgotten = Path(root), set(sha256s)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        manifest, picture = folder / PHOTOS_FILE, folder / MISTAKES_FILE
+        try:
+            listed = set(manifest.read_text(encoding="utf-8").split())
+        except FileNotFoundError:
+            listed = None
+        if listed is None or forgotten & listed:
+            if picture.exists():
+                picture.unlink()
+                removed += 1
+            manifest.unlink(missing_ok=True)  # after the picture: a crash leaves it findable
+        _strip_legacy_ids(folder / TEXT_FILE)
+    if removed:
+        log.info("removed %d report pictures that showed forgotten photos", removed)
+    return removed
+
+
+def _strip_legacy_ids(path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    kept = [line for line in text.splitlines(keepends=True) if not line.startswith(_LEGACY_ID_LINES)]
+    if len(kept) < len(text.splitlines()):
+        _write_atomically(path, "".join(kept))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{uuid.uuid4().hex}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], n_classes: int) -> np.ndarray:
@@ -207,25 +283,39 @@ def _curves_figure(data: ReportData):
     return figure
 
 
-def _mistakes_figure(data: ReportData):
-    if not data.mistakes:
-        return None
-    from matplotlib.figure import Figure
+def _readable_mistakes(mistakes: Sequence[Mistake]) -> list[tuple[Mistake, np.ndarray, str]]:
+    """Up to MAX_MISTAKES_SHOWN mistakes as (mistake, thumbnail, SHA-256 of the photo file).
+
+    A photo that cannot be read is left out, not drawn blank: it may have been forgotten meanwhile.
+    """
     from PIL import Image
 
-    shown = data.mistakes[:MAX_MISTAKES_SHOWN]
-    columns = min(6, len(shown))
-    rows = (len(shown) + columns - 1) // columns
-    figure = Figure(figsize=(max(5.0, 1.8 * columns), 2.0 * rows + 0.4), layout="constrained")
-    for index, mistake in enumerate(shown, start=1):
-        axes = figure.add_subplot(rows, columns, index)
+    shown = []
+    for mistake in mistakes:
+        if len(shown) == MAX_MISTAKES_SHOWN:
+            break
         try:
+            data = Path(mistake.path).read_bytes()
             with Image.open(mistake.path) as image:
                 image.draft("RGB", (160, 160))
                 image.thumbnail((160, 160))
-                axes.imshow(np.asarray(image.convert("RGB")))
+                thumbnail = np.asarray(image.convert("RGB"))
         except OSError as error:
-            log.warning("cannot draw %s: %s", mistake.path, error)
+            log.warning("cannot draw a mistake: %s", error.__class__.__name__)
+            continue
+        shown.append((mistake, thumbnail, hashlib.sha256(data).hexdigest()))
+    return shown
+
+
+def _mistakes_figure(data: ReportData, shown: list[tuple[Mistake, np.ndarray, str]]):
+    from matplotlib.figure import Figure
+
+    columns = min(6, len(shown))
+    rows = (len(shown) + columns - 1) // columns
+    figure = Figure(figsize=(max(5.0, 1.8 * columns), 2.0 * rows + 0.4), layout="constrained")
+    for index, (mistake, thumbnail, _) in enumerate(shown, start=1):
+        axes = figure.add_subplot(rows, columns, index)
+        axes.imshow(thumbnail)
         axes.set_axis_off()
         axes.set_title(f"{mistake.label} → {mistake.predicted} ({mistake.split[:5]})", fontsize=8)
     more = len(data.mistakes) - len(shown)

@@ -991,7 +991,7 @@ class FlowersRetrainer(_Retrainer):
                     self.report.dropped.get("photo cannot be decoded", 0) + 1
                 )
                 continue
-            pixels.append(Pixels.of(flower_input(image)))
+            pixels.append(Pixels.of_photo(example.sha256, flower_input(image), example.path))
             used.append(example)
         return pixels, used
 

@@ -1,7 +1,12 @@
-"""/forget: delete everything stored about the user, after they confirm with a button."""
+"""/forget: delete everything stored about the user, after they confirm with a button.
+
+Both the question and the answer say what deleting cannot reach (models already trained, reports
+already sent, exports); a blocked user keeps their block, and is told so.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from telegram import Update
@@ -10,6 +15,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Cont
 from bot import callbacks, keyboards
 from bot.services import lang, services
 from bot.texts import text
+from training.forget import remove_photo_copies
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +24,8 @@ async def ask_to_forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     """Ask for confirmation before deleting anything."""
     language = lang(update)
     await update.effective_message.reply_text(
-        text(language, "forget_confirm"), reply_markup=keyboards.forget(language, update.effective_user.id)
+        _with_limits(language, text(language, "forget_confirm")),
+        reply_markup=keyboards.forget(language, update.effective_user.id),
     )
 
 
@@ -42,12 +49,21 @@ async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         await query.edit_message_text(text(language, "forget_cancelled"))
         return
     found = services(context)
+    remove_copies = functools.partial(remove_photo_copies, found.settings.data_dir)
     async with found.lock(("user", choice.user_id)):
-        report = await found.store.forget(choice.user_id)
+        report = await found.store.forget(choice.user_id, remove_copies=remove_copies)
         found.forget_chat(choice.user_id)  # the stored mode went with everything else
     logger.info("Forgot user %s: %s", choice.user_id, report)
+    done = text(language, "forget_done", photos=report.photos)
+    if report.kept_block:
+        done += "\n" + text(language, "forget_block_kept")
     await query.answer()
-    await query.edit_message_text(text(language, "forget_done", photos=report.photos))
+    await query.edit_message_text(_with_limits(language, done))
+
+
+def _with_limits(language: str, message: str) -> str:
+    """A /forget message followed by what deleting cannot take back."""
+    return f"{message}\n\n{text(language, 'forget_not_undone')}"
 
 
 def register(application: Application) -> None:
