@@ -26,7 +26,7 @@ MODE_NAMES = {"digit": "digits", "flower": "flowers", "auto": "digits/flowers"}
 
 def reply_for(error: InferenceError, language: str, mode: str = "auto") -> str:
     """The message a user sees when their photo could not be answered."""
-    reason = str(error).strip() or type(error).__name__
+    reason = _reason(error, language)
     if isinstance(error, ImageTooLarge):
         return text(language, "image_too_large", reason=reason)
     if isinstance(error, UnsupportedImage):
@@ -38,6 +38,14 @@ def reply_for(error: InferenceError, language: str, mode: str = "auto") -> str:
     if isinstance(error, ModelUnavailable):
         return text(language, "model_unavailable", mode=MODE_NAMES.get(mode, mode))
     return text(language, "internal_error")
+
+
+def _reason(error: InferenceError, language: str) -> str:
+    """Why, in the user's language when the error names a reason (`reason_<key>` in bot.texts)."""
+    key = getattr(error, "reason", None)
+    if key:
+        return text(language, f"reason_{key}", **getattr(error, "values", {}))
+    return str(error).strip() or type(error).__name__
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

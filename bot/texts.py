@@ -105,6 +105,41 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "too_large": "This file is too large ({size}). I read images up to {limit}.",
         "unsupported_image": "I can't read this image: {reason}",
         "image_too_large": "This image is too large for me: {reason}",
+        # Why a photo was refused (inference.errors: `reason`), each with the next step to take.
+        "reason_empty": "the file is empty. Please send the photo again.",
+        "reason_file_bytes": (
+            "the file has {megabytes:.1f} MB and I read files up to {limit:.1f} MB. "
+            "Send it as a photo instead of a file: Telegram makes it smaller."
+        ),
+        "reason_not_image": (
+            "this is not an image in a format I read (JPEG, PNG, WebP, GIF, BMP). "
+            "Send it as a photo instead of a file."
+        ),
+        "reason_damaged": (
+            "the file is damaged or cut short. Send it again, or send it as a photo instead of a file."
+        ),
+        "reason_too_small": "it is only {width}×{height} pixels. Send a larger photo.",
+        "reason_too_narrow": (
+            "at {width}×{height} it is too long and narrow to be a photo. "
+            "Crop it closer to the digit or flower and send it again."
+        ),
+        "reason_pixels_jpeg": (
+            "it has {width}×{height} pixels ({megapixels:.1f} MP) and I read JPEGs up to {limit:g} MP. "
+            "Send it as a photo instead of a file, or crop or resize it below {limit:g} megapixels."
+        ),
+        "reason_pixels_full": (
+            "it is a {format} of {width}×{height} pixels ({megapixels:.1f} MP) and I read {format} files "
+            "up to {limit:g} MP (JPEG photos up to {jpeg_limit:g} MP). "
+            "Send it as a photo instead of a file, or crop or resize it below {limit:g} megapixels."
+        ),
+        "reason_pixels_declared": (
+            "it declares far more pixels than a photo has. "
+            "Send it as a photo instead of a file, or crop or resize it below {limit:g} megapixels."
+        ),
+        "reason_memory": (
+            "reading it needs more memory than I give one image. "
+            "Send it as a photo instead of a file, or crop or resize it below {limit:g} megapixels."
+        ),
         "sticker": "Stickers are fun, but I read photos only. Send a photo of a digit or a flower.",
         "video": "I read still photos only, not videos or animations.",
         "voice": "I can't listen, I only look: send a photo.",
@@ -213,6 +248,41 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "too_large": "Файл слишком большой ({size}). Я читаю изображения до {limit}.",
         "unsupported_image": "Не могу прочитать это изображение: {reason}",
         "image_too_large": "Это изображение для меня слишком большое: {reason}",
+        "reason_empty": "файл пустой. Пришлите фото ещё раз.",
+        "reason_file_bytes": (
+            "в файле {megabytes:.1f} МБ, а я читаю файлы до {limit:.1f} МБ. "
+            "Отправьте его как фото, а не файлом: Telegram его уменьшит."
+        ),
+        "reason_not_image": (
+            "это не изображение в формате, который я читаю (JPEG, PNG, WebP, GIF, BMP). "
+            "Отправьте его как фото, а не файлом."
+        ),
+        "reason_damaged": (
+            "файл повреждён или обрезан. Пришлите его ещё раз или отправьте как фото, а не файлом."
+        ),
+        "reason_too_small": "в нём всего {width}×{height} пикселей. Пришлите фото побольше.",
+        "reason_too_narrow": (
+            "при размере {width}×{height} оно слишком длинное и узкое для фото. "
+            "Обрежьте его ближе к цифре или цветку и пришлите снова."
+        ),
+        "reason_pixels_jpeg": (
+            "в нём {width}×{height} пикселей ({megapixels:.1f} Мп), а JPEG я читаю до {limit:g} Мп. "
+            "Отправьте его как фото, а не файлом, или обрежьте либо уменьшите его меньше чем до "
+            "{limit:g} мегапикселей."
+        ),
+        "reason_pixels_full": (
+            "это {format} размером {width}×{height} пикселей ({megapixels:.1f} Мп), а файлы {format} я "
+            "читаю до {limit:g} Мп (фото JPEG — до {jpeg_limit:g} Мп). Отправьте его как фото, а не "
+            "файлом, или обрежьте либо уменьшите его меньше чем до {limit:g} мегапикселей."
+        ),
+        "reason_pixels_declared": (
+            "в нём заявлено намного больше пикселей, чем бывает у фото. Отправьте его как фото, а не "
+            "файлом, или обрежьте либо уменьшите его меньше чем до {limit:g} мегапикселей."
+        ),
+        "reason_memory": (
+            "для его чтения нужно больше памяти, чем я выделяю на одно изображение. Отправьте его как "
+            "фото, а не файлом, или обрежьте либо уменьшите его меньше чем до {limit:g} мегапикселей."
+        ),
         "sticker": "Стикеры — это весело, но я читаю только фото. Пришлите фото цифры или цветка.",
         "video": "Я читаю только фотографии, не видео и не анимации.",
         "voice": "Я не слушаю, я смотрю: пришлите фото.",

@@ -2,7 +2,17 @@
 
 
 class InferenceError(Exception):
-    """Base class: a photo could not be answered."""
+    """Base class: a photo could not be answered.
+
+    The message is for logs, in English. What the user reads is chosen by `reason`, a key of
+    `bot.texts` (`reason_<key>`, in every language) filled in with `values`, so that no English string
+    inside an exception reaches a Russian user; an error without a reason gets its class's generic reply.
+    """
+
+    def __init__(self, message: str = "", *, reason: str | None = None, **values: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.values = values
 
 
 class UnsupportedImage(InferenceError):

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
-from inference.classifier import Classifier, Seeder
+from inference.classifier import Classifier, Seeder, seed_model
 from inference.engine import EngineConfig
 from inference.model_store import ModelStore, ModelVersion
 from photobot.settings import Settings
@@ -69,3 +69,12 @@ def build_classifier(
         names=names,
         seeders=SEEDERS,
     )
+
+
+def seed_models(settings: Settings, names: Iterable[str] | None = None) -> ModelStore:
+    """The settings' model store with every model in `names` (default: all) seeded as the bot would."""
+    store = ModelStore(settings.models_dir)
+    catalogue = DEFAULT_CATALOGUE if names is None else DEFAULT_CATALOGUE.only(names)
+    for spec in catalogue:
+        seed_model(store, spec.name, SEEDERS.get(spec.name), folder=spec.shipped)
+    return store

@@ -92,7 +92,17 @@ def test_evaluate_images_ends_with_the_design_json(photos, capsys):
     folder, labels = photos
     assert main(["evaluate", "--model", "digits", "--images", str(folder), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert set(report) == {"model", "version", "n", "accuracy", "unsure", "not_recognized", "per_class"}
+    assert set(report) == {
+        "model",
+        "version",
+        "n",
+        "accuracy",
+        "unsure",
+        "not_recognized",
+        "ece",
+        "per_class",
+    }
+    assert 0.0 <= report["ece"] < 0.25
     assert report["model"] == "digits" and report["version"] == 1
     assert report["n"] == len(labels) + 1
     assert report["accuracy"] >= 0.75
@@ -108,3 +118,37 @@ def test_evaluate_mnist_test_measures_the_serving_model(photos, capsys, mnist_pa
     assert report["n"] == 10_000
     assert 0.85 <= report["accuracy"] <= 1.0  # a 4-epoch MLP on 3,000 digits
     assert len(report["per_class"]) == 10
+
+
+def test_evaluate_report_writes_a_reliability_diagram_and_a_confusion_matrix(photos, tmp_path, capsys):
+    from PIL import Image
+
+    folder, _ = photos
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", "digits", "--images", str(folder), "--report", str(out)]) == 0
+    assert "expected calibration error" in capsys.readouterr().out
+    for name in ("reliability.png", "confusion.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 300
+
+
+def test_evaluate_mnist_test_on_a_fresh_install_seeds_the_shipped_model(
+    tmp_path, monkeypatch, mnist_path, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "fresh"))
+    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+    assert main(["evaluate", "--model", "digits", "--mnist-test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["version"] == 1 and report["n"] == 10_000
+    assert report["accuracy"] >= 0.99  # the shipped CNN
+    assert report["ece"] < 0.02
+
+
+def test_evaluate_images_on_a_fresh_install_seeds_the_shipped_model(photos, tmp_path, monkeypatch, capsys):
+    folder, labels = photos
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "fresh"))
+    assert main(["evaluate", "--model", "digits", "--images", str(folder), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["version"] == 1 and report["n"] == len(labels) + 1
+    assert report["accuracy"] >= 0.9  # the shipped CNN on photos of MNIST test digits

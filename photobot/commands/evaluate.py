@@ -1,4 +1,4 @@
-"""`photobot evaluate --model digits|flowers|auto (--images DIR | --mnist-test) [--json]`.
+"""`photobot evaluate --model MODEL|auto (--images DIR | --mnist-test) [--json] [--report DIR]`.
 
 `--images DIR`: accuracy on a folder of labelled photos, one sub-folder per label (`7/`, `2026/`,
 `daisy/`; `none/` for photos that must be `not_recognized`). Photos go through the serving engine
@@ -8,8 +8,13 @@ is `unsure`, which the bot would ask about), or, in `none/`, when it is `not_rec
 `--mnist-test` (digits only): accuracy of the serving digit model on the 10,000 MNIST test digits,
 framed as served crops are.
 
+`ece` is the expected calibration error of the answers' confidences (labelled photos; 10 bins): how far
+"90% sure" is from being right 90% of the time. `--report DIR` writes a reliability diagram and the
+confusion matrix (with counts) there as PNG. A model with no version yet is seeded from the shipped
+default first, as the bot does, so every flag works on a fresh install.
+
 With --json the last line is one JSON object:
-`{"model", "version", "n", "accuracy", "unsure", "not_recognized", "per_class": {label: accuracy}}`
+`{"model", "version", "n", "accuracy", "unsure", "not_recognized", "ece", "per_class": {label: accuracy}}`
 (`unsure` and `not_recognized` are counts).
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from inference.catalogue import DEFAULT_CATALOGUE, ModelKind
@@ -40,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--mnist-test", action="store_true", help="the MNIST test set (digits only)")
     parser.add_argument("--json", action="store_true", help="end with one JSON object")
+    parser.add_argument(
+        "--report", type=Path, metavar="DIR", help="write a reliability diagram and the confusion matrix"
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -48,15 +57,57 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         if spec is None or spec.kind != ModelKind.DIGIT_READER:
             readers = ", ".join(s.name for s in DEFAULT_CATALOGUE.of_kind(ModelKind.DIGIT_READER))
             raise UserFacingError(f"--mnist-test measures a digit reader: use --model {readers}")
-        report = _mnist_test(settings, spec.name)
+        report, outcomes = _mnist_test(settings, spec.name)
     else:
         if not args.images.is_dir():
             raise UserFacingError(f"{args.images}: not a folder (expected one sub-folder per label)")
         import asyncio
 
-        report = asyncio.run(evaluate_folder(args.images, args.model, settings))
+        report, outcomes = asyncio.run(evaluate_folder(args.images, args.model, settings))
+    if args.report is not None:
+        written = write_plots(outcomes, report, args.report)
+        print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
     _print(report, as_json=args.json)
     return 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One photo's truth and answer, as the plots need them."""
+
+    truth: str
+    answer: str  # the label answered, or "unsure" / "not recognised" / "unreadable"
+    confidence: float
+    right: bool
+    labelled: bool  # a photo of a label (not of none/): counts for calibration
+
+
+def calibration_error(outcomes: list[Outcome]) -> float:
+    from training.calibration import expected_calibration_error
+
+    scored = [o for o in outcomes if o.labelled and o.answer != "unreadable"]
+    return expected_calibration_error([o.confidence for o in scored], [o.right for o in scored])
+
+
+def write_plots(outcomes: list[Outcome], report: dict, folder: Path) -> list[Path]:
+    from training.calibration import (
+        CONFUSION_FILE,
+        RELIABILITY_FILE,
+        reliability,
+        write_confusion_png,
+        write_reliability_png,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    title = f"{report['model']} on {report['n']} photos: accuracy {report['accuracy']:.2%}"
+    scored = [o for o in outcomes if o.labelled and o.answer != "unreadable"]
+    table = reliability([o.confidence for o in scored], [o.right for o in scored])
+    return [
+        write_reliability_png(table, title, folder / RELIABILITY_FILE),
+        write_confusion_png(
+            [o.truth for o in outcomes], [o.answer for o in outcomes], title, folder / CONFUSION_FILE
+        ),
+    ]
 
 
 def labelled_photos(folder: Path) -> list[tuple[Path, str]]:
@@ -72,8 +123,8 @@ def labelled_photos(folder: Path) -> list[tuple[Path, str]]:
     return found
 
 
-async def evaluate_folder(folder: Path, model: str, settings: Settings) -> dict:
-    """Every labelled photo through the engine; the DESIGN.md report."""
+async def evaluate_folder(folder: Path, model: str, settings: Settings) -> tuple[dict, list[Outcome]]:
+    """Every labelled photo through the engine: the report (see the module's docstring), per photo."""
     from photobot.commands.classify import classify_files
 
     photos = labelled_photos(folder)
@@ -82,12 +133,14 @@ async def evaluate_folder(folder: Path, model: str, settings: Settings) -> dict:
     tallies: dict[str, list[int]] = {}
     unsure = not_recognized = right_total = 0
     failed = []
+    outcomes: list[Outcome] = []
     versions: dict[str, int] = {}
     for (path, truth), answer in zip(photos, answers, strict=True):
         tally = tallies.setdefault(truth, [0, 0])
         tally[1] += 1
         if isinstance(answer, Exception):
             failed.append(f"{path}: {answer}")
+            outcomes.append(Outcome(truth, "unreadable", 0.0, False, truth != NO_LABEL))
             continue
         if answer.model and answer.version is not None:
             versions[answer.model] = answer.version
@@ -96,48 +149,60 @@ async def evaluate_folder(folder: Path, model: str, settings: Settings) -> dict:
         right = answer.status == "not_recognized" if truth == NO_LABEL else answer.label == truth
         tally[0] += right
         right_total += right
+        shown = answer.label if answer.status == "ok" else answer.status.replace("_", " ")
+        outcomes.append(
+            Outcome(truth, shown or "not recognised", answer.confidence, right, truth != NO_LABEL)
+        )
     for line in failed[:10]:
         print(f"unreadable: {line}", file=sys.stderr)
     n = len(photos)
-    return {
+    report = {
         "model": model,
         "version": versions.get(model) if model != "auto" else versions,
         "n": n,
         "accuracy": right_total / n,
         "unsure": unsure,
         "not_recognized": not_recognized,
+        "ece": calibration_error(outcomes),
         "per_class": {label: right / total for label, (right, total) in sorted(tallies.items())},
     }
+    return report, outcomes
 
 
-def _mnist_test(settings: Settings, name: str) -> dict:
+def _mnist_test(settings: Settings, name: str) -> tuple[dict, list[Outcome]]:
     import numpy as np
 
     from inference.loading import load_version
-    from inference.model_store import ModelStore
+    from photobot.serving import seed_models
     from training.datasets import load_mnist
     from training.train_digits import mnist_inputs
 
-    store = ModelStore(settings.models_dir)
+    store = seed_models(settings, [name])
     version = store.active(name)
     if version is None:
         raise UserFacingError(f"no active {name} model: run `photobot train {name}` or start the bot once")
     loaded = load_version(version, max_batch=2, padded_sizes=())
     _, _, x_test, y_test = load_mnist(settings.datasets, settings.data_dir)
     x = mnist_inputs(x_test, framed=True)
-    predicted = np.concatenate(
-        [np.argmax(loaded.run(x[i : i + 1000]), axis=1) for i in range(0, len(x), 1000)]
-    )
+    probabilities = np.concatenate([np.asarray(loaded.run(x[i : i + 1000])) for i in range(0, len(x), 1000)])
+    predicted = np.argmax(probabilities, axis=1)
+    confidence = probabilities.max(axis=1)
     right = predicted == y_test
-    return {
+    outcomes = [
+        Outcome(str(t), str(p), float(c), bool(r), True)
+        for t, p, c, r in zip(y_test, predicted, confidence, right, strict=True)
+    ]
+    report = {
         "model": name,
         "version": version.version,
         "n": len(y_test),
         "accuracy": float(right.mean()),
         "unsure": 0,
         "not_recognized": 0,
+        "ece": calibration_error(outcomes),
         "per_class": {str(d): float(right[y_test == d].mean()) for d in range(10)},
     }
+    return report, outcomes
 
 
 def _print(report: dict, *, as_json: bool) -> None:
@@ -145,6 +210,7 @@ def _print(report: dict, *, as_json: bool) -> None:
     shown = ", ".join(f"{k} v{v}" for k, v in version.items()) if isinstance(version, dict) else f"v{version}"
     print(f"{report['model']} ({shown}): accuracy {report['accuracy']:.2%} on {report['n']} photos")
     print(f"  unsure {report['unsure']}, not recognised {report['not_recognized']}")
+    print(f"  expected calibration error {report['ece']:.2%}")
     for label, accuracy in report["per_class"].items():
         print(f"  {label:>12}  {accuracy:.2%}")
     if as_json:
