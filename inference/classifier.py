@@ -642,29 +642,33 @@ class Classifier:
                     log.exception("%s: checking the model store failed; will try again", name)
 
     def _seed(self, name: str) -> None:
-        """Give an empty store the shipped default, so a fresh install answers without training."""
-        if self.store.versions(name):
-            if self.store.active_version(name) is None:
-                usable = [v for v in self.store.versions(name) if v.meta.get("status") != "rejected"]
-                if usable:
-                    log.warning(
-                        "%s has no active version; promoting the latest, v%d", name, usable[-1].version
-                    )
-                    self.store.promote(name, usable[-1].version)
-            return
-        seeder = self._seeders.get(name)
-        try:
-            shipped = self.catalogue[name].shipped
-            seeded = (
-                seeder(self.store)
-                if seeder
-                else seed_shipped(self.store, name, self.shipped_dir, folder=shipped)
-            )
-        except Exception:
-            log.exception("%s: seeding the shipped default failed", name)
-            return
-        if seeded is not None:
-            log.info("%s: seeded the store with the shipped default as v%d", name, seeded.version)
+        seed_model(self.store, name, self._seeders.get(name), self.shipped_dir, self.catalogue[name].shipped)
+
+
+def seed_model(
+    store: ModelStore,
+    name: str,
+    seeder: Seeder | None = None,
+    shipped_dir: Path | None = SHIPPED_DIR,
+    folder: str | None = None,
+) -> None:
+    """Give an empty store the shipped default, so a fresh install answers without training; a store
+    with versions but none active gets its latest usable version promoted. Every command that serves
+    a model calls this (through the Classifier or directly), so all of them work on a fresh install."""
+    if store.versions(name):
+        if store.active_version(name) is None:
+            usable = [v for v in store.versions(name) if v.meta.get("status") != "rejected"]
+            if usable:
+                log.warning("%s has no active version; promoting the latest, v%d", name, usable[-1].version)
+                store.promote(name, usable[-1].version)
+        return
+    try:
+        seeded = seeder(store) if seeder else seed_shipped(store, name, shipped_dir, folder=folder)
+    except Exception:
+        log.exception("%s: seeding the shipped default failed", name)
+        return
+    if seeded is not None:
+        log.info("%s: seeded the store with the shipped default as v%d", name, seeded.version)
 
 
 def check_fits(loaded: LoadedModel, adapter: Adapter) -> None:
