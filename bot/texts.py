@@ -116,11 +116,11 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
             "Send it as a photo instead of a file."
         ),
         "reason_damaged": (
-            "the file is damaged or cut short. Send it again, or send it as a photo instead of a file."
+            "the image is damaged or truncated. Send it again, or send it as a photo instead of a file."
         ),
-        "reason_too_small": "it is only {width}×{height} pixels. Send a larger photo.",
+        "reason_too_small": "the image is only {width}×{height} pixels. Send a larger photo.",
         "reason_too_narrow": (
-            "at {width}×{height} it is too long and narrow to be a photo. "
+            "the image is {width}×{height}: too long and narrow to be a photo. "
             "Crop it closer to the digit or flower and send it again."
         ),
         "reason_pixels_jpeg": (
