@@ -355,3 +355,18 @@ async def test_a_non_admin_command_is_logged_by_name_without_its_text(
     tried = [r.getMessage() for r in caplog.records if "tried" in r.getMessage()]
     assert tried == [f"Non-admin user {user} tried /retrain"]
     assert not [r for r in caplog.records if "my-password-123" in r.getMessage()]
+
+
+async def test_a_large_image_reaches_the_decode_processes_as_a_file_not_through_their_pipe(
+    bot: BotHarness, glyphs
+) -> None:
+    user = fresh_user(bot)
+    photo = Image.open(io.BytesIO(digit_photo(glyphs[3], size=(1600, 1200), seed=41)))
+    data = encoded(photo, "PNG")
+    assert len(data) > 500_000
+    pool = bot.services.classifier._pool  # the decode processes: what crossed their pipes
+    before = pool.sent_bytes
+    answer = await bot.document(user, data, "three.png", "image/png")
+    assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"], answer["text"]
+    assert pool.sent_bytes - before < 10_000  # a path and a few settings, not the file
+    assert bot.services.images.leftover_temp_files() == []  # the photo's own file is gone again

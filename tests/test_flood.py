@@ -20,8 +20,12 @@ from bot_helpers import (
     train_digit_model,
 )
 
+from inference.engine import EngineConfig
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 UPDATES_PER_MINUTE = 8
+ROOM = 2  # photos the classifier takes at once (ENGINE_QUEUE_SIZE)
+BUSY = "I'm busy right now — please send the photo again in a moment."
 PDF = b"%PDF-1.4\n%\xe2\xe3\n1 0 obj <<>> endobj\n"
 
 
@@ -39,6 +43,7 @@ async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path):
         model_dir,
         user_updates_per_minute=UPDATES_PER_MINUTE,
         user_photos_per_minute=5,
+        engine=EngineConfig(queue_size=ROOM),
     )
     yield harness
     await stop_bot(harness)
@@ -103,3 +108,25 @@ async def test_the_notice_is_russian_for_a_russian_user_and_admins_are_not_limit
     got = await settled(bot, admin, UPDATES_PER_MINUTE + 3)
     assert len(got) == UPDATES_PER_MINUTE + 3
     assert all(reply_text(e).startswith("Send me a photo") for e in got)
+
+
+async def test_photos_beyond_the_classifier_s_room_are_told_busy_without_being_downloaded(
+    bot: BotHarness, mnist_path: Path
+) -> None:
+    senders = [bot.user(7100 + number) for number in range(ROOM + 3)]
+    photo = digit_photo(mnist_digits(mnist_path)[5], size=(320, 240), seed=9)
+    fetched = bot.server.method_calls.get("getFile", 0)
+    bot.server.file_delay_s = 5.0  # the first downloads are still running when the others arrive
+    try:
+        for user in senders:
+            await bot.server.send_photo(user, photo)
+        first = [await bot.next_message(user, 0, timeout=60) for user in senders]
+        busy = [
+            m for m in first if m["text"] == "I'm busy right now — please send the photo again in a moment."
+        ]
+        assert len(busy) == len(senders) - ROOM
+        assert bot.server.method_calls.get("getFile", 0) - fetched == ROOM  # the busy ones: not fetched
+    finally:
+        bot.server.file_delay_s = 0.0
+    answered = [m for m in first if buttons(m)]
+    assert len(answered) == ROOM

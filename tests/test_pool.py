@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from inference.classifier import read_photo
 from inference.errors import WorkerLost
 from inference.pool import ProcessPool, ThreadPool
 
@@ -142,3 +143,21 @@ async def test_the_thread_pool_has_the_same_interface():
             await pool.run(int, "x")
     finally:
         await pool.close()
+
+
+async def test_a_file_handed_over_by_path_crosses_the_pipe_as_a_path_not_its_bytes(pool, tmp_path):
+    data = os.urandom(3_000_000)
+    path = tmp_path / "photo.part"
+    path.write_bytes(data)
+    before = pool.sent_bytes
+    assert await pool.run(read_photo, path, 20_000_000) == data  # read in the worker, answered back
+    by_path = pool.sent_bytes - before
+    assert by_path < 1_000
+    await pool.run(read_photo, data, 20_000_000)
+    assert pool.sent_bytes - before - by_path > len(data)  # bytes themselves are pickled through
+
+
+async def test_a_file_is_read_no_further_than_one_byte_past_the_limit(pool, tmp_path):
+    path = tmp_path / "big.part"
+    path.write_bytes(b"x" * 5000)
+    assert await pool.run(read_photo, path, 100) == b"x" * 101

@@ -2,15 +2,22 @@
 
 Handlers run concurrently (the application is built with `concurrent_updates`), and the models run off
 the event loop (the decode processes, the engine's threads), so one slow photo never holds up anyone
-else.
+else. Nothing is downloaded unless the classifier has room for the photo (a busy bot says so at once),
+a download has a deadline as a whole, and the decode processes read the photo from a file of its own
+rather than through their pipe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from telegram import Document, Message, PhotoSize, Update
 from telegram.error import BadRequest, TimedOut
@@ -23,7 +30,7 @@ from bot.services import Services, lang, services
 from bot.texts import human_size, text
 from inference.errors import InferenceError
 from inference.prediction import Mode, Prediction
-from storage.images import StoredImage, sniff_format
+from storage.images import TMP_DIR, TMP_SUFFIX, StoredImage, sniff_format
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +42,25 @@ IMAGE_MIME_TYPES = frozenset(
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 MODE_OF_MODEL: dict[str, Mode] = {"digits": "digit", "flowers": "flower"}
-DOWNLOAD_TIMEOUT_S = 30.0  # a 20 MB file over a slow link; python-telegram-bot's default is 5 s
+# The whole download, getFile and every byte: a 20 MB file over a slow link. A per-read timeout alone
+# (python-telegram-bot's, 5 s by default) let a server that trickles bytes hold a download for ever.
+DOWNLOAD_TIMEOUT_S = 30.0
+DOWNLOADS_KEY = "photo_downloads"
+
+
+@dataclass
+class Downloads:
+    """Photos being downloaded: on their way to the classifier, so they count against its room."""
+
+    running: int = 0
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
 
 
 def pick_photo_size(sizes: Sequence[PhotoSize], min_side: int = MIN_SIDE) -> PhotoSize:
@@ -68,9 +93,7 @@ async def classify_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     if not await admit(update, context):
         return
     size = pick_photo_size(message.photo)
-    data = await download(update, context, size.file_id, size.file_size)
-    if data is not None:
-        await answer(update, context, data)
+    await fetch_and_answer(update, context, size.file_id, size.file_size)
 
 
 async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -83,9 +106,7 @@ async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) 
         return
     if not await admit(update, context):
         return
-    data = await download(update, context, document.file_id, document.file_size)
-    if data is not None:
-        await answer(update, context, data)
+    await fetch_and_answer(update, context, document.file_id, document.file_size)
 
 
 async def admit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
@@ -99,6 +120,25 @@ async def admit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
     return decision.allowed
 
 
+async def fetch_and_answer(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, file_id: str, file_size: int | None
+) -> None:
+    """Download the photo and answer it, if the classifier has room for it; else say "busy" at once.
+
+    The photos already downloading count too: they are on their way to the classifier. A photo may
+    still meet a full classifier after its download (others got there first); `classify` refuses it.
+    """
+    downloads: Downloads = context.bot_data.setdefault(DOWNLOADS_KEY, Downloads())
+    if not services(context).classifier.has_room(downloads.running):
+        logger.info("Busy: a photo from user %s refused before downloading it", update.effective_user.id)
+        await update.effective_message.reply_text(text(lang(update), "busy"))
+        return
+    with downloads.one():
+        data = await download(update, context, file_id, file_size)
+    if data is not None:
+        await answer(update, context, data)
+
+
 async def download(
     update: Update, context: ContextTypes.DEFAULT_TYPE, file_id: str, file_size: int | None
 ) -> bytes | None:
@@ -109,15 +149,15 @@ async def download(
         await update.effective_message.reply_text(too_large)
         return None
     try:
-        telegram_file = await context.bot.get_file(file_id)
+        async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
+            telegram_file = await context.bot.get_file(file_id)
+            data = bytes(await telegram_file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT_S))
     except BadRequest as error:
         if "too big" not in str(error).lower():
             raise
         await update.effective_message.reply_text(too_large)
         return None
-    try:
-        data = bytes(await telegram_file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT_S))
-    except TimedOut:
+    except (TimedOut, TimeoutError):
         logger.warning("Download of %s timed out after %s s", file_id, DOWNLOAD_TIMEOUT_S)
         await update.effective_message.reply_text(text(lang(update), "download_failed"))
         return None
@@ -142,7 +182,8 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
     saving = asyncio.ensure_future(found.store.save_image(data))
     started = time.perf_counter()
     try:
-        prediction = await found.classifier.classify(data, mode)
+        async with photo_file(data, found.images.root / TMP_DIR) as path:
+            prediction = await found.classifier.classify(path, mode)
     except InferenceError as error:
         logger.info("Photo from user %s not answered: %r", update.effective_user.id, error)
         await found.store.discard_image(await saving)  # bad input leaves nothing stored
@@ -161,6 +202,25 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
     await message.reply_text(
         "\n\n".join(lines), reply_markup=keyboards.verdict(language, prediction_id), do_quote=True
     )
+
+
+@contextlib.asynccontextmanager
+async def photo_file(data: bytes, folder: Path) -> AsyncIterator[Path]:
+    """`data` in a file of its own while the decode processes read it: a path crosses their pipe, not
+    the bytes. Written in a thread, without fsync (it lives for one photo); one a crash leaves behind
+    is removed with the image store's other temporary files when it next opens."""
+    path = await asyncio.to_thread(_write_temp, data, folder)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _write_temp(data: bytes, folder: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix="photo-", suffix=TMP_SUFFIX, dir=folder)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    return Path(name)
 
 
 def _ignore_outcome(task: asyncio.Future[object]) -> None:
