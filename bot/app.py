@@ -36,12 +36,12 @@ def build_application(settings: Settings, *, models: Sequence[str] = MODEL_NAMES
     """
     if not settings.telegram_bot_token:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
-    root = settings.telegram_api_url.rstrip("/")
+    base_url, base_file_url = api_urls(settings)
     builder = (
         Application.builder()
         .token(settings.telegram_bot_token)
-        .base_url(f"{root}/bot")
-        .base_file_url(f"{root}/file/bot")
+        .base_url(base_url)
+        .base_file_url(base_file_url)
         .concurrent_updates(CONCURRENT_UPDATES)
         .request(bot_api_request())
         .get_updates_request(get_updates_request())
@@ -60,10 +60,18 @@ def build_application(settings: Settings, *, models: Sequence[str] = MODEL_NAMES
     return application
 
 
+def api_urls(settings: Settings) -> tuple[str, str]:
+    """The Bot API's base URL and its files' (python-telegram-bot appends the token to both)."""
+    root = settings.telegram_api_url.rstrip("/")
+    return f"{root}/bot", f"{root}/file/bot"
+
+
 async def _post_init(application: Application) -> None:
-    """Open the database and the image store, start the engine (loads and warms the models)."""
+    """Open the database and the image store, start the engine (loads and warms the models), and
+    fail the retrain job a crash or a kill left behind while the bot was down."""
     settings: Settings = application.bot_data["settings"]
-    application.bot_data[KEY] = await open_services(settings, application.bot_data["models"])
+    found = application.bot_data[KEY] = await open_services(settings, application.bot_data["models"])
+    await _recover_retrain_jobs(found)
     await _set_commands(application)
     logger.info("PhotoBot started as @%s", application.bot.username)
 
@@ -108,6 +116,13 @@ async def close_services(found: Services) -> None:
         await found.classifier.close()
     finally:
         await found.store.close()  # closes the image store too
+
+
+async def _recover_retrain_jobs(found: Services) -> None:
+    """A job still queued or running whose process is gone would answer every /retrain "already
+    running" for ever: mark it failed. (No job runs under this bot yet, so none is kept.)"""
+    for job_id in await found.store.fail_abandoned_jobs():
+        logger.warning("retrain job %d was left without a process: marked failed", job_id)
 
 
 async def _set_commands(application: Application) -> None:

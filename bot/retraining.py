@@ -7,7 +7,10 @@ serving model throughout. A watcher task polls the jobs table and edits ONE prog
 epoch, a text progress bar, accuracy, time left). When the job ends it sends the report text and its
 pictures; on promotion the running Classifier hot-swaps to the new version (`await classifier.reload`).
 A job process that dies without finishing (killed, crashed) is marked failed with how it ended; the
-serving version is untouched because promotion is the job's last, atomic step.
+serving version is untouched because promotion is the job's last, atomic step. A job that could not
+start (its message or its process failed), or whose process went away while the bot was down, is marked
+failed too — at the bot's start and before each /retrain — so it never blocks the next one. The job
+process gets no bot token: it never talks to Telegram.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from telegram.error import TelegramError
+
+from bot.redaction import redact
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -35,6 +41,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEY = "retraining"
+# Environment variables the job process never inherits: the bot token and anything named like a secret.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY", re.I)
 BAR_WIDTH = 20
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
 STAGE_NAMES = {
@@ -70,6 +78,8 @@ class RetrainRunner:
     nice: int = 10  # the job runs at lower CPU priority than the bot
     python: str = sys.executable
     running: dict[int, RunningJob] = field(default_factory=dict)
+    # One start at a time: recovery must never take a job that another /retrain is still starting.
+    _starting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def start(
         self,
@@ -81,7 +91,32 @@ class RetrainRunner:
         requested_by: int | None,
         force: bool = False,
     ) -> RetrainJob | None:
-        """Queue and start a job, or tell the admin which job already runs (returns None then)."""
+        """Queue and start a job, or tell the admin which job already runs (returns None then).
+
+        A job that cannot start (its message cannot be sent, its process cannot be spawned) is marked
+        failed at once; one left behind by a crash or a kill is marked failed here before queueing, so
+        no job without a process blocks /retrain.
+        """
+        async with self._starting:
+            await self.recover(found)
+            return await self._start(found, bot, model, chat_id, requested_by, force)
+
+    async def recover(self, found: Services) -> list[int]:
+        """Mark failed the queued or running job whose process is gone (not one this runner watches)."""
+        failed = await found.store.fail_abandoned_jobs(keep=self.running)
+        for job_id in failed:
+            logger.warning("retrain job %d had no process left: marked failed", job_id)
+        return failed
+
+    async def _start(
+        self,
+        found: Services,
+        bot: Bot,
+        model: str,
+        chat_id: int,
+        requested_by: int | None,
+        force: bool,
+    ) -> RetrainJob | None:
         from storage import JobAlreadyActive
 
         try:
@@ -89,20 +124,16 @@ class RetrainRunner:
         except JobAlreadyActive as error:
             await bot.send_message(chat_id, busy_text(error.job))
             return None
-        message = await bot.send_message(chat_id, progress_text(job))
-        command = self.command(model, job.id, force)
-        log_file = job_log_path(self.settings, job.id)
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(log_file, "ab") as output:
-                process = await asyncio.create_subprocess_exec(
-                    *command,
-                    env=job_environment(self.settings),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,  # a Ctrl-C to the bot does not kill the job
-                )
+            message = await bot.send_message(chat_id, progress_text(job))
+        except Exception as error:
+            await found.store.fail_retrain_job(
+                job.id, f"its start message could not be sent: {redact(str(error))}"
+            )
+            raise
+        command = self.command(model, job.id, force)
+        try:
+            process = await self._spawn(command, job_log_path(self.settings, job.id))
         except OSError as error:
             await found.store.fail_retrain_job(job.id, f"the job process could not start: {error}")
             await _edit(bot, chat_id, message.message_id, f"Retraining {model} could not start: {error}")
@@ -114,6 +145,19 @@ class RetrainRunner:
         running.task = asyncio.create_task(self._watch(found, bot, running), name=f"retrain-job-{job.id}")
         self.running[job.id] = running
         return job
+
+    async def _spawn(self, command: list[str], log_file: Path) -> asyncio.subprocess.Process:
+        """The job's process, its output appended to its own log file."""
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as output:
+            return await asyncio.create_subprocess_exec(
+                *command,
+                env=job_environment(self.settings),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C to the bot does not kill the job
+            )
 
     def command(self, model: str, job_id: int, force: bool) -> list[str]:
         command = [self.python, "-m", "photobot", "retrain", "--model", model, "--job-id", str(job_id)]
@@ -198,11 +242,14 @@ class RetrainRunner:
                 note = f"\nServing now: {job.model} v{version.version}."
             except ModelUnavailable as error:
                 note = f"\nThe new version could not be loaded ({error}); the old one keeps serving."
-        report_dir = Path(job.metrics.get("report_dir", ""))
-        report = _read_text(report_dir / "report.txt") or f"Retraining {job.model} ended: {job.reason}"
+        report_dir = report_path(self.settings, job.metrics.get("report_dir"))
+        report = report_dir and _read_text(report_dir / "report.txt")
+        report = report or f"Retraining {job.model} ended: {job.reason}"
         await bot.send_message(running.chat_id, (report + note)[:MAX_TEXT])
         for path in job.metrics.get("report_images", []):
-            image = Path(path)
+            image = report_path(self.settings, path)
+            if image is None:
+                continue
             try:
                 data = await asyncio.to_thread(image.read_bytes)
             except OSError as error:
@@ -239,8 +286,18 @@ async def start_retrain(
 
 
 def job_environment(settings: Settings) -> dict[str, str]:
-    """The job reads its settings from the environment: give it the bot's own, explicitly."""
-    env = dict(os.environ)
+    """The job reads its settings from the environment: give it the bot's own, explicitly, and no secret.
+
+    The job never talks to Telegram, so it gets no token: every variable named like a secret, or whose
+    value holds the token, is left out, and TELEGRAM_BOT_TOKEN is set empty, because the job's own
+    `Settings.from_env` would otherwise read it back from the `.env` of the directory it runs in.
+    """
+    token = settings.telegram_bot_token or ""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not SECRET_NAME.search(name) and not (token and token in value)
+    }
     env.update(
         {
             "DATA_DIR": str(Path(settings.data_dir).resolve()),
@@ -251,8 +308,11 @@ def job_environment(settings: Settings) -> dict[str, str]:
             "MAX_IMAGE_PIXELS": str(settings.max_image_pixels),
             "RETRAIN_MIN_NEW_LABELS": str(settings.retrain_min_new_labels),
             "RETRAIN_MAX_LABELS_PER_USER": str(settings.retrain_max_labels_per_user),
+            "RETRAIN_MAX_USER_SHARE": str(settings.retrain_max_user_share),
+            "RETRAIN_MIN_CONTRIBUTORS": str(settings.retrain_min_contributors),
             "RETRAIN_GATE_MARGIN": str(settings.retrain_gate_margin),
             "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            "TELEGRAM_BOT_TOKEN": "",
         }
     )
     return env
@@ -339,6 +399,22 @@ async def _edit(bot: Bot, chat_id: int, message_id: int, text: str) -> None:
         await bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
     except TelegramError as error:  # "message is not modified", a deleted message: not worth failing for
         logger.info("progress message %d not edited: %s", message_id, error)
+
+
+def report_path(settings: Settings, path: object) -> Path | None:
+    """A report path read from the jobs table, or None unless it lies inside DATA_DIR/reports.
+
+    The table is data, not a promise: a path elsewhere (`/etc/…`, `../…`, a symlink out) is never
+    read and sent to the admin chat.
+    """
+    if not isinstance(path, str) or not path:
+        return None
+    reports = (Path(settings.data_dir) / "reports").resolve()
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(reports):
+        logger.warning("report path %r is outside %s: not sent", path, reports)
+        return None
+    return resolved
 
 
 def _read_text(path: Path) -> str | None:

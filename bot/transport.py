@@ -15,7 +15,8 @@ against 136.9 photos/s over five rounds).
 
 Everything above the wire stays python-telegram-bot's: `BaseRequest` builds the parameters, parses the
 answer and raises its errors (BadRequest, RetryAfter, …); this module only moves bytes, with
-python-telegram-bot's timeouts and its TimedOut / NetworkError for failures on the way.
+python-telegram-bot's timeouts and its TimedOut / NetworkError for failures on the way, whose texts
+never carry the token that every Bot API URL holds (`bot.redaction`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import aiohttp
 import certifi
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+from bot.redaction import redact_url
 
 # The type of python-telegram-bot's "not passed" marker: use the request's own timeout.
 DefaultValue = type(BaseRequest.DEFAULT_NONE)
@@ -121,9 +124,10 @@ class AiohttpRequest(BaseRequest):
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as error:  # aiohttp's own timeouts are TimeoutErrors too
-            raise TimedOut from error
+            failure: NetworkError = TimedOut(f"Timed out ({_describe(error, url)})")
         except aiohttp.ClientError as error:
-            raise NetworkError(f"aiohttp.{type(error).__name__}: {error}") from error
+            failure = NetworkError(_describe(error, url))
+        raise failure  # outside the handlers: aiohttp's error is neither its cause nor its context
 
     def _proxy_for(self, url: str) -> str | None:
         """The proxy that HTTP(S)_PROXY / NO_PROXY name for this URL, as python-telegram-bot's httpx
@@ -158,6 +162,18 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect,
             sock_read=read,
         )
+
+
+def _describe(error: BaseException, url: str) -> str:
+    """aiohttp's error as text without the token: its text quotes the URL, `…/bot<TOKEN>/method`.
+
+    The errors above are raised without aiohttp's as their cause or context for the same reason: a
+    chained exception's text is printed in every logged traceback.
+    """
+    name = type(error).__name__
+    if type(error).__module__.startswith("aiohttp"):
+        name = f"aiohttp.{name}"
+    return redact_url(url, f"{name}: {error}" if str(error) else name)
 
 
 def _body(request_data: RequestData | None) -> aiohttp.FormData | dict[str, str] | None:

@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -547,12 +547,19 @@ class Store:
         )
         return bool(failed)
 
-    async def fail_abandoned_jobs(self) -> list[int]:
-        """At start: jobs still marked active whose process is gone are marked failed."""
+    async def fail_abandoned_jobs(self, keep: Collection[int] = ()) -> list[int]:
+        """Jobs still marked active whose process is gone are marked failed (at start, before /retrain).
+
+        A queued job has no pid until its process claims it: the bot passes the jobs it watches itself
+        as `keep`; any other queued job was left behind by a start that failed.
+        """
         job = await self.active_retrain_job()
-        if job is None or (job.pid is not None and _process_alive(job.pid)):
+        if job is None or job.id in keep or (job.pid is not None and _process_alive(job.pid)):
             return []
-        error = "the job's process ended without finishing (killed, crashed, or the bot restarted)"
+        if job.pid is None:
+            error = "the job never started (its start failed, or the bot stopped first)"
+        else:
+            error = "the job's process ended without finishing (killed, crashed, or the bot restarted)"
         return await self._write(
             functools.partial(sql.fail_jobs, job_ids=[job.id], error=error, now=time.time())
         )

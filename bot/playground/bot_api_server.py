@@ -130,6 +130,8 @@ class BotApiServer:
         self.polls: list[tuple[int, float]] = []  # (offset, timeout) of every getUpdates, in order
         self.file_delay_s = 0.0  # a slow network: each file download waits this long before answering
         self.file_delays: dict[str, float] = {}  # file_path → extra seconds (one slow download)
+        # method name → the error it answers with instead of working (an outage, a blocked chat)
+        self.failing_methods: dict[str, BotApiError] = {}
         self._updates: deque[Json] = deque()
         self._update_ids = itertools.count(1)
         self._updates_changed = asyncio.Condition()
@@ -213,6 +215,9 @@ class BotApiServer:
         if method is None:
             # Telegram answers 404 here, but python-telegram-bot reads 404 as "invalid token".
             return _error_response(BotApiError(f"Bad Request: method {name} not found"))
+        failure = next((e for m, e in self.failing_methods.items() if m.lower() == name.lower()), None)
+        if failure is not None:
+            return _error_response(failure)
         try:
             params = await _read_params(request)
             result = await method(params)
