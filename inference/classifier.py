@@ -322,7 +322,7 @@ class Classifier:
         seeders: Mapping[str, Seeder] | None = None,
     ) -> None:
         self.store = store
-        self.catalogue = catalogue if names is None else catalogue.only(names)
+        self.catalogue = catalogue  # every mode is known; `names` limits what serves
         self.config = config or EngineConfig()
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
@@ -331,7 +331,7 @@ class Classifier:
         self._preparing = 0  # photos in decoding/preprocessing: they may join the next batch
         self._slots = {
             name: _Slot(name, BatchWorker(name, self.config, coming=self._photos_coming))
-            for name in self.catalogue.names
+            for name in (self.catalogue.names if names is None else self.catalogue.only(names).names)
         }
         self._pool: Pool | None = None
         self._pending = 0
