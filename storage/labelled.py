@@ -4,7 +4,12 @@ For a model, a photo's votes are the feedback on its predictions (a confirmed an
 including `not_a_digit` / `not_a_flower`) and the captions it was sent with. Each person counts once
 per photo (their latest word), blocked people not at all. The label with strictly the most people
 behind it wins; a tie leaves the photo out. The split depends only on the photo's SHA-256, so a photo
-never moves between train and validation as more photos arrive.
+never moves between train and validation as more photos arrive. A retrain re-splits by person instead
+(`split_by_contributor`) and caps each person's share (`cap_share_per_contributor`).
+
+Rows in the database are not trusted with the file system: an image's path is built from its hash,
+which must be 64 lowercase hex digits, and must resolve inside the image folder; anything else is
+refused and counted (`LabelledSet.refused_paths`).
 
 Everything here is synchronous SQL on a `sqlite3.Connection`, run inside one read transaction so it
 sees one consistent snapshot while the bot goes on writing (WAL lets readers and the writer work at
@@ -13,14 +18,17 @@ the same time). A job in another process calls `read_labelled_set(database, imag
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
+import re
 import shutil
 import sqlite3
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from storage.connect import open_database
@@ -31,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VALIDATION_PERCENT = 20
 SPLITS = ("train", "validation")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class LabelledSet:
     ties: int  # photos left out because people disagreed evenly
     blocked_votes: int  # votes of blocked users, ignored
     missing_images: int  # photos whose file is gone (should stay 0)
+    refused_paths: int = 0  # rows whose hash or path is not a safe image path (tampered database)
 
     @property
     def train(self) -> list[LabelledExample]:
@@ -125,6 +135,30 @@ def load_labelled_set(
     return _tally(model, rows, blocked, photos, Path(images_root), validation_percent)
 
 
+def is_sha256_hex(value: object) -> bool:
+    """Exactly 64 lowercase hex digits: the only thing an image's file name may be built from."""
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
+
+
+def image_path(images_root: Path, sha256: str, stored: str | None = None) -> Path | None:
+    """The image file of `sha256` under `images_root`, or None when the row cannot be trusted.
+
+    The path is built from the validated hash (`<first two>/<sha256>`, as `ImageStore` writes it), never
+    taken from the row; a stored path that says otherwise, or a file that resolves outside the image
+    folder (a symlink planted there), is refused.
+    """
+    if not is_sha256_hex(sha256):
+        return None
+    relative = f"{sha256[:2]}/{sha256}"
+    if stored is not None and stored != relative:
+        return None
+    root = images_root.resolve()
+    path = root / relative
+    if not path.resolve().is_relative_to(root):
+        return None
+    return path
+
+
 def _tally(
     model: str,
     rows: Iterable[Sequence],
@@ -146,7 +180,7 @@ def _tally(
     for (sha256, user_id), (at, label) in latest.items():
         ballots[sha256].append((at, user_id, label))
 
-    examples, ties, missing = [], 0, 0
+    examples, ties, missing, refused = [], 0, 0, 0
     for sha256 in sorted(ballots):
         votes = sorted(ballots[sha256])
         counts = Counter(label for _, _, label in votes).most_common()
@@ -157,7 +191,13 @@ def _tally(
             missing += 1
             continue
         relative, image_format = photos[sha256]
-        path = images_root / relative
+        path = image_path(images_root, sha256, relative)
+        if path is None:
+            refused += 1
+            log.warning(
+                "labelled photo %r refused: its hash or path %r is not a safe image path", sha256, relative
+            )
+            continue
         if not path.is_file():
             missing += 1
             log.warning("labelled photo %s has no image file at %s", sha256, path)
@@ -177,16 +217,18 @@ def _tally(
                 labelled_at=winners[0][0],
             )
         )
-    if ties or blocked_votes or missing:
+    if ties or blocked_votes or missing or refused:
         log.info(
-            "labelled set %s: %d photos; left out %d ties, %d blocked votes, %d missing images",
+            "labelled set %s: %d photos; left out %d ties, %d blocked votes, %d missing images, "
+            "%d refused paths",
             model,
             len(examples),
             ties,
             blocked_votes,
             missing,
+            refused,
         )
-    return LabelledSet(model, tuple(examples), validation_percent, ties, blocked_votes, missing)
+    return LabelledSet(model, tuple(examples), validation_percent, ties, blocked_votes, missing, refused)
 
 
 def read_labelled_set(
@@ -224,6 +266,79 @@ def cap_per_contributor(
         if len(theirs) > max_per_user:
             dropped[user_id] = len(theirs) - max_per_user
     return [e for e in examples if e.sha256 in keep], dict(sorted(dropped.items()))
+
+
+def share_cap(counts: Sequence[int], max_share: float) -> int | None:
+    """The most examples anyone may keep so that no one is more than `max_share` of what is kept.
+
+    Everyone keeps min(their count, cap); the cap is the largest for which cap <= max_share × total
+    kept. The caps that work are 1..best (the total kept grows by at most one per person per step),
+    so a bisection finds it. None when no cap works: fewer than 1/max_share people.
+    """
+    if not 0 < max_share <= 1:
+        raise ValueError(f"max_share must be above 0 and at most 1, got {max_share}")
+    counts = [n for n in counts if n > 0]
+    if not counts:
+        return 0
+
+    def fits(cap: int) -> bool:
+        return cap <= max_share * sum(min(n, cap) for n in counts) + 1e-9
+
+    if not fits(1):
+        return None
+    low, high = 1, max(counts)  # fits(low) holds; find the largest cap that fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
+
+
+def cap_share_per_contributor(
+    examples: Sequence[LabelledExample], max_share: float
+) -> tuple[list[LabelledExample], dict[int, int]] | None:
+    """Keep each person's earliest examples so that no one is more than `max_share` of those kept.
+
+    Returns the kept examples (in their original order) and, per person, how many were left out; None
+    when too few people gave examples for any share to hold (see `share_cap`).
+    """
+    cap = share_cap(list(Counter(e.contributor for e in examples).values()), max_share)
+    if cap is None:
+        return None
+    return cap_per_contributor(examples, cap)
+
+
+def minimum_contributors(max_share: float) -> int:
+    """How many people it takes before no one is more than `max_share` of the examples (1/share)."""
+    return math.ceil(1 / max_share - 1e-9)
+
+
+def split_by_contributor(
+    examples: Sequence[LabelledExample], validation_percent: int = DEFAULT_VALIDATION_PERCENT
+) -> list[LabelledExample]:
+    """Re-split so that the held-out photos are other people's than the ones trained on.
+
+    A person's photos all go to one side, chosen by a stable hash of their id (`_contributor_bucket`), so
+    the held-out score says how the model does for people it never learnt from, and one account cannot
+    both teach a wrong answer and vouch for it. A person never changes sides as photos arrive, except
+    that with two or more people each side gets at least one (the person hashed closest moves). With
+    only one person there is no one else to hold out: their photos keep the photo-hash split
+    (`split_of`), for an admin who allowed a single contributor (Settings.retrain_min_contributors).
+    """
+    people = sorted({e.contributor for e in examples})
+    if len(people) < 2:
+        return [replace(e, split=split_of(e.sha256, validation_percent)) for e in examples]
+    buckets = {u: _contributor_bucket(u) for u in people}
+    held_out = {u for u in people if buckets[u] < validation_percent}
+    if not held_out:
+        held_out = {min(people, key=lambda u: (buckets[u], u))}
+    elif len(held_out) == len(people):
+        held_out.discard(max(people, key=lambda u: (buckets[u], u)))
+    return [replace(e, split="validation" if e.contributor in held_out else "train") for e in examples]
+
+
+def _contributor_bucket(user_id: int) -> int:
+    """0..99 per person, stable and evenly spread; below the validation percentage: held out."""
+    return int(hashlib.sha256(f"contributor:{user_id}".encode()).hexdigest()[:8], 16) % 100
 
 
 def is_negative(model: str, label: str) -> bool:

@@ -18,6 +18,10 @@ from inference.model_store import ModelStore
 from photobot.settings import Settings
 
 SMALL_PHOTO = (320, 240)
+# The chat rules before issue 24: one person may be all the chat photos, held out by photo. For tests of
+# what training does with chat photos, not of who may teach it (tests/test_retrain_fairness.py).
+ONE_PERSON = {"retrain_min_contributors": 1, "retrain_max_user_share": 1.0}
+ONE_PERSON_ENV = {"RETRAIN_MIN_CONTRIBUTORS": "1", "RETRAIN_MAX_USER_SHARE": "1"}
 
 
 def digit_settings(data_dir: Path, mnist_path: Path, **overrides) -> Settings:

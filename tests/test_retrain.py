@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from retrain_fixtures import digit_photos, digit_settings, label_photos
+from retrain_fixtures import ONE_PERSON, ONE_PERSON_ENV, digit_photos, digit_settings, label_photos
 
 from inference.model_store import ModelStore
 from storage import Store, SyncStore
@@ -26,7 +26,7 @@ SMALL = {"limit": 2000, "test_limit": 1000, "epochs": 1}
 
 @pytest.fixture
 def settings(tmp_path: Path, mnist_path: Path):
-    return digit_settings(tmp_path, mnist_path, retrain_min_new_labels=10)
+    return digit_settings(tmp_path, mnist_path, retrain_min_new_labels=10, **ONE_PERSON)
 
 
 def test_chat_photos_get_a_fixed_share_of_every_epoch() -> None:
@@ -104,6 +104,7 @@ def test_sigterm_midway_fails_the_job_and_leaves_no_version_behind(settings, mni
         "DATA_DIR": str(settings.data_dir),
         "PHOTOBOT_DATASETS": str(mnist_path.parent),
         "RETRAIN_MIN_NEW_LABELS": "10",
+        **ONE_PERSON_ENV,
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     command = [sys.executable, "-m", "photobot", "retrain", "--model", "digits", "--limit", "10000"]

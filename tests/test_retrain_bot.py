@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from bot_helpers import ADMIN_ID, BotHarness, start_bot, stop_bot
 from engine_fixtures import add_version, digit_meta, train_digit_model
-from retrain_fixtures import digit_photos
+from retrain_fixtures import ONE_PERSON, digit_photos
 
 from bot.retraining import RetrainRunner
 from inference.model_store import ModelStore
@@ -50,6 +50,7 @@ async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, mnist_p
         user_updates_per_minute=0,
         retrain_min_new_labels=10,
         retrain_gate_margin=MARGIN,
+        **ONE_PERSON,  # Mira alone teaches v2; the fairness rules have their own tests
     )
     runner = RetrainRunner(harness.settings, extra_args=SMALL_JOB, poll_s=0.2, nice=0)
     harness.application.bot_data["retraining"] = runner
@@ -157,7 +158,8 @@ async def test_labelled_photos_retrain_promote_and_the_bot_answers_with_the_new_
 async def test_a_poisoned_batch_is_rejected_and_the_serving_version_stays(
     bot: BotHarness, mnist_path: Path
 ) -> None:
-    admin, poisoner = bot.user(ADMIN_ID, "Root"), bot.user(302, "Mallory")
+    # Held out by person: Mallory (309) lands on the trained side, Mira's photos are the held-out ones.
+    admin, poisoner = bot.user(ADMIN_ID, "Root"), bot.user(309, "Mallory")
     await send_labelled(bot, poisoner, digit_photos(mnist_path, 40, seed=2, offset=200), wrong=True)
     serving = bot.services.model_store.active_version("digits")
     runner_of(bot).extra_args = (*SMALL_JOB[:-1], "3", "--chat-share", "0.6")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from retrain_fixtures import store_labels
+from retrain_fixtures import ONE_PERSON, store_labels
 
 from inference.model_store import ModelStore
 from photobot.cli import main
@@ -54,7 +54,7 @@ def settings(flowers_path: Path, mnist_path: Path, tmp_path_factory: pytest.Temp
         assert main(["train", "flowers", "--images", str(photos), *quick, "--no-package-photos"]) == 0
         (tmp_path / "var" / "datasets").mkdir()
         os.symlink(photos, tmp_path / "var" / "datasets" / "flower_photos")  # the base data of this store
-        yield Settings(data_dir=tmp_path / "var", datasets=(), retrain_min_new_labels=5)
+        yield Settings(data_dir=tmp_path / "var", datasets=(), retrain_min_new_labels=5, **ONE_PERSON)
 
 
 def test_fine_tuning_the_backbone_in_a_retrain_is_refused_clearly(settings: Settings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import textwrap
 from storage_fixtures import label_photo, open_store, png, predict
 
 from storage import cap_per_contributor, read_labelled_set, split_of
+from storage.labelled import image_path, is_sha256_hex
 
 
 async def contribute(store, *, user_id: int, message_id: int, image: bytes, label: str, model="digits"):
@@ -229,3 +231,57 @@ async def test_other_processes_read_and_write_while_the_bot_writes(tmp_path):
     final = read_labelled_set(database, images, "digits")
     assert len(final.examples) == 300 + 150
     assert final.contributor_counts() == {**{task + 1: 30 for task in range(10)}, 500: 150}
+
+
+async def _tampered_rows(tmp_path) -> tuple[str, list[str]]:
+    """One honest labelled photo, then rows a tampered database could hold, each with a label."""
+    store = await open_store(tmp_path)
+    try:
+        honest = await contribute(store, user_id=1, message_id=1, image=png(1), label="1")
+        moved = await contribute(store, user_id=1, message_id=2, image=png(2), label="2")
+        linked = await contribute(store, user_id=1, message_id=3, image=png(3), label="3")
+    finally:
+        await store.close()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not an image of the store")
+    (tmp_path / "images" / linked[:2] / linked).unlink()
+    (tmp_path / "images" / linked[:2] / linked).symlink_to(secret)  # a planted symlink out
+    traversal = ("../" * 22)[:62] + "ab"  # 64 characters, as the old length check wanted
+    shouting = moved.upper()  # hex, but not lowercase
+    db = sqlite3.connect(tmp_path / "photobot.sqlite3")
+    with db:
+        db.execute("UPDATE photos SET path = '../secret.txt' WHERE sha256 = ?", (moved,))
+        for n, sha256 in enumerate((traversal, shouting), start=10):
+            db.execute(
+                "INSERT INTO photos (sha256, size, path, first_seen) VALUES (?, 1, ?, 0)",
+                (sha256, "../secret.txt"),
+            )
+            db.execute(
+                """INSERT INTO contributions (user_id, chat_id, message_id, photo_sha256, model, label,
+                   created_at) VALUES (1, 1, ?, ?, 'digits', '5', 0)""",
+                (n, sha256),
+            )
+    db.close()
+    return honest, [moved, linked, traversal, shouting]
+
+
+async def test_rows_whose_hash_or_path_would_leave_the_image_folder_are_refused_and_counted(tmp_path):
+    honest, tampered = await _tampered_rows(tmp_path)
+    labelled = read_labelled_set(tmp_path / "photobot.sqlite3", tmp_path / "images", "digits")
+    assert [e.sha256 for e in labelled.examples] == [honest]
+    assert labelled.refused_paths == len(tampered) == 4
+    images = (tmp_path / "images").resolve()
+    assert labelled.examples[0].path == images / honest[:2] / honest
+    assert labelled.missing_images == 0 and labelled.ties == 0
+
+
+def test_image_paths_are_built_only_from_lowercase_hex_hashes(tmp_path):
+    sha = "0123456789abcdef" * 4
+    assert image_path(tmp_path, sha) == tmp_path.resolve() / "01" / sha
+    assert image_path(tmp_path, sha, f"01/{sha}") == tmp_path.resolve() / "01" / sha
+    assert image_path(tmp_path, sha, "../../etc/passwd") is None  # the row's path is not believed
+    assert image_path(tmp_path, sha.upper()) is None
+    assert image_path(tmp_path, sha[:-1]) is None and image_path(tmp_path, sha + "0") is None
+    assert image_path(tmp_path, ("../" * 22)[:64]) is None
+    assert image_path(tmp_path, sha[:-1] + "\n") is None
+    assert not is_sha256_hex(sha + "\n") and is_sha256_hex(sha)

@@ -2,7 +2,10 @@
 
 Both versions — the one serving and the candidate fine-tuned from it — are scored on the same data:
 the fixed base test set (MNIST test for digits, the flowers' hash-defined test split) and the held-out
-chat photos (storage's stable validation split, never trained on). The rule:
+chat photos: those of other people than the ones trained on (`storage.labelled.split_by_contributor`),
+so one account cannot both teach a wrong answer and be the chat photos that vouch for it; near-
+duplicates count once and no one person is more than Settings.retrain_max_user_share of them
+(`training.retrain.select_chat_examples`). The rule:
 
 - base test accuracy may drop by at most `margin_points` percentage points (Settings.retrain_gate_margin),
   on each fixed base set (digits also have MNIST test digits rendered as phone photos);

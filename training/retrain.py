@@ -4,11 +4,15 @@ Run in its own process (`photobot retrain --model digits|flowers [--job-id N]`),
 
 1. Claim the job (the bot queued it, or the command line creates one): one job at a time.
 2. Read storage's labelled set for the model. Storage has already left out blocked users and photos
-   whose labels contradict each other (ties); here the per-user cap (Settings.retrain_max_labels_per_user)
-   is applied, negative labels ("not a digit") and, for flowers, labels no model knows are set aside
-   (new classes are reported, never silently added).
-3. Too few new labelled photos since the last promotion (Settings.retrain_min_new_labels): explain and
-   stop, unless forced.
+   whose labels contradict each other (ties) or whose image path cannot be trusted; here negative labels
+   ("not a digit") are set aside, near-duplicate photos count once (`training.near_duplicates`), the
+   per-user cap (Settings.retrain_max_labels_per_user) and the per-person share
+   (Settings.retrain_max_user_share) are applied, and the held-out chat photos are other people's than
+   the ones trained on (`split_by_contributor`). For flowers, labels no model knows are set aside (new
+   classes are reported, never silently added). Every photo left out is counted in the report.
+3. Chat photos from fewer people than Settings.retrain_min_contributors (or than the share allows), or
+   too few new labelled photos since the last promotion (Settings.retrain_min_new_labels): explain and
+   stop; only the second can be forced.
 4. Preprocess the chat photos with the serving code (`inference.decode`, `inference.digits`,
    `inference.flowers`), so training sees exactly what serving will.
 5. Digits: fine-tune the serving version on a subset of MNIST plus the chat photos, with augmentation.
@@ -37,16 +41,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
 from storage import NEGATIVE_LABELS, LabelledExample, SyncStore, cap_per_contributor
+from storage.labelled import cap_share_per_contributor, minimum_contributors, split_by_contributor
 from training import gate
+from training.near_duplicates import collapse_near_duplicates
 from training.report import Mistake, Report, ReportData, confusion_matrix, write_report
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODELS = ("digits", "flowers")
 # MNIST training digits per fine-tuning run (a fresh random subset each time) and epochs: measured,
@@ -242,7 +249,7 @@ def _run(
         raise RetrainError(
             f"no {options.model} version serves yet; train one first (photobot train {options.model})"
         )
-    chat = select_chat_examples(store, options.model, settings.retrain_max_labels_per_user)
+    chat = select_chat_examples(store, options.model, ChatRules.of(settings))
     report = ReportData(model=options.model, job_id=job_id, serving_version=serving.version)
     report.capped, report.dropped = chat.capped, dict(chat.dropped)
 
@@ -254,6 +261,9 @@ def _run(
             f"at least {settings.retrain_min_new_labels} are needed (or force it: /retrain … force, "
             "photobot retrain --force)"
         )
+        return _finish_skipped(store, job_id, options, serving, report, settings, started)
+    if chat.refused is not None:  # not even when forced: this rule is what keeps one account out
+        report.skipped = chat.refused
         return _finish_skipped(store, job_id, options, serving, report, settings, started)
 
     trainer = DigitsRetrainer if options.model == "digits" else FlowersRetrainer
@@ -336,15 +346,46 @@ def report_folder(settings: Any, model: str, job_id: int) -> Path:
 # ------------------------------------------------------------------------------------- chat photos
 
 
+@dataclass(frozen=True)
+class ChatRules:
+    """What a retrain may take from chat (Settings.retrain_*), so one account cannot be most of it."""
+
+    max_per_user: int = 200  # photos credited to one person, at most
+    max_share: float = 0.25  # of the chat photos used, one person's at most
+    min_contributors: int = 4  # different people before chat photos count at all
+    max_pixels: int = 40_000_000  # photos larger than this are not even opened to compare
+
+    @classmethod
+    def of(cls, settings: Any) -> ChatRules:
+        return cls(
+            settings.retrain_max_labels_per_user,
+            settings.retrain_max_user_share,
+            settings.retrain_min_contributors,
+            settings.max_image_pixels,
+        )
+
+    @property
+    def people_needed(self) -> int:
+        """At least min_contributors, and at least 1/max_share: four people at 25% each."""
+        return max(self.min_contributors, minimum_contributors(self.max_share))
+
+
 @dataclass
 class ChatSelection:
-    examples: list[LabelledExample]
-    capped: dict[int, int]  # user → photos left out by the cap
+    examples: list[LabelledExample]  # split by person: the held-out ones are other people's
+    capped: dict[int, int]  # user → photos left out by the per-user cap (max_per_user)
     dropped: Counter  # reason → photos left out
+    refused: str | None = None  # why no chat photo may count (too few people); None: they may
+    contributors: int = 0  # different people behind the photos
 
 
-def select_chat_examples(store: SyncStore, model: str, max_per_user: int) -> ChatSelection:
-    """Storage's labelled set minus negative labels, with the per-user cap applied (counted, not silent)."""
+def select_chat_examples(store: SyncStore, model: str, rules: ChatRules) -> ChatSelection:
+    """The chat photos a retrain may use, and every photo left out, counted by why.
+
+    Storage's labelled set minus negative labels; near-duplicates count once; the per-user cap, then
+    the per-person share; then split by person. Photos from fewer people than `rules.people_needed`:
+    `refused` says why, and no chat photo may count (no photo at all: nothing to refuse).
+    """
     labelled = store.labelled_set(model)
     dropped: Counter = Counter()
     if labelled.ties:
@@ -353,12 +394,41 @@ def select_chat_examples(store: SyncStore, model: str, max_per_user: int) -> Cha
         dropped["votes of blocked users"] += labelled.blocked_votes
     if labelled.missing_images:
         dropped["image file missing"] += labelled.missing_images
+    if labelled.refused_paths:
+        dropped["image path or hash refused (not a file of the image store)"] += labelled.refused_paths
     negative = NEGATIVE_LABELS.get(model)
     usable = [e for e in labelled.examples if e.label != negative]
     if len(usable) < len(labelled.examples):
         dropped[f"labelled {negative}"] += len(labelled.examples) - len(usable)
-    kept, capped = cap_per_contributor(usable, max_per_user)
-    return ChatSelection(kept, capped, dropped)
+    unique = collapse_near_duplicates(usable, rules.max_pixels)
+    if unique.duplicates:
+        dropped["near-duplicate of another photo"] += unique.duplicates
+    if unique.unreadable:
+        dropped["photo cannot be decoded"] += unique.unreadable
+    kept, capped = cap_per_contributor(unique.kept, rules.max_per_user)
+    people = len({e.contributor for e in kept})
+    if kept and people < rules.people_needed:  # no chat photo at all: a forced run uses the base data
+        return ChatSelection(kept, capped, dropped, _too_few_people(len(kept), people, rules), people)
+    fair = cap_share_per_contributor(kept, rules.max_share)
+    assert fair is not None  # no photos, or people_needed >= 1/max_share people: some cap fits
+    within, over = fair
+    if over:
+        dropped[_share_reason(rules)] += sum(over.values())
+    return ChatSelection(split_by_contributor(within), capped, dropped, None, people)
+
+
+def _too_few_people(photos: int, people: int, rules: ChatRules) -> str:
+    return (
+        f"the {photos} usable chat photo{'s' if photos != 1 else ''} come from {people} "
+        f"{'person' if people == 1 else 'people'}; chat photos count only once at least "
+        f"{rules.people_needed} different people labelled them (RETRAIN_MIN_CONTRIBUTORS="
+        f"{rules.min_contributors}, at most {rules.max_share:.0%} from one person), so that no one "
+        "account can be most of a retrain. Nothing was trained"
+    )
+
+
+def _share_reason(rules: ChatRules) -> str:
+    return f"over one person's share (at most {rules.max_share:.0%} of the chat photos used)"
 
 
 def last_promotion(store: SyncStore, model: str) -> float:
@@ -478,6 +548,27 @@ class _Retrainer:
         self.settings, self.options, self.progress = settings, options, progress
         self.serving, self.report = serving, report
 
+    def _within_share(self, items: list[T], example_of: Callable[[T], LabelledExample]) -> list[T]:
+        """The photos that could be read, cut again to each person's share (others' may have failed).
+
+        Photos of honest people that cannot be read must not leave one account more than its share.
+        """
+        rules = ChatRules.of(self.settings)
+        fair = cap_share_per_contributor([example_of(item) for item in items], rules.max_share)
+        if fair is None:
+            people = len({example_of(item).contributor for item in items})
+            raise RetrainError(
+                f"the chat photos that could be read come from {people} "
+                f"{'person' if people == 1 else 'people'}: too few for at most {rules.max_share:.0%} "
+                "from one person; nothing was trained"
+            )
+        within, over = fair
+        if over:
+            reason = _share_reason(rules)
+            self.report.dropped[reason] = self.report.dropped.get(reason, 0) + sum(over.values())
+        keep = {e.sha256 for e in within}
+        return [item for item in items if example_of(item).sha256 in keep]
+
 
 class DigitsRetrainer(_Retrainer):
     """Fine-tune the serving digit model on MNIST + chat photos read by the serving code."""
@@ -492,7 +583,7 @@ class DigitsRetrainer(_Retrainer):
         labels = list(self.serving.labels or LABELS)
         report.labels = labels
         progress.enter("preprocessing", f"reading {len(examples)} chat photos")
-        photos = self._read_photos(examples, labels)
+        photos = self._within_share(self._read_photos(examples, labels), lambda photo: photo.example)
         _usage(report, [p.example for p in photos])
         train = [p for p in photos if p.example.split == "train"]
         held_out = [p for p in photos if p.example.split == "validation"]
@@ -873,6 +964,8 @@ class FlowersRetrainer(_Retrainer):
             progress.within(0.2 + 0.6 * done / max(1, total), message=f"features: {done}/{total} computed")
 
         chat_pixels, chat_used = self._chat_pixels(known)
+        pairs = self._within_share(list(zip(chat_pixels, chat_used, strict=True)), lambda pair: pair[1])
+        chat_pixels, chat_used = [px for px, _ in pairs], [e for _, e in pairs]
         _usage(report, chat_used)
         everything = [p for split in base.values() for p in split] + chat_pixels
         features = bottlenecks(everything, cache, extract, progress=note).features
