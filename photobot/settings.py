@@ -26,7 +26,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    telegram_bot_token: str | None = None
+    # Left out of repr: a logged Settings (or a RetrainRunner holding one) must not quote the token.
+    telegram_bot_token: str | None = field(default=None, repr=False)
     telegram_api_url: str = TELEGRAM_API_DEFAULT  # root of a Bot API server: {root}/bot{token}/{method}
     webhook_url: str | None = None  # public URL; when set the bot uses a webhook instead of long polling
     webhook_listen: str = "127.0.0.1"
@@ -41,7 +42,6 @@ class Settings:
     # Pixels a JPEG may declare (it is decoded at 1/2 to 1/8 scale: a 108 MP phone photo reads at 1.7 MP);
     # other formats decode at full size and stop at inference.decode.MAX_FULL_PIXELS (16 MP).
     max_image_pixels: int = 110_000_000
-    decode_memory_mb: int = 1024  # address space a decode process may add (RLIMIT_AS); 0: unlimited
     user_photos_per_minute: int = 20  # per-user flood limit for incoming photos; 0 turns it off
     user_updates_per_minute: int = 30  # per-user limit for every update (texts, files, buttons); 0: off
     outgoing_messages_per_s: float = 30.0  # Telegram's overall limit for a bot's messages; 0 turns it off
@@ -100,10 +100,10 @@ class Settings:
                 reload_poll_s=_number(env, "ENGINE_RELOAD_POLL_S", engine_defaults.reload_poll_s, float),
                 pool=_choice(env, "ENGINE_POOL", engine_defaults.pool, ("thread", "process")),
                 runtime=_choice(env, "ENGINE_RUNTIME", engine_defaults.runtime, ("auto", "keras", "lite")),
+                decode_memory_mb=_number(env, "DECODE_MEMORY_MB", engine_defaults.decode_memory_mb, int),
             ),
             max_image_bytes=_number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
-            decode_memory_mb=_number(env, "DECODE_MEMORY_MB", defaults.decode_memory_mb, int),
             user_photos_per_minute=_number(
                 env, "USER_PHOTOS_PER_MINUTE", defaults.user_photos_per_minute, int
             ),

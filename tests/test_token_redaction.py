@@ -30,6 +30,7 @@ from bot.redaction import REDACTED, RedactingFilter, redact
 from bot.retraining import RetrainRunner, RunningJob
 from bot.transport import AiohttpRequest
 from inference.model_store import ModelStore
+from photobot.settings import Settings
 
 WRONG_TOKEN = "123:wrong"
 
@@ -122,6 +123,12 @@ def test_the_log_filter_redacts_messages_arguments_and_tracebacks() -> None:
     assert (
         redact("a token-free line, 10:30 at 127.0.0.1:8080") == "a token-free line, 10:30 at 127.0.0.1:8080"
     )
+
+
+def test_settings_and_the_retrain_runner_do_not_quote_the_token_in_their_repr() -> None:
+    settings = Settings(telegram_bot_token=TOKEN)
+    assert TOKEN not in repr(settings) and TOKEN not in repr(RetrainRunner(settings))
+    assert "telegram_api_url=" in repr(settings)
 
 
 async def photobot_run(tmp_path: Path, token: str, api_url: str, log_level: str = "DEBUG") -> tuple[int, str]:
