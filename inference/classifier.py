@@ -43,13 +43,13 @@ from PIL import Image
 
 from inference import digits, flowers, router
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind
-from inference.decode import decode_image
+from inference.decode import decode_image, limit_memory
 from inference.engine import BatchWorker, EngineConfig, Outputs, Timed
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
 from inference.lite import LiteModel, has_conversion, run_in_this_process, wants_lite
 from inference.loading import LoadedModel, load_version
 from inference.model_store import META_FILE, MODEL_FILE, ModelStore, ModelVersion
-from inference.pool import Pool, ProcessPool, make_pool
+from inference.pool import Pool, ProcessPool, Setup, make_pool
 from inference.prediction import Mode, Prediction
 
 log = logging.getLogger(__name__)
@@ -350,7 +350,9 @@ class Classifier:
         if self._started:
             return
         # The workers run this module's functions (prepare_photo): they import it before the first photo.
-        pool = make_pool(self.config.pool, self.config.decode_workers(), preload=(__name__,))
+        pool = make_pool(
+            self.config.pool, self.config.decode_workers(), preload=(__name__,), setup=self._decode_setup()
+        )
         await pool.start()
         self._pool = pool
         for slot in self._slots.values():
@@ -363,6 +365,12 @@ class Classifier:
         self._started = True
         if self.config.reload_poll_s > 0:
             self._poller = asyncio.create_task(self._poll_store(), name="photobot-model-poller")
+
+    def _decode_setup(self) -> Setup | None:
+        """A decode process's memory cap: a decompression bomb past the pixel caps fails its photo, not
+        the machine (see `decode.limit_memory`)."""
+        budget = self.config.decode_memory_mb << 20
+        return (limit_memory, (budget,)) if budget > 0 else None
 
     async def close(self) -> None:
         """Stop polling and converting, answer what is queued, stop the workers and the decode pool."""

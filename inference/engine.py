@@ -53,6 +53,7 @@ class EngineConfig:
     runtime: str = "auto"  # "auto", "keras" or "lite": what runs the models (see inference.lite)
     batch_sizes: tuple[int, ...] = ()  # padded shapes where the backend compiles per shape; () = 1, 2, 4, …
     reload_poll_s: float = 2.0  # how often the store's `active` pointers are checked; 0 turns it off
+    decode_memory_mb: int = 1024  # address space a decode process may add to its start (RLIMIT_AS); 0: no cap
 
     def decode_workers(self) -> int:
         return self.workers or os.cpu_count() or 1

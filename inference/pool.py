@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 NATIVE_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STOP_TIMEOUT_S = 5.0
 ABANDONED_AFTER_S = 10.0  # a worker still on a photo its caller gave up on this long after is stopped
+# A picklable (function, args) a worker process runs once it has imported its modules.
+Setup = tuple[Callable[..., object], tuple[object, ...]]
 
 
 class Pool(Protocol):
@@ -94,10 +96,16 @@ class ProcessPool:
     """
 
     def __init__(
-        self, size: int, *, preload: tuple[str, ...] = (), abandoned_after_s: float = ABANDONED_AFTER_S
+        self,
+        size: int,
+        *,
+        preload: tuple[str, ...] = (),
+        setup: Setup | None = None,
+        abandoned_after_s: float = ABANDONED_AFTER_S,
     ) -> None:
         self.size = max(1, size)
         self.preload = preload  # modules each worker imports before it counts as started
+        self.setup = setup  # (function, args) each worker runs after its imports, e.g. a memory limit
         self.abandoned_after_s = abandoned_after_s
         self._workers: list[_Worker] = []
         self._idle: collections.deque[_Worker] = collections.deque()
@@ -161,7 +169,7 @@ class ProcessPool:
         context = multiprocessing.get_context("spawn")  # not fork: forking TensorFlow's threads can deadlock
         here, there = context.Pipe(duplex=True)
         process = context.Process(
-            target=_serve, args=(there, self.preload), name="photobot-decode", daemon=True
+            target=_serve, args=(there, self.preload, self.setup), name="photobot-decode", daemon=True
         )
         process.start()
         there.close()
@@ -276,10 +284,10 @@ def _join(processes: list[multiprocessing.process.BaseProcess]) -> None:
 # The worker's side.
 
 
-def _serve(conn: Connection, preload: tuple[str, ...] = ()) -> None:
-    """A worker process: import `preload`, then read a call, run it, write (ok, result) back, until
-    the pipe closes. A module that fails to import ends the process before it reports: the pool
-    does not start.
+def _serve(conn: Connection, preload: tuple[str, ...] = (), setup: Setup | None = None) -> None:
+    """A worker process: import `preload`, run `setup`, then read a call, run it, write (ok, result)
+    back, until the pipe closes. A module that fails to import ends the process before it reports:
+    the pool does not start.
 
     Signals are the bot's to handle: it finishes the photos in flight and then closes the pipes, so
     a Ctrl-C or a SIGTERM sent to the whole process group must not kill a worker mid-photo.
@@ -289,6 +297,9 @@ def _serve(conn: Connection, preload: tuple[str, ...] = ()) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for name in preload:
         importlib.import_module(name)
+    if setup is not None:  # after the imports: a memory limit is measured from the size they leave
+        function, args = setup
+        function(*args)
     conn.send_bytes(pickle.dumps((True, os.getpid())))
     while True:
         try:
@@ -332,6 +343,7 @@ class ThreadPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def make_pool(kind: str, size: int, *, preload: tuple[str, ...] = ()) -> Pool:
-    """Processes (importing `preload` as they start) or threads (which share this process' imports)."""
-    return ProcessPool(size, preload=preload) if kind == "process" else ThreadPool(size)
+def make_pool(kind: str, size: int, *, preload: tuple[str, ...] = (), setup: Setup | None = None) -> Pool:
+    """Processes (importing `preload` and running `setup` as they start) or threads (which share this
+    process's imports and limits: `setup` is for processes only)."""
+    return ProcessPool(size, preload=preload, setup=setup) if kind == "process" else ThreadPool(size)

@@ -6,7 +6,9 @@ import asyncio
 import io
 import json
 import logging
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,3 +266,24 @@ async def test_prepare_photo_gives_identical_inputs_in_a_spawned_process(test_di
     assert set(there.items) == {"digits"}
     np.testing.assert_array_equal(there.items["digits"][0], here.items["digits"][0])
     assert here.items["digits"][0].shape[1:] == (28, 28, 1)
+
+
+def _address_space_limit(pid: int) -> int | None:
+    """The soft RLIMIT_AS of process `pid` in bytes (None: unlimited), from /proc/PID/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max address space"):
+            soft = line.split()[3]
+            return None if soft == "unlimited" else int(soft)
+    raise AssertionError("no address space line")
+
+
+async def test_decode_processes_run_under_a_memory_cap_and_still_answer(store, test_digits):
+    x_test, y_test = test_digits
+    photos = [digit_photo(x_test[i], seed=i) for i in range(6)]
+    engine = config(pool="process", workers=2, decode_memory_mb=512)
+    async with Classifier(store, engine, names=("digits",), shipped_dir=None) as classifier:
+        limits = [_address_space_limit(pid) for pid in classifier._pool.pids]
+        answers = await asyncio.gather(*(classifier.classify(p, "digit") for p in photos))
+    assert all(limit is not None and limit > 512 << 20 for limit in limits)
+    assert _address_space_limit(os.getpid()) is None  # the bot's own process is not capped
+    assert [a.label for a in answers] == [str(y) for y in y_test[:6]]
