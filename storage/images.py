@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -90,6 +91,9 @@ class ImageStore:
 
     @staticmethod
     def relative_path(sha256: str) -> str:
+        """Where the photo with this hash lives; refuses anything but a hash (no path from outside)."""
+        if not is_sha256_hex(sha256):
+            raise ValueError(f"not a SHA-256 in lowercase hex: {sha256[:80]!r}")
         return f"{sha256[:2]}/{sha256}"
 
     def path(self, sha256: str) -> Path:
@@ -168,3 +172,11 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256_hex(value: object) -> bool:
+    """Exactly 64 lowercase hex digits: the only thing an image's file name may be built from."""
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None

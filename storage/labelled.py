@@ -22,7 +22,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 import shutil
 import sqlite3
 import uuid
@@ -32,14 +31,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from storage.connect import open_database
-from storage.images import EXTENSIONS, sniff_format
+from storage.images import EXTENSIONS, is_sha256_hex, sniff_format
 from storage.records import NEGATIVE_LABELS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VALIDATION_PERCENT = 20
 SPLITS = ("train", "validation")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -133,11 +131,6 @@ def load_labelled_set(
         if not in_transaction:
             db.execute("COMMIT")
     return _tally(model, rows, blocked, photos, Path(images_root), validation_percent)
-
-
-def is_sha256_hex(value: object) -> bool:
-    """Exactly 64 lowercase hex digits: the only thing an image's file name may be built from."""
-    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
 
 
 def image_path(images_root: Path, sha256: str, stored: str | None = None) -> Path | None:

@@ -98,3 +98,10 @@ def test_a_live_writers_temporary_files_are_never_removed(tmp_path):
 )
 def test_the_format_is_recognised_from_the_first_bytes(head, expected):
     assert sniff_format(head) == expected
+
+
+@pytest.mark.parametrize("bad", ["../" * 21 + "etc/passwd", "A" * 64, "g" * 64, "ab" * 31, ""])
+def test_a_path_is_built_only_from_a_lowercase_hex_hash(tmp_path, bad) -> None:
+    store = ImageStore(tmp_path)
+    with pytest.raises(ValueError, match="SHA-256"):
+        store.path(bad)

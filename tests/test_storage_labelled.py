@@ -13,7 +13,8 @@ import textwrap
 from storage_fixtures import label_photo, open_store, png, predict
 
 from storage import cap_per_contributor, read_labelled_set, split_of
-from storage.labelled import image_path, is_sha256_hex
+from storage.images import is_sha256_hex
+from storage.labelled import image_path
 
 
 async def contribute(store, *, user_id: int, message_id: int, image: bytes, label: str, model="digits"):
