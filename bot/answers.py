@@ -1,30 +1,64 @@
-"""The text of an answer: the label exactly as the model names it and its confidence on the first line,
-then the runner-up (or, for a number, every digit), then what `unsure` / `not_recognized` mean."""
+"""The text of an answer: the label and its confidence on the first line, then the runner-up (or, for a
+number, every digit), then what `unsure` / `not_recognized` mean. Labels are shown in the user's
+language (`розы` for `roses`); a refusal names what the chat's mode looked for."""
 
 from __future__ import annotations
 
 from bot.texts import percent, text
+from inference.catalogue import Catalogue, ModelKind, ModelSpec
 from inference.prediction import Prediction
 
 
-def format_answer(prediction: Prediction, lang: str) -> str:
+def format_answer(prediction: Prediction, lang: str, catalogue: Catalogue, mode: str = "auto") -> str:
+    spec = catalogue.get(prediction.model)
     if prediction.status == "not_recognized" or prediction.label is None:
-        return text(lang, "not_recognized")
-    lines = [text(lang, "confidence_line", label=prediction.label, percent=percent(prediction.confidence))]
+        return refusal(lang, catalogue.for_mode(mode))
+
+    def shown(label: str) -> str:
+        return spec.shown_label(label, lang) if spec else label
+
+    lines = [
+        text(lang, "confidence_line", label=shown(prediction.label), percent=percent(prediction.confidence))
+    ]
     if len(prediction.digits) > 1:
         digits = ", ".join(f"{d.label} ({percent(d.confidence)}%)" for d in prediction.digits)
         lines.append(text(lang, "digits_line", digits=digits))
-    elif prediction.runner_up is not None:
-        label, probability = prediction.runner_up
-        lines.append(text(lang, "runner_up", label=label, percent=percent(probability)))
+    elif (runner_up := worth_showing(prediction)) is not None:
+        label, probability = runner_up
+        lines.append(text(lang, "runner_up", label=shown(label), percent=percent(probability)))
     if prediction.status == "unsure":
         other = _other_candidate(prediction)
         lines.append(
-            text(lang, "unsure", label=prediction.label, other=other)
+            text(lang, "unsure", label=shown(prediction.label), other=shown(other))
             if other
             else text(lang, "unsure_single")
         )
     return "\n".join(lines)
+
+
+def refusal(lang: str, spec: ModelSpec | None) -> str:
+    """What the bot says when it sees nothing it knows: in a model's mode, what that model looked for."""
+    if spec is None:
+        return text(lang, "not_recognized")
+    if spec.kind == ModelKind.DIGIT_READER:
+        return text(lang, "not_recognized_digit")
+    names = [label.shown(lang) for label in spec.labels]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {text(lang, 'or')} {names[-1]}"
+    return text(lang, "not_recognized_model", labels=listed)
+
+
+def worth_showing(prediction: Prediction) -> tuple[str, float] | None:
+    """The runner-up, unless it rounds to 0%: "Runner-up: 7 (0%)" tells the user nothing."""
+    runner_up = prediction.runner_up
+    return runner_up if runner_up is not None and percent(runner_up[1]) > 0 else None
+
+
+def offered_labels(prediction: Prediction) -> list[str]:
+    """The labels an unsure answer asks about: the guess and, for a single label, the runner-up."""
+    if prediction.label is None:
+        return []
+    other = _other_candidate(prediction)
+    return [prediction.label, other] if other else [prediction.label]
 
 
 def _other_candidate(prediction: Prediction) -> str | None:

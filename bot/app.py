@@ -1,45 +1,52 @@
-"""The one composition root: `build_application(settings)` returns the bot, ready to run.
+"""The bot's application: `build_application(config, open_services=…)` returns it, ready to run.
 
-Nothing heavy happens here or at import time: the engine, the models and the database are opened in
-`post_init` (when the application starts) and closed in `post_shutdown`, after the last update in
-flight has been answered.
+The composition root (`photobot.wiring`) builds the parts and hands them in: this module wires
+python-telegram-bot to them. Nothing heavy happens here or at import time: the services (the engine,
+the models, the database) are opened in `post_init`, when the application starts, and closed in
+`post_shutdown`, after the last update in flight has been answered.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from telegram import BotCommand
 from telegram.ext import AIORateLimiter, Application
 
 from bot import handlers
+from bot.config import BotConfig
 from bot.errors import on_error
-from bot.limits import FloodLimiter
-from bot.services import KEY, MODEL_NAMES, Services
+from bot.services import KEY, Services
 from bot.texts import COMMANDS
 from bot.transport import bot_api_request, get_updates_request
-
-if TYPE_CHECKING:
-    from photobot.settings import Settings
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 
 logger = logging.getLogger(__name__)
 
 CONCURRENT_UPDATES = 256  # photos handled at once; the engine's own queue bounds the real work
+OPEN_SERVICES_KEY = "open_services"
+
+ServicesFactory = Callable[[], Awaitable[Services]]
 
 
-def build_application(settings: Settings, *, models: Sequence[str] = MODEL_NAMES) -> Application:
+def build_application(
+    config: BotConfig,
+    *,
+    open_services: ServicesFactory,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+) -> Application:
     """The bot: handlers, rate limiter, concurrency, and start-up / shutdown of its services.
 
-    `models` are the model names the engine serves (tests serve the digit model alone).
+    `open_services` opens what the handlers use (called once, in `post_init`); `catalogue` names the
+    models whose chat modes get a command.
     """
-    if not settings.telegram_bot_token:
+    if not config.token:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
-    base_url, base_file_url = api_urls(settings)
+    base_url, base_file_url = api_urls(config.api_url)
     builder = (
         Application.builder()
-        .token(settings.telegram_bot_token)
+        .token(config.token)
         .base_url(base_url)
         .base_file_url(base_file_url)
         .concurrent_updates(CONCURRENT_UPDATES)
@@ -48,29 +55,30 @@ def build_application(settings: Settings, *, models: Sequence[str] = MODEL_NAMES
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
     )
-    if settings.outgoing_messages_per_s > 0:
+    if config.outgoing_messages_per_s > 0:
         builder = builder.rate_limiter(
-            AIORateLimiter(overall_max_rate=settings.outgoing_messages_per_s, max_retries=3)
+            AIORateLimiter(overall_max_rate=config.outgoing_messages_per_s, max_retries=3)
         )
     application = builder.build()
-    application.bot_data["settings"] = settings
-    application.bot_data["models"] = tuple(models)
+    application.bot_data["config"] = config
+    application.bot_data["catalogue"] = catalogue
+    application.bot_data[OPEN_SERVICES_KEY] = open_services
     handlers.register(application)
     application.add_error_handler(on_error)
     return application
 
 
-def api_urls(settings: Settings) -> tuple[str, str]:
+def api_urls(api_url: str) -> tuple[str, str]:
     """The Bot API's base URL and its files' (python-telegram-bot appends the token to both)."""
-    root = settings.telegram_api_url.rstrip("/")
+    root = api_url.rstrip("/")
     return f"{root}/bot", f"{root}/file/bot"
 
 
 async def _post_init(application: Application) -> None:
-    """Open the database and the image store, start the engine (loads and warms the models), and
+    """Open the services (database, image store, the engine with its models loaded and warmed), and
     fail the retrain job a crash or a kill left behind while the bot was down."""
-    settings: Settings = application.bot_data["settings"]
-    found = application.bot_data[KEY] = await open_services(settings, application.bot_data["models"])
+    open_services: ServicesFactory = application.bot_data.pop(OPEN_SERVICES_KEY)
+    found = application.bot_data[KEY] = await open_services()
     await _recover_retrain_jobs(found)
     await _set_commands(application)
     logger.info("PhotoBot started as @%s", application.bot.username)
@@ -85,30 +93,6 @@ async def _post_shutdown(application: Application) -> None:
     if found is not None:
         await close_services(found)
     logger.info("PhotoBot stopped")
-
-
-async def open_services(settings: Settings, models: Sequence[str] = MODEL_NAMES) -> Services:
-    from photobot.serving import build_classifier
-    from storage import Store
-
-    store = await Store.open(settings.database_path, settings.images_dir)
-    classifier = build_classifier(settings, names=models)
-    try:
-        await classifier.start()
-    except BaseException:
-        await store.close()
-        raise
-    found = Services(
-        settings=settings,
-        classifier=classifier,
-        store=store,
-        images=store.images,
-        model_store=classifier.store,
-        limiter=FloodLimiter(settings.user_photos_per_minute),
-    )
-    found.label_sets = {name: labels for name, labels in found.label_sets.items() if name in models}
-    found.refresh_labels()
-    return found
 
 
 async def close_services(found: Services) -> None:

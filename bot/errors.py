@@ -10,6 +10,7 @@ from telegram.ext import ContextTypes
 
 from bot.services import lang
 from bot.texts import text
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from inference.errors import (
     DeadlineExceeded,
     EngineBusy,
@@ -21,10 +22,10 @@ from inference.errors import (
 
 logger = logging.getLogger(__name__)
 
-MODE_NAMES = {"digit": "digits", "flower": "flowers", "auto": "digits/flowers"}
 
-
-def reply_for(error: InferenceError, language: str, mode: str = "auto") -> str:
+def reply_for(
+    error: InferenceError, language: str, mode: str = "auto", catalogue: Catalogue = DEFAULT_CATALOGUE
+) -> str:
     """The message a user sees when their photo could not be answered."""
     reason = _reason(error, language)
     if isinstance(error, ImageTooLarge):
@@ -36,7 +37,9 @@ def reply_for(error: InferenceError, language: str, mode: str = "auto") -> str:
     if isinstance(error, DeadlineExceeded):
         return text(language, "timeout")
     if isinstance(error, ModelUnavailable):
-        return text(language, "model_unavailable", mode=MODE_NAMES.get(mode, mode))
+        spec = catalogue.for_mode(mode) or DEFAULT_CATALOGUE.for_mode(mode)  # a model that does not serve
+        shown = spec.shown(language) if spec else "/".join(s.shown(language) for s in catalogue)
+        return text(language, "model_unavailable", mode=shown)
     return text(language, "internal_error")
 
 

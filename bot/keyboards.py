@@ -1,4 +1,5 @@
-"""Inline keyboards: ✅ / ❌ under an answer, the label picker, the /forget confirmation."""
+"""Inline keyboards: ✅ / ❌ under an answer, the choices of an unsure answer, the label picker, the
+/forget confirmation. Labels are shown in the user's language and travel as the model names them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks
 from bot.texts import text
-
-DIGIT_LABELS: tuple[str, ...] = tuple(str(d) for d in range(10))
-FLOWER_LABELS: tuple[str, ...] = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+from inference.catalogue import Catalogue, ModelSpec
 
 
 def verdict(lang: str, prediction_id: int) -> InlineKeyboardMarkup:
@@ -24,26 +23,48 @@ def verdict(lang: str, prediction_id: int) -> InlineKeyboardMarkup:
     )
 
 
-def labels(
-    lang: str, prediction_id: int, model: str | None, label_sets: dict[str, Sequence[str]]
-) -> InlineKeyboardMarkup:
-    """One button per label of the answer's model, named by the label itself, then "Not a …" and back.
+def choices(lang: str, prediction_id: int, spec: ModelSpec, offered: Sequence[str]) -> InlineKeyboardMarkup:
+    """An unsure answer asks with the labels it offers, "neither" and "something else": a label is
+    recorded only when the user picks it, never because they agreed with a guess."""
+    row = [
+        _button(spec.shown_label(label, lang), callbacks.LabelChoice(prediction_id, label))
+        for label in offered
+    ]
+    return InlineKeyboardMarkup(
+        [
+            row,
+            [
+                _button(_none_caption(spec, lang), callbacks.LabelChoice(prediction_id, None)),
+                _button(text(lang, "button_other"), callbacks.Verdict(prediction_id, False)),
+            ],
+        ]
+    )
 
-    An answer with no model (nothing recognised) offers every label of every model, then "Neither".
+
+def labels(
+    lang: str, prediction_id: int, model: str | None, catalogue: Catalogue, *, refused: bool = False
+) -> InlineKeyboardMarkup:
+    """One button per label of the answer's model, in the user's language, then "Not a …" and back.
+
+    An answer with no model (nothing recognised) offers every label of every model; it offers no
+    "Neither" (`refused`): that was the bot's own answer, and ✅ already says so.
     """
     rows: list[list[InlineKeyboardButton]] = []
-    models = [model] if model else list(label_sets)
-    for name in models:
-        names = list(label_sets.get(name, ()))
+    specs = [spec] if (spec := catalogue.get(model)) else list(catalogue)
+    for each in specs:
+        names = each.label_names
         width = 5 if all(len(n) <= 2 for n in names) else 3
         for start in range(0, len(names), width):
             rows.append(
-                [_button(n, callbacks.LabelChoice(prediction_id, n)) for n in names[start : start + width]]
+                [
+                    _button(each.shown_label(n, lang), callbacks.LabelChoice(prediction_id, n))
+                    for n in names[start : start + width]
+                ]
             )
-    none_key = {"digits": "button_not_digit", "flowers": "button_not_flower"}.get(
-        model or "", "button_neither"
-    )
-    rows.append([_button(text(lang, none_key), callbacks.LabelChoice(prediction_id, None))])
+    if spec is not None:
+        rows.append([_button(_none_caption(spec, lang), callbacks.LabelChoice(prediction_id, None))])
+    elif not refused:
+        rows.append([_button(text(lang, "button_neither"), callbacks.LabelChoice(prediction_id, None))])
     rows.append([_button(text(lang, "button_back"), callbacks.BackToVerdict(prediction_id))])
     return InlineKeyboardMarkup(rows)
 
@@ -57,6 +78,10 @@ def forget(lang: str, user_id: int) -> InlineKeyboardMarkup:
             ]
         ]
     )
+
+
+def _none_caption(spec: ModelSpec, lang: str) -> str:
+    return spec.none_label.get(lang) or spec.none_label.get("en") or text(lang, "button_neither")
 
 
 def _button(caption: str, data: callbacks.CallbackData) -> InlineKeyboardButton:

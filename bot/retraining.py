@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -34,15 +32,13 @@ from bot.redaction import redact
 if TYPE_CHECKING:
     from telegram import Bot
 
+    from bot.config import RetrainConfig
     from bot.services import Services
-    from photobot.settings import Settings
     from storage.records import RetrainJob
 
 logger = logging.getLogger(__name__)
 
 KEY = "retraining"
-# Environment variables the job process never inherits: the bot token and anything named like a secret.
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY", re.I)
 BAR_WIDTH = 20
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
 STAGE_NAMES = {
@@ -72,7 +68,7 @@ class RetrainRunner:
     `--limit`); `poll_s` is how often the jobs table is read.
     """
 
-    settings: Settings
+    config: RetrainConfig
     extra_args: Sequence[str] = ()
     poll_s: float = 1.0
     nice: int = 10  # the job runs at lower CPU priority than the bot
@@ -133,7 +129,7 @@ class RetrainRunner:
             raise
         command = self.command(model, job.id, force)
         try:
-            process = await self._spawn(command, job_log_path(self.settings, job.id))
+            process = await self._spawn(command, job_log_path(self.config.data_dir, job.id))
         except OSError as error:
             await found.store.fail_retrain_job(job.id, f"the job process could not start: {error}")
             await _edit(bot, chat_id, message.message_id, f"Retraining {model} could not start: {error}")
@@ -152,7 +148,7 @@ class RetrainRunner:
         with open(log_file, "ab") as output:
             return await asyncio.create_subprocess_exec(
                 *command,
-                env=job_environment(self.settings),
+                env=dict(self.config.environment),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
@@ -242,12 +238,12 @@ class RetrainRunner:
                 note = f"\nServing now: {job.model} v{version.version}."
             except ModelUnavailable as error:
                 note = f"\nThe new version could not be loaded ({error}); the old one keeps serving."
-        report_dir = report_path(self.settings, job.metrics.get("report_dir"))
+        report_dir = report_path(self.config.data_dir, job.metrics.get("report_dir"))
         report = report_dir and _read_text(report_dir / "report.txt")
         report = report or f"Retraining {job.model} ended: {job.reason}"
         await bot.send_message(running.chat_id, (report + note)[:MAX_TEXT])
         for path in job.metrics.get("report_images", []):
-            image = report_path(self.settings, path)
+            image = report_path(self.config.data_dir, path)
             if image is None:
                 continue
             try:
@@ -261,11 +257,11 @@ class RetrainRunner:
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def runner(bot_data: dict[str, Any], settings: Settings) -> RetrainRunner:
+def runner(bot_data: dict[str, Any], config: RetrainConfig) -> RetrainRunner:
     """The application's runner, created on first use."""
     found = bot_data.get(KEY)
     if found is None:
-        found = bot_data[KEY] = RetrainRunner(settings)
+        found = bot_data[KEY] = RetrainRunner(config)
     return found
 
 
@@ -280,46 +276,13 @@ async def start_retrain(
     force: bool = False,
 ) -> RetrainJob | None:
     """What the /retrain handler calls."""
-    return await runner(bot_data, found.settings).start(
+    return await runner(bot_data, found.retrain).start(
         found, bot, model, chat_id=chat_id, requested_by=requested_by, force=force
     )
 
 
-def job_environment(settings: Settings) -> dict[str, str]:
-    """The job reads its settings from the environment: give it the bot's own, explicitly, and no secret.
-
-    The job never talks to Telegram, so it gets no token: every variable named like a secret, or whose
-    value holds the token, is left out, and TELEGRAM_BOT_TOKEN is set empty, because the job's own
-    `Settings.from_env` would otherwise read it back from the `.env` of the directory it runs in.
-    """
-    token = settings.telegram_bot_token or ""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not SECRET_NAME.search(name) and not (token and token in value)
-    }
-    env.update(
-        {
-            "DATA_DIR": str(Path(settings.data_dir).resolve()),
-            "PHOTOBOT_DATASETS": os.pathsep.join(str(Path(p).resolve()) for p in settings.datasets),
-            "KERAS_BACKEND": settings.keras_backend,
-            "LOG_LEVEL": settings.log_level,
-            "MAX_IMAGE_BYTES": str(settings.max_image_bytes),
-            "MAX_IMAGE_PIXELS": str(settings.max_image_pixels),
-            "RETRAIN_MIN_NEW_LABELS": str(settings.retrain_min_new_labels),
-            "RETRAIN_MAX_LABELS_PER_USER": str(settings.retrain_max_labels_per_user),
-            "RETRAIN_MAX_USER_SHARE": str(settings.retrain_max_user_share),
-            "RETRAIN_MIN_CONTRIBUTORS": str(settings.retrain_min_contributors),
-            "RETRAIN_GATE_MARGIN": str(settings.retrain_gate_margin),
-            "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-            "TELEGRAM_BOT_TOKEN": "",
-        }
-    )
-    return env
-
-
-def job_log_path(settings: Settings, job_id: int) -> Path:
-    return Path(settings.data_dir) / "logs" / f"retrain-job{job_id}.log"
+def job_log_path(data_dir: Path, job_id: int) -> Path:
+    return Path(data_dir) / "logs" / f"retrain-job{job_id}.log"
 
 
 def progress_text(job: RetrainJob) -> str:
@@ -401,7 +364,7 @@ async def _edit(bot: Bot, chat_id: int, message_id: int, text: str) -> None:
         logger.info("progress message %d not edited: %s", message_id, error)
 
 
-def report_path(settings: Settings, path: object) -> Path | None:
+def report_path(data_dir: Path, path: object) -> Path | None:
     """A report path read from the jobs table, or None unless it lies inside DATA_DIR/reports.
 
     The table is data, not a promise: a path elsewhere (`/etc/…`, `../…`, a symlink out) is never
@@ -409,7 +372,7 @@ def report_path(settings: Settings, path: object) -> Path | None:
     """
     if not isinstance(path, str) or not path:
         return None
-    reports = (Path(settings.data_dir) / "reports").resolve()
+    reports = (Path(data_dir) / "reports").resolve()
     resolved = Path(path).resolve()
     if not resolved.is_relative_to(reports):
         logger.warning("report path %r is outside %s: not sent", path, reports)

@@ -4,39 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.keyboards import DIGIT_LABELS, FLOWER_LABELS
 from bot.limits import FloodLimiter
 from bot.texts import language
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 
 if TYPE_CHECKING:
+    from bot.config import BotConfig, RetrainConfig
     from inference.classifier import Classifier
     from inference.model_store import ModelStore
-    from photobot.settings import Settings
     from storage.database import Store
     from storage.images import ImageStore
 
 KEY = "services"
-MODEL_NAMES = ("digits", "flowers")
 
 
 @dataclass
 class Services:
-    settings: Settings
+    config: BotConfig
+    retrain: RetrainConfig
     classifier: Classifier
     store: Store
     images: ImageStore
     model_store: ModelStore
     limiter: FloodLimiter
-    label_sets: dict[str, Sequence[str]] = field(
-        default_factory=lambda: {"digits": DIGIT_LABELS, "flowers": FLOWER_LABELS}
-    )
+    # The models this bot serves, with each one's labels as its serving version names them.
+    catalogue: Catalogue = DEFAULT_CATALOGUE
     _modes: dict[int, str] = field(default_factory=dict)  # chat → mode, read through to the store
     _locks: weakref.WeakValueDictionary[Any, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
@@ -70,17 +68,17 @@ class Services:
         self._modes.pop(chat_id, None)
 
     def refresh_labels(self) -> None:
-        """Take each model's labels from its serving version's meta.json (the defaults otherwise)."""
-        for name in list(self.label_sets):
+        """Take each model's labels from its serving version's meta.json (the catalogue's otherwise)."""
+        for name in self.catalogue.names:
             try:
                 version = self.model_store.active(name)
-            except Exception:  # an unreadable meta.json must not stop the bot; the defaults serve
+            except Exception:  # an unreadable meta.json must not stop the bot; the catalogue's serve
                 version = None
             if version is not None and version.labels:
-                self.label_sets[name] = tuple(version.labels)
+                self.catalogue = self.catalogue.with_labels(name, version.labels)
 
     def is_admin(self, user_id: int | None) -> bool:
-        return user_id is not None and user_id in self.settings.admin_ids
+        return user_id is not None and user_id in self.config.admin_ids
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:

@@ -29,6 +29,14 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "digits_line": "Digits: {digits}",
         "unsure": "I'm not sure. Is it {label} or {other}? Tell me with the buttons below.",
         "unsure_single": "I'm not sure about this one. Tell me with the buttons below.",
+        "not_recognized_digit": (
+            "I don't see a handwritten digit or number here.\n"
+            "If it shows something else, send /auto and the photo again."
+        ),
+        "not_recognized_model": (
+            "I don't see {labels} here.\nIf it shows something else, send /auto and the photo again."
+        ),
+        "or": "or",
         "not_recognized": (
             "I don't see a digit or one of my five flowers here.\n"
             "If it is one, send /digit or /flower and the photo again."
@@ -43,15 +51,13 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "contribution_blocked": "Your labels are not being accepted at the moment, so I only answered.",
         "button_correct": "✅ Correct",
         "button_wrong": "❌ Wrong",
-        "button_not_digit": "Not a digit",
-        "button_not_flower": "Not a flower",
         "button_neither": "Neither",
+        "button_other": "Something else…",
         "button_back": "« Back",
         "pick_label": "Which is it?",
         "thanks_correct": "Thank you! Recorded: {label} is correct.",
         "thanks_label": "Thank you! Recorded: {label}.",
-        "thanks_none_digit": "Thank you! Recorded: not a digit.",
-        "thanks_none_flower": "Thank you! Recorded: not a flower.",
+        "thanks_none_model": "Thank you! Recorded: {what}.",
         "thanks_none": "Thank you! Recorded: neither a digit nor a flower.",
         "feedback_not_yours": "Only the person who sent this photo can answer.",
         "feedback_stale": "This photo is no longer stored, so there is nothing to record.",
@@ -61,6 +67,8 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "mode_auto": "Mode: auto — I decide whether a photo shows a digit or a flower.",
         "mode_digit": "Mode: digits — I read every photo as a digit or a number.",
         "mode_flower": "Mode: flowers — I read every photo as a flower.",
+        "mode_model": "Mode: {model} — I read every photo as one of: {labels}.",
+        "use_usage": "Send /use and a model's name: {models}.",
         "stats_user": (
             "Your photos: {photos}\n"
             "Answers you rated: {rated}\n"
@@ -83,12 +91,16 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "forget_done": "Done: I deleted {photos} photos and everything else I stored about you.",
         "forget_cancelled": "Nothing was deleted.",
         "not_allowed": "Sorry, this command is for admins only.",
-        "retrain_usage": "Usage: /retrain [digits|flowers]",
+        "retrain_usage": (
+            "Usage: /retrain MODEL [force] — MODEL is one of: {models}.\n"
+            "It learns from the photos people labelled in chat; add force to retrain with fewer new "
+            "labelled photos than the minimum."
+        ),
         "models_header": "Models:",
         "models_line": "{name} v{version}{serving} — {status}{metrics}",
         "models_none": "No models in the store.",
         "serving_mark": " (serving)",
-        "rollback_usage": "Usage: /rollback <digits|flowers> [version]",
+        "rollback_usage": "Usage: /rollback MODEL [version] — MODEL is one of: {models}.",
         "rollback_done": "{name} now serves v{version}.",
         "rollback_failed": "Could not roll back: {reason}",
         "block_usage": "Usage: /block <user id>",
@@ -173,6 +185,14 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "digits_line": "Цифры: {digits}",
         "unsure": "Я не уверен. Это {label} или {other}? Ответьте кнопками ниже.",
         "unsure_single": "Я не уверен. Ответьте кнопками ниже.",
+        "not_recognized_digit": (
+            "Я не вижу здесь рукописной цифры или числа.\n"
+            "Если на фото что-то другое, отправьте /auto и фото ещё раз."
+        ),
+        "not_recognized_model": (
+            "Я не вижу здесь: {labels}.\nЕсли на фото что-то другое, отправьте /auto и фото ещё раз."
+        ),
+        "or": "или",
         "not_recognized": (
             "Я не вижу здесь ни цифры, ни одного из пяти моих цветков.\n"
             "Если это цифра или цветок, отправьте /digit или /flower и фото ещё раз."
@@ -187,15 +207,13 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "contribution_blocked": "Ваши метки сейчас не принимаются, поэтому я только ответил.",
         "button_correct": "✅ Верно",
         "button_wrong": "❌ Неверно",
-        "button_not_digit": "Не цифра",
-        "button_not_flower": "Не цветок",
         "button_neither": "Ни то, ни другое",
+        "button_other": "Другое…",
         "button_back": "« Назад",
         "pick_label": "Что это?",
         "thanks_correct": "Спасибо! Записал: {label} — верно.",
         "thanks_label": "Спасибо! Записал: {label}.",
-        "thanks_none_digit": "Спасибо! Записал: не цифра.",
-        "thanks_none_flower": "Спасибо! Записал: не цветок.",
+        "thanks_none_model": "Спасибо! Записал: {what}.",
         "thanks_none": "Спасибо! Записал: ни цифра, ни цветок.",
         "feedback_not_yours": "Ответить может только тот, кто прислал это фото.",
         "feedback_stale": "Это фото больше не хранится, записывать нечего.",
@@ -205,6 +223,8 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "mode_auto": "Режим: авто — я сам решаю, цифра на фото или цветок.",
         "mode_digit": "Режим: цифры — каждое фото читаю как цифру или число.",
         "mode_flower": "Режим: цветы — каждое фото считаю цветком.",
+        "mode_model": "Режим: {model} — каждое фото считаю одним из: {labels}.",
+        "use_usage": "Отправьте /use и название модели: {models}.",
         "stats_user": (
             "Ваших фото: {photos}\n"
             "Оценённых ответов: {rated}\n"
@@ -227,12 +247,16 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "forget_done": "Готово: удалил {photos} фото и всё остальное, что хранил о вас.",
         "forget_cancelled": "Ничего не удалено.",
         "not_allowed": "Извините, эта команда только для администраторов.",
-        "retrain_usage": "Использование: /retrain [digits|flowers]",
+        "retrain_usage": (
+            "Использование: /retrain МОДЕЛЬ [force] — МОДЕЛЬ одна из: {models}.\n"
+            "Модель учится на фото, подписанных в чате; force — переобучить, даже если новых "
+            "подписанных фото меньше минимума."
+        ),
         "models_header": "Модели:",
         "models_line": "{name} v{version}{serving} — {status}{metrics}",
         "models_none": "В хранилище нет моделей.",
         "serving_mark": " (работает)",
-        "rollback_usage": "Использование: /rollback <digits|flowers> [версия]",
+        "rollback_usage": "Использование: /rollback МОДЕЛЬ [версия] — МОДЕЛЬ одна из: {models}.",
         "rollback_done": "{name} теперь работает на v{version}.",
         "rollback_failed": "Не удалось откатить: {reason}",
         "block_usage": "Использование: /block <id пользователя>",

@@ -22,6 +22,8 @@ from types import MappingProxyType
 
 from inference import digits, flowers
 
+MAX_NUMBER_DIGITS = 12  # the longest number accepted as a caption or a correction
+
 
 class ModelKind(StrEnum):
     """How a model turns a photo into an answer."""
@@ -140,7 +142,8 @@ class Catalogue:
         return self.with_model(self._specs[name].with_label_names(labels))
 
     def find_caption(self, caption: str | None) -> tuple[str, str] | None:
-        """(model, label) when a caption names a label in any language (`roses`, `Rose`, `розы`, `7`)."""
+        """(model, label) when a caption names a label in any language (`roses`, `Rose`, `розы`, `7`),
+        or is a number a digit reader reads (`2026`)."""
         if not caption:
             return None
         word = normalise(caption)
@@ -148,7 +151,22 @@ class Catalogue:
             for label in spec.labels:
                 if any(word in (spelling, _singular(spelling)) for spelling in label.spellings()):
                     return spec.name, label.name
+        readers = self.of_kind(ModelKind.DIGIT_READER)
+        if readers and is_number(word):
+            return readers[0].name, word
         return None
+
+    def knows(self, model: str, label: str) -> bool:
+        """Whether `label` is an answer `model` can give: one of its labels, or a number it reads."""
+        spec = self.get(model)
+        if spec is None:
+            return False
+        return label in spec.label_names or (spec.kind == ModelKind.DIGIT_READER and is_number(label))
+
+
+def is_number(word: str) -> bool:
+    """A number as a digit reader reads it: 1 to MAX_NUMBER_DIGITS ASCII digits."""
+    return 0 < len(word) <= MAX_NUMBER_DIGITS and word.isascii() and word.isdigit()
 
 
 def normalise(word: str) -> str:

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from bot.config import TELEGRAM_API_DEFAULT
 from inference.engine import EngineConfig
 
 T = TypeVar("T", int, float)
-
-TELEGRAM_API_DEFAULT = "https://api.telegram.org"
 
 
 class SettingsError(ValueError):

@@ -28,7 +28,7 @@ from storage.labelled import (
     read_labelled_set,
     split_of,
 )
-from storage.records import NEGATIVE_LABELS, NOT_A_DIGIT, NOT_A_FLOWER
+from storage.records import NEGATIVE_LABELS, NOT_A_DIGIT, NOT_A_FLOWER, negative_label
 from storage.sync import SyncStore
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "SyncStore",
     "cap_per_contributor",
     "export_labelled_set",
+    "negative_label",
     "read_labelled_set",
     "split_of",
 ]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from storage.connect import open_database
 from storage.images import EXTENSIONS, is_sha256_hex, sniff_format
-from storage.records import NEGATIVE_LABELS
+from storage.records import negative_label
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ def _contributor_bucket(user_id: int) -> int:
 
 
 def is_negative(model: str, label: str) -> bool:
-    return NEGATIVE_LABELS.get(model) == label
+    return negative_label(model) == label
 
 
 def export_labelled_set(

@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 Verdict = Literal["correct", "wrong"]
 JobStatus = Literal["queued", "running", "succeeded", "rejected", "failed"]
 
-MODES = ("auto", "digit", "flower")
+MODES = ("auto", "digit", "flower")  # the built-in chat modes; a model of the catalogue adds its own
+_MODE = re.compile(r"[a-z][a-z0-9_]{0,19}")
 STATUSES = ("ok", "unsure", "not_recognized")
 VERDICTS = ("correct", "wrong")
 JOB_STATUSES = ("queued", "running", "succeeded", "rejected", "failed")
@@ -22,6 +24,11 @@ FINISHED_JOB_STATUSES = ("succeeded", "rejected", "failed")
 NOT_A_DIGIT = "not_a_digit"
 NOT_A_FLOWER = "not_a_flower"
 NEGATIVE_LABELS: dict[str, str] = {"digits": NOT_A_DIGIT, "flowers": NOT_A_FLOWER}
+
+
+def negative_label(model: str) -> str:
+    """The true label of a photo that is none of `model`'s labels (`not_a_digit`; `not_birds`)."""
+    return NEGATIVE_LABELS.get(model, f"not_{model}")
 
 
 class Answer(Protocol):
@@ -182,6 +189,12 @@ class ModelEvent:
     reason: str | None
     job_id: int | None
     created_at: float
+
+
+def check_mode(mode: str) -> None:
+    """A chat mode: "auto" or a model's mode, a short lowercase name (the catalogue checks which)."""
+    if not isinstance(mode, str) or _MODE.fullmatch(mode) is None:
+        raise ValueError(f"mode must be a short lowercase name such as {', '.join(MODES)}; got {mode!r}")
 
 
 def check_choice(name: str, value: str | None, allowed: tuple[str, ...]) -> None:

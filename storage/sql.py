@@ -17,7 +17,6 @@ from storage.errors import JobAlreadyActive, NotPredictionOwner, PredictionNotFo
 from storage.records import (
     ACTIVE_JOB_STATUSES,
     FINISHED_JOB_STATUSES,
-    MODES,
     STATUSES,
     VERDICTS,
     Feedback,
@@ -32,6 +31,7 @@ from storage.records import (
     User,
     UserStats,
     check_choice,
+    check_mode,
 )
 
 Probabilities = Sequence[Sequence[Any]] | Mapping[str, float]
@@ -70,7 +70,7 @@ def blocked_users(db: sqlite3.Connection) -> list[int]:
 
 
 def set_chat_mode(db: sqlite3.Connection, chat_id: int, mode: str, now: float) -> None:
-    check_choice("mode", mode, MODES)
+    check_mode(mode)
     db.execute(
         """INSERT INTO chats (id, mode, updated_at) VALUES (?, ?, ?)
            ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, updated_at = excluded.updated_at""",
@@ -146,7 +146,7 @@ def record_prediction(
     """Insert one answer; the same (chat, message) recorded again returns the first row's id."""
     check_choice("status", status, STATUSES)
     if mode is not None:
-        check_choice("mode", mode, MODES)
+        check_mode(mode)
     touch_user(db, user_id, language, now)
     row = db.execute(
         """INSERT INTO predictions (user_id, chat_id, message_id, photo_sha256, mode, model, version,

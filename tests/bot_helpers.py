@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 from telegram.ext import Application
 
-from bot.app import build_application
 from bot.playground.bot_api_server import BotApiServer
 from bot.services import KEY, Services
 from photobot.settings import Settings
+from photobot.wiring import build_bot
 
 TOKEN = "5555:bot-under-test"
 ADMIN_ID = 900_001
@@ -170,6 +170,16 @@ def buttons(message: Json) -> list[tuple[str, str]]:
     return [(b["text"], b["callback_data"]) for row in rows for b in row]
 
 
+def asks_feedback(message: Json) -> bool:
+    """Whether an answer carries its feedback keyboard: ✅ / ❌ under a sure answer or a refusal, or,
+    under an unsure one, the labels it offers (its guess first), "Not a digit" and "Something else…"."""
+    texts = [text for text, _ in buttons(message)]
+    if texts == ["✅ Correct", "❌ Wrong"]:
+        return True
+    guess = message.get("text", "").split(" — ", 1)[0]
+    return len(texts) >= 3 and texts[0] == guess and texts[-2:] == ["Not a digit", "Something else…"]
+
+
 def button_data(message: Json, caption: str) -> str:
     return next(data for text, data in buttons(message) if text == caption)
 
@@ -186,7 +196,7 @@ async def start_bot(data_dir: Path, model_dir: Path, **overrides: Any) -> BotHar
         data_dir=data_dir,
     )
     settings = replace(settings, **overrides)
-    application = build_application(settings, models=("digits",))
+    application = build_bot(settings, names=("digits",))
     await application.initialize()
     await application.post_init(application)
     await application.start()

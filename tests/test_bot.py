@@ -46,9 +46,17 @@ async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path):
     await stop_bot(harness)
 
 
-async def answered_photo(bot: BotHarness, user: int, data: bytes, caption: str | None = None) -> dict:
-    reply = await bot.photo(user, data, caption)
+async def answered_photo(bot: BotHarness, user: int, data: bytes) -> dict:
+    """A photo the test model answers surely (or refuses): ✅ / ❌ under it."""
+    reply = await bot.photo(user, data)
     assert [t for t, _ in buttons(reply)] == ["✅ Correct", "❌ Wrong"], reply["text"]
+    return reply
+
+
+async def labelled_photo(bot: BotHarness, user: int, data: bytes, caption: str) -> dict:
+    """A photo with a label as its caption: the person said what it is, so nothing is asked."""
+    reply = await bot.photo(user, data, caption)
+    assert buttons(reply) == [], reply["text"]
     return reply
 
 
@@ -144,7 +152,7 @@ async def test_wrong_then_label_is_stored_exported_and_thanked(
 
 async def test_correct_is_stored_once_and_the_first_answer_stands(bot: BotHarness, glyphs) -> None:
     user = bot.user(204)
-    reply = await answered_photo(bot, user, digit_photo(glyphs[1]))
+    reply = await answered_photo(bot, user, digit_photo(glyphs[4]))
     label = ANSWER.match(reply["text"].splitlines()[0])["label"]
     correct = button_data(reply, "✅ Correct")
     _, thanked = await bot.press(user, reply, correct)
@@ -192,7 +200,8 @@ async def test_a_photo_with_nothing_on_it_is_not_recognised_and_can_be_labelled(
 
     again = await answered_photo(bot, user, digit_photo(np.zeros((28, 28), np.uint8), seed=6))
     _, picker = await bot.press(user, again, button_data(again, "❌ Wrong"))
-    assert [t for t, _ in buttons(picker)] == [*"01234", *"56789", "Neither", "« Back"]
+    # no "Neither" after a refusal: that was the bot's own answer, and ✅ says so
+    assert [t for t, _ in buttons(picker)] == [*"01234", *"56789", "« Back"]
     _, thanked = await bot.press(user, picker, button_data(picker, "7"))
     assert thanked["text"].endswith("Thank you! Recorded: 7.")
     again_id = callbacks.decode(button_data(again, "✅ Correct")).prediction_id
@@ -202,7 +211,7 @@ async def test_a_photo_with_nothing_on_it_is_not_recognised_and_can_be_labelled(
 
 async def test_caption_label_is_a_contribution_and_the_bot_says_if_it_agreed(bot: BotHarness, glyphs) -> None:
     user = bot.user(206)
-    reply = await answered_photo(bot, user, digit_photo(glyphs[2], seed=3), caption="2")
+    reply = await labelled_photo(bot, user, digit_photo(glyphs[2], seed=3), caption="2")
     said = ANSWER.match(reply["text"].splitlines()[0])["label"]
     expected = "and I agree" if said == "2" else "I thought otherwise"
     assert (
@@ -213,8 +222,9 @@ async def test_caption_label_is_a_contribution_and_the_bot_says_if_it_agreed(bot
     labelled = await bot.services.store.labelled_set("digits", validation_percent=0)
     assert any(e.label == "2" and e.contributor == user for e in labelled.train)
 
-    other = await answered_photo(bot, user, digit_photo(glyphs[5], seed=4), caption="my cat")
+    other = await bot.photo(user, digit_photo(glyphs[5], seed=4), "my cat")
     assert "“my cat” is not one of my labels" in other["text"]
+    assert buttons(other)  # not a label: answered and asked like any photo
     assert (await bot.services.store.user_stats(user)).contributions == 1
 
 
@@ -222,11 +232,11 @@ async def test_blocked_users_captions_are_not_stored(bot: BotHarness, glyphs) ->
     user = bot.user(207)
     admin = bot.user(ADMIN_ID, "Root")
     assert (await bot.say(admin, f"/block {user}"))["text"] == f"User {user} can no longer contribute labels."
-    reply = await answered_photo(bot, user, digit_photo(glyphs[6]), caption="6")
+    reply = await labelled_photo(bot, user, digit_photo(glyphs[6]), caption="6")
     assert "Your labels are not being accepted" in reply["text"]
     assert (await bot.services.store.user_stats(user)).contributions == 0
     assert (await bot.say(admin, f"/unblock {user}"))["text"] == f"User {user} can contribute labels again."
-    reply = await answered_photo(bot, user, digit_photo(glyphs[6], seed=9), caption="6")
+    reply = await labelled_photo(bot, user, digit_photo(glyphs[6], seed=9), caption="6")
     assert "You labelled it 6" in reply["text"]
     assert (await bot.services.store.user_stats(user)).contributions == 1
 
@@ -251,9 +261,9 @@ async def test_flower_mode_without_a_flower_model_says_so(bot: BotHarness, glyph
 
 async def test_user_stats_count_photos_and_answers(bot: BotHarness, glyphs) -> None:
     user = bot.user(210)
-    first = await answered_photo(bot, user, digit_photo(glyphs[1], seed=11))
+    first = await answered_photo(bot, user, digit_photo(glyphs[7], seed=11))
     await bot.press(user, first, button_data(first, "✅ Correct"))
-    await answered_photo(bot, user, digit_photo(glyphs[2], seed=12))
+    await bot.photo(user, digit_photo(glyphs[2], seed=12))
     stats = await bot.say(user, "/stats")
     assert stats["text"] == (
         "Your photos: 2\nAnswers you rated: 1\nRight: 1 (100%)\nLabelled examples you gave: 0"
@@ -263,7 +273,7 @@ async def test_user_stats_count_photos_and_answers(bot: BotHarness, glyphs) -> N
 async def test_forget_asks_then_deletes_and_old_buttons_become_stale(bot: BotHarness, glyphs) -> None:
     user = bot.user(211)
     await bot.say(user, "/digit")
-    reply = await answered_photo(bot, user, digit_photo(glyphs[9], seed=21))
+    reply = await answered_photo(bot, user, digit_photo(glyphs[0], seed=21))
     record = (await bot.services.store.user_predictions(user))[0]
 
     ask = await bot.say(user, "/forget")
@@ -321,8 +331,12 @@ async def test_admin_commands_by_an_admin(bot: BotHarness) -> None:
         admin, lambda e: e["type"] == "message" and "Nothing done" in e["message"].get("text", ""), timeout=60
     )
     assert re.match(r"Retraining digits \(job 1\)\nNothing done: only \d+ new", report["message"]["text"])
-    assert (await bot.say(admin, "/retrain cats"))["text"] == "Usage: /retrain [digits|flowers]"
-    assert (await bot.say(admin, "/rollback"))["text"] == "Usage: /rollback <digits|flowers> [version]"
+    usage = "Usage: /retrain MODEL [force] — MODEL is one of: digits.\n"
+    assert (await bot.say(admin, "/retrain cats"))["text"].startswith(usage)
+    assert (await bot.say(admin, "/retrain"))["text"].startswith(usage)  # no silent default model
+    assert "add force to retrain" in (await bot.say(admin, "/retrain"))["text"]
+    rollback_usage = "Usage: /rollback MODEL [version] — MODEL is one of: digits."
+    assert (await bot.say(admin, "/rollback"))["text"] == rollback_usage
     failed = await bot.say(admin, "/rollback digits")
     assert failed["text"].startswith("Could not roll back: digits has no earlier version")
     stats = await bot.say(admin, "/stats")
@@ -378,3 +392,33 @@ async def test_non_admin_stats_show_only_their_own_numbers(bot: BotHarness) -> N
     reply = await bot.say(user, "/stats")
     assert reply["text"].startswith("Your photos: 0")
     assert "Users:" not in reply["text"]
+
+
+async def test_an_unsure_answer_records_only_a_label_the_person_picked(bot: BotHarness, glyphs) -> None:
+    user = bot.user(218)
+    reply = await bot.photo(user, digit_photo(glyphs[1]))  # the test model is unsure of this one
+    lines = reply["text"].splitlines()
+    guess, other = ANSWER.match(lines[0])["label"], lines[1].split()[1]
+    assert lines[-1] == f"I'm not sure. Is it {guess} or {other}? Tell me with the buttons below."
+    assert [t for t, _ in buttons(reply)] == [guess, other, "Not a digit", "Something else…"]
+    prediction_id = callbacks.decode(button_data(reply, guess)).prediction_id
+    # A ✅ from an older keyboard (or forged) does not confirm the guess: the choices come back.
+    forged = callbacks.encode(callbacks.Verdict(prediction_id, True))
+    answer, _ = await bot.press(user, reply, forged, check=False, edited=False)
+    assert answer["text"] == "Which is it?"
+    assert await bot.services.store.get_feedback(prediction_id) is None
+    _, thanked = await bot.press(user, reply, button_data(reply, other))
+    assert thanked["text"].endswith(f"Thank you! Recorded: {other}.")
+    feedback = await bot.services.store.get_feedback(prediction_id)
+    assert (feedback.verdict, feedback.true_label) == ("wrong", other)
+
+
+async def test_captions_are_read_in_russian_and_numbers_count_as_numbers(bot: BotHarness, glyphs) -> None:
+    user = bot.user(219, "Оля", "ru")
+    reply = await labelled_photo(bot, user, digit_photo(glyphs[7], seed=41), caption="семь")
+    assert "Вы подписали это как 7" in reply["text"]
+    number = await labelled_photo(bot, user, digit_photo(glyphs[3], seed=42), caption="2026")
+    assert "Вы подписали это как 2026" in number["text"]
+    labelled = await bot.services.store.labelled_set("digits", validation_percent=0)
+    mine = sorted(e.label for e in labelled.train if e.contributor == user)
+    assert mine == ["2026", "7"]

@@ -15,6 +15,7 @@ import pytest_asyncio
 from bot_helpers import (
     ADMIN_ID,
     BotHarness,
+    asks_feedback,
     buttons,
     digit_photo,
     encoded,
@@ -223,7 +224,7 @@ async def test_animated_gif_and_webp_are_read_by_their_first_frame(bot: BotHarne
         data = encoded(first, fmt, save_all=True, append_images=[second], duration=100, loop=0)
         assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 2
         answer = await bot.document(user, data, name, mime)
-        assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"], answer["text"]
+        assert asks_feedback(answer), answer["text"]
     still = await bot.photo(user, digit_photo(glyphs[7], size=(320, 240)))
     assert still["text"].splitlines()[0].split(" — ")[0] == answer["text"].splitlines()[0].split(" — ")[0]
 
@@ -264,7 +265,7 @@ async def test_the_bot_keeps_answering_after_bad_input(bot: BotHarness, glyphs) 
     user = fresh_user(bot)
     await bot.document(user, png_claiming(100_000, 100_000), "bomb.png", "image/png")
     answer = await bot.photo(user, digit_photo(glyphs[1]))
-    assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"]
+    assert asks_feedback(answer)
 
 
 async def test_a_flood_from_one_user_is_limited_politely_while_another_is_served(
@@ -276,7 +277,7 @@ async def test_a_flood_from_one_user_is_limited_politely_while_another_is_served
     for _ in range(FLOOD_LIMIT + 5):
         await bot.server.send_photo(flooder, photo)
     served = await bot.photo(other, digit_photo(glyphs[2], size=(320, 240)))
-    assert [t for t, _ in buttons(served)] == ["✅ Correct", "❌ Wrong"]
+    assert asks_feedback(served)
 
     def bot_messages() -> list[dict]:
         events = bot.server.chat(flooder).events[after:]
@@ -304,14 +305,14 @@ async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, gly
     bot.server.file_delays[path] = 10.0  # this user's download crawls
     try:
         answer = await bot.photo(quick, digit_photo(glyphs[1], size=(640, 480), seed=78), timeout=8.0)
-        assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"]
+        assert asks_feedback(answer)
         assert not [
             e
             for e in bot.server.chat(slow).events
             if e["type"] == "message" and e["message"]["from"]["is_bot"]
         ]
         late = await bot.next_message(slow, 0, timeout=20)
-        assert [t for t, _ in buttons(late)] == ["✅ Correct", "❌ Wrong"]
+        assert asks_feedback(late)
     finally:
         bot.server.file_delays.pop(path, None)
 
@@ -323,8 +324,11 @@ async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, gly
         ("/unblock ٣", "Usage: /unblock <user id>"),
         ("/block 1234567890123456789", "Usage: /block <user id>"),  # 19 digits: past SQLite's integers
         ("/block 99999999999999999999999", "Usage: /block <user id>"),
-        ("/rollback digits ²", "Usage: /rollback <digits|flowers> [version]"),
-        ("/rollback digits 12345678901234567890", "Usage: /rollback <digits|flowers> [version]"),
+        ("/rollback digits ²", "Usage: /rollback MODEL [version] — MODEL is one of: digits."),
+        (
+            "/rollback digits 12345678901234567890",
+            "Usage: /rollback MODEL [version] — MODEL is one of: digits.",
+        ),
     ],
 )
 async def test_ids_that_are_not_short_ascii_numbers_get_the_usage_not_a_crash(
@@ -367,6 +371,6 @@ async def test_a_large_image_reaches_the_decode_processes_as_a_file_not_through_
     pool = bot.services.classifier._pool  # the decode processes: what crossed their pipes
     before = pool.sent_bytes
     answer = await bot.document(user, data, "three.png", "image/png")
-    assert [t for t, _ in buttons(answer)] == ["✅ Correct", "❌ Wrong"], answer["text"]
+    assert asks_feedback(answer), answer["text"]
     assert pool.sent_bytes - before < 10_000  # a path and a few settings, not the file
     assert bot.services.images.leftover_temp_files() == []  # the photo's own file is gone again

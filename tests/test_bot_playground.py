@@ -20,6 +20,7 @@ from bot.playground.web import (
     token_in_page,
 )
 from photobot.settings import Settings
+from photobot.wiring import playground_bot
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
@@ -35,7 +36,9 @@ def chromium() -> str:
 @pytest.fixture
 async def playground(tmp_path: Path, mnist_path: Path):
     train_digit_model(tmp_path / "models", mnist_path)
-    running, application = await start_playground(Settings(data_dir=tmp_path), port=0, models=("digits",))
+    running, application = await start_playground(
+        playground_bot(Settings(data_dir=tmp_path), names=("digits",)), port=0
+    )
     yield running
     await stop_playground(running, application)
 

@@ -17,9 +17,9 @@ from aiohttp import web
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, NetworkError, TimedOut
 
-from bot.app import build_application
 from bot.transport import AiohttpRequest
 from photobot.settings import Settings
+from photobot.wiring import build_bot
 
 TOKEN = "4242:transport"
 
@@ -234,7 +234,7 @@ async def test_a_request_is_usable_only_between_initialize_and_shutdown() -> Non
 
 
 def test_the_bot_sends_every_call_and_its_long_poll_through_it(tmp_path) -> None:
-    application = build_application(Settings(telegram_bot_token="1:test", data_dir=tmp_path))
+    application = build_bot(Settings(telegram_bot_token="1:test", data_dir=tmp_path))
     calls, polls = application.bot.request, application.bot._request[0]  # [0]: getUpdates' own
     assert isinstance(calls, AiohttpRequest) and isinstance(polls, AiohttpRequest)
     assert polls is not calls and polls.read_timeout == calls.read_timeout == 5.0

@@ -6,11 +6,12 @@ import pytest
 from telegram import Document, PhotoSize
 
 from bot import callbacks, keyboards
-from bot.answers import format_answer
+from bot.answers import format_answer as format_in
 from bot.errors import reply_for
-from bot.handlers.photos import caption_label, is_image_document, pick_photo_size
+from bot.handlers.photos import is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
 from bot.texts import TEXTS, human_size, language, percent
+from inference.catalogue import DEFAULT_CATALOGUE
 from inference.errors import (
     DeadlineExceeded,
     EngineBusy,
@@ -21,13 +22,15 @@ from inference.errors import (
 )
 from inference.prediction import DigitAnswer, Prediction
 
-LABEL_SETS = {"digits": keyboards.DIGIT_LABELS, "flowers": keyboards.FLOWER_LABELS}
+
+def format_answer(prediction: Prediction, lang: str, mode: str = "auto") -> str:
+    return format_in(prediction, lang, DEFAULT_CATALOGUE, mode)
 
 
 def test_a_sure_answer_names_the_label_its_confidence_and_the_runner_up() -> None:
     prediction = Prediction("flowers", 3, "tulips", 0.912, "ok", top=(("tulips", 0.912), ("roses", 0.05)))
     assert format_answer(prediction, "en") == "tulips — 91%\nRunner-up: roses (5%)"
-    assert format_answer(prediction, "ru") == "tulips — 91%\nВторой вариант: roses (5%)"
+    assert format_answer(prediction, "ru") == "тюльпаны — 91%\nВторой вариант: розы (5%)"
 
 
 def test_a_number_lists_every_digit() -> None:
@@ -51,6 +54,20 @@ def test_unsure_asks_and_not_recognized_suggests_the_modes() -> None:
     nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="no digit")
     text = format_answer(nothing, "en")
     assert "/digit" in text and "/flower" in text and "%" not in text
+
+
+def test_a_refusal_names_what_the_chats_mode_looked_for() -> None:
+    nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="no digit")
+    in_digit_mode = format_answer(nothing, "en", "digit")
+    assert "digit" in in_digit_mode and "flower" not in in_digit_mode and "/auto" in in_digit_mode
+    in_flower_mode = format_answer(nothing, "ru", "flower")
+    assert "ромашка, одуванчик, розы, подсолнухи или тюльпаны" in in_flower_mode
+    assert "цифр" not in in_flower_mode
+
+
+def test_a_runner_up_that_rounds_to_0_percent_is_not_shown() -> None:
+    sure = Prediction("digits", 1, "3", 0.998, "ok", top=(("3", 0.998), ("7", 0.002)))
+    assert format_answer(sure, "en") == "3 — 99%"
 
 
 def test_percent_never_rounds_an_uncertain_answer_up_to_100() -> None:
@@ -102,16 +119,30 @@ def test_a_label_that_cannot_travel_is_refused_at_encoding() -> None:
 
 
 def test_label_keyboards_offer_the_answers_model_then_not_a_and_back() -> None:
-    flowers = keyboards.labels("en", 9, "flowers", LABEL_SETS)
+    flowers = keyboards.labels("en", 9, "flowers", DEFAULT_CATALOGUE)
     rows = [[b.text for b in row] for row in flowers.inline_keyboard]
     assert rows == [["daisy", "dandelion", "roses"], ["sunflowers", "tulips"], ["Not a flower"], ["« Back"]]
-    neither = keyboards.labels("ru", 9, None, LABEL_SETS)
-    texts = [b.text for row in neither.inline_keyboard for b in row]
-    assert (
-        texts[:10] == [str(d) for d in range(10)]
-        and "tulips" in texts
-        and texts[-2:] == ["Ни то, ни другое", "« Назад"]
-    )
+    russian = keyboards.labels("ru", 9, "flowers", DEFAULT_CATALOGUE)
+    assert [b.text for b in russian.inline_keyboard[0]] == ["ромашка", "одуванчик", "розы"]
+    assert [b.callback_data for b in russian.inline_keyboard[0]] == [
+        "l:9:daisy",
+        "l:9:dandelion",
+        "l:9:roses",
+    ]
+    refused = keyboards.labels("ru", 9, None, DEFAULT_CATALOGUE, refused=True)
+    texts = [b.text for row in refused.inline_keyboard for b in row]
+    assert texts[:10] == [str(d) for d in range(10)] and "тюльпаны" in texts
+    assert texts[-1] == "« Назад" and "Ни то, ни другое" not in texts  # "neither" was the bot's own answer
+
+
+def test_an_unsure_answer_asks_with_the_labels_it_offers_never_a_bare_correct() -> None:
+    keyboard = keyboards.choices("ru", 9, DEFAULT_CATALOGUE["flowers"], ["dandelion", "tulips"])
+    rows = [[(b.text, b.callback_data) for b in row] for row in keyboard.inline_keyboard]
+    assert rows == [
+        [("одуванчик", "l:9:dandelion"), ("тюльпаны", "l:9:tulips")],
+        [("Не цветок", "l:9:"), ("Другое…", "v:9:n")],
+    ]
+    assert "v:9:y" not in {b.callback_data for row in keyboard.inline_keyboard for b in row}
 
 
 def test_the_flood_limiter_counts_per_user_and_tells_once_per_window() -> None:
@@ -143,12 +174,14 @@ def test_the_smallest_photo_size_large_enough_is_picked() -> None:
 
 
 def test_captions_that_name_a_label() -> None:
-    assert caption_label("7", LABEL_SETS) == ("digits", "7")
-    assert caption_label(" Roses ", LABEL_SETS) == ("flowers", "roses")
-    assert caption_label("tulip", LABEL_SETS) == ("flowers", "tulips")
-    assert caption_label("42", LABEL_SETS) is None
-    assert caption_label("look!", LABEL_SETS) is None
-    assert caption_label(None, LABEL_SETS) is None
+    caption_label = DEFAULT_CATALOGUE.find_caption
+    assert caption_label("7") == ("digits", "7")
+    assert caption_label(" Roses ") == ("flowers", "roses")
+    assert caption_label("tulip") == ("flowers", "tulips")
+    assert caption_label("тюльпан") == ("flowers", "tulips")
+    assert caption_label("42") == ("digits", "42")  # a number is a label of the digit reader
+    assert caption_label("look!") is None
+    assert caption_label(None) is None
 
 
 def test_image_documents_by_type_or_name() -> None:

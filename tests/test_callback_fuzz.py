@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from bot_helpers import BotHarness, buttons, digit_photo, mnist_digits, start_bot, stop_bot, train_digit_model
+from bot_helpers import (
+    BotHarness,
+    asks_feedback,
+    buttons,
+    digit_photo,
+    mnist_digits,
+    start_bot,
+    stop_bot,
+    train_digit_model,
+)
 
 from bot import callbacks
 from bot.texts import TEXTS
@@ -117,7 +126,7 @@ async def test_forged_presses_never_crash_a_handler_and_the_bot_keeps_answering(
         assert len(answers) == count  # every press answered, none dropped by a crash
         assert TEXTS["en"]["internal_error"] not in answers
     later = await bot.photo(stranger, digit_photo(glyphs[8], size=(320, 240), seed=5))
-    assert [t for t, _ in buttons(later)] == ["✅ Correct", "❌ Wrong"]
+    assert asks_feedback(later)
 
 
 async def _callback_answers(bot: BotHarness, user: int, count: int) -> list[str]:

@@ -72,3 +72,11 @@ def test_a_serving_versions_labels_replace_the_entrys_and_keep_known_translation
 def test_two_models_cannot_share_a_chat_mode() -> None:
     with pytest.raises(ValueError, match="unique"):
         Catalogue([DEFAULT_CATALOGUE["digits"], ModelSpec("x", ModelKind.DIGIT_READER, (), "digit", "p")])
+
+
+def test_a_number_names_a_label_of_the_digit_reader_and_nothing_else_does() -> None:
+    assert DEFAULT_CATALOGUE.find_caption("2026") == ("digits", "2026")
+    assert DEFAULT_CATALOGUE.knows("digits", "2026")
+    assert not DEFAULT_CATALOGUE.knows("digits", "²")
+    assert not DEFAULT_CATALOGUE.knows("flowers", "2026")
+    assert DEFAULT_CATALOGUE.find_caption("1234567890123") is None  # 13 digits: no number we read

@@ -19,6 +19,7 @@ from PIL import Image
 from bot.retraining import RetrainRunner, report_path
 from inference.model_store import ModelStore
 from photobot.settings import Settings
+from photobot.wiring import retrain_config
 
 FAKE_JOB = textwrap.dedent(
     """\
@@ -49,13 +50,16 @@ def test_a_report_path_outside_the_reports_folder_is_refused(tmp_path: Path) -> 
     (reports / "digits-job1").mkdir(parents=True)
     (reports / "link.png").symlink_to(tmp_path / "secret.png")
     assert (
-        report_path(settings, str(reports / "digits-job1" / "curves.png"))
+        report_path(settings.data_dir, str(reports / "digits-job1" / "curves.png"))
         == reports / "digits-job1" / "curves.png"
     )
-    assert report_path(settings, str(reports / "digits-job1" / ".." / ".." / "photobot.sqlite3")) is None
-    assert report_path(settings, "/etc/passwd") is None
-    assert report_path(settings, str(reports / "link.png")) is None  # a symlink out
-    assert report_path(settings, "") is None and report_path(settings, None) is None
+    assert (
+        report_path(settings.data_dir, str(reports / "digits-job1" / ".." / ".." / "photobot.sqlite3"))
+        is None
+    )
+    assert report_path(settings.data_dir, "/etc/passwd") is None
+    assert report_path(settings.data_dir, str(reports / "link.png")) is None  # a symlink out
+    assert report_path(settings.data_dir, "") is None and report_path(settings.data_dir, None) is None
 
 
 @pytest.mark.asyncio
@@ -75,7 +79,7 @@ async def test_the_bot_never_sends_a_report_file_from_outside_data_dir(
     job.chmod(0o755)
     bot = await start_bot(tmp_path / "data", models)
     try:
-        runner = RetrainRunner(bot.settings, python=str(job), poll_s=0.1, nice=0)
+        runner = RetrainRunner(retrain_config(bot.settings), python=str(job), poll_s=0.1, nice=0)
         bot.application.bot_data["retraining"] = runner
         admin = bot.user(ADMIN_ID, "Root")
         start = bot.server.chat(admin).revision

@@ -22,6 +22,7 @@ from retrain_fixtures import ONE_PERSON, digit_photos
 
 from bot.retraining import RetrainRunner
 from inference.model_store import ModelStore
+from photobot.wiring import retrain_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SMALL_JOB = ("--limit", "3000", "--test-limit", "2000", "--epochs", "1")
@@ -52,7 +53,7 @@ async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, mnist_p
         retrain_gate_margin=MARGIN,
         **ONE_PERSON,  # Mira alone teaches v2; the fairness rules have their own tests
     )
-    runner = RetrainRunner(harness.settings, extra_args=SMALL_JOB, poll_s=0.2, nice=0)
+    runner = RetrainRunner(retrain_config(harness.settings), extra_args=SMALL_JOB, poll_s=0.2, nice=0)
     harness.application.bot_data["retraining"] = runner
     yield harness
     await runner.close(stop_jobs=True)

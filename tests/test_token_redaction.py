@@ -31,6 +31,7 @@ from bot.retraining import RetrainRunner, RunningJob
 from bot.transport import AiohttpRequest
 from inference.model_store import ModelStore
 from photobot.settings import Settings
+from photobot.wiring import retrain_config
 
 WRONG_TOKEN = "123:wrong"
 
@@ -127,7 +128,7 @@ def test_the_log_filter_redacts_messages_arguments_and_tracebacks() -> None:
 
 def test_settings_and_the_retrain_runner_do_not_quote_the_token_in_their_repr() -> None:
     settings = Settings(telegram_bot_token=TOKEN)
-    assert TOKEN not in repr(settings) and TOKEN not in repr(RetrainRunner(settings))
+    assert TOKEN not in repr(settings) and TOKEN not in repr(RetrainRunner(retrain_config(settings)))
     assert "telegram_api_url=" in repr(settings)
 
 
@@ -207,7 +208,7 @@ async def test_the_retrain_watcher_logs_an_unreachable_api_without_the_token(
     """The Bot API stops answering while a job runs: what the watcher and the updater log has no token."""
     caplog.set_level(logging.DEBUG)
     bot = await start_bot(tmp_path / "data", model_dir, datasets=(mnist_path.parent,))
-    runner = RetrainRunner(bot.settings, poll_s=0.2, nice=0)
+    runner = RetrainRunner(retrain_config(bot.settings), poll_s=0.2, nice=0)
     bot.application.bot_data["retraining"] = runner
     admin = bot.user(ADMIN_ID, "Root")
     port = bot.server.port
@@ -282,7 +283,7 @@ async def test_the_retrain_job_process_gets_no_token(
     monkeypatch.setenv("PHOTOBOT_WEBHOOK_SECRET", "hush")
     monkeypatch.setenv("MIRROR_URL", f"http://127.0.0.1:1/bot{TOKEN}/")
     bot = await start_bot(tmp_path / "data", model_dir, datasets=(mnist_path.parent,))
-    runner = RetrainRunner(bot.settings, poll_s=0.2, nice=0)
+    runner = RetrainRunner(retrain_config(bot.settings), poll_s=0.2, nice=0)
     bot.application.bot_data["retraining"] = runner
     try:
         progress = await bot.say(bot.user(ADMIN_ID, "Root"), "/retrain digits")

@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
-from storage import NEGATIVE_LABELS, LabelledExample, SyncStore, cap_per_contributor
+from storage import LabelledExample, SyncStore, cap_per_contributor, negative_label
 from storage.labelled import cap_share_per_contributor, minimum_contributors, split_by_contributor
 from training import gate
 from training.near_duplicates import collapse_near_duplicates
@@ -396,7 +396,7 @@ def select_chat_examples(store: SyncStore, model: str, rules: ChatRules) -> Chat
         dropped["image file missing"] += labelled.missing_images
     if labelled.refused_paths:
         dropped["image path or hash refused (not a file of the image store)"] += labelled.refused_paths
-    negative = NEGATIVE_LABELS.get(model)
+    negative = negative_label(model)
     usable = [e for e in labelled.examples if e.label != negative]
     if len(usable) < len(labelled.examples):
         dropped[f"labelled {negative}"] += len(labelled.examples) - len(usable)

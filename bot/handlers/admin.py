@@ -16,7 +16,7 @@ from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot import retraining
 from bot.callbacks import MAX_ID_DIGITS
-from bot.services import MODEL_NAMES, Services, lang, services
+from bot.services import Services, lang, services
 from bot.texts import text
 from inference.errors import InferenceError
 
@@ -53,10 +53,13 @@ def _command_name(update: Update) -> str:
 @admin_only
 async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Start a retraining job in its own process and show its progress: `/retrain [model] [force]`."""
-    args = context.args or ["digits"]
-    model, force = args[0], args[1:] == ["force"]
-    if model not in MODEL_NAMES or (len(args) > 1 and not force):
-        await update.effective_message.reply_text(text(lang(update), "retrain_usage"))
+    args = context.args or []
+    names = services(context).catalogue.names
+    model, force = (args[0] if args else ""), args[1:] == ["force"]
+    if model not in names or (len(args) > 1 and not force):
+        await update.effective_message.reply_text(
+            text(lang(update), "retrain_usage", models=", ".join(names))
+        )
         return
     await retraining.start_retrain(
         services(context),
@@ -111,8 +114,9 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     args = context.args or []
     language = lang(update)
     version = number_arg(args[1]) if len(args) == 2 else None
-    if not 1 <= len(args) <= 2 or args[0] not in MODEL_NAMES or (len(args) == 2 and version is None):
-        await update.effective_message.reply_text(text(language, "rollback_usage"))
+    names = services(context).catalogue.names
+    if not 1 <= len(args) <= 2 or args[0] not in names or (len(args) == 2 and version is None):
+        await update.effective_message.reply_text(text(language, "rollback_usage", models=", ".join(names)))
         return
     found = services(context)
     name = args[0]

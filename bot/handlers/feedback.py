@@ -17,7 +17,7 @@ from bot import callbacks, keyboards
 from bot.services import Services, lang, services
 from bot.texts import text
 from storage.errors import NotPredictionOwner, PredictionNotFound
-from storage.records import NEGATIVE_LABELS, PredictionRecord
+from storage.records import PredictionRecord, negative_label
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,18 @@ async def _apply(
 ) -> None:
     match data:
         case callbacks.Verdict(_, False):
-            keyboard = keyboards.labels(language, prediction.id, prediction.model, found.label_sets)
+            keyboard = keyboards.labels(
+                language, prediction.id, prediction.model, found.catalogue, refused=prediction.model is None
+            )
             await _edit_markup(query, keyboard)
             await query.answer(text(language, "pick_label"))
         case callbacks.BackToVerdict(_):
-            await _edit_markup(query, keyboards.verdict(language, prediction.id))
+            await _edit_markup(query, _first_keyboard(found, prediction, language))
             await query.answer()
+        case callbacks.Verdict(_, True) if _asks(found, prediction):
+            # an unsure answer is never confirmed by a bare ✅ (a button from before it asked, or forged)
+            await _edit_markup(query, _first_keyboard(found, prediction, language))
+            await query.answer(text(language, "pick_label"))
         case callbacks.Verdict(_, True):
             await _record(found, query, prediction, prediction.model, prediction.label, language)
         case callbacks.LabelChoice(_, label):
@@ -77,17 +83,37 @@ async def _apply(
             await _record(found, query, prediction, model, label, language)
 
 
+def _asks(found: Services, prediction: PredictionRecord) -> bool:
+    """Whether the answer asks the user to pick (unsure, with a model whose labels it can offer)."""
+    return (
+        prediction.status == "unsure" and prediction.model in found.catalogue and prediction.label is not None
+    )
+
+
+def _first_keyboard(found: Services, prediction: PredictionRecord, language: str) -> InlineKeyboardMarkup:
+    """The keyboard the answer was sent with: its offered labels when unsure, else ✅ / ❌."""
+    if not _asks(found, prediction) or prediction.label is None or prediction.model is None:
+        return keyboards.verdict(language, prediction.id)
+    spec = found.catalogue[prediction.model]
+    offered = [prediction.label]
+    if prediction.label in spec.label_names:  # one label: the runner-up too (a number: its digits vary)
+        offered += [label for label, _ in prediction.probabilities[1:2] if label != prediction.label]
+    return keyboards.choices(language, prediction.id, spec, offered)
+
+
 def _model_of(found: Services, prediction: PredictionRecord, label: str | None) -> str | None:
-    """Which model's label set a chosen label belongs to (None: it belongs to no model of this answer)."""
-    candidates = [prediction.model] if prediction.model else list(found.label_sets)
+    """Which model a chosen label belongs to (None: it belongs to no model of this answer)."""
+    candidates = [prediction.model] if prediction.model else list(found.catalogue.names)
     if label is None:
-        return candidates[0] if prediction.model else _neither_model(prediction)
-    return next((m for m in candidates if label in found.label_sets.get(m, ())), None)
+        return candidates[0] if prediction.model else _neither_model(found, prediction)
+    return next((m for m in candidates if m and found.catalogue.knows(m, label)), None)
 
 
-def _neither_model(prediction: PredictionRecord) -> str:
-    """A photo that is neither: stored as a negative of the model its mode asked for (digits in auto)."""
-    return {"flower": "flowers"}.get(prediction.mode or "", "digits")
+def _neither_model(found: Services, prediction: PredictionRecord) -> str:
+    """A photo that is neither: stored as a negative of the model its mode asked for (in auto mode,
+    of the catalogue's first model)."""
+    spec = found.catalogue.for_mode(prediction.mode or "auto")
+    return spec.name if spec else found.catalogue.names[0]
 
 
 async def _record(
@@ -100,8 +126,8 @@ async def _record(
 ) -> None:
     """Store the answer once, then edit the message to thank the user and show what was recorded."""
     if model is None:  # ✅ on "not recognised": the user confirms it is neither
-        model = _neither_model(prediction)
-    true_label = label if label is not None else NEGATIVE_LABELS[model]
+        model = _neither_model(found, prediction)
+    true_label = label if label is not None else negative_label(model)
     correct = (prediction.model, prediction.label) == (model, label) or (
         prediction.model is None and label is None
     )
@@ -122,15 +148,18 @@ async def _record(
         await _edit_markup(query, None)
         return
     neither = prediction.model is None and label is None  # "not recognised", and the user agrees
-    thanks = text(language, "thanks_none") if neither else _thanks(language, model, label, correct)
+    thanks = text(language, "thanks_none") if neither else _thanks(found, language, model, label, correct)
     await query.answer(thanks)
     await _edit_thanks(query, thanks)
 
 
-def _thanks(language: str, model: str, label: str | None, correct: bool) -> str:
+def _thanks(found: Services, language: str, model: str, label: str | None, correct: bool) -> str:
+    spec = found.catalogue[model]
     if label is None:
-        return text(language, {"digits": "thanks_none_digit", "flowers": "thanks_none_flower"}[model])
-    return text(language, "thanks_correct" if correct else "thanks_label", label=label)
+        what = spec.none_label.get(language) or spec.none_label.get("en") or text(language, "button_neither")
+        return text(language, "thanks_none_model", what=what.lower())
+    shown = spec.shown_label(label, language)
+    return text(language, "thanks_correct" if correct else "thanks_label", label=shown)
 
 
 async def _edit_markup(query: CallbackQuery, keyboard: InlineKeyboardMarkup | None) -> None:

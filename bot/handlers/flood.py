@@ -49,6 +49,6 @@ async def _tell(update: Update, message: str) -> None:
 
 
 def register(application: Application) -> None:
-    settings = application.bot_data["settings"]
-    application.bot_data[LIMITER_KEY] = FloodLimiter(settings.user_updates_per_minute)
+    config = application.bot_data["config"]
+    application.bot_data[LIMITER_KEY] = FloodLimiter(config.user_updates_per_minute)
     application.add_handler(TypeHandler(Update, limit_updates), group=GROUP)

@@ -49,7 +49,7 @@ async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         await query.edit_message_text(text(language, "forget_cancelled"))
         return
     found = services(context)
-    remove_copies = functools.partial(remove_photo_copies, found.settings.data_dir)
+    remove_copies = functools.partial(remove_photo_copies, found.config.data_dir)
     async with found.lock(("user", choice.user_id)):
         report = await found.store.forget(choice.user_id, remove_copies=remove_copies)
         found.forget_chat(choice.user_id)  # the stored mode went with everything else

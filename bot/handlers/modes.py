@@ -1,4 +1,5 @@
-"""/digit, /flower, /auto: the chat's mode, stored so that it survives a restart."""
+"""/auto, one command per model's chat mode (/digit, /flower) and /use MODEL: the chat's mode, stored so
+that it survives a restart."""
 
 from __future__ import annotations
 
@@ -6,18 +7,45 @@ from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot.services import lang, services
-from bot.texts import text
-
-MODE_OF_COMMAND = {"digit": "digit", "flower": "flower", "auto": "auto"}
+from bot.texts import TEXTS, text
+from inference.catalogue import Catalogue
 
 
 async def set_mode(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Switch the chat's mode to the command's name."""
-    command = update.effective_message.text.split()[0].lstrip("/").split("@")[0].lower()
-    mode = MODE_OF_COMMAND[command]
-    await services(context).set_chat_mode(update.effective_chat.id, mode)
-    await update.effective_message.reply_text(text(lang(update), f"mode_{mode}"))
+    """Switch the chat's mode to the command's name (`/digit` → digit)."""
+    command = (update.effective_message.text or "").split()[0].lstrip("/").split("@")[0].lower()
+    await _switch(update, context, command)
+
+
+async def use_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """`/use MODEL`: read every photo of this chat with that model."""
+    catalogue = services(context).catalogue
+    name = (context.args or [""])[0].lower()
+    spec = catalogue.get(name)
+    if spec is None or len(context.args or ()) != 1:
+        await update.effective_message.reply_text(
+            text(lang(update), "use_usage", models=", ".join(catalogue.names))
+        )
+        return
+    await _switch(update, context, spec.mode)
+
+
+async def _switch(update: Update, context: ContextTypes.DEFAULT_TYPE, mode: str) -> None:
+    found = services(context)
+    await found.set_chat_mode(update.effective_chat.id, mode)
+    await update.effective_message.reply_text(mode_text(lang(update), found.catalogue, mode))
+
+
+def mode_text(language: str, catalogue: Catalogue, mode: str) -> str:
+    """What a mode means, in the user's language: its own text where it has one, else its labels."""
+    if f"mode_{mode}" in TEXTS["en"]:
+        return text(language, f"mode_{mode}")
+    spec = catalogue.for_mode(mode)
+    labels = ", ".join(label.shown(language) for label in spec.labels) if spec else ""
+    return text(language, "mode_model", model=spec.shown(language) if spec else mode, labels=labels)
 
 
 def register(application: Application) -> None:
-    application.add_handler(CommandHandler(list(MODE_OF_COMMAND), set_mode))
+    catalogue: Catalogue = application.bot_data["catalogue"]
+    application.add_handler(CommandHandler(list(catalogue.modes), set_mode))
+    application.add_handler(CommandHandler("use", use_model))

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from telegram.error import BadRequest, TimedOut
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
 from bot import keyboards
-from bot.answers import format_answer
+from bot.answers import format_answer, offered_labels
 from bot.errors import reply_for
 from bot.services import Services, lang, services
 from bot.texts import human_size, text
@@ -41,7 +41,6 @@ IMAGE_MIME_TYPES = frozenset(
     {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/x-ms-bmp"}
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
-MODE_OF_MODEL: dict[str, Mode] = {"digits": "digit", "flowers": "flower"}
 # The whole download, getFile and every byte: a 20 MB file over a slow link. A per-read timeout alone
 # (python-telegram-bot's, 5 s by default) let a server that trickles bytes hold a download for ever.
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -73,18 +72,6 @@ def is_image_document(document: Document) -> bool:
     if document.mime_type:
         return document.mime_type.lower() in IMAGE_MIME_TYPES
     return (document.file_name or "").lower().endswith(IMAGE_SUFFIXES)
-
-
-def caption_label(caption: str | None, label_sets: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
-    """(model, label) when a caption names a label (`7`, `roses`; `Rose` and `rose` count as `roses`)."""
-    if not caption:
-        return None
-    word = caption.strip().lower()
-    for model, labels in label_sets.items():
-        for label in labels:
-            if word in (label.lower(), label.lower().removesuffix("s")):
-                return model, label
-    return None
 
 
 async def classify_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -143,7 +130,7 @@ async def download(
     update: Update, context: ContextTypes.DEFAULT_TYPE, file_id: str, file_size: int | None
 ) -> bytes | None:
     """The file's bytes, in memory; None (after telling the user) when it is too large."""
-    limit = services(context).settings.max_image_bytes
+    limit = services(context).config.max_image_bytes
     too_large = text(lang(update), "too_large", size=human_size(file_size or 0), limit=human_size(limit))
     if file_size is not None and file_size > limit:
         await update.effective_message.reply_text(too_large)
@@ -174,9 +161,11 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
     found = services(context)
     message = update.effective_message
     language = lang(update)
-    contribution = caption_label(message.caption, found.label_sets)
+    contribution = found.catalogue.find_caption(message.caption)
     mode: Mode = (
-        MODE_OF_MODEL[contribution[0]] if contribution else await found.chat_mode(update.effective_chat.id)
+        found.catalogue[contribution[0]].mode
+        if contribution
+        else await found.chat_mode(update.effective_chat.id)
     )
     # The photo's file is written while the models look at it: the answer then waits only for its row.
     saving = asyncio.ensure_future(found.store.save_image(data))
@@ -187,21 +176,31 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
     except InferenceError as error:
         logger.info("Photo from user %s not answered: %r", update.effective_user.id, error)
         await found.store.discard_image(await saving)  # bad input leaves nothing stored
-        await message.reply_text(reply_for(error, language, mode))
+        await message.reply_text(reply_for(error, language, mode, found.catalogue))
         return
     except BaseException:
         saving.add_done_callback(_ignore_outcome)  # a file without a row: a later start removes it
         raise
     latency_ms = (time.perf_counter() - started) * 1000
     prediction_id, sha256 = await record(found, update, data, await saving, mode, prediction, latency_ms)
-    lines = [format_answer(prediction, language)]
-    if contribution:
+    lines = [format_answer(prediction, language, found.catalogue, mode)]
+    if contribution:  # a labelled photo: the person said what it is, nothing to ask
         lines.append(await contribute(found, update, sha256, contribution, prediction, prediction_id))
-    elif message.caption and message.caption.strip():
+        await message.reply_text("\n\n".join(lines), do_quote=True)
+        return
+    if message.caption and message.caption.strip():
         lines.append(text(language, "contribution_unknown_label", caption=message.caption.strip()[:40]))
     await message.reply_text(
-        "\n\n".join(lines), reply_markup=keyboards.verdict(language, prediction_id), do_quote=True
+        "\n\n".join(lines), reply_markup=buttons(found, language, prediction, prediction_id), do_quote=True
     )
+
+
+def buttons(found: Services, language: str, prediction: Prediction, prediction_id: int):
+    """✅ / ❌ under a sure answer or a refusal; an unsure answer asks with the labels it offers."""
+    spec = found.catalogue.get(prediction.model)
+    if prediction.status == "unsure" and spec is not None and prediction.label is not None:
+        return keyboards.choices(language, prediction_id, spec, offered_labels(prediction))
+    return keyboards.verdict(language, prediction_id)
 
 
 @contextlib.asynccontextmanager
@@ -281,7 +280,8 @@ async def contribute(
         language=user.language_code,
     )
     agreed = prediction.model == model and prediction.label == label
-    return text(language, "contribution_agreed" if agreed else "contribution_disagreed", label=label)
+    shown = found.catalogue[model].shown_label(label, language)
+    return text(language, "contribution_agreed" if agreed else "contribution_disagreed", label=shown)
 
 
 def register(application: Application) -> None:

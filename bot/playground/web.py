@@ -3,7 +3,8 @@
 One aiohttp application on one port serves all three parts: the Bot API the bot polls
 (`/bot{token}/…`, `/file/bot{token}/…`, from `BotApiServer`), the page (`/`, `/static/…`) and the page's
 small JSON API (`/api/…`), which plays the people in the chat through the server's user-side methods.
-The bot is built by the same `build_application` as in production and runs in this process.
+The bot is built by the composition root (`photobot.wiring.playground_bot`) as in production, and
+runs in this process.
 
 The page's API speaks as the admin, and the bot may run on the real `DATA_DIR`, so the server only
 listens on loopback and trusts no web page but its own: any other site the same browser visits could
@@ -26,19 +27,17 @@ import logging
 import re
 import secrets
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from bot.playground.bot_api_server import BotApiServer
-from bot.services import MODEL_NAMES
 
 if TYPE_CHECKING:
     from telegram.ext import Application
 
-    from photobot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -269,24 +268,22 @@ def _content_type(data: bytes) -> str:
 # ---------------------------------------------------------------------- running it
 
 
-async def start_playground(
-    settings: Settings, *, port: int = 8080, on_listening=None, models: Sequence[str] = MODEL_NAMES
-) -> tuple[Playground, Application]:
-    """Start the page and the Bot API server, then the real bot pointed at them (models load meanwhile)."""
-    from bot.app import build_application
+# Builds the real bot for a Bot API server: (token, the server's root URL, the playground admin's id).
+BuildBot = Callable[[str, str, int], "Application"]
 
+
+async def start_playground(
+    build_bot: BuildBot, *, port: int = 8080, on_listening=None
+) -> tuple[Playground, Application]:
+    """Start the page and the Bot API server, then the real bot pointed at them (models load meanwhile).
+
+    `build_bot` is the composition root's: the playground runs the very bot `photobot run` runs.
+    """
     playground = Playground(port=port)
     await playground.start()
     if on_listening is not None:
         on_listening(playground)
-    settings = dataclasses.replace(
-        settings,
-        telegram_bot_token=playground.server.token,
-        telegram_api_url=playground.url,
-        admin_ids=settings.admin_ids | {ADMIN_ID},
-        webhook_url=None,
-    )
-    application = build_application(settings, models=models)
+    application = build_bot(playground.server.token, playground.url, ADMIN_ID)
     await application.initialize()
     await application.post_init(application)
     await application.start()
@@ -306,7 +303,7 @@ async def stop_playground(playground: Playground, application: Application | Non
     await playground.stop()
 
 
-async def serve(settings: Settings, *, port: int = 8080, on_ready=print) -> None:
+async def serve(build_bot: BuildBot, *, data_dir: Path, port: int = 8080, on_ready=print) -> None:
     """Run until Ctrl-C / SIGTERM: print the URL, then stop the bot and the server cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -316,10 +313,10 @@ async def serve(settings: Settings, *, port: int = 8080, on_ready=print) -> None
     def listening(playground: Playground) -> None:
         on_ready(
             f"PhotoBot playground: open {playground.url}  (listening on {HOST} only, this machine; "
-            f"data in {settings.data_dir}; starting the bot…; Ctrl-C to stop)"
+            f"data in {data_dir}; starting the bot…; Ctrl-C to stop)"
         )
 
-    playground, application = await start_playground(settings, port=port, on_listening=listening)
+    playground, application = await start_playground(build_bot, port=port, on_listening=listening)
     try:
         on_ready("PhotoBot playground: the bot is ready")
         await stop.wait()

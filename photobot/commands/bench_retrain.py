@@ -77,9 +77,9 @@ async def _feed_through_bot(settings: Settings, photos, user_id: int) -> None:
     import functools
     from dataclasses import replace
 
-    from bot.app import build_application
     from bot.playground.bot_api_server import BotApiServer
     from bot.services import KEY
+    from photobot.wiring import build_bot
 
     server = BotApiServer(TOKEN)
     await server.start()
@@ -91,7 +91,7 @@ async def _feed_through_bot(settings: Settings, photos, user_id: int) -> None:
         user_updates_per_minute=0,
         outgoing_messages_per_s=0,
     )
-    application = build_application(bot_settings, models=("digits",))
+    application = build_bot(bot_settings, names=("digits",))
     await application.initialize()
     await application.post_init(application)
     await application.start()

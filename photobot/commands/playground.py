@@ -28,6 +28,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from bot.playground.web import serve
+    from photobot.wiring import playground_bot
 
-    asyncio.run(serve(settings, port=args.port, on_ready=lambda line: print(line, flush=True)))
+    asyncio.run(
+        serve(
+            playground_bot(settings),
+            data_dir=settings.data_dir,
+            port=args.port,
+            on_ready=lambda line: print(line, flush=True),
+        )
+    )
     return 0

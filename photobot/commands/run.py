@@ -58,10 +58,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return playground.main(argparse.Namespace(port=playground.DEFAULT_PORT), settings)
     if not settings.telegram_bot_token:
         raise UserFacingError(NO_TOKEN)
-    from bot.app import build_application
+    from photobot.wiring import build_bot
 
     asyncio.run(check_bot_api(settings))
-    application = build_application(settings)
+    application = build_bot(settings)
     with _one_line_errors(settings):
         _serve(application, settings)
     return 0

@@ -1,0 +1,135 @@
+"""The composition root: `Settings` in, the running parts out.
+
+The command line reads `Settings` once and builds everything here: the storage, the model store and
+classifier (`photobot.serving`), the bot with its typed `BotConfig`, the retrain job's environment.
+`bot`, `inference`, `storage` and `training` never import `photobot`: each receives what it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from telegram.ext import Application
+
+from bot.app import build_application
+from bot.config import BotConfig, RetrainConfig
+from bot.limits import FloodLimiter
+from bot.services import Services
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
+from photobot.serving import build_classifier
+from photobot.settings import Settings
+
+# Environment variables the job process never inherits: the bot token and anything named like a secret.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY", re.I)
+
+
+def bot_config(settings: Settings) -> BotConfig:
+    return BotConfig(
+        token=settings.telegram_bot_token or "",
+        api_url=settings.telegram_api_url,
+        admin_ids=settings.admin_ids,
+        data_dir=Path(settings.data_dir),
+        max_image_bytes=settings.max_image_bytes,
+        user_photos_per_minute=settings.user_photos_per_minute,
+        user_updates_per_minute=settings.user_updates_per_minute,
+        outgoing_messages_per_s=settings.outgoing_messages_per_s,
+    )
+
+
+def retrain_config(settings: Settings) -> RetrainConfig:
+    return RetrainConfig(data_dir=Path(settings.data_dir), environment=job_environment(settings))
+
+
+def job_environment(settings: Settings) -> dict[str, str]:
+    """The job reads its settings from the environment: give it the bot's own, explicitly, and no secret.
+
+    The job never talks to Telegram, so it gets no token: every variable named like a secret, or whose
+    value holds the token, is left out, and TELEGRAM_BOT_TOKEN is set empty, because the job's own
+    `Settings.from_env` would otherwise read it back from the `.env` of the directory it runs in.
+    """
+    token = settings.telegram_bot_token or ""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not SECRET_NAME.search(name) and not (token and token in value)
+    }
+    env.update(
+        {
+            "DATA_DIR": str(Path(settings.data_dir).resolve()),
+            "PHOTOBOT_DATASETS": os.pathsep.join(str(Path(p).resolve()) for p in settings.datasets),
+            "KERAS_BACKEND": settings.keras_backend,
+            "LOG_LEVEL": settings.log_level,
+            "MAX_IMAGE_BYTES": str(settings.max_image_bytes),
+            "MAX_IMAGE_PIXELS": str(settings.max_image_pixels),
+            "RETRAIN_MIN_NEW_LABELS": str(settings.retrain_min_new_labels),
+            "RETRAIN_MAX_LABELS_PER_USER": str(settings.retrain_max_labels_per_user),
+            "RETRAIN_MAX_USER_SHARE": str(settings.retrain_max_user_share),
+            "RETRAIN_MIN_CONTRIBUTORS": str(settings.retrain_min_contributors),
+            "RETRAIN_GATE_MARGIN": str(settings.retrain_gate_margin),
+            "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            "TELEGRAM_BOT_TOKEN": "",
+        }
+    )
+    return env
+
+
+async def open_services(
+    settings: Settings, *, names: Iterable[str] | None = None, catalogue: Catalogue = DEFAULT_CATALOGUE
+) -> Services:
+    """The database, the image store and a started classifier serving `names` (default: all)."""
+    from storage import Store
+
+    store = await Store.open(settings.database_path, settings.images_dir)
+    classifier = build_classifier(settings, catalogue=catalogue, names=names)
+    try:
+        await classifier.start()
+    except BaseException:
+        await store.close()
+        raise
+    found = Services(
+        config=bot_config(settings),
+        retrain=retrain_config(settings),
+        classifier=classifier,
+        store=store,
+        images=store.images,
+        model_store=classifier.store,
+        limiter=FloodLimiter(settings.user_photos_per_minute),
+        catalogue=catalogue if names is None else catalogue.only(names),
+    )
+    found.refresh_labels()
+    return found
+
+
+def build_bot(
+    settings: Settings, *, names: Iterable[str] | None = None, catalogue: Catalogue = DEFAULT_CATALOGUE
+) -> Application:
+    """The whole bot from the settings: what `photobot run`, the playground and the tests start."""
+    served = tuple(names) if names is not None else None
+
+    async def services() -> Services:
+        return await open_services(settings, names=served, catalogue=catalogue)
+
+    return build_application(bot_config(settings), open_services=services, catalogue=catalogue)
+
+
+def playground_bot(
+    settings: Settings, *, names: Iterable[str] | None = None
+) -> Callable[[str, str, int], Application]:
+    """How the playground builds the bot: these settings, pointed at its local Bot API server, with its
+    admin added to ADMIN_IDS (polling, never a webhook)."""
+
+    def build(token: str, api_url: str, admin_id: int) -> Application:
+        local = dataclasses.replace(
+            settings,
+            telegram_bot_token=token,
+            telegram_api_url=api_url,
+            admin_ids=settings.admin_ids | {admin_id},
+            webhook_url=None,
+        )
+        return build_bot(local, names=names)
+
+    return build
