@@ -94,7 +94,7 @@ async def check_bot_api(settings: Settings) -> None:
     from bot.app import api_urls
     from bot.transport import bot_api_request
 
-    base_url, base_file_url = api_urls(settings)
+    base_url, base_file_url = api_urls(settings.telegram_api_url)
     bot = Bot(
         settings.telegram_bot_token or "",
         base_url=base_url,
