@@ -150,6 +150,8 @@ async def photobot_run(tmp_path: Path, token: str, api_url: str, log_level: str 
         "-m",
         "photobot",
         "run",
+        "--max-retries",
+        "0",  # one try: the retries with backoff are tested in test_cli_run.py
         env=env,
         cwd=tmp_path,  # no .env of the checkout
         stdout=asyncio.subprocess.PIPE,

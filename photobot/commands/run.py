@@ -8,6 +8,11 @@ The token never reaches the terminal or the logs: a filter on the log handlers r
 (`bot.redaction`), and it is checked with one getMe before anything starts, so a token Telegram rejects
 or a Bot API that cannot be reached is one clear line and a non-zero exit, not python-telegram-bot's
 traceback, which quotes the token.
+
+A Bot API that cannot be reached at start (the network not up yet, a proxy needed) is asked again with
+exponential backoff, 1, 2, 4 … 60 s apart, one log line per try, `--max-retries` times (default 10,
+about five minutes); then the process exits non-zero with one line that says what to check, proxy
+included (HTTPS_PROXY is honoured, see `bot.transport`). A rejected token is never retried.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from photobot.commands import non_negative_int
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
@@ -31,7 +38,17 @@ NO_TOKEN = (
     "and put the token it gives you in .env (see .env.example) as TELEGRAM_BOT_TOKEN=..."
 )
 TOKEN_REJECTED = "Telegram rejected the bot token (check TELEGRAM_BOT_TOKEN)"
+PROXY_HINT = "behind a proxy, set HTTPS_PROXY (for example HTTPS_PROXY=http://proxy.example:3128)"
 POLL_TIMEOUT_S = 10
+MAX_RETRIES = 10  # 1 + 2 + 4 + … + 60 s: about five minutes for the network to come up
+FIRST_DELAY_S = 1.0
+MAX_DELAY_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+class BotApiUnreachable(UserFacingError):
+    """The Bot API could not be reached (the network, a proxy, TELEGRAM_API_URL): worth trying again."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +57,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--playground-without-token",
         action="store_true",
         help="with no TELEGRAM_BOT_TOKEN, start the offline playground instead (what `make run` does)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=non_negative_int,
+        default=MAX_RETRIES,
+        metavar="N",
+        help=f"tries again to reach the Bot API at start, 1, 2, 4 … {MAX_DELAY_S:.0f} s apart "
+        f"(default {MAX_RETRIES}; 0: give up at once)",
     )
 
 
@@ -60,7 +85,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         raise UserFacingError(NO_TOKEN)
     from photobot.wiring import build_bot
 
-    asyncio.run(check_bot_api(settings))
+    asyncio.run(wait_for_bot_api(settings, max_retries=args.max_retries))
     application = build_bot(settings)
     with _one_line_errors(settings):
         _serve(application, settings)
@@ -85,6 +110,24 @@ def _serve(application: Application, settings: Settings) -> None:
         application.run_polling(
             timeout=POLL_TIMEOUT_S, allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY]
         )
+
+
+async def wait_for_bot_api(settings: Settings, *, max_retries: int) -> None:
+    """`check_bot_api`, tried again with exponential backoff while the Bot API cannot be reached."""
+    for attempt, delay in enumerate([*backoff_delays(max_retries), None], start=1):
+        try:
+            await check_bot_api(settings)
+            return
+        except BotApiUnreachable as error:
+            if delay is None:
+                raise
+            log.warning("%s; try %d of %d, next in %g s", error, attempt, max_retries + 1, delay)
+            await asyncio.sleep(delay)
+
+
+def backoff_delays(retries: int, first_s: float = FIRST_DELAY_S, most_s: float = MAX_DELAY_S) -> list[float]:
+    """The waits before each retry: doubling from `first_s`, never more than `most_s`."""
+    return [min(most_s, first_s * 2**n) for n in range(retries)]
 
 
 async def check_bot_api(settings: Settings) -> None:
@@ -124,9 +167,9 @@ def _one_line_errors(settings: Settings) -> Iterator[None]:
         raise UserFacingError(TOKEN_REJECTED) from None
     except NetworkError as error:  # TimedOut too; the transport's texts hold no token, redact anyway
         reason = redact(str(error), [settings.telegram_bot_token or ""])
-        raise UserFacingError(
+        raise BotApiUnreachable(
             f"the Bot API at {settings.telegram_api_url} could not be reached ({reason}); "
-            "check TELEGRAM_API_URL and the network"
+            f"check the network and TELEGRAM_API_URL; {PROXY_HINT}"
         ) from None
 
 
