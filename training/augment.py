@@ -41,20 +41,27 @@ def vary_strokes(images: tf.Tensor, seed: int = 0) -> tf.Tensor:
 
 
 def augmented_dataset(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0, fraction: float = 0.75
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int = 0,
+    fraction: float = 0.75,
+    sample_weight: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Shuffled batches where `fraction` of the digits are distorted and the rest are left as they are.
 
-    Keeping some digits clean keeps the model sharp on well-framed digits (MNIST itself).
+    Keeping some digits clean keeps the model sharp on well-framed digits (MNIST itself). With
+    `sample_weight` each batch also carries its examples' weights (images, labels, weights).
     """
     layers = augmentation(seed)
 
-    def distort(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def distort(images: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
         changed = vary_strokes(layers(images, training=True), seed)
         keep = tf.random.uniform([tf.shape(images)[0], 1, 1, 1], seed=seed + 5) > fraction
-        return tf.where(keep, images, changed), labels
+        return (tf.where(keep, images, changed), *rest)
 
-    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+    columns = (x, y) if sample_weight is None else (x, y, sample_weight.astype(np.float32))
+    data = tf.data.Dataset.from_tensor_slices(columns).shuffle(
         len(x), seed=seed, reshuffle_each_iteration=True
     )
     return data.batch(batch_size).map(distort, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from inference.flowers import CROP, RESIZE_SHORTER
 from training.effnet_lite0 import block_input_shape, top_layers
+from training.fit import FitConfig, compile_model, fit_on_batches, validation_loss
 from training.flower_data import load_pixels
 
 log = logging.getLogger(__name__)
@@ -107,24 +108,22 @@ def fine_tune(
     x_val = _activations(bottom, _batched(lambda i: load_pixels(val_paths[i]), len(val_paths)))
     y_val = np.asarray(validation[1])
 
-    model = _trainable(top, head, config.dropout)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy"
+    model = compile_model(
+        _trainable(top, head, config.dropout), config.learning_rate, "sparse_categorical_crossentropy"
     )
-    best = (float(np.asarray(model.test_on_batch(x_val, y_val)).reshape(-1)[0]), model.get_weights(), 0)
-    progress(f"fine-tune: validation loss {best[0]:.4f} before")
-    for epoch in range(1, config.epochs + 1):
-        order = rng.permutation(len(x))
-        for start in range(0, len(x), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            model.train_on_batch(x[batch].astype(np.float32), y[batch])
-        loss = float(np.asarray(model.test_on_batch(x_val, y_val)).reshape(-1)[0])
-        progress(f"fine-tune: epoch {epoch}, validation loss {loss:.4f}")
-        if loss < best[0]:
-            best = (loss, model.get_weights(), epoch)
-        elif epoch - best[2] >= config.patience:
-            break
-    model.set_weights(best[1])
+    before = validation_loss(model, (x_val, y_val))
+    progress(f"fine-tune: validation loss {before:.4f} before")
+
+    def report(epoch: int, logs: dict[str, float]) -> None:
+        progress(f"fine-tune: epoch {epoch}, validation loss {logs['val_loss']:.4f}")
+
+    fit_config = FitConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        patience=config.patience,
+    )
+    fit_on_batches(model, (x, y), (x_val, y_val), fit_config, rng=rng, on_epoch=report, start_loss=before)
     tuned = keras.models.clone_model(backbone)
     tuned.set_weights(backbone.get_weights())
     for layer in top.layers:

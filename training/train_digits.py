@@ -20,7 +20,8 @@ import numpy as np
 
 from inference.digits import LABELS, PREPROCESSING_ID, normalize_digit
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
-from training.digit_models import make_cnn, make_mlp
+from training.digit_models import INPUT_SHAPE, make_cnn, make_mlp
+from training.fit import FitConfig, fit, predict_batches
 
 logger = logging.getLogger(__name__)
 
@@ -112,20 +113,19 @@ def train_digits(
         start = keras.saving.load_model(config.init_from, compile=False, safe_mode=True)
         model.set_weights(start.get_weights())
     epochs, batch = config.resolved_epochs, config.resolved_batch_size
-    callbacks: list[keras.callbacks.Callback] = [_EpochLog(on_epoch)]
+    callbacks: list[keras.callbacks.Callback] = []
     if checkpoint is not None:
         callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoint), save_weights_only=False))
-    if config.arch == "cnn":
-        rate = config.learning_rate
-        callbacks.append(keras.callbacks.LearningRateScheduler(_cosine(rate, rate / 50, epochs)))
+    rate = config.learning_rate
+    fit_config = FitConfig(
+        epochs=epochs,
+        batch_size=batch,
+        learning_rate=rate,
+        final_learning_rate=rate / 50 if config.arch == "cnn" else None,
+    )
+    batches = training_data(x, y_onehot, batch, seed=config.seed, augment=config.resolved_augment)
     started = time.monotonic()
-    if config.resolved_augment:
-        from training.augment import augmented_dataset
-
-        data = augmented_dataset(x, y_onehot, batch, seed=config.seed)
-        history = model.fit(data, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
-    else:
-        history = model.fit(x, y_onehot, batch_size=batch, epochs=epochs, callbacks=callbacks, verbose=0)
+    fitted = fit(model, batches, fit_config, on_epoch=on_epoch, callbacks=callbacks)
     seconds = time.monotonic() - started
     accuracy = mnist_accuracy(model, x_eval, y_test)
     logger.info("%s: MNIST test accuracy %.4f after %.0f s", config.describe(), accuracy, seconds)
@@ -138,19 +138,46 @@ def train_digits(
         model=model,
         config=config,
         test_accuracy=accuracy,
-        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        history=fitted.history,
         seconds=seconds,
         data=data,
     )
 
 
 def mnist_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
-    """Top-1 accuracy on (N, 28, 28, 1) inputs, batch by batch (no `predict` pipeline per call)."""
-    correct = 0
-    for start in range(0, len(x), batch):
-        probs = np.asarray(model.predict_on_batch(x[start : start + batch]))
-        correct += int((probs.argmax(axis=1) == y[start : start + batch]).sum())
-    return correct / len(x)
+    """Top-1 accuracy on (N, 28, 28, 1) inputs."""
+    return float(np.mean(predict_batches(model, x, batch).argmax(axis=1) == y))
+
+
+def training_data(
+    x: np.ndarray,
+    y_onehot: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    augment: bool,
+    sample_weight: np.ndarray | None = None,
+    shape: tuple[int, ...] = INPUT_SHAPE,
+) -> Any:
+    """What `fit` takes for (N, 28, 28, 1) digits: augmented batches, or the arrays (Keras shuffles them).
+
+    `shape` is the model's input shape when it is not (28, 28, 1) (an older model that takes 784 values).
+    """
+    if augment:
+        from training.augment import augmented_dataset
+
+        data = augmented_dataset(x, y_onehot, batch_size, seed=seed, sample_weight=sample_weight)
+        if shape != INPUT_SHAPE:
+            data = data.map(lambda images, *rest: (_reshaped(images, shape), *rest))
+        return data
+    arrays = (x.reshape(len(x), *shape), y_onehot)
+    return arrays if sample_weight is None else (*arrays, sample_weight)
+
+
+def _reshaped(images: Any, shape: tuple[int, ...]) -> Any:
+    import tensorflow as tf
+
+    return tf.reshape(images, (-1, *shape))
 
 
 def save_trained(
@@ -199,26 +226,6 @@ def save_for_serving(model: keras.Model, path: Path) -> None:
     """Save the layers and weights only: no optimizer state (3× smaller), nothing serving does not need."""
     serving = keras.Model(model.inputs, model.outputs, name=model.name)
     serving.save(path)
-
-
-class _EpochLog(keras.callbacks.Callback):
-    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None] | None) -> None:
-        super().__init__()
-        self._on_epoch = on_epoch
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logs = {k: float(v) for k, v in (logs or {}).items()}
-        logger.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
-        if self._on_epoch is not None:
-            self._on_epoch(epoch + 1, logs)
-
-
-def _cosine(start: float, end: float, epochs: int) -> Callable[[int, float], float]:
-    def schedule(epoch: int, _lr: float) -> float:
-        progress = epoch / max(1, epochs - 1)
-        return end + 0.5 * (start - end) * (1.0 + np.cos(np.pi * progress))
-
-    return schedule
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:

@@ -23,6 +23,7 @@ from inference.flowers import PREPROCESSING_ID, OodRule, flower_input
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
 from training.effnet_lite0 import FEATURES, backbone_id, build_backbone
 from training.fine_tune import FineTuneConfig
+from training.fit import FitConfig, FitResult, Progress, compile_model, fit_on_batches
 from training.flower_data import (
     BottleneckCache,
     DatasetError,
@@ -74,40 +75,68 @@ def cache_key() -> str:
 
 
 def train_head(
-    train: tuple[np.ndarray, np.ndarray],
+    train: tuple[np.ndarray, ...],
     validation: tuple[np.ndarray, np.ndarray],
     n_classes: int,
     config: FlowerConfig,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Fit Dense-softmax on features; returns (kernel, bias, epochs run) of the best validation epoch.
+    *,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Progress | None = None,
+    measure: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, FitResult]:
+    """Fit Dense-softmax on features; returns (kernel, bias, fit) of the best validation epoch.
 
-    A plain loop of `train_on_batch` calls: on cached features an epoch is a few milliseconds of work,
-    and `fit`'s per-epoch set-up would cost ten times that.
+    `train` is `(x, y)` or `(x, y, sample_weight)`. `start`: the (kernel, bias) to start from (a
+    retrain warm-starts from the serving head) instead of a fresh initialisation. `measure`: named
+    (x, y) sets whose accuracy goes into the history after every epoch.
     """
     keras.utils.set_random_seed(config.seed)
     features = keras.Input((train[0].shape[1],), name="features")
     model = keras.Model(features, head_layers(features, n_classes, config.dropout, config.l2))
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy"
+    if start is not None:
+        model.get_layer("probabilities").set_weights(list(start))
+    compile_model(model, config.learning_rate, "sparse_categorical_crossentropy")
+    fit_config = FitConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        patience=config.patience,
     )
+
+    def accuracies(_epoch: int, _logs: dict[str, float]) -> dict[str, float]:
+        return {
+            name: float(np.mean(np.asarray(model.predict_on_batch(x)).argmax(1) == y))
+            for name, (x, y) in (measure or {}).items()
+            if len(x)
+        }
+
     rng = np.random.default_rng(config.seed)
-    x, y = train
-    best_loss, best_weights, best_epoch = np.inf, model.get_weights(), 0
-    epoch = 0
-    for epoch in range(1, config.epochs + 1):
-        order = rng.permutation(len(x))
-        for start in range(0, len(x), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            model.train_on_batch(x[batch], y[batch])
-        loss = float(np.asarray(model.test_on_batch(*validation)).reshape(-1)[0])
-        if loss < best_loss:
-            best_loss, best_weights, best_epoch = loss, model.get_weights(), epoch
-        elif epoch - best_epoch >= config.patience:
-            break
-    model.set_weights(best_weights)
+    fitted = fit_on_batches(model, train, validation, fit_config, progress, rng=rng, on_epoch=accuracies)
     kernel, bias = model.get_layer("probabilities").get_weights()
-    log.info("head: best validation loss %.4f at epoch %d of %d", best_loss, best_epoch, epoch)
-    return kernel, bias, epoch
+    log.info(
+        "head: best validation loss %.4f at epoch %d of %d",
+        fitted.best_loss,
+        fitted.best_epoch,
+        fitted.epochs_run,
+    )
+    return kernel, bias, fitted
+
+
+def head_answers(head: FlowerHead, x: np.ndarray) -> np.ndarray:
+    """The class index the head picks for each feature row (an empty array for no rows)."""
+    if len(x) == 0:
+        return np.zeros(0, np.int64)
+    return (x @ head.kernel + head.bias).argmax(axis=1)
+
+
+def feature_arrays(
+    items: Sequence[Any], classes: Sequence[str], by_digest: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features, class indices) of photos (anything with `.digest` and `.label`), from cached features."""
+    if not items:
+        return np.zeros((0, FEATURES), np.float32), np.zeros(0, np.int64)
+    x = np.stack([by_digest[item.digest] for item in items])
+    return x, np.array([list(classes).index(item.label) for item in items], dtype=np.int64)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -177,12 +206,11 @@ def train_flowers(
     classes = photo_set.classes
 
     def arrays(photos: list[Photo]) -> tuple[np.ndarray, np.ndarray]:
-        x = np.stack([by_digest[p.digest] for p in photos]) if photos else np.zeros((0, FEATURES), np.float32)
-        return x, np.array([classes.index(p.label) for p in photos], dtype=np.int64)
+        return feature_arrays(photos, classes, by_digest)
 
     train, validation, test = arrays(splits["train"]), arrays(splits["validation"]), arrays(splits["test"])
     mark = time.perf_counter()
-    kernel, bias, epochs = train_head(
+    kernel, bias, fitted = train_head(
         train, validation if len(validation[0]) else train, len(classes), config
     )
     timings["head"] = time.perf_counter() - mark
@@ -238,7 +266,7 @@ def train_flowers(
     timings["ood"] = time.perf_counter() - mark
 
     metrics = evaluate_features(head, thresholds, train, validation, test, others, other_features, classes)
-    metrics["epochs"] = epochs
+    metrics["epochs"] = fitted.epochs_run
     progress(_summary(metrics))
 
     mark = time.perf_counter()
