@@ -5,7 +5,7 @@ the fixed base test set (MNIST test for digits, the flowers' hash-defined test s
 chat photos: those of other people than the ones trained on (`storage.labelled.split_by_contributor`),
 so one account cannot both teach a wrong answer and be the chat photos that vouch for it; near-
 duplicates count once and no one person is more than Settings.retrain_max_user_share of them
-(`training.retrain.select_chat_examples`). The rule:
+(`training.chat_examples.select_chat_examples`). The rule:
 
 - base test accuracy may drop by at most `margin_points` percentage points (Settings.retrain_gate_margin),
   on each fixed base set (digits also have MNIST test digits rendered as phone photos);

@@ -1,0 +1,172 @@
+"""The chat photos a retrain may learn from, and how much each may weigh.
+
+Which photos: storage's labelled set (blocked users, contradicting labels and untrusted paths already
+left out) minus negative labels ("not a digit"); near-duplicates count once (`training.near_duplicates`);
+at most Settings.retrain_max_labels_per_user photos per person, then no person more than
+Settings.retrain_max_user_share of them; then split by person, so the held-out chat photos are other
+people's than the ones trained on. From fewer people than Settings.retrain_min_contributors (or than
+the share allows) no chat photo counts at all. Every photo left out is counted, by why, for the report.
+
+How much: chat photos are oversampled so that they make up a fixed share of every epoch
+(`chat_repeats`), never more than MAX_REPEATS times each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from storage import LabelledExample, SyncStore, cap_per_contributor, negative_label
+from storage.labelled import cap_share_per_contributor, minimum_contributors, split_by_contributor
+from training.jobs import RetrainError
+from training.near_duplicates import collapse_near_duplicates
+from training.report import ReportData
+
+T = TypeVar("T")
+
+MAX_REPEATS = 400  # a chat photo is never shown more often than this per epoch
+
+
+@dataclass(frozen=True)
+class ChatRules:
+    """What a retrain may take from chat (Settings.retrain_*), so one account cannot be most of it."""
+
+    max_per_user: int = 200  # photos credited to one person, at most
+    max_share: float = 0.25  # of the chat photos used, one person's at most
+    min_contributors: int = 4  # different people before chat photos count at all
+    max_pixels: int = 40_000_000  # photos larger than this are not even opened to compare
+
+    @classmethod
+    def of(cls, settings: Any) -> ChatRules:
+        return cls(
+            settings.retrain_max_labels_per_user,
+            settings.retrain_max_user_share,
+            settings.retrain_min_contributors,
+            settings.max_image_pixels,
+        )
+
+    @property
+    def people_needed(self) -> int:
+        """At least min_contributors, and at least 1/max_share: four people at 25% each."""
+        return max(self.min_contributors, minimum_contributors(self.max_share))
+
+
+@dataclass
+class ChatSelection:
+    examples: list[LabelledExample]  # split by person: the held-out ones are other people's
+    capped: dict[int, int]  # user → photos left out by the per-user cap (max_per_user)
+    dropped: Counter  # reason → photos left out
+    refused: str | None = None  # why no chat photo may count (too few people); None: they may
+    contributors: int = 0  # different people behind the photos
+
+
+def select_chat_examples(store: SyncStore, model: str, rules: ChatRules) -> ChatSelection:
+    """The chat photos a retrain may use, and every photo left out, counted by why.
+
+    Storage's labelled set minus negative labels; near-duplicates count once; the per-user cap, then
+    the per-person share; then split by person. Photos from fewer people than `rules.people_needed`:
+    `refused` says why, and no chat photo may count (no photo at all: nothing to refuse).
+    """
+    labelled = store.labelled_set(model)
+    dropped: Counter = Counter()
+    if labelled.ties:
+        dropped["labels that contradict each other"] += labelled.ties
+    if labelled.blocked_votes:
+        dropped["votes of blocked users"] += labelled.blocked_votes
+    if labelled.missing_images:
+        dropped["image file missing"] += labelled.missing_images
+    if labelled.refused_paths:
+        dropped["image path or hash refused (not a file of the image store)"] += labelled.refused_paths
+    negative = negative_label(model)
+    usable = [e for e in labelled.examples if e.label != negative]
+    if len(usable) < len(labelled.examples):
+        dropped[f"labelled {negative}"] += len(labelled.examples) - len(usable)
+    unique = collapse_near_duplicates(usable, rules.max_pixels)
+    if unique.duplicates:
+        dropped["near-duplicate of another photo"] += unique.duplicates
+    if unique.unreadable:
+        dropped["photo cannot be decoded"] += unique.unreadable
+    kept, capped = cap_per_contributor(unique.kept, rules.max_per_user)
+    people = len({e.contributor for e in kept})
+    if kept and people < rules.people_needed:  # no chat photo at all: a forced run uses the base data
+        return ChatSelection(kept, capped, dropped, _too_few_people(len(kept), people, rules), people)
+    fair = cap_share_per_contributor(kept, rules.max_share)
+    assert fair is not None  # no photos, or people_needed >= 1/max_share people: some cap fits
+    within, over = fair
+    if over:
+        dropped[share_reason(rules)] += sum(over.values())
+    return ChatSelection(split_by_contributor(within), capped, dropped, None, people)
+
+
+def _too_few_people(photos: int, people: int, rules: ChatRules) -> str:
+    return (
+        f"the {photos} usable chat photo{'s' if photos != 1 else ''} come from {people} "
+        f"{'person' if people == 1 else 'people'}; chat photos count only once at least "
+        f"{rules.people_needed} different people labelled them (RETRAIN_MIN_CONTRIBUTORS="
+        f"{rules.min_contributors}, at most {rules.max_share:.0%} from one person), so that no one "
+        "account can be most of a retrain. Nothing was trained"
+    )
+
+
+def share_reason(rules: ChatRules) -> str:
+    return f"over one person's share (at most {rules.max_share:.0%} of the chat photos used)"
+
+
+def within_share(
+    items: list[T], example_of: Callable[[T], LabelledExample], rules: ChatRules, dropped: dict[str, int]
+) -> list[T]:
+    """The photos that could be read, cut again to each person's share (others' may have failed).
+
+    Photos of honest people that cannot be read must not leave one account more than its share.
+    """
+    fair = cap_share_per_contributor([example_of(item) for item in items], rules.max_share)
+    if fair is None:
+        people = len({example_of(item).contributor for item in items})
+        raise RetrainError(
+            f"the chat photos that could be read come from {people} "
+            f"{'person' if people == 1 else 'people'}: too few for at most {rules.max_share:.0%} "
+            "from one person; nothing was trained"
+        )
+    within, over = fair
+    if over:
+        reason = share_reason(rules)
+        dropped[reason] = dropped.get(reason, 0) + sum(over.values())
+    keep = {e.sha256 for e in within}
+    return [item for item in items if example_of(item).sha256 in keep]
+
+
+def last_promotion(store: SyncStore, model: str) -> float:
+    """When a version of `model` was last promoted (0 when never): labels after that count as new."""
+    events = store.model_events(model, action="promote", limit=1)
+    return events[0].created_at if events else 0.0
+
+
+def read_photo(example: LabelledExample, settings: Any, target_size: int, grayscale: bool):
+    """A stored chat photo through the serving decoder (size checks, EXIF orientation, draft)."""
+    from inference.decode import decode_image
+
+    return decode_image(
+        example.path.read_bytes(),
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        target_size=target_size,
+        grayscale=grayscale,
+    )
+
+
+def chat_repeats(n_base: int, n_chat: int, share: float) -> int:
+    """How often each chat photo is shown per epoch so chat photos are `share` of the examples."""
+    if n_chat == 0 or share <= 0:
+        return 0
+    share = min(share, 0.9)
+    return int(min(MAX_REPEATS, max(1, math.ceil(share / (1.0 - share) * n_base / n_chat))))
+
+
+def usage(report: ReportData, used: list[LabelledExample]) -> None:
+    """The chat photos a job really used: per label, per person (counted only), per split."""
+    report.used_per_label = dict(sorted(Counter(e.label for e in used).items()))
+    report.used_per_contributor = dict(sorted(Counter(e.contributor for e in used).items()))
+    report.split_counts = dict(Counter(e.split for e in used))

@@ -1,0 +1,75 @@
+"""What every model's retraining step is given and gives back: options, the step's base, its result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inference.model_store import ModelVersion
+from storage import LabelledExample
+from training import gate
+from training.chat_examples import ChatRules, within_share
+from training.jobs import JobProgress
+from training.report import ReportData
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    model: str
+    job_id: int | None = None  # the job the bot queued; None: the command line creates one
+    force: bool = False  # train even with fewer new labels than Settings.retrain_min_new_labels
+    fine_tune: bool = False  # flowers: also fine-tune the backbone (not available, as in `train flowers`)
+    limit: int | None = None  # digits: MNIST training digits used; flowers: base photos per class
+    test_limit: int | None = None  # digits: first N MNIST test digits for the gate (None: all 10,000)
+    epochs: int | None = None  # None: 2 for digits, up to 300 (early stopping) for flowers
+    chat_share: float = 0.15  # share of every epoch's examples that are chat photos (oversampled)
+    learning_rate: float | None = None  # None: 3e-4 for digits, 1e-4 for the (warm-started) flower head
+    batch_size: int = 128
+    augment: bool | None = None  # digits; None: as the serving version was trained (meta "augmented")
+    seed: int = 0
+    requested_by: int | None = None  # who asked (recorded with the model event)
+
+
+@dataclass
+class TrainingResult:
+    candidate: ModelVersion
+    base: gate.SetScore
+    chat: gate.SetScore
+    also: tuple[gate.SetScore, ...] = ()  # further fixed base sets held to the same margin
+
+
+class Retrainer:
+    """A model's retraining step: given the job's settings, options, progress and report, `run` it."""
+
+    def __init__(
+        self,
+        settings: Any,
+        options: RetrainOptions,
+        progress: JobProgress,
+        serving: ModelVersion,
+        report: ReportData,
+    ) -> None:
+        self.settings, self.options, self.progress = settings, options, progress
+        self.serving, self.report = serving, report
+
+    def run(self, examples: list[LabelledExample]) -> TrainingResult:
+        raise NotImplementedError
+
+    def drop(self, reason: str) -> None:
+        """Count one chat photo left out, by why."""
+        self.report.dropped[reason] = self.report.dropped.get(reason, 0) + 1
+
+    def within_share(self, items: list, example_of: Any) -> list:
+        """The photos that could be read, cut again to each person's share (see chat_examples)."""
+        return within_share(items, example_of, ChatRules.of(self.settings), self.report.dropped)
+
+    def options_meta(self) -> dict[str, Any]:
+        """The options a candidate was made with, for its meta.json (not who asked, not the job)."""
+        return {k: v for k, v in self.options.__dict__.items() if k not in ("job_id", "requested_by")}
+
+
+def accuracy(right: np.ndarray) -> float | None:
+    """The share of True, or None for an empty set (nothing to compare)."""
+    return float(np.mean(right)) if len(right) else None
