@@ -24,6 +24,28 @@ from photobot.wiring import playground_bot
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+# Whether the chat overflows and its newest message (or keyboard) is fully inside the visible part.
+NEWEST_IN_VIEW = """() => {
+  const box = document.getElementById("chat");
+  const items = box.querySelectorAll(".msg, .keyboard");
+  const newest = items[items.length - 1].getBoundingClientRect();
+  const shown = box.getBoundingClientRect();
+  return newest.top >= shown.top - 1 && newest.bottom <= shown.bottom + 1;
+}"""
+CHAT_OVERFLOWS = (
+    "() => document.getElementById('chat').scrollHeight > document.getElementById('chat').clientHeight"
+)
+# ✅/❌ buttons: what each shows in place of the glyph, and whether a glyph is left in its text.
+VERDICT_BUTTONS = """(keyboard) => [...keyboard.querySelectorAll("button")]
+  .filter((b) => /^[✅❌]/.test(b.getAttribute("aria-label") || ""))
+  .map((b) => {
+    const svg = b.querySelector("svg.icon");
+    return {
+      label: b.getAttribute("aria-label"),
+      width: svg ? svg.getBoundingClientRect().width : 0,
+      glyphInText: [...b.childNodes].some((n) => n.nodeType === 3 && /[✅❌]/.test(n.textContent)),
+    };
+  })"""
 
 
 def chromium() -> str:
@@ -102,6 +124,10 @@ async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
             await page.goto(playground.url)
             await async_api.expect(page.locator("#bot-status")).to_have_text("bot", timeout=20_000)
 
+            # Enough chat first that the photo pushes the answer below the fold unless the page follows it.
+            for answers, command in enumerate(("/start", "/help"), start=1):
+                await page.locator(".commands button", has_text=command).click()
+                await async_api.expect(page.locator(".msg:not(.mine)")).to_have_count(answers, timeout=20_000)
             await page.set_input_files("#file", str(photo))
             await page.click("#send")
             answer = page.locator(".msg:not(.mine)").filter(has_text=re.compile(r"\d+ — \d+%")).last
@@ -113,7 +139,16 @@ async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
                 ".some(img => img.complete && img.naturalWidth > 0 && img.src.startsWith('blob:'))"
             )
             await page.wait_for_function(loaded, timeout=10_000)
+            # Issue 23: the page scrolled before the photo loaded, leaving the newest answer off-screen.
+            assert await page.evaluate(CHAT_OVERFLOWS)
+            await page.wait_for_function(NEWEST_IN_VIEW, timeout=5_000)
             keyboard = page.locator(".keyboard").last
+            # Issue 23: without an emoji font ✅/❌ were empty boxes; they are drawn as SVG icons.
+            buttons = await keyboard.evaluate(VERDICT_BUTTONS)
+            assert [b["label"][0] for b in buttons] == ["✅", "❌"], buttons
+            assert all(b["width"] >= 12 and not b["glyphInText"] for b in buttons), buttons
+            assert_drawn(await keyboard.locator("svg.icon").first.screenshot(), green=True)
+            assert_drawn(await keyboard.locator("svg.icon").last.screenshot(), green=False)
             await keyboard.get_by_role("button", name="❌ Wrong").click()
             await async_api.expect(keyboard.get_by_role("button", name="Not a digit")).to_be_visible(
                 timeout=15_000
@@ -139,6 +174,18 @@ async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
         if e["type"] == "edit" and "Thank you" in e["message"]["text"]
     ]
     assert len(feedback) == 1
+
+
+def assert_drawn(png: bytes, *, green: bool) -> None:
+    """The icon has pixels of its colour (green ✅, red ❌): drawn, not an empty box."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    red, grn, blue = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int).transpose(2, 0, 1)
+    coloured = (grn > 150) & (red < 120) if green else (red > 180) & (grn < 120) & (blue < 140)
+    assert coloured.sum() >= 10, f"{int(coloured.sum())} {'green' if green else 'red'} pixels"
 
 
 async def test_photobot_playground_prints_its_url_and_stops_cleanly_on_ctrl_c(

@@ -19,17 +19,18 @@ thing the bot did" without polling.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
-from bot.playground.bot_api.chats import Chats, ChatState, PendingQuery
+from bot.playground.bot_api.chats import Chats, ChatState, Listener, PendingQuery
 from bot.playground.bot_api.files import (
     MAX_DOWNLOAD_BYTES,
     MAX_UPLOAD_BYTES,
     PHOTO_SIDES,
     FileStore,
     StoredFile,
+    file_ids,
     telegram_photo_sizes,
 )
 from bot.playground.bot_api.methods import BotMethods
@@ -56,6 +57,7 @@ __all__ = [
     "BotApiServer",
     "ChatState",
     "Json",
+    "Listener",
     "PendingQuery",
     "StoredFile",
     "telegram_photo_sizes",
@@ -257,3 +259,27 @@ class BotApiServer:
     async def events_after(self, user_id: int, after: int, timeout: float) -> list[Json]:
         """Events after revision `after`, waiting up to `timeout` seconds for at least one."""
         return await self.chats[user_id].events_after(after, timeout)
+
+    def on_event(self, listener: Listener) -> None:
+        """Tell `listener` of every event in every chat, in order (the playground keeps its history so)."""
+        self._chats.listeners.append(listener)
+
+    # ------------------------------------------------------------------ an earlier run's chats
+
+    def restore(self, messages: dict[int, list[Json]], files: Iterable[StoredFile]) -> None:
+        """Chats and files of an earlier run, before the bot starts: they read as if the server never stopped.
+
+        Each chat's messages become its first events; new messages and files are numbered after them.
+        A chat of someone who is not a user (any more) is left out.
+        """
+        for stored in files:
+            self._files.restore(stored)
+        for user_id, saved in messages.items():
+            if user_id in self.chats:
+                self.chats[user_id].restore(saved)
+
+    async def clear_chat(self, user_id: int, keep: Iterable[int] = ()) -> None:
+        """Remove a chat's messages but `keep`, and the files no remaining message shows."""
+        removed = await self.chats[user_id].clear(keep)
+        shown = {f for chat in self.chats.values() for m in chat.messages.values() for f in file_ids(m)}
+        self._files.discard({f for m in removed for f in file_ids(m)} - shown)

@@ -12,6 +12,11 @@ otherwise post "/rollback digits 1" to it (a cross-site form), read it through a
 127.0.0.1 (DNS rebinding), or frame it. Every request must name this server in `Host`; a request that
 carries an `Origin` must come from this very origin; every `/api/` call must carry the session token
 that only the served page holds (`X-Playground-Token`); the page may not be framed.
+
+The chats outlive the process: with a history folder (`DATA_DIR/playground/` under `photobot
+playground`) the server keeps every message and file there (`bot.playground.history`) and reloads them
+at start, so the page shows the earlier conversation. When the bot confirms a person's /forget, the
+playground drops its copy of that chat too, keeping only the bot's answer.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot.playground.bot_api_server import BotApiServer
+from bot import callbacks
+from bot.playground.bot_api.files import file_ids
+from bot.playground.bot_api_server import BotApiServer, Json
+from bot.playground.history import ChatHistory
 
 if TYPE_CHECKING:
     from telegram.ext import Application
@@ -74,12 +82,19 @@ PEOPLE = (Person(USER_ID, "Ann", "user"), Person(ADMIN_ID, "Admin", "admin"))
 class Playground:
     """The Bot API server with the page and its API mounted beside it."""
 
-    def __init__(self, *, port: int = 8080, token: str | None = None) -> None:
+    def __init__(
+        self, *, port: int = 8080, token: str | None = None, history_dir: Path | None = None
+    ) -> None:
+        """`history_dir`: where the chats are kept across restarts (None: only while the process runs)."""
         token = token or f"1000000:playground-{secrets.token_hex(16)}"
         self.server = BotApiServer(token, host=HOST, port=port, bot_name="PhotoBot")
         self.session_token = secrets.token_urlsafe(32)  # only the served page learns it
         self.bot_ready = False
         self.bot_error: str | None = None
+        self.history_dir = history_dir
+        self.history: ChatHistory | None = None
+        self._forgetting: dict[int, int] = {}  # chat id → its /forget question, confirmed by the person
+        self.server.on_event(self._on_event)
         for person in PEOPLE:
             self.server.add_user(person.id, person.name, language_code="en")
         self.server.app.middlewares.append(self._guard)
@@ -105,10 +120,52 @@ class Playground:
     async def start(self) -> None:
         if not ipaddress.ip_address(self.server.host).is_loopback:
             raise ValueError(f"the playground listens on loopback only, not {self.server.host}")
+        if self.history_dir is not None:
+            self.history = await asyncio.to_thread(ChatHistory, self.history_dir)
+            saved = await asyncio.to_thread(self.history.load)
+            self.server.restore(saved.messages, saved.files)
+            logger.info(
+                "playground: %d earlier messages from %s",
+                sum(map(len, saved.messages.values())),
+                self.history_dir,
+            )
         await self.server.start()
 
     async def stop(self) -> None:
         await self.server.stop()
+        if self.history is not None:
+            await asyncio.to_thread(self.history.close)
+            self.history = None
+
+    # ------------------------------------------------------------------ what the chats keep
+
+    async def _on_event(self, chat_id: int, event: Json) -> None:
+        """Keep the chat's history, and drop it once the bot has forgotten the person."""
+        if self.history is not None:
+            self._keep(chat_id, event)
+        await self._follow_forget(chat_id, event)
+
+    def _keep(self, chat_id: int, event: Json) -> None:
+        """Queue the change on disk now, before another event can be logged: the history keeps their order."""
+        assert self.history is not None
+        kind = event["type"]
+        if kind in ("message", "edit"):
+            message = event["message"]
+            shown = [self.server.files[f] for f in file_ids(message) if f in self.server.files]
+            self.history.save(chat_id, message, shown)
+        elif kind == "delete":
+            self.history.delete(chat_id, event["message_id"])
+        elif kind == "clear":
+            self.history.clear(chat_id, event["keep"])
+
+    async def _follow_forget(self, chat_id: int, event: Json) -> None:
+        """After a confirmed /forget, the bot edits its question into its answer only once it has forgotten:
+        then the person's chat goes too (it holds their photos), all but that answer."""
+        if event["type"] == "button" and _confirms_own_forget(chat_id, event["data"]):
+            self._forgetting[chat_id] = event["message_id"]
+        elif event["type"] == "edit" and self._forgetting.get(chat_id) == event["message"]["message_id"]:
+            answer = self._forgetting.pop(chat_id)
+            await self.server.clear_chat(chat_id, keep=[answer])
 
     # ------------------------------------------------------------------ who may call
 
@@ -231,6 +288,14 @@ def token_in_page(page: str) -> str:
     return found.group(1)
 
 
+def _confirms_own_forget(chat_id: int, data: str) -> bool:
+    try:
+        choice = callbacks.decode(data)
+    except callbacks.MalformedCallback:
+        return False
+    return isinstance(choice, callbacks.ForgetChoice) and choice.confirmed and choice.user_id == chat_id
+
+
 def _person(raw: Any) -> int:
     try:
         user_id = int(raw)
@@ -273,13 +338,14 @@ BuildBot = Callable[[str, str, int], "Application"]
 
 
 async def start_playground(
-    build_bot: BuildBot, *, port: int = 8080, on_listening=None
+    build_bot: BuildBot, *, port: int = 8080, history_dir: Path | None = None, on_listening=None
 ) -> tuple[Playground, Application]:
     """Start the page and the Bot API server, then the real bot pointed at them (models load meanwhile).
 
-    `build_bot` is the composition root's: the playground runs the very bot `photobot run` runs.
+    `build_bot` is the composition root's: the playground runs the very bot `photobot run` runs. The
+    chats in `history_dir` are shown again, and kept there.
     """
-    playground = Playground(port=port)
+    playground = Playground(port=port, history_dir=history_dir)
     await playground.start()
     if on_listening is not None:
         on_listening(playground)
@@ -316,7 +382,9 @@ async def serve(build_bot: BuildBot, *, data_dir: Path, port: int = 8080, on_rea
             f"data in {data_dir}; starting the bot…; Ctrl-C to stop)"
         )
 
-    playground, application = await start_playground(build_bot, port=port, on_listening=listening)
+    playground, application = await start_playground(
+        build_bot, port=port, history_dir=data_dir / "playground", on_listening=listening
+    )
     try:
         on_ready("PhotoBot playground: the bot is ready")
         await stop.wait()

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.playground.bot_api.protocol import BotApiError, Json, int_param, json_param, markup_param
+
+# Told of every event logged in any chat (chat id, event), in log order: the playground keeps its history.
+Listener = Callable[[int, Json], Awaitable[None]]
 
 
 @dataclass
@@ -25,18 +28,43 @@ class ChatState:
     events: list[Json] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     next_message_id: int = 1
+    listeners: list[Listener] = field(default_factory=list)
 
     @property
     def revision(self) -> int:
         return len(self.events)
 
     async def log(self, event: Json) -> None:
-        """Append an event with the next revision and wake whoever waits on the chat."""
+        """Append an event with the next revision, wake whoever waits on the chat, then tell the listeners.
+
+        Listeners run outside the lock (one may log an event itself), and the first one starts before
+        any other event can be logged, so it sees them in order.
+        """
         async with self.changed:
             event["rev"] = self.revision + 1
             event["time"] = time.time()
             self.events.append(event)
             self.changed.notify_all()
+        for listener in self.listeners:
+            await listener(self.chat["id"], event)
+
+    def restore(self, messages: Iterable[Json]) -> None:
+        """Messages from an earlier run, in order, as the chat's first events (no listener is told)."""
+        for message in messages:
+            self.messages[message["message_id"]] = message
+            self.events.append(
+                {"type": "message", "message": message, "rev": self.revision + 1, "time": time.time()}
+            )
+            self.next_message_id = max(self.next_message_id, message["message_id"] + 1)
+
+    async def clear(self, keep: Iterable[int] = ()) -> list[Json]:
+        """Remove every message but `keep` (the person's copy of the chat is gone); returns the removed."""
+        kept = set(keep)
+        removed = [m for i, m in self.messages.items() if i not in kept]
+        for message in removed:
+            del self.messages[message["message_id"]]
+        await self.log({"type": "clear", "keep": sorted(kept & set(self.messages))})
+        return removed
 
     async def publish(self, kind: str, message: Json) -> Json:
         self.messages[message["message_id"]] = message
@@ -89,6 +117,7 @@ class Chats:
         self.users: dict[int, Json] = {}
         self.by_id: dict[int, ChatState] = {}
         self.queries: dict[str, PendingQuery] = {}
+        self.listeners: list[Listener] = []  # shared by every chat
         self._query_ids = itertools.count(1)
 
     def add_user(
@@ -104,7 +133,7 @@ class Chats:
             chat = {"id": user_id, "type": "private", "first_name": first_name}
             if username:
                 chat["username"] = username
-            self.by_id[user_id] = ChatState(chat=chat)
+            self.by_id[user_id] = ChatState(chat=chat, listeners=self.listeners)
         return user
 
     def of_params(self, params: Json) -> ChatState:

@@ -16,6 +16,7 @@ from bot.playground.bot_api.protocol import BotApiError, Json
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # what Telegram's cloud Bot API lets a bot download
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # what a bot may upload
 PHOTO_SIDES = (90, 320, 800, 1280, 2560)  # the longest sides of the sizes Telegram keeps of a photo
+FILE_KINDS = ("document", "sticker", "video", "voice", "audio", "animation", "video_note")
 
 
 @dataclass
@@ -62,6 +63,23 @@ class FileStore:
         self.files[stored.file_id] = stored
         self._by_content[(folder, digest)] = stored
         return stored
+
+    def restore(self, stored: StoredFile) -> None:
+        """A file from an earlier run, under its old id and path; new files are numbered after it."""
+        self.files[stored.file_id] = stored
+        folder = stored.file_path.split("/", 1)[0]
+        self._by_content[(folder, hashlib.sha256(stored.data).hexdigest())] = stored
+        number = int(stored.file_id[1:-24])  # F{number:06d}{24 hex digits}, as `store` names it
+        self._ids = itertools.count(max(number + 1, next(self._ids)))
+
+    def discard(self, file_ids: set[str]) -> None:
+        """Drop these files (their chat is forgotten), and every photo's cached sizes with them."""
+        for key, stored in list(self._by_content.items()):
+            if stored.file_id in file_ids:
+                del self._by_content[key]
+        for file_id in file_ids:
+            self.files.pop(file_id, None)
+        self._photo_sizes.clear()
 
     def from_param(self, params: Json, name: str, folder: str) -> StoredFile:
         """The file a send method passes in `name`: an upload (stored now) or the id of a known file."""
@@ -142,3 +160,9 @@ def file_suffix(file_name: str | None) -> str:
         return ""
     suffix = "." + file_name.rsplit(".", 1)[-1].lower()
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
+
+
+def file_ids(message: Json) -> list[str]:
+    """The files a message shows itself (a quoted message's files belong to that message)."""
+    ids = [size["file_id"] for size in message.get("photo", [])]
+    return ids + [message[kind]["file_id"] for kind in FILE_KINDS if kind in message]

@@ -10,7 +10,54 @@ const $ = (id) => document.getElementById(id);
 const TOKEN = document.querySelector('meta[name="playground-token"]').content;
 const pictures = new Map(); // file_id → object URL of the downloaded photo (an <img> cannot send the token)
 const downloads = new Map(); // file_id → its download in flight
+// Whether the chat shows its newest message: kept by the reader's scrolling, so content that grows
+// later (a photo that finishes loading) keeps the newest message in view, but never pulls the reader
+// back down while they read older messages.
+const view = { pinned: true };
 let pendingFile = null;
+
+// ✅ / ❌ drawn as SVG, not as emoji glyphs: a machine without an emoji font shows the glyphs as empty
+// boxes. The glyph stays in the icon's <title>, so the text still reads (and copies) as the bot sent it.
+const SVG = "http://www.w3.org/2000/svg";
+const ICONS = {
+  "✅": [
+    ["rect", { x: 1, y: 1, width: 22, height: 22, rx: 5, fill: "#3fb950" }],
+    ["path", { d: "M6.5 12.5l3.8 3.8 7.4-8.6", fill: "none", stroke: "#fff", "stroke-width": 2.8,
+      "stroke-linecap": "round", "stroke-linejoin": "round" }],
+  ],
+  "❌": [
+    ["path", { d: "M5 5l14 14M19 5L5 19", fill: "none", stroke: "#e5484d", "stroke-width": 3.6,
+      "stroke-linecap": "round" }],
+  ],
+  "📄": [
+    ["path", { d: "M6 2.5h8l4.5 4.5v14.5H6z", fill: "#fff" }],
+    ["path", { d: "M14 2.5V7h4.5M8.5 11.5h7M8.5 14.5h7M8.5 17.5h5", fill: "none", stroke: "#3390ec",
+      "stroke-width": 1.4, "stroke-linecap": "round" }],
+  ],
+};
+const ICON_GLYPHS = new RegExp(`(${Object.keys(ICONS).join("|")})`, "u");
+
+function icon(glyph) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "icon");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", glyph);
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = glyph;
+  svg.append(title);
+  for (const [tag, attributes] of ICONS[glyph]) {
+    const part = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attributes)) part.setAttribute(name, value);
+    svg.append(part);
+  }
+  return svg;
+}
+
+// Text as nodes, with the glyphs that have an icon drawn as that icon.
+function withIcons(text) {
+  return text.split(ICON_GLYPHS).filter(Boolean).map((part) => (ICONS[part] ? icon(part) : part));
+}
 
 function chatOf(userId) {
   if (!state.chats.has(userId)) state.chats.set(userId, { after: 0, messages: new Map(), order: [] });
@@ -45,6 +92,7 @@ function download(fileId) {
 }
 
 function showPicture(img, fileId) {
+  img.addEventListener("load", keepPinned);
   if (pictures.has(fileId)) {
     img.src = pictures.get(fileId); // at once, so a re-render does not make the chat jump
     return;
@@ -79,6 +127,11 @@ function apply(userId, event) {
   } else if (event.type === "delete") {
     chat.messages.delete(event.message_id);
     chat.order = chat.order.filter((id) => id !== event.message_id);
+  } else if (event.type === "clear") {
+    // /forget: the bot deleted what it kept about this person; the playground drops its copy too.
+    const keep = new Set(event.keep || []);
+    for (const id of chat.order) if (!keep.has(id)) chat.messages.delete(id);
+    chat.order = chat.order.filter((id) => keep.has(id));
   } else if (event.type === "callback_answer" && event.text && userId === state.current) {
     toast(event.text, event.show_alert);
   }
@@ -107,8 +160,23 @@ function bestPhoto(sizes) {
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
+  if (text !== undefined) node.append(...withIcons(text));
   return node;
+}
+
+function distanceFromBottom(box) {
+  return box.scrollHeight - box.scrollTop - box.clientHeight;
+}
+
+function scrollToNewest() {
+  const box = $("chat");
+  box.scrollTop = box.scrollHeight;
+  view.pinned = true;
+}
+
+// A photo that finished loading made the chat taller: keep the newest message in view if it was.
+function keepPinned() {
+  if (view.pinned) scrollToNewest();
 }
 
 function renderMessage(message) {
@@ -122,13 +190,16 @@ function renderMessage(message) {
   }
   if (message.photo) {
     const img = element("img");
+    const best = bestPhoto(message.photo);
     img.alt = "photo";
-    showPicture(img, bestPhoto(message.photo).file_id);
+    img.width = best.width; // the box has its final size before the photo arrives
+    img.height = best.height;
+    showPicture(img, best.file_id);
     bubble.append(img);
   }
   if (message.document) {
     const doc = element("div", "doc");
-    doc.append(element("div", "icon", "📄"), element("div", "", message.document.file_name || "file"));
+    doc.append(element("div", "file-icon", "📄"), element("div", "", message.document.file_name || "file"));
     bubble.append(doc);
   }
   for (const kind of ["sticker", "video", "voice", "audio", "animation", "video_note"]) {
@@ -148,6 +219,7 @@ function renderMessage(message) {
       for (const button of row) {
         const node = element("button", "", button.text);
         node.type = "button";
+        node.setAttribute("aria-label", button.text);
         node.addEventListener("click", () => press(message.message_id, button.callback_data, node));
         line.append(node);
       }
@@ -160,12 +232,13 @@ function renderMessage(message) {
 
 function render() {
   const box = $("chat");
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  const top = box.scrollTop;
   box.replaceChildren();
   const chat = chatOf(state.current);
   if (!chat.order.length) box.append(element("div", "system", "Send a photo of a digit or a flower, or /help"));
   for (const id of chat.order) box.append(...renderMessage(chat.messages.get(id)));
-  if (atBottom || renderMessage.forceScroll) box.scrollTop = box.scrollHeight;
+  if (view.pinned || renderMessage.forceScroll) scrollToNewest();
+  else box.scrollTop = top; // reading older messages: stay where the reader is
   renderMessage.forceScroll = false;
 }
 
@@ -251,6 +324,7 @@ function switchTo(userId) {
 }
 
 function wire() {
+  $("chat").addEventListener("scroll", () => (view.pinned = distanceFromBottom($("chat")) < 80));
   $("composer").addEventListener("submit", async (event) => {
     event.preventDefault();
     const text = $("text").value.trim();
