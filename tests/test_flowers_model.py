@@ -43,7 +43,10 @@ class Subset:
 
 @pytest.fixture(scope="module")
 def subset(
-    flowers_path: Path, flower_backbone: keras.Model, tmp_path_factory: pytest.TempPathFactory
+    flowers_path: Path,
+    mnist_path: Path,
+    flower_backbone: keras.Model,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Subset:
     found = list_photos(flowers_path)
     photos = found.photos[::9]
@@ -59,7 +62,10 @@ def subset(
     head = FlowerHead(kernel, bias, fit_ood(x["train"], y["train"], 5))
 
     def drawn(seed: int, count: int) -> list[Pixels]:
-        return [Pixels.of(flower_input(image)) for _, image in synthetic_non_flowers(count, seed)]
+        return [
+            Pixels.of(flower_input(image))
+            for _, image in synthetic_non_flowers(count, seed, mnist_file=mnist_path)
+        ]
 
     calibration = bottlenecks(drawn(11, 30), cache, flower_backbone.predict_on_batch).features
     others = bottlenecks(drawn(12, 30), cache, flower_backbone.predict_on_batch).features

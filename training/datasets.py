@@ -7,6 +7,7 @@ An offline failure becomes one `DatasetUnavailable` whose message says what to s
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,4 +98,18 @@ def _missing_message(search_dirs: Sequence[Path], data_dir: Path, why: str) -> s
         f"mnist.npz was not found (looked in: {looked}) and {why}. "
         "Set PHOTOBOT_DATASETS to a folder that holds mnist.npz (Keras layout), "
         "or put the file in $DATA_DIR/datasets/."
+    )
+
+
+def dataset_options(parser: argparse.ArgumentParser) -> None:
+    """Where a `python -m training.…` command finds mnist.npz (photobot's own commands use Settings)."""
+    parser.add_argument(
+        "--datasets",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder holding mnist.npz (repeatable; as PHOTOBOT_DATASETS in .env)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("var"), help="DATA_DIR: datasets/ under it is searched too"
     )

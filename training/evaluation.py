@@ -193,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--naive", action="store_true", help="use the naive pipeline instead of read_digits")
     parser.add_argument("--mnist-test", action="store_true", help="accuracy on the MNIST test set")
     parser.add_argument("--time", type=int, default=0, help="time N photos of --photos, one at a time")
+    from training.datasets import dataset_options
+
+    dataset_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.time:
@@ -204,8 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mnist_test:
         from training.datasets import load_mnist
 
-        search = [Path(p) for p in os.environ.get("PHOTOBOT_DATASETS", "").split(os.pathsep) if p]
-        _, _, x_test, y_test = load_mnist(search, Path(os.environ.get("DATA_DIR", "var")))
+        _, _, x_test, y_test = load_mnist(args.datasets, args.data_dir)
         report["mnist_test_accuracy"] = mnist_test_accuracy(model, x_test, y_test)
     if args.photos and args.time:
         paths = [p for p, _ in labelled_photos(args.photos)][: args.time]

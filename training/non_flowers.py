@@ -16,7 +16,6 @@ import hashlib
 import io
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,15 +206,16 @@ _DRAW: dict[str, Callable[[np.random.Generator], Image.Image]] = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist_digits(limit: int = 2000) -> np.ndarray:
-    """MNIST test digits from the PHOTOBOT_DATASETS folders (uint8, white on black)."""
-    for folder in os.environ.get("PHOTOBOT_DATASETS", "").split(os.pathsep):
-        path = Path(folder) / "mnist.npz" if folder else None
-        if path is not None and path.is_file():
-            with np.load(path) as data:
-                return data["x_test"][:limit]
-    raise FileNotFoundError("mnist.npz not found in PHOTOBOT_DATASETS (needed to draw digit photos)")
+@functools.lru_cache(maxsize=2)
+def _mnist_digits(mnist_file: Path | None, limit: int = 2000) -> np.ndarray:
+    """MNIST test digits from the caller's mnist.npz (uint8, white on black)."""
+    if mnist_file is None or not Path(mnist_file).is_file():
+        raise FileNotFoundError(
+            f"mnist.npz not found ({mnist_file or 'no file given'}): it is needed to draw digit photos; "
+            "put it in a PHOTOBOT_DATASETS folder (or pass --datasets)"
+        )
+    with np.load(mnist_file) as data:
+        return data["x_test"][:limit]
 
 
 @dataclass(frozen=True)
@@ -230,31 +230,38 @@ class Recipe:
     make: Callable[[], Image.Image]
 
 
-def synthetic_photo(index: int, seed: int, kinds: tuple[str, ...] = KINDS) -> tuple[str, Image.Image]:
-    """Photo number `index` of the set `seed`: each photo has its own random stream."""
+def synthetic_photo(
+    index: int, seed: int, kinds: tuple[str, ...] = KINDS, mnist_file: Path | None = None
+) -> tuple[str, Image.Image]:
+    """Photo number `index` of the set `seed`: each photo has its own random stream.
+
+    Digit photos draw MNIST test digits from `mnist_file` (the caller finds it: `find_mnist`).
+    """
     rng = np.random.default_rng([seed, index])
     kind = kinds[index % len(kinds)]
-    image = draw_digits(rng, _mnist_digits()) if kind == "digits" else _DRAW[kind](rng)
+    image = draw_digits(rng, _mnist_digits(mnist_file)) if kind == "digits" else _DRAW[kind](rng)
     return kind, _photo_finish(image, rng)
 
 
-def synthetic_recipes(count: int, seed: int, kinds: tuple[str, ...] = KINDS) -> list[Recipe]:
+def synthetic_recipes(
+    count: int, seed: int, kinds: tuple[str, ...] = KINDS, mnist_file: Path | None = None
+) -> list[Recipe]:
     return [
         Recipe(
             kind=kinds[i % len(kinds)],
             key=f"{GENERATOR}:{seed}:{i}:{','.join(kinds)}",
-            make=functools.partial(lambda i: synthetic_photo(i, seed, kinds)[1], i),
+            make=functools.partial(lambda i: synthetic_photo(i, seed, kinds, mnist_file)[1], i),
         )
         for i in range(count)
     ]
 
 
 def synthetic_non_flowers(
-    count: int, seed: int, kinds: tuple[str, ...] = KINDS
+    count: int, seed: int, kinds: tuple[str, ...] = KINDS, mnist_file: Path | None = None
 ) -> Iterator[tuple[str, Image.Image]]:
     """Yield `count` (kind, photo) pairs, cycling through `kinds`; the same seed gives the same photos."""
     for i in range(count):
-        yield synthetic_photo(i, seed, kinds)
+        yield synthetic_photo(i, seed, kinds, mnist_file)
 
 
 def package_recipes(crops_per_photo: int = 4, seed: int = 0) -> list[Recipe]:

@@ -213,6 +213,7 @@ class FlowersRetrainer(Retrainer):
         return FlowerHead(kernel=kernel, bias=bias, ood=None), history  # detector added next
 
     def _with_detector(self, head, x, y, calibration, config, cache, extract):
+        from training.datasets import find_mnist
         from training.flower_data import bottlenecks
         from training.flower_model import FlowerHead
         from training.ood import calibrate, fit_ood
@@ -220,7 +221,8 @@ class FlowersRetrainer(Retrainer):
 
         ood = fit_ood(x, y, n_classes=head.bias.shape[0], rank=config.ood_rank)
         # The same calibration photos as `photobot train flowers` (drawn only if not cached yet).
-        others = [item for _, item in non_flower_sets(config)["calibration"]]
+        mnist_file = find_mnist(self.settings.datasets, Path(self.settings.data_dir))
+        others = [item for _, item in non_flower_sets(config, mnist_file)["calibration"]]
         other_features = bottlenecks(others, cache, extract).features
         self.thresholds = calibrate(
             ood.distances(calibration[0]).min(axis=1),

@@ -21,7 +21,6 @@ import argparse
 import io
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -412,12 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--none", type=float, default=0.0, help="fraction of photos with no digit (folder none/)"
     )
     parser.add_argument("--size", default="1280x960", help="photo size WIDTHxHEIGHT (default 1280x960)")
+    from training.datasets import dataset_options, load_mnist
+
+    dataset_options(parser)
     args = parser.parse_args(argv)
-    from training.datasets import load_mnist
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    search = [Path(p) for p in os.environ.get("PHOTOBOT_DATASETS", "").split(os.pathsep) if p]
-    x_train, y_train, x_test, y_test = load_mnist(search, Path(os.environ.get("DATA_DIR", "var")))
+    x_train, y_train, x_test, y_test = load_mnist(args.datasets, args.data_dir)
     images, labels = (x_test, y_test) if args.split == "test" else (x_train, y_train)
     width, height = (int(v) for v in args.size.lower().split("x"))
     counts = write_set(

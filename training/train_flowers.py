@@ -157,10 +157,11 @@ def decide(probabilities: np.ndarray, distances: np.ndarray, thresholds: Thresho
     return status
 
 
-def non_flower_sets(config: FlowerConfig) -> dict[str, list[tuple[str, Lazy]]]:
+def non_flower_sets(config: FlowerConfig, mnist_file: Path | None) -> dict[str, list[tuple[str, Lazy]]]:
     """Calibration (synthetic, seed 1) and measurement (synthetic seed 2, digits, package photos) images.
 
-    Each is made only if its features are not cached yet, so a warm run draws nothing.
+    Each is made only if its features are not cached yet, so a warm run draws nothing. Digit photos
+    draw MNIST test digits from `mnist_file`.
     """
     from training.non_flowers import Recipe, package_recipes, synthetic_recipes
 
@@ -168,9 +169,9 @@ def non_flower_sets(config: FlowerConfig) -> dict[str, list[tuple[str, Lazy]]]:
         return [(r.kind, Lazy.named(r.key, lambda r=r: flower_input(r.make()))) for r in recipes]
 
     return {
-        "calibration": lazy(synthetic_recipes(config.calibration_photos, seed=1)),
-        "synthetic": lazy(synthetic_recipes(config.evaluation_photos, seed=2)),
-        "digits": lazy(synthetic_recipes(config.evaluation_photos // 3, seed=3, kinds=("digits",))),
+        "calibration": lazy(synthetic_recipes(config.calibration_photos, 1, mnist_file=mnist_file)),
+        "synthetic": lazy(synthetic_recipes(config.evaluation_photos, 2, mnist_file=mnist_file)),
+        "digits": lazy(synthetic_recipes(config.evaluation_photos // 3, 3, ("digits",), mnist_file)),
         "package": lazy(package_recipes()) if config.package_photos else [],
     }
 
@@ -183,8 +184,12 @@ def train_flowers(
     command: Sequence[str] = (),
     promote: bool = True,
     progress: Callable[[str], None] = lambda message: None,
+    mnist_file: Path | None = None,
 ) -> TrainResult:
-    """Run the whole job and store the model as a new version (made active when `promote`)."""
+    """Run the whole job and store the model as a new version (made active when `promote`).
+
+    `mnist_file`: the mnist.npz whose test digits are drawn as non-flower photos (`find_mnist`).
+    """
     timings: dict[str, float] = {}
     started = time.perf_counter()
     photo_set = list_photos(photos_root)
@@ -251,7 +256,7 @@ def train_flowers(
     head = FlowerHead(
         kernel=kernel, bias=bias, ood=fit_ood(*train, n_classes=len(classes), rank=config.ood_rank)
     )
-    others = non_flower_sets(config)
+    others = non_flower_sets(config, mnist_file)
     other_runs = {name: bottlenecks([p for _, p in items], cache, extract) for name, items in others.items()}
     other_features = {name: run.features for name, run in other_runs.items()}
     extracted += sum(run.extracted for run in other_runs.values())

@@ -63,6 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from inference.model_store import ModelStore
+    from training.datasets import find_mnist
     from training.flower_data import find_flower_photos
     from training.train_flowers import FlowerConfig, train_flowers
 
@@ -99,6 +100,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         command=["photobot", *sys.argv[1:]],
         promote=not args.no_promote,
         progress=lambda message: print(message, flush=True),
+        mnist_file=find_mnist(settings.datasets, settings.data_dir),
     )
     version = result.version
     state = "serving" if not args.no_promote else "stored, not serving"
