@@ -8,6 +8,7 @@ whether the prediction exists.
     l:<prediction>:<label>   a label from the keyboard; an empty label means "neither" (Not a digit / flower)
     b:<prediction>           back from the label keyboard to ✅ / ❌
     f:<user>:y|n             /forget confirmation
+    r:<admin>:<model>:<from>:<to>:y|n   /rollback confirmation: only that admin may press it
 """
 
 from __future__ import annotations
@@ -48,7 +49,16 @@ class ForgetChoice:
     confirmed: bool
 
 
-CallbackData = Verdict | LabelChoice | BackToVerdict | ForgetChoice
+@dataclass(frozen=True)
+class RollbackChoice:
+    admin_id: int  # who asked: only they may confirm
+    model: str
+    current: int  # the version serving when asked: a confirmation after it changed is stale
+    target: int
+    confirmed: bool
+
+
+CallbackData = Verdict | LabelChoice | BackToVerdict | ForgetChoice | RollbackChoice
 
 
 def encode(data: CallbackData) -> str:
@@ -64,6 +74,10 @@ def encode(data: CallbackData) -> str:
             text = f"b:{prediction_id}"
         case ForgetChoice(user_id, confirmed):
             text = f"f:{user_id}:{'y' if confirmed else 'n'}"
+        case RollbackChoice(admin_id, model, current, target, confirmed):
+            if not _LABEL.fullmatch(model):
+                raise ValueError(f"model {model!r} cannot travel in callback data")
+            text = f"r:{admin_id}:{model}:{current}:{target}:{'y' if confirmed else 'n'}"
         case _:
             raise TypeError(f"not callback data: {data!r}")
     if len(text.encode("utf-8")) > MAX_BYTES:
@@ -88,6 +102,8 @@ def decode(text: str | None) -> CallbackData:
                 return BackToVerdict(_id(number))
             case "f", [number, ("y" | "n") as flag]:
                 return ForgetChoice(_id(number), flag == "y")
+            case "r", [admin, model, current, target, ("y" | "n") as flag] if _LABEL.fullmatch(model):
+                return RollbackChoice(_id(admin), model, _id(current), _id(target), flag == "y")
     except ValueError as error:
         raise MalformedCallback(f"bad callback data {text!r}: {error}") from None
     raise MalformedCallback(f"unknown callback data {text!r}")

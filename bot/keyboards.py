@@ -1,5 +1,6 @@
-"""Inline keyboards: ✅ / ❌ under an answer, the choices of an unsure answer, the label picker, the
-/forget confirmation. Labels are shown in the user's language and travel as the model names them."""
+"""Inline keyboards: ✅ / ❌ under an answer, the choices of an unsure answer, the label picker, what
+stays under a number while the bot waits for the right one, the /forget and /rollback confirmations.
+Labels are shown in the user's language and travel as the model names them."""
 
 from __future__ import annotations
 
@@ -67,6 +68,30 @@ def labels(
         rows.append([_button(text(lang, "button_neither"), callbacks.LabelChoice(prediction_id, None))])
     rows.append([_button(text(lang, "button_back"), callbacks.BackToVerdict(prediction_id))])
     return InlineKeyboardMarkup(rows)
+
+
+def number_question(lang: str, prediction_id: int, spec: ModelSpec) -> InlineKeyboardMarkup:
+    """Under a number whose ❌ was pressed: the right number is typed, so only "Not a digit" and back."""
+    return InlineKeyboardMarkup(
+        [
+            [_button(_none_caption(spec, lang), callbacks.LabelChoice(prediction_id, None))],
+            [_button(text(lang, "button_back"), callbacks.BackToVerdict(prediction_id))],
+        ]
+    )
+
+
+def rollback(lang: str, admin_id: int, model: str, current: int, target: int) -> InlineKeyboardMarkup:
+    def choice(confirmed: bool) -> callbacks.RollbackChoice:
+        return callbacks.RollbackChoice(admin_id, model, current, target, confirmed)
+
+    return InlineKeyboardMarkup(
+        [
+            [
+                _button(text(lang, "rollback_yes"), choice(True)),
+                _button(text(lang, "rollback_no", current=current), choice(False)),
+            ]
+        ]
+    )
 
 
 def forget(lang: str, user_id: int) -> InlineKeyboardMarkup:

@@ -23,6 +23,15 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
             "/stats — your numbers\n"
             "/forget — delete everything I stored about you"
         ),
+        "help_admin": (
+            "Admin commands:\n"
+            "/models — each model's versions: which serves, when made, how accurate, why promoted\n"
+            "/retrain MODEL [force] — learn from the photos people labelled in chat (force: even with "
+            "fewer new labels than the minimum)\n"
+            "/rollback MODEL [version] — serve an earlier version (asks to confirm)\n"
+            "/block USER_ID, /unblock USER_ID — stop or resume using a person's labels\n"
+            "/stats — also shows everyone's figures"
+        ),
         "start": "Hello, {name}!",
         "confidence_line": "{label} — {percent}%",
         "runner_up": "Runner-up: {label} ({percent}%)",
@@ -64,13 +73,16 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "feedback_malformed": "This button is out of date. Send the photo again.",
         "feedback_already": "Already recorded — thank you!",
         "feedback_bad_label": "That label does not belong to this answer.",
+        "ask_number": "Reply with the right number — digits only, such as 2026.",
+        "pick_number": "Type the right number",
+        "number_expected": "I'm waiting for the right number for your photo: digits only, such as 2026.",
         "mode_auto": "Mode: auto — I decide whether a photo shows a digit or a flower.",
         "mode_digit": "Mode: digits — I read every photo as a digit or a number.",
         "mode_flower": "Mode: flowers — I read every photo as a flower.",
         "mode_model": "Mode: {model} — I read every photo as one of: {labels}.",
         "use_usage": "Send /use and a model's name: {models}.",
         "stats_user": (
-            "Your photos: {photos}\n"
+            "Photos you sent: {photos} (the same photo sent twice counts once)\n"
             "Answers you rated: {rated}\n"
             "Right: {correct} ({percent})\n"
             "Labelled examples you gave: {contributions}"
@@ -88,7 +100,10 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         ),
         "forget_yes": "Yes, delete",
         "forget_no": "No, keep",
-        "forget_done": "Done: I deleted {photos} photos and everything else I stored about you.",
+        "forget_done": (
+            "Done: I deleted the photos you sent ({photos}, as /stats counted them) and everything else "
+            "I stored about you."
+        ),
         "forget_cancelled": "Nothing was deleted.",
         "not_allowed": "Sorry, this command is for admins only.",
         "retrain_usage": (
@@ -96,19 +111,43 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
             "It learns from the photos people labelled in chat; add force to retrain with fewer new "
             "labelled photos than the minimum."
         ),
-        "models_header": "Models:",
-        "models_line": "{name} v{version}{serving} — {status}{metrics}",
+        "models_header": "Models (the newest {shown} versions of each):",
+        "models_version": "{name} v{version} — {state}",
+        "models_made": "made {when}",
+        "models_accuracy": "{percent} on {what}",
+        "models_why_promoted": "Why promoted: {reason}",
+        "models_why_rejected": "Why rejected: {reason}",
+        "model_state_serving": "serving now",
+        "model_state_rolled_back": "not serving: rolled back to v{to} on {when}",
+        "model_state_replaced": "not serving: replaced by a newer version",
+        "model_state_rejected": "not serving: rejected by the retraining check",
+        "model_state_candidate": "not serving: a candidate whose retraining did not finish",
+        "model_state_idle": "not serving",
+        "model_set_mnist": "the MNIST test set",
+        "model_set_test": "its test set",
         "models_none": "No models in the store.",
-        "serving_mark": " (serving)",
         "rollback_usage": "Usage: /rollback MODEL [version] — MODEL is one of: {models}.",
         "rollback_done": "{name} now serves v{version}.",
+        "rollback_confirm": (
+            "Roll {name} back from v{current} to v{version}? Every photo is then answered by v{version}, "
+            "at once and without a restart."
+        ),
+        "rollback_yes": "Yes, roll back",
+        "rollback_no": "No, keep v{current}",
+        "rollback_cancelled": "Nothing changed: {name} v{current} keeps serving.",
+        "rollback_not_yours": "Only the admin who asked for this rollback can confirm it.",
+        "rollback_stale": "{name} changed meanwhile (now v{current}). Send /rollback again.",
         "rollback_failed": "Could not roll back: {reason}",
         "block_usage": "Usage: /block <user id>",
         "unblock_usage": "Usage: /unblock <user id>",
         "blocked": "User {user} can no longer contribute labels.",
+        "blocked_unknown": (
+            "I have no photos from user {user} yet. Blocked in advance: labels from this id will not be used."
+        ),
         "unblocked": "User {user} can contribute labels again.",
         "stats_global": (
-            "Users: {users}\nPhotos: {photos}\nPredictions: {predictions}\n"
+            "Users: {users}\nPhotos people sent: {photos} (each person's distinct photos)\n"
+            "Answers given: {predictions}\n"
             "Feedback: {feedback} (right {percent})\nLabelled examples: {labelled}\nBlocked users: {blocked}"
         ),
         "not_an_image": (
@@ -179,6 +218,15 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
             "/stats — ваша статистика\n"
             "/forget — удалить всё, что я о вас храню"
         ),
+        "help_admin": (
+            "Команды администратора:\n"
+            "/models — версии каждой модели: какая работает, когда создана, её точность, почему принята\n"
+            "/retrain МОДЕЛЬ [force] — дообучить на фото, подписанных в чате (force — даже если новых "
+            "меток меньше минимума)\n"
+            "/rollback МОДЕЛЬ [версия] — вернуть более раннюю версию (с подтверждением)\n"
+            "/block ID, /unblock ID — перестать или снова начать учитывать метки человека\n"
+            "/stats — также общая статистика"
+        ),
         "start": "Здравствуйте, {name}!",
         "confidence_line": "{label} — {percent}%",
         "runner_up": "Второй вариант: {label} ({percent}%)",
@@ -220,13 +268,16 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "feedback_malformed": "Эта кнопка устарела. Пришлите фото ещё раз.",
         "feedback_already": "Уже записано — спасибо!",
         "feedback_bad_label": "Эта метка не относится к этому ответу.",
+        "ask_number": "Ответьте правильным числом — только цифры, например 2026.",
+        "pick_number": "Напишите правильное число",
+        "number_expected": "Жду правильное число для вашего фото: только цифры, например 2026.",
         "mode_auto": "Режим: авто — я сам решаю, цифра на фото или цветок.",
         "mode_digit": "Режим: цифры — каждое фото читаю как цифру или число.",
         "mode_flower": "Режим: цветы — каждое фото считаю цветком.",
         "mode_model": "Режим: {model} — каждое фото считаю одним из: {labels}.",
         "use_usage": "Отправьте /use и название модели: {models}.",
         "stats_user": (
-            "Ваших фото: {photos}\n"
+            "Присланных вами фото: {photos} (одно и то же фото дважды считается один раз)\n"
             "Оценённых ответов: {rated}\n"
             "Верных: {correct} ({percent})\n"
             "Ваших размеченных примеров: {contributions}"
@@ -244,7 +295,10 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         ),
         "forget_yes": "Да, удалить",
         "forget_no": "Нет, оставить",
-        "forget_done": "Готово: удалил {photos} фото и всё остальное, что хранил о вас.",
+        "forget_done": (
+            "Готово: удалил присланные вами фото ({photos}, как их считала /stats) и всё остальное, "
+            "что хранил о вас."
+        ),
         "forget_cancelled": "Ничего не удалено.",
         "not_allowed": "Извините, эта команда только для администраторов.",
         "retrain_usage": (
@@ -252,19 +306,44 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
             "Модель учится на фото, подписанных в чате; force — переобучить, даже если новых "
             "подписанных фото меньше минимума."
         ),
-        "models_header": "Модели:",
-        "models_line": "{name} v{version}{serving} — {status}{metrics}",
+        "models_header": "Модели (последние {shown} версий каждой):",
+        "models_version": "{name} v{version} — {state}",
+        "models_made": "создана {when}",
+        "models_accuracy": "{percent} на {what}",
+        "models_why_promoted": "Почему принята: {reason}",
+        "models_why_rejected": "Почему отклонена: {reason}",
+        "model_state_serving": "работает сейчас",
+        "model_state_rolled_back": "не работает: откат на v{to} {when}",
+        "model_state_replaced": "не работает: её сменила более новая версия",
+        "model_state_rejected": "не работает: отклонена проверкой переобучения",
+        "model_state_candidate": "не работает: кандидат, переобучение которого не завершилось",
+        "model_state_idle": "не работает",
+        "model_set_mnist": "тестовом наборе MNIST",
+        "model_set_test": "своём тестовом наборе",
         "models_none": "В хранилище нет моделей.",
-        "serving_mark": " (работает)",
         "rollback_usage": "Использование: /rollback МОДЕЛЬ [версия] — МОДЕЛЬ одна из: {models}.",
         "rollback_done": "{name} теперь работает на v{version}.",
+        "rollback_confirm": (
+            "Откатить {name} с v{current} на v{version}? Тогда все фото будет сразу, без перезапуска, "
+            "читать v{version}."
+        ),
+        "rollback_yes": "Да, откатить",
+        "rollback_no": "Нет, оставить v{current}",
+        "rollback_cancelled": "Ничего не изменилось: работает {name} v{current}.",
+        "rollback_not_yours": "Подтвердить откат может только администратор, который его запросил.",
+        "rollback_stale": "{name} за это время изменилась (теперь v{current}). Отправьте /rollback снова.",
         "rollback_failed": "Не удалось откатить: {reason}",
         "block_usage": "Использование: /block <id пользователя>",
         "unblock_usage": "Использование: /unblock <id пользователя>",
         "blocked": "Пользователь {user} больше не может присылать метки.",
+        "blocked_unknown": (
+            "От пользователя {user} у меня пока нет фото. Заблокирован заранее: метки с этого id "
+            "использоваться не будут."
+        ),
         "unblocked": "Пользователь {user} снова может присылать метки.",
         "stats_global": (
-            "Пользователей: {users}\nФото: {photos}\nОтветов: {predictions}\n"
+            "Пользователей: {users}\nПрисланных фото: {photos} (у каждого без повторов)\n"
+            "Ответов: {predictions}\n"
             "Оценок: {feedback} (верных {percent})\nРазмеченных примеров: {labelled}\n"
             "Заблокированных: {blocked}"
         ),

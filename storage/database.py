@@ -39,6 +39,7 @@ from storage.records import (
     ForgetReport,
     GlobalStats,
     ModelEvent,
+    PendingCorrection,
     Photo,
     PredictionRecord,
     RetrainJob,
@@ -418,6 +419,39 @@ class Store:
             )
         )
 
+    # ------------------------------------------------------------ number corrections
+
+    async def ask_for_number(
+        self,
+        user_id: int,
+        prediction_id: int,
+        *,
+        chat_id: int,
+        answer_message_id: int | None,
+        question_message_id: int | None,
+    ) -> PendingCorrection:
+        """Remember that the bot asked `user_id` to type the right number for a prediction (one open
+        question per person; a later ❌ replaces it). Kept in the database, so a restart keeps it."""
+        return await self._write(
+            functools.partial(
+                sql.ask_for_number,
+                user_id=user_id,
+                prediction_id=prediction_id,
+                chat_id=chat_id,
+                answer_message_id=answer_message_id,
+                question_message_id=question_message_id,
+                now=time.time(),
+            )
+        )
+
+    async def pending_correction(self, user_id: int) -> PendingCorrection | None:
+        return await self._read(functools.partial(sql.pending_correction, user_id=user_id))
+
+    async def drop_pending_correction(self, user_id: int, prediction_id: int | None = None) -> bool:
+        return await self._write(
+            functools.partial(sql.drop_pending_correction, user_id=user_id, prediction_id=prediction_id)
+        )
+
     # ------------------------------------------------------------ statistics
 
     async def user_stats(self, user_id: int) -> UserStats:
@@ -450,12 +484,13 @@ class Store:
         if remove_copies is not None:
             await asyncio.to_thread(remove_copies, sha256s)
         log.info(
-            "forgot user %d: %d predictions, %d feedback, %d contributions, %d photos%s",
+            "forgot user %d: %d predictions, %d feedback, %d contributions, %d photos (%d files)%s",
             user_id,
             report.predictions,
             report.feedback,
             report.contributions,
             report.photos,
+            report.files,
             "; the block is kept" if report.kept_block else "",
         )
         return report

@@ -100,9 +100,21 @@ class FeedbackResult:
 
 
 @dataclass(frozen=True)
+class PendingCorrection:
+    """A number answer the person said is wrong: the bot waits for them to type the right number."""
+
+    user_id: int
+    prediction_id: int
+    chat_id: int
+    answer_message_id: int | None
+    question_message_id: int | None
+    created_at: float
+
+
+@dataclass(frozen=True)
 class UserStats:
     user_id: int
-    photos: int  # predictions made for this user's photos
+    photos: int  # distinct photos this user sent (the same photo twice counts once)
     feedback: int  # answers they gave
     correct: int  # … saying the bot was right
     wrong: int
@@ -131,7 +143,7 @@ class GlobalStats:
     users: int
     blocked_users: int
     active_users_24h: int
-    photos: int  # distinct photos stored
+    photos: int  # each person's distinct photos, summed: what every /stats and /forget count
     predictions: int
     predictions_24h: int
     by_status: dict[str, int]
@@ -147,8 +159,9 @@ class ForgetReport:
     predictions: int
     feedback: int
     contributions: int
-    photos: int  # photo rows and image files deleted (those nobody else sent)
+    photos: int  # the user's distinct photos, gone from their account (what /stats counted)
     kept_block: bool = False  # blocked: the id stays, with the block and nothing else
+    files: int = 0  # photo rows and image files deleted (those nobody else sent)
 
 
 @dataclass(frozen=True)

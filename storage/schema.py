@@ -129,6 +129,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             path TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
+    # 3: a number correction the bot is waiting for (❌ on "2026": "reply with the right number").
+    (
+        """CREATE TABLE pending_corrections (
+            user_id INTEGER PRIMARY KEY,            -- one question open per person: the latest ❌
+            prediction_id INTEGER NOT NULL REFERENCES predictions(id) ON DELETE CASCADE,
+            chat_id INTEGER NOT NULL,
+            answer_message_id INTEGER,              -- the bot's answer whose ❌ was pressed
+            question_message_id INTEGER,            -- the bot's "reply with the right number"
+            created_at REAL NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

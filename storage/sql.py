@@ -25,6 +25,7 @@ from storage.records import (
     GlobalStats,
     ModelEvent,
     ModelStats,
+    PendingCorrection,
     Photo,
     PredictionRecord,
     RetrainJob,
@@ -294,8 +295,19 @@ def record_contribution(
 # ---------------------------------------------------------------- statistics
 
 
+# A "photo" everywhere the bot counts (/stats, admin /stats, /forget): a distinct photo a person sent,
+# answered or labelled; the same photo sent twice by one person is one photo, by two people two.
+_PEOPLES_PHOTOS = """SELECT user_id, photo_sha256 FROM predictions
+    UNION SELECT user_id, photo_sha256 FROM contributions"""
+
+
+def user_photo_count(db: sqlite3.Connection, user_id: int) -> int:
+    """How many distinct photos the user sent (see `_PEOPLES_PHOTOS`)."""
+    return len(user_photo_hashes(db, user_id))
+
+
 def user_stats(db: sqlite3.Connection, user_id: int) -> UserStats:
-    photos = db.execute("SELECT count(*) FROM predictions WHERE user_id = ?", (user_id,)).fetchone()[0]
+    photos = user_photo_count(db, user_id)
     feedback = dict(
         db.execute(
             "SELECT verdict, count(*) FROM feedback WHERE user_id = ? GROUP BY verdict", (user_id,)
@@ -334,7 +346,7 @@ def global_stats(db: sqlite3.Connection, now: float) -> GlobalStats:
         users=one("SELECT count(*) FROM users"),
         blocked_users=one("SELECT count(*) FROM users WHERE blocked = 1"),
         active_users_24h=one("SELECT count(*) FROM users WHERE last_seen >= ?", (day_ago,)),
-        photos=one("SELECT count(*) FROM photos"),
+        photos=one(f"SELECT count(*) FROM ({_PEOPLES_PHOTOS})"),
         predictions=predictions,
         predictions_24h=one("SELECT count(*) FROM predictions WHERE created_at >= ?", (day_ago,)),
         by_status=dict(db.execute("SELECT status, count(*) FROM predictions GROUP BY status ORDER BY 1")),
@@ -377,6 +389,7 @@ def forget_user(db: sqlite3.Connection, user_id: int, now: float) -> tuple[Forge
     contributions = db.execute("DELETE FROM contributions WHERE user_id = ?", (user_id,)).rowcount
     predictions = db.execute("DELETE FROM predictions WHERE user_id = ?", (user_id,)).rowcount
     db.execute("DELETE FROM chats WHERE id = ?", (user_id,))
+    db.execute("DELETE FROM pending_corrections WHERE user_id = ?", (user_id,))
     kept_block = _forget_user_row(db, user_id, now)
     orphans = []
     for sha256 in photos:
@@ -393,7 +406,9 @@ def forget_user(db: sqlite3.Connection, user_id: int, now: float) -> tuple[Forge
                 "INSERT OR REPLACE INTO image_deletions (sha256, path) VALUES (?, ?)", (sha256, path[0])
             )
             orphans.append(sha256)
-    report = ForgetReport(user_id, predictions, feedback, contributions, len(orphans), kept_block)
+    report = ForgetReport(
+        user_id, predictions, feedback, contributions, len(photos), kept_block, files=len(orphans)
+    )
     return report, orphans
 
 
@@ -421,6 +436,51 @@ def claim_image_deletion(db: sqlite3.Connection, sha256: str) -> bool:
     """
     db.execute("DELETE FROM image_deletions WHERE sha256 = ?", (sha256,))
     return db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (sha256,)).fetchone() is None
+
+
+# ---------------------------------------------------------------- number corrections
+
+
+def ask_for_number(
+    db: sqlite3.Connection,
+    *,
+    user_id: int,
+    prediction_id: int,
+    chat_id: int,
+    answer_message_id: int | None,
+    question_message_id: int | None,
+    now: float,
+) -> PendingCorrection:
+    """Wait for `user_id` to type the right number for a prediction; replaces their earlier question."""
+    db.execute(
+        """INSERT INTO pending_corrections
+               (user_id, prediction_id, chat_id, answer_message_id, question_message_id, created_at)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (user_id) DO UPDATE SET prediction_id = excluded.prediction_id,
+               chat_id = excluded.chat_id, answer_message_id = excluded.answer_message_id,
+               question_message_id = excluded.question_message_id, created_at = excluded.created_at""",
+        (user_id, prediction_id, chat_id, answer_message_id, question_message_id, now),
+    )
+    return PendingCorrection(user_id, prediction_id, chat_id, answer_message_id, question_message_id, now)
+
+
+def pending_correction(db: sqlite3.Connection, user_id: int) -> PendingCorrection | None:
+    row = db.execute(
+        """SELECT user_id, prediction_id, chat_id, answer_message_id, question_message_id, created_at
+           FROM pending_corrections WHERE user_id = ?""",
+        (user_id,),
+    ).fetchone()
+    return PendingCorrection(*row) if row else None
+
+
+def drop_pending_correction(db: sqlite3.Connection, user_id: int, prediction_id: int | None) -> bool:
+    """Stop waiting (for that prediction only, when given); True if a question was open."""
+    return bool(
+        db.execute(
+            "DELETE FROM pending_corrections WHERE user_id = ? AND (? IS NULL OR prediction_id = ?)",
+            (user_id, prediction_id, prediction_id),
+        ).rowcount
+    )
 
 
 # ---------------------------------------------------------------- retraining jobs

@@ -231,6 +231,7 @@ async def test_caption_label_is_a_contribution_and_the_bot_says_if_it_agreed(bot
 async def test_blocked_users_captions_are_not_stored(bot: BotHarness, glyphs) -> None:
     user = bot.user(207)
     admin = bot.user(ADMIN_ID, "Root")
+    await bot.photo(user, digit_photo(glyphs[2], seed=5))  # a person the bot knows
     assert (await bot.say(admin, f"/block {user}"))["text"] == f"User {user} can no longer contribute labels."
     reply = await labelled_photo(bot, user, digit_photo(glyphs[6]), caption="6")
     assert "Your labels are not being accepted" in reply["text"]
@@ -266,7 +267,8 @@ async def test_user_stats_count_photos_and_answers(bot: BotHarness, glyphs) -> N
     await bot.photo(user, digit_photo(glyphs[2], seed=12))
     stats = await bot.say(user, "/stats")
     assert stats["text"] == (
-        "Your photos: 2\nAnswers you rated: 1\nRight: 1 (100%)\nLabelled examples you gave: 0"
+        "Photos you sent: 2 (the same photo sent twice counts once)\n"
+        "Answers you rated: 1\nRight: 1 (100%)\nLabelled examples you gave: 0"
     )
 
 
@@ -284,7 +286,10 @@ async def test_forget_asks_then_deletes_and_old_buttons_become_stale(bot: BotHar
 
     ask = await bot.say(user, "/forget")
     _, done = await bot.press(user, ask, button_data(ask, "Yes, delete"))
-    assert done["text"].startswith("Done: I deleted 1 photos and everything else I stored about you.\n\n")
+    assert done["text"].startswith(
+        "Done: I deleted the photos you sent (1, as /stats counted them) and everything else I stored "
+        "about you.\n\n"
+    )
     assert "models already trained on your photos" in done["text"]  # what cannot be undone: test_forget.py
     assert await bot.services.store.get_prediction(record.id) is None
     assert not bot.services.images.exists(record.photo_sha256)
@@ -324,8 +329,11 @@ async def test_admin_commands_by_an_admin(bot: BotHarness) -> None:
     admin = bot.user(ADMIN_ID, "Root")
     models = await bot.say(admin, "/models")
     lines = models["text"].splitlines()
-    assert lines[0] == "Models:"
-    assert re.match(r"^digits v1 \(serving\) — ready, mnist_accuracy 0\.\d+$", lines[1]), models["text"]
+    assert lines[0] == "Models (the newest 5 versions of each):"
+    assert lines[1] == "digits v1 — serving now", models["text"]
+    assert re.fullmatch(
+        r"  made \d{4}-\d\d-\d\d \d\d:\d\d UTC · \d\d\.\d% on the MNIST test set", lines[2]
+    ), models["text"]
     assert (await bot.say(admin, "/retrain digits"))["text"] == "Retraining digits (job 1)\nStarting…"
     report = await bot.server.wait_for(  # no labelled photos yet: the job explains and changes nothing
         admin, lambda e: e["type"] == "message" and "Nothing done" in e["message"].get("text", ""), timeout=60
@@ -340,9 +348,12 @@ async def test_admin_commands_by_an_admin(bot: BotHarness) -> None:
     failed = await bot.say(admin, "/rollback digits")
     assert failed["text"].startswith("Could not roll back: digits has no earlier version")
     stats = await bot.say(admin, "/stats")
-    assert "Users: " in stats["text"] and "Photos: " in stats["text"] and "Blocked users: " in stats["text"]
+    assert "Users: " in stats["text"] and "Blocked users: " in stats["text"]
+    assert "Photos people sent: " in stats["text"]
     assert (await bot.say(admin, "/block"))["text"] == "Usage: /block <user id>"
-    assert (await bot.say(admin, "/block 77"))["text"] == "User 77 can no longer contribute labels."
+    assert (await bot.say(admin, "/block 77"))["text"] == (  # blocked in advance, and said so
+        "I have no photos from user 77 yet. Blocked in advance: labels from this id will not be used."
+    )
     assert (await bot.services.store.get_user(77)).blocked
     assert (await bot.say(admin, "/unblock 77"))["text"] == "User 77 can contribute labels again."
     assert not (await bot.services.store.get_user(77)).blocked
@@ -355,7 +366,9 @@ async def test_rollback_serves_an_earlier_version_without_a_restart(bot: BotHarn
     second = model_store.add_version("digits", current.path, {**current.meta, "command": "copy for the test"})
     model_store.promote("digits", second.version)
     await bot.services.classifier.reload("digits")
-    reply = await bot.say(admin, "/rollback digits")
+    ask = await bot.say(admin, "/rollback digits")
+    assert ask["text"].startswith(f"Roll digits back from v{second.version} to v{current.version}?")
+    _, reply = await bot.press(admin, ask, button_data(ask, "Yes, roll back"))
     assert reply["text"] == f"digits now serves v{current.version}."
     assert model_store.active_version("digits") == current.version
     assert bot.services.classifier.models()["digits"].version == current.version
@@ -366,7 +379,8 @@ async def test_rollback_serves_an_earlier_version_without_a_restart(bot: BotHarn
         current.version,
         ADMIN_ID,
     )
-    reply = await bot.say(admin, f"/rollback digits {second.version}")
+    ask = await bot.say(admin, f"/rollback digits {second.version}")
+    _, reply = await bot.press(admin, ask, button_data(ask, "Yes, roll back"))
     assert reply["text"] == f"digits now serves v{second.version}."
     assert bot.services.classifier.models()["digits"].version == second.version
 
@@ -390,7 +404,7 @@ async def test_admin_commands_by_anyone_else_are_not_allowed(bot: BotHarness, co
 async def test_non_admin_stats_show_only_their_own_numbers(bot: BotHarness) -> None:
     user = bot.user(216)
     reply = await bot.say(user, "/stats")
-    assert reply["text"].startswith("Your photos: 0")
+    assert reply["text"].startswith("Photos you sent: 0 ")
     assert "Users:" not in reply["text"]
 
 

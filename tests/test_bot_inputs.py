@@ -341,9 +341,9 @@ async def test_ids_that_are_not_short_ascii_numbers_get_the_usage_not_a_crash(
 async def test_an_eighteen_digit_id_is_accepted(bot: BotHarness) -> None:
     admin = bot.user(ADMIN_ID, "Root")
     user_id = 10**18 - 1
-    assert (await bot.say(admin, f"/block {user_id}"))[
-        "text"
-    ] == f"User {user_id} can no longer contribute labels."
+    assert (await bot.say(admin, f"/block {user_id}"))["text"] == (
+        f"I have no photos from user {user_id} yet. Blocked in advance: labels from this id will not be used."
+    )
     assert await bot.services.store.is_blocked(user_id)
     assert (await bot.say(admin, f"/unblock {user_id}"))["text"].startswith(f"User {user_id} ")
     assert not await bot.services.store.is_blocked(user_id)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from telegram import Document, PhotoSize
+from telegram import Chat, Document, Message, PhotoSize, User
 
 from bot import callbacks, keyboards
 from bot.answers import format_answer as format_in
 from bot.errors import reply_for
+from bot.handlers.numbers import PENDING_TTL_S, answers_question
 from bot.handlers.photos import is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
 from bot.texts import TEXTS, human_size, language, percent
@@ -21,6 +22,7 @@ from inference.errors import (
     WorkerLost,
 )
 from inference.prediction import DigitAnswer, Prediction
+from storage.records import PendingCorrection
 
 
 def format_answer(prediction: Prediction, lang: str, mode: str = "auto") -> str:
@@ -218,3 +220,21 @@ def test_each_inference_error_has_its_reply_in_both_languages(error, key) -> Non
         else:
             assert str(error) in reply
     assert reply_for(ModelUnavailable("none"), "en", "digit") != reply_for(WorkerLost(), "en")
+
+
+def test_a_reply_to_the_question_counts_at_any_time_a_plain_text_only_for_a_while() -> None:
+    pending = PendingCorrection(5, 77, 5, answer_message_id=40, question_message_id=41, created_at=0.0)
+    person = User(5, "Ann", False)
+
+    def text(reply_to: int | None, chat_id: int = 5) -> Message:
+        replied = Message(reply_to, None, Chat(chat_id, "private")) if reply_to else None
+        return Message(
+            50, None, Chat(chat_id, "private"), from_user=person, text="2026", reply_to_message=replied
+        )
+
+    now = PENDING_TTL_S * 10  # long after the question
+    assert answers_question(pending, text(41), now) and answers_question(pending, text(40), now)
+    assert not answers_question(pending, text(39), now)  # a reply to another message
+    assert not answers_question(pending, text(None), now)
+    assert answers_question(pending, text(None), PENDING_TTL_S - 1)
+    assert not answers_question(pending, text(None, chat_id=6), 1.0)  # another chat

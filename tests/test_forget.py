@@ -26,6 +26,9 @@ from training.flower_data import BottleneckCache, Pixels, bottlenecks, forget_bo
 from training.report import MISTAKES_FILE, Mistake, ReportData, write_report
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
+DONE_ONE_PHOTO = (
+    "Done: I deleted the photos you sent (1, as /stats counted them) and everything else I stored about you."
+)
 NOT_UNDONE = (
     "What deleting cannot take back: models already trained on your photos, retraining reports "
     "already sent to the admins, and copies an admin has already exported."
@@ -74,7 +77,8 @@ async def test_a_blocked_user_who_forgets_stays_blocked(bot: BotHarness, glyphs)
     done = await forget(bot, user)
 
     assert done == (
-        "Done: I deleted 1 photos and everything else I stored about you.\n"
+        "Done: I deleted the photos you sent (1, as /stats counted them) and everything else I stored "
+        "about you.\n"
         "I kept your user id, and nothing else, to remember that an admin stopped accepting your labels."
         "\n\n" + NOT_UNDONE
     )
@@ -123,7 +127,7 @@ async def test_forget_leaves_no_copy_of_the_photos_or_id_under_data_dir(bot: Bot
 
     done = await forget(bot, user)
 
-    assert done == "Done: I deleted 1 photos and everything else I stored about you.\n\n" + NOT_UNDONE
+    assert done == DONE_ONE_PHOTO + "\n\n" + NOT_UNDONE
     files = [p for p in data_dir.rglob("*") if p.is_file()]
     for path in files:
         content = path.read_bytes()

@@ -294,7 +294,8 @@ async def test_global_stats(store):
     await store.set_blocked(3, True)
     stats = await store.global_stats()
     assert (stats.users, stats.blocked_users, stats.active_users_24h) == (3, 1, 3)
-    assert (stats.photos, stats.predictions, stats.predictions_24h, stats.feedback) == (3, 4, 4, 2)
+    # Photos: each person's distinct photos (png(1) was sent by two people: two photos, as their /stats say).
+    assert (stats.photos, stats.predictions, stats.predictions_24h, stats.feedback) == (4, 4, 4, 2)
     assert stats.by_status == {"not_recognized": 1, "ok": 2, "unsure": 1}
     assert set(stats.by_model) == {"digits", "flowers", "none"}
     digits = stats.by_model["digits"]
@@ -315,7 +316,9 @@ async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sen
 
     report = await store.forget(1)
 
-    assert (report.predictions, report.feedback, report.contributions, report.photos) == (2, 2, 1, 1)
+    # Two photos were theirs (as /stats counted them); the one nobody else sent loses its file too.
+    assert (report.predictions, report.feedback, report.contributions, report.photos) == (2, 2, 1, 2)
+    assert report.files == 1
     assert await store.get_user(1) is None
     assert await store.get_prediction(mine) is None
     assert await store.chat_mode(1) == "auto"
@@ -505,3 +508,31 @@ async def test_writes_after_close_are_refused_and_earlier_ones_are_on_disk(tmp_p
     assert rows(tmp_path, "SELECT count(*) FROM users") == [(30,)]
     with pytest.raises(Exception, match="closed"):
         await store.touch_user(99)
+
+
+async def test_a_pending_number_correction_survives_a_reopen_and_goes_with_forget(tmp_path):
+    store = await open_store(tmp_path)
+    first = await predict(store, user_id=6, message_id=1, image=png(61), label="2026")
+    second = await predict(store, user_id=6, message_id=2, image=png(62), label="15")
+    await store.ask_for_number(6, first, chat_id=6, answer_message_id=10, question_message_id=11)
+    await store.ask_for_number(6, second, chat_id=6, answer_message_id=20, question_message_id=21)
+    await store.close()
+
+    store = await open_store(tmp_path)  # a restart: the question is still open, the latest one
+    pending = await store.pending_correction(6)
+    assert (pending.prediction_id, pending.answer_message_id, pending.question_message_id) == (second, 20, 21)
+    assert not await store.drop_pending_correction(6, first)  # not the open question: kept
+    assert (await store.pending_correction(6)).prediction_id == second
+    await store.forget(6)
+    assert await store.pending_correction(6) is None
+    assert rows(tmp_path, "SELECT count(*) FROM pending_corrections") == [(0,)]
+    await store.close()
+
+
+async def test_stats_and_forget_count_a_photo_sent_twice_once(store):
+    await predict(store, user_id=8, message_id=1, image=png(81))
+    await predict(store, user_id=8, message_id=2, image=png(81))  # the same photo again
+    await label_photo(store, user_id=8, message_id=3, image=png(82), true_label="3")
+    assert (await store.user_stats(8)).photos == 2
+    assert (await store.global_stats()).photos == 2
+    assert (await store.forget(8)).photos == 2

@@ -28,12 +28,19 @@ async def test_an_empty_folder_gets_the_latest_schema_in_wal_mode(tmp_path):
     store = await open_store(tmp_path)
     await store.close()
     db = sqlite3.connect(tmp_path / "photobot.sqlite3")
-    assert schema_version(db) == LATEST == 2
+    assert schema_version(db) == LATEST == 3
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
-    assert {"users", "photos", "predictions", "feedback", "contributions", "chats", "retrain_jobs"} <= tables(
-        tmp_path / "photobot.sqlite3"
-    )
+    assert {
+        "users",
+        "photos",
+        "predictions",
+        "feedback",
+        "contributions",
+        "chats",
+        "retrain_jobs",
+        "pending_corrections",
+    } <= tables(tmp_path / "photobot.sqlite3")
 
 
 def test_every_connection_has_foreign_keys_full_sync_and_a_busy_timeout(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.handlers import admin, basics, feedback, flood, forget, modes, photos, stats
+from bot.handlers import admin, basics, feedback, flood, forget, modes, numbers, photos, stats
 
 
 def register(application: Application) -> None:
@@ -18,4 +18,5 @@ def register(application: Application) -> None:
     forget.register(application)
     feedback.register(application)
     photos.register(application)
+    numbers.register(application)  # a typed number answers "reply with the right number"
     basics.register_fallbacks(application)

@@ -1,4 +1,5 @@
-"""Admin commands (Telegram user ids in ADMIN_IDS): /retrain, /models, /rollback, /block, /unblock.
+"""Admin commands (Telegram user ids in ADMIN_IDS): /retrain, /models, /rollback (confirmed with a
+button by the admin who asked), /block, /unblock.
 
 Anyone else gets "not allowed", the attempt is logged, and nothing happens.
 """
@@ -9,16 +10,22 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from telegram import Update
-from telegram.ext import Application, CommandHandler, ContextTypes
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
-from bot import retraining
+from bot import callbacks, keyboards, retraining
 from bot.callbacks import MAX_ID_DIGITS
 from bot.services import Services, lang, services
 from bot.texts import text
-from inference.errors import InferenceError
+from inference.errors import InferenceError, ModelUnavailable
+from storage.records import ModelEvent
+
+if TYPE_CHECKING:
+    from inference.model_store import ModelStore
 
 logger = logging.getLogger(__name__)
 
@@ -74,43 +81,112 @@ async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 @admin_only
 async def list_models(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """List each model's latest versions with their metrics, marking the one that serves."""
+    """Say, per model version, in plain words: serving or not (and why not), when it was made, how
+    accurate it is, and why it was promoted or rejected."""
     found = services(context)
-    lines = await asyncio.to_thread(models_lines, found, lang(update))
+    rollbacks = await found.store.model_events(action="rollback", limit=200)
+    lines = await asyncio.to_thread(models_lines, found, lang(update), rollbacks)
     await update.effective_message.reply_text("\n".join(lines))
 
 
-def models_lines(found: Services, language: str) -> list[str]:
-    lines = [text(language, "models_header")]
+def models_lines(found: Services, language: str, rollbacks: Sequence[ModelEvent] = ()) -> list[str]:
+    lines = [text(language, "models_header", shown=VERSIONS_SHOWN)]
     for name in found.model_store.names():
         active = found.model_store.active_version(name)
         for version in found.model_store.versions(name)[-VERSIONS_SHOWN:]:
-            lines.append(
-                text(
-                    language,
-                    "models_line",
-                    name=name,
-                    version=version.version,
-                    serving=text(language, "serving_mark") if version.version == active else "",
-                    status=version.meta.get("status", "ready"),
-                    metrics=_metrics(version.meta.get("metrics")),
-                )
-            )
+            key = (name, version.version)
+            rolled = next((e for e in rollbacks if (e.model, e.from_version) == key), None)
+            state = version_state(language, version.version, active, version.meta, rolled)
+            lines.append(text(language, "models_version", name=name, version=version.version, state=state))
+            facts = [text(language, "models_made", when=_when(version.meta.get("created")))]
+            if (accuracy := accuracy_words(language, version.meta)) is not None:
+                facts.append(accuracy)
+            lines.append("  " + " · ".join(facts))
+            if (why := _why(language, version.meta)) is not None:
+                lines.append("  " + why)
     return lines if len(lines) > 1 else [text(language, "models_none")]
 
 
-def _metrics(metrics: object) -> str:
-    if not isinstance(metrics, dict):
-        return ""
-    shown = [
-        f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    ]
-    return (", " + ", ".join(shown[:3])) if shown else ""
+def version_state(
+    language: str, version: int, active: int | None, meta: dict, rolled_back: ModelEvent | None
+) -> str:
+    """Where a version stands now: meta.json's status says what its retraining decided, but a
+    promoted version may since have been rolled back or replaced, so the serving pointer and the
+    rollback events have the last word."""
+    status = meta.get("status")
+    if version == active:
+        return text(language, "model_state_serving")
+    if rolled_back is not None and active is not None and version > active:
+        return text(
+            language, "model_state_rolled_back", to=rolled_back.to_version, when=_when(rolled_back.created_at)
+        )
+    if status == "rejected":
+        return text(language, "model_state_rejected")
+    if status == "candidate":
+        return text(language, "model_state_candidate")
+    if active is not None and version < active:
+        return text(language, "model_state_replaced")
+    return text(language, "model_state_idle")
+
+
+def accuracy_words(language: str, meta: dict) -> str | None:
+    """ "98.9% on the MNIST test set": a retrained version's score on its fixed base set (from its
+    retraining check), else the test accuracy its training measured."""
+    gate = meta.get("gate")
+    scores = gate.get("scores") if isinstance(gate, dict) else None
+    for score in scores if isinstance(scores, list) else ():
+        if isinstance(score, dict) and _is_fraction(score.get("candidate")) and score.get("n"):
+            what = f"{score.get('title', score.get('name', '?'))} ({score['n']})"
+            return text(language, "models_accuracy", percent=_percent(score["candidate"]), what=what)
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    for key, set_key in _ACCURACY_KEYS:
+        value = metrics.get(key, meta.get(key))
+        if _is_fraction(value):
+            return text(language, "models_accuracy", percent=_percent(value), what=text(language, set_key))
+    return None
+
+
+_ACCURACY_KEYS = (  # metric → the set it was measured on, most telling first
+    ("mnist_test_accuracy", "model_set_mnist"),
+    ("mnist_accuracy", "model_set_mnist"),
+    ("test_accuracy", "model_set_test"),
+)
+
+
+def _why(language: str, meta: dict) -> str | None:
+    gate = meta.get("gate")
+    reason = gate.get("reason") if isinstance(gate, dict) else None
+    if not isinstance(reason, str) or meta.get("status") not in ("promoted", "rejected"):
+        return None
+    key = "models_why_promoted" if meta["status"] == "promoted" else "models_why_rejected"
+    return text(language, key, reason=reason)
+
+
+def _is_fraction(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def _percent(fraction: float) -> str:
+    """One decimal, never 100.0% for a model that makes mistakes."""
+    shown = f"{fraction * 100:.1f}"
+    return f"{'99.9' if shown == '100.0' and fraction < 1.0 else shown}%"
+
+
+def _when(moment: object) -> str:
+    """A meta.json's ISO time or an event's unix time as "2026-11-27 01:28 UTC"; "?" when unknown."""
+    try:
+        if isinstance(moment, int | float):
+            stamp = datetime.fromtimestamp(moment, UTC)
+        else:
+            stamp = datetime.fromisoformat(str(moment).replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        return "?"
+    return stamp.strftime("%Y-%m-%d %H:%M UTC")
 
 
 @admin_only
 async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Serve an earlier version of a model: `/rollback <model> [version]`, without a restart."""
+    """Ask to confirm serving an earlier version: `/rollback <model> [version]`."""
     args = context.args or []
     language = lang(update)
     version = number_arg(args[1]) if len(args) == 2 else None
@@ -118,26 +194,81 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not 1 <= len(args) <= 2 or args[0] not in names or (len(args) == 2 and version is None):
         await update.effective_message.reply_text(text(language, "rollback_usage", models=", ".join(names)))
         return
+    found, name = services(context), args[0]
+    current = found.model_store.active_version(name)
+    try:
+        target = await asyncio.to_thread(rollback_target, found.model_store, name, version)
+    except InferenceError as error:
+        await update.effective_message.reply_text(text(language, "rollback_failed", reason=str(error)))
+        return
+    await update.effective_message.reply_text(
+        text(language, "rollback_confirm", name=name, current=current, version=target),
+        reply_markup=keyboards.rollback(language, update.effective_user.id, name, current or 0, target),
+    )
+
+
+def rollback_target(model_store: ModelStore, name: str, version: int | None) -> int:
+    """The version a rollback would serve (the one given, or the newest non-rejected one below the
+    serving one); raises ModelUnavailable when there is none. Nothing changes yet."""
+    if version is not None:
+        return model_store.get(name, version).version
+    current = model_store.active_version(name)
+    earlier = [
+        v.version
+        for v in model_store.versions(name)
+        if (current is None or v.version < current) and v.meta.get("status") != "rejected"
+    ]
+    if not earlier:
+        raise ModelUnavailable(f"{name} has no earlier version to roll back to")
+    return earlier[-1]
+
+
+async def on_rollback_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Roll back when the admin who asked confirms; anyone else's press changes nothing."""
+    query = update.callback_query
+    language = lang(update)
     found = services(context)
-    name = args[0]
+    try:
+        choice = callbacks.decode(query.data)
+    except callbacks.MalformedCallback:
+        await query.answer(text(language, "feedback_malformed"), show_alert=True)
+        return
+    presser = query.from_user.id
+    if (
+        not isinstance(choice, callbacks.RollbackChoice)
+        or choice.admin_id != presser
+        or not found.is_admin(presser)
+    ):
+        logger.warning("User %s pressed a /rollback button that is not theirs", presser)
+        await query.answer(text(language, "rollback_not_yours"), show_alert=True)
+        return
+    async with found.lock(("rollback", choice.model)):
+        current = found.model_store.active_version(choice.model)
+        if not choice.confirmed:
+            message = text(language, "rollback_cancelled", name=choice.model, current=current)
+        elif (current or 0) != choice.current:
+            message = text(language, "rollback_stale", name=choice.model, current=current)
+        else:
+            message = await _roll_back(found, choice.model, choice.target, presser, language)
+    await query.answer()
+    await query.edit_message_text(message)
+
+
+async def _roll_back(found: Services, name: str, target: int, actor: int, language: str) -> str:
+    """Serve `target` now; if it does not load, the previous version serves again."""
     previous = found.model_store.active_version(name)
     try:
-        target = await asyncio.to_thread(found.model_store.rollback, name, version)
+        served = await asyncio.to_thread(found.model_store.rollback, name, target)
         await found.classifier.reload(name)
     except InferenceError as error:
         if found.model_store.active_version(name) != previous and previous is not None:
             await asyncio.to_thread(found.model_store.promote, name, previous)  # the new one would not load
-        await update.effective_message.reply_text(text(language, "rollback_failed", reason=str(error)))
-        return
+        return text(language, "rollback_failed", reason=str(error))
     await found.store.record_model_event(
-        name, "rollback", from_version=previous, to_version=target.version, actor=update.effective_user.id
+        name, "rollback", from_version=previous, to_version=served.version, actor=actor
     )
-    logger.info(
-        "User %s rolled %s back from v%s to v%s", update.effective_user.id, name, previous, target.version
-    )
-    await update.effective_message.reply_text(
-        text(language, "rollback_done", name=name, version=target.version)
-    )
+    logger.info("User %s rolled %s back from v%s to v%s", actor, name, previous, served.version)
+    return text(language, "rollback_done", name=name, version=served.version)
 
 
 @admin_only
@@ -161,13 +292,14 @@ async def _set_blocked(update: Update, context: ContextTypes.DEFAULT_TYPE, *, bl
             text(language, "block_usage" if blocked else "unblock_usage")
         )
         return
-    await services(context).store.set_blocked(user_id, blocked)
+    store = services(context).store
+    known = (await store.user_stats(user_id)).photos > 0  # read before the block creates the id's row
+    await store.set_blocked(user_id, blocked)
     logger.info(
         "User %s %s user %s", update.effective_user.id, "blocked" if blocked else "unblocked", user_id
     )
-    await update.effective_message.reply_text(
-        text(language, "blocked" if blocked else "unblocked", user=user_id)
-    )
+    key = "unblocked" if not blocked else "blocked" if known else "blocked_unknown"
+    await update.effective_message.reply_text(text(language, key, user=user_id))
 
 
 def number_arg(arg: str) -> int | None:
@@ -179,5 +311,6 @@ def register(application: Application) -> None:
     application.add_handler(CommandHandler("retrain", retrain))
     application.add_handler(CommandHandler("models", list_models))
     application.add_handler(CommandHandler("rollback", rollback))
+    application.add_handler(CallbackQueryHandler(on_rollback_choice, pattern=r"^r:"))
     application.add_handler(CommandHandler("block", block))
     application.add_handler(CommandHandler("unblock", unblock))

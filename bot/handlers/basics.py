@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from bot.services import lang
+from bot.services import lang, services
 from bot.texts import text
 
 
@@ -13,12 +13,20 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Greet the user and say what the bot does."""
     user = update.effective_user
     greeting = text(lang(update), "start", name=user.first_name if user else "")
-    await update.effective_message.reply_text(f"{greeting}\n\n{text(lang(update), 'help')}")
+    await update.effective_message.reply_text(f"{greeting}\n\n{help_text(update, context)}")
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Say what the bot does and which commands it knows."""
-    await update.effective_message.reply_text(text(lang(update), "help"))
+    """Say what the bot does and which commands it knows (an admin's too, for an admin)."""
+    await update.effective_message.reply_text(help_text(update, context))
+
+
+def help_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
+    """The help; an admin also reads the admin commands, which nobody else may use."""
+    user_id = update.effective_user.id if update.effective_user else None
+    if services(context).is_admin(user_id):
+        return f"{text(lang(update), 'help')}\n\n{text(lang(update), 'help_admin')}"
+    return text(lang(update), "help")
 
 
 async def refuse_sticker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -14,6 +14,7 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot import callbacks, keyboards
+from bot.handlers import numbers
 from bot.services import Services, lang, services
 from bot.texts import text
 from storage.errors import NotPredictionOwner, PredictionNotFound
@@ -32,8 +33,8 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         logger.info("Malformed callback data from user %s: %r", query.from_user.id, query.data)
         await query.answer(text(language, "feedback_malformed"), show_alert=True)
         return
-    if isinstance(data, callbacks.ForgetChoice):
-        return  # the /forget handler owns these
+    if isinstance(data, callbacks.ForgetChoice | callbacks.RollbackChoice):
+        return  # the /forget and /rollback handlers own these
     found = services(context)
     async with found.lock(("prediction", data.prediction_id)):
         prediction = await found.store.get_prediction(data.prediction_id)
@@ -60,6 +61,8 @@ async def _apply(
     language: str,
 ) -> None:
     match data:
+        case callbacks.Verdict(_, False) if numbers.is_number_answer(found, prediction):
+            await numbers.ask(found, query, prediction, language)  # typed, not picked from 0–9
         case callbacks.Verdict(_, False):
             keyboard = keyboards.labels(
                 language, prediction.id, prediction.model, found.catalogue, refused=prediction.model is None
@@ -143,6 +146,7 @@ async def _record(
         logger.info("Feedback not stored: %s", error)
         await query.answer(text(language, "feedback_stale"), show_alert=True)
         return
+    await found.store.drop_pending_correction(query.from_user.id, prediction.id)  # answered by button
     if not result.created:
         await query.answer(text(language, "feedback_already"))
         await _edit_markup(query, None)
@@ -189,4 +193,4 @@ def _accessible(query: CallbackQuery) -> bool:
 
 
 def register(application: Application) -> None:
-    application.add_handler(CallbackQueryHandler(on_feedback, pattern=r"^(?!f:)"))
+    application.add_handler(CallbackQueryHandler(on_feedback, pattern=r"^(?![fr]:)"))

@@ -1,0 +1,141 @@
+"""Correcting a number as a number: ❌ under "2026" asks the person to type the right one.
+
+A number has too many possible values for buttons, so the bot asks "Reply with the right number" and
+waits. The question is kept in the database (one per person, the latest ❌), so a restart keeps it.
+A number typed as a reply to the answer or to the question is taken at any time while the question is
+open; a number typed without replying is taken only within `PENDING_TTL_S` of the question, so a number
+someone types days later is not mistaken for a correction. The typed number is the true label
+("correct" when it equals the answer, "wrong" otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from telegram import CallbackQuery, Message, Update
+from telegram.error import BadRequest
+from telegram.ext import Application, ContextTypes, MessageHandler, filters
+
+from bot import keyboards
+from bot.handlers import basics
+from bot.services import Services, lang, services
+from bot.texts import text
+from inference.catalogue import ModelKind, is_number, normalise
+from storage.errors import NotPredictionOwner, PredictionNotFound
+from storage.records import PendingCorrection, PredictionRecord
+
+logger = logging.getLogger(__name__)
+
+PENDING_TTL_S = 300.0  # a number typed without replying counts as the correction for this long
+
+
+def is_number_answer(found: Services, prediction: PredictionRecord) -> bool:
+    """A digit reader's answer of several digits: corrected by typing, not with 0–9 buttons."""
+    spec = found.catalogue.get(prediction.model)
+    return (
+        spec is not None
+        and spec.kind == ModelKind.DIGIT_READER
+        and prediction.label is not None
+        and len(prediction.label) > 1
+        and is_number(prediction.label)
+    )
+
+
+async def ask(found: Services, query: CallbackQuery, prediction: PredictionRecord, language: str) -> None:
+    """After ❌ on a number: ask for the right number and remember that we asked."""
+    spec = found.catalogue[prediction.model]
+    answer_id = query.message.message_id if query.message is not None else None
+    if query.message is not None and query.message.is_accessible:
+        await query.edit_message_reply_markup(keyboards.number_question(language, prediction.id, spec))
+        question: Message = await query.message.reply_text(text(language, "ask_number"), do_quote=True)
+    else:
+        question = await query.get_bot().send_message(prediction.chat_id, text(language, "ask_number"))
+    await found.store.ask_for_number(
+        query.from_user.id,
+        prediction.id,
+        chat_id=prediction.chat_id,
+        answer_message_id=answer_id,
+        question_message_id=question.message_id,
+    )
+    await query.answer(text(language, "pick_number"))
+
+
+async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A text: the right number for an open question, else the usual hint (in private chats)."""
+    found = services(context)
+    message = update.effective_message
+    pending = await found.store.pending_correction(update.effective_user.id)
+    if pending is None or not answers_question(pending, message, time.time()):
+        if update.effective_chat.type == "private":
+            await basics.hint(update, context)
+        return
+    word = normalise(message.text or "")
+    if not is_number(word):
+        await message.reply_text(text(lang(update), "number_expected"), do_quote=True)
+        return
+    await record_number(found, update, context, pending, word)
+
+
+def answers_question(pending: PendingCorrection, message: Message, now: float) -> bool:
+    """Whether a text is meant for the open question: a reply to it (or to the answer), or, in the
+    same chat, the next text within PENDING_TTL_S."""
+    if message.chat_id != pending.chat_id:
+        return False
+    replied = message.reply_to_message.message_id if message.reply_to_message else None
+    if replied is not None:
+        return replied in (pending.answer_message_id, pending.question_message_id)
+    return now - pending.created_at <= PENDING_TTL_S
+
+
+async def record_number(
+    found: Services,
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    pending: PendingCorrection,
+    number: str,
+) -> None:
+    """Store the typed number as the prediction's true label, once, and thank the person."""
+    language, user_id = lang(update), update.effective_user.id
+    async with found.lock(("prediction", pending.prediction_id)):
+        prediction = await found.store.get_prediction(pending.prediction_id)
+        await found.store.drop_pending_correction(user_id, pending.prediction_id)
+        if prediction is None:
+            await update.effective_message.reply_text(text(language, "feedback_stale"))
+            return
+        try:
+            result = await found.store.record_feedback(
+                prediction.id,
+                user_id=user_id,
+                verdict="correct" if number == prediction.label else "wrong",
+                true_label=number,
+                model=prediction.model,
+            )
+        except (PredictionNotFound, NotPredictionOwner) as error:
+            logger.info("Number correction not stored: %s", error)
+            await update.effective_message.reply_text(text(language, "feedback_stale"))
+            return
+    if not result.created:
+        await update.effective_message.reply_text(text(language, "feedback_already"), do_quote=True)
+        return
+    logger.info("User %s corrected prediction %s to a number", user_id, prediction.id)
+    await _remove_buttons(context, pending)
+    key = "thanks_correct" if result.feedback.verdict == "correct" else "thanks_label"
+    await update.effective_message.reply_text(text(language, key, label=number), do_quote=True)
+
+
+async def _remove_buttons(context: ContextTypes.DEFAULT_TYPE, pending: PendingCorrection) -> None:
+    """The answer's buttons have nothing left to record."""
+    if pending.answer_message_id is None:
+        return
+    try:
+        await context.bot.edit_message_reply_markup(
+            chat_id=pending.chat_id, message_id=pending.answer_message_id, reply_markup=None
+        )
+    except BadRequest as error:  # deleted, too old, or already without buttons
+        logger.info("Buttons of message %s not removed: %s", pending.answer_message_id, error)
+
+
+def register(application: Application) -> None:
+    """Ahead of the fallbacks, which would answer any text with a hint."""
+    application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
