@@ -19,6 +19,16 @@ written (`model-<digest>.tflite.sha256`): the decode processes load it by path, 
 comparison, and a damaged or replaced flatbuffer is handed to LiteRT's C++ parser otherwise. It is
 written under a unique temporary name, fsynced, then renamed into place, so two processes converting
 the same version at once, or a crash mid-write, never leave a half file under the final name.
+
+Serving a cached conversion needs neither Keras nor TensorFlow (`load_cached`): importing Keras alone
+takes ~4 s on a 2-core machine, more than the whole answer. The check against Keras is made once, when
+the conversion is written (a conversion is cached only after it passed it), and the hash recorded
+then vouches for the bytes later. Where Keras would not choose LiteRT (another backend, a GPU it might
+use), the loader goes through Keras as before.
+
+LiteRT announces its XNNPACK delegate on stderr ("INFO: Created TensorFlow Lite XNNPACK delegate for
+CPU.") whatever TF_CPP_MIN_LOG_LEVEL says; when that variable asks for no INFO lines, the line is
+filtered out of the first call of each interpreter.
 """
 
 from __future__ import annotations
@@ -26,9 +36,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import sys
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,29 +84,129 @@ class LiteModel:
     interpreters are not thread-safe. A batch of a new size resizes the input (~0.3 ms).
     """
 
-    def __init__(self, flatbuffer: bytes, *, threads: int, outputs: int) -> None:
+    def __init__(self, flatbuffer: bytes, *, threads: int, outputs: int | None = None) -> None:
+        """`outputs`: how many the Keras model has (checked); None takes the signature's word for it."""
         from ai_edge_litert.interpreter import Interpreter
 
         self.file: Path | None = None  # where this conversion is cached, once it is
-        self.outputs = outputs
 
         self._interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
         signatures = self._interpreter.get_signature_list()
         if len(signatures) != 1:
             raise LiteUnavailable(f"expected one signature, found {sorted(signatures)}")
         ((key, signature),) = signatures.items()
-        if len(signature["inputs"]) != 1 or len(signature["outputs"]) != outputs:
+        self.outputs = len(signature["outputs"]) if outputs is None else outputs
+        if len(signature["inputs"]) != 1 or len(signature["outputs"]) != self.outputs:
             raise LiteUnavailable(f"signature {signature} does not match the Keras model")
         self._runner = self._interpreter.get_signature_runner(key)
         self._input = signature["inputs"][0]
         # Keras' export names outputs output_0, output_1, … in the model's order.
         self._outputs = sorted(signature["outputs"], key=lambda name: int(name.rsplit("_", 1)[-1]))
+        self._called = False
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The input of one row, without the batch axis (as the Keras model's `inputs[0].shape[1:]`)."""
+        details = self._runner.get_input_details()[self._input]
+        return tuple(int(d) for d in details["shape_signature"][1:])
+
+    @property
+    def dtype(self) -> str:
+        return np.dtype(self._runner.get_input_details()[self._input]["dtype"]).name
 
     def predict_on_batch(self, batch: np.ndarray) -> np.ndarray | list[np.ndarray]:
-        results = self._runner(**{self._input: batch})
+        if self._called:
+            results = self._runner(**{self._input: batch})
+        else:  # the first call applies the XNNPACK delegate, which says so on stderr
+            with _without_delegate_notice():
+                results = self._runner(**{self._input: batch})
+            self._called = True
         # Copies: the interpreter reuses its buffers on the next call.
         arrays = [np.array(results[name]) for name in self._outputs]
         return arrays[0] if len(arrays) == 1 else arrays
+
+
+DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+_STDERR_LOCK = threading.RLock()
+
+
+def _without_delegate_notice() -> contextlib.AbstractContextManager:
+    """Leave LiteRT's delegate notice out of stderr when TF_CPP_MIN_LOG_LEVEL hides INFO lines."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() in ("", "0"):
+        return contextlib.nullcontext()
+    return filtered_stderr(lambda line: line == DELEGATE_NOTICE)
+
+
+@contextlib.contextmanager
+def filtered_stderr(drop: Callable[[bytes], bool]) -> Iterator[None]:
+    """Lines written to file descriptor 2 meanwhile are passed on afterwards, but for those `drop` names.
+
+    For C++ libraries that log straight to that descriptor whatever their settings say: it points at a
+    temporary file for the duration; whatever else was written meanwhile (another thread's log line)
+    is passed on when it ends, in order.
+    """
+    with _STDERR_LOCK, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(captured.fileno(), 2)
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = b"".join(line for line in captured.read().splitlines(keepends=True) if not drop(line))
+            if kept:
+                os.write(2, kept)
+
+
+def keras_free(runtime: str) -> bool:
+    """Whether a cached conversion may serve without asking Keras: what `wants_lite` would answer for
+    this runtime, known without importing Keras (which takes seconds). Where a GPU might serve, only
+    Keras can tell: False."""
+    if runtime == "lite":
+        return lite_installed()
+    if runtime != "auto" or configured_backend() != "tensorflow":
+        return False
+    return not gpu_possible() and lite_installed()
+
+
+def configured_backend() -> str:
+    """Keras' backend as Keras reads it: KERAS_BACKEND, else keras.json in KERAS_HOME (~/.keras)."""
+    chosen = os.environ.get("KERAS_BACKEND", "").strip()
+    if chosen:
+        return chosen
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as file:
+            backend = json.load(file).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+    return backend if isinstance(backend, str) and backend else "tensorflow"
+
+
+def gpu_possible() -> bool:
+    """Whether TensorFlow might find a GPU here: no CUDA, ROCm or WSL device node means it cannot."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    dev = Path("/dev")
+    return any((dev / name).exists() for name in ("nvidiactl", "nvidia0", "kfd", "dxg"))
+
+
+def load_cached(keras_file: Path, *, threads: int | None = None) -> LiteModel | None:
+    """The cached conversion of this exact `keras_file`, loaded without Keras; None when there is none
+    or it does not match its recorded SHA-256 (Keras then loads the model and converts again)."""
+    try:
+        cached = conversion_file(keras_file)
+        if not cached.is_file():
+            return None
+        lite = LiteModel(read_verified(cached), threads=threads or intra_op_threads())
+    except Exception as error:  # a missing hash, a damaged file: the Keras path deals with it
+        log.info("%s: not served from its cached conversion (%s)", keras_file, error)
+        return None
+    lite.file = cached
+    return lite
 
 
 def serve_with_lite(model: Any, keras_file: Path, *, threads: int | None = None) -> LiteModel:

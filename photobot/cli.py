@@ -5,13 +5,23 @@ package) with two functions:
 `configure(parser)` adds its arguments, `main(args, settings) -> int` does the work. Those modules
 import only the standard library at the top, so `photobot --help` stays fast; TensorFlow, Keras and
 python-telegram-bot are imported inside `main` when a command needs them.
+
+Quiet by default: the command's own output and what goes wrong, nothing else. TensorFlow's C++ logs
+(TF_CPP_MIN_LOG_LEVEL=3) and its Python loggers are silenced before anything imports it, and our own
+loggers show warnings and errors only, except in the long-running `run` and `playground`, which keep
+LOG_LEVEL. `--verbose` (before or after the command) keeps every log; `--quiet` also hides the progress
+bars that long commands draw on stderr (they are hidden anyway when stderr is not a terminal).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.abc
+import importlib.util
 import logging
+import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -39,13 +49,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands that run until stopped: their INFO logs are how an operator follows them.
+LONG_RUNNING = frozenset({"run", "playground"})
+# Python loggers of TensorFlow and its absl logging: "Assets written to …", retracing warnings.
+TENSORFLOW_LOGGERS = ("tensorflow", "absl", "h5py")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="photobot", description="PhotoBot: digits and flowers, on Telegram."
     )
+    _add_global_flags(parser, False)
+    # The same flags after the command (`photobot classify --verbose x.jpg`); SUPPRESS keeps a value
+    # given before the command when none is given after it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_flags(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         module = _command_module(module_name)
         if module is None:
             command.set_defaults(module=None)
@@ -53,6 +74,75 @@ def build_parser() -> argparse.ArgumentParser:
         module.configure(command)
         command.set_defaults(module=module)
     return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="show every log line, TensorFlow's included (default: warnings and errors only)",
+    )
+    parser.add_argument("--quiet", action="store_true", default=default, help="no progress bars on stderr")
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ logs (read when it loads, so before any import of it) and, once it is
+    imported, its Python loggers. The decode processes inherit the environment.
+
+    A few lines are written while TensorFlow's libraries load, before its logging reads that variable
+    ("oneDNN custom operations are on", "Could not find cuda drivers"): the first import of
+    `tensorflow`, wherever it happens, runs with those lines filtered out of stderr.
+    """
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for name in TENSORFLOW_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+# absl's C++ log lines ("I0000 00:00:1796… 12679 port.cc:153] …") and its notice before they start.
+_TF_LOG_LINE = re.compile(
+    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] "
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|To enable the following instructions:)"
+)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` once, as the other finders would, and loads it with its log lines filtered."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once, and so that the lookup below finds the real module
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _FilteredLoader(spec.loader)
+        return spec
+
+
+class _FilteredLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        from inference.lite import filtered_stderr
+
+        module.__loader__ = module.__spec__.loader = self.loader  # the module sees its own loader
+        with filtered_stderr(_TF_LOG_LINE.match):
+            self.loader.exec_module(module)
+
+
+def log_level(command: str, settings_level: str, *, verbose: bool) -> int | str:
+    """LOG_LEVEL for `--verbose` and the long-running commands; warnings and errors for the rest."""
+    if verbose or command in LONG_RUNNING:
+        return settings_level
+    configured = logging.getLevelName(settings_level)
+    return max(configured, logging.WARNING) if isinstance(configured, int) else logging.WARNING
 
 
 def _command_module(module_name: str):
@@ -67,13 +157,15 @@ def _command_module(module_name: str):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:
+        quiet_tensorflow()
     try:
         settings = Settings.from_env()
     except SettingsError as error:
         print(f"photobot: configuration error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=settings.log_level,
+        level=log_level(args.command, settings.log_level, verbose=args.verbose),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.module is None:

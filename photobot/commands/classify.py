@@ -8,7 +8,11 @@ so a folder of photos is answered in batches. Without --json each photo prints l
       dandelion (1.2%)
 
 With --json, one JSON object per photo (DESIGN.md):
-`{"file", "model", "label", "confidence", "status", "top": [[label, p], …]}` plus `version` and `reason`.
+`{"file", "model", "label", "confidence", "status", "top": [[label, p], …]}` plus `version`, `reason`
+(with its figures, such as a flower refusal's distance) and `digits`: for a number, each digit's
+`{"label", "confidence", "top": [[label, p], …]}` left to right (`top` is the least sure digit's).
+The text output gives the reason in words only. Nothing else is printed: no logs, no TensorFlow
+noise; the first run of a new model version converts it for LiteRT and says so on stderr.
 A photo that cannot be read prints an error for that photo only; the exit status is then 1.
 """
 
@@ -16,21 +20,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from inference.catalogue import DEFAULT_CATALOGUE
+from photobot.commands import positive_int
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+# The figures behind a reason, "(distance 2973 > 2615)": for --json and the logs, not for people.
+_FIGURES = re.compile(r"\s*\(distance [^()]*\)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos, or folders of photos")
     parser.add_argument("--mode", choices=DEFAULT_CATALOGUE.modes, default="auto", help="default: auto")
-    parser.add_argument("--top", type=int, default=5, metavar="K", help="show the K best labels (default 5)")
+    parser.add_argument(
+        "--top", type=positive_int, default=5, metavar="K", help="show the K best labels (default 5)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per photo")
 
 
@@ -124,6 +134,14 @@ def prediction_json(path: Path, prediction, top: int) -> dict:
         "status": prediction.status,
         "top": [[label, round(p, 6)] for label, p in prediction.top[:top]],
         "reason": prediction.reason,
+        "digits": [
+            {
+                "label": digit.label,
+                "confidence": round(digit.confidence, 6),
+                "top": [[label, round(p, 6)] for label, p in digit.top[:top]],
+            }
+            for digit in prediction.digits
+        ],
     }
 
 
@@ -140,8 +158,13 @@ def prediction_text(path: Path, prediction, top: int) -> str:
     for label, p in prediction.top[:top]:
         lines.append(f"  {label} ({p:.1%})")
     if prediction.reason:
-        lines.append(f"  ({prediction.reason})")
+        lines.append(f"  {reason_in_words(prediction.reason)}")
     return "\n".join(lines)
+
+
+def reason_in_words(reason: str) -> str:
+    """ "not one of the known flowers (distance 2973 > 2615)" → "not one of the known flowers"."""
+    return _FIGURES.sub("", reason).strip()
 
 
 def _print_error(path: Path, error: Exception, *, as_json: bool) -> None:
