@@ -127,11 +127,22 @@ def test_crops_are_mnist_shaped_and_centred_by_mass(mnist_test):
     crop = _read(data).crops[0]
     assert crop.dtype == np.float32 and crop.min() >= 0.0 and crop.max() <= 1.0 and crop.max() > 0.9
     ys, xs = np.mgrid[0:28, 0:28]
-    assert abs((crop * ys).sum() / crop.sum() - 13.5) < 1.0
-    assert abs((crop * xs).sum() / crop.sum() - 13.5) < 1.0
+    assert abs((crop * ys).sum() / crop.sum() - 14.0) < 0.5  # where MNIST puts the centre of mass
+    assert abs((crop * xs).sum() / crop.sum() - 14.0) < 0.5
     rows = np.flatnonzero(crop.max(axis=1) > 0.05)
     cols = np.flatnonzero(crop.max(axis=0) > 0.05)
     assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (20, 21, 22)  # fitted into 20×20
+
+
+def test_mnist_digits_framed_by_serving_come_back_as_mnist_made_them(mnist_test):
+    """The served framing is MNIST's own: box into 20×20, centre of mass at (14, 14). Re-framing an
+    MNIST digit must give the digit back, or a model trained on raw MNIST loses accuracy in serving."""
+    images, _ = mnist_test
+    framed = np.stack([normalize_digit(image) for image in images[:2000]])
+    original = images[:2000].astype(np.float32) / 255.0
+    assert np.abs(framed - original).mean() < 1e-3
+    # every pixel as MNIST made it, but for the faintest edge (≤ 5% ink) that the box leaves out
+    assert np.abs(framed - original).max() <= 0.05 + 1e-6
 
 
 @pytest.mark.parametrize(
