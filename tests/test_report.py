@@ -42,7 +42,8 @@ def _data(tmp_path: Path) -> ReportData:
         capped={1002: 12},
         dropped={"no digit found on the photo": 3},
         base_examples=30_000,
-        chat_repeats=66,
+        chat_examples=80,
+        chat_weight=5.0,
         history={
             "loss": [0.4, 0.2, 0.1],
             "accuracy": [0.9, 0.95, 0.97],
@@ -65,7 +66,10 @@ def test_the_report_text_gives_old_and_new_accuracy_the_decision_and_the_photos_
     assert "  MNIST test (10000): 99.12% → 99.05% (-0.07 pts)" in text
     assert "  held-out chat photos (20): 35.00% → 80.00% (+45.00 pts)" in text
     assert "Chat photos used: 100 (80 train, 20 validation)" in text
-    assert "  each shown 66× per epoch beside 30000 base examples" in text
+    assert (
+        "  trained on 80 chat examples, weight 5.0 each (1.3% of the training weight, "
+        "beside 30000 base examples of weight 1)"
+    ) in text
     assert "  per label: 2 30, 7 70" in text
     assert "  from 2 people, most first: 95, 5" in text
     assert "  left out by the per-user cap: 12 from 1 person" in text
@@ -166,3 +170,17 @@ def test_many_contributors_are_counted_not_listed() -> None:
     )
     text = report_text(data)
     assert "  from 12 people, most first: 12, 11, 10, 9, 8, 7, 6, 5, 4, 3 and 2 more" in text
+
+
+def test_the_confusion_matrix_has_a_title_and_a_count_in_every_non_empty_cell(tmp_path: Path) -> None:
+    from training.report import _confusion_figure
+
+    data = _data(tmp_path)
+    data.confusion = {"held-out chat photos": confusion_matrix([0, 0, 1, 2, 2, 2], [0, 0, 1, 2, 1, 2], 10)}
+    figure = _confusion_figure(data)
+    axes = figure.axes[0]
+    cells = [(t.get_position(), t.get_text()) for t in axes.texts]
+    counts = sorted((round(y), round(x), count) for (x, y), count in cells)
+    assert counts == [(0, 0, "2"), (1, 1, "1"), (2, 1, "1"), (2, 2, "2")]  # rows are true labels
+    title = f"Confusion matrix of v{data.candidate_version} on held-out chat photos"
+    assert axes.get_title().startswith(title)

@@ -251,12 +251,24 @@ def _confusion_figure(data: ReportData):
         axes.set_xlabel("answer")
         axes.set_ylabel("true label")
         accuracy = np.trace(matrix) / matrix.sum()
-        axes.set_title(f"v{data.candidate_version} on {title}\n{accuracy:.2%} of {matrix.sum()}", fontsize=9)
-        if len(data.labels) <= 10:
-            for (r, c), count in np.ndenumerate(matrix):
-                if count and r != c:
-                    axes.text(c, r, str(count), ha="center", va="center", fontsize=6, color="crimson")
+        axes.set_title(
+            f"Confusion matrix of v{data.candidate_version} on {title}\n"
+            f"{accuracy:.2%} right of {matrix.sum()} (rows: true label, columns: answer)",
+            fontsize=9,
+        )
+        _write_counts(axes, matrix, share)
     return figure
+
+
+def _write_counts(axes, matrix: np.ndarray, share: np.ndarray) -> None:
+    """The count in every non-empty cell: the colour shows the share of its row, the number how many
+    photos that is. Mistakes in red; white on the dark cells."""
+    size = 7 if len(matrix) <= 10 else 5
+    for (r, c), count in np.ndenumerate(matrix):
+        if not count:
+            continue
+        colour = "white" if share[r, c] > 0.6 else ("crimson" if r != c else "black")
+        axes.text(c, r, str(count), ha="center", va="center", fontsize=size, color=colour)
 
 
 def _curves_figure(data: ReportData):
