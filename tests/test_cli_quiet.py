@@ -141,3 +141,66 @@ def test_a_command_that_imports_tensorflow_prints_none_of_its_log_lines(seeded, 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("digits (v1): accuracy ")
     assert done.stderr == ""
+
+
+def evaluate(folder: Path, images: Path, datasets: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LOG_LEVEL", "TF_CPP_MIN_LOG_LEVEL")}
+    env.update(DATA_DIR=str(folder / "data"), PHOTOBOT_DATASETS=str(datasets))
+    return subprocess.run(
+        [sys.executable, "-m", "photobot", "evaluate", "--model", "flowers", "--images", str(images)],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def labelled_folder(root: Path, flowers_path: Path) -> Path:
+    """daisy/ with two flower photos and cats/, a label the flower model does not know."""
+    import shutil
+
+    for name, sources in {
+        "daisy": sorted((flowers_path / "daisy").glob("*.jpg"))[:2],
+        "cats": [flowers_path.parent / "other_photos" / "n02787622_banjo.jpg"],
+    }.items():
+        (root / name).mkdir(parents=True)
+        for source in sources:
+            shutil.copy(source, root / name / source.name)
+    return root
+
+
+def test_evaluate_reports_an_unknown_label_folder_and_leaves_it_out(seeded, flowers_path, tmp_path):
+    folder, _, _ = seeded
+    images = labelled_folder(tmp_path / "photos", flowers_path)
+    done = evaluate(folder, images, tmp_path / "no-datasets")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # not inside the training photos, no progress bar off a terminal
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("flowers (v1): accuracy ") and lines[0].endswith(" on 2 photos")
+    assert "  left out: cats/ (1 photo): not a label flowers knows" in lines
+    assert not any(line.split()[0] == "cats" and line.endswith("%") for line in lines[1:])
+
+
+def test_evaluate_with_only_unknown_label_folders_is_an_error(seeded, flowers_path, tmp_path):
+    folder, _, _ = seeded
+    images = labelled_folder(tmp_path / "photos", flowers_path)
+    import shutil
+
+    shutil.rmtree(images / "daisy")
+    done = evaluate(folder, images, tmp_path / "no-datasets")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"photobot evaluate: {images}: no sub-folder is a label flowers knows (cats/); "
+        "name each after a label, or none/ for photos it must refuse"
+    )
+
+
+def test_evaluate_on_the_training_photos_warns(seeded, flowers_path, tmp_path):
+    folder, _, _ = seeded
+    datasets = tmp_path / "datasets"
+    images = labelled_folder(datasets / "flower_photos", flowers_path)
+    done = evaluate(folder, images, datasets)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(f"warning: {images} is inside the training photos (")
+    assert "on 2 photos" in done.stdout.splitlines()[0]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 
 def positive_int(text: str) -> int:
@@ -36,3 +38,19 @@ def fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a share from 0 up to (not including) 1, got {value:g}")
     return value
+
+
+def progress_bar(total: int | None, description: str, *, quiet: bool, unit: str = "photo") -> Any:
+    """A tqdm bar on stderr for a long command: hidden with --quiet and when stderr is not a terminal
+    (a log file, a pipe, the tests), so the output people parse never holds one."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=description,
+        unit=unit,
+        file=sys.stderr,
+        disable=True if quiet else None,  # None: tqdm shows it only on a terminal
+        leave=False,
+        dynamic_ncols=True,
+    )

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inference.catalogue import DEFAULT_CATALOGUE
-from photobot.commands import positive_int
+from photobot.commands import positive_int, progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
@@ -51,7 +51,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if not files:
         raise UserFacingError("no photos found in the paths given")
 
+    bar = progress_bar(len(files), "classifying", quiet=getattr(args, "quiet", False) or len(files) == 1)
+
     def show(results: list) -> None:
+        bar.close()  # off the terminal before the answers are printed
         for path, outcome in zip(files, results, strict=True):
             if isinstance(outcome, Exception):
                 _print_error(path, outcome, as_json=args.json)
@@ -61,7 +64,12 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
                 print(prediction_text(path, outcome, args.top))
         sys.stdout.flush()
 
-    results = asyncio.run(classify_files(files, args.mode, settings, on_answers=show))
+    try:
+        results = asyncio.run(
+            classify_files(files, args.mode, settings, on_answers=show, on_each=lambda: bar.update(1))
+        )
+    finally:
+        bar.close()
     return 1 if any(isinstance(outcome, Exception) for outcome in results) else 0
 
 
@@ -84,12 +92,13 @@ async def classify_files(
     settings: Settings,
     *,
     on_answers: Callable[[list], None] | None = None,
+    on_each: Callable[[], None] | None = None,
 ) -> list:
     """Every file through one Classifier; a failure is returned in its place, not raised.
 
     `on_answers` gets the answers as soon as they are known: the first run of a model version goes on
     converting it for LiteRT in the background (~20 s) and the process waits for that at exit, so the
-    answers should not wait with it.
+    answers should not wait with it. `on_each` is called as each photo is answered (a progress bar).
     """
     import asyncio
 
@@ -110,6 +119,9 @@ async def classify_files(
                     return await classifier.classify(data, mode)
                 except (InferenceError, OSError) as error:
                     return error
+                finally:
+                    if on_each is not None:
+                        on_each()
 
         results = await asyncio.gather(*(one(path) for path in files))
         if on_answers is not None:

@@ -16,6 +16,16 @@ default first, as the bot does, so every flag works on a fresh install.
 With --json the last line is one JSON object:
 `{"model", "version", "n", "accuracy", "unsure", "not_recognized", "ece", "per_class": {label: accuracy}}`
 (`unsure` and `not_recognized` are counts).
+
+A sub-folder that is neither `none/` nor a label the model can answer (`cats/` for the flowers, `daisy/`
+for the digit reader) is left out: its photos are not classified and count nowhere, because "right"
+has no meaning for them, and counting them as must-refuse would quietly turn a typo (`tulip/`) into
+a measure of refusals. The report lists such folders with their photo counts (`left_out`, in the JSON
+only when there are any), and a folder with no known label at all is an error.
+
+Evaluating on the photos a model learned from says little about new photos: a folder inside the
+datasets' `flower_photos/` (PHOTOBOT_DATASETS) gets a warning on stderr. The progress bar goes to
+stderr (see `photobot.commands.progress_bar`).
 """
 
 from __future__ import annotations
@@ -27,10 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.catalogue import DEFAULT_CATALOGUE, ModelKind
+from photobot.commands import progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
 NO_LABEL = "none"
+TRAINING_FOLDERS = ("flower_photos",)  # in PHOTOBOT_DATASETS: what the shipped and trained models learned
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,13 +69,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         if spec is None or spec.kind != ModelKind.DIGIT_READER:
             readers = ", ".join(s.name for s in DEFAULT_CATALOGUE.of_kind(ModelKind.DIGIT_READER))
             raise UserFacingError(f"--mnist-test measures a digit reader: use --model {readers}")
-        report, outcomes = _mnist_test(settings, spec.name)
+        report, outcomes = _mnist_test(settings, spec.name, quiet=args.quiet)
     else:
         if not args.images.is_dir():
             raise UserFacingError(f"{args.images}: not a folder (expected one sub-folder per label)")
         import asyncio
 
-        report, outcomes = asyncio.run(evaluate_folder(args.images, args.model, settings))
+        warn_if_training_photos(args.images, settings)
+        report, outcomes = asyncio.run(evaluate_folder(args.images, args.model, settings, quiet=args.quiet))
     if args.report is not None:
         written = write_plots(outcomes, report, args.report)
         print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
@@ -123,13 +136,61 @@ def labelled_photos(folder: Path) -> list[tuple[Path, str]]:
     return found
 
 
-async def evaluate_folder(folder: Path, model: str, settings: Settings) -> tuple[dict, list[Outcome]]:
+def known_label(model: str, label: str) -> bool:
+    """Whether a sub-folder's name can be scored for `model` (auto: for any model): `none`, or an answer
+    the model can give."""
+    models = DEFAULT_CATALOGUE.names if model == "auto" else (model,)
+    return label == NO_LABEL or any(DEFAULT_CATALOGUE.knows(name, label) for name in models)
+
+
+def split_known(
+    photos: list[tuple[Path, str]], model: str, folder: Path
+) -> tuple[list[tuple[Path, str]], dict[str, int]]:
+    """The photos whose folder the model can be scored on, and the other folders with their counts."""
+    left_out: dict[str, int] = {}
+    for _, label in photos:
+        if not known_label(model, label):
+            left_out[label] = left_out.get(label, 0) + 1
+    kept = [(path, label) for path, label in photos if label not in left_out]
+    if not kept:
+        names = ", ".join(f"{label}/" for label in left_out)
+        raise UserFacingError(
+            f"{folder}: no sub-folder is a label {model} knows ({names}); name each after a label, "
+            f"or none/ for photos it must refuse"
+        )
+    return kept, left_out
+
+
+def warn_if_training_photos(folder: Path, settings: Settings) -> None:
+    """Say so on stderr when the folder is (inside) the photos the models were trained on."""
+    where = folder.resolve()
+    for datasets in settings.datasets:
+        for name in TRAINING_FOLDERS:
+            training = (datasets / name).resolve()
+            if where == training or where.is_relative_to(training):
+                print(
+                    f"warning: {folder} is inside the training photos ({training}): the accuracy on "
+                    "photos a model learned from is higher than on new photos",
+                    file=sys.stderr,
+                )
+                return
+
+
+async def evaluate_folder(
+    folder: Path, model: str, settings: Settings, *, quiet: bool = True
+) -> tuple[dict, list[Outcome]]:
     """Every labelled photo through the engine: the report (see the module's docstring), per photo."""
     from photobot.commands.classify import classify_files
 
-    photos = labelled_photos(folder)
+    photos, left_out = split_known(labelled_photos(folder), model, folder)
     spec = DEFAULT_CATALOGUE.get(model)
-    answers = await classify_files([p for p, _ in photos], spec.mode if spec else "auto", settings)
+    with progress_bar(len(photos), f"evaluating {model}", quiet=quiet) as bar:
+        answers = await classify_files(
+            [p for p, _ in photos],
+            spec.mode if spec else "auto",
+            settings,
+            on_each=lambda: bar.update(1),
+        )
     tallies: dict[str, list[int]] = {}
     unsure = not_recognized = right_total = 0
     failed = []
@@ -166,10 +227,12 @@ async def evaluate_folder(folder: Path, model: str, settings: Settings) -> tuple
         "ece": calibration_error(outcomes),
         "per_class": {label: right / total for label, (right, total) in sorted(tallies.items())},
     }
+    if left_out:
+        report["left_out"] = left_out
     return report, outcomes
 
 
-def _mnist_test(settings: Settings, name: str) -> tuple[dict, list[Outcome]]:
+def _mnist_test(settings: Settings, name: str, *, quiet: bool = True) -> tuple[dict, list[Outcome]]:
     import numpy as np
 
     from inference.loading import load_version
@@ -184,7 +247,12 @@ def _mnist_test(settings: Settings, name: str) -> tuple[dict, list[Outcome]]:
     loaded = load_version(version, max_batch=2, padded_sizes=())
     _, _, x_test, y_test = load_mnist(settings.datasets, settings.data_dir)
     x = mnist_inputs(x_test, framed=True)
-    probabilities = np.concatenate([np.asarray(loaded.run(x[i : i + 1000])) for i in range(0, len(x), 1000)])
+    chunks = []
+    with progress_bar(len(x), f"evaluating {name}", quiet=quiet, unit="digit") as bar:
+        for start in range(0, len(x), 1000):
+            chunks.append(np.asarray(loaded.run(x[start : start + 1000])))
+            bar.update(len(chunks[-1]))
+    probabilities = np.concatenate(chunks)
     predicted = np.argmax(probabilities, axis=1)
     confidence = probabilities.max(axis=1)
     right = predicted == y_test
@@ -213,5 +281,8 @@ def _print(report: dict, *, as_json: bool) -> None:
     print(f"  expected calibration error {report['ece']:.2%}")
     for label, accuracy in report["per_class"].items():
         print(f"  {label:>12}  {accuracy:.2%}")
+    for label, count in report.get("left_out", {}).items():
+        photos = "photo" if count == 1 else "photos"
+        print(f"  left out: {label}/ ({count} {photos}): not a label {report['model']} knows")
     if as_json:
         print(json.dumps(report, sort_keys=True))
