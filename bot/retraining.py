@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEY = "retraining"
+CAPTIONS = {  # the report's pictures (training.report), by file name
+    "confusion": "Confusion matrix on held-out chat photos: rows are the true labels, columns the answers",
+    "curves": "Training curves: loss and accuracy per epoch",
+    "mistakes": "Chat photos the new version still gets wrong (label → answer)",
+}
 BAR_WIDTH = 20
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
 STAGE_NAMES = {
@@ -197,6 +203,7 @@ class RetrainRunner:
     async def _follow(self, found: Services, bot: Bot, running: RunningJob) -> RetrainJob:
         """Edit the progress message as the job advances, until it is no longer active."""
         shown = None
+        clock = TimeLeft()
         while True:
             exited = await _exited_within(running.process, self.poll_s)
             job = await found.store.get_retrain_job(running.job_id)
@@ -208,7 +215,8 @@ class RetrainRunner:
                 )
                 job = await found.store.get_retrain_job(running.job_id)
                 assert job is not None
-            text = progress_text(job)
+            clock.observe(job)
+            text = progress_text(job, clock.seconds_left())
             if text != shown:
                 await _edit(bot, running.chat_id, running.message_id, text)
                 shown = text
@@ -251,7 +259,7 @@ class RetrainRunner:
             except OSError as error:
                 logger.warning("report image %s is missing: %s", image, error)
                 continue
-            await bot.send_photo(running.chat_id, data, caption=image.stem.replace("_", " "))
+            await bot.send_photo(running.chat_id, data, caption=caption(image.stem))
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -285,8 +293,43 @@ def job_log_path(data_dir: Path, job_id: int) -> Path:
     return Path(data_dir) / "logs" / f"retrain-job{job_id}.log"
 
 
-def progress_text(job: RetrainJob) -> str:
-    """The progress message: stage, epoch, a text bar, accuracy, time left."""
+@dataclass
+class TimeLeft:
+    """How long a job has left, from the rate it kept over its whole training stage so far.
+
+    Stages run at very different speeds (loading a few seconds for 5% of the bar, training minutes for
+    70%), so extrapolating the whole job's rate jumped from ~2 min to ~4 min as training began, and
+    a rate over a few seconds jitters. Nothing is estimated until training has gone on for
+    MIN_SPAN_S and moved the bar: before that there is no rate worth extrapolating from.
+    """
+
+    MIN_SPAN_S = 10.0
+    _start: tuple[float, float] | None = field(default=None, init=False)  # (time, progress) at first
+    _last: tuple[float, float] | None = field(default=None, init=False)
+
+    def observe(self, job: RetrainJob) -> None:
+        if job.status != "running" or job.stage not in ESTIMATED_STAGES:
+            return
+        point = (float(job.updated_at), float(job.progress or 0.0))
+        if self._start is None:
+            self._start = point
+        self._last = point
+
+    def seconds_left(self) -> float | None:
+        if self._start is None or self._last is None:
+            return None
+        span, moved = self._last[0] - self._start[0], self._last[1] - self._start[1]
+        if span < self.MIN_SPAN_S or moved <= 0:
+            return None
+        return (1.0 - self._last[1]) * span / moved
+
+
+ESTIMATED_STAGES = ("training", "evaluating", "report")  # from training on, the rate says something
+
+
+def progress_text(job: RetrainJob, seconds_left: float | None = None) -> str:
+    """The progress message: stage, epoch, a text bar, accuracy, and (once `TimeLeft` has a rate)
+    about how long is left."""
     title = f"Retraining {job.model} (job {job.id})"
     if job.status == "queued":
         return f"{title}\nStarting…"
@@ -310,9 +353,16 @@ def progress_text(job: RetrainJob) -> str:
         if isinstance(detail.get("chat_accuracy"), int | float):
             accuracy += f" (held-out chat photos {detail['chat_accuracy']:.1%})"
         lines.append(accuracy)
-    if isinstance(detail.get("eta_s"), int | float):
-        lines.append(f"Time left: {format_duration(detail['eta_s'])}")
+    if seconds_left is not None:
+        lines.append(f"Time left: {about(seconds_left)}")
     return "\n".join(lines)
+
+
+def about(seconds: float) -> str:
+    """A time left as people say it: whole minutes, rounded up ("about 3 min"), or under a minute."""
+    if seconds < 60:
+        return "less than a minute"
+    return f"about {math.ceil(seconds / 60)} min"
 
 
 def busy_text(job: RetrainJob) -> str:
@@ -329,12 +379,9 @@ def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"~{seconds} s"
-    minutes, rest = divmod(seconds, 60)
-    return f"~{minutes} min {rest:02d} s"
+def caption(stem: str) -> str:
+    """A report picture's title for people; an unknown picture keeps its file name."""
+    return CAPTIONS.get(stem, stem.replace("_", " "))
 
 
 def describe_exit(code: int | None) -> str:

@@ -11,6 +11,7 @@ from bot.errors import reply_for
 from bot.handlers.numbers import PENDING_TTL_S, answers_question
 from bot.handlers.photos import is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
+from bot.retraining import TimeLeft, caption, progress_text
 from bot.texts import TEXTS, human_size, language, percent
 from inference.catalogue import DEFAULT_CATALOGUE
 from inference.errors import (
@@ -22,7 +23,7 @@ from inference.errors import (
     WorkerLost,
 )
 from inference.prediction import DigitAnswer, Prediction
-from storage.records import PendingCorrection
+from storage.records import PendingCorrection, RetrainJob
 
 
 def format_answer(prediction: Prediction, lang: str, mode: str = "auto") -> str:
@@ -238,3 +239,43 @@ def test_a_reply_to_the_question_counts_at_any_time_a_plain_text_only_for_a_whil
     assert not answers_question(pending, text(None), now)
     assert answers_question(pending, text(None), PENDING_TTL_S - 1)
     assert not answers_question(pending, text(None, chat_id=6), 1.0)  # another chat
+
+
+def _job(at: float, progress: float, stage: str, status: str = "running") -> RetrainJob:
+    return RetrainJob(
+        id=4, model="digits", requested_by=1, chat_id=1, message_id=2, status=status, pid=9, stage=stage,
+        progress=progress, detail={}, metrics={}, candidate_version=None, decision=None, reason=None,
+        error=None, created_at=0.0, started_at=0.0, updated_at=at, finished_at=None,
+    )  # fmt: skip
+
+
+def test_no_time_left_is_shown_before_training_has_a_rate_to_extrapolate() -> None:
+    clock = TimeLeft()
+    for job in (_job(1, 0.05, "loading"), _job(3, 0.15, "preprocessing"), _job(4, 0.15, "training")):
+        clock.observe(job)
+        assert clock.seconds_left() is None
+        assert "Time left" not in progress_text(job, clock.seconds_left())
+    clock.observe(_job(8, 0.17, "training"))  # moved, but over only 4 s
+    assert clock.seconds_left() is None
+
+
+def test_time_left_follows_the_training_rate_and_never_jumps_up() -> None:
+    """Loading takes 3 s for 15% of the bar, training 0.5% a second: extrapolating the whole job's
+    rate said "~0 min" then grew; the training stage's own rate says about 3 min and counts down."""
+    clock, shown = TimeLeft(), []
+    clock.observe(_job(1, 0.05, "loading"))
+    for second in range(4, 160, 5):
+        job = _job(second, 0.15 + 0.005 * (second - 4), "training")
+        clock.observe(job)
+        shown.append(progress_text(job, clock.seconds_left()).splitlines()[-1])
+    minutes = [int(line.split()[3]) for line in shown if line.startswith("Time left: about")]
+    assert shown[2] == "Time left: about 3 min"  # 10 s of training at 0.5%/s, 80% left: 160 s
+    assert minutes == sorted(minutes, reverse=True) and set(minutes) == {3, 2}
+    assert shown[-1] == "Time left: less than a minute"
+
+
+def test_report_pictures_have_titles() -> None:
+    assert caption("confusion") == (
+        "Confusion matrix on held-out chat photos: rows are the true labels, columns the answers"
+    )
+    assert caption("curves").startswith("Training curves") and caption("new_plot") == "new plot"

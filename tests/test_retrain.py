@@ -40,7 +40,9 @@ def test_too_few_new_labels_explain_and_change_nothing_unless_forced(settings, m
     label_photos(settings, digit_photos(mnist_path, 6, seed=3), user_id=21)
     outcome = run_retrain(settings, RetrainOptions(model="digits", **SMALL))
     assert (outcome.status, outcome.decision, outcome.candidate_version) == ("succeeded", "skipped", None)
-    assert outcome.reason.startswith("only 6 new labelled photos since the last promotion; at least 10")
+    assert outcome.reason.startswith(
+        "only 6 photos have been labelled in chat since the last promotion; retraining needs at least 10."
+    )
     assert [v.version for v in ModelStore(settings.models_dir).versions("digits")] == [1]
     forced = run_retrain(settings, RetrainOptions(model="digits", force=True, **SMALL))
     assert forced.decision in ("promote", "reject") and forced.candidate_version == 2

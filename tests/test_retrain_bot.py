@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytest_asyncio
-from bot_helpers import ADMIN_ID, BotHarness, start_bot, stop_bot
+from bot_helpers import ADMIN_ID, BotHarness, button_data, start_bot, stop_bot
 from engine_fixtures import add_version, digit_meta, train_digit_model
 from retrain_fixtures import ONE_PERSON, digit_photos
 
@@ -118,7 +118,10 @@ async def test_too_few_new_labels_explains_and_changes_nothing(bot: BotHarness) 
     progress = await bot.say(admin, "/retrain digits")
     assert progress["text"].startswith("Retraining digits (job 1)")
     report = await report_of(bot, start)
-    assert "Nothing done: only 0 new labelled photos since the last promotion; at least 10" in report["text"]
+    assert (
+        "Nothing done: no photos have been labelled in chat since the last promotion; retraining needs at "
+        "least 10. To retrain anyway: /retrain digits force" in report["text"]
+    )
     assert bot.services.model_store.active_version("digits") == before
     job = await bot.services.store.get_retrain_job(1)
     assert (job.status, job.decision) == ("succeeded", "skipped")
@@ -146,7 +149,10 @@ async def test_labelled_photos_retrain_promote_and_the_bot_answers_with_the_new_
     assert any("Stage: " in t and re.search(r"[█░]{20} \d+%", t) for t in edits), edits
     assert edits[-1].endswith("Finished: done — v2 promoted")
     pictures = await photos_after(bot, start, 2)
-    assert [p.get("caption") for p in pictures][:2] == ["confusion", "curves"]
+    assert [p.get("caption") for p in pictures][:2] == [
+        "Confusion matrix on held-out chat photos: rows are the true labels, columns the answers",
+        "Training curves: loss and accuracy per epoch",
+    ]
     assert bot.services.model_store.active_version("digits") == 2 != serving
     assert bot.services.classifier.models()["digits"].version == 2
     events = await bot.services.store.model_events("digits", action="promote")
@@ -226,10 +232,13 @@ async def test_a_second_retrain_is_told_which_job_runs_and_a_killed_job_changes_
 async def test_rollback_returns_to_the_earlier_version_and_the_bot_serves_it(bot: BotHarness) -> None:
     admin = bot.user(ADMIN_ID, "Root")
     assert bot.services.model_store.active_version("digits") == 2
-    reply = await bot.say(admin, "/rollback digits")
+    ask = await bot.say(admin, "/rollback digits")
+    assert bot.services.model_store.active_version("digits") == 2  # asked, not done yet
+    _, reply = await bot.press(admin, ask, button_data(ask, "Yes, roll back"))
     assert reply["text"] == "digits now serves v1."
     assert bot.services.classifier.models()["digits"].version == 1
-    reply = await bot.say(admin, "/rollback digits 2")
+    ask = await bot.say(admin, "/rollback digits 2")
+    _, reply = await bot.press(admin, ask, button_data(ask, "Yes, roll back"))
     assert reply["text"] == "digits now serves v2."
     assert bot.services.classifier.models()["digits"].version == 2
 

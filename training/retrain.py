@@ -144,11 +144,7 @@ def _run(
     since = last_promotion(store, options.model)
     new = [e for e in chat.examples if e.labelled_at > since]
     if len(new) < settings.retrain_min_new_labels and not options.force:
-        report.skipped = (
-            f"only {len(new)} new labelled photo{'s' if len(new) != 1 else ''} since the last promotion; "
-            f"at least {settings.retrain_min_new_labels} are needed (or force it: /retrain … force, "
-            "photobot retrain --force)"
-        )
+        report.skipped = _too_few_new_labels(len(new), settings.retrain_min_new_labels, options.model)
         return _finish_skipped(store, job_id, options, serving, report, settings, started)
     if chat.refused is not None:  # not even when forced: this rule is what keeps one account out
         report.skipped = chat.refused
@@ -203,6 +199,19 @@ def _run(
         candidate_version=result.candidate.version,
         report=written,
         metrics=metrics,
+    )
+
+
+def _too_few_new_labels(new: int, needed: int, model: str) -> str:
+    """Why a job without enough new labels did nothing, as a person would say it."""
+    if new == 0:
+        found = "no photos have been labelled in chat since the last promotion"
+    else:
+        have = "photos have" if new != 1 else "photo has"
+        found = f"only {new} {have} been labelled in chat since the last promotion"
+    return (
+        f"{found}; retraining needs at least {needed}. "
+        f"To retrain anyway: /retrain {model} force (or photobot retrain --model {model} --force)."
     )
 
 
