@@ -19,7 +19,8 @@ from retrain_fixtures import ONE_PERSON, ONE_PERSON_ENV, digit_photos, digit_set
 
 from inference.model_store import ModelStore
 from storage import Store, SyncStore
-from training.retrain import RetrainError, RetrainOptions, chat_repeats, run_retrain
+from training.chat_examples import MAX_CHAT_WEIGHT
+from training.retrain import RetrainError, RetrainOptions, chat_weight, run_retrain
 
 SMALL = {"limit": 2000, "test_limit": 1000, "epochs": 1}
 
@@ -29,11 +30,30 @@ def settings(tmp_path: Path, mnist_path: Path):
     return digit_settings(tmp_path, mnist_path, retrain_min_new_labels=10, **ONE_PERSON)
 
 
-def test_chat_photos_get_a_fixed_share_of_every_epoch() -> None:
-    assert chat_repeats(30_000, 80, 0.15) == 67  # 80 × 67 = 5,360 ≈ 15% of 35,360
-    assert chat_repeats(30_000, 0, 0.15) == 0
-    assert chat_repeats(100, 80, 0.15) == 1  # never fewer than once
-    assert chat_repeats(60_000, 1, 0.5) == 400  # one photo is never repeated without bound
+def test_chat_photos_weigh_a_bounded_share_and_one_photo_never_counts_many_times() -> None:
+    # Many chat examples: together they are the share asked for (15%) of the training weight.
+    many = chat_weight(20_000, 5_000, 0.15)
+    assert 5_000 * many / (5_000 * many + 20_000) == pytest.approx(0.15)
+    # A few: each weighs at most MAX_CHAT_WEIGHT base examples (oversampling showed 26 photos 136x an
+    # epoch, so one wrong label outweighed what the base data says about the same pixels).
+    assert chat_weight(20_000, 26, 0.15) == MAX_CHAT_WEIGHT == 5.0
+    assert chat_weight(60_000, 1, 0.5) == 5.0
+    assert chat_weight(30_000, 0, 0.15) == 0.0
+    assert chat_weight(100, 80, 0.15) == pytest.approx(0.15 / 0.85 * 100 / 80)  # less than a base example
+
+
+def test_the_report_and_the_candidate_say_what_the_chat_photos_weighed(settings, mnist_path: Path) -> None:
+    label_photos(settings, digit_photos(mnist_path, 12, seed=7), user_id=41)
+    outcome = run_retrain(settings, RetrainOptions(model="digits", force=True, **SMALL))
+    data = ModelStore(settings.models_dir).get("digits", outcome.candidate_version).meta["data"]
+    assert data["chat_weight"] == 5.0 and data["mnist_train"] == 2000
+    line = next(line for line in outcome.report.text.splitlines() if "chat examples, weight" in line)
+    n = int(line.split("trained on ")[1].split(" ")[0])
+    assert 1 <= n <= 12
+    assert line == (
+        f"  trained on {n} chat examples, weight 5.0 each "
+        f"({5 * n / (5 * n + 2000):.1%} of the training weight, beside 2000 base examples of weight 1)"
+    )
 
 
 def test_too_few_new_labels_explain_and_change_nothing_unless_forced(settings, mnist_path: Path) -> None:

@@ -169,7 +169,11 @@ async def test_a_poisoned_batch_is_rejected_and_the_serving_version_stays(
     admin, poisoner = bot.user(ADMIN_ID, "Root"), bot.user(309, "Mallory")
     await send_labelled(bot, poisoner, digit_photos(mnist_path, 40, seed=2, offset=200), wrong=True)
     serving = bot.services.model_store.active_version("digits")
-    runner_of(bot).extra_args = (*SMALL_JOB[:-1], "3", "--chat-share", "0.6")
+    # Chat photos weigh at most 5 base examples by default, too little for 40 wrong labels to move the
+    # model: this admin lets them weigh 60% of the training (once 113 copies each, now weight 112.5 on
+    # one copy: fewer optimizer steps, so 6 epochs instead of 3), so the gate has a loss to stop.
+    strong = ("--chat-share", "0.6", "--max-chat-weight", "150")
+    runner_of(bot).extra_args = (*SMALL_JOB[:-1], "6", *strong)
     try:
         start = bot.server.chat(admin).revision
         await bot.say(admin, "/retrain digits")

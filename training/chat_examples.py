@@ -7,17 +7,22 @@ Settings.retrain_max_user_share of them; then split by person, so the held-out c
 people's than the ones trained on. From fewer people than Settings.retrain_min_contributors (or than
 the share allows) no chat photo counts at all. Every photo left out is counted, by why, for the report.
 
-How much: chat photos are oversampled so that they make up a fixed share of every epoch
-(`chat_repeats`), never more than MAX_REPEATS times each.
+How much: a base example weighs 1; the chat examples together weigh at most `share` of the training
+weight (RetrainOptions.chat_share), and each at most MAX_CHAT_WEIGHT base examples (`chat_weight`;
+RetrainOptions.max_chat_weight for an admin who trusts the chat photos more).
+So many chat photos matter against 60,000 base images, while a few can never be a fixed share of
+every epoch: each is seen once per epoch like any base example, and can move the model only as far
+as MAX_CHAT_WEIGHT ordinary examples would.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import numpy as np
 
 from storage import LabelledExample, SyncStore, cap_per_contributor, negative_label
 from storage.labelled import cap_share_per_contributor, minimum_contributors, split_by_contributor
@@ -27,7 +32,10 @@ from training.report import ReportData
 
 T = TypeVar("T")
 
-MAX_REPEATS = 400  # a chat photo is never shown more often than this per epoch
+# A chat example weighs at most this many base examples: a handful of photos (a dog labelled
+# "dandelion") cannot outweigh what the base data teaches about the same pixels.
+MAX_CHAT_WEIGHT = 5.0
+MAX_CHAT_SHARE = 0.9  # of the training weight, whatever is asked
 
 
 @dataclass(frozen=True)
@@ -157,12 +165,31 @@ def read_photo(example: LabelledExample, settings: Any, target_size: int, graysc
     )
 
 
-def chat_repeats(n_base: int, n_chat: int, share: float) -> int:
-    """How often each chat photo is shown per epoch so chat photos are `share` of the examples."""
+def chat_weight(n_base: int, n_chat: int, share: float, most: float = MAX_CHAT_WEIGHT) -> float:
+    """Each chat example's weight, a base example weighing 1.
+
+    Together the chat examples weigh `share` of the training weight, unless that would make one weigh
+    more than `most` base examples: then each weighs that, and together less.
+    """
     if n_chat == 0 or share <= 0:
-        return 0
-    share = min(share, 0.9)
-    return int(min(MAX_REPEATS, max(1, math.ceil(share / (1.0 - share) * n_base / n_chat))))
+        return 0.0
+    share = min(share, MAX_CHAT_SHARE)
+    return float(min(most, share / (1.0 - share) * n_base / n_chat))
+
+
+def weighted(
+    base: tuple[np.ndarray, np.ndarray], chat: tuple[np.ndarray, np.ndarray], weight: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Base and chat examples as one training set, each chat example once, with its weight."""
+    x = np.concatenate([base[0], chat[0].astype(base[0].dtype, copy=False)])
+    y = np.concatenate([base[1], chat[1]])
+    weights = np.concatenate([np.ones(len(base[0]), np.float32), np.full(len(chat[0]), weight, np.float32)])
+    return x, y, weights
+
+
+def record_weight(report: ReportData, n_base: int, n_chat: int, weight: float) -> None:
+    """What the report says about the chat examples' weight against the base data."""
+    report.base_examples, report.chat_examples, report.chat_weight = n_base, n_chat, weight
 
 
 def usage(report: ReportData, used: list[LabelledExample]) -> None:

@@ -62,8 +62,9 @@ class ReportData:
     capped: dict[int, int] = field(default_factory=dict)  # user → photos left out by the per-user cap
     dropped: dict[str, int] = field(default_factory=dict)  # reason → photos left out
     new_classes: dict[str, int] = field(default_factory=dict)  # labels no model knows (flowers), not added
-    base_examples: int = 0
-    chat_repeats: int = 0  # how often each chat photo is shown per epoch (its weight against the base)
+    base_examples: int = 0  # each weighs 1 in training
+    chat_examples: int = 0  # chat examples trained on (digits: one per digit), each once per epoch
+    chat_weight: float = 0.0  # what each weighs against a base example (training.chat_examples)
     history: dict[str, list[float]] = field(default_factory=dict)
     confusion: dict[str, np.ndarray] = field(default_factory=dict)  # set title → candidate's matrix
     mistakes: list[Mistake] = field(default_factory=list)
@@ -109,8 +110,8 @@ def report_text(data: ReportData) -> str:
     splits = ", ".join(f"{n} {name}" for name, n in sorted(data.split_counts.items()))
     used = sum(data.used_per_label.values())
     lines.append(f"Chat photos used: {used}" + (f" ({splits})" if splits else ""))
-    if data.chat_repeats:
-        lines.append(f"  each shown {data.chat_repeats}× per epoch beside {data.base_examples} base examples")
+    if data.chat_examples and data.chat_weight:
+        lines.append("  " + _weight_line(data))
     if data.used_per_label:
         lines.append("  per label: " + ", ".join(f"{k} {v}" for k, v in data.used_per_label.items()))
     if data.used_per_contributor:
@@ -130,6 +131,16 @@ def report_text(data: ReportData) -> str:
         lines.append(f"Chat photos the new model still gets wrong: {len(data.mistakes)}")
     lines.append(f"Time: {data.seconds:.0f} s")
     return "\n".join(lines)
+
+
+def _weight_line(data: ReportData) -> str:
+    """How much the chat examples weighed against the base data: the bound on what they could teach."""
+    chat = data.chat_examples * data.chat_weight
+    share = chat / (chat + data.base_examples)
+    return (
+        f"trained on {data.chat_examples} chat examples, weight {data.chat_weight:.1f} each "
+        f"({share:.1%} of the training weight, beside {data.base_examples} base examples of weight 1)"
+    )
 
 
 def _contributors_line(used: dict[int, int]) -> str:

@@ -17,9 +17,14 @@ Run in its own process (`photobot retrain --model digits|flowers [--job-id N]`),
    held-out chat photos.
 5. The gate (`training.gate`) promotes or rejects; the report (`training.report`) is written.
 
-How much a few chat photos may teach: they are oversampled so that they make up a fixed share of every
-epoch (`chat_share`, `training.chat_examples.chat_repeats`), while the base data, still most of every
-epoch, keeps the model from forgetting.
+How much a few chat photos may teach: they are weighed, never oversampled. Every example is seen once
+per epoch; a base example weighs 1, and each chat example `chat_weight(n_base, n_chat, chat_share)`:
+together the chat examples weigh at most `chat_share` (15%) of the training weight, and each at most
+MAX_CHAT_WEIGHT (5) base examples. So 40 chat photos beside 20,000 MNIST digits weigh 5 each, 1% of
+the training (a photo that used to be shown 138× per epoch now counts as 5 ordinary examples), while
+thousands of them reach the 15% share; the base data, most of the weight, keeps the model from
+forgetting. The report says what the chat examples weighed ("weight 5.0 each (1.0% of the training
+weight …)"), and the candidate's meta.json keeps it (data.chat_weight).
 
 Any exception or SIGTERM marks the job failed with its error; since promotion is the last, atomic
 step, a crash or a kill at any earlier point leaves the serving version untouched (a SIGKILL leaves the
@@ -40,7 +45,7 @@ from training import gate
 from training.chat_examples import (
     ChatRules,
     ChatSelection,
-    chat_repeats,
+    chat_weight,
     last_promotion,
     select_chat_examples,
 )
@@ -56,7 +61,7 @@ __all__ = [
     "RetrainError",
     "RetrainOptions",
     "RetrainOutcome",
-    "chat_repeats",
+    "chat_weight",
     "report_folder",
     "run_retrain",
     "select_chat_examples",

@@ -10,7 +10,7 @@ import numpy as np
 from inference.model_store import ModelVersion
 from storage import LabelledExample
 from training import gate
-from training.chat_examples import ChatRules, within_share
+from training.chat_examples import MAX_CHAT_WEIGHT, ChatRules, within_share
 from training.jobs import JobProgress
 from training.report import ReportData
 
@@ -24,7 +24,8 @@ class RetrainOptions:
     limit: int | None = None  # digits: MNIST training digits used; flowers: base photos per class
     test_limit: int | None = None  # digits: first N MNIST test digits for the gate (None: all 10,000)
     epochs: int | None = None  # None: 2 for digits, up to 300 (early stopping) for flowers
-    chat_share: float = 0.15  # share of every epoch's examples that are chat photos (oversampled)
+    chat_share: float = 0.15  # of the training weight, chat photos' at most
+    max_chat_weight: float = MAX_CHAT_WEIGHT  # what one chat example may weigh, in base examples
     learning_rate: float | None = None  # None: 3e-4 for digits, 1e-4 for the (warm-started) flower head
     batch_size: int = 128
     augment: bool | None = None  # digits; None: as the serving version was trained (meta "augmented")

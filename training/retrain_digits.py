@@ -4,8 +4,9 @@ The chat photos go through the serving code (`inference.decode`, `inference.digi
 training sees exactly what serving will; a photo whose digits do not match its label's is left out and
 counted. The base data is a fresh random subset of MNIST, framed like serving frames a digit
 (`training.train_digits.mnist_inputs`), fitted by the same loop as `photobot train digits`
-(`training.fit`). Scored on MNIST test, on MNIST test digits rendered as phone photos (where a poisoned
-batch shows), and on the held-out chat photos.
+(`training.fit`), each chat digit once per epoch with its bounded weight (`training.chat_examples`).
+Scored on MNIST test, on MNIST test digits rendered as phone photos (where a poisoned batch shows),
+and on the held-out chat photos.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
 from storage import LabelledExample
 from training import gate
-from training.chat_examples import chat_repeats, read_photo, usage
+from training.chat_examples import chat_weight, read_photo, record_weight, usage, weighted
 from training.jobs import JobProgress
 from training.report import Mistake, confusion_matrix
 from training.retrain_base import Retrainer, TrainingResult, accuracy
@@ -86,16 +87,16 @@ class DigitsRetrainer(Retrainer):
         serving_chat = _photo_right(held_out, _predict(model, chat_val_x, shape)) if held_out else np.zeros(0)
 
         chat_x, chat_y = _stack(train)
-        repeats = chat_repeats(len(x_base), len(train), options.chat_share)
-        report.base_examples, report.chat_repeats = len(x_base), repeats
-        x = np.concatenate([x_base, *([np.repeat(chat_x, repeats, axis=0)] if repeats else [])])
-        y = np.concatenate([y_base, *([np.repeat(chat_y, repeats)] if repeats else [])])
+        weight = chat_weight(len(x_base), len(chat_x), options.chat_share, options.max_chat_weight)
+        record_weight(report, len(x_base), len(chat_x), weight)
         progress.enter(
             "training",
             f"fine-tuning v{self.serving.version}: {len(x_base)} MNIST digits"
-            f" + {len(chat_x)} chat digits × {repeats}",
+            f" + {len(chat_x)} chat digits of weight {weight:.1f}",
         )
-        history = self._fit(model, x, y, held_out, chat_val_x, shape)
+        history = self._fit(
+            model, weighted((x_base, y_base), (chat_x, chat_y), weight), held_out, chat_val_x, shape
+        )
 
         progress.enter("evaluating", "scoring the candidate")
         candidate_base = _predict(model, x_eval, shape)
@@ -112,7 +113,7 @@ class DigitsRetrainer(Retrainer):
                 chat_val_y, _predict(model, chat_val_x, shape).argmax(1), len(labels)
             )
         report.mistakes = self._mistakes(model, photos, labels, shape)
-        candidate = self._save(model, history, len(x_base), repeats, photos)
+        candidate = self._save(model, history, len(x_base), weight, photos)
         base = gate.SetScore(
             gate.BASE,
             "MNIST test",
@@ -164,8 +165,7 @@ class DigitsRetrainer(Retrainer):
     def _fit(
         self,
         model: Any,
-        x: np.ndarray,
-        y: np.ndarray,
+        examples: tuple[np.ndarray, np.ndarray, np.ndarray],
         held_out: list[DigitPhoto],
         chat_val_x: np.ndarray,
         shape: tuple[int, ...],
@@ -190,12 +190,14 @@ class DigitsRetrainer(Retrainer):
         if augment is None:
             augment = bool(self.serving.meta.get("augmented", True))
         self.augmented = augment
+        x, y, weights = examples
         data = training_data(
             x[..., np.newaxis],
             keras.utils.to_categorical(y, 10),
             config.batch_size,
             seed=options.seed,
             augment=augment,
+            sample_weight=weights,
             shape=shape,
         )
 
@@ -229,7 +231,7 @@ class DigitsRetrainer(Retrainer):
         model: Any,
         history: dict[str, list[float]],
         n_base: int,
-        repeats: int,
+        weight: float,
         photos: list[DigitPhoto],
     ) -> ModelVersion:
         import keras
@@ -249,7 +251,7 @@ class DigitsRetrainer(Retrainer):
                     "chat_photos": len(photos),
                     "chat_train": sum(p.example.split == "train" for p in photos),
                     "chat_validation": sum(p.example.split == "validation" for p in photos),
-                    "chat_repeats": repeats,
+                    "chat_weight": weight,
                 },
                 "augmented": self.augmented,
                 "retrain": self.options_meta(),

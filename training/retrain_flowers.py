@@ -2,7 +2,8 @@
 
 The base photos, their split, their cached features and the head's fit loop are those of
 `photobot train flowers` (`training.train_flowers`); what is new here: the chat photos (read by the
-serving code, labels no model knows set aside and reported), a head warm-started from the serving one
+serving code, labels no model knows set aside and reported, each weighed within the bound of
+`training.chat_examples`), a head warm-started from the serving one
 with small steps, and the held-out chat photos scored beside the base test split.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
 from storage import LabelledExample
 from training import gate
-from training.chat_examples import chat_repeats, read_photo, usage
+from training.chat_examples import chat_weight, read_photo, record_weight, usage, weighted
 from training.jobs import RetrainError
 from training.report import Mistake, confusion_matrix
 from training.retrain_base import Retrainer, TrainingResult, accuracy
@@ -76,18 +77,16 @@ class FlowersRetrainer(Retrainer):
         chat_train = feature_arrays([px for px, e in pairs if e.split == "train"], labels, by_digest)
         chat_val = feature_arrays([px for px, e in pairs if e.split == "validation"], labels, by_digest)
 
-        repeats = chat_repeats(len(train[0]), len(chat_train[0]), options.chat_share)
-        report.base_examples, report.chat_repeats = len(train[0]), repeats
-        x = np.concatenate([train[0], np.repeat(chat_train[0], repeats, axis=0)])
-        y = np.concatenate([train[1], np.repeat(chat_train[1], repeats)])
+        weight = chat_weight(len(train[0]), len(chat_train[0]), options.chat_share, options.max_chat_weight)
+        record_weight(report, len(train[0]), len(chat_train[0]), weight)
+        examples = weighted(train, chat_train, weight)
         progress.enter(
-            "training", f"head on {len(train[0])} base + {len(chat_train[0])} chat photos × {repeats}"
+            "training",
+            f"head on {len(train[0])} base + {len(chat_train[0])} chat photos of weight {weight:.1f}",
         )
         checked = validation if len(validation[0]) else train
-        head, history = self._fit_head((x, y), checked, chat_val, config, labels, serving_head)
-        fitted_x = np.concatenate([train[0], chat_train[0]])
-        fitted_y = np.concatenate([train[1], chat_train[1]])
-        head = self._with_detector(head, fitted_x, fitted_y, checked, config, cache, extract)
+        head, history = self._fit_head(examples, checked, chat_val, config, labels, serving_head)
+        head = self._with_detector(head, examples[0], examples[1], checked, config, cache, extract)
 
         progress.enter("evaluating", "scoring serving and candidate heads")
         base_score = gate.SetScore(
@@ -119,7 +118,7 @@ class FlowersRetrainer(Retrainer):
                 for e, a in zip(chat_used, answers, strict=True)
                 if labels[int(a)] != e.label
             ]
-        candidate = self._save(backbone, head, history, len(train[0]), repeats, chat_used, config)
+        candidate = self._save(backbone, head, history, len(train[0]), weight, chat_used, config)
         return TrainingResult(candidate, base_score, chat_score)
 
     def _head_file(self) -> Path:
@@ -232,7 +231,7 @@ class FlowersRetrainer(Retrainer):
         )
         return FlowerHead(kernel=head.kernel, bias=head.bias, ood=ood)
 
-    def _save(self, backbone, head, history, n_base, repeats, chat_used, config) -> ModelVersion:
+    def _save(self, backbone, head, history, n_base, weight, chat_used, config) -> ModelVersion:
         from dataclasses import asdict
 
         from training.flower_model import HEAD_FILE, assemble_flower_model
@@ -256,7 +255,7 @@ class FlowersRetrainer(Retrainer):
                     "chat_photos": len(chat_used),
                     "chat_train": sum(e.split == "train" for e in chat_used),
                     "chat_validation": sum(e.split == "validation" for e in chat_used),
-                    "chat_repeats": repeats,
+                    "chat_weight": weight,
                     "new_classes_not_added": self.report.new_classes,
                 },
                 "retrain": self.options_meta(),

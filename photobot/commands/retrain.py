@@ -34,7 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--chat-share",
         type=float,
         default=0.15,
-        help="share of each epoch's examples that are chat photos, oversampled (default 0.15)",
+        help="chat photos' share of the training weight, at most (default 0.15; each ≤ 5 base examples)",
+    )
+    parser.add_argument(
+        "--max-chat-weight",
+        type=float,
+        default=5.0,
+        help="what one chat photo may weigh, in base examples (default 5)",
     )
     parser.add_argument(
         "--learning-rate", type=float, help="default: 3e-4 for digits, 1e-4 for the flower head"
@@ -59,6 +65,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             raise UserFacingError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if not 0 <= args.chat_share < 1:
         raise UserFacingError(f"--chat-share must be within [0, 1), got {args.chat_share}")
+    if not args.max_chat_weight > 0:
+        raise UserFacingError(f"--max-chat-weight must be positive, got {args.max_chat_weight}")
     options = RetrainOptions(
         model=args.model,
         job_id=args.job_id,
@@ -68,6 +76,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         test_limit=args.test_limit,
         epochs=args.epochs,
         chat_share=args.chat_share,
+        max_chat_weight=args.max_chat_weight,
         learning_rate=args.learning_rate,
         seed=args.seed,
     )
