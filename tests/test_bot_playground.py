@@ -24,6 +24,7 @@ from photobot.wiring import playground_bot
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+MODELS_V1_SERVING = "Models (the newest 5 versions of each):\ndigits v1 — serving now"
 # Whether the chat overflows and its newest message (or keyboard) is fully inside the visible part.
 NEWEST_IN_VIEW = """() => {
   const box = document.getElementById("chat");
@@ -80,7 +81,7 @@ async def test_the_page_api_speaks_for_both_people(playground) -> None:
         event = await playground.server.wait_for(
             ADMIN_ID, lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"], timeout=20
         )
-        assert event["message"]["text"].startswith("Models:\ndigits v1 (serving)")
+        assert event["message"]["text"].startswith(MODELS_V1_SERVING)
         async with http.post("/api/send", data={"user": "42", "text": "hi"}) as response:
             assert response.status == 400  # only the two people of the playground
         async with http.get("/", allow_redirects=False) as response:
@@ -103,7 +104,7 @@ async def test_a_cross_site_rollback_never_reaches_the_bot(playground) -> None:
     event = await playground.server.wait_for(
         ADMIN_ID, lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"], timeout=20
     )
-    assert event["message"]["text"].startswith("Models:\ndigits v1 (serving)")  # v1 still serves
+    assert event["message"]["text"].startswith(MODELS_V1_SERVING)  # v1 still serves
     texts = [e["message"].get("text") for e in playground.server.chat(ADMIN_ID).events if "message" in e]
     assert "/rollback digits 1" not in texts
     assert texts[0] == "/models"
@@ -163,7 +164,7 @@ async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
             await page.get_by_role("tab", name="Admin (admin)").click()
             await page.locator(".commands button", has_text="/models").click()
             await async_api.expect(page.locator(".msg:not(.mine)").last).to_contain_text(
-                "digits v1 (serving)", timeout=20_000
+                MODELS_V1_SERVING, timeout=20_000
             )
             await page.screenshot(path=str(ARTIFACTS / "playground-admin.png"))
         finally:
