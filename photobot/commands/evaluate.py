@@ -64,19 +64,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    quiet = getattr(args, "quiet", False)
     if args.mnist_test:
         spec = DEFAULT_CATALOGUE.get(args.model)
         if spec is None or spec.kind != ModelKind.DIGIT_READER:
             readers = ", ".join(s.name for s in DEFAULT_CATALOGUE.of_kind(ModelKind.DIGIT_READER))
             raise UserFacingError(f"--mnist-test measures a digit reader: use --model {readers}")
-        report, outcomes = _mnist_test(settings, spec.name, quiet=args.quiet)
+        report, outcomes = _mnist_test(settings, spec.name, quiet=quiet)
     else:
         if not args.images.is_dir():
             raise UserFacingError(f"{args.images}: not a folder (expected one sub-folder per label)")
         import asyncio
 
         warn_if_training_photos(args.images, settings)
-        report, outcomes = asyncio.run(evaluate_folder(args.images, args.model, settings, quiet=args.quiet))
+        report, outcomes = asyncio.run(evaluate_folder(args.images, args.model, settings, quiet=quiet))
     if args.report is not None:
         written = write_plots(outcomes, report, args.report)
         print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)

@@ -2,16 +2,21 @@
 
 Reads a consistent snapshot while the bot may be running, copies each labelled photo (the majority
 label, blocked users left out, ties dropped) to `DIR/<label>/<sha256>.<ext>`, ready for
-`photobot evaluate --images DIR` or any tool that reads a folder per class.
+`photobot evaluate --images DIR` or any tool that reads a folder per class. A progress bar on stderr
+counts the photos (see `photobot.commands.progress_bar`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from inference.catalogue import DEFAULT_CATALOGUE
+from photobot.commands import progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
+
+EXPORT_CHUNK = 200  # photos copied between two updates of the progress bar
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +40,17 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.database_path.is_file():
         raise UserFacingError(f"no database at {settings.database_path}: nothing labelled yet (DATA_DIR?)")
     labelled = read_labelled_set(settings.database_path, settings.images_dir, args.model)
-    counts = export_labelled_set(labelled, args.dir, split=args.split, include_negatives=args.with_negatives)
+    counts: dict[str, int] = {}
+    with progress_bar(len(labelled.examples), "exporting", quiet=getattr(args, "quiet", False)) as bar:
+        for start in range(0, max(1, len(labelled.examples)), EXPORT_CHUNK):  # once when empty: the folder
+            chunk = dataclasses.replace(labelled, examples=labelled.examples[start : start + EXPORT_CHUNK])
+            done = export_labelled_set(
+                chunk, args.dir, split=args.split, include_negatives=args.with_negatives
+            )
+            for label, count in done.items():
+                counts[label] = counts.get(label, 0) + count
+            bar.update(len(chunk.examples))
+    counts = dict(sorted(counts.items()))
     total = sum(counts.values())
     print(f"exported {total} labelled {args.model} photos to {args.dir}")
     for label, count in counts.items():
