@@ -100,6 +100,8 @@ async def test_the_chat_survives_a_restart_of_the_playground(data_dir: Path, pho
         answer = await send(playground, http, photo=photo)
         assert "❌" in str(answer["reply_markup"])
         await send(playground, http, photo=photo)  # the same photo twice: its files are kept once
+        async with http.post("/api/language", json={"user": USER_ID, "language": "ru"}) as response:
+            assert response.status == 200
         before = await history(http)
         shown_photo = before[0]["photo"][-1]
 
@@ -108,6 +110,9 @@ async def test_the_chat_survives_a_restart_of_the_playground(data_dir: Path, pho
         assert [m["message_id"] for m in after] == [m["message_id"] for m in before]
         assert after[0]["photo"] == before[0]["photo"]
         assert after[1]["text"] == answer["text"]
+        async with http.get("/api/state") as response:
+            people = {p["id"]: p["language"] for p in (await response.json())["people"]}
+        assert people[USER_ID] == "ru"  # the page's language choice is kept too
         async with http.get(f"/api/file/{shown_photo['file_id']}") as response:
             assert response.status == 200
             assert len(await response.read()) == shown_photo["file_size"]
@@ -125,7 +130,8 @@ async def test_the_chat_survives_a_restart_of_the_playground(data_dir: Path, pho
             lambda e: e["type"] == "edit" and e["message"]["message_id"] == answer["message_id"],
             timeout=30,
         )
-        assert "Not a digit" in str(edited["message"]["reply_markup"])
+        offered = [b["text"] for row in edited["message"]["reply_markup"]["inline_keyboard"] for b in row]
+        assert {str(digit) for digit in range(10)} <= set(offered), offered  # the digits to pick from
         newer = await send(playground, http, "/help")
         assert newer["message_id"] > max(m["message_id"] for m in before) + 1
 

@@ -49,15 +49,20 @@ CREATE TABLE IF NOT EXISTS message_files (
     file_id TEXT NOT NULL,
     PRIMARY KEY (chat_id, message_id, file_id)
 );
+CREATE TABLE IF NOT EXISTS languages (
+    user_id INTEGER PRIMARY KEY,
+    language TEXT NOT NULL  -- the Telegram language the page set for this person
+);
 """
 
 
 @dataclass(frozen=True)
 class SavedChats:
-    """What a restart finds: each chat's messages in order, and the files they show."""
+    """What a restart finds: each chat's messages in order, the files they show, each person's language."""
 
     messages: dict[int, list[Json]]
     files: list[StoredFile]
+    languages: dict[int, str]
 
 
 class ChatHistory:
@@ -86,7 +91,8 @@ class ChatHistory:
                 logger.warning("playground history: the bytes of file %s are missing", file_id)
                 continue
             files.append(StoredFile(file_id, unique_id, path, stored.read_bytes()))
-        return SavedChats(messages, files)
+        languages = dict(self._db.execute("SELECT user_id, language FROM languages"))
+        return SavedChats(messages, files, languages)
 
     # ------------------------------------------------------------------ writing, in log order
 
@@ -101,6 +107,9 @@ class ChatHistory:
         """Queue the removal of a chat's messages, all but `keep`."""
         kept = json.dumps(sorted(set(keep)))
         self._submit(self._clear, chat_id, "message_id NOT IN (SELECT value FROM json_each(?))", (kept,))
+
+    def set_language(self, user_id: int, language: str) -> None:
+        self._submit(self._set_language, user_id, language)
 
     def close(self) -> None:
         """Finish the queued writes, then close the file."""
@@ -133,6 +142,9 @@ class ChatHistory:
                     "INSERT OR IGNORE INTO message_files VALUES (?, ?, ?)",
                     (chat_id, message_id, stored.file_id),
                 )
+
+    def _set_language(self, user_id: int, language: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO languages VALUES (?, ?)", (user_id, language))
 
     def _keep_bytes(self, stored: StoredFile) -> None:
         """Write a file's bytes once under their hash (the same photo sent twice is stored once)."""

@@ -124,6 +124,9 @@ class Playground:
             self.history = await asyncio.to_thread(ChatHistory, self.history_dir)
             saved = await asyncio.to_thread(self.history.load)
             self.server.restore(saved.messages, saved.files)
+            for user_id, language in saved.languages.items():
+                if user_id in self.server.users:
+                    self.server.users[user_id]["language_code"] = language
             logger.info(
                 "playground: %d earlier messages from %s",
                 sum(map(len, saved.messages.values())),
@@ -277,6 +280,8 @@ class Playground:
         if language not in ("en", "ru"):
             raise web.HTTPBadRequest(text="language is en or ru")
         self.server.users[user_id]["language_code"] = language
+        if self.history is not None:
+            self.history.set_language(user_id, language)
         return web.json_response({"ok": True})
 
 
