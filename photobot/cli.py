@@ -8,9 +8,10 @@ python-telegram-bot are imported inside `main` when a command needs them.
 
 Quiet by default: the command's own output and what goes wrong, nothing else. TensorFlow's C++ logs
 (TF_CPP_MIN_LOG_LEVEL=3) and its Python loggers are silenced before anything imports it, and our own
-loggers show warnings and errors only, except in the long-running `run` and `playground`, which keep
-LOG_LEVEL. `--verbose` (before or after the command) keeps every log; `--quiet` also hides the progress
-bars that long commands draw on stderr (they are hidden anyway when stderr is not a terminal).
+loggers show warnings and errors only, except in the long-running `run` and `playground` and in a
+retrain job the bot started, which keep LOG_LEVEL. `--verbose` (before or after the command) keeps
+every log; `--quiet` also hides the progress bars that long commands draw on stderr (they are hidden
+anyway when stderr is not a terminal).
 """
 
 from __future__ import annotations
@@ -137,9 +138,11 @@ class _FilteredLoader(importlib.abc.Loader):
             self.loader.exec_module(module)
 
 
-def log_level(command: str, settings_level: str, *, verbose: bool) -> int | str:
-    """LOG_LEVEL for `--verbose` and the long-running commands; warnings and errors for the rest."""
-    if verbose or command in LONG_RUNNING:
+def log_level(args: argparse.Namespace, settings_level: str) -> int | str:
+    """LOG_LEVEL for `--verbose`, the long-running commands and a retrain job the bot started (its log
+    file is the operator's record of it); warnings and errors for the rest."""
+    started_by_bot = args.command == "retrain" and getattr(args, "job_id", None) is not None
+    if args.verbose or args.command in LONG_RUNNING or started_by_bot:
         return settings_level
     configured = logging.getLevelName(settings_level)
     return max(configured, logging.WARNING) if isinstance(configured, int) else logging.WARNING
@@ -165,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"photobot: configuration error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=log_level(args.command, settings.log_level, verbose=args.verbose),
+        level=log_level(args, settings.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.module is None:

@@ -204,3 +204,20 @@ def test_evaluate_on_the_training_photos_warns(seeded, flowers_path, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith(f"warning: {images} is inside the training photos (")
     assert "on 2 photos" in done.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["retrain", "--model", "digits", "--epochs", "0"], "argument --epochs: expected a positive"),
+        (["retrain", "--model", "digits", "--limit", "-5"], "argument --limit: expected a positive"),
+        (["retrain", "--model", "digits", "--chat-share", "1.5"], "argument --chat-share: expected a share"),
+    ],
+)
+def test_nonsense_numbers_are_refused_by_the_parser(args, message, capsys):
+    from photobot.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert refused.value.code == 2
+    assert message in capsys.readouterr().err

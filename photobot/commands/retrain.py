@@ -1,13 +1,17 @@
 """`photobot retrain --model digits|flowers`: learn from the photos people labelled in chat.
 
-The bot's /retrain starts this in its own process with `--job-id`; by hand it creates its own job.
+The bot's /retrain starts this in its own process with `--job-id`; by hand it creates its own job, and
+on a terminal follows the job's progress (what the bot shows in chat) in a bar on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import threading
 
 from inference.catalogue import DEFAULT_CATALOGUE
+from photobot.commands import fraction, positive_int, progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
@@ -23,16 +27,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--limit",
-        type=int,
+        type=positive_int,
         help="digits: MNIST training digits used (default 20000); flowers: photos per class",
     )
-    parser.add_argument("--test-limit", type=int, help="digits: first N MNIST test digits for the gate")
     parser.add_argument(
-        "--epochs", type=int, help="default: 2 for digits; flowers: up to 300, early stopping"
+        "--test-limit", type=positive_int, help="digits: first N MNIST test digits for the gate"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, help="default: 2 for digits; flowers: up to 300, early stopping"
     )
     parser.add_argument(
         "--chat-share",
-        type=float,
+        type=fraction,
         default=0.15,
         help="chat photos' share of the training weight, at most (default 0.15; each ≤ 5 base examples)",
     )
@@ -54,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from training.retrain import RetrainError, RetrainOptions, run_retrain
+    from training.retrain import RetrainError, RetrainOptions
 
     if args.nice > 0:
         os.nice(args.nice)  # the bot that started this job keeps the CPU it needs to answer photos
@@ -81,9 +87,58 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
     )
     try:
-        outcome = run_retrain(settings, options)
+        outcome = _run_followed(settings, options, quiet=getattr(args, "quiet", False))
     except RetrainError as error:
         raise UserFacingError(str(error)) from None
     print(outcome.report.text)
     print(f"report: {outcome.report.folder}")
     return 0
+
+
+FOLLOW_EVERY_S = 0.5
+
+
+def _run_followed(settings: Settings, options, *, quiet: bool):
+    """`run_retrain` (in this thread: it turns SIGTERM into an exit), with a progress bar fed from the
+    job's row when it is run by hand on a terminal."""
+    from storage import JobAlreadyActive
+    from storage.sync import SyncStore
+    from training.retrain import RetrainError, run_retrain
+
+    bar = progress_bar(100, f"retraining {options.model}", quiet=quiet, unit="%")
+    if bar.disable or options.job_id is not None:
+        bar.close()
+        return run_retrain(settings, options)
+    store = SyncStore(settings.database_path, settings.images_dir)
+    try:
+        job = store.create_retrain_job(options.model)
+    except JobAlreadyActive as error:
+        raise RetrainError(str(error)) from None
+    finally:
+        store.close()
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(settings, job.id, bar, stop), daemon=True)
+    follower.start()
+    try:
+        return run_retrain(settings, dataclasses.replace(options, job_id=job.id))
+    finally:
+        stop.set()
+        follower.join()
+        bar.close()
+
+
+def _follow(settings: Settings, job_id: int, bar, stop: threading.Event) -> None:
+    """Show the job's stage and progress (its row, as the retraining writes it) until `stop`."""
+    from storage.sync import SyncStore
+
+    store = SyncStore(settings.database_path, settings.images_dir)
+    try:
+        while not stop.wait(FOLLOW_EVERY_S):
+            job = store.get_retrain_job(job_id)
+            if job is None or job.progress is None:
+                continue
+            bar.n = round(100 * job.progress)
+            bar.set_postfix_str(job.stage or "", refresh=False)
+            bar.refresh()
+    finally:
+        store.close()
