@@ -29,7 +29,7 @@ from training.synth_photos import random_style, render_photo
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SECOND_ADMIN = 900_002
 ASK = "Reply with the right number — digits only, such as 2026."
-WAITING = "I'm waiting for the right number for your photo: digits only, such as 2026."
+HINT = "Send me a photo of a digit or a flower. /help explains more."
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ async def test_a_wrong_number_is_corrected_by_typing_the_number(bot: BotHarness,
     assert toast["text"] == "Type the right number"
     assert question["text"] == ASK
     prediction_id = callbacks.decode(buttons(reply)[0][1]).prediction_id
-    assert (await bot.say(user, "twenty"))["text"] == WAITING  # not a number: asked again, nothing stored
+    assert (await bot.say(user, "twenty"))["text"] == HINT  # not a number, not a reply: nothing stored
     assert await bot.services.store.get_feedback(prediction_id) is None
 
     thanks = await bot.say(user, "2026")

@@ -65,13 +65,17 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A text: the right number for an open question, else the usual hint (in private chats)."""
     found = services(context)
     message = update.effective_message
-    pending = await found.store.pending_correction(update.effective_user.id)
+    word = normalise(message.text or "")
+    # Only a number or a reply can answer the question: any other text is hinted at once, without a
+    # database read, so it keeps its place among the replies (a flood notice comes after them).
+    pending = None
+    if is_number(word) or message.reply_to_message is not None:
+        pending = await found.store.pending_correction(update.effective_user.id)
     if pending is None or not answers_question(pending, message, time.time()):
         if update.effective_chat.type == "private":
             await basics.hint(update, context)
         return
-    word = normalise(message.text or "")
-    if not is_number(word):
+    if not is_number(word):  # a reply to the question that is not a number
         await message.reply_text(text(lang(update), "number_expected"), do_quote=True)
         return
     await record_number(found, update, context, pending, word)
