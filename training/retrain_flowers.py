@@ -74,8 +74,15 @@ class FlowersRetrainer(Retrainer):
         train, validation, test = (
             feature_arrays(base[name], labels, by_digest) for name in ("train", "validation", "test")
         )
-        chat_train = feature_arrays([px for px, e in pairs if e.split == "train"], labels, by_digest)
-        chat_val = feature_arrays([px for px, e in pairs if e.split == "validation"], labels, by_digest)
+        chat_train, chat_val = (
+            feature_arrays(
+                [px for px, e in pairs if e.split == split],
+                labels,
+                by_digest,
+                [e.label for _, e in pairs if e.split == split],
+            )
+            for split in ("train", "validation")
+        )
 
         weight = chat_weight(len(train[0]), len(chat_train[0]), options.chat_share, options.max_chat_weight)
         record_weight(report, len(train[0]), len(chat_train[0]), weight)

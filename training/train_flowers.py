@@ -130,13 +130,20 @@ def head_answers(head: FlowerHead, x: np.ndarray) -> np.ndarray:
 
 
 def feature_arrays(
-    items: Sequence[Any], classes: Sequence[str], by_digest: dict[str, np.ndarray]
+    items: Sequence[Any],
+    classes: Sequence[str],
+    by_digest: dict[str, np.ndarray],
+    labels: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(features, class indices) of photos (anything with `.digest` and `.label`), from cached features."""
+    """(features, class indices) of photos (anything with `.digest`), from cached features.
+
+    The labels are the items' own `.label`, or `labels` (chat photos carry theirs beside them).
+    """
     if not items:
         return np.zeros((0, FEATURES), np.float32), np.zeros(0, np.int64)
     x = np.stack([by_digest[item.digest] for item in items])
-    return x, np.array([list(classes).index(item.label) for item in items], dtype=np.int64)
+    names = labels if labels is not None else [item.label for item in items]
+    return x, np.array([list(classes).index(name) for name in names], dtype=np.int64)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
