@@ -124,10 +124,14 @@ def test_the_command_writes_a_set_from_the_test_digits(tmp_path, mnist_path):
             "12",
             "--size",
             "320x240",
+            "--datasets",
+            str(mnist_path.parent),
+            "--data-dir",
+            str(tmp_path / "var"),
         ],
         capture_output=True,
         text=True,
-        env={"PHOTOBOT_DATASETS": str(mnist_path.parent), "DATA_DIR": str(tmp_path / "var"), "PATH": ""},
+        env={"PATH": ""},
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
