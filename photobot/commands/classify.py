@@ -14,6 +14,10 @@ With --json, one JSON object per photo (DESIGN.md):
 The text output gives the reason in words only. Nothing else is printed: no logs, no TensorFlow
 noise; the first run of a new model version converts it for LiteRT and says so on stderr.
 A photo that cannot be read prints an error for that photo only; the exit status is then 1.
+
+The bot answers through the same Classifier, in the chat's mode (`--mode flower` is its /flower), and
+from the copy of a photo Telegram keeps rather than the original file, so its percentages can differ
+by a few points (docs/performance.md).
 """
 
 from __future__ import annotations
