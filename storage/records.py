@@ -205,9 +205,10 @@ class ModelEvent:
 
 
 def check_mode(mode: str) -> None:
-    """A chat mode: "auto" or a model's mode, a short lowercase name (the catalogue checks which)."""
-    if not isinstance(mode, str) or _MODE.fullmatch(mode) is None:
-        raise ValueError(f"mode must be a short lowercase name such as {', '.join(MODES)}; got {mode!r}")
+    """A chat mode the schema stores: "auto" or a built-in model's (the catalogue decides which exist;
+    a model taught from chat needs the schema to accept its mode first)."""
+    if not isinstance(mode, str) or _MODE.fullmatch(mode) is None or mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
 
 
 def check_choice(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
