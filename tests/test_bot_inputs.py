@@ -26,6 +26,8 @@ from bot_helpers import (
 )
 from PIL import Image
 
+from bot.handlers.photos import MIN_SIDE
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 FLOOD_LIMIT = 3
 
@@ -300,7 +302,9 @@ async def test_a_flood_from_one_user_is_limited_politely_while_another_is_served
 async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, glyphs) -> None:
     slow, quick = fresh_user(bot), fresh_user(bot)
     sent = await bot.server.send_photo(slow, digit_photo(glyphs[6], size=(640, 480), seed=77))
-    chosen = next(p for p in sent["photo"] if min(p["width"], p["height"]) >= 224)
+    chosen = next(
+        p for p in sent["photo"] if min(p["width"], p["height"]) >= MIN_SIDE
+    )  # what the bot fetches
     path = bot.server.files[chosen["file_id"]].file_path
     bot.server.file_delays[path] = 10.0  # this user's download crawls
     try:
