@@ -335,8 +335,8 @@ class Classifier:
         }
         self._pool: Pool | None = None
         self._pending = 0
-        self._poller: asyncio.Task | None = None
-        self._conversions: set[asyncio.Task] = set()
+        self._poller: asyncio.Task[None] | None = None
+        self._conversions: set[asyncio.Task[None]] = set()
         self._started = False
 
     # Life cycle.
@@ -460,9 +460,12 @@ class Classifier:
         """Decode and preprocess in the pool (threads, or processes where the GIL would serialise them)."""
         preprocessing = {name: preprocessing_id(s.version, self.catalogue) for name, s in servings.items()}
         run_here = {name: s.worker_model for name, s in servings.items() if s.worker_model is not None}
+        pool = self._pool
+        if pool is None:  # closed while this photo was on its way
+            raise ModelUnavailable("the classifier is closed")
         self._preparing += 1
         try:
-            return await self._pool.run(
+            return await pool.run(
                 prepare_photo,
                 data,
                 target,

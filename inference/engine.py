@@ -84,7 +84,7 @@ class BatchStats:
     rows: int = 0
     expired: int = 0  # requests dropped because their deadline had passed
     failed: int = 0  # requests whose model call or finishing step raised
-    sizes: Counter = field(default_factory=Counter)  # rows per call → number of calls
+    sizes: Counter[int] = field(default_factory=Counter)  # rows per call → number of calls
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -112,8 +112,8 @@ class Timed(Generic[T]):
 class _Request:
     runner: Runner
     inputs: np.ndarray
-    finish: Callable[[Outputs], Any]
-    future: asyncio.Future
+    finish: Callable[[Outputs], Any]  # requests of every answer type share the queue
+    future: asyncio.Future[Timed[Any]]
     loop: asyncio.AbstractEventLoop
     deadline: float  # time.monotonic()
     enqueued: float
@@ -210,7 +210,8 @@ class BatchWorker:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            batch, rows = [], 0
+            batch: list[_Request] = []
+            rows = 0
             while self._queue and (not batch or rows + len(self._queue[0].inputs) <= max_rows):
                 request = self._queue.popleft()
                 rows += len(request.inputs)
@@ -303,7 +304,7 @@ def _resolve(request: _Request, *, value: Any = None, error: BaseException | Non
         request.loop.call_soon_threadsafe(_settle, request.future, value, error)
 
 
-def _settle(future: asyncio.Future, value: Any, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Timed[Any]], value: Any, error: BaseException | None) -> None:
     if future.done():
         return
     if error is not None:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from inference.model_store import ModelVersion
-from inference.prediction import Prediction
+from inference.prediction import Prediction, Status
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def flowers_prediction(
     best_label, confidence = top[0]
     rule = OodRule.from_meta(version.meta["ood"])
     distance = rule.nearest(np.asarray(outputs[1], dtype=np.float64).reshape(-1))
+    status: Status
     if distance > rule.reject_above:
         status, label = "not_recognized", None
         reason = f"not one of the known flowers (distance {distance:.0f} > {rule.reject_above:.0f})"

@@ -112,7 +112,8 @@ class LiteModel:
 
     @property
     def dtype(self) -> str:
-        return np.dtype(self._runner.get_input_details()[self._input]["dtype"]).name
+        dtype: np.dtype[Any] = np.dtype(self._runner.get_input_details()[self._input]["dtype"])
+        return dtype.name
 
     def predict_on_batch(self, batch: np.ndarray) -> np.ndarray | list[np.ndarray]:
         if self._called:
@@ -130,7 +131,7 @@ DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
 _STDERR_LOCK = threading.RLock()
 
 
-def _without_delegate_notice() -> contextlib.AbstractContextManager:
+def _without_delegate_notice() -> contextlib.AbstractContextManager[None]:
     """Leave LiteRT's delegate notice out of stderr when TF_CPP_MIN_LOG_LEVEL hides INFO lines."""
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() in ("", "0"):
         return contextlib.nullcontext()
@@ -357,7 +358,8 @@ def convert(model: Any) -> bytes:
 
     with tempfile.TemporaryDirectory(prefix="photobot-lite-") as folder:
         model.export(folder, format="tf_saved_model", verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(folder).convert()
+        flatbuffer: bytes = tf.lite.TFLiteConverter.from_saved_model(folder).convert()
+        return flatbuffer
 
 
 def _check_same_outputs(model: Any, lite: LiteModel) -> None:

@@ -60,6 +60,13 @@ class StagedVersion:
     path: Path
     version: int | None = None
 
+    @property
+    def published(self) -> int:
+        """The version's number, for code after the `new_version` block (inside it there is none yet)."""
+        if self.version is None:
+            raise RuntimeError(f"{self.path} is not published yet: read the version after the block")
+        return self.version
+
 
 class ModelStore:
     def __init__(self, root: Path) -> None:
@@ -150,7 +157,7 @@ class ModelStore:
                     continue
                 copy = shutil.copytree if item.is_dir() else shutil.copy2
                 copy(item, staged.path / item.name)
-        return self.get(name, staged.version)
+        return self.get(name, staged.published)
 
     def latest(self, name: str) -> ModelVersion | None:
         versions = self.versions(name)

@@ -27,7 +27,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from inference.errors import WorkerLost
 
@@ -39,11 +39,14 @@ ABANDONED_AFTER_S = 10.0  # a worker still on a photo its caller gave up on this
 # A picklable (function, args) a worker process runs once it has imported its modules.
 Setup = tuple[Callable[..., object], tuple[object, ...]]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class Pool(Protocol):
     async def start(self) -> None: ...
 
-    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
+    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     async def close(self) -> None: ...
 
@@ -119,6 +122,13 @@ class ProcessPool:
         self.sent_bytes = 0
 
     @property
+    def _started_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop `start` ran on: the workers' pipes are watched there."""
+        if self._loop is None:
+            raise RuntimeError("the process pool is not started")
+        return self._loop
+
+    @property
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
@@ -136,7 +146,7 @@ class ProcessPool:
             raise
         log.info("decoding and preprocessing in %d processes (%s)", len(self.pids), sorted(self.pids))
 
-    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """fn(*args, **kwargs) in a worker; its exception is raised here. Cancelling drops the answer."""
         if self._loop is None or self._closed or not self._workers:
             raise WorkerLost("no decode process is running")
@@ -145,10 +155,11 @@ class ProcessPool:
         self._queue.append(job)
         self._dispatch()
         try:
-            return await job.future
+            result: R = await job.future  # what `fn` returned, unpickled from the worker
         except asyncio.CancelledError:
             self._abandon(job)
             raise
+        return result
 
     async def close(self) -> None:
         """Fail what is queued, close the pipes (workers exit at end of input) and wait for them."""
@@ -175,7 +186,7 @@ class ProcessPool:
         there.close()
         worker = _Worker(process, here)
         self._workers.append(worker)
-        self._loop.add_reader(here.fileno(), self._on_readable, worker)
+        self._started_loop.add_reader(here.fileno(), self._on_readable, worker)
         return worker
 
     def _dispatch(self) -> None:
@@ -219,7 +230,7 @@ class ProcessPool:
         """The caller gave up on `job`: if a worker is on it, stop that worker unless it ends soon."""
         worker = next((w for w in self._workers if w.job is job), None)
         if worker is not None and not self._closed:
-            self._loop.call_later(self.abandoned_after_s, self._stop_if_still_on, worker, job)
+            self._started_loop.call_later(self.abandoned_after_s, self._stop_if_still_on, worker, job)
 
     def _stop_if_still_on(self, worker: _Worker, job: _Job) -> None:
         if worker.job is job and worker in self._workers:
@@ -259,7 +270,7 @@ class ProcessPool:
 
     def _detach(self, worker: _Worker) -> None:
         with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(worker.conn.fileno())
+            self._started_loop.remove_reader(worker.conn.fileno())
         worker.conn.close()
 
 
@@ -336,7 +347,7 @@ class ThreadPool:
     async def start(self) -> None:
         pass
 
-    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     async def close(self) -> None:

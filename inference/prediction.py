@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Status = Literal["ok", "unsure", "not_recognized"]
 Mode = Literal["auto", "digit", "flower"]
@@ -42,7 +42,7 @@ class Prediction:
     def runner_up(self) -> tuple[str, float] | None:
         return self.top[1] if len(self.top) > 1 else None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["top"] = [list(pair) for pair in self.top]
         data["digits"] = [

@@ -738,7 +738,9 @@ async def _on_connection_thread(
     every public aiosqlite call goes through. It is private API: every storage test runs through
     here, so an aiosqlite release that changes it fails loudly, not silently.
     """
-    return await connection._execute(function, db, *args)
+    # aiosqlite leaves its private `_execute` unannotated; it returns what `function` returns.
+    result: T = await connection._execute(function, db, *args)  # type: ignore[no-untyped-call]
+    return result
 
 
 def _commit_batch(db: sqlite3.Connection, functions: list[SqlFunction[Any]]) -> list[tuple[bool, Any]]:

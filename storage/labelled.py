@@ -154,7 +154,7 @@ def image_path(images_root: Path, sha256: str, stored: str | None = None) -> Pat
 
 def _tally(
     model: str,
-    rows: Iterable[Sequence],
+    rows: Iterable[tuple[str, int, str, float]],  # (sha256, user_id, label, at) of each vote
     blocked: set[int],
     photos: dict[str, tuple[str, str | None]],
     images_root: Path,

@@ -104,7 +104,7 @@ STAGES = ("decode", "read_digits", "model_and_answer")  # of `read_photo`, for `
 def naive_input(data: bytes) -> np.ndarray:
     """The first thing people try: grayscale, invert, squash the whole photo to 28×28."""
     image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("L")
-    pixels = 255 - np.asarray(image.resize((28, 28), Image.BILINEAR), np.float32)
+    pixels = 255 - np.asarray(image.resize((28, 28), Image.Resampling.BILINEAR), np.float32)
     return (pixels / 255.0)[np.newaxis, ..., np.newaxis]
 
 

@@ -262,7 +262,7 @@ class DigitsRetrainer(Retrainer):
         models = ModelStore(self.settings.models_dir)
         with models.new_version("digits", meta) as staged:
             save_for_serving(model, staged.path / MODEL_FILE)
-        return models.get("digits", staged.version)
+        return models.get("digits", staged.published)
 
 
 def _photo_test_size(test_limit: int | None) -> int:

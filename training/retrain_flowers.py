@@ -274,4 +274,4 @@ class FlowersRetrainer(Retrainer):
         with models.new_version("flowers", meta) as staged:
             model.save(staged.path / MODEL_FILE)
             head.save(staged.path / HEAD_FILE)
-        return models.get("flowers", staged.version)
+        return models.get("flowers", staged.published)

@@ -253,7 +253,7 @@ def _lighting(style: PhotoStyle) -> np.ndarray:
         edge = u * math.sin(angle) - v * math.cos(angle) - 0.15
         light -= style.shadow / (1.0 + np.exp(-edge * 10.0))  # a diffuse shadow's soft edge
     field = Image.fromarray(np.clip(light, 0.15, 1.2).astype(np.float32), mode="F")
-    return np.asarray(field.resize((width, height), Image.BILINEAR), np.float32)
+    return np.asarray(field.resize((width, height), Image.Resampling.BILINEAR), np.float32)
 
 
 # ---------------------------------------------------------------------------------------- the ink
@@ -276,11 +276,11 @@ def _ink_alpha(digit_images: Sequence[np.ndarray], rng: np.random.Generator, sty
         jitter = int(rng.integers(0, row_h - patch.height + 1))
         row.paste(patch, (x, jitter))
         x += patch.width + gap
-    row = row.rotate(style.rotation + style.tilt, resample=Image.BILINEAR, expand=True)
+    row = row.rotate(style.rotation + style.tilt, resample=Image.Resampling.BILINEAR, expand=True)
     if row.width > 0.94 * width or row.height > 0.94 * height:  # a long number on a narrow photo
         scale = min(0.94 * width / row.width, 0.94 * height / row.height)
         row = row.resize(
-            (max(1, round(row.width * scale)), max(1, round(row.height * scale))), Image.BILINEAR
+            (max(1, round(row.width * scale)), max(1, round(row.height * scale))), Image.Resampling.BILINEAR
         )
     margin_x, margin_y = 0.02 * width, 0.02 * height
     left = style.centre[0] * width - row.width / 2
@@ -302,7 +302,7 @@ def _digit_patch(image: np.ndarray, digit_px: int, thickness: float) -> Image.Im
     crop = image[max(0, rows[0] - 1) : rows[-1] + 2, max(0, cols[0] - 1) : cols[-1] + 2]
     scale = digit_px / crop.shape[0]
     size = (max(2, round(crop.shape[1] * scale)), digit_px)
-    smooth = np.asarray(Image.fromarray(crop).resize(size, Image.BICUBIC), np.float32) / 255.0
+    smooth = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC), np.float32) / 255.0
     cut = 0.7 - 0.55 * thickness  # a lower cut keeps more of MNIST's soft edge: a thicker stroke
     soft = 0.08 + 0.02 * digit_px / 100
     alpha = np.clip((smooth - cut) / (2 * soft) + 0.5, 0.0, 1.0)
@@ -316,7 +316,7 @@ def _scene(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     """Clutter: a smooth coloured background with many overlapping shapes, like a room or a street."""
     width, height = size
     low = rng.uniform(30, 230, (4, 5, 3)).astype(np.uint8)
-    picture = Image.fromarray(low).resize((width, height), Image.BICUBIC)
+    picture = Image.fromarray(low).resize((width, height), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(picture)
     for _ in range(int(rng.integers(15, 60))):
         x0, y0 = rng.uniform(-0.1, 1.0) * width, rng.uniform(-0.1, 1.0) * height
@@ -338,7 +338,9 @@ def _texture(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     total = np.zeros((height, width), np.float32)
     for scale, weight in ((64, 0.5), (16, 0.3), (4, 0.2)):
         small = rng.random((max(2, height // scale), max(2, width // scale))).astype(np.float32)
-        total += weight * np.asarray(Image.fromarray(small, mode="F").resize((width, height), Image.BICUBIC))
+        total += weight * np.asarray(
+            Image.fromarray(small, mode="F").resize((width, height), Image.Resampling.BICUBIC)
+        )
     tint = rng.uniform(60, 255, 3).astype(np.float32)
     return np.clip(total[..., np.newaxis] * tint * 1.2, 0, 255).astype(np.uint8)
 

@@ -193,7 +193,7 @@ def save_trained(
     meta = build_meta(trained, command=command, **(extra_meta or {}))
     with store.new_version(name, meta) as staged:
         save_for_serving(trained.model, staged.path / MODEL_FILE)
-    version = store.get(name, staged.version)
+    version = store.get(name, staged.published)
     if promote:
         store.promote(name, version.version)
     return version

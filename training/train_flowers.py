@@ -299,7 +299,9 @@ def train_flowers(
     with store.new_version(MODEL_NAME, meta) as staged:
         model.save(staged.path / MODEL_FILE)
         head.save(staged.path / HEAD_FILE)
-    version = store.promote(MODEL_NAME, staged.version) if promote else store.get(MODEL_NAME, staged.version)
+    version = (
+        store.promote(MODEL_NAME, staged.published) if promote else store.get(MODEL_NAME, staged.published)
+    )
     timings["save"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     store.update_meta(MODEL_NAME, version.version, timings_s={k: round(v, 2) for k, v in timings.items()})

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from inference.prediction import DigitAnswer, Prediction
+from inference.prediction import DigitAnswer, Prediction, Status
 
 LABELS = tuple(str(d) for d in range(10))
 
@@ -42,6 +42,7 @@ def digits_prediction(
     weakest = min(answers, key=lambda a: a.confidence)
     confidence = float(np.prod([a.confidence for a in answers]))
     label = "".join(a.label for a in answers)
+    status: Status
     if weakest.confidence < NOT_RECOGNIZED_BELOW:
         status, why = "not_recognized", "the marks do not look like digits to the model"
     elif weakest.confidence < UNSURE_BELOW:

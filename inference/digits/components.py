@@ -125,4 +125,5 @@ def members(labels: np.ndarray, indices: Sequence[int]) -> np.ndarray:
     wanted = np.asarray(indices, dtype=np.intp)
     table = np.zeros(max(int(labels.max(initial=0)), int(wanted.max(initial=0))) + 1, bool)
     table[wanted] = True
-    return table[labels]
+    found: np.ndarray = table[labels]
+    return found

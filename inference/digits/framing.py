@@ -39,7 +39,9 @@ def normalize_digit(ink: np.ndarray, box: int = 20, size: int = 28) -> np.ndarra
     scale = box / max(height, width)
     ink = _thicken(ink, scale)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    fitted = np.asarray(Image.fromarray(ink, mode="F").resize(new_size, Image.BILINEAR), np.float32)
+    fitted = np.asarray(
+        Image.fromarray(ink, mode="F").resize(new_size, Image.Resampling.BILINEAR), np.float32
+    )
     fitted = np.clip(fitted, 0.0, 1.0)
     peak = float(fitted.max())
     if 0.0 < peak < 0.9:

@@ -29,7 +29,7 @@ def working_gray(image: Image.Image | np.ndarray) -> np.ndarray:
     if longer > WORK_SIDE:
         scale = WORK_SIDE / longer
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.BOX)
+        image = image.resize(size, Image.Resampling.BOX)
     return np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
 
 
@@ -151,7 +151,8 @@ class _Grid:
 
     def surface(self, coefficients: np.ndarray) -> np.ndarray:
         """The quadratic surface at the blocks' centres, (rows, cols)."""
-        return (self.terms @ coefficients).reshape(self.rows, self.cols)
+        values: np.ndarray = self.terms @ coefficients
+        return values.reshape(self.rows, self.cols)
 
     def upsample(self, ringed: np.ndarray) -> np.ndarray:
         """Values at the ringed grid's centres, bilinearly interpolated at every pixel (float32).
@@ -214,7 +215,9 @@ class _Spread:
         """How Pillow's bilinear resize spreads `count` values, one per `side` pixels, over pixels
         `offset` … `offset + size` (Pillow itself computes the weights: it resizes the identity)."""
         identity = Image.fromarray(np.eye(count, dtype=np.float32), mode="F")
-        weights = np.asarray(identity.resize((count * side, count), Image.BILINEAR), dtype=np.float32)
+        weights = np.asarray(
+            identity.resize((count * side, count), Image.Resampling.BILINEAR), dtype=np.float32
+        )
         weights = np.vstack([weights, np.zeros_like(weights[:1])])[:, offset : offset + size]
         first = np.minimum((weights > 0).argmax(axis=0), count - 1)
         pixels = np.arange(size)
@@ -300,7 +303,8 @@ def _edge_ring(grid: np.ndarray) -> np.ndarray:
     """`grid` with a ring of its edge values around it (np.pad's "edge" mode, minus its per-call overhead)."""
     rows = np.clip(np.arange(-1, grid.shape[0] + 1), 0, grid.shape[0] - 1)
     cols = np.clip(np.arange(-1, grid.shape[1] + 1), 0, grid.shape[1] - 1)
-    return grid[rows[:, None], cols]
+    ring: np.ndarray = grid[rows[:, None], cols]
+    return ring
 
 
 def _robust_quadratic(terms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
