@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from photobot.serving import use_serving_threads
 
     redaction.install([settings.telegram_bot_token or ""])
+    # The token lives in `settings` from here on: the decode processes and any other child started
+    # later inherit the environment, and none of them talks to Telegram.
+    os.environ.pop("TELEGRAM_BOT_TOKEN", None)
     use_serving_threads(in_bot=True)  # before anything starts TensorFlow
     if args.api_url:
         settings = dataclasses.replace(settings, telegram_api_url=args.api_url.rstrip("/"))
