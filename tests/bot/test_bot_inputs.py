@@ -1,0 +1,380 @@
+"""Bad input, end to end: each gets a clear reply, the bot keeps running, nothing is stored.
+Also the per-user flood limit: one user's flood does not hold up anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from bot.handlers.photos import MIN_SIDE
+from tests.support.bot import (
+    ADMIN_ID,
+    BotHarness,
+    asks_feedback,
+    buttons,
+    digit_photo,
+    encoded,
+    mnist_digits,
+    start_bot,
+    stop_bot,
+    train_digit_model,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+FLOOD_LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    train_digit_model(folder, mnist_path)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def glyphs(mnist_path: Path):
+    return mnist_digits(mnist_path)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path):
+    harness = await start_bot(
+        tmp_path_factory.mktemp("data"),
+        model_dir,
+        user_photos_per_minute=FLOOD_LIMIT,
+        max_image_pixels=40_000_000,
+    )
+    yield harness
+    await stop_bot(harness)
+
+
+_next_user = iter(range(3000, 4000))
+
+
+def fresh_user(bot: BotHarness) -> int:
+    return bot.user(next(_next_user))
+
+
+def stored_files(bot: BotHarness) -> int:
+    return sum(1 for p in bot.settings.images_dir.rglob("*") if p.is_file() and ".tmp" not in p.parts)
+
+
+async def assert_nothing_stored(bot: BotHarness, user: int, files_before: int) -> None:
+    assert await bot.services.store.user_predictions(user) == []
+    assert stored_files(bot) == files_before
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width` × `height` pixels: a decompression bomb's calling card."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "mime", "reply"),
+    [
+        (
+            b"%PDF-1.4\n%\xe2\xe3\n1 0 obj <<>> endobj\n",
+            "paper.pdf",
+            "application/pdf",
+            "“paper.pdf” is not an image.",
+        ),
+        (b"just some notes\n", "notes.txt", "text/plain", "“notes.txt” is not an image."),
+        (
+            b"MZ\x90\x00\x03" + b"\0" * 200,
+            "setup.exe",
+            "application/x-msdownload",
+            "“setup.exe” is not an image.",
+        ),
+        (b"MZ\x90\x00\x03" + b"\0" * 200, "setup", None, "“setup” is not an image."),
+    ],
+)
+async def test_non_image_documents_are_refused(
+    bot: BotHarness, data: bytes, name: str, mime: str, reply: str
+) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    answer = await bot.document(user, data, name, mime)
+    assert answer["text"].startswith(reply)
+    await assert_nothing_stored(bot, user, before)
+
+
+def _jpeg(glyphs) -> bytes:
+    return digit_photo(glyphs[5], size=(400, 300))
+
+
+def _png() -> bytes:
+    return encoded(Image.new("RGB", (300, 200), "white"), "PNG")
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "mime", "expected"),
+    [
+        (
+            lambda g: _jpeg(g)[: len(_jpeg(g)) // 2],
+            "half.jpg",
+            "image/jpeg",
+            "I can't read this image: the image is damaged",
+        ),
+        (lambda g: _png()[:60], "cut.png", "image/png", "I can't read this image:"),
+        (
+            lambda g: b"\xff\xd8\xff\xe0" + b"\x13" * 500,
+            "noise.jpg",
+            "image/jpeg",
+            "I can't read this image:",
+        ),
+        (lambda g: b"GIF89a" + b"\x00" * 5, "broken.gif", "image/gif", "I can't read this image:"),
+        (
+            lambda g: b"pretending to be a jpeg",
+            "fake.jpg",
+            "image/jpeg",
+            "I can't read this image: this is not an image",
+        ),
+        (
+            lambda g: png_claiming(100_000, 100_000),
+            "bomb.png",
+            "image/png",
+            "This image is too large for me:",
+        ),
+        (
+            lambda g: encoded(Image.new("RGB", (4000, 40), "white"), "PNG"),
+            "strip.png",
+            "image/png",
+            "I can't read this image: the image is 4000×40: too long and narrow",
+        ),
+        (
+            lambda g: encoded(Image.new("RGB", (4, 4), "white"), "PNG"),
+            "dot.png",
+            "image/png",
+            "I can't read this image:",
+        ),
+    ],
+    ids=[
+        "truncated-jpeg",
+        "truncated-png",
+        "corrupt-jpeg",
+        "corrupt-gif",
+        "not-an-image",
+        "bomb",
+        "aspect",
+        "tiny",
+    ],
+)
+async def test_broken_images_sent_as_files_get_a_clear_reply(
+    bot: BotHarness, glyphs, make, name, mime, expected
+) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    answer = await bot.document(user, make(glyphs), name, mime)
+    assert answer["text"].startswith(expected), answer["text"]
+    assert "reply_markup" not in answer
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_a_truncated_jpeg_sent_as_a_photo_gets_a_clear_reply(bot: BotHarness, glyphs) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    data = _jpeg(glyphs)
+    after = bot.server.chat(user).revision
+    await bot.server.send_photo(user, data[: len(data) // 2], as_is=True)
+    answer = await bot.next_message(user, after)
+    assert answer["text"].startswith("I can't read this image: the image is damaged or truncated")
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_files_over_twenty_megabytes_are_refused_without_downloading(bot: BotHarness) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    calls = bot.server.method_calls.get("getFile", 0)
+    data = b"\x89PNG\r\n\x1a\n" + b"\0" * (21 * 1024 * 1024)
+    answer = await bot.document(user, data, "huge.png", "image/png")
+    assert answer["text"] == "This file is too large (21.0 MB). I read images up to 20.0 MB."
+    assert bot.server.method_calls.get("getFile", 0) == calls
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_a_file_whose_size_is_unknown_is_refused_by_the_server_limit(bot: BotHarness) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    after = bot.server.chat(user).revision
+    message = await bot.server.send_document(user, b"\0" * (20 * 1024 * 1024 + 10), "big.png", "image/png")
+    assert message["document"]["file_size"] > 20 * 1024 * 1024
+    answer = await bot.next_message(user, after)
+    assert answer["text"].startswith("This file is too large")
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_animated_gif_and_webp_are_read_by_their_first_frame(bot: BotHarness, glyphs) -> None:
+    """Our choice: an animation sent as a file is answered by its first frame (a GIF *animation* message
+    — Telegram's own type for GIFs — is refused like a video)."""
+    user = fresh_user(bot)
+    first = Image.open(io.BytesIO(digit_photo(glyphs[7], size=(320, 240)))).convert("RGB")
+    second = Image.new("RGB", first.size, "black")
+    for fmt, name, mime in (("GIF", "seven.gif", "image/gif"), ("WEBP", "seven.webp", "image/webp")):
+        data = encoded(first, fmt, save_all=True, append_images=[second], duration=100, loop=0)
+        assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 2
+        answer = await bot.document(user, data, name, mime)
+        assert asks_feedback(answer), answer["text"]
+    still = await bot.photo(user, digit_photo(glyphs[7], size=(320, 240)))
+    assert still["text"].splitlines()[0].split(" — ")[0] == answer["text"].splitlines()[0].split(" — ")[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("sticker", "Stickers are fun, but I read photos only."),
+        ("video", "I read still photos only, not videos or animations."),
+        ("animation", "I read still photos only, not videos or animations."),
+        ("video_note", "I read still photos only, not videos or animations."),
+        ("voice", "I can't listen, I only look: send a photo."),
+        ("audio", "I can't listen, I only look: send a photo."),
+    ],
+)
+async def test_media_that_are_not_photos_get_a_clear_reply(bot: BotHarness, kind: str, expected: str) -> None:
+    user, before = fresh_user(bot), stored_files(bot)
+    after = bot.server.chat(user).revision
+    await bot.server.send_media(user, kind)
+    answer = await bot.next_message(user, after)
+    assert answer["text"].startswith(expected)
+    await assert_nothing_stored(bot, user, before)
+
+
+async def test_plain_text_and_unknown_commands_get_a_hint(bot: BotHarness) -> None:
+    user = fresh_user(bot)
+    assert (await bot.say(user, "hello bot"))[
+        "text"
+    ] == "Send me a photo of a digit or a flower. /help explains more."
+    assert (await bot.say(user, "/dance"))[
+        "text"
+    ] == "I don't know that command. /help lists what I understand."
+    russian = bot.user(3999, "Оля", "ru")
+    assert (await bot.say(russian, "привет"))["text"].startswith("Пришлите мне фото")
+
+
+async def test_the_bot_keeps_answering_after_bad_input(bot: BotHarness, glyphs) -> None:
+    user = fresh_user(bot)
+    await bot.document(user, png_claiming(100_000, 100_000), "bomb.png", "image/png")
+    answer = await bot.photo(user, digit_photo(glyphs[1]))
+    assert asks_feedback(answer)
+
+
+async def test_a_flood_from_one_user_is_limited_politely_while_another_is_served(
+    bot: BotHarness, glyphs
+) -> None:
+    flooder, other = fresh_user(bot), fresh_user(bot)
+    photo = digit_photo(glyphs[4], size=(320, 240))
+    after = bot.server.chat(flooder).revision
+    for _ in range(FLOOD_LIMIT + 5):
+        await bot.server.send_photo(flooder, photo)
+    served = await bot.photo(other, digit_photo(glyphs[2], size=(320, 240)))
+    assert asks_feedback(served)
+
+    def bot_messages() -> list[dict]:
+        events = bot.server.chat(flooder).events[after:]
+        return [e["message"] for e in events if e["type"] == "message" and e["message"]["from"]["is_bot"]]
+
+    for _ in range(200):
+        if len(bot_messages()) >= FLOOD_LIMIT + 1:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # anything more would arrive now
+    messages = bot_messages()
+    answers = [m for m in messages if buttons(m)]
+    notices = [m for m in messages if not buttons(m)]
+    assert len(answers) == FLOOD_LIMIT
+    assert len(notices) == 1  # told once, not once per photo
+    assert notices[0]["text"].startswith("You're sending photos faster than I can look. Please wait ")
+    assert len(await bot.services.store.user_predictions(flooder)) == FLOOD_LIMIT
+
+
+async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, glyphs) -> None:
+    slow, quick = fresh_user(bot), fresh_user(bot)
+    sent = await bot.server.send_photo(slow, digit_photo(glyphs[6], size=(640, 480), seed=77))
+    chosen = next(
+        p for p in sent["photo"] if min(p["width"], p["height"]) >= MIN_SIDE
+    )  # what the bot fetches
+    path = bot.server.files[chosen["file_id"]].file_path
+    bot.server.file_delays[path] = 10.0  # this user's download crawls
+    try:
+        answer = await bot.photo(quick, digit_photo(glyphs[1], size=(640, 480), seed=78), timeout=8.0)
+        assert asks_feedback(answer)
+        assert not [
+            e
+            for e in bot.server.chat(slow).events
+            if e["type"] == "message" and e["message"]["from"]["is_bot"]
+        ]
+        late = await bot.next_message(slow, 0, timeout=20)
+        assert asks_feedback(late)
+    finally:
+        bot.server.file_delays.pop(path, None)
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ("/block ²", "Usage: /block <user id>"),
+        ("/unblock ٣", "Usage: /unblock <user id>"),
+        ("/block 1234567890123456789", "Usage: /block <user id>"),  # 19 digits: past SQLite's integers
+        ("/block 99999999999999999999999", "Usage: /block <user id>"),
+        ("/rollback digits ²", "Usage: /rollback MODEL [version] — MODEL is one of: digits."),
+        (
+            "/rollback digits 12345678901234567890",
+            "Usage: /rollback MODEL [version] — MODEL is one of: digits.",
+        ),
+    ],
+)
+async def test_ids_that_are_not_short_ascii_numbers_get_the_usage_not_a_crash(
+    bot: BotHarness, command: str, usage: str
+) -> None:
+    admin = bot.user(ADMIN_ID, "Root")
+    assert (await bot.say(admin, command))["text"] == usage
+
+
+async def test_an_eighteen_digit_id_is_accepted(bot: BotHarness) -> None:
+    admin = bot.user(ADMIN_ID, "Root")
+    user_id = 10**18 - 1
+    assert (await bot.say(admin, f"/block {user_id}"))["text"] == (
+        f"I have no photos from user {user_id} yet. Blocked in advance: labels from this id will not be used."
+    )
+    assert await bot.services.store.is_blocked(user_id)
+    assert (await bot.say(admin, f"/unblock {user_id}"))["text"].startswith(f"User {user_id} ")
+    assert not await bot.services.store.is_blocked(user_id)
+
+
+async def test_a_non_admin_command_is_logged_by_name_without_its_text(
+    bot: BotHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = fresh_user(bot)
+    with caplog.at_level(logging.INFO):
+        answer = await bot.say(user, "/retrain digits my-password-123 and a long story")
+    assert answer["text"] == "Sorry, this command is for admins only."
+    tried = [r.getMessage() for r in caplog.records if "tried" in r.getMessage()]
+    assert tried == [f"Non-admin user {user} tried /retrain"]
+    assert not [r for r in caplog.records if "my-password-123" in r.getMessage()]
+
+
+async def test_a_large_image_reaches_the_decode_processes_as_a_file_not_through_their_pipe(
+    bot: BotHarness, glyphs
+) -> None:
+    user = fresh_user(bot)
+    photo = Image.open(io.BytesIO(digit_photo(glyphs[3], size=(1600, 1200), seed=41)))
+    data = encoded(photo, "PNG")
+    assert len(data) > 500_000
+    pool = bot.services.classifier._pool  # the decode processes: what crossed their pipes
+    before = pool.sent_bytes
+    answer = await bot.document(user, data, "three.png", "image/png")
+    assert asks_feedback(answer), answer["text"]
+    assert pool.sent_bytes - before < 10_000  # a path and a few settings, not the file
+    assert bot.services.images.leftover_temp_files() == []  # the photo's own file is gone again

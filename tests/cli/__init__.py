@@ -1,0 +1,1 @@
+"""The command line's tests: `photobot` commands, settings, export, the benches."""

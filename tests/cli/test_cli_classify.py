@@ -1,0 +1,154 @@
+"""`photobot classify` and `photobot evaluate --images` through the real engine, real tiny models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from inference.model_store import ModelStore
+from photobot.cli import main
+from photobot.commands.classify import classify_files
+from photobot.settings import Settings
+from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset, train_digit_model
+
+
+@pytest.fixture(scope="module")
+def digit_model_file(mnist_path, tmp_path_factory):
+    return train_digit_model(mnist_path, tmp_path_factory.mktemp("model") / "digits.keras")
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch, mnist_path, digit_model_file):
+    """A labelled folder of digit photos (7/, 2/, …, none/) and a store with the tiny digit model."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("ENGINE_RELOAD_POLL_S", "0")
+    add_version(ModelStore(tmp_path / "var" / "models"), "digits", digit_model_file, digit_meta())
+    _, _, x_test, y_test = load_mnist_subset(mnist_path, n_test=30)
+    folder = tmp_path / "photos"
+    for i, (image, label) in enumerate(zip(x_test, y_test, strict=True)):
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        (folder / str(label) / f"{i}.jpg").write_bytes(digit_photo(image, seed=i))
+    (folder / "none").mkdir()
+    (folder / "none" / "blank.png").write_bytes(_blank_page())
+    return folder, y_test
+
+
+def _blank_page() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (400, 300), 230).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_classify_prints_percentages_like_label_image(photos, capsys):
+    folder, _ = photos
+    first = sorted((folder / "7").glob("*.jpg"))[0]
+    assert main(["classify", str(first), "--mode", "digit", "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{first}  (digits v1, ")
+    ranked = lines[1:4]
+    assert len(ranked) == 3
+    labels = [line.split()[0] for line in ranked]
+    percents = [float(line.split("(")[1].rstrip("%)")) for line in ranked]
+    assert labels[0] == "7"
+    assert percents == sorted(percents, reverse=True)
+    assert all(0 <= p <= 100 for p in percents)
+
+
+def test_answers_are_handed_over_before_the_engine_closes(photos):
+    """The first run of a model version converts it for LiteRT in the background, and the process waits
+    for that at exit: `photobot classify` shows the answers through `on_answers`, before that wait."""
+    folder, _ = photos
+    files = sorted((folder / "7").glob("*.jpg"))[:2]
+    handed: list[list] = []
+    answers = asyncio.run(classify_files(files, "digit", Settings.from_env(), on_answers=handed.append))
+    assert handed == [answers]
+    assert [answer.model for answer in answers] == ["digits", "digits"]
+
+
+def test_classify_json_has_one_object_per_photo_and_reports_bad_files(photos, tmp_path, capsys):
+    folder, _ = photos
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    files = [str(p) for p in sorted((folder / "7").glob("*.jpg"))[:2]] + [str(broken)]
+    assert main(["classify", *files, "--mode", "digit", "--json", "--top", "2"]) == 1
+    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["file"] for o in objects] == files
+    for answer in objects[:2]:
+        assert set(answer) >= {"file", "model", "label", "confidence", "status", "top"}
+        assert answer["model"] == "digits"
+        assert answer["status"] in ("ok", "unsure", "not_recognized")
+        assert len(answer["top"]) == 2 and answer["top"][0][1] >= answer["top"][1][1]
+    assert objects[2]["kind"] == "UnsupportedImage"
+
+
+def test_evaluate_images_ends_with_the_design_json(photos, capsys):
+    folder, labels = photos
+    assert main(["evaluate", "--model", "digits", "--images", str(folder), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(report) == {
+        "model",
+        "version",
+        "n",
+        "accuracy",
+        "unsure",
+        "not_recognized",
+        "ece",
+        "per_class",
+    }
+    assert 0.0 <= report["ece"] < 0.25
+    assert report["model"] == "digits" and report["version"] == 1
+    assert report["n"] == len(labels) + 1
+    assert report["accuracy"] >= 0.75
+    assert report["per_class"]["none"] == 1.0
+    assert report["not_recognized"] >= 1
+    assert set(report["per_class"]) == {str(d) for d in set(labels.tolist())} | {"none"}
+
+
+def test_evaluate_mnist_test_measures_the_serving_model(photos, capsys, mnist_path, monkeypatch):
+    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+    assert main(["evaluate", "--model", "digits", "--mnist-test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["n"] == 10_000
+    assert 0.85 <= report["accuracy"] <= 1.0  # a 4-epoch MLP on 3,000 digits
+    assert len(report["per_class"]) == 10
+
+
+def test_evaluate_report_writes_a_reliability_diagram_and_a_confusion_matrix(photos, tmp_path, capsys):
+    from PIL import Image
+
+    folder, _ = photos
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", "digits", "--images", str(folder), "--report", str(out)]) == 0
+    assert "expected calibration error" in capsys.readouterr().out
+    for name in ("reliability.png", "confusion.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 300
+
+
+def test_evaluate_mnist_test_on_a_fresh_install_seeds_the_shipped_model(
+    tmp_path, monkeypatch, mnist_path, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "fresh"))
+    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+    assert main(["evaluate", "--model", "digits", "--mnist-test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["version"] == 1 and report["n"] == 10_000
+    assert report["accuracy"] >= 0.99  # the shipped CNN
+    assert report["ece"] < 0.02
+
+
+def test_evaluate_images_on_a_fresh_install_seeds_the_shipped_model(photos, tmp_path, monkeypatch, capsys):
+    folder, labels = photos
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "fresh"))
+    assert main(["evaluate", "--model", "digits", "--images", str(folder), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["version"] == 1 and report["n"] == len(labels) + 1
+    assert report["accuracy"] >= 0.9  # the shipped CNN on photos of MNIST test digits

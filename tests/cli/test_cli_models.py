@@ -1,0 +1,77 @@
+"""`photobot models list|promote|rollback` against a real model store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inference.model_store import ModelStore
+from photobot.cli import main
+from tests.support.models import add_version, digit_meta, train_digit_model
+
+
+@pytest.fixture(scope="module")
+def digit_model_file(mnist_path, tmp_path_factory):
+    return train_digit_model(mnist_path, tmp_path_factory.mktemp("model") / "digits.keras")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, digit_model_file):
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    store = ModelStore(tmp_path / "var" / "models")
+    add_version(store, "digits", digit_model_file, digit_meta(test_accuracy=0.91, arch="mlp"))
+    add_version(store, "digits", digit_model_file, digit_meta(test_accuracy=0.93, arch="mlp"))
+    return store
+
+
+def test_list_marks_the_serving_version(store, capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "digits"
+    assert lines[1].startswith("    v1") and "91.00%" in lines[1]
+    assert lines[2].startswith("  * v2") and "93.00%" in lines[2]
+    assert "flowers" in lines and "no versions yet" in out
+
+
+def test_list_as_json(store, capsys):
+    assert main(["models", "list", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["digits"]["active"] == 2
+    assert [v["version"] for v in report["digits"]["versions"]] == [1, 2]
+    assert report["digits"]["versions"][0]["accuracy"] == 0.91
+    assert report["flowers"] == {"active": None, "versions": []}
+
+
+def test_promote_and_rollback_move_the_active_pointer(store, capsys):
+    assert main(["models", "rollback", "digits"]) == 0
+    assert store.active_version("digits") == 1
+    assert "rolled back to v1 (was v2)" in capsys.readouterr().out
+    assert main(["models", "promote", "digits", "v2"]) == 0
+    assert store.active_version("digits") == 2
+    assert "v2 is now serving (was v1)" in capsys.readouterr().out
+    assert main(["models", "rollback", "digits", "1"]) == 0
+    assert store.active_version("digits") == 1
+
+
+def test_promote_refuses_a_corrupt_model_file_and_keeps_the_pointer(store, capsys):
+    broken = store.get("digits", 1)
+    broken.model_file.write_bytes(b"PK\x03\x04 definitely not a keras archive")
+    assert main(["models", "promote", "digits", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to serve it" in err and "v1" in err
+    assert store.active_version("digits") == 2
+
+
+def test_promote_of_an_unknown_version_is_a_clear_error(store, capsys):
+    assert main(["models", "promote", "digits", "7"]) == 1
+    assert "digits has no version 7" in capsys.readouterr().err
+    assert store.active_version("digits") == 2
+
+
+def test_rollback_with_nothing_earlier_is_a_clear_error(store, capsys):
+    store.promote("digits", 1)
+    assert main(["models", "rollback", "digits"]) == 1
+    assert "no earlier version" in capsys.readouterr().err

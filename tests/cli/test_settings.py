@@ -1,0 +1,89 @@
+"""The one settings object: environment over `.env`, every variable documented in `.env.example`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from inference.engine import EngineConfig
+from photobot import settings as settings_module
+from photobot.settings import Settings, SettingsError, read_dotenv
+from tests.support import REPO
+
+EXAMPLE = REPO / ".env.example"
+
+
+def test_env_example_lists_every_variable_with_its_default():
+    example = read_dotenv(EXAMPLE)
+    assert Settings._from_mapping(example) == Settings()
+    source = Path(settings_module.__file__).read_text(encoding="utf-8")
+    read_by_code = set(
+        re.findall(r'(?:get|_number|_choice|_id_set)\(\s*(?:env,\s*)?"([A-Z][A-Z0-9_]+)"', source)
+    )
+    assert read_by_code == set(example)
+
+
+def test_the_environment_overrides_dotenv(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# a comment\n"
+        "export TELEGRAM_BOT_TOKEN='123:abc'\n"
+        'ADMIN_IDS="1, 2;3"\n'
+        "ENGINE_MAX_BATCH=32  # inline comment\n"
+        "LOG_LEVEL=debug\n"
+        "DATA_DIR=from-dotenv\n",
+        encoding="utf-8",
+    )
+    settings = Settings.from_env({"DATA_DIR": "from-env", "PHOTOBOT_DATASETS": "a:b"}, dotenv)
+    assert settings.telegram_bot_token == "123:abc"
+    assert settings.admin_ids == frozenset({1, 2, 3})
+    assert settings.engine == dataclasses.replace(EngineConfig(), max_batch=32)
+    assert settings.log_level == "DEBUG"
+    assert settings.data_dir == Path("from-env")
+    assert settings.database_path == Path("from-env/photobot.sqlite3")
+    assert settings.datasets == (Path("a"), Path("b"))
+
+
+def test_a_missing_dotenv_means_defaults():
+    assert Settings.from_env({}, Path("/nonexistent/.env")) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ENGINE_MAX_BATCH", "many", "ENGINE_MAX_BATCH must be a int"),
+        ("MAX_IMAGE_BYTES", "-1", "must not be negative"),
+        ("ENGINE_POOL", "fork", "ENGINE_POOL must be one of thread, process"),
+        ("ENGINE_RUNTIME", "onnx", "ENGINE_RUNTIME must be one of auto, keras, lite"),
+        ("ADMIN_IDS", "12,alice", "ADMIN_IDS must be Telegram user ids"),
+    ],
+)
+def test_bad_values_name_the_variable(name, value, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value}, None)
+
+
+def test_a_malformed_dotenv_line_names_file_and_line(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("LOG_LEVEL=INFO\nthis is not a setting\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"\.env:2: expected KEY=VALUE"):
+        read_dotenv(dotenv)
+
+
+def test_serving_thread_layout_one_intra_op_thread_in_the_bot_only(monkeypatch):
+    from photobot.serving import use_serving_threads
+
+    for name in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    use_serving_threads()
+    assert os.environ["TF_NUM_INTEROP_THREADS"] == "1"
+    assert "TF_NUM_INTRAOP_THREADS" not in os.environ  # the engine alone keeps one per core
+    use_serving_threads(in_bot=True)
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "1"
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "4")
+    use_serving_threads(in_bot=True)
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "4"  # what the operator set stands

@@ -1,0 +1,1 @@
+"""Storage's tests: the SQLite store, the image store, migrations, crash safety."""

@@ -1,0 +1,193 @@
+"""Migrations: from an empty file, from an older schema with data in it, and refusal of a newer one."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from storage import SchemaTooNew
+from storage.connect import open_database
+from storage.schema import LATEST, MIGRATIONS, migrate, schema_version
+from tests.support.storage import open_store, png
+
+
+def tables(path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        db.close()
+
+
+async def test_an_empty_folder_gets_the_latest_schema_in_wal_mode(tmp_path):
+    store = await open_store(tmp_path)
+    await store.close()
+    db = sqlite3.connect(tmp_path / "photobot.sqlite3")
+    assert schema_version(db) == LATEST == 3
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    assert {
+        "users",
+        "photos",
+        "predictions",
+        "feedback",
+        "contributions",
+        "chats",
+        "retrain_jobs",
+        "pending_corrections",
+    } <= tables(tmp_path / "photobot.sqlite3")
+
+
+def test_every_connection_has_foreign_keys_full_sync_and_a_busy_timeout(tmp_path):
+    db = open_database(tmp_path / "db.sqlite3", busy_timeout_s=3)
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 3000
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute(
+            "INSERT INTO feedback (prediction_id, user_id, verdict, model, true_label, created_at) "
+            "VALUES (999, 1, 'correct', 'digits', '7', 0)"
+        )
+    db.close()
+
+
+async def test_a_version_1_database_with_data_is_migrated_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "photobot.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    migrate(old, path, MIGRATIONS[:1])
+    assert schema_version(old) == 1
+    old.execute("INSERT INTO users (id, language, first_seen, last_seen) VALUES (5, 'ru', 1, 2)")
+    sha = hashlib.sha256(b"old photo").hexdigest()
+    old.execute(
+        "INSERT INTO photos (sha256, size, path, first_seen) VALUES (?, 9, ?, 1)", (sha, f"{sha[:2]}/{sha}")
+    )
+    old.execute(
+        "INSERT INTO predictions (user_id, chat_id, message_id, photo_sha256, model, version, label, "
+        "confidence, probabilities, status, created_at) "
+        "VALUES (5, 5, 1, ?, 'digits', 1, '4', 0.8, '[[\"4\", 0.8]]', 'ok', 3)",
+        (sha,),
+    )
+    old.close()
+    assert "retrain_jobs" not in tables(path)
+
+    store = await open_store(tmp_path)
+    try:
+        assert store.schema_version == LATEST
+        user = await store.get_user(5)
+        assert user is not None and user.language == "ru"
+        prediction = await store.get_prediction(1)
+        assert prediction is not None and prediction.label == "4" and prediction.probabilities == [("4", 0.8)]
+        result = await store.record_feedback(1, user_id=5, verdict="correct")
+        assert result.created and result.feedback.true_label == "4"
+        await store.set_chat_mode(5, "digit")  # a table from migration 2
+        assert await store.chat_mode(5) == "digit"
+    finally:
+        await store.close()
+
+
+async def test_a_newer_database_is_refused_with_a_clear_message_and_left_untouched(tmp_path):
+    path = tmp_path / "photobot.sqlite3"
+    newer = sqlite3.connect(path)
+    newer.execute("CREATE TABLE future_things (x)")
+    newer.execute(f"PRAGMA user_version = {LATEST + 3}")
+    newer.commit()
+    newer.close()
+    before = path.read_bytes()
+
+    with pytest.raises(SchemaTooNew, match=rf"schema version {LATEST + 3}.*newer PhotoBot"):
+        await open_store(tmp_path)
+
+    assert path.read_bytes() == before
+    assert (
+        not (tmp_path / "photobot.sqlite3-wal").exists()
+        or (tmp_path / "photobot.sqlite3-wal").stat().st_size == 0
+    )
+
+
+def test_a_migration_that_fails_half_way_leaves_the_previous_version(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    broken = (*MIGRATIONS[:1], ("CREATE TABLE half_done (x)", "THIS IS NOT SQL"))
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(db, path, broken)
+    assert schema_version(db) == 1
+    assert "half_done" not in tables(path)
+    assert "users" in tables(path)
+    db.close()
+
+
+def test_migrating_twice_changes_nothing(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    first = open_database(path)
+    first.execute("INSERT INTO users (id, first_seen, last_seen) VALUES (1, 0, 0)")
+    first.close()
+    second = open_database(path)
+    assert schema_version(second) == LATEST
+    assert second.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+    second.close()
+
+
+async def test_reopening_keeps_everything(tmp_path):
+    store = await open_store(tmp_path)
+    photo = await store.add_photo(png(1), format="png")
+    await store.close()
+    store = await open_store(tmp_path)
+    try:
+        assert await store.get_photo(photo.sha256) == photo
+    finally:
+        await store.close()
+
+
+def test_opening_waits_for_a_writer_that_holds_the_file_in_rollback_mode(tmp_path):
+    # SQLite refuses the switch to WAL at once, without the busy handler, while another connection
+    # holds a write lock on a file still in rollback mode: what processes starting together meet.
+    path = tmp_path / "photobot.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other_process (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, writer.execute, ["COMMIT"])
+    release.start()
+    try:
+        db = open_database(path, busy_timeout_s=5)
+    finally:
+        release.join()
+        writer.close()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert schema_version(db) == LATEST
+    db.close()
+
+
+def test_opening_gives_up_after_the_busy_timeout(tmp_path):
+    path = tmp_path / "photobot.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE other_process (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            open_database(path, busy_timeout_s=0.2)
+    finally:
+        writer.close()
+
+
+def test_processes_starting_together_migrate_once(tmp_path):
+    path = tmp_path / "photobot.sqlite3"
+    script = (
+        "import sys; from storage.connect import open_database; from storage.schema import schema_version; "
+        "print(schema_version(open_database(sys.argv[1])))"
+    )
+    starters = [
+        subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [starter.communicate(timeout=60)[0].strip() for starter in starters]
+    assert [starter.returncode for starter in starters] == [0, 0, 0, 0]
+    assert outputs == [str(LATEST)] * 4
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'users'").fetchone()[0] == 1
+    db.close()

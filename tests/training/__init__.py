@@ -1,0 +1,1 @@
+"""Training's tests: train and retrain, experiments, reports, statistics, synthetic photos, flowers."""

@@ -1,0 +1,95 @@
+"""`photobot retrain --model flowers`: the head is refitted on cached features of base + chat photos.
+
+A real serving flower model is trained first by `photobot train flowers` on 3 classes × 24 real photos
+(the real EfficientNet-Lite0 backbone); chat photos are new crops of some of those flowers plus one
+photo of a class no model knows, labelled through the real storage API.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from inference.model_store import ModelStore
+from photobot.cli import main
+from photobot.settings import Settings
+from storage import SyncStore
+from tests.support.retrain import ONE_PERSON, store_labels
+from training.retrain import RetrainError, RetrainOptions, run_retrain
+
+pytestmark = pytest.mark.slow
+CLASSES = ("daisy", "roses", "sunflowers")
+PER_CLASS = 24
+
+
+def _new_photo(path: Path, rng: np.random.Generator) -> bytes:
+    with Image.open(path) as original:
+        image = original.convert("RGB")
+    width, height = image.size
+    left, top = int(rng.integers(0, width // 5)), int(rng.integers(0, height // 5))
+    image = ImageOps.mirror(image.crop((left, top, left + int(width * 0.8), top + int(height * 0.8))))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=88)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def settings(flowers_path: Path, mnist_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    tmp_path = tmp_path_factory.mktemp("flowers-retrain")
+    photos = tmp_path / "photos"
+    for label in CLASSES:
+        (photos / label).mkdir(parents=True)
+        for photo in sorted((flowers_path / label).glob("*.jpg"))[:PER_CLASS]:
+            os.symlink(photo, photos / label / photo.name)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+        monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+        quick = ["--validation-percent", "20", "--test-percent", "20", "--non-flower-photos", "12"]
+        assert main(["train", "flowers", "--images", str(photos), *quick, "--no-package-photos"]) == 0
+        (tmp_path / "var" / "datasets").mkdir()
+        os.symlink(photos, tmp_path / "var" / "datasets" / "flower_photos")  # the base data of this store
+        yield Settings(data_dir=tmp_path / "var", datasets=(), retrain_min_new_labels=5, **ONE_PERSON)
+
+
+def test_fine_tuning_the_backbone_in_a_retrain_is_refused_clearly(settings: Settings) -> None:
+    with pytest.raises(RetrainError, match="--fine-tune is not available for flowers"):
+        run_retrain(settings, RetrainOptions(model="flowers", force=True, fine_tune=True))
+    with SyncStore(settings.database_path, settings.images_dir) as store:
+        job = store.recent_retrain_jobs("flowers")[0]
+    assert job.status == "failed" and "--fine-tune is not available" in job.error
+    assert ModelStore(settings.models_dir).active_version("flowers") == 1
+
+
+def test_the_flower_head_is_retrained_on_chat_photos_and_new_classes_are_reported_not_added(
+    settings: Settings, flowers_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    chat = [
+        (_new_photo(path, rng), label)
+        for label in CLASSES
+        for path in sorted((flowers_path / label).glob("*.jpg"))[:5]
+    ]
+    chat.append((_new_photo(sorted((flowers_path / "tulips").glob("*.jpg"))[0], rng), "orchids"))
+    store_labels(settings, chat, model="flowers", user_id=51)
+    outcome = run_retrain(settings, RetrainOptions(model="flowers", epochs=40))
+    text = outcome.report.text
+    assert outcome.decision in ("promote", "reject") and outcome.candidate_version == 2
+    assert "New classes from chat (not added; a model change is needed): orchids (1)" in text
+    assert "per label: daisy 5, roses 5, sunflowers 5" in text and "from 1 person, most first: 15" in text
+    assert "flowers test split (" in text
+    models = ModelStore(settings.models_dir)
+    candidate = models.get("flowers", 2)
+    assert candidate.labels == list(CLASSES) and (candidate.path / "head.npz").is_file()
+    assert candidate.meta["parent"] == 1 and candidate.meta["data"]["new_classes_not_added"] == {"orchids": 1}
+    assert 0 < candidate.meta["ood"]["unsure_above"] <= candidate.meta["ood"]["reject_above"]
+    assert models.active_version("flowers") == (2 if outcome.decision == "promote" else 1)
+    with SyncStore(settings.database_path, settings.images_dir) as store:
+        job = store.get_retrain_job(outcome.job_id)
+    assert job.status == ("succeeded" if outcome.decision == "promote" else "rejected")
+    assert [Path(p).name for p in job.metrics["report_images"]][:2] == ["confusion.png", "curves.png"]
