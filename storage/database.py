@@ -187,7 +187,7 @@ class Store:
         return await self._read(sql.blocked_users)
 
     async def set_chat_mode(self, chat_id: int, mode: str) -> None:
-        """`mode` is "auto", "digit" or "flower"."""
+        """`mode` is "auto" or a catalogue model's mode ("digit", "flower", …); see `check_mode`."""
         await self._write(functools.partial(sql.set_chat_mode, chat_id=chat_id, mode=mode, now=time.time()))
 
     async def chat_mode(self, chat_id: int) -> str:

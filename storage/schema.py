@@ -140,6 +140,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_at REAL NOT NULL
         )""",
     ),
+    # 4: a chat mode is any short lowercase name, so a model added to the catalogue brings its own
+    # (`/use pets` → "pets"); the code checks the spelling (`records.check_mode`), the catalogue which
+    # modes exist. SQLite cannot change a CHECK in place: copy into a new table, then swap the names
+    # (nothing references chats, and the migration's transaction makes the swap atomic).
+    (
+        """CREATE TABLE chats_v4 (
+            id INTEGER PRIMARY KEY,                 -- Telegram chat id (a private chat's id is the user's)
+            mode TEXT NOT NULL CHECK (length(mode) BETWEEN 1 AND 20 AND mode = lower(mode)),
+            updated_at REAL NOT NULL
+        )""",
+        "INSERT INTO chats_v4 (id, mode, updated_at) SELECT id, mode, updated_at FROM chats",
+        "DROP TABLE chats",
+        "ALTER TABLE chats_v4 RENAME TO chats",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

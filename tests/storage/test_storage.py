@@ -156,8 +156,10 @@ async def test_bad_status_or_mode_is_refused(store):
             user_id=1, chat_id=1, message_id=1, photo_sha256=photo.sha256, model="digits", version=1,
             label="1", confidence=1.0, probabilities=[], status="great",
         )  # fmt: skip
-    with pytest.raises(ValueError, match="mode"):
-        await store.set_chat_mode(1, "cats")
+    for bad in ("Cats!", "", "cats and dogs", "a" * 21, "1st"):
+        with pytest.raises(ValueError, match="mode"):
+            await store.set_chat_mode(1, bad)
+    assert await store.chat_mode(1) == "auto"
 
 
 async def test_feedback_is_stored_once_and_a_repeated_tap_gets_the_first_answer(store, tmp_path):
@@ -250,6 +252,14 @@ async def test_a_caption_is_a_labelled_contribution(store, tmp_path):
     assert first == again
     assert rows(tmp_path, "SELECT user_id, model, label FROM contributions") == [(3, "flowers", "roses")]
     assert (await store.user_stats(3)).contributions == 1
+
+
+async def test_a_catalogue_models_own_mode_is_stored(store):
+    """Storage does not know the models: any mode spelled as a mode is kept (a model added to the
+    catalogue brings its own, e.g. "pets")."""
+    await store.set_chat_mode(3, "pets")
+    await store.set_chat_mode(4, "x_2")
+    assert (await store.chat_mode(3), await store.chat_mode(4)) == ("pets", "x_2")
 
 
 async def test_chat_mode_defaults_to_auto_and_is_remembered(store):

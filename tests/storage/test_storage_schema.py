@@ -28,7 +28,7 @@ async def test_an_empty_folder_gets_the_latest_schema_in_wal_mode(tmp_path):
     store = await open_store(tmp_path)
     await store.close()
     db = sqlite3.connect(tmp_path / "photobot.sqlite3")
-    assert schema_version(db) == LATEST == 3
+    assert schema_version(db) == LATEST == 4
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
     assert {
@@ -89,6 +89,43 @@ async def test_a_version_1_database_with_data_is_migrated_and_keeps_its_rows(tmp
         assert await store.chat_mode(5) == "digit"
     finally:
         await store.close()
+
+
+async def test_a_version_3_database_keeps_its_chat_modes_and_then_stores_any_models_mode(tmp_path):
+    """Migration 4 rebuilds `chats` so a catalogue model's mode ("pets") fits: the old rows come along."""
+    path = tmp_path / "photobot.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    migrate(old, path, MIGRATIONS[:3])
+    assert schema_version(old) == 3
+    old.executemany(
+        "INSERT INTO chats (id, mode, updated_at) VALUES (?, ?, ?)",
+        [(5, "digit", 1.0), (6, "flower", 2.0), (7, "auto", 3.0)],
+    )
+    with pytest.raises(sqlite3.IntegrityError):  # what version 3 refused
+        old.execute("INSERT INTO chats (id, mode, updated_at) VALUES (8, 'pets', 4.0)")
+    old.close()
+
+    store = await open_store(tmp_path)
+    try:
+        assert store.schema_version == LATEST == 4
+        assert [await store.chat_mode(chat) for chat in (5, 6, 7, 8)] == ["digit", "flower", "auto", "auto"]
+        await store.set_chat_mode(8, "pets")
+        assert await store.chat_mode(8) == "pets"
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT id, mode, updated_at FROM chats WHERE id < 8 ORDER BY id").fetchall() == [
+            (5, "digit", 1.0),
+            (6, "flower", 2.0),
+            (7, "auto", 3.0),
+        ]
+        for bad in ("", "Pets", "x" * 21):  # the schema's own check, beside the code's
+            with pytest.raises(sqlite3.IntegrityError):
+                db.execute("INSERT INTO chats (id, mode, updated_at) VALUES (9, ?, 1.0)", (bad,))
+    finally:
+        db.close()
 
 
 async def test_a_newer_database_is_refused_with_a_clear_message_and_left_untouched(tmp_path):
