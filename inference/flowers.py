@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 PREPROCESSING_ID = "flowers-rgb-short256-center224-uint8-v1"
 RESIZE_SHORTER = 256
 CROP = 224
-MODEL_NAME = "flowers"
 TOP_K = 5
 
 
@@ -78,7 +77,8 @@ class OodRule:
 def flowers_prediction(
     outputs: Sequence[np.ndarray] | Mapping[str, np.ndarray], version: ModelVersion
 ) -> Prediction:
-    """Turn one photo's model outputs `[probabilities, distances]` (each (C,) or (1, C)) into an answer.
+    """Turn one photo's model outputs `[probabilities, distances]` (each (C,) or (1, C)) into an answer
+    of the model `version` belongs to: every image classifier of the catalogue answers through here.
 
     `ok` needs a photo close enough to the flowers seen in training and a clear enough winner;
     a far photo is `not_recognized` (label None), a borderline one `unsure` (label kept as a guess).
@@ -107,7 +107,7 @@ def flowers_prediction(
     else:
         status, label, reason = "ok", best_label, None
     return Prediction(
-        model=MODEL_NAME,
+        model=version.name,
         version=version.version,
         label=label,
         confidence=confidence if label is not None else 0.0,

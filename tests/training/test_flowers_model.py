@@ -162,6 +162,17 @@ def test_the_rule_between_ok_unsure_and_not_recognized(subset: Subset, tmp_path:
     assert refused.top[0] == ("b", pytest.approx(0.8))
 
 
+def test_an_image_classifier_answers_in_its_own_models_name(tmp_path: Path) -> None:
+    """Any image classifier of the catalogue answers through `flowers_prediction`: the answer names
+    the model its version belongs to, so a "pets" photo is recorded (and labelled) as pets."""
+    store = ModelStore(tmp_path)
+    ood = {"unsure_above": 100.0, "reject_above": 200.0, "min_confidence": 0.5}
+    with store.new_version("pets", {"labels": ["bird", "dog"], "ood": ood}):
+        pass
+    answer = flowers_prediction([np.array([0.1, 0.9]), np.array([150.0, 20.0])], store.get("pets", 1))
+    assert (answer.model, answer.version, answer.label, answer.status) == ("pets", 1, "dog", "ok")
+
+
 def test_the_shipped_head_seeds_an_empty_store_once(
     subset: Subset, flower_backbone: keras.Model, tmp_path: Path
 ) -> None:
