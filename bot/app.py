@@ -55,11 +55,14 @@ def build_application(
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
     )
-    if config.outgoing_messages_per_s > 0:
-        builder = builder.rate_limiter(
+    # One expression: the rate limiter changes the builder's type (its bot's rate-limit arguments).
+    application: Application = (
+        builder.rate_limiter(
             AIORateLimiter(overall_max_rate=config.outgoing_messages_per_s, max_retries=3)
-        )
-    application = builder.build()
+        ).build()
+        if config.outgoing_messages_per_s > 0
+        else builder.build()
+    )
     application.bot_data["config"] = config
     application.bot_data["catalogue"] = catalogue
     application.bot_data[OPEN_SERVICES_KEY] = open_services

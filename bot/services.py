@@ -7,7 +7,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from telegram import Update
+from telegram import CallbackQuery, Message, Update
 from telegram.ext import ContextTypes
 
 from bot.limits import FloodLimiter
@@ -88,3 +88,10 @@ def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
 def lang(update: Update) -> str:
     user = update.effective_user
     return language(user.language_code if user else None)
+
+
+def accessible_message(query: CallbackQuery) -> Message | None:
+    """The message under a pressed button, if the bot may still read and edit it (Telegram sends an
+    inaccessible one, with date 0, when it is too old)."""
+    message = query.message
+    return message if isinstance(message, Message) and message.is_accessible else None

@@ -444,8 +444,9 @@ def percent(fraction: float) -> int:
 
 
 def human_size(size: int) -> str:
+    amount: float = size
     for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} bytes"
+        if amount < 1024 or unit == "GB":
+            return f"{amount} {unit}" if unit == "bytes" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount} bytes"

@@ -155,9 +155,9 @@ class AiohttpRequest(BaseRequest):
             for name, value in given.items()
         }
         read, write, connect, pool = (seconds[name] for name in ("read", "write", "connect", "pool"))
-        limits = (read, write, connect, pool)
+        limits = [limit for limit in (read, write, connect, pool) if limit is not None]
         return aiohttp.ClientTimeout(
-            total=sum(limits) if uploads and None not in limits else None,
+            total=sum(limits) if uploads and len(limits) == 4 else None,
             connect=None if connect is None or pool is None else connect + pool,
             sock_connect=connect,
             sock_read=read,

@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Status = Literal["ok", "unsure", "not_recognized"]
-Mode = Literal["auto", "digit", "flower"]
+# A chat mode: "auto" or the mode of a model in the catalogue (`/digit` → "digit"); a catalogue can add
+# modes, so this is any string, and the classifier checks it against its own catalogue.
+Mode = str
 MODES: tuple[Mode, ...] = ("auto", "digit", "flower")
 
 

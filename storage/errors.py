@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage.records import RetrainJob
+
 
 class StorageError(Exception):
     """Base class for every error raised on purpose by `storage`."""
@@ -22,6 +27,6 @@ class NotPredictionOwner(StorageError):
 class JobAlreadyActive(StorageError):
     """A retrain job is already queued or running; only one runs at a time."""
 
-    def __init__(self, message: str, job: object) -> None:
+    def __init__(self, message: str, job: RetrainJob) -> None:
         super().__init__(message)
         self.job = job

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -32,15 +33,23 @@ def negative_label(model: str) -> str:
 
 
 class Answer(Protocol):
-    """What `Store.record_photo_prediction` reads from an answer (inference's `Prediction` fits)."""
+    """What `Store.record_photo_prediction` reads from an answer (inference's frozen `Prediction` fits:
+    read-only properties, so a frozen dataclass matches)."""
 
-    model: str | None
-    version: int | None
-    label: str | None
-    confidence: float
-    status: str
-    top: Any  # [(label, probability), …] best first
-    reason: str | None
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def version(self) -> int | None: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def top(self) -> Sequence[tuple[str, float]]: ...  # (label, probability), best first
+    @property
+    def reason(self) -> str | None: ...
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from telegram import Update
+from telegram import Message, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from bot import callbacks, keyboards, retraining
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 VERSIONS_SHOWN = 5
 # ASCII digits, and few enough to fit SQLite's integers: `str.isdigit` also passes "²", which int() refuses.
 _NUMBER = re.compile(rf"[0-9]{{1,{MAX_ID_DIGITS}}}")
@@ -40,41 +40,45 @@ def admin_only(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None:
+            return
         user_id = update.effective_user.id if update.effective_user else None
         if not services(context).is_admin(user_id):
             # The command's name only: the rest is anyone's free text, and logs are kept and shared.
-            logger.warning("Non-admin user %s tried %s", user_id, _command_name(update))
-            await update.effective_message.reply_text(text(lang(update), "not_allowed"))
+            logger.warning("Non-admin user %s tried %s", user_id, _command_name(message))
+            await message.reply_text(text(lang(update), "not_allowed"))
             return
         await handler(update, context)
 
     return guarded
 
 
-def _command_name(update: Update) -> str:
+def _command_name(message: Message) -> str:
     """`/retrain` of "/retrain@PhotoBot whatever follows" (CommandHandler checked it is a command)."""
-    words = (update.effective_message.text or "").split(maxsplit=1)
+    words = (message.text or "").split(maxsplit=1)
     return words[0].split("@", 1)[0] if words else "?"
 
 
 @admin_only
 async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Start a retraining job in its own process and show its progress: `/retrain [model] [force]`."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return
     args = context.args or []
     names = services(context).catalogue.names
     model, force = (args[0] if args else ""), args[1:] == ["force"]
     if model not in names or (len(args) > 1 and not force):
-        await update.effective_message.reply_text(
-            text(lang(update), "retrain_usage", models=", ".join(names))
-        )
+        await message.reply_text(text(lang(update), "retrain_usage", models=", ".join(names)))
         return
     await retraining.start_retrain(
         services(context),
         context.application.bot_data,
         context.bot,
         model,
-        chat_id=update.effective_chat.id,
-        requested_by=update.effective_user.id,
+        chat_id=chat.id,
+        requested_by=user.id,
         force=force,
     )
 
@@ -83,10 +87,13 @@ async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def list_models(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Say, per model version, in plain words: serving or not (and why not), when it was made, how
     accurate it is, and why it was promoted or rejected."""
+    message = update.effective_message
+    if message is None:
+        return
     found = services(context)
     rollbacks = await found.store.model_events(action="rollback", limit=200)
     lines = await asyncio.to_thread(models_lines, found, lang(update), rollbacks)
-    await update.effective_message.reply_text("\n".join(lines))
+    await message.reply_text("\n".join(lines))
 
 
 def models_lines(found: Services, language: str, rollbacks: Sequence[ModelEvent] = ()) -> list[str]:
@@ -108,7 +115,7 @@ def models_lines(found: Services, language: str, rollbacks: Sequence[ModelEvent]
 
 
 def version_state(
-    language: str, version: int, active: int | None, meta: dict, rolled_back: ModelEvent | None
+    language: str, version: int, active: int | None, meta: dict[str, Any], rolled_back: ModelEvent | None
 ) -> str:
     """Where a version stands now: meta.json's status says what its retraining decided, but a
     promoted version may since have been rolled back or replaced, so the serving pointer and the
@@ -129,7 +136,7 @@ def version_state(
     return text(language, "model_state_idle")
 
 
-def accuracy_words(language: str, meta: dict) -> str | None:
+def accuracy_words(language: str, meta: dict[str, Any]) -> str | None:
     """ "98.9% on the MNIST test set": a retrained version's score on its fixed base set (from its
     retraining check), else the test accuracy its training measured."""
     gate = meta.get("gate")
@@ -138,7 +145,9 @@ def accuracy_words(language: str, meta: dict) -> str | None:
         if isinstance(score, dict) and _is_fraction(score.get("candidate")) and score.get("n"):
             what = f"{score.get('title', score.get('name', '?'))} ({score['n']})"
             return text(language, "models_accuracy", percent=_percent(score["candidate"]), what=what)
-    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    metrics = meta.get("metrics")
+    if not isinstance(metrics, dict):
+        metrics = {}
     for key, set_key in _ACCURACY_KEYS:
         value = metrics.get(key, meta.get(key))
         if _is_fraction(value):
@@ -153,7 +162,7 @@ _ACCURACY_KEYS = (  # metric → the set it was measured on, most telling first
 )
 
 
-def _why(language: str, meta: dict) -> str | None:
+def _why(language: str, meta: dict[str, Any]) -> str | None:
     gate = meta.get("gate")
     reason = gate.get("reason") if isinstance(gate, dict) else None
     if not isinstance(reason, str) or meta.get("status") not in ("promoted", "rejected"):
@@ -162,7 +171,7 @@ def _why(language: str, meta: dict) -> str | None:
     return text(language, key, reason=reason)
 
 
-def _is_fraction(value: object) -> bool:
+def _is_fraction(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
 
 
@@ -187,23 +196,26 @@ def _when(moment: object) -> str:
 @admin_only
 async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Ask to confirm serving an earlier version: `/rollback <model> [version]`."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
     args = context.args or []
     language = lang(update)
     version = number_arg(args[1]) if len(args) == 2 else None
     names = services(context).catalogue.names
     if not 1 <= len(args) <= 2 or args[0] not in names or (len(args) == 2 and version is None):
-        await update.effective_message.reply_text(text(language, "rollback_usage", models=", ".join(names)))
+        await message.reply_text(text(language, "rollback_usage", models=", ".join(names)))
         return
     found, name = services(context), args[0]
     current = found.model_store.active_version(name)
     try:
         target = await asyncio.to_thread(rollback_target, found.model_store, name, version)
     except InferenceError as error:
-        await update.effective_message.reply_text(text(language, "rollback_failed", reason=str(error)))
+        await message.reply_text(text(language, "rollback_failed", reason=str(error)))
         return
-    await update.effective_message.reply_text(
+    await message.reply_text(
         text(language, "rollback_confirm", name=name, current=current, version=target),
-        reply_markup=keyboards.rollback(language, update.effective_user.id, name, current or 0, target),
+        reply_markup=keyboards.rollback(language, user.id, name, current or 0, target),
     )
 
 
@@ -226,6 +238,8 @@ def rollback_target(model_store: ModelStore, name: str, version: int | None) -> 
 async def on_rollback_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Roll back when the admin who asked confirms; anyone else's press changes nothing."""
     query = update.callback_query
+    if query is None:
+        return
     language = lang(update)
     found = services(context)
     try:
@@ -284,22 +298,21 @@ async def unblock(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def _set_blocked(update: Update, context: ContextTypes.DEFAULT_TYPE, *, blocked: bool) -> None:
+    message, admin = update.effective_message, update.effective_user
+    if message is None or admin is None:
+        return
     args = context.args or []
     language = lang(update)
     user_id = number_arg(args[0]) if len(args) == 1 else None
     if user_id is None:
-        await update.effective_message.reply_text(
-            text(language, "block_usage" if blocked else "unblock_usage")
-        )
+        await message.reply_text(text(language, "block_usage" if blocked else "unblock_usage"))
         return
     store = services(context).store
     known = (await store.user_stats(user_id)).photos > 0  # read before the block creates the id's row
     await store.set_blocked(user_id, blocked)
-    logger.info(
-        "User %s %s user %s", update.effective_user.id, "blocked" if blocked else "unblocked", user_id
-    )
+    logger.info("User %s %s user %s", admin.id, "blocked" if blocked else "unblocked", user_id)
     key = "unblocked" if not blocked else "blocked" if known else "blocked_unknown"
-    await update.effective_message.reply_text(text(language, key, user=user_id))
+    await message.reply_text(text(language, key, user=user_id))
 
 
 def number_arg(arg: str) -> int | None:

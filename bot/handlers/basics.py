@@ -11,14 +11,17 @@ from bot.texts import text
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Greet the user and say what the bot does."""
-    user = update.effective_user
+    message, user = update.effective_message, update.effective_user
+    if message is None:
+        return
     greeting = text(lang(update), "start", name=user.first_name if user else "")
-    await update.effective_message.reply_text(f"{greeting}\n\n{help_text(update, context)}")
+    await message.reply_text(f"{greeting}\n\n{help_text(update, context)}")
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Say what the bot does and which commands it knows (an admin's too, for an admin)."""
-    await update.effective_message.reply_text(help_text(update, context))
+    if update.effective_message is not None:
+        await update.effective_message.reply_text(help_text(update, context))
 
 
 def help_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
@@ -31,27 +34,33 @@ def help_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
 
 async def refuse_sticker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Stickers are not photos."""
-    await update.effective_message.reply_text(text(lang(update), "sticker"))
+    await _reply(update, "sticker")
 
 
 async def refuse_video(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Videos, animations (GIFs sent as animations) and video notes are not read."""
-    await update.effective_message.reply_text(text(lang(update), "video"))
+    await _reply(update, "video")
 
 
 async def refuse_audio(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Voice messages and audio are not read."""
-    await update.effective_message.reply_text(text(lang(update), "voice"))
+    await _reply(update, "voice")
 
 
 async def hint(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Plain text: say what to send instead."""
-    await update.effective_message.reply_text(text(lang(update), "text_hint"))
+    await _reply(update, "text_hint")
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A command this bot does not have."""
-    await update.effective_message.reply_text(text(lang(update), "unknown_command"))
+    await _reply(update, "unknown_command")
+
+
+async def _reply(update: Update, key: str) -> None:
+    """Answer with one text; an update without a message to answer (a channel post) gets none."""
+    if update.effective_message is not None:
+        await update.effective_message.reply_text(text(lang(update), key))
 
 
 def register_commands(application: Application) -> None:

@@ -15,7 +15,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot import callbacks, keyboards
 from bot.handlers import numbers
-from bot.services import Services, lang, services
+from bot.services import Services, accessible_message, lang, services
 from bot.texts import text
 from storage.errors import NotPredictionOwner, PredictionNotFound
 from storage.records import PredictionRecord, negative_label
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Handle a tap on ✅ / ❌, a label, or « Back."""
     query = update.callback_query
+    if query is None:
+        return
     language = lang(update)
     try:
         data = callbacks.decode(query.data)
@@ -167,7 +169,7 @@ def _thanks(found: Services, language: str, model: str, label: str | None, corre
 
 
 async def _edit_markup(query: CallbackQuery, keyboard: InlineKeyboardMarkup | None) -> None:
-    if not _accessible(query):
+    if accessible_message(query) is None:
         return
     try:
         await query.edit_message_reply_markup(reply_markup=keyboard)
@@ -177,19 +179,15 @@ async def _edit_markup(query: CallbackQuery, keyboard: InlineKeyboardMarkup | No
 
 
 async def _edit_thanks(query: CallbackQuery, thanks: str) -> None:
-    if not _accessible(query):
+    message = accessible_message(query)
+    if message is None:
         return
-    original = query.message.text or ""
+    original = message.text or ""
     try:
         await query.edit_message_text(f"{original}\n\n{thanks}".strip(), reply_markup=None)
     except BadRequest as error:
         if "not modified" not in str(error).lower():
             raise
-
-
-def _accessible(query: CallbackQuery) -> bool:
-    """Telegram sends a message with date 0 when it is too old for the bot to see or edit."""
-    return query.message is not None and query.message.is_accessible
 
 
 def register(application: Application) -> None:

@@ -22,16 +22,21 @@ logger = logging.getLogger(__name__)
 
 async def ask_to_forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Ask for confirmation before deleting anything."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
     language = lang(update)
-    await update.effective_message.reply_text(
+    await message.reply_text(
         _with_limits(language, text(language, "forget_confirm")),
-        reply_markup=keyboards.forget(language, update.effective_user.id),
+        reply_markup=keyboards.forget(language, user.id),
     )
 
 
 async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Delete the user's data when they confirmed; only the user it was asked of may confirm."""
     query = update.callback_query
+    if query is None:
+        return
     language = lang(update)
     try:
         choice = callbacks.decode(query.data)

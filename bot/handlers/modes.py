@@ -13,27 +13,33 @@ from inference.catalogue import Catalogue
 
 async def set_mode(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Switch the chat's mode to the command's name (`/digit` → digit)."""
+    if update.effective_message is None:
+        return
     command = (update.effective_message.text or "").split()[0].lstrip("/").split("@")[0].lower()
     await _switch(update, context, command)
 
 
 async def use_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """`/use MODEL`: read every photo of this chat with that model."""
+    message = update.effective_message
+    if message is None:
+        return
     catalogue = services(context).catalogue
     name = (context.args or [""])[0].lower()
     spec = catalogue.get(name)
     if spec is None or len(context.args or ()) != 1:
-        await update.effective_message.reply_text(
-            text(lang(update), "use_usage", models=", ".join(catalogue.names))
-        )
+        await message.reply_text(text(lang(update), "use_usage", models=", ".join(catalogue.names)))
         return
     await _switch(update, context, spec.mode)
 
 
 async def _switch(update: Update, context: ContextTypes.DEFAULT_TYPE, mode: str) -> None:
+    chat, message = update.effective_chat, update.effective_message
+    if chat is None or message is None:
+        return
     found = services(context)
-    await found.set_chat_mode(update.effective_chat.id, mode)
-    await update.effective_message.reply_text(mode_text(lang(update), found.catalogue, mode))
+    await found.set_chat_mode(chat.id, mode)
+    await message.reply_text(mode_text(lang(update), found.catalogue, mode))
 
 
 def mode_text(language: str, catalogue: Catalogue, mode: str) -> str:

@@ -19,7 +19,7 @@ from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
 from bot import keyboards
 from bot.handlers import basics
-from bot.services import Services, lang, services
+from bot.services import Services, accessible_message, lang, services
 from bot.texts import text
 from inference.catalogue import ModelKind, is_number, normalise
 from storage.errors import NotPredictionOwner, PredictionNotFound
@@ -44,11 +44,14 @@ def is_number_answer(found: Services, prediction: PredictionRecord) -> bool:
 
 async def ask(found: Services, query: CallbackQuery, prediction: PredictionRecord, language: str) -> None:
     """After ❌ on a number: ask for the right number and remember that we asked."""
-    spec = found.catalogue[prediction.model]
+    spec = found.catalogue.get(prediction.model)
+    if spec is None:  # is_number_answer lets only a digit reader's answer through
+        raise ValueError(f"prediction {prediction.id} has no model in the catalogue to ask a number for")
     answer_id = query.message.message_id if query.message is not None else None
-    if query.message is not None and query.message.is_accessible:
+    answer = accessible_message(query)
+    if answer is not None:
         await query.edit_message_reply_markup(keyboards.number_question(language, prediction.id, spec))
-        question: Message = await query.message.reply_text(text(language, "ask_number"), do_quote=True)
+        question = await answer.reply_text(text(language, "ask_number"), do_quote=True)
     else:
         question = await query.get_bot().send_message(prediction.chat_id, text(language, "ask_number"))
     await found.store.ask_for_number(
@@ -63,22 +66,24 @@ async def ask(found: Services, query: CallbackQuery, prediction: PredictionRecor
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A text: the right number for an open question, else the usual hint (in private chats)."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return
     found = services(context)
-    message = update.effective_message
     word = normalise(message.text or "")
     # Only a number or a reply can answer the question: any other text is hinted at once, without a
     # database read, so it keeps its place among the replies (a flood notice comes after them).
     pending = None
     if is_number(word) or message.reply_to_message is not None:
-        pending = await found.store.pending_correction(update.effective_user.id)
+        pending = await found.store.pending_correction(user.id)
     if pending is None or not answers_question(pending, message, time.time()):
-        if update.effective_chat.type == "private":
+        if chat.type == "private":
             await basics.hint(update, context)
         return
     if not is_number(word):  # a reply to the question that is not a number
         await message.reply_text(text(lang(update), "number_expected"), do_quote=True)
         return
-    await record_number(found, update, context, pending, word)
+    await record_number(found, context, message, user.id, lang(update), pending, word)
 
 
 def answers_question(pending: PendingCorrection, message: Message, now: float) -> bool:
@@ -94,18 +99,20 @@ def answers_question(pending: PendingCorrection, message: Message, now: float) -
 
 async def record_number(
     found: Services,
-    update: Update,
     context: ContextTypes.DEFAULT_TYPE,
+    message: Message,
+    user_id: int,
+    language: str,
     pending: PendingCorrection,
     number: str,
 ) -> None:
-    """Store the typed number as the prediction's true label, once, and thank the person."""
-    language, user_id = lang(update), update.effective_user.id
+    """Store the typed number (`message`, from `user_id`) as the prediction's true label, once, and thank
+    the person."""
     async with found.lock(("prediction", pending.prediction_id)):
         prediction = await found.store.get_prediction(pending.prediction_id)
         await found.store.drop_pending_correction(user_id, pending.prediction_id)
         if prediction is None:
-            await update.effective_message.reply_text(text(language, "feedback_stale"))
+            await message.reply_text(text(language, "feedback_stale"))
             return
         try:
             result = await found.store.record_feedback(
@@ -117,15 +124,15 @@ async def record_number(
             )
         except (PredictionNotFound, NotPredictionOwner) as error:
             logger.info("Number correction not stored: %s", error)
-            await update.effective_message.reply_text(text(language, "feedback_stale"))
+            await message.reply_text(text(language, "feedback_stale"))
             return
     if not result.created:
-        await update.effective_message.reply_text(text(language, "feedback_already"), do_quote=True)
+        await message.reply_text(text(language, "feedback_already"), do_quote=True)
         return
     logger.info("User %s corrected prediction %s to a number", user_id, prediction.id)
     await _remove_buttons(context, pending)
     key = "thanks_correct" if result.feedback.verdict == "correct" else "thanks_label"
-    await update.effective_message.reply_text(text(language, key, label=number), do_quote=True)
+    await message.reply_text(text(language, key, label=number), do_quote=True)
 
 
 async def _remove_buttons(context: ContextTypes.DEFAULT_TYPE, pending: PendingCorrection) -> None:

@@ -18,8 +18,9 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from telegram import Document, Message, PhotoSize, Update
+from telegram import Chat, Document, InlineKeyboardMarkup, Message, PhotoSize, Update, User
 from telegram.error import BadRequest, TimedOut
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
@@ -48,6 +49,24 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 # (python-telegram-bot's, 5 s by default) let a server that trickles bytes hold a download for ever.
 DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOADS_KEY = "photo_downloads"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A photo's message, its sender and its chat, each checked once in the handler: an update without
+    them (a channel post) is not answered."""
+
+    message: Message
+    user: User
+    chat: Chat
+    language: str
+
+    @classmethod
+    def of(cls, update: Update) -> Incoming | None:
+        message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+        if message is None or user is None or chat is None:
+            return None
+        return cls(message, user, chat, lang(update))
 
 
 @dataclass
@@ -79,39 +98,41 @@ def is_image_document(document: Document) -> bool:
 
 async def classify_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Answer a photo with what it shows, how sure the bot is, and feedback buttons."""
-    message = update.effective_message
-    if not await admit(update, context):
+    incoming = Incoming.of(update)
+    if incoming is None or not incoming.message.photo or not await admit(incoming, context):
         return
-    size = pick_photo_size(message.photo)
-    await fetch_and_answer(update, context, size.file_id, size.file_size)
+    size = pick_photo_size(incoming.message.photo)
+    await fetch_and_answer(incoming, context, size.file_id, size.file_size)
 
 
 async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Answer an image sent as a file; refuse other files and files over the size limit."""
-    message = update.effective_message
-    document = message.document
+    incoming = Incoming.of(update)
+    if incoming is None or incoming.message.document is None:
+        return
+    document = incoming.message.document
     if not is_image_document(document):
         name = document.file_name or document.mime_type or "file"
-        await message.reply_text(text(lang(update), "not_an_image", name=name))
+        await incoming.message.reply_text(text(incoming.language, "not_an_image", name=name))
         return
-    if not await admit(update, context):
+    if not await admit(incoming, context):
         return
-    await fetch_and_answer(update, context, document.file_id, document.file_size)
+    await fetch_and_answer(incoming, context, document.file_id, document.file_size)
 
 
-async def admit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+async def admit(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE) -> bool:
     """Apply the per-user flood limit; tell the user once per window when they are over it."""
-    decision = services(context).limiter.check(update.effective_user.id)
+    decision = services(context).limiter.check(incoming.user.id)
     if not decision.allowed and decision.notify:
         seconds = max(1, round(decision.retry_after_s))
-        await update.effective_message.reply_text(text(lang(update), "flood", seconds=seconds))
+        await incoming.message.reply_text(text(incoming.language, "flood", seconds=seconds))
     if not decision.allowed:
-        logger.info("Flood limit: dropped a photo from user %s", update.effective_user.id)
+        logger.info("Flood limit: dropped a photo from user %s", incoming.user.id)
     return decision.allowed
 
 
 async def fetch_and_answer(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, file_id: str, file_size: int | None
+    incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, file_id: str, file_size: int | None
 ) -> None:
     """Download the photo and answer it, if the classifier has room for it; else say "busy" at once.
 
@@ -120,23 +141,24 @@ async def fetch_and_answer(
     """
     downloads: Downloads = context.bot_data.setdefault(DOWNLOADS_KEY, Downloads())
     if not services(context).classifier.has_room(downloads.running):
-        logger.info("Busy: a photo from user %s refused before downloading it", update.effective_user.id)
-        await update.effective_message.reply_text(text(lang(update), "busy"))
+        logger.info("Busy: a photo from user %s refused before downloading it", incoming.user.id)
+        await incoming.message.reply_text(text(incoming.language, "busy"))
         return
     with downloads.one():
-        data = await download(update, context, file_id, file_size)
+        data = await download(incoming, context, file_id, file_size)
     if data is not None:
-        await answer(update, context, data)
+        await answer(incoming, context, data)
 
 
 async def download(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, file_id: str, file_size: int | None
+    incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, file_id: str, file_size: int | None
 ) -> bytes | None:
     """The file's bytes, in memory; None (after telling the user) when it is too large."""
+    message, language = incoming.message, incoming.language
     limit = services(context).config.max_image_bytes
-    too_large = text(lang(update), "too_large", size=human_size(file_size or 0), limit=human_size(limit))
+    too_large = text(language, "too_large", size=human_size(file_size or 0), limit=human_size(limit))
     if file_size is not None and file_size > limit:
-        await update.effective_message.reply_text(too_large)
+        await message.reply_text(too_large)
         return None
     try:
         async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
@@ -145,30 +167,27 @@ async def download(
     except BadRequest as error:
         if "too big" not in str(error).lower():
             raise
-        await update.effective_message.reply_text(too_large)
+        await message.reply_text(too_large)
         return None
     except (TimedOut, TimeoutError):
         logger.warning("Download of %s timed out after %s s", file_id, DOWNLOAD_TIMEOUT_S)
-        await update.effective_message.reply_text(text(lang(update), "download_failed"))
+        await message.reply_text(text(language, "download_failed"))
         return None
     if len(data) > limit:
-        await update.effective_message.reply_text(
-            text(lang(update), "too_large", size=human_size(len(data)), limit=human_size(limit))
+        await message.reply_text(
+            text(language, "too_large", size=human_size(len(data)), limit=human_size(limit))
         )
         return None
     return data
 
 
-async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes) -> None:
+async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: bytes) -> None:
     """Classify the bytes in the chat's mode (or the caption's model), record it, reply with buttons."""
     found = services(context)
-    message = update.effective_message
-    language = lang(update)
+    message, language = incoming.message, incoming.language
     contribution = found.catalogue.find_caption(message.caption)
     mode: Mode = (
-        found.catalogue[contribution[0]].mode
-        if contribution
-        else await found.chat_mode(update.effective_chat.id)
+        found.catalogue[contribution[0]].mode if contribution else await found.chat_mode(incoming.chat.id)
     )
     # The photo's file is written while the models look at it: the answer then waits only for its row.
     saving = asyncio.ensure_future(found.store.save_image(data))
@@ -177,7 +196,7 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
         async with photo_file(data, found.images.root / TMP_DIR) as path:
             prediction = await found.classifier.classify(path, mode)
     except InferenceError as error:
-        logger.info("Photo from user %s not answered: %r", update.effective_user.id, error)
+        logger.info("Photo from user %s not answered: %r", incoming.user.id, error)
         await found.store.discard_image(await saving)  # bad input leaves nothing stored
         await message.reply_text(reply_for(error, language, mode, found.catalogue))
         return
@@ -185,10 +204,10 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
         saving.add_done_callback(_ignore_outcome)  # a file without a row: a later start removes it
         raise
     latency_ms = (time.perf_counter() - started) * 1000
-    prediction_id, sha256 = await record(found, update, data, await saving, mode, prediction, latency_ms)
+    prediction_id, sha256 = await record(found, incoming, data, await saving, mode, prediction, latency_ms)
     lines = [format_answer(prediction, language, found.catalogue, mode)]
     if contribution:  # a labelled photo: the person said what it is, nothing to ask
-        lines.append(await contribute(found, update, sha256, contribution, prediction, prediction_id))
+        lines.append(await contribute(found, incoming, sha256, contribution, prediction, prediction_id))
         await message.reply_text("\n\n".join(lines), do_quote=True)
         return
     if message.caption and message.caption.strip():
@@ -198,7 +217,9 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, data: bytes
     )
 
 
-def buttons(found: Services, language: str, prediction: Prediction, prediction_id: int):
+def buttons(
+    found: Services, language: str, prediction: Prediction, prediction_id: int
+) -> InlineKeyboardMarkup:
     """✅ / ❌ under a sure answer or a refusal; an unsure answer asks with the labels it offers."""
     spec = found.catalogue.get(prediction.model)
     if prediction.status == "unsure" and spec is not None and prediction.label is not None:
@@ -225,14 +246,14 @@ def _write_temp(data: bytes, folder: Path) -> Path:
     return Path(name)
 
 
-def _ignore_outcome(task: asyncio.Future[object]) -> None:
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: asyncio would log it as never retrieved
 
 
 async def record(
     found: Services,
-    update: Update,
+    incoming: Incoming,
     data: bytes,
     image: StoredImage,
     mode: Mode,
@@ -241,13 +262,13 @@ async def record(
 ) -> tuple[int, str]:
     """Store the photo's row (its file is `image`) and the answer in one transaction; the id and the
     photo's hash."""
-    user = update.effective_user
+    user = incoming.user
     recorded = await found.store.record_photo_prediction(
         data,
         prediction=prediction,
         user_id=user.id,
-        chat_id=update.effective_chat.id,
-        message_id=update.effective_message.message_id,
+        chat_id=incoming.chat.id,
+        message_id=incoming.message.message_id,
         format=sniff_format(data[:16]),
         latency_ms=latency_ms,
         mode=mode,
@@ -259,7 +280,7 @@ async def record(
 
 async def contribute(
     found: Services,
-    update: Update,
+    incoming: Incoming,
     sha256: str,
     contribution: tuple[str, str],
     prediction: Prediction,
@@ -267,15 +288,13 @@ async def contribute(
 ) -> str:
     """Store a caption label as a labelled example, unless the user is blocked; say whether we agreed."""
     model, label = contribution
-    user = update.effective_user
-    language = lang(update)
+    user, language = incoming.user, incoming.language
     if await found.store.is_blocked(user.id):
         return text(language, "contribution_blocked")
-    message: Message = update.effective_message
     await found.store.record_contribution(
         user_id=user.id,
-        chat_id=update.effective_chat.id,
-        message_id=message.message_id,
+        chat_id=incoming.chat.id,
+        message_id=incoming.message.message_id,
         photo_sha256=sha256,
         model=model,
         label=label,

@@ -11,9 +11,12 @@ from bot.texts import percent, text
 
 async def show_stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Reply with the user's photos and how often the bot was right (and global figures for admins)."""
+    user, message = update.effective_user, update.effective_message
+    if user is None or message is None:
+        return
     found = services(context)
     language = lang(update)
-    user_id = update.effective_user.id
+    user_id = user.id
     mine = await found.store.user_stats(user_id)
     lines = [
         text(
@@ -28,7 +31,7 @@ async def show_stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     ]
     if found.is_admin(user_id):
         lines.append(await global_stats_text(found, language))
-    await update.effective_message.reply_text("\n\n".join(lines))
+    await message.reply_text("\n\n".join(lines))
 
 
 async def global_stats_text(found: Services, language: str) -> str:

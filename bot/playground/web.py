@@ -355,8 +355,11 @@ async def start_playground(
     if on_listening is not None:
         on_listening(playground)
     application = build_bot(playground.server.token, playground.url, ADMIN_ID)
+    if application.updater is None:
+        raise ValueError("the playground's bot needs an updater: it polls the playground's Bot API server")
     await application.initialize()
-    await application.post_init(application)
+    if application.post_init is not None:
+        await application.post_init(application)
     await application.start()
     await application.updater.start_polling(timeout=10, poll_interval=0)
     playground.bot_ready = True
@@ -365,12 +368,13 @@ async def start_playground(
 
 async def stop_playground(playground: Playground, application: Application | None) -> None:
     if application is not None:
-        if application.updater.running:
+        if application.updater is not None and application.updater.running:
             await application.updater.stop()
         if application.running:
             await application.stop()
         await application.shutdown()
-        await application.post_shutdown(application)
+        if application.post_shutdown is not None:
+            await application.post_shutdown(application)
     await playground.stop()
 
 
