@@ -33,7 +33,7 @@ class Settings:
     webhook_port: int = 8443
     admin_ids: frozenset[int] = frozenset()
     data_dir: Path = Path("var")
-    datasets: tuple[Path, ...] = ()  # folders searched for mnist.npz and flower_photos/ before downloading
+    datasets: tuple[Path, ...] = ()  # folders searched for mnist.npz and flower_photos/ (never downloaded)
     keras_backend: str = "tensorflow"
     log_level: str = "INFO"
     engine: EngineConfig = field(default_factory=EngineConfig)  # the inference engine's knobs

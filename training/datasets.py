@@ -1,8 +1,9 @@
-"""Dataset loading: MNIST from a local `mnist.npz` first, Keras' download only as a last resort.
+"""Dataset loading: MNIST from a local `mnist.npz`, never from the network.
 
-Development machines and CI have no internet but the package registries, so the loader looks in the
-folders of `PHOTOBOT_DATASETS`, then in `$DATA_DIR/datasets/`, and only then asks Keras to download.
-An offline failure becomes one `DatasetUnavailable` whose message says what to set.
+PhotoBot talks to nothing but Telegram at run time, so the datasets are fetched once by whoever runs
+it (the README says from where) and found in the folders of `PHOTOBOT_DATASETS`, then in
+`$DATA_DIR/datasets/`. A missing file becomes one `DatasetUnavailable` whose message says what to set
+and where the file comes from.
 """
 
 from __future__ import annotations
@@ -34,22 +35,15 @@ def find_mnist(search_dirs: Sequence[Path], data_dir: Path) -> Path | None:
 
 
 def load_mnist(
-    search_dirs: Sequence[Path],
-    data_dir: Path,
-    *,
-    allow_download: bool = True,
-    url: str = MNIST_URL,
+    search_dirs: Sequence[Path], data_dir: Path
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return `(x_train, y_train, x_test, y_test)`: uint8 (n, 28, 28) images and int64 labels.
 
-    Looked up in `search_dirs`, then `data_dir/datasets/`; if absent, downloaded into
-    `data_dir/datasets/` (unless `allow_download` is False). Raises DatasetUnavailable otherwise.
+    Looked up in `search_dirs`, then `data_dir/datasets/`; raises DatasetUnavailable when absent.
     """
     path = find_mnist(search_dirs, data_dir)
     if path is None:
-        if not allow_download:
-            raise DatasetUnavailable(_missing_message(search_dirs, data_dir, "downloading is disabled"))
-        path = _download_mnist(search_dirs, Path(data_dir), url)
+        raise DatasetUnavailable(_missing_message(search_dirs, data_dir))
     return _read_mnist(path)
 
 
@@ -69,35 +63,12 @@ def _read_mnist(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     )
 
 
-def _download_mnist(search_dirs: Sequence[Path], data_dir: Path, url: str) -> Path:
-    """Fetch mnist.npz into data_dir/datasets/ with Keras' downloader (checks the file's hash)."""
-    import keras
-
-    target = data_dir / "datasets"
-    target.mkdir(parents=True, exist_ok=True)
-    logger.info("mnist.npz not found locally; downloading %s", url)
-    try:
-        fetched = keras.utils.get_file(
-            fname=MNIST_FILE,
-            origin=url,
-            cache_dir=str(target.resolve()),
-            cache_subdir=".",
-            file_hash="731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
-        )
-    except Exception as error:  # Keras wraps network failures in several exception types
-        (target / MNIST_FILE).unlink(missing_ok=True)
-        raise DatasetUnavailable(
-            _missing_message(search_dirs, data_dir, f"the download failed: {error}")
-        ) from error
-    return Path(fetched)
-
-
-def _missing_message(search_dirs: Sequence[Path], data_dir: Path, why: str) -> str:
+def _missing_message(search_dirs: Sequence[Path], data_dir: Path) -> str:
     looked = ", ".join(str(p) for p in [*search_dirs, Path(data_dir) / "datasets"])
     return (
-        f"mnist.npz was not found (looked in: {looked}) and {why}. "
-        "Set PHOTOBOT_DATASETS to a folder that holds mnist.npz (Keras layout), "
-        "or put the file in $DATA_DIR/datasets/."
+        f"mnist.npz was not found (looked in: {looked}), and PhotoBot downloads nothing at run time. "
+        f"Fetch it once from {MNIST_URL} into a folder and set PHOTOBOT_DATASETS to that folder "
+        "(or put the file in $DATA_DIR/datasets/)."
     )
 
 

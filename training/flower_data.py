@@ -1,7 +1,8 @@
 """The labelled flower photos: where they are, how they split, and their cached backbone features.
 
-- Location: `flower_photos/` in the PHOTOBOT_DATASETS folders, then `$DATA_DIR/datasets/`, then the
-  download of `flower_photos.tgz` through Keras (with a clear message when offline).
+- Location: `flower_photos/` (or a catalogue model's own `dataset` folder) in the PHOTOBOT_DATASETS
+  folders, then `$DATA_DIR/datasets/`. Nothing is downloaded at run time: a missing folder is a clear
+  error that names the variable and the public source of `flower_photos.tgz`.
 - Labels are folder names, so any folder of labelled photos trains the same way.
 - Split by a stable hash of each photo's *content* (as `retrain.py` does with names): a photo keeps its
   split forever, whatever other photos arrive or leave.
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 FOLDER = "flower_photos"
+PUBLIC_SOURCES = {FOLDER: FLOWERS_URL}  # where a missing dataset folder can be fetched from, by hand
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 MIN_PHOTOS_PER_CLASS = 20
 Split = Literal["train", "validation", "test"]
@@ -60,39 +62,28 @@ class PhotoSet:
         return {c: found[c] for c in self.classes}
 
 
-def find_flower_photos(
-    datasets: Sequence[Path], data_dir: Path, download: Callable[[Path], Path] | None = None
-) -> Path:
-    """The `flower_photos/` folder: dataset folders first, then `$DATA_DIR/datasets`, then download."""
-    for folder in [*datasets, data_dir / "datasets"]:
-        candidate = Path(folder) / FOLDER
+def find_flower_photos(datasets: Sequence[Path], data_dir: Path) -> Path:
+    """The `flower_photos/` folder: the PHOTOBOT_DATASETS folders first, then `$DATA_DIR/datasets`."""
+    return find_photo_folder(datasets, data_dir, FOLDER)
+
+
+def find_photo_folder(datasets: Sequence[Path], data_dir: Path, folder: str) -> Path:
+    """The folder of labelled photos named `folder` (one sub-folder per label), looked for in the
+    PHOTOBOT_DATASETS folders, then `$DATA_DIR/datasets`. Never downloaded: PhotoBot reaches no
+    network at run time but Telegram's, so a missing folder says what to set and where it comes from.
+    """
+    places = [*map(Path, datasets), Path(data_dir) / "datasets"]
+    for place in places:
+        candidate = place / folder
         if candidate.is_dir():
             return candidate
-    return (download or download_flower_photos)(data_dir / "datasets")
-
-
-def download_flower_photos(target: Path) -> Path:
-    """Fetch and unpack flower_photos.tgz (218 MB) into `target`; explain what to do when offline."""
-    import keras
-
-    target.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s into %s", FLOWERS_URL, target)
-    try:
-        keras.utils.get_file(
-            "flower_photos.tgz", FLOWERS_URL, cache_dir=str(target), cache_subdir=".", extract=True
-        )
-    except Exception as error:  # Keras wraps network failures in several exception types
-        raise DatasetError(
-            f"flower_photos/ was not found in PHOTOBOT_DATASETS or {target}, and downloading it failed "
-            f"({error.__class__.__name__}: {error}). Put the unpacked flower_photos/ folder in one of "
-            "those places, or set PHOTOBOT_DATASETS to the folder that contains it."
-        ) from error
-    for candidate in (target / FOLDER, target / "flower_photos_extracted" / FOLDER):
-        if candidate.is_dir():
-            if candidate != target / FOLDER:
-                candidate.rename(target / FOLDER)
-            return target / FOLDER
-    raise DatasetError(f"the download did not contain {FOLDER}/ (looked in {target})")
+    url = PUBLIC_SOURCES.get(folder)
+    source = f"; it is the unpacked {url}" if url else " (one sub-folder of photos per label)"
+    raise DatasetError(
+        f"{folder}/ was not found (looked in: {', '.join(str(p) for p in places)}), and PhotoBot "
+        f"downloads nothing at run time. Put the {folder}/ folder{source} in a folder and set "
+        "PHOTOBOT_DATASETS to it (or put it in $DATA_DIR/datasets/)."
+    )
 
 
 def file_digest(path: Path) -> str:

@@ -42,9 +42,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, help="also save the model to this .keras file after every epoch"
     )
     parser.add_argument(
-        "--no-download", action="store_true", help="use only local datasets (PHOTOBOT_DATASETS, DATA_DIR)"
-    )
-    parser.add_argument(
         "--no-promote", action="store_true", help="store the new version without making it the serving one"
     )
 
@@ -80,7 +77,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         learning_rate=args.learning_rate,
         init_from=args.init_from,
     )
-    mnist = load_mnist(settings.datasets, settings.data_dir, allow_download=not args.no_download)
+    mnist = load_mnist(settings.datasets, settings.data_dir)  # never downloads
     photo_data = None
     if config.photo_digits:
         limit = config.limit or len(mnist[0])

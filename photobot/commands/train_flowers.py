@@ -1,6 +1,6 @@
 """`photobot train flowers`: the flower classifier on the pretrained EfficientNet-Lite0 backbone.
 
-Trains on `flower_photos/` (PHOTOBOT_DATASETS, then $DATA_DIR/datasets, then a download) or on any
+Trains on `flower_photos/` (PHOTOBOT_DATASETS, then $DATA_DIR/datasets; never downloaded) or on any
 folder of labelled photos given with `--images DIR` (one sub-folder per class, at least 20 photos each).
 Backbone features are cached under $DATA_DIR/cache/bottlenecks, so only new photos cost extraction.
 """

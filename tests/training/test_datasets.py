@@ -1,4 +1,4 @@
-"""The MNIST loader: local files first, and a clear message when there is no data and no network."""
+"""The MNIST loader: local files only, and a clear message (what to set, where to fetch it) without them."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from training.datasets import DatasetUnavailable, find_mnist, load_mnist
+from training.datasets import MNIST_URL, DatasetUnavailable, find_mnist, load_mnist
 
 
 def _tiny_mnist(path):
@@ -22,7 +22,7 @@ def _tiny_mnist(path):
 
 
 def test_the_real_mnist_is_loaded_from_the_datasets_folder(mnist_path, tmp_path):
-    x_train, y_train, x_test, y_test = load_mnist([mnist_path.parent], tmp_path, allow_download=False)
+    x_train, y_train, x_test, y_test = load_mnist([mnist_path.parent], tmp_path)
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert x_train.dtype == np.uint8 and y_train.dtype == np.int64
     assert np.bincount(y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -37,36 +37,36 @@ def test_search_order_is_datasets_folders_then_data_dir(tmp_path):
     assert find_mnist([first, second], data_dir) == data_dir / "datasets" / "mnist.npz"
     _tiny_mnist(second / "mnist.npz")
     assert find_mnist([first, second], data_dir) == second / "mnist.npz"
-    x_train, y_train, _, y_test = load_mnist([first, second], data_dir, allow_download=False)
+    x_train, y_train, _, y_test = load_mnist([first, second], data_dir)
     assert len(x_train) == 20 and y_train[:3].tolist() == [0, 1, 2] and y_test.tolist() == [0, 1, 2, 3, 4]
 
 
-def test_no_file_and_no_download_names_the_variable_to_set(tmp_path):
+def test_no_file_names_the_variable_to_set(tmp_path):
     with pytest.raises(DatasetUnavailable) as raised:
-        load_mnist([tmp_path / "empty"], tmp_path / "var", allow_download=False)
+        load_mnist([tmp_path / "empty"], tmp_path / "var")
     message = str(raised.value)
     assert "PHOTOBOT_DATASETS" in message and "mnist.npz" in message
     assert str(tmp_path / "empty") in message
 
 
-def test_a_failed_download_becomes_the_same_clear_error(tmp_path):
-    # Port 9 (discard) on the loopback: nothing listens, the connection is refused at once.
+def test_a_missing_file_is_never_downloaded_and_the_error_says_where_it_comes_from(tmp_path):
+    """No network at run time but Telegram's: the loader names the public source instead of fetching it."""
     with pytest.raises(DatasetUnavailable) as raised:
-        load_mnist([], tmp_path / "var", url="http://127.0.0.1:9/mnist.npz")
-    assert "PHOTOBOT_DATASETS" in str(raised.value) and "download failed" in str(raised.value)
-    assert not (tmp_path / "var" / "datasets" / "mnist.npz").exists()
+        load_mnist([], tmp_path / "var")
+    assert "PHOTOBOT_DATASETS" in str(raised.value) and MNIST_URL in str(raised.value)
+    assert not (tmp_path / "var").exists()  # nothing was fetched or even prepared for a download
 
 
 def test_a_damaged_file_is_reported_not_crashed_on(tmp_path):
     (tmp_path / "mnist.npz").write_bytes(b"not a zip")
     with pytest.raises(DatasetUnavailable, match=r"not a usable mnist\.npz"):
-        load_mnist([tmp_path], tmp_path / "var", allow_download=False)
+        load_mnist([tmp_path], tmp_path / "var")
 
 
 def test_the_command_line_says_what_to_set_without_a_traceback(tmp_path):
     env = {**os.environ, "PHOTOBOT_DATASETS": str(tmp_path / "nothing"), "DATA_DIR": str(tmp_path / "var")}
     result = subprocess.run(
-        [sys.executable, "-m", "photobot", "train", "digits", "--arch", "mlp", "--no-download"],
+        [sys.executable, "-m", "photobot", "train", "digits", "--arch", "mlp"],
         capture_output=True,
         text=True,
         env=env,

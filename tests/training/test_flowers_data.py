@@ -12,12 +12,13 @@ import pytest
 from PIL import Image
 
 from training.flower_data import (
+    FLOWERS_URL,
     BottleneckCache,
     DatasetError,
     Pixels,
     bottlenecks,
-    download_flower_photos,
     find_flower_photos,
+    find_photo_folder,
     list_photos,
     split_of,
     split_photos,
@@ -84,25 +85,23 @@ def test_new_photos_never_move_old_ones_between_splits(tmp_path: Path) -> None:
     assert sum(len(v) for v in after.values()) == 90
 
 
-def test_datasets_are_looked_for_in_order_and_offline_download_explains_what_to_do(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_datasets_are_looked_for_in_order_and_a_missing_one_explains_what_to_do(tmp_path: Path) -> None:
     shared, data_dir = tmp_path / "shared", tmp_path / "data"
     (data_dir / "datasets" / "flower_photos").mkdir(parents=True)
     assert find_flower_photos([shared], data_dir) == data_dir / "datasets" / "flower_photos"
     (shared / "flower_photos").mkdir(parents=True)
     assert find_flower_photos([shared], data_dir) == shared / "flower_photos"
-    asked: list[Path] = []
-    assert find_flower_photos([], tmp_path / "empty", download=lambda t: asked.append(t) or t) == asked[0]
-    assert asked == [tmp_path / "empty" / "datasets"]
+    (shared / "pet_photos").mkdir()
+    assert find_photo_folder([shared], data_dir, "pet_photos") == shared / "pet_photos"
 
-    def offline(*args, **kwargs):  # the network boundary: no connection
-        raise OSError("Temporary failure in name resolution")
-
-    monkeypatch.setattr(keras.utils, "get_file", offline)
+    # Never downloaded (no network at run time but Telegram's): the error names the variable and source.
     with pytest.raises(DatasetError, match="PHOTOBOT_DATASETS") as error:
-        download_flower_photos(tmp_path / "nowhere")
-    assert "downloading it failed" in str(error.value)
+        find_flower_photos([tmp_path / "nowhere"], tmp_path / "empty")
+    assert FLOWERS_URL in str(error.value) and str(tmp_path / "nowhere") in str(error.value)
+    assert not (tmp_path / "empty").exists()  # nothing fetched, not even a folder made for it
+    with pytest.raises(DatasetError, match="pet_photos/ was not found") as error:
+        find_photo_folder([tmp_path / "nowhere"], tmp_path / "empty", "pet_photos")
+    assert "one sub-folder of photos per label" in str(error.value)
 
 
 def test_the_cache_computes_each_photo_once(
