@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -364,6 +365,23 @@ async def test_a_non_admin_command_is_logged_by_name_without_its_text(
     assert tried == [f"Non-admin user {user} tried /retrain"]
     assert not [r for r in caplog.records if "my-password-123" in r.getMessage()]
 
+
+
+async def test_a_photo_posted_in_a_channel_is_left_alone(
+    bot: BotHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel's post has no sender: the photo handler used to fail on the missing user and post
+    "something went wrong" into the channel."""
+    channel = {"id": -1001234567890, "type": "channel", "title": "News"}
+    sizes = [{"file_id": "channel-photo", "file_unique_id": "channel-photo", "width": 640, "height": 480}]
+    user = fresh_user(bot)
+    with caplog.at_level(logging.INFO, logger="bot"):
+        await bot.server.push_update(
+            {"channel_post": {"message_id": 1, "date": int(time.time()), "chat": channel, "photo": sizes}}
+        )
+        # Handled before the later update from a person gets its answer (each runs until it awaits).
+        assert (await bot.say(user, "/help"))["text"].startswith("Send me a photo")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 async def test_a_large_image_reaches_the_decode_processes_as_a_file_not_through_their_pipe(
     bot: BotHarness, glyphs
