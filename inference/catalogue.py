@@ -2,7 +2,8 @@
 
 A model's entry says what it is called, which labels it has (with their names in each language and
 the captions accepted for them), what kind of model it is, which chat mode sends every photo to it,
-how photos are prepared for it, where its shipped default lives and which trainer builds it.
+how photos are prepared for it, where its shipped default lives, which trainer builds it and from
+which folder of labelled photos.
 Keyboards, captions, routing, `/models`, `/retrain`, export, evaluate and the command line's choices
 all read it, so adding a model is adding an entry:
 
