@@ -55,16 +55,32 @@ class OodRule:
     unsure_above: float  # distance above which the answer is `unsure`
     reject_above: float  # distance above which the photo is `not_recognized`
     min_confidence: float  # a flower answer below this softmax probability is `unsure`
+    # What the ImageNet head may say (meta["ood"]["imagenet"], see `training.imagenet_evidence`): the
+    # classes flower photos were taken for, and thresholds on the largest probability of any other.
+    flower_classes: tuple[int, ...] = ()
+    other_unsure_above: float = 1.0
+    other_reject_above: float = 1.0
 
     @classmethod
     def from_meta(cls, ood: dict[str, Any]) -> OodRule:
         means = ood.get("means")
+        imagenet = ood.get("imagenet") or {}
         return cls(
             means=None if means is None else np.asarray(means, dtype=np.float64),
             unsure_above=float(ood["unsure_above"]),
             reject_above=float(ood["reject_above"]),
             min_confidence=float(ood["min_confidence"]),
+            flower_classes=tuple(int(c) for c in imagenet.get("flower_classes", ())),
+            other_unsure_above=float(imagenet.get("unsure_above", 1.0)),
+            other_reject_above=float(imagenet.get("reject_above", 1.0)),
         )
+
+    def other(self, outputs: Sequence[np.ndarray]) -> float:
+        """The ImageNet head's largest probability for a class no flower was taken for (0 without it)."""
+        if len(outputs) < 3 or not self.flower_classes:
+            return 0.0
+        imagenet = np.asarray(outputs[2], dtype=np.float64).reshape(1, -1)
+        return float(other_evidence(imagenet, self.flower_classes)[0])
 
     def nearest(self, second_output: np.ndarray) -> float:
         """Squared distance to the nearest class: the model's own distances, or features vs `means`."""
@@ -84,7 +100,8 @@ def flowers_prediction(
     a far photo is `not_recognized` (label None), a borderline one `unsure` (label kept as a guess).
     """
     if isinstance(outputs, Mapping):
-        outputs = [outputs["probabilities"], outputs["distances"]]
+        names = ("probabilities", "distances", "imagenet")
+        outputs = [outputs[name] for name in names if name in outputs]
     probabilities = np.asarray(outputs[0], dtype=np.float64).reshape(-1)
     labels = version.labels
     if len(labels) != probabilities.size:
@@ -94,13 +111,20 @@ def flowers_prediction(
     best_label, confidence = top[0]
     rule = OodRule.from_meta(version.meta["ood"])
     distance = rule.nearest(np.asarray(outputs[1], dtype=np.float64).reshape(-1))
+    other = rule.other(outputs)
     status: Status
     if distance > rule.reject_above:
         status, label = "not_recognized", None
         reason = f"not one of the known flowers (distance {distance:.0f} > {rule.reject_above:.0f})"
+    elif other > rule.other_reject_above:
+        status, label = "not_recognized", None
+        reason = f"the network sees something else in it ({other:.0%} > {rule.other_reject_above:.0%})"
     elif distance > rule.unsure_above:
         status, label = "unsure", best_label
         reason = f"unlike the flowers seen in training (distance {distance:.0f} > {rule.unsure_above:.0f})"
+    elif other > rule.other_unsure_above:
+        status, label = "unsure", best_label
+        reason = f"the network half sees something else ({other:.0%} > {rule.other_unsure_above:.0%})"
     elif confidence < rule.min_confidence:
         status, label = "unsure", best_label
         reason = f"no clear winner ({confidence:.0%} < {rule.min_confidence:.0%})"
@@ -115,3 +139,11 @@ def flowers_prediction(
         top=top,
         reason=reason,
     )
+
+
+def other_evidence(probabilities: np.ndarray, flower_classes: Sequence[int]) -> np.ndarray:
+    """(N,) the largest ImageNet probability outside the flowers' classes: how sure the pretrained
+    network is that a photo shows some other kind of thing (see `training.imagenet_evidence`)."""
+    others = np.array(probabilities, dtype=np.float64, copy=True)
+    others[:, list(flower_classes)] = 0.0
+    return np.asarray(others.max(axis=1))

@@ -138,6 +138,15 @@ def build_backbone(state: Mapping[str, np.ndarray] | None = None) -> keras.Model
     return model
 
 
+def imagenet_head(state: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ImageNet classifier on top of the features: (1280, 1000) kernel and (1000,) bias."""
+    state = read_state_dict(weights_file()) if state is None else state
+    return (
+        np.asarray(state["_fc.weight"], np.float32).T.copy(),
+        np.asarray(state["_fc.bias"], np.float32),
+    )
+
+
 def build_imagenet_classifier(state: Mapping[str, np.ndarray] | None = None) -> keras.Model:
     """The whole ImageNet network (pixels → 1000 logits): proves the port against real photos."""
     state = read_state_dict(weights_file()) if state is None else state

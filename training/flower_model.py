@@ -27,8 +27,9 @@ import numpy as np
 
 from inference.flowers import PREPROCESSING_ID
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
-from training.effnet_lite0 import backbone_id, build_backbone, image_input
+from training.effnet_lite0 import backbone_id, build_backbone, image_input, imagenet_head, weights_file
 from training.ood import OodParams, params_from, save_params
+from training.torch_weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,24 @@ def distance_layers(features: keras.KerasTensor, n_classes: int) -> keras.KerasT
     return keras.layers.Add(name="distances")([cross, squared])
 
 
-def assemble_flower_model(backbone: keras.Model, head: FlowerHead) -> keras.Model:
-    """Backbone + head + detector as one serving model with outputs [probabilities, distances]."""
+def assemble_flower_model(
+    backbone: keras.Model, head: FlowerHead, imagenet: tuple[np.ndarray, np.ndarray] | None = None
+) -> keras.Model:
+    """Backbone + head + detector as one serving model with outputs [probabilities, distances], and
+    the backbone's own ImageNet probabilities third when `imagenet` (its kernel and bias) is given:
+    the refusal weighs what the pretrained network recognises (`training.imagenet_evidence`)."""
     n_classes = head.bias.shape[0]
     pixels = image_input()
     features = backbone(pixels)
     probabilities = head_layers(features, n_classes)
     distances = distance_layers(features, n_classes)
-    model = keras.Model(pixels, [probabilities, distances], name="flowers")
+    outputs = [probabilities, distances]
+    if imagenet is not None:
+        outputs.append(keras.layers.Dense(1000, activation="softmax", name="imagenet")(features))
+    model = keras.Model(pixels, outputs, name="flowers")
     model.get_layer("probabilities").set_weights([head.kernel, head.bias])
+    if imagenet is not None:
+        model.get_layer("imagenet").set_weights([imagenet[0], imagenet[1]])
     whitening = head.ood.whitening()
     centres = head.ood.means @ whitening  # P is symmetric: M_c = P m_c, as rows
     model.get_layer("ood_whiten").set_weights([whitening])
@@ -94,8 +104,11 @@ def assemble_flower_model(backbone: keras.Model, head: FlowerHead) -> keras.Mode
 
 
 def build_serving_flower_model(head_file: Path, backbone: keras.Model | None = None) -> keras.Model:
-    """The full serving model from a `head.npz` and the ImageNet backbone of the installed package."""
-    return assemble_flower_model(backbone or build_backbone(), FlowerHead.load(head_file))
+    """The full serving model from a `head.npz` and the ImageNet network of the installed package."""
+    state = read_state_dict(weights_file())
+    return assemble_flower_model(
+        backbone or build_backbone(state), FlowerHead.load(head_file), imagenet_head(state)
+    )
 
 
 def seed_flower_model(store: ModelStore, shipped: Path = SHIPPED_DIR) -> ModelVersion | None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from inference.flowers import PREPROCESSING_ID, OodRule, flower_input
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
-from training.effnet_lite0 import FEATURES, backbone_id, build_backbone
+from training.effnet_lite0 import FEATURES, backbone_id, build_backbone, imagenet_head
 from training.fine_tune import FineTuneConfig
 from training.fit import FitConfig, FitResult, Progress, compile_model, fit_on_batches
 from training.flower_data import (
@@ -35,6 +35,7 @@ from training.flower_data import (
     split_photos,
 )
 from training.flower_model import HEAD_FILE, MODEL_NAME, FlowerHead, assemble_flower_model, head_layers
+from training.imagenet_evidence import fit_rule, imagenet_probabilities
 from training.ood import Thresholds, calibrate, fit_ood
 
 log = logging.getLogger(__name__)
@@ -192,10 +193,13 @@ def train_flowers(
     promote: bool = True,
     progress: Callable[[str], None] = lambda message: None,
     mnist_file: Path | None = None,
+    model_name: str = MODEL_NAME,
 ) -> TrainResult:
     """Run the whole job and store the model as a new version (made active when `promote`).
 
     `mnist_file`: the mnist.npz whose test digits are drawn as non-flower photos (`find_mnist`).
+    `model_name`: the model store's name for it: any image classifier of the catalogue trains here, from
+    the folder of labelled photos its entry names (`photos_root`).
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -275,6 +279,14 @@ def train_flowers(
         keep_flowers=config.keep_flowers,
         other_pass=config.other_pass,
     )
+    imagenet = None if config.fine_tune else imagenet_head()  # a fine-tuned backbone's features moved
+    rule = (
+        fit_rule(
+            imagenet_probabilities(train[0], *imagenet), imagenet_probabilities(calibration_set[0], *imagenet)
+        )
+        if imagenet is not None
+        else None
+    )
     timings["ood"] = time.perf_counter() - mark
 
     metrics = evaluate_features(head, thresholds, train, validation, test, others, other_features, classes)
@@ -282,31 +294,36 @@ def train_flowers(
     progress(_summary(metrics))
 
     mark = time.perf_counter()
-    model = assemble_flower_model(backbone, head)
+    model = assemble_flower_model(backbone, head, imagenet)
     meta = {
         "labels": classes,
         "preprocessing": PREPROCESSING_ID,
         "backbone": backbone_name,
         "fine_tuned": config.fine_tune,
-        "outputs": ["probabilities", "distances"],
-        "ood": {"method": "mahalanobis-l2-lowrank", "rank": config.ood_rank, **thresholds.as_meta()},
+        "outputs": ["probabilities", "distances", *(["imagenet"] if rule else [])],
+        "ood": {
+            "method": "mahalanobis-l2-lowrank",
+            "rank": config.ood_rank,
+            **thresholds.as_meta(),
+            **({"imagenet": rule.as_meta()} if rule else {}),
+        },
         "metrics": metrics,
         "data": _data_summary(photo_set, splits),
         "config": asdict(config),
         "command": list(command),
-        "parent": store.active_version(MODEL_NAME),
+        "parent": store.active_version(model_name),
     }
-    with store.new_version(MODEL_NAME, meta) as staged:
+    with store.new_version(model_name, meta) as staged:
         model.save(staged.path / MODEL_FILE)
         head.save(staged.path / HEAD_FILE)
     version = (
-        store.promote(MODEL_NAME, staged.published) if promote else store.get(MODEL_NAME, staged.published)
+        store.promote(model_name, staged.published) if promote else store.get(model_name, staged.published)
     )
     timings["save"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
-    store.update_meta(MODEL_NAME, version.version, timings_s={k: round(v, 2) for k, v in timings.items()})
+    store.update_meta(model_name, version.version, timings_s={k: round(v, 2) for k, v in timings.items()})
     return TrainResult(
-        version=store.get(MODEL_NAME, version.version),
+        version=store.get(model_name, version.version),
         metrics=metrics,
         timings_s=timings,
         extracted=extracted,
