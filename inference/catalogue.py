@@ -62,6 +62,9 @@ class ModelSpec:
     display: Mapping[str, str] = field(default_factory=dict)  # language → the model's name for people
     shipped: str | None = None  # folder under inference/shipped/ with the default version, if any
     trainer: str | None = None  # the `photobot train` module that builds it from a dataset
+    # The folder of labelled photos (one sub-folder per label) in the PHOTOBOT_DATASETS folders that its
+    # trainer and retrainer use as base data; None for a model with data of its own kind (mnist.npz).
+    dataset: str | None = None
     none_label: Mapping[str, str] = field(default_factory=dict)  # language → "Not a …" button text
 
     @property
@@ -217,6 +220,7 @@ FLOWERS = ModelSpec(
     display={"en": "flowers", "ru": "цветы"},
     shipped="flowers",  # a head only: seeded by assembling it with the installed ImageNet backbone
     trainer="training.train_flowers",
+    dataset="flower_photos",
     none_label={"en": "Not a flower", "ru": "Не цветок"},
 )
 
