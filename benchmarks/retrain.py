@@ -32,10 +32,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+
+if TYPE_CHECKING:
+    from inference.model_store import ModelStore
+    from photobot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def new_flower_photo(path: Path, rng: np.random.Generator) -> bytes:
 
 
 async def _label_photos(
-    settings: Any,
+    settings: Settings,
     photos: Sequence[tuple[bytes, str]],
     model: str,
     user_id: int,
@@ -193,11 +197,12 @@ def run_job(data_dir: Path, datasets: Sequence[Path], model: str, *extra: str) -
 # -------------------------------------------------------------------------------------------- figures
 
 
-Feeder = Callable[[Any, Sequence[tuple[bytes, str]], str, int, Sequence[str | None]], None]
+STORAGE_FEED = "storage's feedback API (prediction + correction)"
+Feeder = Callable[["Settings", Sequence[tuple[bytes, str]], str, int, Sequence[str | None]], None]
 
 
 def feed_storage(
-    settings: Any,
+    settings: Settings,
     photos: Sequence[tuple[bytes, str]],
     model: str,
     user_id: int,
@@ -208,7 +213,11 @@ def feed_storage(
 
 
 def digits_figures(
-    args: argparse.Namespace, settings: Any, figures: dict[str, Any], feed: Feeder = feed_storage
+    args: argparse.Namespace,
+    settings: Settings,
+    figures: dict[str, Any],
+    feed: Feeder = feed_storage,
+    fed_through: str = STORAGE_FEED,
 ) -> None:
     from inference.model_store import ModelStore
     from training.datasets import load_mnist
@@ -230,7 +239,7 @@ def digits_figures(
     figures["digits"] = {
         "style": "mirror-written digits, green ink on yellow paper (synth_photos + left-right flip)",
         "labelled_photos": len(chat),
-        "fed_through": getattr(feed, "description", "storage's feedback API (prediction + correction)"),
+        "fed_through": fed_through,
         "decision": job["decision"],
         "reason": job["reason"],
         "serving_before": 1,
@@ -267,12 +276,14 @@ def digits_figures(
         }
 
 
-def flowers_figures(args: argparse.Namespace, settings: Any, figures: dict[str, Any]) -> None:
+def flowers_figures(args: argparse.Namespace, settings: Settings, figures: dict[str, Any]) -> None:
     from inference.model_store import ModelStore
     from training.flower_data import find_flower_photos, list_photos, split_photos
 
     models = ModelStore(settings.models_dir)
     serving = models.active("flowers")
+    if serving is None:  # main seeds one from --flowers-model before asking for these figures
+        raise RuntimeError(f"no flowers version serves in {settings.models_dir}")
     config = serving.meta.get("config") or {}
     root = find_flower_photos(settings.datasets, settings.data_dir)
     splits = split_photos(
@@ -299,7 +310,7 @@ def flowers_figures(args: argparse.Namespace, settings: Any, figures: dict[str, 
     }
 
 
-def _last_job(settings: Any) -> dict[str, Any]:
+def _last_job(settings: Settings) -> dict[str, Any]:
     from storage import SyncStore
 
     with SyncStore(settings.database_path, settings.images_dir) as store:
@@ -313,14 +324,17 @@ def _last_job(settings: Any) -> dict[str, Any]:
     }
 
 
-def _seed_version(store: Any, name: str, source: Path) -> None:
+def _seed_version(store: ModelStore, name: str, source: Path) -> None:
     meta = json.loads((source / "meta.json").read_text(encoding="utf-8"))
     meta = {k: v for k, v in meta.items() if k not in ("name", "version", "status", "gate")}
     version = store.add_version(name, source, meta)
     store.promote(name, version.version)
 
 
-def main(argv: Sequence[str] | None = None, feed: Feeder = feed_storage) -> int:
+def main(
+    argv: Sequence[str] | None = None, feed: Feeder = feed_storage, fed_through: str = STORAGE_FEED
+) -> int:
+    """`fed_through` says in the figures how `feed` gave the labels."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/retrain-demo/run"))
     parser.add_argument("--base-model", type=Path, required=True, help="a digits store version directory")
@@ -352,7 +366,7 @@ def main(argv: Sequence[str] | None = None, feed: Feeder = feed_storage) -> int:
             (data_dir / "cache").mkdir(parents=True, exist_ok=True)
             os.symlink(args.bottleneck_cache.resolve(), data_dir / "cache" / "bottlenecks")
     figures: dict[str, Any] = {}
-    digits_figures(args, settings, figures, feed)
+    digits_figures(args, settings, figures, feed, fed_through)
     if args.flowers_model:
         flowers_figures(args, settings, figures)
     (args.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

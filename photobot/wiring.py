@@ -1,7 +1,8 @@
 """The composition root: `Settings` in, the running parts out.
 
 The command line reads `Settings` once and builds everything here: the storage, the model store and
-classifier (`photobot.serving`), the bot with its typed `BotConfig`, the retrain job's environment.
+classifier (`photobot.serving`), the bot with its typed `BotConfig`, the retrain job's environment and,
+inside the job, its typed `RetrainSettings`.
 `bot`, `inference`, `storage` and `training` never import `photobot`: each receives what it needs.
 """
 
@@ -22,6 +23,8 @@ from bot.services import Services
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from photobot.serving import build_classifier
 from photobot.settings import Settings
+from training.chat_examples import ChatRules
+from training.retrain_settings import RetrainSettings
 
 # Environment variables the job process never inherits: the bot token and anything named like a secret.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY", re.I)
@@ -42,6 +45,27 @@ def bot_config(settings: Settings) -> BotConfig:
 
 def retrain_config(settings: Settings) -> RetrainConfig:
     return RetrainConfig(data_dir=Path(settings.data_dir), environment=job_environment(settings))
+
+
+def retrain_settings(settings: Settings) -> RetrainSettings:
+    """What a retrain job needs of the settings (read, in the job's process, from `job_environment`)."""
+    return RetrainSettings(
+        data_dir=Path(settings.data_dir),
+        database_path=settings.database_path,
+        images_dir=settings.images_dir,
+        models_dir=settings.models_dir,
+        datasets=tuple(Path(p) for p in settings.datasets),
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        rules=ChatRules(
+            max_per_user=settings.retrain_max_labels_per_user,
+            max_share=settings.retrain_max_user_share,
+            min_contributors=settings.retrain_min_contributors,
+            max_pixels=settings.max_image_pixels,
+        ),
+        min_new_labels=settings.retrain_min_new_labels,
+        gate_margin=settings.retrain_gate_margin,
+    )
 
 
 def job_environment(settings: Settings) -> dict[str, str]:

@@ -20,15 +20,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+from PIL import Image
 
 from storage import LabelledExample, SyncStore, cap_per_contributor, negative_label
 from storage.labelled import cap_share_per_contributor, minimum_contributors, split_by_contributor
 from training.jobs import RetrainError
 from training.near_duplicates import collapse_near_duplicates
 from training.report import ReportData
+
+if TYPE_CHECKING:
+    from training.retrain_settings import RetrainSettings
 
 T = TypeVar("T")
 
@@ -40,21 +44,13 @@ MAX_CHAT_SHARE = 0.9  # of the training weight, whatever is asked
 
 @dataclass(frozen=True)
 class ChatRules:
-    """What a retrain may take from chat (Settings.retrain_*), so one account cannot be most of it."""
+    """What a retrain may take from chat (photobot's Settings.retrain_*), so one account cannot be most
+    of it."""
 
     max_per_user: int = 200  # photos credited to one person, at most
     max_share: float = 0.25  # of the chat photos used, one person's at most
     min_contributors: int = 4  # different people before chat photos count at all
     max_pixels: int = 40_000_000  # photos larger than this are not even opened to compare
-
-    @classmethod
-    def of(cls, settings: Any) -> ChatRules:
-        return cls(
-            settings.retrain_max_labels_per_user,
-            settings.retrain_max_user_share,
-            settings.retrain_min_contributors,
-            settings.max_image_pixels,
-        )
 
     @property
     def people_needed(self) -> int:
@@ -152,7 +148,9 @@ def last_promotion(store: SyncStore, model: str) -> float:
     return events[0].created_at if events else 0.0
 
 
-def read_photo(example: LabelledExample, settings: Any, target_size: int, grayscale: bool):
+def read_photo(
+    example: LabelledExample, settings: RetrainSettings, target_size: int, grayscale: bool
+) -> Image.Image:
     """A stored chat photo through the serving decoder (size checks, EXIF orientation, draft)."""
     from inference.decode import decode_image
 

@@ -8,10 +8,12 @@ Run in its own process (`photobot retrain --model digits|flowers [--job-id N]`),
    near-duplicates once, the per-user cap and the per-person share applied, held out by person; every
    photo left out is counted in the report. For flowers, labels no model knows are set aside (new
    classes are reported, never silently added).
-3. Chat photos from fewer people than Settings.retrain_min_contributors (or than the share allows), or
-   too few new labelled photos since the last promotion (Settings.retrain_min_new_labels): explain and
-   stop; only the second can be forced.
-4. The model's retrainer (`training.retrain_digits`, `training.retrain_flowers`) reads the chat photos
+3. Chat photos from fewer people than RetrainSettings.rules.min_contributors (or than the share
+   allows), or too few new labelled photos since the last promotion (RetrainSettings.min_new_labels):
+   explain and stop; only the second can be forced.
+4. The retraining step of the model's kind (`training.retrain_digits` for a digit reader,
+   `training.retrain_flowers` for an image classifier, its base photos the catalogue entry's dataset)
+   reads the chat photos
    with the serving code, assembles them with the same base data as `photobot train`, fits with the
    same loop (`training.fit`) and scores candidate and serving version on the base test set and the
    held-out chat photos.
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind, ModelSpec
 from inference.model_store import ModelStore, ModelVersion
 from storage import SyncStore
 from training import gate
@@ -52,6 +55,7 @@ from training.chat_examples import (
 from training.jobs import JobProgress, RetrainError, claim_job, error_text, sigterm_as_exit
 from training.report import Report, ReportData, write_report
 from training.retrain_base import Retrainer, RetrainOptions
+from training.retrain_settings import RetrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +65,17 @@ __all__ = [
     "RetrainError",
     "RetrainOptions",
     "RetrainOutcome",
+    "RetrainSettings",
     "chat_weight",
     "report_folder",
     "run_retrain",
     "select_chat_examples",
 ]
 
-# The models a retrain knows, by name: the module and class of each one's retraining step.
+# The retraining step of each kind of model (module, class): a catalogue entry is all a model needs.
 RETRAINERS = {
-    "digits": ("training.retrain_digits", "DigitsRetrainer"),
-    "flowers": ("training.retrain_flowers", "FlowersRetrainer"),
+    ModelKind.DIGIT_READER: ("training.retrain_digits", "DigitsRetrainer"),
+    ModelKind.IMAGE_CLASSIFIER: ("training.retrain_flowers", "FlowersRetrainer"),
 }
 
 
@@ -87,28 +92,33 @@ class RetrainOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def retrainer(model: str) -> type[Retrainer]:
-    """The model's retraining step (imported only when a job runs: it brings Keras)."""
+def retrainer(spec: ModelSpec) -> type[Retrainer]:
+    """The retraining step of the model's kind (imported only when a job runs: it brings Keras)."""
     import importlib
 
-    module, name = RETRAINERS[model]
+    module, name = RETRAINERS[spec.kind]
     return getattr(importlib.import_module(module), name)
 
 
-def run_retrain(settings: Any, options: RetrainOptions) -> RetrainOutcome:
-    """Run one job from start to end in this process. `settings` is photobot's Settings.
+def run_retrain(
+    settings: RetrainSettings, options: RetrainOptions, catalogue: Catalogue = DEFAULT_CATALOGUE
+) -> RetrainOutcome:
+    """Run one job from start to end in this process. `settings` comes from the composition root
+    (`photobot.wiring.retrain_settings`).
 
     Raises RetrainError (the job is then marked failed with its message) or whatever crashed.
     """
-    if options.model not in RETRAINERS:
-        raise RetrainError(f"unknown model {options.model!r}; choose from {', '.join(RETRAINERS)}")
+    spec = catalogue.get(options.model)
+    if spec is None or spec.kind not in RETRAINERS:
+        known = [s.name for s in catalogue if s.kind in RETRAINERS]
+        raise RetrainError(f"unknown model {options.model!r}; choose from {', '.join(known)}")
     store = SyncStore(settings.database_path, settings.images_dir)
     try:
         job_id = claim_job(store, options.model, options.job_id, options.requested_by)
         progress = JobProgress(store, job_id)
         try:
             with sigterm_as_exit():
-                outcome = _run(settings, options, store, progress, job_id)
+                outcome = _run(settings, options, spec, store, progress, job_id)
         except BaseException as error:
             message = error_text(error)
             log.error(
@@ -132,7 +142,12 @@ def _reject_leftovers(models: ModelStore, name: str, job_id: int, message: str) 
 
 
 def _run(
-    settings: Any, options: RetrainOptions, store: SyncStore, progress: JobProgress, job_id: int
+    settings: RetrainSettings,
+    options: RetrainOptions,
+    spec: ModelSpec,
+    store: SyncStore,
+    progress: JobProgress,
+    job_id: int,
 ) -> RetrainOutcome:
     started = time.monotonic()
     progress.enter("loading", "reading the labelled photos")
@@ -142,23 +157,24 @@ def _run(
         raise RetrainError(
             f"no {options.model} version serves yet; train one first (photobot train {options.model})"
         )
-    chat = select_chat_examples(store, options.model, ChatRules.of(settings))
+    chat = select_chat_examples(store, options.model, settings.rules)
     report = ReportData(model=options.model, job_id=job_id, serving_version=serving.version)
     report.capped, report.dropped = chat.capped, dict(chat.dropped)
 
     since = last_promotion(store, options.model)
     new = [e for e in chat.examples if e.labelled_at > since]
-    if len(new) < settings.retrain_min_new_labels and not options.force:
-        report.skipped = _too_few_new_labels(len(new), settings.retrain_min_new_labels, options.model)
+    if len(new) < settings.min_new_labels and not options.force:
+        report.skipped = _too_few_new_labels(len(new), settings.min_new_labels, options.model)
         return _finish_skipped(store, job_id, options, serving, report, settings, started)
     if chat.refused is not None:  # not even when forced: this rule is what keeps one account out
         report.skipped = chat.refused
         return _finish_skipped(store, job_id, options, serving, report, settings, started)
 
-    result = retrainer(options.model)(settings, options, progress, serving, report).run(chat.examples)
+    step = retrainer(spec)(settings, options, progress, serving, report, spec)
+    result = step.run(chat.examples)
 
     progress.enter("report", "deciding and writing the report")
-    decision = gate.decide(result.base, result.chat, settings.retrain_gate_margin, also=result.also)
+    decision = gate.decide(result.base, result.chat, settings.gate_margin, also=result.also)
     report.candidate_version = result.candidate.version
     report.decision = decision
     report.seconds = time.monotonic() - started
@@ -226,7 +242,7 @@ def _finish_skipped(
     options: RetrainOptions,
     serving: ModelVersion,
     report: ReportData,
-    settings: Any,
+    settings: RetrainSettings,
     started: float,
 ) -> RetrainOutcome:
     report.seconds = time.monotonic() - started
@@ -240,5 +256,5 @@ def _finish_skipped(
     )
 
 
-def report_folder(settings: Any, model: str, job_id: int) -> Path:
-    return Path(settings.data_dir) / "reports" / f"{model}-job{job_id}"
+def report_folder(settings: RetrainSettings, model: str, job_id: int) -> Path:
+    return settings.data_dir / "reports" / f"{model}-job{job_id}"

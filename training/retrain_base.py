@@ -7,12 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from inference.catalogue import ModelSpec
 from inference.model_store import ModelVersion
 from storage import LabelledExample
 from training import gate
-from training.chat_examples import MAX_CHAT_WEIGHT, ChatRules, within_share
+from training.chat_examples import MAX_CHAT_WEIGHT, within_share
 from training.jobs import JobProgress
 from training.report import ReportData
+from training.retrain_settings import RetrainSettings
 
 
 @dataclass(frozen=True)
@@ -42,18 +44,23 @@ class TrainingResult:
 
 
 class Retrainer:
-    """A model's retraining step: given the job's settings, options, progress and report, `run` it."""
+    """A model's retraining step: given the job's settings, options, progress and report, `run` it.
+
+    One step serves every model of its kind: `spec`, the model's catalogue entry, says which model
+    (its name in the store) and where its base data is (its `dataset`).
+    """
 
     def __init__(
         self,
-        settings: Any,
+        settings: RetrainSettings,
         options: RetrainOptions,
         progress: JobProgress,
         serving: ModelVersion,
         report: ReportData,
+        spec: ModelSpec,
     ) -> None:
         self.settings, self.options, self.progress = settings, options, progress
-        self.serving, self.report = serving, report
+        self.serving, self.report, self.spec = serving, report, spec
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
         raise NotImplementedError
@@ -64,7 +71,7 @@ class Retrainer:
 
     def within_share(self, items: list, example_of: Any) -> list:
         """The photos that could be read, cut again to each person's share (see chat_examples)."""
-        return within_share(items, example_of, ChatRules.of(self.settings), self.report.dropped)
+        return within_share(items, example_of, self.settings.rules, self.report.dropped)
 
     def options_meta(self) -> dict[str, Any]:
         """The options a candidate was made with, for its meta.json (not who asked, not the job)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from training.chat_examples import chat_weight, read_photo, record_weight, usage
 from training.jobs import JobProgress
 from training.report import Mistake, confusion_matrix
 from training.retrain_base import Retrainer, TrainingResult, accuracy
+from training.retrain_settings import RetrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +260,9 @@ class DigitsRetrainer(Retrainer):
             }
         )
         models = ModelStore(self.settings.models_dir)
-        with models.new_version("digits", meta) as staged:
+        with models.new_version(self.spec.name, meta) as staged:
             save_for_serving(model, staged.path / MODEL_FILE)
-        return models.get("digits", staged.published)
+        return models.get(self.spec.name, staged.published)
 
 
 def _photo_test_size(test_limit: int | None) -> int:
@@ -270,7 +270,11 @@ def _photo_test_size(test_limit: int | None) -> int:
 
 
 def photo_test_set(
-    settings: Any, x_test: np.ndarray, y_test: np.ndarray, n: int, progress: JobProgress | None = None
+    settings: RetrainSettings,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    n: int,
+    progress: JobProgress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MNIST *test* digits rendered as phone photos (fixed seed) and read by the serving code.
 
@@ -283,7 +287,7 @@ def photo_test_set(
     from training.synth_photos import random_style, render_photo
 
     cache = (
-        Path(settings.data_dir)
+        settings.data_dir
         / "cache"
         / "retrain"
         / f"mnist-test-photos-{PREPROCESSING_ID}-{PHOTO_TEST_SEED}-{n}.npz"

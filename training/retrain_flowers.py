@@ -31,7 +31,8 @@ FLOWERS_LEARNING_RATE = 1e-4  # the head is warm-started from the serving versio
 
 
 class FlowersRetrainer(Retrainer):
-    """Refit the flower head and its "not a flower" detector on cached features of base + chat photos."""
+    """Refit an image classifier's head and its refusal detector on cached features of base + chat photos
+    (flowers, or any model of that kind in the catalogue: its base photos are its entry's `dataset`)."""
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
         from training.effnet_lite0 import build_backbone
@@ -52,7 +53,7 @@ class FlowersRetrainer(Retrainer):
         config = self._config()
         base = self._base_photos(labels, config)
         backbone = build_backbone()
-        cache = BottleneckCache(Path(self.settings.data_dir) / "cache" / "bottlenecks", cache_key())
+        cache = BottleneckCache(self.settings.data_dir / "cache" / "bottlenecks", cache_key())
         extract = backbone.predict_on_batch
 
         def note(done: int, total: int) -> None:
@@ -98,7 +99,7 @@ class FlowersRetrainer(Retrainer):
         progress.enter("evaluating", "scoring serving and candidate heads")
         base_score = gate.SetScore(
             gate.BASE,
-            "flowers test split",
+            f"{self.spec.name} test split",
             len(test[1]),
             accuracy(head_answers(serving_head, test[0]) == test[1]),
             accuracy(head_answers(head, test[0]) == test[1]),
@@ -112,7 +113,9 @@ class FlowersRetrainer(Retrainer):
         )
         report.history = history
         report.confusion = {
-            "flowers test split": confusion_matrix(test[1], head_answers(head, test[0]), len(labels))
+            f"{self.spec.name} test split": confusion_matrix(
+                test[1], head_answers(head, test[0]), len(labels)
+            )
         }
         if len(chat_val[1]):
             report.confusion["held-out chat photos"] = confusion_matrix(
@@ -134,18 +137,20 @@ class FlowersRetrainer(Retrainer):
         from training.flower_model import HEAD_FILE
 
         if self.options.fine_tune:
-            raise RetrainError("--fine-tune is not available for flowers in this version; retrain without it")
+            raise RetrainError(
+                f"--fine-tune is not available for {self.spec.name} in this version; retrain without it"
+            )
         head_file = self.serving.path / HEAD_FILE
         if not head_file.is_file():
             raise RetrainError(
-                f"flowers v{self.serving.version} has no {HEAD_FILE}: its head cannot be retrained"
+                f"{self.spec.name} v{self.serving.version} has no {HEAD_FILE}: its head cannot be retrained"
             )
         if self.serving.meta.get("backbone", backbone_id()) != backbone_id():
             raise RetrainError(
-                f"flowers v{self.serving.version} has its own backbone "
+                f"{self.spec.name} v{self.serving.version} has its own backbone "
                 f"({self.serving.meta.get('backbone')}); "
                 "only a head on the ImageNet backbone can be retrained from cached features "
-                "(use photobot train flowers --fine-tune)"
+                f"(use photobot train {self.spec.name} --fine-tune)"
             )
         return head_file
 
@@ -164,9 +169,13 @@ class FlowersRetrainer(Retrainer):
         return FlowerConfig(**{**config.__dict__, **overrides})
 
     def _base_photos(self, labels: list[str], config: Any) -> dict[str, list]:
-        from training.flower_data import find_flower_photos, list_photos, split_photos
+        from training.flower_data import find_photo_folder, list_photos, split_photos
 
-        root = find_flower_photos(self.settings.datasets, Path(self.settings.data_dir))
+        if self.spec.dataset is None:
+            raise RetrainError(
+                f"{self.spec.name} names no dataset in the catalogue: nothing to retrain it on"
+            )
+        root = find_photo_folder(self.settings.datasets, self.settings.data_dir, self.spec.dataset)
         photos = [p for p in list_photos(root).photos if p.label in labels]
         if self.options.limit:
             per_class: Counter = Counter()
@@ -227,7 +236,7 @@ class FlowersRetrainer(Retrainer):
 
         ood = fit_ood(x, y, n_classes=head.bias.shape[0], rank=config.ood_rank)
         # The same calibration photos as `photobot train flowers` (drawn only if not cached yet).
-        mnist_file = find_mnist(self.settings.datasets, Path(self.settings.data_dir))
+        mnist_file = find_mnist(self.settings.datasets, self.settings.data_dir)
         others = [item for _, item in non_flower_sets(config, mnist_file)["calibration"]]
         other_features = bottlenecks(others, cache, extract).features
         self.thresholds = calibrate(
@@ -266,12 +275,12 @@ class FlowersRetrainer(Retrainer):
                     "new_classes_not_added": self.report.new_classes,
                 },
                 "retrain": self.options_meta(),
-                "command": f"photobot retrain --model flowers --job-id {self.report.job_id}",
+                "command": f"photobot retrain --model {self.spec.name} --job-id {self.report.job_id}",
             }
         )
         model = assemble_flower_model(backbone, head)
         models = ModelStore(self.settings.models_dir)
-        with models.new_version("flowers", meta) as staged:
+        with models.new_version(self.spec.name, meta) as staged:
             model.save(staged.path / MODEL_FILE)
             head.save(staged.path / HEAD_FILE)
-        return models.get("flowers", staged.published)
+        return models.get(self.spec.name, staged.published)

@@ -9,11 +9,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import threading
+from typing import TYPE_CHECKING, Any
 
 from inference.catalogue import DEFAULT_CATALOGUE
 from photobot.commands import fraction, positive_int, progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from training.retrain import RetrainOptions, RetrainOutcome
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -98,17 +104,19 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 FOLLOW_EVERY_S = 0.5
 
 
-def _run_followed(settings: Settings, options, *, quiet: bool):
+def _run_followed(settings: Settings, options: RetrainOptions, *, quiet: bool) -> RetrainOutcome:
     """`run_retrain` (in this thread: it turns SIGTERM into an exit), with a progress bar fed from the
     job's row when it is run by hand on a terminal."""
+    from photobot.wiring import retrain_settings
     from storage import JobAlreadyActive
     from storage.sync import SyncStore
     from training.retrain import RetrainError, run_retrain
 
+    job_settings = retrain_settings(settings)
     bar = progress_bar(100, f"retraining {options.model}", quiet=quiet, unit="%")
     if bar.disable or options.job_id is not None:
         bar.close()
-        return run_retrain(settings, options)
+        return run_retrain(job_settings, options)
     store = SyncStore(settings.database_path, settings.images_dir)
     try:
         job = store.create_retrain_job(options.model)
@@ -120,14 +128,14 @@ def _run_followed(settings: Settings, options, *, quiet: bool):
     follower = threading.Thread(target=_follow, args=(settings, job.id, bar, stop), daemon=True)
     follower.start()
     try:
-        return run_retrain(settings, dataclasses.replace(options, job_id=job.id))
+        return run_retrain(job_settings, dataclasses.replace(options, job_id=job.id))
     finally:
         stop.set()
         follower.join()
         bar.close()
 
 
-def _follow(settings: Settings, job_id: int, bar, stop: threading.Event) -> None:
+def _follow(settings: Settings, job_id: int, bar: tqdm[Any], stop: threading.Event) -> None:
     """Show the job's stage and progress (its row, as the retraining writes it) until `stop`."""
     from storage.sync import SyncStore
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from inference.model_store import ModelStore
+from photobot.wiring import retrain_settings
 from storage import Store, SyncStore
 from tests.support.retrain import ONE_PERSON, ONE_PERSON_ENV, digit_photos, digit_settings, label_photos
 from training.chat_examples import MAX_CHAT_WEIGHT
@@ -44,7 +45,7 @@ def test_chat_photos_weigh_a_bounded_share_and_one_photo_never_counts_many_times
 
 def test_the_report_and_the_candidate_say_what_the_chat_photos_weighed(settings, mnist_path: Path) -> None:
     label_photos(settings, digit_photos(mnist_path, 12, seed=7), user_id=41)
-    outcome = run_retrain(settings, RetrainOptions(model="digits", force=True, **SMALL))
+    outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", force=True, **SMALL))
     data = ModelStore(settings.models_dir).get("digits", outcome.candidate_version).meta["data"]
     assert data["chat_weight"] == 5.0 and data["mnist_train"] == 2000
     line = next(line for line in outcome.report.text.splitlines() if "chat examples, weight" in line)
@@ -58,13 +59,13 @@ def test_the_report_and_the_candidate_say_what_the_chat_photos_weighed(settings,
 
 def test_too_few_new_labels_explain_and_change_nothing_unless_forced(settings, mnist_path: Path) -> None:
     label_photos(settings, digit_photos(mnist_path, 6, seed=3), user_id=21)
-    outcome = run_retrain(settings, RetrainOptions(model="digits", **SMALL))
+    outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", **SMALL))
     assert (outcome.status, outcome.decision, outcome.candidate_version) == ("succeeded", "skipped", None)
     assert outcome.reason.startswith(
         "only 6 photos have been labelled in chat since the last promotion; retraining needs at least 10."
     )
     assert [v.version for v in ModelStore(settings.models_dir).versions("digits")] == [1]
-    forced = run_retrain(settings, RetrainOptions(model="digits", force=True, **SMALL))
+    forced = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", force=True, **SMALL))
     assert forced.decision in ("promote", "reject") and forced.candidate_version == 2
     with SyncStore(settings.database_path, settings.images_dir) as store:
         jobs = store.recent_retrain_jobs("digits")
@@ -86,7 +87,7 @@ def test_the_per_user_cap_and_blocked_users_limit_what_one_person_can_teach(
         await store.close()
 
     asyncio.run(block())
-    outcome = run_retrain(settings, RetrainOptions(model="digits", force=True, **SMALL))
+    outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", force=True, **SMALL))
     text = outcome.report.text
     # Photos per person, most first (31's, then 32's): the report names nobody.
     used = [int(n) for n in text.split("  from 2 people, most first: ")[1].split("\n")[0].split(", ")]
@@ -101,7 +102,7 @@ def test_a_job_that_crashes_is_failed_with_its_error_and_serving_is_untouched(se
         (staged.path / "model.keras").write_bytes(b"not a keras file")
     models.promote("digits", staged.version)
     with pytest.raises(Exception) as raised:
-        run_retrain(settings, RetrainOptions(model="digits", force=True, **SMALL))
+        run_retrain(retrain_settings(settings), RetrainOptions(model="digits", force=True, **SMALL))
     assert not isinstance(raised.value, RetrainError)
     with SyncStore(settings.database_path, settings.images_dir) as store:
         job = store.recent_retrain_jobs("digits")[0]
@@ -114,9 +115,9 @@ def test_one_job_at_a_time_and_a_job_id_must_match(settings) -> None:
     with SyncStore(settings.database_path, settings.images_dir) as store:
         queued = store.create_retrain_job("flowers")
     with pytest.raises(RetrainError, match=r"retrain job 1 \(flowers\) is queued; one job runs at a time"):
-        run_retrain(settings, RetrainOptions(model="digits"))
+        run_retrain(retrain_settings(settings), RetrainOptions(model="digits"))
     with pytest.raises(RetrainError, match="retrain job 1 is for flowers, not digits"):
-        run_retrain(settings, RetrainOptions(model="digits", job_id=queued.id))
+        run_retrain(retrain_settings(settings), RetrainOptions(model="digits", job_id=queued.id))
 
 
 def test_sigterm_midway_fails_the_job_and_leaves_no_version_behind(settings, mnist_path: Path) -> None:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from inference.model_store import ModelStore
 from photobot.settings import Settings, SettingsError
+from photobot.wiring import retrain_settings
 from storage import SyncStore, split_of
 from storage.labelled import share_cap, split_by_contributor
 from tests.support.retrain import digit_photos, digit_settings, label_photos, store_labels
@@ -122,7 +123,9 @@ def test_250_against_5_is_refused_with_its_reason_even_when_forced(tmp_path: Pat
     label_photos(settings, digit_photos(mnist_path, 250, seed=1), user_id=71)
     label_photos(settings, digit_photos(mnist_path, 5, seed=2, offset=300), user_id=72, first_message=1000)
     for force in (False, True):
-        outcome = run_retrain(settings, RetrainOptions(model="digits", force=force, **SMALL))
+        outcome = run_retrain(
+            retrain_settings(settings), RetrainOptions(model="digits", force=force, **SMALL)
+        )
         assert (outcome.status, outcome.decision, outcome.candidate_version) == ("succeeded", "skipped", None)
         assert outcome.reason.startswith("the 205 usable chat photos come from 2 people; chat photos count")
         assert "at least 4 different people labelled them (RETRAIN_MIN_CONTRIBUTORS=4" in outcome.reason
@@ -142,8 +145,8 @@ def test_too_few_people_for_the_setting_is_refused_even_when_the_share_would_all
 def test_the_settings_read_the_share_and_the_minimum_and_refuse_a_share_that_cannot_work() -> None:
     settings = Settings.from_env({"RETRAIN_MAX_USER_SHARE": "0.2", "RETRAIN_MIN_CONTRIBUTORS": "6"}, None)
     assert (settings.retrain_max_user_share, settings.retrain_min_contributors) == (0.2, 6)
-    assert ChatRules.of(settings).people_needed == 6
-    assert ChatRules.of(replace(settings, retrain_min_contributors=2)).people_needed == 5  # 1 / 0.2
+    assert retrain_settings(settings).rules.people_needed == 6
+    assert retrain_settings(replace(settings, retrain_min_contributors=2)).rules.people_needed == 5  # 1 / 0.2
     assert (Settings().retrain_max_user_share, Settings().retrain_min_contributors) == (0.25, 4)
     for bad in ("0", "1.5", "nan"):
         with pytest.raises(SettingsError, match="RETRAIN_MAX_USER_SHARE must be a fraction"):
@@ -252,7 +255,7 @@ def test_the_report_counts_what_the_rules_left_out(tmp_path: Path, mnist_path: P
         first += 100
     copy = digit_photos(mnist_path, 1, seed=5)[0]  # the busy account sends its first photo again …
     label_photos(settings, [(reencoded(copy[0], 70), copy[1])], user_id=101, first_message=first)
-    outcome = run_retrain(settings, RetrainOptions(model="digits", force=True, **SMALL))
+    outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", force=True, **SMALL))
     text = outcome.report.text
     assert outcome.decision in ("promote", "reject"), text
     assert "  left out, near-duplicate of another photo: 1" in text  # … and it counts once

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from inference.model_store import ModelStore
 from photobot.cli import main
 from photobot.settings import Settings
+from photobot.wiring import retrain_settings
 from storage import SyncStore
 from tests.support.retrain import ONE_PERSON, store_labels
 from training.retrain import RetrainError, RetrainOptions, run_retrain
@@ -59,7 +60,7 @@ def settings(flowers_path: Path, mnist_path: Path, tmp_path_factory: pytest.Temp
 
 def test_fine_tuning_the_backbone_in_a_retrain_is_refused_clearly(settings: Settings) -> None:
     with pytest.raises(RetrainError, match="--fine-tune is not available for flowers"):
-        run_retrain(settings, RetrainOptions(model="flowers", force=True, fine_tune=True))
+        run_retrain(retrain_settings(settings), RetrainOptions(model="flowers", force=True, fine_tune=True))
     with SyncStore(settings.database_path, settings.images_dir) as store:
         job = store.recent_retrain_jobs("flowers")[0]
     assert job.status == "failed" and "--fine-tune is not available" in job.error
@@ -77,7 +78,7 @@ def test_the_flower_head_is_retrained_on_chat_photos_and_new_classes_are_reporte
     ]
     chat.append((_new_photo(sorted((flowers_path / "tulips").glob("*.jpg"))[0], rng), "orchids"))
     store_labels(settings, chat, model="flowers", user_id=51)
-    outcome = run_retrain(settings, RetrainOptions(model="flowers", epochs=40))
+    outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="flowers", epochs=40))
     text = outcome.report.text
     assert outcome.decision in ("promote", "reject") and outcome.candidate_version == 2
     assert "New classes from chat (not added; a model change is needed): orchids (1)" in text
