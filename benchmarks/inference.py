@@ -370,6 +370,7 @@ def _cpu_flags_and_clock() -> tuple[set[str], float | None]:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return set(), None
-    flags = set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
+    found = re.search(r"^flags\s*:\s*(.*)$", text, re.M)  # x86's cpuinfo; an ARM one says "Features"
+    flags = set(found.group(1).split()) if found else set()
     clocks = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
     return flags, (statistics.median(clocks) / 1000.0 if clocks else None)

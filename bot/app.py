@@ -71,6 +71,29 @@ def build_application(
     return application
 
 
+async def start_polling(application: Application, *, timeout: int = 10) -> None:
+    """`run_polling`'s start-up (initialize, post_init, start, poll) inside an event loop someone else
+    owns: the playground's and the benchmarks' bot, beside their own Bot API server."""
+    if application.updater is None:
+        raise ValueError("this bot has no updater to poll with (built with .updater(None))")
+    await application.initialize()
+    if application.post_init is not None:
+        await application.post_init(application)
+    await application.start()
+    await application.updater.start_polling(timeout=timeout, poll_interval=0)
+
+
+async def stop_polling(application: Application) -> None:
+    """What `start_polling` started, stopped in reverse, with `post_shutdown` closing the services."""
+    if application.updater is not None and application.updater.running:
+        await application.updater.stop()
+    if application.running:
+        await application.stop()
+    await application.shutdown()
+    if application.post_shutdown is not None:
+        await application.post_shutdown(application)
+
+
 def api_urls(api_url: str) -> tuple[str, str]:
     """The Bot API's base URL and its files' (python-telegram-bot appends the token to both)."""
     root = api_url.rstrip("/")

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot import callbacks
+from bot.app import start_polling, stop_polling
 from bot.playground.bot_api.files import file_ids
 from bot.playground.bot_api_server import BotApiServer, Json
 from bot.playground.history import ChatHistory
@@ -355,26 +356,14 @@ async def start_playground(
     if on_listening is not None:
         on_listening(playground)
     application = build_bot(playground.server.token, playground.url, ADMIN_ID)
-    if application.updater is None:
-        raise ValueError("the playground's bot needs an updater: it polls the playground's Bot API server")
-    await application.initialize()
-    if application.post_init is not None:
-        await application.post_init(application)
-    await application.start()
-    await application.updater.start_polling(timeout=10, poll_interval=0)
+    await start_polling(application, timeout=10)
     playground.bot_ready = True
     return playground, application
 
 
 async def stop_playground(playground: Playground, application: Application | None) -> None:
     if application is not None:
-        if application.updater is not None and application.updater.running:
-            await application.updater.stop()
-        if application.running:
-            await application.stop()
-        await application.shutdown()
-        if application.post_shutdown is not None:
-            await application.post_shutdown(application)
+        await stop_polling(application)
     await playground.stop()
 
 

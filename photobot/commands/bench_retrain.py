@@ -50,7 +50,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if settings.datasets:
         argv += ["--datasets", *map(str, settings.datasets)]
     argv = [*argv, "--job-args", *args.job_args] if args.job_args else argv
-    return retrain_demo.main(argv, feed_through_bot if args.through_bot else retrain_demo.feed_storage)
+    if args.through_bot:
+        return retrain_demo.main(argv, feed_through_bot, THROUGH_BOT)
+    return retrain_demo.main(argv)
 
 
 def _serving(store, name: str) -> Path | None:
@@ -59,6 +61,7 @@ def _serving(store, name: str) -> Path | None:
 
 
 TOKEN = "5555:bench-retrain"
+THROUGH_BOT = "the real bot over a local Bot API server: photo, then ✅ or ❌ + the right digit"
 
 
 def feed_through_bot(settings: Settings, photos, model: str, user_id: int, answers) -> None:
@@ -68,15 +71,11 @@ def feed_through_bot(settings: Settings, photos, model: str, user_id: int, answe
     asyncio.run(_feed_through_bot(settings, photos, user_id))
 
 
-feed_through_bot.description = (
-    "the real bot over a local Bot API server: photo, then ✅ or ❌ + the right digit"
-)
-
-
 async def _feed_through_bot(settings: Settings, photos, user_id: int) -> None:
     import functools
     from dataclasses import replace
 
+    from bot.app import start_polling, stop_polling
     from bot.playground.bot_api_server import BotApiServer
     from bot.services import KEY
     from photobot.wiring import build_bot
@@ -92,10 +91,7 @@ async def _feed_through_bot(settings: Settings, photos, user_id: int) -> None:
         outgoing_messages_per_s=0,
     )
     application = build_bot(bot_settings, names=("digits",))
-    await application.initialize()
-    await application.post_init(application)
-    await application.start()
-    await application.updater.start_polling(timeout=1, poll_interval=0)
+    await start_polling(application, timeout=1)
     server.add_user(user_id, f"User {user_id}")
     store = application.bot_data[KEY].store
     try:
@@ -113,10 +109,7 @@ async def _feed_through_bot(settings: Settings, photos, user_id: int) -> None:
                 f"l:{prediction.id}:{label}",
             )
     finally:
-        await application.updater.stop()
-        await application.stop()
-        await application.shutdown()
-        await application.post_shutdown(application)
+        await stop_polling(application)
         await server.stop()
 
 
