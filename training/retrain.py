@@ -13,10 +13,9 @@ Run in its own process (`photobot retrain --model digits|flowers [--job-id N]`),
    explain and stop; only the second can be forced.
 4. The retraining step of the model's kind (`training.retrain_digits` for a digit reader,
    `training.retrain_flowers` for an image classifier, its base photos the catalogue entry's dataset)
-   reads the chat photos
-   with the serving code, assembles them with the same base data as `photobot train`, fits with the
-   same loop (`training.fit`) and scores candidate and serving version on the base test set and the
-   held-out chat photos.
+   reads the chat photos with the serving code, assembles them with the same base data as
+   `photobot train`, fits with the same loop (`training.fit`) and scores candidate and serving
+   version on the base test set and the held-out chat photos.
 5. The gate (`training.gate`) promotes or rejects; the report (`training.report`) is written.
 
 How much a few chat photos may teach: they are weighed, never oversampled. Every example is seen once

@@ -20,6 +20,7 @@ from telegram.ext import Application
 
 from bot.playground.bot_api_server import BotApiServer
 from bot.services import KEY, Services
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from photobot.settings import Settings
 from photobot.wiring import build_bot
 
@@ -184,8 +185,16 @@ def button_data(message: Json, caption: str) -> str:
     return next(data for text, data in buttons(message) if text == caption)
 
 
-async def start_bot(data_dir: Path, model_dir: Path, **overrides: Any) -> BotHarness:
-    """Start the server and the real bot (initialize → post_init → start → start_polling)."""
+async def start_bot(
+    data_dir: Path,
+    model_dir: Path,
+    *,
+    names: tuple[str, ...] = ("digits",),
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+    **overrides: Any,
+) -> BotHarness:
+    """Start the server and the real bot (initialize → post_init → start → start_polling), serving the
+    models `names` of `catalogue` (a test may add a model to the catalogue, as a deployment would)."""
     shutil.copytree(model_dir, data_dir / "models", dirs_exist_ok=True)
     server = BotApiServer(TOKEN)
     await server.start()
@@ -196,7 +205,7 @@ async def start_bot(data_dir: Path, model_dir: Path, **overrides: Any) -> BotHar
         data_dir=data_dir,
     )
     settings = replace(settings, **overrides)
-    application = build_bot(settings, names=("digits",))
+    application = build_bot(settings, names=names, catalogue=catalogue)
     await application.initialize()
     await application.post_init(application)
     await application.start()
