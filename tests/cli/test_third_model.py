@@ -30,10 +30,11 @@ from storage.labelled import export_labelled_set, read_labelled_set
 from tests.support.bot import BotHarness, buttons, start_bot, stop_bot
 from training.datasets import find_mnist
 from training.flower_data import find_photo_folder
-from training.retrain import RetrainOptions, run_retrain
+from training.retrain import RetrainError, RetrainOptions, run_retrain
 from training.train_flowers import FlowerConfig, train_flowers
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = pytest.mark.slow
+IN_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # the bot fixture lives for the module
 
 PETS = ModelSpec(
     name="pets",
@@ -106,6 +107,7 @@ def pets(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Pets:
     return Pets(settings, tmp / "store", chat)
 
 
+@IN_MODULE_LOOP
 async def test_the_classifier_serves_the_new_model_in_its_mode(pets: Pets) -> None:
     serving = replace(pets.settings, data_dir=pets.store_dir.parent / "serve")
     shutil.copytree(pets.store_dir, serving.models_dir)  # a copy: serving may write (e.g. a lite model)
@@ -134,6 +136,7 @@ async def bot(pets: Pets) -> AsyncIterator[BotHarness]:
     await stop_bot(harness)
 
 
+@IN_MODULE_LOOP
 async def test_use_switches_to_the_new_models_mode_and_answers_are_labelled_through_buttons(
     bot: BotHarness, pets: Pets
 ) -> None:
@@ -167,6 +170,7 @@ async def test_use_switches_to_the_new_models_mode_and_answers_are_labelled_thro
     assert sorted(e.label for e in labelled.examples) == ["bird"] * CHAT_PER_LABEL + ["dog"] * CHAT_PER_LABEL
 
 
+@IN_MODULE_LOOP
 async def test_the_new_models_labelled_photos_are_exported_and_it_is_retrained(
     bot: BotHarness, pets: Pets, tmp_path: Path
 ) -> None:
@@ -191,3 +195,10 @@ async def test_the_new_models_labelled_photos_are_exported_and_it_is_retrained(
     with SyncStore(bot.settings.database_path, bot.settings.images_dir) as store:
         job = store.recent_retrain_jobs("pets")[0]
     assert job.status == ("succeeded" if outcome.decision == "promote" else "rejected")
+
+
+def test_a_retrain_knows_the_models_of_the_catalogue_it_is_given(tmp_path: Path) -> None:
+    """The retraining step is chosen by the catalogue entry's kind: without the entry, "pets" is unknown."""
+    with pytest.raises(RetrainError, match=r"unknown model 'pets'; choose from digits, flowers$"):
+        run_retrain(retrain_settings(Settings(data_dir=tmp_path)), RetrainOptions(model="pets"))
+    assert not (tmp_path / "photobot.sqlite3").exists()  # refused before any job was claimed
