@@ -143,7 +143,7 @@ def mnist_test_accuracy(model, x_test: np.ndarray, y_test: np.ndarray, *, framed
     return mnist_accuracy(model, mnist_inputs(x_test, framed=framed), y_test)
 
 
-def time_per_photo(model, paths: Sequence[Path], repeats: int = 1) -> dict[str, float]:
+def time_per_photo(model, paths: Sequence[Path], repeats: int = 1) -> dict[str, float | dict[str, float]]:
     """Milliseconds of decode + preprocess + model + answer, one photo at a time: wall clock and CPU,
     and the CPU time of each stage (median over the photos).
 
@@ -214,8 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["time_per_photo"] = time_per_photo(model, paths)
     elif args.photos:
         result = evaluate_photos(model, args.photos, naive=args.naive)
-        report["photos"] = {"folder": str(args.photos), "pipeline": "naive" if args.naive else "read_digits"}
-        report["photos"].update(result.as_json())
+        report["photos"] = {
+            "folder": str(args.photos),
+            "pipeline": "naive" if args.naive else "read_digits",
+            **result.as_json(),
+        }
         for path, truth, answer in result.mistakes[:20]:
             logger.info("wrong: %s is %s, read %s", path, truth, answer)
     print(json.dumps(report))

@@ -13,6 +13,7 @@ import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,7 @@ def _flower_features(config: ExperimentConfig, location: DataLocation) -> Labell
     photo_set = list_photos(find_flower_photos(location.search_dirs, location.data_dir))
     photos = [photo_set.photos[i] for i in subset_indices(len(photo_set.photos), config.limit, config.seed)]
     cache = BottleneckCache(location.data_dir / "cache" / "bottlenecks", cache_key())
-    backbone = []
+    backbone: list[Any] = []  # the Keras backbone (untyped), once built
 
     def extract(pixels: np.ndarray) -> np.ndarray:
         if not backbone:  # built only when some photo is not in the cache yet

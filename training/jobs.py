@@ -83,9 +83,10 @@ def claim_job(store: SyncStore, model: str, job_id: int | None, requested_by: in
         except JobAlreadyActive as error:
             raise RetrainError(str(error)) from None
     else:
-        job = store.get_retrain_job(job_id)
-        if job is None:
+        queued = store.get_retrain_job(job_id)
+        if queued is None:
             raise RetrainError(f"retrain job {job_id} does not exist")
+        job = queued
         if job.model != model:
             raise RetrainError(f"retrain job {job.id} is for {job.model}, not {model}")
     try:

@@ -31,7 +31,8 @@ KINDS = ("scene", "face", "texture", "noise", "document", "digits")
 
 
 def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(low, high, 3))
+    red, green, blue = (int(v) for v in rng.integers(low, high, 3))
+    return red, green, blue
 
 
 def _photo_finish(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -39,8 +40,8 @@ def _photo_finish(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     if rng.random() < 0.6:
         image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.6))))
     pixels = np.asarray(image, dtype=np.float32)
-    pixels = pixels * rng.uniform(0.75, 1.15) + rng.normal(0, rng.uniform(1, 8), pixels.shape)
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    noisy = pixels * rng.uniform(0.75, 1.15) + rng.normal(0, rng.uniform(1, 8), pixels.shape)
+    image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=int(rng.integers(60, 95)))
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
@@ -128,6 +129,7 @@ def draw_texture(rng: np.random.Generator) -> Image.Image:
 def draw_noise(rng: np.random.Generator) -> Image.Image:
     """White, coloured or smoothed noise, or a flat colour with a gradient."""
     kind = rng.integers(0, 3)
+    pixels: np.ndarray
     if kind == 0:
         pixels = rng.integers(0, 256, (SIZE, SIZE, 3))
     elif kind == 1:

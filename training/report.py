@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from training.gate import GateDecision
 
@@ -236,7 +237,7 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(truth: npt.ArrayLike, predicted: npt.ArrayLike, n_classes: int) -> np.ndarray:
     """(n, n) counts: rows are the true labels, columns the model's answers."""
     matrix = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(matrix, (np.asarray(truth, np.int64), np.asarray(predicted, np.int64)), 1)
@@ -313,7 +314,7 @@ def _readable_mistakes(mistakes: Sequence[Mistake]) -> list[tuple[Mistake, np.nd
     """
     from PIL import Image
 
-    shown = []
+    shown: list[tuple[Mistake, np.ndarray, str]] = []
     for mistake in mistakes:
         if len(shown) == MAX_MISTAKES_SHOWN:
             break

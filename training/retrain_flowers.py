@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from training.chat_examples import chat_weight, read_photo, record_weight, usage
 from training.jobs import RetrainError
 from training.report import Mistake, confusion_matrix
 from training.retrain_base import Retrainer, TrainingResult, accuracy
+
+if TYPE_CHECKING:
+    from training.flower_data import Photo, Split
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +90,18 @@ class FlowersRetrainer(Retrainer):
 
         weight = chat_weight(len(train[0]), len(chat_train[0]), options.chat_share, options.max_chat_weight)
         record_weight(report, len(train[0]), len(chat_train[0]), weight)
-        examples = weighted(train, chat_train, weight)
+        training_set = weighted(train, chat_train, weight)
         progress.enter(
             "training",
             f"head on {len(train[0])} base + {len(chat_train[0])} chat photos of weight {weight:.1f}",
         )
         checked = validation if len(validation[0]) else train
-        head, history = self._fit_head(examples, checked, chat_val, config, labels, serving_head)
-        head = self._with_detector(head, examples[0], examples[1], checked, config, cache, extract)
+        (kernel, bias), history = self._fit_head(
+            training_set, checked, chat_val, config, labels, serving_head
+        )
+        head = self._with_detector(
+            kernel, bias, training_set[0], training_set[1], checked, config, cache, extract
+        )
 
         progress.enter("evaluating", "scoring serving and candidate heads")
         base_score = gate.SetScore(
@@ -168,7 +175,7 @@ class FlowersRetrainer(Retrainer):
         }
         return FlowerConfig(**{**config.__dict__, **overrides})
 
-    def _base_photos(self, labels: list[str], config: Any) -> dict[str, list]:
+    def _base_photos(self, labels: list[str], config: Any) -> dict[Split, list[Photo]]:
         from training.flower_data import find_photo_folder, list_photos, split_photos
 
         if self.spec.dataset is None:
@@ -212,7 +219,6 @@ class FlowersRetrainer(Retrainer):
         photos (and early stopping on the base validation split) ask, which keeps the base test
         accuracy where it was instead of re-rolling it.
         """
-        from training.flower_model import FlowerHead
         from training.train_flowers import train_head
 
         kernel, bias, fitted = train_head(
@@ -225,27 +231,27 @@ class FlowersRetrainer(Retrainer):
             measure={"base_validation_accuracy": validation, "chat_validation_accuracy": chat_val},
         )
         history = {k: v for k, v in fitted.history.items() if k != "val_loss"}
-        return FlowerHead(kernel=kernel, bias=bias, ood=None), history  # detector added next
+        return (kernel, bias), history  # the "not a flower" detector is fitted next
 
-    def _with_detector(self, head, x, y, calibration, config, cache, extract):
+    def _with_detector(self, kernel, bias, x, y, calibration, config, cache, extract):
         from training.datasets import find_mnist
         from training.flower_data import bottlenecks
         from training.flower_model import FlowerHead
         from training.ood import calibrate, fit_ood
         from training.train_flowers import non_flower_sets, softmax
 
-        ood = fit_ood(x, y, n_classes=head.bias.shape[0], rank=config.ood_rank)
+        ood = fit_ood(x, y, n_classes=bias.shape[0], rank=config.ood_rank)
         # The same calibration photos as `photobot train flowers` (drawn only if not cached yet).
         mnist_file = find_mnist(self.settings.datasets, self.settings.data_dir)
         others = [item for _, item in non_flower_sets(config, mnist_file)["calibration"]]
         other_features = bottlenecks(others, cache, extract).features
         self.thresholds = calibrate(
             ood.distances(calibration[0]).min(axis=1),
-            softmax(calibration[0] @ head.kernel + head.bias).max(axis=1),
+            softmax(calibration[0] @ kernel + bias).max(axis=1),
             ood.distances(other_features).min(axis=1) if len(other_features) else np.zeros(0),
             keep_flowers=config.keep_flowers,
         )
-        return FlowerHead(kernel=head.kernel, bias=head.bias, ood=ood)
+        return FlowerHead(kernel=kernel, bias=bias, ood=ood)
 
     def _save(self, backbone, head, history, n_base, weight, chat_used, config) -> ModelVersion:
         from dataclasses import asdict

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -48,7 +49,7 @@ class PairedTest:
     wilcoxon_pvalue: float
 
 
-def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+def summarize(values: npt.ArrayLike, confidence: float = CONFIDENCE) -> Summary:
     """Summarise a sample; the interval is mean ± t(n−1) · s/√n (NaN when n < 2)."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -70,7 +71,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], confidence: float = CONF
     return PairedTest(s.n, s.mean, s.ci_low, s.ci_high, t, p_t, w, p_w)
 
 
-def paired_t_test(d: Sequence[float]) -> tuple[float, float]:
+def paired_t_test(d: npt.ArrayLike) -> tuple[float, float]:
     """Two-sided one-sample t-test that the mean of the differences `d` is zero: (t, p)."""
     x = np.asarray(d, dtype=np.float64)
     n = x.size
@@ -84,7 +85,7 @@ def paired_t_test(d: Sequence[float]) -> tuple[float, float]:
     return t, student_t_sf_two_sided(abs(t), n - 1)
 
 
-def wilcoxon_signed_rank(d: Sequence[float]) -> tuple[float, float]:
+def wilcoxon_signed_rank(d: npt.ArrayLike) -> tuple[float, float]:
     """Two-sided Wilcoxon signed-rank test of the differences `d`: (min(W+, W−), p).
 
     Zeros are dropped (Wilcoxon's own rule) and tied magnitudes get average ranks. The p-value is

@@ -393,7 +393,8 @@ def _pick(rng: np.random.Generator, table: dict[str, tuple[int, int, int]]) -> t
 
 
 def _jitter(rng: np.random.Generator, colour: tuple[int, int, int], amount: int) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
+    red, green, blue = (int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
+    return red, green, blue
 
 
 def main(argv: Sequence[str] | None = None) -> int:

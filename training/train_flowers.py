@@ -30,6 +30,7 @@ from training.flower_data import (
     Lazy,
     Photo,
     PhotoSet,
+    Split,
     bottlenecks,
     list_photos,
     split_photos,
@@ -65,7 +66,7 @@ class FlowerConfig:
 
 @dataclass
 class TrainResult:
-    version: ModelVersion | None
+    version: ModelVersion
     metrics: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
     extracted: int = 0  # photos whose features were computed in this run (the rest came from the cache)
@@ -173,8 +174,11 @@ def non_flower_sets(config: FlowerConfig, mnist_file: Path | None) -> dict[str, 
     """
     from training.non_flowers import Recipe, package_recipes, synthetic_recipes
 
+    def drawn(recipe: Recipe) -> Callable[[], np.ndarray]:
+        return lambda: flower_input(recipe.make())
+
     def lazy(recipes: list[Recipe]) -> list[tuple[str, Lazy]]:
-        return [(r.kind, Lazy.named(r.key, lambda r=r: flower_input(r.make()))) for r in recipes]
+        return [(r.kind, Lazy.named(r.key, drawn(r))) for r in recipes]
 
     return {
         "calibration": lazy(synthetic_recipes(config.calibration_photos, 1, mnist_file=mnist_file)),
@@ -395,7 +399,7 @@ def _summary(metrics: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _data_summary(photo_set: PhotoSet, splits: dict[str, list[Photo]]) -> dict[str, Any]:
+def _data_summary(photo_set: PhotoSet, splits: dict[Split, list[Photo]]) -> dict[str, Any]:
     return {
         "root": str(photo_set.root),
         "classes": photo_set.counts(),
