@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PHOTOBOT_DATASETS ?= $(abspath ../shared/data)
 export PHOTOBOT_DATASETS
 
-.PHONY: install run test test-fast lint format playground browser clean
+.PHONY: install run test test-fast lint types format playground browser clean
 
 install: $(VENV)/.installed
 
@@ -22,9 +22,14 @@ run: install
 playground: install
 	$(BIN)/photobot playground
 
-lint: install
+lint: install types
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy with pyproject.toml's [tool.mypy]: strict for inference/ and storage/. Its cache (.mypy_cache)
+# keeps a re-run to the files that changed.
+types: install
+	$(BIN)/mypy bot inference storage training photobot benchmarks
 
 format: install
 	$(BIN)/ruff format .
@@ -46,4 +51,4 @@ test-fast: lint
 	$(BIN)/pytest -q -m "not slow and not browser"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

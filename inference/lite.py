@@ -139,7 +139,7 @@ def _without_delegate_notice() -> contextlib.AbstractContextManager[None]:
 
 
 @contextlib.contextmanager
-def filtered_stderr(drop: Callable[[bytes], bool]) -> Iterator[None]:
+def filtered_stderr(drop: Callable[[bytes], object]) -> Iterator[None]:
     """Lines written to file descriptor 2 meanwhile are passed on afterwards, but for those `drop` names.
 
     For C++ libraries that log straight to that descriptor whatever their settings say: it points at a

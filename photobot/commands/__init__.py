@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def positive_int(text: str) -> int:
@@ -40,7 +43,7 @@ def fraction(text: str) -> float:
     return value
 
 
-def progress_bar(total: int | None, description: str, *, quiet: bool, unit: str = "photo") -> Any:
+def progress_bar(total: int | None, description: str, *, quiet: bool, unit: str = "photo") -> tqdm[Any]:
     """A tqdm bar on stderr for a long command: hidden with --quiet and when stderr is not a terminal
     (a log file, a pipe, the tests), so the output people parse never holds one."""
     from tqdm import tqdm

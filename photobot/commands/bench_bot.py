@@ -165,7 +165,9 @@ async def _bench(
     from bot.playground.bot_api_server import BotApiServer
 
     # SIGTERM cancels the run like Ctrl-C does, so the bots are stopped and the temporary folder goes.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    running = asyncio.current_task()
+    if running is not None:  # always, inside asyncio.run
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, running.cancel)
     results: list[Scenario] = []
     async with BotApiServer(TOKEN) as server:
         for kind_photos in photos.values():
@@ -401,10 +403,13 @@ def bare_bot() -> None:
     from bot.handlers.photos import pick_photo_size
 
     async def reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        size = pick_photo_size(update.message.photo)
+        message = update.message
+        if message is None:
+            return
+        size = pick_photo_size(message.photo)
         telegram_file = await context.bot.get_file(size.file_id)
         data = await telegram_file.download_as_bytearray()
-        await update.message.reply_text(f"ok {len(data)}", do_quote=True)
+        await message.reply_text(f"ok {len(data)}", do_quote=True)
 
     root = os.environ["TELEGRAM_API_URL"].rstrip("/")
     builder = (

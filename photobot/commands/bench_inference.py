@@ -148,11 +148,13 @@ def _bench_store(settings: Settings, root: Path, models: list[str]):
     real = ModelStore(settings.models_dir)
     store = ModelStore(root)
     for name in models:
-        if real.active(name) is None:
-            seeded = SEEDERS[name](real) if name in SEEDERS else seed_shipped(real, name)
-            if seeded is None and real.active(name) is None:
-                raise UserFacingError(f"no {name} model to measure: run `photobot train {name}`")
+        if real.active(name) is None and name in SEEDERS:
+            SEEDERS[name](real)
+        elif real.active(name) is None:
+            seed_shipped(real, name)
         source = real.active(name)
+        if source is None:
+            raise UserFacingError(f"no {name} model to measure: run `photobot train {name}`")
         copied = store.add_version(
             name, source.path, {k: v for k, v in source.meta.items() if k not in ("name", "version")}
         )

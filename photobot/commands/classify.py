@@ -96,7 +96,7 @@ async def classify_files(
     settings: Settings,
     *,
     on_answers: Callable[[list], None] | None = None,
-    on_each: Callable[[], None] | None = None,
+    on_each: Callable[[], object] | None = None,
 ) -> list:
     """Every file through one Classifier; a failure is returned in its place, not raised.
 

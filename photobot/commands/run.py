@@ -101,7 +101,7 @@ def _serve(application: Application, settings: Settings) -> None:
     from telegram import Update
 
     if settings.webhook_url:
-        path, secret = _webhook_secrets(settings.telegram_bot_token)
+        path, secret = _webhook_secrets(application.bot.token)
         application.run_webhook(
             listen=settings.webhook_listen,
             port=settings.webhook_port,
