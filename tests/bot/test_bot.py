@@ -18,26 +18,12 @@ from tests.support.bot import (
     button_data,
     buttons,
     digit_photo,
-    mnist_digits,
     start_bot,
     stop_bot,
-    train_digit_model,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ANSWER = re.compile(r"^(?P<label>\d+) — (?P<percent>\d+)%$")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    train_digit_model(folder, mnist_path)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def glyphs(mnist_path: Path):
-    return mnist_digits(mnist_path)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

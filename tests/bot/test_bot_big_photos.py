@@ -13,16 +13,9 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from tests.support.bot import BotHarness, start_bot, stop_bot, train_digit_model
+from tests.support.bot import BotHarness, start_bot, stop_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    train_digit_model(folder, mnist_path)
-    return folder
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -19,10 +19,8 @@ from tests.support.bot import (
     button_data,
     buttons,
     digit_photo,
-    mnist_digits,
     start_bot,
     stop_bot,
-    train_digit_model,
 )
 from training.synth_photos import random_style, render_photo
 
@@ -30,18 +28,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 SECOND_ADMIN = 900_002
 ASK = "Reply with the right number — digits only, such as 2026."
 HINT = "Send me a photo of a digit or a flower. /help explains more."
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    train_digit_model(folder, mnist_path)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def glyphs(mnist_path: Path):
-    return mnist_digits(mnist_path)
 
 
 @pytest.fixture(scope="module")

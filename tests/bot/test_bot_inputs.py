@@ -23,26 +23,12 @@ from tests.support.bot import (
     buttons,
     digit_photo,
     encoded,
-    mnist_digits,
     start_bot,
     stop_bot,
-    train_digit_model,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 FLOOD_LIMIT = 3
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    train_digit_model(folder, mnist_path)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def glyphs(mnist_path: Path):
-    return mnist_digits(mnist_path)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -366,6 +352,20 @@ async def test_a_non_admin_command_is_logged_by_name_without_its_text(
     assert not [r for r in caplog.records if "my-password-123" in r.getMessage()]
 
 
+async def test_a_large_image_reaches_the_decode_processes_as_a_file_not_through_their_pipe(
+    bot: BotHarness, glyphs
+) -> None:
+    user = fresh_user(bot)
+    photo = Image.open(io.BytesIO(digit_photo(glyphs[3], size=(1600, 1200), seed=41)))
+    data = encoded(photo, "PNG")
+    assert len(data) > 500_000
+    pool = bot.services.classifier._pool  # the decode processes: what crossed their pipes
+    before = pool.sent_bytes
+    answer = await bot.document(user, data, "three.png", "image/png")
+    assert asks_feedback(answer), answer["text"]
+    assert pool.sent_bytes - before < 10_000  # a path and a few settings, not the file
+    assert bot.services.images.leftover_temp_files() == []  # the photo's own file is gone again
+
 
 async def test_a_photo_posted_in_a_channel_is_left_alone(
     bot: BotHarness, caplog: pytest.LogCaptureFixture
@@ -382,17 +382,3 @@ async def test_a_photo_posted_in_a_channel_is_left_alone(
         # Handled before the later update from a person gets its answer (each runs until it awaits).
         assert (await bot.say(user, "/help"))["text"].startswith("Send me a photo")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
-
-async def test_a_large_image_reaches_the_decode_processes_as_a_file_not_through_their_pipe(
-    bot: BotHarness, glyphs
-) -> None:
-    user = fresh_user(bot)
-    photo = Image.open(io.BytesIO(digit_photo(glyphs[3], size=(1600, 1200), seed=41)))
-    data = encoded(photo, "PNG")
-    assert len(data) > 500_000
-    pool = bot.services.classifier._pool  # the decode processes: what crossed their pipes
-    before = pool.sent_bytes
-    answer = await bot.document(user, data, "three.png", "image/png")
-    assert asks_feedback(answer), answer["text"]
-    assert pool.sent_bytes - before < 10_000  # a path and a few settings, not the file
-    assert bot.services.images.leftover_temp_files() == []  # the photo's own file is gone again

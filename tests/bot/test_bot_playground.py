@@ -21,7 +21,7 @@ from bot.playground.web import (
 from photobot.settings import Settings
 from photobot.wiring import playground_bot
 from tests.support import REPO
-from tests.support.bot import digit_photo, mnist_digits, train_digit_model
+from tests.support.bot import digit_photo
 
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
@@ -58,8 +58,8 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def playground(tmp_path: Path, mnist_path: Path):
-    train_digit_model(tmp_path / "models", mnist_path)
+async def playground(tmp_path: Path, model_dir: Path):
+    shutil.copytree(model_dir, tmp_path / "models")
     running, application = await start_playground(
         playground_bot(Settings(data_dir=tmp_path), names=("digits",)), port=0
     )
@@ -113,11 +113,11 @@ async def test_a_cross_site_rollback_never_reaches_the_bot(playground) -> None:
 
 @pytest.mark.browser
 async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
-    playground, mnist_path: Path, tmp_path: Path
+    playground, glyphs, tmp_path: Path
 ) -> None:
     async_api = pytest.importorskip("playwright.async_api")
     photo = tmp_path / "three.jpg"
-    photo.write_bytes(digit_photo(mnist_digits(mnist_path)[3]))
+    photo.write_bytes(digit_photo(glyphs[3]))
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_api.async_playwright() as driver:
         browser = await driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
@@ -191,7 +191,7 @@ def assert_drawn(png: bytes, *, green: bool) -> None:
 
 
 async def test_photobot_playground_prints_its_url_and_stops_cleanly_on_ctrl_c(
-    tmp_path: Path, mnist_path: Path
+    tmp_path: Path, model_dir: Path
 ) -> None:
     import asyncio
     import os
@@ -199,7 +199,7 @@ async def test_photobot_playground_prints_its_url_and_stops_cleanly_on_ctrl_c(
     import socket
     import sys
 
-    train_digit_model(tmp_path / "var" / "models", mnist_path)
+    shutil.copytree(model_dir, tmp_path / "var" / "models")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.playground.bot_api_server import BotApiServer
-from tests.support.bot import TOKEN, buttons, digit_photo, mnist_digits, train_digit_model
+from tests.support.bot import TOKEN, buttons, digit_photo
 
 IN_FLIGHT = 5
 
@@ -34,9 +35,10 @@ def bot_answers(server: BotApiServer, user: int) -> list[dict]:
     ]
 
 
-async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(tmp_path: Path, mnist_path: Path) -> None:
-    train_digit_model(tmp_path / "data" / "models", mnist_path)
-    glyphs = mnist_digits(mnist_path)
+async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(
+    tmp_path: Path, model_dir: Path, glyphs
+) -> None:
+    shutil.copytree(model_dir, tmp_path / "data" / "models")
     async with BotApiServer(TOKEN) as server:
         env = {
             **os.environ,
@@ -100,11 +102,11 @@ async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(tmp_path: Pa
     assert (recorded, integrity) == (IN_FLIGHT + 1, "ok")
 
 
-async def test_webhook_mode_when_a_url_is_set(tmp_path: Path, mnist_path: Path) -> None:
+async def test_webhook_mode_when_a_url_is_set(tmp_path: Path, model_dir: Path) -> None:
     """WEBHOOK_URL switches to a webhook (plain HTTP, as a local-mode self-hosted Bot API server allows)."""
     import socket
 
-    train_digit_model(tmp_path / "data" / "models", mnist_path)
+    shutil.copytree(model_dir, tmp_path / "data" / "models")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -20,10 +20,8 @@ from tests.support.bot import (
     asks_feedback,
     buttons,
     digit_photo,
-    mnist_digits,
     start_bot,
     stop_bot,
-    train_digit_model,
 )
 
 SEED = 2026_12_06
@@ -85,13 +83,6 @@ def test_mutated_and_random_callback_data_decode_exactly_or_raise_malformed() ->
 # ------------------------------------------------------------------------------- through the bot
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    train_digit_model(folder, mnist_path)
-    return folder
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path):
     # The subject here is crashes, not floods: the per-user limits are off.
@@ -104,9 +95,8 @@ async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path):
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_forged_presses_never_crash_a_handler_and_the_bot_keeps_answering(
-    bot: BotHarness, mnist_path: Path
+    bot: BotHarness, glyphs
 ) -> None:
-    glyphs = mnist_digits(mnist_path)
     owner, stranger = bot.user(5001), bot.user(5002)
     answer = await bot.photo(owner, digit_photo(glyphs[3], size=(320, 240)))
     real = [data for _, data in buttons(answer)]

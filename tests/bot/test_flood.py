@@ -16,10 +16,8 @@ from tests.support.bot import (
     Json,
     buttons,
     digit_photo,
-    mnist_digits,
     start_bot,
     stop_bot,
-    train_digit_model,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -27,13 +25,6 @@ UPDATES_PER_MINUTE = 8
 ROOM = 2  # photos the classifier takes at once (ENGINE_QUEUE_SIZE)
 BUSY = "I'm busy right now — please send the photo again in a moment."
 PDF = b"%PDF-1.4\n%\xe2\xe3\n1 0 obj <<>> endobj\n"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    train_digit_model(folder, mnist_path)
-    return folder
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -70,7 +61,7 @@ async def settled(bot: BotHarness, user: int, expected: int) -> list[Json]:
 
 
 async def test_a_flood_of_every_kind_of_update_gets_bounded_replies_while_another_user_is_answered(
-    bot: BotHarness, mnist_path: Path
+    bot: BotHarness, glyphs
 ) -> None:
     flooder, other = bot.user(7001), bot.user(7002)
     anchor = await bot.say(flooder, "/help")  # a message to press buttons under; update 1 of the window
@@ -82,7 +73,7 @@ async def test_a_flood_of_every_kind_of_update_gets_bounded_replies_while_anothe
         )
         await bot.server.send_media(flooder, "sticker")
         await bot.server.press_button(flooder, anchor["message_id"], f"v:{number + 1}:y", check=False)
-    served = await bot.photo(other, digit_photo(mnist_digits(mnist_path)[2], size=(320, 240)))
+    served = await bot.photo(other, digit_photo(glyphs[2], size=(320, 240)))
     assert [t for t, _ in buttons(served)] == ["✅ Correct", "❌ Wrong"]
 
     got = await settled(bot, flooder, UPDATES_PER_MINUTE + 1)
@@ -111,10 +102,10 @@ async def test_the_notice_is_russian_for_a_russian_user_and_admins_are_not_limit
 
 
 async def test_photos_beyond_the_classifier_s_room_are_told_busy_without_being_downloaded(
-    bot: BotHarness, mnist_path: Path
+    bot: BotHarness, glyphs
 ) -> None:
     senders = [bot.user(7100 + number) for number in range(ROOM + 3)]
-    photo = digit_photo(mnist_digits(mnist_path)[5], size=(320, 240), seed=9)
+    photo = digit_photo(glyphs[5], size=(320, 240), seed=9)
     fetched = bot.server.method_calls.get("getFile", 0)
     bot.server.file_delay_s = 5.0  # the first downloads are still running when the others arrive
     try:

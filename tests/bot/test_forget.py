@@ -17,10 +17,8 @@ from tests.support.bot import (
     BotHarness,
     button_data,
     digit_photo,
-    mnist_digits,
     start_bot,
     stop_bot,
-    train_digit_model,
 )
 from training.flower_data import BottleneckCache, Pixels, bottlenecks, forget_bottlenecks, load_pixels
 from training.report import MISTAKES_FILE, Mistake, ReportData, write_report
@@ -33,18 +31,6 @@ NOT_UNDONE = (
     "What deleting cannot take back: models already trained on your photos, retraining reports "
     "already sent to the admins, and copies an admin has already exported."
 )
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    train_digit_model(folder, mnist_path)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def glyphs(mnist_path: Path):
-    return mnist_digits(mnist_path)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

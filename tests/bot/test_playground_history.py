@@ -7,6 +7,7 @@ on 127.0.0.1 with the session token the served page holds.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,18 +25,18 @@ from bot.playground.web import (
 )
 from photobot.settings import Settings
 from photobot.wiring import playground_bot
-from tests.support.bot import digit_photo, mnist_digits, train_digit_model
+from tests.support.bot import digit_photo
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, mnist_path: Path) -> Path:
-    train_digit_model(tmp_path / "models", mnist_path)
+def data_dir(tmp_path: Path, model_dir: Path) -> Path:
+    shutil.copytree(model_dir, tmp_path / "models")
     return tmp_path
 
 
 @pytest.fixture
-def photo(mnist_path: Path) -> bytes:
-    return digit_photo(mnist_digits(mnist_path)[3])
+def photo(glyphs) -> bytes:
+    return digit_photo(glyphs[3])
 
 
 @asynccontextmanager

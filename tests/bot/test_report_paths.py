@@ -19,7 +19,7 @@ from inference.model_store import ModelStore
 from photobot.settings import Settings
 from photobot.wiring import retrain_config
 from tests.support.bot import ADMIN_ID, start_bot, stop_bot
-from tests.support.models import add_version, digit_meta, train_digit_model
+from tests.support.models import add_version, digit_meta
 
 FAKE_JOB = textwrap.dedent(
     """\
@@ -64,10 +64,10 @@ def test_a_report_path_outside_the_reports_folder_is_refused(tmp_path: Path) -> 
 
 @pytest.mark.asyncio
 async def test_the_bot_never_sends_a_report_file_from_outside_data_dir(
-    tmp_path: Path, mnist_path: Path
+    tmp_path: Path, tiny_digit_model
 ) -> None:
     models = tmp_path / "models"
-    model_file = train_digit_model(mnist_path, tmp_path / "tiny.keras", hidden=8)
+    model_file = tiny_digit_model(tmp_path / "tiny.keras", hidden=8)
     add_version(ModelStore(models), "digits", model_file, digit_meta(metrics={}, augmented=False))
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -31,7 +31,7 @@ from inference.model_store import ModelStore
 from photobot.settings import Settings
 from photobot.wiring import retrain_config
 from tests.support.bot import ADMIN_ID, TOKEN, start_bot, stop_bot
-from tests.support.models import add_version, digit_meta, train_digit_model
+from tests.support.models import add_version, digit_meta
 
 WRONG_TOKEN = "123:wrong"
 
@@ -197,9 +197,9 @@ async def test_photobot_run_against_an_unreachable_bot_api_says_so_without_the_t
 
 
 @pytest.fixture
-def model_dir(tmp_path: Path, mnist_path: Path) -> Path:
+def model_dir(tmp_path: Path, tiny_digit_model) -> Path:
     folder = tmp_path / "models"
-    model_file = train_digit_model(mnist_path, tmp_path / "tiny.keras", hidden=16)
+    model_file = tiny_digit_model(tmp_path / "tiny.keras", hidden=16)
     add_version(ModelStore(folder), "digits", model_file, digit_meta(metrics={}, augmented=False))
     return folder
 

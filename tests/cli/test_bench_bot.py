@@ -11,8 +11,6 @@ from tests.support.models import (
     add_version,
     digit_meta,
     flower_meta,
-    train_digit_model,
-    train_flower_model,
 )
 
 
@@ -47,11 +45,11 @@ def test_each_round_compares_photobot_with_the_bare_bot_of_that_round():
 
 
 def test_bench_bot_alternates_the_two_bots_and_reports_every_round(
-    tmp_path, monkeypatch, mnist_path, flowers_path, capsys
+    tmp_path, monkeypatch, mnist_path, tiny_digit_model, tiny_flower_model, capsys
 ):
     store = ModelStore(tmp_path / "models")
-    add_version(store, "digits", train_digit_model(mnist_path, tmp_path / "d.keras"), digit_meta())
-    flower_file, ood = train_flower_model(flowers_path, tmp_path / "f.keras")
+    add_version(store, "digits", tiny_digit_model(tmp_path / "d.keras"), digit_meta())
+    flower_file, ood = tiny_flower_model(tmp_path / "f.keras")
     add_version(store, "flowers", flower_file, flower_meta(ood))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))

@@ -11,12 +11,12 @@ from inference.model_store import ModelStore
 from photobot.cli import main
 from photobot.commands.classify import classify_files
 from photobot.settings import Settings
-from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset, train_digit_model
+from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset
 
 
 @pytest.fixture(scope="module")
-def digit_model_file(mnist_path, tmp_path_factory):
-    return train_digit_model(mnist_path, tmp_path_factory.mktemp("model") / "digits.keras")
+def digit_model_file(tiny_digit_model, tmp_path_factory):
+    return tiny_digit_model(tmp_path_factory.mktemp("model") / "digits.keras")
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import pytest
 
 from inference.model_store import ModelStore
 from photobot.cli import main
-from tests.support.models import add_version, digit_meta, train_digit_model
+from tests.support.models import add_version, digit_meta
 
 
 @pytest.fixture(scope="module")
-def digit_model_file(mnist_path, tmp_path_factory):
-    return train_digit_model(mnist_path, tmp_path_factory.mktemp("model") / "digits.keras")
+def digit_model_file(tiny_digit_model, tmp_path_factory):
+    return tiny_digit_model(tmp_path_factory.mktemp("model") / "digits.keras")
 
 
 @pytest.fixture

@@ -14,17 +14,17 @@ from benchmarks import inference as bench
 from benchmarks.inference import arithmetic_peak, percentile
 from inference.model_store import ModelStore, ModelVersion
 from photobot.cli import main
-from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset, train_digit_model
+from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset
 
 
 def test_bench_inference_reports_engine_baselines_ratios_and_a_clean_hot_swap(
-    tmp_path, monkeypatch, mnist_path, capsys
+    tmp_path, monkeypatch, mnist_path, tiny_digit_model, capsys
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
     store = ModelStore(tmp_path / "var" / "models")
-    add_version(store, "digits", train_digit_model(mnist_path, tmp_path / "d.keras"), digit_meta())
+    add_version(store, "digits", tiny_digit_model(tmp_path / "d.keras"), digit_meta())
     argv = ["bench", "inference", "--models", "digits", "--concurrency", "1,4", "--seconds", "0.5"]
     argv += ["--photos", "12", "--swap-seconds", "3", "--swap-every", "0.6", "--json"]
     assert main(argv) == 0

@@ -28,19 +28,17 @@ from tests.support.models import (
     flower_files,
     flower_meta,
     load_mnist_subset,
-    train_digit_model,
-    train_flower_model,
 )
 
 
 @pytest.fixture(scope="module")
-def digit_model_file(mnist_path, tmp_path_factory):
-    return train_digit_model(mnist_path, tmp_path_factory.mktemp("digits") / "digits.keras")
+def digit_model_file(tiny_digit_model, tmp_path_factory):
+    return tiny_digit_model(tmp_path_factory.mktemp("digits") / "digits.keras")
 
 
 @pytest.fixture(scope="module")
-def flower_model(flowers_path, tmp_path_factory):
-    return train_flower_model(flowers_path, tmp_path_factory.mktemp("flowers") / "flowers.keras")
+def flower_model(tiny_flower_model, tmp_path_factory):
+    return tiny_flower_model(tmp_path_factory.mktemp("flowers") / "flowers.keras")
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,15 @@ from inference.engine import EngineConfig
 from inference.errors import ModelUnavailable
 from inference.loading import load_version
 from inference.model_store import ModelStore
-from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset, train_digit_model
+from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset
 
 
 @pytest.fixture(scope="module")
-def two_models(mnist_path, tmp_path_factory):
+def two_models(tiny_digit_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     return (
-        train_digit_model(mnist_path, folder / "a.keras", hidden=64, seed=0),
-        train_digit_model(mnist_path, folder / "b.keras", hidden=32, seed=1),
+        tiny_digit_model(folder / "a.keras", hidden=64, seed=0),
+        tiny_digit_model(folder / "b.keras", hidden=32, seed=1),
     )
 
 

@@ -127,10 +127,8 @@ def test_a_store_reached_through_a_symlink_still_works(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def digit_model(mnist_path, tmp_path_factory):
-    from tests.support.models import train_digit_model
-
-    return train_digit_model(mnist_path, tmp_path_factory.mktemp("models") / "a.keras", hidden=32, seed=0)
+def digit_model(tiny_digit_model, tmp_path_factory):
+    return tiny_digit_model(tmp_path_factory.mktemp("models") / "a.keras", hidden=32, seed=0)
 
 
 async def test_a_model_file_changed_after_publication_is_refused_and_the_old_version_keeps_serving(

@@ -19,8 +19,6 @@ from tests.support.models import (
     flower_files,
     flower_meta,
     load_mnist_subset,
-    train_digit_model,
-    train_flower_model,
 )
 from training import synth_photos
 
@@ -123,11 +121,11 @@ def test_combine_says_not_recognized_when_neither_model_recognises_anything():
 
 
 @pytest.fixture(scope="module")
-def store(mnist_path, flowers_path, tmp_path_factory):
+def store(tiny_digit_model, tiny_flower_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("auto")
     store = ModelStore(folder / "models")
-    add_version(store, "digits", train_digit_model(mnist_path, folder / "d.keras"), digit_meta())
-    model_file, ood = train_flower_model(flowers_path, folder / "f.keras")
+    add_version(store, "digits", tiny_digit_model(folder / "d.keras"), digit_meta())
+    model_file, ood = tiny_flower_model(folder / "f.keras")
     add_version(store, "flowers", model_file, flower_meta(ood))
     return store
 

@@ -1,17 +1,16 @@
-"""Real, tiny models and photos for the engine's tests (imported by tests/test_engine*.py and friends).
+"""Real, tiny models and photos for the engine's tests and every other test that needs a model to serve.
 
 The models are trained here on real data — a few thousand MNIST digits, a few dozen flower photos — in
-seconds, and saved into a real ModelStore. Nothing of ours is mocked.
+seconds, and saved into a real ModelStore. Nothing of ours is mocked. Tests get them through the root
+conftest's `tiny_digit_model` and `tiny_flower_model` fixtures, which train each configuration once per
+session (`TinyModels`) and hand every test its own copy.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
 import io
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,6 @@ from inference import digits, flowers
 from inference.model_store import ModelStore, ModelVersion
 
 FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
-
-
-def _session_folder(what: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix=f"photobot-test-{what}-"))
-    atexit.register(shutil.rmtree, folder, True)
-    return folder
 
 
 def load_mnist_subset(mnist_path: Path, n_train: int = 3000, n_test: int = 200):
@@ -39,37 +32,6 @@ def load_mnist_subset(mnist_path: Path, n_train: int = 3000, n_test: int = 200):
         )
 
 
-def train_digit_model(mnist_path: Path, path: Path, *, hidden: int = 64, seed: int = 0) -> Path:
-    """A small MLP on (28, 28, 1) inputs, trained for a few epochs on 3,000 real MNIST digits.
-
-    Trained once per test session and configuration (a few seconds), then copied to `path`.
-    """
-    shutil.copy2(_trained_digit_model(mnist_path, hidden, seed), path)
-    return path
-
-
-@functools.cache
-def _trained_digit_model(mnist_path: Path, hidden: int, seed: int) -> Path:
-    import keras
-
-    path = _session_folder("digits") / "model.keras"
-    keras.utils.set_random_seed(seed)
-    x_train, y_train, _, _ = load_mnist_subset(mnist_path)
-    x = np.stack([digits.normalize_digit(image) for image in x_train])[..., None]
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(hidden, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, y_train, epochs=4, batch_size=64, verbose=0)
-    model.save(path, include_optimizer=False)
-    return path
-
-
 def flower_files(flowers_path: Path, per_class: int, offset: int = 0) -> list[tuple[Path, str]]:
     files = []
     for label in FLOWER_CLASSES:
@@ -78,47 +40,89 @@ def flower_files(flowers_path: Path, per_class: int, offset: int = 0) -> list[tu
     return files
 
 
-def train_flower_model(flowers_path: Path, path: Path, *, per_class: int = 12) -> tuple[Path, dict]:
-    """A tiny two-output flower model ([probabilities, ood features]) like the shipped one, on real photos.
+class TinyModels:
+    """Tiny real models, each trained once per session and configuration, then copied to where a test asks.
 
-    Returns the model file and the meta["ood"] block fitted on its own training features. Trained once
-    per test session, then copied to `path`.
+    A configuration (seed, width, data) always trains the same model, so training it again for every test
+    module would only cost seconds of CPU: the first request trains it into this session's folder, later
+    ones copy that file. Every caller gets a copy of its own, so a test that damages or replaces its model
+    file cannot touch another test's.
     """
-    trained, ood = _trained_flower_model(flowers_path, per_class)
-    shutil.copy2(trained, path)
-    return path, ood
 
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._digits: dict[tuple[Path, int, int], Path] = {}
+        self._flowers: dict[tuple[Path, int], tuple[Path, dict]] = {}
 
-@functools.cache
-def _trained_flower_model(flowers_path: Path, per_class: int) -> tuple[Path, dict]:
-    import keras
+    def digits(self, mnist_path: Path, path: Path, *, hidden: int = 64, seed: int = 0) -> Path:
+        """A small MLP on (28, 28, 1) inputs, trained a few epochs on 3,000 real MNIST digits, at `path`."""
+        key = (mnist_path, hidden, seed)
+        if key not in self._digits:
+            self._digits[key] = self._train_digits(mnist_path, hidden, seed)
+        shutil.copy2(self._digits[key], path)
+        return path
 
-    path = _session_folder("flowers") / "model.keras"
-    keras.utils.set_random_seed(0)
-    files = flower_files(flowers_path, per_class)
-    x = np.stack([flowers.flower_input(Image.open(f)) for f, _ in files]).astype(np.float32)
-    y = np.array([FLOWER_CLASSES.index(label) for _, label in files])
-    inputs = keras.Input((224, 224, 3))
-    h = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-    h = keras.layers.AveragePooling2D(8)(h)
-    h = keras.layers.Conv2D(8, 3, activation="relu")(h)
-    features = keras.layers.GlobalAveragePooling2D(name="features")(h)
-    probs = keras.layers.Dense(len(FLOWER_CLASSES), activation="softmax", name="probabilities")(features)
-    model = keras.Model(inputs, [probs, features])
-    trainer = keras.Model(inputs, probs)
-    trainer.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-    trainer.fit(x, y, epochs=8, batch_size=16, verbose=0)
-    model.save(path, include_optimizer=False)
-    train_features = np.asarray(model.predict_on_batch(x)[1])
-    means = np.stack([train_features[y == c].mean(axis=0) for c in range(len(FLOWER_CLASSES))])
-    distances = ((train_features[:, None, :] - means[None]) ** 2).sum(-1).min(1)
-    ood = {
-        "means": means.tolist(),
-        "unsure_above": float(np.percentile(distances, 95) * 2),
-        "reject_above": float(np.percentile(distances, 95) * 4),
-        "min_confidence": 0.0,
-    }
-    return path, ood
+    def flowers(self, flowers_path: Path, path: Path, *, per_class: int = 12) -> tuple[Path, dict]:
+        """A tiny two-output flower model ([probabilities, ood features]) like the shipped one, at `path`.
+
+        Returns the model file and the meta["ood"] block fitted on its own training features.
+        """
+        key = (flowers_path, per_class)
+        if key not in self._flowers:
+            self._flowers[key] = self._train_flowers(flowers_path, per_class)
+        trained, ood = self._flowers[key]
+        shutil.copy2(trained, path)
+        return path, ood
+
+    def _train_digits(self, mnist_path: Path, hidden: int, seed: int) -> Path:
+        import keras
+
+        path = self.folder / f"digits-h{hidden}-s{seed}.keras"
+        keras.utils.set_random_seed(seed)
+        x_train, y_train, _, _ = load_mnist_subset(mnist_path)
+        x = np.stack([digits.normalize_digit(image) for image in x_train])[..., None]
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(hidden, activation="relu"),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x, y_train, epochs=4, batch_size=64, verbose=0)
+        model.save(path, include_optimizer=False)
+        return path
+
+    def _train_flowers(self, flowers_path: Path, per_class: int) -> tuple[Path, dict]:
+        import keras
+
+        path = self.folder / f"flowers-{per_class}.keras"
+        keras.utils.set_random_seed(0)
+        files = flower_files(flowers_path, per_class)
+        x = np.stack([flowers.flower_input(Image.open(f)) for f, _ in files]).astype(np.float32)
+        y = np.array([FLOWER_CLASSES.index(label) for _, label in files])
+        inputs = keras.Input((224, 224, 3))
+        h = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+        h = keras.layers.AveragePooling2D(8)(h)
+        h = keras.layers.Conv2D(8, 3, activation="relu")(h)
+        features = keras.layers.GlobalAveragePooling2D(name="features")(h)
+        probs = keras.layers.Dense(len(FLOWER_CLASSES), activation="softmax", name="probabilities")(features)
+        model = keras.Model(inputs, [probs, features])
+        trainer = keras.Model(inputs, probs)
+        trainer.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        trainer.fit(x, y, epochs=8, batch_size=16, verbose=0)
+        model.save(path, include_optimizer=False)
+        train_features = np.asarray(model.predict_on_batch(x)[1])
+        means = np.stack([train_features[y == c].mean(axis=0) for c in range(len(FLOWER_CLASSES))])
+        distances = ((train_features[:, None, :] - means[None]) ** 2).sum(-1).min(1)
+        ood = {
+            "means": means.tolist(),
+            "unsure_above": float(np.percentile(distances, 95) * 2),
+            "reject_above": float(np.percentile(distances, 95) * 4),
+            "min_confidence": 0.0,
+        }
+        return path, ood
 
 
 def add_version(

@@ -1,37 +1,24 @@
-"""Real, small things for the retraining tests: a data dir with a tiny digit model serving, and chat photos.
+"""Real, small things for the retraining tests: chat photos, stored and labelled as the bot stores them.
 
-The serving model is a small MLP trained here on 3,000 real MNIST digits (seconds); the chat photos are
-MNIST test digits rendered as phone photos by `training.synth_photos`, stored and labelled through the
-real storage API (a prediction, then the sender's feedback), exactly as the bot records them.
+The chat photos are MNIST test digits rendered as phone photos by `training.synth_photos`, stored and
+labelled through the real storage API (a prediction, then the sender's feedback), exactly as the bot
+records them. A data dir with a tiny digit model serving is tests/training/conftest.py's `digit_settings`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from inference.model_store import ModelStore
 from photobot.settings import Settings
-from tests.support.models import add_version, digit_meta, train_digit_model
 
 SMALL_PHOTO = (320, 240)
 # The chat rules before issue 24: one person may be all the chat photos, held out by photo. For tests of
 # what training does with chat photos, not of who may teach it (tests/test_retrain_fairness.py).
 ONE_PERSON = {"retrain_min_contributors": 1, "retrain_max_user_share": 1.0}
 ONE_PERSON_ENV = {"RETRAIN_MIN_CONTRIBUTORS": "1", "RETRAIN_MAX_USER_SHARE": "1"}
-
-
-def digit_settings(data_dir: Path, mnist_path: Path, **overrides) -> Settings:
-    """Settings for a data dir whose model store serves a tiny real digit model (v1)."""
-    settings = Settings(data_dir=data_dir, datasets=(mnist_path.parent,))
-    model_file = train_digit_model(mnist_path, data_dir / "tiny-digits.keras", hidden=32)
-    add_version(
-        ModelStore(settings.models_dir), "digits", model_file, digit_meta(metrics={}, augmented=False)
-    )
-    return replace(settings, **overrides)
 
 
 def digit_photos(

@@ -19,7 +19,7 @@ import pytest
 from inference.model_store import ModelStore
 from photobot.wiring import retrain_settings
 from storage import Store, SyncStore
-from tests.support.retrain import ONE_PERSON, ONE_PERSON_ENV, digit_photos, digit_settings, label_photos
+from tests.support.retrain import ONE_PERSON, ONE_PERSON_ENV, digit_photos, label_photos
 from training.chat_examples import MAX_CHAT_WEIGHT
 from training.retrain import RetrainError, RetrainOptions, chat_weight, run_retrain
 
@@ -27,8 +27,8 @@ SMALL = {"limit": 2000, "test_limit": 1000, "epochs": 1}
 
 
 @pytest.fixture
-def settings(tmp_path: Path, mnist_path: Path):
-    return digit_settings(tmp_path, mnist_path, retrain_min_new_labels=10, **ONE_PERSON)
+def settings(digit_settings):
+    return digit_settings(retrain_min_new_labels=10, **ONE_PERSON)
 
 
 def test_chat_photos_weigh_a_bounded_share_and_one_photo_never_counts_many_times() -> None:

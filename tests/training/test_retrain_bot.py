@@ -21,7 +21,7 @@ from bot.retraining import RetrainRunner
 from inference.model_store import ModelStore
 from photobot.wiring import retrain_config
 from tests.support.bot import ADMIN_ID, BotHarness, button_data, start_bot, stop_bot
-from tests.support.models import add_version, digit_meta, train_digit_model
+from tests.support.models import add_version, digit_meta
 from tests.support.retrain import ONE_PERSON, digit_photos
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -33,9 +33,9 @@ REPORT = re.compile(r"^Retraining digits \(job (\d+)\)\n(PROMOTED|REJECTED|Nothi
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_digit_model) -> Path:
     folder = tmp_path_factory.mktemp("models")
-    model_file = train_digit_model(mnist_path, folder / "tiny.keras", hidden=32)
+    model_file = tiny_digit_model(folder / "tiny.keras", hidden=32)
     add_version(ModelStore(folder), "digits", model_file, digit_meta(metrics={}, augmented=False))
     model_file.unlink()
     return folder

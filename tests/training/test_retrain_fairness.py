@@ -20,7 +20,7 @@ from photobot.settings import Settings, SettingsError
 from photobot.wiring import retrain_settings
 from storage import SyncStore, split_of
 from storage.labelled import share_cap, split_by_contributor
-from tests.support.retrain import digit_photos, digit_settings, label_photos, store_labels
+from tests.support.retrain import digit_photos, label_photos, store_labels
 from training.near_duplicates import collapse_near_duplicates, fingerprint
 from training.retrain import ChatRules, RetrainOptions, run_retrain, select_chat_examples
 
@@ -118,8 +118,8 @@ def test_the_share_cap_is_the_largest_that_keeps_everyone_within_it() -> None:
 # ------------------------------------------------------------------------------ too few people
 
 
-def test_250_against_5_is_refused_with_its_reason_even_when_forced(tmp_path: Path, mnist_path: Path) -> None:
-    settings = digit_settings(tmp_path, mnist_path, retrain_min_new_labels=10)
+def test_250_against_5_is_refused_with_its_reason_even_when_forced(mnist_path: Path, digit_settings) -> None:
+    settings = digit_settings(retrain_min_new_labels=10)
     label_photos(settings, digit_photos(mnist_path, 250, seed=1), user_id=71)
     label_photos(settings, digit_photos(mnist_path, 5, seed=2, offset=300), user_id=72, first_message=1000)
     for force in (False, True):
@@ -245,8 +245,8 @@ def test_a_photo_that_cannot_be_read_is_left_out_and_counted(settings) -> None:
 # ------------------------------------------------------------------------------- the report
 
 
-def test_the_report_counts_what_the_rules_left_out(tmp_path: Path, mnist_path: Path) -> None:
-    settings = digit_settings(tmp_path, mnist_path, retrain_min_new_labels=10)
+def test_the_report_counts_what_the_rules_left_out(mnist_path: Path, digit_settings) -> None:
+    settings = digit_settings(retrain_min_new_labels=10)
     label_photos(settings, digit_photos(mnist_path, 60, seed=5), user_id=101)
     first = 1000
     for index, user_id in enumerate((102, 103, 104, 105)):

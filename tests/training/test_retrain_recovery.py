@@ -25,16 +25,16 @@ from photobot.wiring import retrain_config
 from storage import Store
 from storage.records import RetrainJob
 from tests.support.bot import ADMIN_ID, BotHarness, start_bot, stop_bot
-from tests.support.models import add_version, digit_meta, train_digit_model
+from tests.support.models import add_version, digit_meta
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 STARTED = re.compile(r"^Retraining digits \(job (\d+)\)\nStarting…$")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Path:
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_digit_model) -> Path:
     folder = tmp_path_factory.mktemp("models")
-    model_file = train_digit_model(mnist_path, folder / "tiny.keras", hidden=16)
+    model_file = tiny_digit_model(folder / "tiny.keras", hidden=16)
     add_version(ModelStore(folder), "digits", model_file, digit_meta(metrics={}, augmented=False))
     model_file.unlink()
     return folder
