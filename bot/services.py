@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from telegram import CallbackQuery, Message, Update
 from telegram.ext import ContextTypes
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from storage.images import ImageStore
 
 KEY = "services"
+# What one lock guards: ("prediction", id), ("user", id), ("rollback", model name).
+LockKey = tuple[str, int | str]
 
 
 @dataclass
@@ -36,11 +38,11 @@ class Services:
     # The models this bot serves, with each one's labels as its serving version names them.
     catalogue: Catalogue = DEFAULT_CATALOGUE
     _modes: dict[int, str] = field(default_factory=dict)  # chat → mode, read through to the store
-    _locks: weakref.WeakValueDictionary[Any, asyncio.Lock] = field(
+    _locks: weakref.WeakValueDictionary[LockKey, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
 
-    def lock(self, key: Any) -> asyncio.Lock:
+    def lock(self, key: LockKey) -> asyncio.Lock:
         """One lock per key (a prediction, a user), alive while someone holds or waits on it.
 
         asyncio.Lock wakes waiters in arrival order, so taps on one prediction are handled in order

@@ -66,9 +66,6 @@ class _Write:
     future: asyncio.Future[Any] = field(repr=False)
 
 
-_STOP = object()
-
-
 class Store:
     """Open with `await Store.open(database_path, images_dir)`; close with `await store.close()`."""
 
@@ -90,7 +87,7 @@ class Store:
         self._writer, self._writer_db = writer, writer_db
         self._reader, self._reader_db = reader, reader_db
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()  # None: stop after what is queued
         self._write_task = asyncio.create_task(self._write_loop(), name="storage-writer")
         self._closed = False
         self.schema_version = 0
@@ -144,7 +141,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        await self._queue.put(_STOP)
+        await self._queue.put(None)
         await self._write_task
         await self._writer.close()
         await self._reader.close()
@@ -661,7 +658,7 @@ class Store:
             batch: list[_Write] = []
             item = await self._queue.get()
             while True:
-                if item is _STOP:
+                if item is None:
                     stopping = True
                 else:
                     batch.append(item)
