@@ -45,6 +45,7 @@ def _last_json(output: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # trains a flower head on real photos
 def test_train_flowers_stores_a_serving_version_and_a_second_run_extracts_nothing(
     photos: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

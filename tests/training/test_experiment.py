@@ -81,6 +81,7 @@ def test_runs_go_architecture_by_architecture_in_the_order_given() -> None:
     assert [r.run_id for r in planned_runs(config)] == ["mlp:800@0", "mlp:800@1", "cnn@0", "cnn@1"]
 
 
+@pytest.mark.slow  # trains every run of a real experiment
 def test_every_architecture_trains_on_the_same_split_k_and_the_record_proves_it(
     location: DataLocation, tmp_path: Path
 ) -> None:
@@ -102,6 +103,7 @@ def test_every_architecture_trains_on_the_same_split_k_and_the_record_proves_it(
         assert again[run_id]["test_accuracy"] == pytest.approx(record["test_accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow  # trains every run of a real experiment
 def test_resume_skips_finished_runs_and_more_splits_extend_the_experiment(
     location: DataLocation, tmp_path: Path
 ) -> None:
@@ -135,6 +137,7 @@ def test_a_line_cut_short_by_a_crash_is_skipped_and_the_next_record_stays_whole(
     assert results.read(config) == {"mlp:3@0": record}
 
 
+@pytest.mark.slow  # trains every run of a real experiment
 def test_a_run_claimed_by_another_process_is_left_to_it_and_taken_over_when_it_dies(
     location: DataLocation, tmp_path: Path
 ) -> None:
@@ -169,6 +172,7 @@ def test_a_run_claimed_by_another_process_is_left_to_it_and_taken_over_when_it_d
     assert [r["run_id"] for r in _lines(out)] == ["mlp:3@1", "mlp:3@2", "mlp:3@0"]
 
 
+@pytest.mark.slow  # trains every run of a real experiment
 def test_two_worker_processes_share_the_runs_without_doing_any_twice(
     location: DataLocation, tmp_path: Path
 ) -> None:
@@ -215,6 +219,7 @@ def test_progress_shows_runs_done_time_per_run_and_time_left() -> None:
     assert last == "[############............] 3/6 runs · 41.3 s/run · ~1m46s left"
 
 
+@pytest.mark.slow  # trains every run of a real experiment
 def test_the_command_runs_a_tiny_experiment_end_to_end_and_writes_table_csv_and_png(
     mnist_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -77,6 +77,7 @@ def subset(
     return Subset(found.classes, x, y, splits, head, thresholds, others)
 
 
+@pytest.mark.slow  # the `subset` fixture trains a head on real photos
 def test_the_head_on_a_small_subset_beats_the_stated_accuracy(subset: Subset) -> None:
     assert len(subset.y["train"]) > 200 and len(subset.y["test"]) > 35
     predicted = softmax(subset.x["test"] @ subset.head.kernel + subset.head.bias).argmax(1)
@@ -84,6 +85,7 @@ def test_the_head_on_a_small_subset_beats_the_stated_accuracy(subset: Subset) ->
     assert accuracy >= SUBSET_ACCURACY, f"{accuracy:.1%} on {len(predicted)} held-out photos"
 
 
+@pytest.mark.slow  # the `subset` fixture trains a head on real photos
 def test_flowers_pass_and_drawn_non_flowers_are_refused(subset: Subset) -> None:
     head = subset.head
     flowers = decide(
@@ -114,6 +116,7 @@ def _version(tmp_path: Path, model: keras.Model, subset: Subset) -> ModelVersion
     return store.get("flowers", staged.version)
 
 
+@pytest.mark.slow  # the `subset` fixture trains a head on real photos
 def test_the_served_model_computes_what_training_measured_and_answers_photos(
     subset: Subset, flower_backbone: keras.Model, tmp_path: Path
 ) -> None:
@@ -143,6 +146,7 @@ def test_the_served_model_computes_what_training_measured_and_answers_photos(
     assert refused.status == "not_recognized" and refused.label is None and refused.reason
 
 
+@pytest.mark.slow  # the `subset` fixture trains a head on real photos
 def test_the_rule_between_ok_unsure_and_not_recognized(subset: Subset, tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     ood = {"unsure_above": 100.0, "reject_above": 200.0, "min_confidence": 0.5}
@@ -173,6 +177,7 @@ def test_an_image_classifier_answers_in_its_own_models_name(tmp_path: Path) -> N
     assert (answer.model, answer.version, answer.label, answer.status) == ("pets", 1, "dog", "ok")
 
 
+@pytest.mark.slow  # the `subset` fixture trains a head on real photos
 def test_the_shipped_head_seeds_an_empty_store_once(
     subset: Subset, flower_backbone: keras.Model, tmp_path: Path
 ) -> None:

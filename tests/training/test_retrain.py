@@ -43,6 +43,7 @@ def test_chat_photos_weigh_a_bounded_share_and_one_photo_never_counts_many_times
     assert chat_weight(100, 80, 0.15) == pytest.approx(0.15 / 0.85 * 100 / 80)  # less than a base example
 
 
+@pytest.mark.slow  # a real retrain: fits a model
 def test_the_report_and_the_candidate_say_what_the_chat_photos_weighed(settings, mnist_path: Path) -> None:
     label_photos(settings, digit_photos(mnist_path, 12, seed=7), user_id=41)
     outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", force=True, **SMALL))
@@ -57,6 +58,7 @@ def test_the_report_and_the_candidate_say_what_the_chat_photos_weighed(settings,
     )
 
 
+@pytest.mark.slow  # a real retrain: fits a model
 def test_too_few_new_labels_explain_and_change_nothing_unless_forced(settings, mnist_path: Path) -> None:
     label_photos(settings, digit_photos(mnist_path, 6, seed=3), user_id=21)
     outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", **SMALL))
@@ -73,6 +75,7 @@ def test_too_few_new_labels_explain_and_change_nothing_unless_forced(settings, m
     assert jobs[0].metrics["report_dir"].endswith("digits-job2")
 
 
+@pytest.mark.slow  # a real retrain: fits a model
 def test_the_per_user_cap_and_blocked_users_limit_what_one_person_can_teach(
     settings, mnist_path: Path
 ) -> None:
@@ -120,6 +123,7 @@ def test_one_job_at_a_time_and_a_job_id_must_match(settings) -> None:
         run_retrain(retrain_settings(settings), RetrainOptions(model="digits", job_id=queued.id))
 
 
+@pytest.mark.slow  # a real retrain: fits a model
 def test_sigterm_midway_fails_the_job_and_leaves_no_version_behind(settings, mnist_path: Path) -> None:
     label_photos(settings, digit_photos(mnist_path, 12, seed=7), user_id=41)
     env = {

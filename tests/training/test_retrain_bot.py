@@ -24,7 +24,8 @@ from tests.support.bot import ADMIN_ID, BotHarness, button_data, start_bot, stop
 from tests.support.models import add_version, digit_meta
 from tests.support.retrain import ONE_PERSON, digit_photos
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One story on one bot (train, reject, kill, roll back): its jobs fit real models, so all of it is slow.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 SMALL_JOB = ("--limit", "3000", "--test-limit", "2000", "--epochs", "1")
 # The serving model here is a tiny MLP (86% on MNIST) whose score moves by tenths of a point with any
 # further training; the gate's margin is a setting, widened here so the promotion path is what is tested.

@@ -245,6 +245,7 @@ def test_a_photo_that_cannot_be_read_is_left_out_and_counted(settings) -> None:
 # ------------------------------------------------------------------------------- the report
 
 
+@pytest.mark.slow  # a real retrain: fits a model
 def test_the_report_counts_what_the_rules_left_out(mnist_path: Path, digit_settings) -> None:
     settings = digit_settings(retrain_min_new_labels=10)
     label_photos(settings, digit_photos(mnist_path, 60, seed=5), user_id=101)
