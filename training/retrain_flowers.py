@@ -256,16 +256,21 @@ class FlowersRetrainer(Retrainer):
     def _save(self, backbone, head, history, n_base, weight, chat_used, config) -> ModelVersion:
         from dataclasses import asdict
 
+        from training.effnet_lite0 import imagenet_head
         from training.flower_model import HEAD_FILE, assemble_flower_model
 
         keep = ("labels", "preprocessing", "backbone", "outputs")
         meta = {k: v for k, v in self.serving.meta.items() if k in keep}
+        # The ImageNet evidence of the refusal is about the backbone and the base photos, which a
+        # retrain keeps: the candidate keeps the serving version's rule and its ImageNet output.
+        imagenet_rule = (self.serving.meta.get("ood") or {}).get("imagenet")
         meta.update(
             {
                 "ood": {
                     "method": "mahalanobis-l2-lowrank",
                     "rank": config.ood_rank,
                     **self.thresholds.as_meta(),
+                    **({"imagenet": imagenet_rule} if imagenet_rule else {}),
                 },
                 "parent": self.serving.version,
                 "status": "candidate",
@@ -284,7 +289,7 @@ class FlowersRetrainer(Retrainer):
                 "command": f"photobot retrain --model {self.spec.name} --job-id {self.report.job_id}",
             }
         )
-        model = assemble_flower_model(backbone, head)
+        model = assemble_flower_model(backbone, head, imagenet_head() if imagenet_rule else None)
         models = ModelStore(self.settings.models_dir)
         with models.new_version(self.spec.name, meta) as staged:
             model.save(staged.path / MODEL_FILE)
