@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from telegram.error import TelegramError
 
 from bot.redaction import redact
+from bot.texts import text
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -40,20 +41,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEY = "retraining"
-CAPTIONS = {  # the report's pictures (training.report), by file name
-    "confusion": "Confusion matrix on held-out chat photos: rows are the true labels, columns the answers",
-    "curves": "Training curves: loss and accuracy per epoch",
-    "mistakes": "Chat photos the new version still gets wrong (label → answer)",
-}
+CAPTIONS = ("confusion", "curves", "mistakes")  # the report's pictures (training.report), by file name
 BAR_WIDTH = 20
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
-STAGE_NAMES = {
-    "loading": "loading data",
-    "preprocessing": "reading chat photos",
-    "training": "training",
-    "evaluating": "evaluating",
-    "report": "deciding and writing the report",
-}
+STAGES = ("loading", "preprocessing", "training", "evaluating", "report")  # texts: stage_<name>
 
 
 @dataclass
@@ -64,6 +55,7 @@ class RunningJob:
     message_id: int
     process: asyncio.subprocess.Process
     task: asyncio.Task | None = None
+    language: str = "en"  # the admin's who asked: progress and report are in it
 
 
 @dataclass
@@ -92,6 +84,7 @@ class RetrainRunner:
         chat_id: int,
         requested_by: int | None,
         force: bool = False,
+        language: str = "en",
     ) -> RetrainJob | None:
         """Queue and start a job, or tell the admin which job already runs (returns None then).
 
@@ -101,7 +94,7 @@ class RetrainRunner:
         """
         async with self._starting:
             await self.recover(found)
-            return await self._start(found, bot, model, chat_id, requested_by, force)
+            return await self._start(found, bot, model, chat_id, requested_by, force, language)
 
     async def recover(self, found: Services) -> list[int]:
         """Mark failed the queued or running job whose process is gone (not one this runner watches)."""
@@ -118,16 +111,17 @@ class RetrainRunner:
         chat_id: int,
         requested_by: int | None,
         force: bool,
+        language: str,
     ) -> RetrainJob | None:
         from storage import JobAlreadyActive
 
         try:
             job = await found.store.create_retrain_job(model, requested_by=requested_by, chat_id=chat_id)
         except JobAlreadyActive as error:
-            await bot.send_message(chat_id, busy_text(error.job))
+            await bot.send_message(chat_id, busy_text(error.job, language))
             return None
         try:
-            message = await bot.send_message(chat_id, progress_text(job))
+            message = await bot.send_message(chat_id, progress_text(job, language=language))
         except Exception as error:
             await found.store.fail_retrain_job(
                 job.id, f"its start message could not be sent: {redact(str(error))}"
@@ -138,12 +132,13 @@ class RetrainRunner:
             process = await self._spawn(command, job_log_path(self.config.data_dir, job.id))
         except OSError as error:
             await found.store.fail_retrain_job(job.id, f"the job process could not start: {error}")
-            await _edit(bot, chat_id, message.message_id, f"Retraining {model} could not start: {error}")
+            failed = text(language, "retrain_could_not_start", model=model, error=error)
+            await _edit(bot, chat_id, message.message_id, failed)
             return None
         logger.info(
             "retrain job %d (%s) started as pid %d: %s", job.id, model, process.pid, " ".join(command)
         )
-        running = RunningJob(job.id, model, chat_id, message.message_id, process)
+        running = RunningJob(job.id, model, chat_id, message.message_id, process, language=language)
         running.task = asyncio.create_task(self._watch(found, bot, running), name=f"retrain-job-{job.id}")
         self.running[job.id] = running
         return job
@@ -216,10 +211,10 @@ class RetrainRunner:
                 job = await found.store.get_retrain_job(running.job_id)
                 assert job is not None
             clock.observe(job)
-            text = progress_text(job, clock.seconds_left())
-            if text != shown:
-                await _edit(bot, running.chat_id, running.message_id, text)
-                shown = text
+            shown_now = progress_text(job, clock.seconds_left(), language=running.language)
+            if shown_now != shown:
+                await _edit(bot, running.chat_id, running.message_id, shown_now)
+                shown = shown_now
             if not job.active:
                 if not exited:
                     with contextlib.suppress(TimeoutError):
@@ -232,8 +227,14 @@ class RetrainRunner:
             serving = found.model_store.active_version(job.model)
             await bot.send_message(
                 running.chat_id,
-                f"Retraining {job.model} (job {job.id}) failed: {job.error}\n"
-                f"Nothing changed: v{serving} keeps serving.",
+                text(
+                    running.language,
+                    "retrain_job_failed",
+                    model=job.model,
+                    job=job.id,
+                    error=job.error,
+                    serving=serving,
+                ),
             )
             return
         note = ""
@@ -243,12 +244,14 @@ class RetrainRunner:
             try:
                 version = await found.classifier.reload(job.model)
                 found.refresh_labels()
-                note = f"\nServing now: {job.model} v{version.version}."
+                note = "\n" + text(
+                    running.language, "retrain_serving_now", model=job.model, version=version.version
+                )
             except ModelUnavailable as error:
-                note = f"\nThe new version could not be loaded ({error}); the old one keeps serving."
+                note = "\n" + text(running.language, "retrain_not_loaded", error=error)
         report_dir = report_path(self.config.data_dir, job.metrics.get("report_dir"))
         report = report_dir and _read_text(report_dir / "report.txt")
-        report = report or f"Retraining {job.model} ended: {job.reason}"
+        report = report or text(running.language, "retrain_ended", model=job.model, reason=job.reason)
         await bot.send_message(running.chat_id, (report + note)[:MAX_TEXT])
         for path in job.metrics.get("report_images", []):
             image = report_path(self.config.data_dir, path)
@@ -259,7 +262,7 @@ class RetrainRunner:
             except OSError as error:
                 logger.warning("report image %s is missing: %s", image, error)
                 continue
-            await bot.send_photo(running.chat_id, data, caption=caption(image.stem))
+            await bot.send_photo(running.chat_id, data, caption=caption(image.stem, running.language))
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -282,10 +285,11 @@ async def start_retrain(
     chat_id: int,
     requested_by: int | None,
     force: bool = False,
+    language: str = "en",
 ) -> RetrainJob | None:
     """What the /retrain handler calls."""
     return await runner(bot_data, found.retrain).start(
-        found, bot, model, chat_id=chat_id, requested_by=requested_by, force=force
+        found, bot, model, chat_id=chat_id, requested_by=requested_by, force=force, language=language
     )
 
 
@@ -327,50 +331,61 @@ class TimeLeft:
 ESTIMATED_STAGES = ("training", "evaluating", "report")  # from training on, the rate says something
 
 
-def progress_text(job: RetrainJob, seconds_left: float | None = None) -> str:
+def progress_text(job: RetrainJob, seconds_left: float | None = None, *, language: str = "en") -> str:
     """The progress message: stage, epoch, a text bar, accuracy, and (once `TimeLeft` has a rate)
-    about how long is left."""
-    title = f"Retraining {job.model} (job {job.id})"
+    about how long is left, in the language of the admin who asked."""
+    title = text(language, "retrain_title", model=job.model, job=job.id)
     if job.status == "queued":
-        return f"{title}\nStarting…"
+        return f"{title}\n{text(language, 'retrain_starting')}"
     if job.status == "failed":
-        return f"{title}\nFailed: {job.error}"
+        return f"{title}\n{text(language, 'retrain_failed_line', error=job.error)}"
     if job.status in ("succeeded", "rejected"):
-        outcome = {
-            "promote": f"done — v{job.candidate_version} promoted",
-            "reject": f"done — v{job.candidate_version} rejected",
-            "skipped": "nothing to do",
-        }.get(job.decision or "", f"done ({job.status})")
-        return f"{title}\n{progress_bar(1.0)} 100%\nFinished: {outcome}"
+        decision = job.decision if job.decision in ("promote", "reject", "skipped") else None
+        outcome = (
+            text(language, f"retrain_done_{decision}", version=job.candidate_version)
+            if decision
+            else text(language, "retrain_done_other", status=job.status)
+        )
+        return f"{title}\n{progress_bar(1.0)} 100%\n{text(language, 'retrain_finished', outcome=outcome)}"
     detail = job.detail or {}
-    stage = STAGE_NAMES.get(job.stage or "", job.stage or "starting")
+    stage = stage_name(job.stage, language)
     if detail.get("epoch") and detail.get("epochs") and job.stage == "training":
-        stage += f" — epoch {detail['epoch']}/{detail['epochs']}"
+        stage += text(language, "retrain_epoch", epoch=detail["epoch"], epochs=detail["epochs"])
     fraction = float(job.progress or 0.0)
-    lines = [title, f"Stage: {stage}", f"{progress_bar(fraction)} {fraction:.0%}"]
+    lines = [title, text(language, "retrain_stage", stage=stage), f"{progress_bar(fraction)} {fraction:.0%}"]
     if isinstance(detail.get("accuracy"), int | float):
-        accuracy = f"Accuracy: {detail['accuracy']:.1%}"
+        accuracy = text(language, "retrain_accuracy", accuracy=f"{detail['accuracy']:.1%}")
         if isinstance(detail.get("chat_accuracy"), int | float):
-            accuracy += f" (held-out chat photos {detail['chat_accuracy']:.1%})"
+            accuracy += text(language, "retrain_chat_accuracy", accuracy=f"{detail['chat_accuracy']:.1%}")
         lines.append(accuracy)
     if seconds_left is not None:
-        lines.append(f"Time left: {about(seconds_left)}")
+        lines.append(text(language, "retrain_time_left", left=about(seconds_left, language)))
     return "\n".join(lines)
 
 
-def about(seconds: float) -> str:
+def stage_name(stage: str | None, language: str = "en") -> str:
+    return (
+        text(language, f"stage_{stage}") if stage in STAGES else (stage or text(language, "stage_starting"))
+    )
+
+
+def about(seconds: float, language: str = "en") -> str:
     """A time left as people say it: whole minutes, rounded up ("about 3 min"), or under a minute."""
     if seconds < 60:
-        return "less than a minute"
-    return f"about {math.ceil(seconds / 60)} min"
+        return text(language, "retrain_under_minute")
+    return text(language, "retrain_minutes", minutes=math.ceil(seconds / 60))
 
 
-def busy_text(job: RetrainJob) -> str:
-    stage = STAGE_NAMES.get(job.stage or "", job.stage or "starting")
-    done = f", {job.progress:.0%} done" if job.progress else ""
-    return (
-        f"A retraining job is already {job.status}: job {job.id} ({job.model}), {stage}{done}. "
-        "One job runs at a time; try again when it has finished."
+def busy_text(job: RetrainJob, language: str = "en") -> str:
+    done = text(language, "retrain_busy_done", percent=f"{job.progress:.0%}") if job.progress else ""
+    return text(
+        language,
+        "retrain_busy",
+        status=text(language, f"job_{job.status}"),
+        job=job.id,
+        model=job.model,
+        stage=stage_name(job.stage, language),
+        done=done,
     )
 
 
@@ -379,9 +394,9 @@ def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def caption(stem: str) -> str:
+def caption(stem: str, language: str = "en") -> str:
     """A report picture's title for people; an unknown picture keeps its file name."""
-    return CAPTIONS.get(stem, stem.replace("_", " "))
+    return text(language, f"caption_{stem}") if stem in CAPTIONS else stem.replace("_", " ")
 
 
 def describe_exit(code: int | None) -> str:

@@ -80,6 +80,7 @@ async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         chat_id=chat.id,
         requested_by=user.id,
         force=force,
+        language=lang(update),
     )
 
 

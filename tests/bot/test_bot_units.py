@@ -281,3 +281,18 @@ def test_report_pictures_have_titles() -> None:
         "Confusion matrix on held-out chat photos: rows are the true labels, columns the answers"
     )
     assert caption("curves").startswith("Training curves") and caption("new_plot") == "new plot"
+
+
+def test_retrain_progress_and_pictures_speak_the_admins_language() -> None:
+    clock = TimeLeft()
+    clock.observe(_job(1, 0.05, "loading"))
+    for second in (4, 9, 14):
+        job = _job(second, 0.15 + 0.005 * (second - 4), "training")
+        clock.observe(job)
+    lines = progress_text(job, clock.seconds_left(), language="ru").splitlines()
+    assert lines[0] == "Переобучение digits (задача 4)"
+    assert lines[1] == "Этап: обучение"
+    assert lines[-1].startswith("Осталось: около ") and lines[-1].endswith(" мин")
+    assert caption("curves", "ru").startswith("Кривые обучения")
+    queued = progress_text(_job(1, 0.0, "loading", status="queued"), language="ru")
+    assert queued == "Переобучение digits (задача 4)\nЗапускаю…"
