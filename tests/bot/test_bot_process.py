@@ -27,6 +27,18 @@ async def wait_until(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes `pid` started (Linux: /proc/PID/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def environment_of(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
 def bot_answers(server: BotApiServer, user: int) -> list[dict]:
     return [
         e["message"]
@@ -58,6 +70,9 @@ async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(
             warm = await server.send_photo(users[0], digit_photo(glyphs[1]))
             await wait_until(lambda: bot_answers(server, users[0]), 60, "the first answer")
             assert warm["message_id"] == 1
+            children = children_of(process.pid)
+            assert children  # the decode processes
+            assert all(TOKEN.encode() not in environment_of(pid) for pid in children)
 
             server.file_delay_s = 4.0  # downloads now take a while: the photos below are in flight
             files_before = server.method_calls.get("getFile", 0)
