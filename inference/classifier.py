@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from inference import digits, flowers, router
-from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind, ModelSpec
 from inference.decode import decode_image, limit_memory
 from inference.engine import BatchWorker, EngineConfig, Outputs, Timed
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
@@ -366,6 +366,30 @@ class Classifier:
         if self.config.reload_poll_s > 0:
             self._poller = asyncio.create_task(self._poll_store(), name="photobot-model-poller")
 
+    async def add_model(self, spec: ModelSpec) -> None:
+        """Serve a model created after the start (taught from the chat): it joins the catalogue at once,
+        and serves as soon as the store has an active version of it (now, or when one is promoted)."""
+        self.catalogue = self.catalogue.with_model(spec)
+        if spec.name in self._slots:
+            return
+        slot = _Slot(spec.name, BatchWorker(spec.name, self.config, coming=self._photos_coming))
+        self._slots[spec.name] = slot
+        if not self._started:
+            return  # start() starts its worker and loads it
+        slot.worker.start()
+        if await asyncio.to_thread(self.store.active_version, spec.name) is not None:
+            try:
+                await self.reload(spec.name)
+            except ModelUnavailable as error:
+                log.error("%s: nothing to serve: %s", spec.name, error)
+
+    async def remove_model(self, name: str) -> None:
+        """Stop serving a model that was deleted (its versions stay in the store)."""
+        self.catalogue = Catalogue(spec for spec in self.catalogue if spec.name != name)
+        slot = self._slots.pop(name, None)
+        if slot is not None and self._started:
+            await asyncio.to_thread(slot.worker.close)
+
     def _decode_setup(self) -> Setup | None:
         """A decode process's memory cap: a decompression bomb past the pixel caps fails its photo, not
         the machine (see `decode.limit_memory`)."""
@@ -446,9 +470,9 @@ class Classifier:
             timings["preprocess"] += second.preprocess_ms
             answers.update(await self._answer(second, servings, deadline, timings))
             prediction = router.combine(answers[reader], answers[seer], on_paper=True)
-        elif plan.route == "check":
-            prediction = router.combine(
-                answers.get(reader or ""), answers.get(seer or ""), prefer_flower=True
+        elif plan.route == "check":  # strokes on a photo that does not look like paper
+            prediction = router.combine_off_paper(
+                answers.get(reader or ""), answers.get(seer or ""), plan.scene
             )
         else:
             prediction = answers[(reader if plan.route == "digit" else seer) or ""]

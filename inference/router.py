@@ -158,6 +158,15 @@ def combine(
     )
 
 
+def combine_off_paper(digit: Prediction | None, flower: Prediction | None, scene: Scene | None) -> Prediction:
+    """Route `check`: strokes on a photo that does not look like paper. A clear flower wins, and a
+    confident digit reading is doubted as in `/digit` mode (`unsure`: the bot asks), so a hen or a
+    corkscrew with pen-like edges is never answered "5" outright. Refusing such photos outright would
+    also refuse digits chalked on a board, which take this route too."""
+    doubted = doubt_off_paper(digit, scene) if digit is not None else None
+    return combine(doubted, flower, prefer_flower=True)
+
+
 def doubt_off_paper(prediction: Prediction, scene: Scene | None) -> Prediction:
     """In `/digit` mode: a confident reading of a photo that is not a page becomes `unsure`.
 

@@ -100,6 +100,16 @@ def test_on_a_photo_that_is_not_paper_a_clear_flower_wins():
     assert router.combine(digit, doubtful, prefer_flower=True) is digit
 
 
+def test_off_paper_a_confident_digit_reading_is_only_a_question_when_no_flower_is_clear():
+    digit = answer("digits", "5", 0.97, "ok")
+    refused = answer(None, None, 0.0, "not_recognized")
+    off_paper = router.Scene(colour_spread=80.0, plain=0.2, digits_found=True)  # a hen, say
+    combined = router.combine_off_paper(digit, refused, off_paper)
+    assert (combined.status, combined.label) == ("unsure", "5")  # asked about, never answered outright
+    flower = answer("flowers", "tulips", 0.9, "ok")
+    assert router.combine_off_paper(digit, flower, off_paper) is flower
+
+
 def test_on_a_page_a_doubtful_digit_stands_unless_the_flower_model_is_sure():
     digit = answer("digits", "47", 0.6, "unsure")
     doubtful_flower = answer("flowers", "tulips", 0.5, "unsure")
