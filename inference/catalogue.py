@@ -147,9 +147,13 @@ class Catalogue:
 
     def find_caption(self, caption: str | None) -> tuple[str, str] | None:
         """(model, label) when a caption names a label in any language (`roses`, `Rose`, `розы`, `7`),
-        or is a number a digit reader reads (`2026`)."""
+        or is a number a digit reader reads (`2026`); `MODEL: LABEL` looks in that model only."""
         if not caption:
             return None
+        model, colon, rest = caption.partition(":")
+        named = self.get(normalise(model)) if colon else None
+        if named is not None:  # `MODEL: LABEL`, for a label several models have
+            return self.only((named.name,)).find_caption(rest)
         word = normalise(caption)
         for spec in self:
             for label in spec.labels:

@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from storage import sql
+from storage import sql, taught
 from storage.connect import DEFAULT_BUSY_TIMEOUT_S, open_database
 from storage.errors import StorageError
 from storage.images import ImageStore, StoredImage
@@ -189,6 +189,28 @@ class Store:
 
     async def chat_mode(self, chat_id: int) -> str:
         return await self._read(functools.partial(sql.chat_mode, chat_id=chat_id))
+
+    # ------------------------------------------------------------ taught models (storage.taught)
+
+    async def taught_models(self, *, deleted: bool = False) -> list[taught.TaughtModel]:
+        """The live taught models (with `deleted`, the deleted ones too: their names stay taken)."""
+        return await self._read(functools.partial(taught.taught_models, deleted=deleted))
+
+    async def create_taught_model(
+        self, name: str, labels: Sequence[taught.TaughtLabel], created_by: int | None
+    ) -> taught.TaughtModel:
+        """Raises TaughtModelExists when the name was ever used by a taught model."""
+        return await self._write(
+            functools.partial(
+                taught.create_taught_model, name=name, labels=labels, created_by=created_by, now=time.time()
+            )
+        )
+
+    async def set_taught_labels(self, name: str, labels: Sequence[taught.TaughtLabel]) -> taught.TaughtModel:
+        return await self._write(functools.partial(taught.set_taught_labels, name=name, labels=labels))
+
+    async def delete_taught_model(self, name: str) -> bool:
+        return await self._write(functools.partial(taught.delete_taught_model, name=name, now=time.time()))
 
     # ------------------------------------------------------------ photos
 

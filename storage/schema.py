@@ -154,6 +154,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "DROP TABLE chats",
         "ALTER TABLE chats_v4 RENAME TO chats",
     ),
+    # 5: models people create from the chat (`/newmodel`; storage.taught). Deleting marks the row:
+    # the labelled photos stay, and the name stays taken.
+    (
+        """CREATE TABLE taught_models (
+            name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 20 AND name = lower(name)),
+            labels TEXT NOT NULL,                   -- JSON: [{"name": …, "display": {language: …}}, …]
+            created_by INTEGER,                     -- user id; NULL for the command line
+            created_at REAL NOT NULL,
+            deleted_at REAL                         -- NULL while the model exists
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

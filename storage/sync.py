@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from storage import sql
+from storage import sql, taught
 from storage.connect import DEFAULT_BUSY_TIMEOUT_S, open_database
 from storage.labelled import DEFAULT_VALIDATION_PERCENT, LabelledSet, load_labelled_set
 from storage.records import ModelEvent, RetrainJob
@@ -46,6 +46,17 @@ class SyncStore:
         self, model: str, *, validation_percent: int = DEFAULT_VALIDATION_PERCENT
     ) -> LabelledSet:
         return load_labelled_set(self._db, self.images_root, model, validation_percent)
+
+    def taught_models(self) -> list[taught.TaughtModel]:
+        return taught.taught_models(self._db)
+
+    def create_taught_model(
+        self, name: str, labels: list[taught.TaughtLabel], created_by: int | None = None
+    ) -> taught.TaughtModel:
+        return self._write(lambda db: taught.create_taught_model(db, name, labels, created_by, time.time()))
+
+    def set_taught_labels(self, name: str, labels: list[taught.TaughtLabel]) -> taught.TaughtModel:
+        return self._write(lambda db: taught.set_taught_labels(db, name, labels))
 
     def blocked_users(self) -> list[int]:
         return sql.blocked_users(self._db)

@@ -1,0 +1,94 @@
+"""Taught models as catalogue entries: the rules for their names and labels, and the merge.
+
+A model created from the chat (`/newmodel pets dog cat`) or the command line (`photobot models new`)
+is an image classifier on the shared pretrained backbone, like flowers: its mode is its name (`/use
+pets`), its photos are prepared as the flowers' are, and it has no base dataset — everything it knows
+comes from the photos people labelled for it. The database keeps the rows (`storage.taught`); the bot
+and the command line merge them into the built-in catalogue with `with_taught`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from inference import flowers
+from inference.catalogue import Catalogue, Label, ModelKind, ModelSpec, is_number, normalise
+
+NAME = re.compile(r"[a-z][a-z0-9_]{0,19}")  # a chat mode too: it starts with a letter
+LABEL = re.compile(r"[a-z0-9_-]{1,30}")  # ASCII: a label travels in callback data (bot.callbacks)
+MIN_LABELS, MAX_LABELS = 2, 50
+MAX_LABEL_CHARS = 30
+MIN_PHOTOS_PER_LABEL = 10  # what a first version is asked to have of each label ("12 of at least 10")
+
+
+@dataclass(frozen=True)
+class Taught:
+    """What the catalogue needs of a taught model (the database's row carries more)."""
+
+    name: str
+    labels: Sequence[tuple[str, Mapping[str, str]]]  # (name, language → shown name)
+
+
+class TaughtError(ValueError):
+    """A name or label that cannot be used. `key` names the reply in bot.texts; `values` fill it."""
+
+    def __init__(self, key: str, **values: object) -> None:
+        super().__init__(f"{key}: {values}")
+        self.key, self.values = key, values
+
+
+def taught_spec(model: Taught) -> ModelSpec:
+    """The catalogue entry of a taught model."""
+    return ModelSpec(
+        name=model.name,
+        kind=ModelKind.IMAGE_CLASSIFIER,
+        labels=tuple(Label(name, dict(display)) for name, display in model.labels),
+        mode=model.name,
+        preprocessing=flowers.PREPROCESSING_ID,
+        none_label={"en": "None of these", "ru": "Ничего из этого"},
+    )
+
+
+def with_taught(base: Catalogue, models: Iterable[Taught]) -> Catalogue:
+    """`base` with every taught model added (one whose name or mode clashes with `base` is left out)."""
+    catalogue = base
+    for model in models:
+        if model.name in base or model.name in base.modes:
+            continue
+        catalogue = catalogue.with_model(taught_spec(model))
+    return catalogue
+
+
+def is_taught(spec: ModelSpec) -> bool:
+    """A model with no base data of its own: everything it knows, people labelled in the chat."""
+    return spec.kind == ModelKind.IMAGE_CLASSIFIER and spec.dataset is None and spec.shipped is None
+
+
+def check_name(name: str, catalogue: Catalogue, taken: Iterable[str] = ()) -> str:
+    """The new model's name, or TaughtError saying what is wrong with it."""
+    if NAME.fullmatch(name) is None:
+        raise TaughtError("teach_bad_name", name=name[:40])
+    if name in catalogue or name in catalogue.modes or name in set(taken):
+        raise TaughtError("teach_name_taken", name=name)
+    return name
+
+
+def check_labels(labels: Sequence[str], existing: Sequence[str] = ()) -> list[str]:
+    """Labels as stored (normalised), or TaughtError: 2–50 in all, each ≤ 30 Latin letters, digits, _
+    or -, not a number (a number caption is a digit), unique."""
+    checked: list[str] = []
+    for raw in labels:
+        label = normalise(raw)
+        if len(label) > MAX_LABEL_CHARS:
+            raise TaughtError("teach_label_too_long", label=raw[:40], limit=MAX_LABEL_CHARS)
+        if LABEL.fullmatch(label) is None or is_number(label):
+            raise TaughtError("teach_bad_label", label=raw[:40])
+        if label in checked or label in existing:
+            raise TaughtError("teach_label_twice", label=label)
+        checked.append(label)
+    total = len(checked) + len(existing)
+    if not MIN_LABELS <= total <= MAX_LABELS:
+        raise TaughtError("teach_label_count", count=total, low=MIN_LABELS, high=MAX_LABELS)
+    return checked

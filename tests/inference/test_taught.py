@@ -1,0 +1,63 @@
+"""The rules for a taught model's name and labels, and its catalogue entry."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.catalogue import DEFAULT_CATALOGUE, ModelKind
+from inference.taught import Taught, TaughtError, check_labels, check_name, is_taught, with_taught
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("Pets", "teach_bad_name"),
+        ("1pets", "teach_bad_name"),
+        ("a" * 21, "teach_bad_name"),
+        ("pets!", "teach_bad_name"),
+        ("flowers", "teach_name_taken"),
+        ("flower", "teach_name_taken"),  # a chat mode
+        ("auto", "teach_name_taken"),
+        ("gone", "teach_name_taken"),  # a deleted model's name
+    ],
+)
+def test_bad_names_are_refused_with_a_reason(name: str, key: str) -> None:
+    with pytest.raises(TaughtError) as refused:
+        check_name(name, DEFAULT_CATALOGUE, taken=["gone"])
+    assert refused.value.key == key
+
+
+def test_a_good_name_and_labels_pass_normalised() -> None:
+    assert check_name("my_pets2", DEFAULT_CATALOGUE) == "my_pets2"
+    assert check_labels(["Dog", "cat_2", "sea-horse"]) == ["dog", "cat_2", "sea-horse"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "key"),
+    [
+        (["dog"], "teach_label_count"),
+        ([f"l{i}" for i in range(51)], "teach_label_count"),
+        (["dog", "Dog"], "teach_label_twice"),
+        (["dog", "x" * 31], "teach_label_too_long"),
+        (["dog", "12"], "teach_bad_label"),  # a number caption is a digit
+        (["dog", "a:b"], "teach_bad_label"),
+        (["dog", "собака"], "teach_bad_label"),  # labels travel in callback data: ASCII
+    ],
+)
+def test_bad_labels_are_refused_with_a_reason(labels: list[str], key: str) -> None:
+    with pytest.raises(TaughtError) as refused:
+        check_labels(labels)
+    assert refused.value.key == key
+
+
+def test_taught_models_join_the_catalogue_as_image_classifiers_in_their_own_mode() -> None:
+    catalogue = with_taught(DEFAULT_CATALOGUE, [Taught("pets", [("dog", {"ru": "собака"}), ("cat", {})])])
+    spec = catalogue["pets"]
+    assert spec.kind == ModelKind.IMAGE_CLASSIFIER and spec.mode == "pets" and is_taught(spec)
+    assert not is_taught(catalogue["flowers"]) and not is_taught(catalogue["digits"])
+    assert catalogue.for_mode("pets") is spec and spec.shown_label("dog", "ru") == "собака"
+    assert catalogue.find_caption("собака") == ("pets", "dog")
+    assert catalogue.find_caption("pets: Cat") == ("pets", "cat")
+    assert catalogue.find_caption("flowers: roses") == ("flowers", "roses")
+    assert catalogue.find_caption("pets: roses") is None  # not one of pets' labels
+    assert catalogue.find_caption("roses") == ("flowers", "roses")
