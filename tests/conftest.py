@@ -73,6 +73,12 @@ def tiny_digit_model(tiny_models: TinyModels, mnist_path: Path) -> Callable[...,
 
 
 @pytest.fixture(scope="session")
+def digit_model_file(tiny_digit_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default tiny digit model (64 wide, seed 0) as a file that tests copy into their own stores."""
+    return tiny_digit_model(tmp_path_factory.mktemp("digit-model") / "digits.keras")
+
+
+@pytest.fixture(scope="session")
 def tiny_flower_model(tiny_models: TinyModels, flowers_path: Path) -> Callable[..., tuple[Path, dict]]:
     """`tiny_flower_model(path, per_class=12)`: a copy of a tiny two-output flower model and its ood block."""
 

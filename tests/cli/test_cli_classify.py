@@ -14,11 +14,6 @@ from photobot.settings import Settings
 from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset
 
 
-@pytest.fixture(scope="module")
-def digit_model_file(tiny_digit_model, tmp_path_factory):
-    return tiny_digit_model(tmp_path_factory.mktemp("model") / "digits.keras")
-
-
 @pytest.fixture
 def photos(tmp_path, monkeypatch, mnist_path, digit_model_file):
     """A labelled folder of digit photos (7/, 2/, …, none/) and a store with the tiny digit model."""

@@ -11,11 +11,6 @@ from photobot.cli import main
 from tests.support.models import add_version, digit_meta
 
 
-@pytest.fixture(scope="module")
-def digit_model_file(tiny_digit_model, tmp_path_factory):
-    return tiny_digit_model(tmp_path_factory.mktemp("model") / "digits.keras")
-
-
 @pytest.fixture
 def store(tmp_path, monkeypatch, digit_model_file):
     monkeypatch.chdir(tmp_path)  # no stray .env

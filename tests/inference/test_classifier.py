@@ -32,11 +32,6 @@ from tests.support.models import (
 
 
 @pytest.fixture(scope="module")
-def digit_model_file(tiny_digit_model, tmp_path_factory):
-    return tiny_digit_model(tmp_path_factory.mktemp("digits") / "digits.keras")
-
-
-@pytest.fixture(scope="module")
 def flower_model(tiny_flower_model, tmp_path_factory):
     return tiny_flower_model(tmp_path_factory.mktemp("flowers") / "flowers.keras")
 

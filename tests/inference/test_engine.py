@@ -18,11 +18,6 @@ from tests.support.models import add_version, digit_meta, load_mnist_subset
 
 
 @pytest.fixture(scope="module")
-def digit_model_file(tiny_digit_model, tmp_path_factory):
-    return tiny_digit_model(tmp_path_factory.mktemp("model") / "digits.keras")
-
-
-@pytest.fixture(scope="module")
 def loaded(digit_model_file, tmp_path_factory):
     store = ModelStore(tmp_path_factory.mktemp("store"))
     version = add_version(store, "digits", digit_model_file, digit_meta())
