@@ -9,6 +9,7 @@ whether the prediction exists.
     b:<prediction>           back from the label keyboard to ✅ / ❌
     f:<user>:y|n             /forget confirmation
     r:<admin>:<model>:<from>:<to>:y|n   /rollback confirmation: only that admin may press it
+    d:<admin>:<model>:y|n    /delmodel confirmation: only that admin may press it
 """
 
 from __future__ import annotations
@@ -58,7 +59,14 @@ class RollbackChoice:
     confirmed: bool
 
 
-CallbackData = Verdict | LabelChoice | BackToVerdict | ForgetChoice | RollbackChoice
+@dataclass(frozen=True)
+class DeleteModelChoice:
+    admin_id: int  # who asked: only they may confirm
+    model: str
+    confirmed: bool
+
+
+CallbackData = Verdict | LabelChoice | BackToVerdict | ForgetChoice | RollbackChoice | DeleteModelChoice
 
 
 def encode(data: CallbackData) -> str:
@@ -78,6 +86,10 @@ def encode(data: CallbackData) -> str:
             if not _LABEL.fullmatch(model):
                 raise ValueError(f"model {model!r} cannot travel in callback data")
             text = f"r:{admin_id}:{model}:{current}:{target}:{'y' if confirmed else 'n'}"
+        case DeleteModelChoice(admin_id, model, confirmed):
+            if not _LABEL.fullmatch(model):
+                raise ValueError(f"model {model!r} cannot travel in callback data")
+            text = f"d:{admin_id}:{model}:{'y' if confirmed else 'n'}"
         case _:
             raise TypeError(f"not callback data: {data!r}")
     if len(text.encode("utf-8")) > MAX_BYTES:
@@ -104,6 +116,8 @@ def decode(text: str | None) -> CallbackData:
                 return ForgetChoice(_id(number), flag == "y")
             case "r", [admin, model, current, target, ("y" | "n") as flag] if _LABEL.fullmatch(model):
                 return RollbackChoice(_id(admin), model, _id(current), _id(target), flag == "y")
+            case "d", [admin, model, ("y" | "n") as flag] if _LABEL.fullmatch(model):
+                return DeleteModelChoice(_id(admin), model, flag == "y")
     except ValueError as error:
         raise MalformedCallback(f"bad callback data {text!r}: {error}") from None
     raise MalformedCallback(f"unknown callback data {text!r}")

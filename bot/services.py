@@ -13,6 +13,7 @@ from telegram.ext import ContextTypes
 from bot.limits import FloodLimiter
 from bot.texts import language
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
+from inference.taught import Taught, is_taught, with_taught
 
 if TYPE_CHECKING:
     from bot.config import BotConfig, RetrainConfig
@@ -69,9 +70,31 @@ class Services:
     def forget_chat(self, chat_id: int) -> None:
         self._modes.pop(chat_id, None)
 
+    async def refresh_taught(self) -> None:
+        """Merge the taught models of the database into the catalogue, and serve the new ones, at the
+        start and after every /newmodel, /addlabel, /dellabel and /delmodel."""
+        rows = await self.store.taught_models()
+        live = {row.name: row for row in rows}
+        for spec in list(self.catalogue):
+            if is_taught(spec) and spec.name not in live:
+                await self.classifier.remove_model(spec.name)
+        catalogue = Catalogue(spec for spec in self.catalogue if not is_taught(spec))
+        self.catalogue = with_taught(
+            catalogue,
+            (Taught(row.name, [(label.name, label.display) for label in row.labels]) for row in rows),
+        )
+        for name in live:
+            if name in self.catalogue:
+                await self.classifier.add_model(self.catalogue[name])
+
     def refresh_labels(self) -> None:
-        """Take each model's labels from its serving version's meta.json (the catalogue's otherwise)."""
+        """Take each model's labels from its serving version's meta.json (the catalogue's otherwise).
+
+        A taught model keeps the database's labels: a label just added must be accepted in captions
+        before any version knows it."""
         for name in self.catalogue.names:
+            if is_taught(self.catalogue[name]):
+                continue
             try:
                 version = self.model_store.active(name)
             except Exception:  # an unreadable meta.json must not stop the bot; the catalogue's serve

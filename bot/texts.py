@@ -244,6 +244,57 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "timeout": "That took too long — please send the photo again.",
         "model_unavailable": "My {mode} model is not available right now. Please try again later.",
         "internal_error": "Something went wrong on my side. Please try again.",
+        # Teaching new models from the chat (bot.handlers.teach).
+        "newmodel_usage": (
+            "Usage: /newmodel NAME LABEL LABEL … — NAME: up to 20 lowercase letters, digits or _, "
+            "starting with a letter; 2 to 50 labels, each up to 30 Latin letters, digits, _ or -."
+        ),
+        "newmodel_done": (
+            "New model “{model}” with the labels {labels}.\n"
+            "To teach it, send photos with a label as the caption (“{example}”), or “{model}: {example}” "
+            "when another model has that label too. It needs at least {minimum} photos of each label, "
+            "from several people; then an admin sends /retrain {model}. "
+            "/use {model} answers every photo of a chat with it."
+        ),
+        "teach_bad_name": (
+            "“{name}” cannot be a model's name: use up to 20 lowercase letters, digits or _, "
+            "starting with a letter."
+        ),
+        "teach_name_taken": "The name “{name}” is taken (by a model or a chat mode, maybe a deleted one).",
+        "teach_bad_label": (
+            "“{label}” cannot be a label: use Latin letters, digits, _ or -, and not only digits."
+        ),
+        "teach_label_too_long": "“{label}” is too long for a label: at most {limit} characters.",
+        "teach_label_twice": "The label “{label}” is there twice.",
+        "teach_label_count": "A model has {low} to {high} labels; this would make {count}.",
+        "teach_unknown_model": (
+            "There is no model taught from the chat called “{model}”. Taught models: {models}."
+        ),
+        "addlabel_usage": "Usage: /addlabel MODEL LABEL — MODEL one of the taught models: {models}.",
+        "addlabel_done": (
+            "“{model}” now has the labels {labels}. Send photos captioned “{label}” "
+            "(at least {minimum}), then /retrain {model}."
+        ),
+        "dellabel_usage": "Usage: /dellabel MODEL LABEL — MODEL one of the taught models: {models}.",
+        "dellabel_unknown": "“{model}” has no label “{label}”. Its labels: {labels}.",
+        "dellabel_done": (
+            "“{label}” is no longer a label of “{model}” (its photos stay stored). "
+            "Labels now: {labels}. The next /retrain {model} learns without it."
+        ),
+        "delmodel_usage": "Usage: /delmodel NAME — NAME one of the taught models: {models}.",
+        "delmodel_confirm": (
+            "Delete the model “{model}”? It stops answering at once; the {photos} photos people labelled "
+            "for it stay stored, and its name cannot be used again."
+        ),
+        "delmodel_yes": "Yes, delete {model}",
+        "delmodel_no": "No, keep it",
+        "delmodel_done": "“{model}” is deleted. Its labelled photos stay stored.",
+        "delmodel_cancelled": "Nothing changed: “{model}” stays.",
+        "delmodel_not_yours": "Only the admin who asked can confirm deleting the model.",
+        "teach_count": "{label}: {count} of at least {minimum} photos",
+        "teach_not_serving": (
+            "“{model}” is still learning: no version answers yet, so I only recorded the label."
+        ),
     },
     "ru": {
         "help": (
@@ -484,6 +535,55 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "timeout": "Это заняло слишком много времени — пришлите фото ещё раз.",
         "model_unavailable": "Модель ({mode}) сейчас недоступна. Попробуйте позже.",
         "internal_error": "У меня что-то пошло не так. Попробуйте ещё раз.",
+        # Обучение новых моделей из чата (bot.handlers.teach).
+        "newmodel_usage": (
+            "Использование: /newmodel ИМЯ МЕТКА МЕТКА … — ИМЯ: до 20 строчных латинских букв, цифр "
+            "или _, начиная с буквы; от 2 до 50 меток, каждая до 30 латинских букв, цифр, _ или -."
+        ),
+        "newmodel_done": (
+            "Новая модель «{model}» с метками {labels}.\n"
+            "Чтобы научить её, присылайте фото с меткой в подписи («{example}») или «{model}: {example}», "
+            "если такая метка есть и у другой модели. Нужно не меньше {minimum} фото каждой метки "
+            "от нескольких человек; затем администратор отправляет /retrain {model}. "
+            "/use {model} — отвечать этой моделью на все фото чата."
+        ),
+        "teach_bad_name": (
+            "«{name}» не может быть именем модели: до 20 строчных латинских букв, цифр или _, "
+            "начиная с буквы."
+        ),
+        "teach_name_taken": "Имя «{name}» занято (моделью или режимом чата, возможно удалённой).",
+        "teach_bad_label": (
+            "«{label}» не может быть меткой: латинские буквы, цифры, _ или -, и не только цифры."
+        ),
+        "teach_label_too_long": "«{label}» — слишком длинная метка: не больше {limit} символов.",
+        "teach_label_twice": "Метка «{label}» указана дважды.",
+        "teach_label_count": "У модели от {low} до {high} меток; получилось бы {count}.",
+        "teach_unknown_model": "Модели из чата с именем «{model}» нет. Модели из чата: {models}.",
+        "addlabel_usage": "Использование: /addlabel МОДЕЛЬ МЕТКА — МОДЕЛЬ одна из моделей из чата: {models}.",
+        "addlabel_done": (
+            "У «{model}» теперь метки {labels}. Присылайте фото с подписью «{label}» "
+            "(не меньше {minimum}), затем /retrain {model}."
+        ),
+        "dellabel_usage": "Использование: /dellabel МОДЕЛЬ МЕТКА — МОДЕЛЬ одна из моделей из чата: {models}.",
+        "dellabel_unknown": "У «{model}» нет метки «{label}». Её метки: {labels}.",
+        "dellabel_done": (
+            "«{label}» больше не метка «{model}» (её фото остаются в хранилище). "
+            "Метки теперь: {labels}. Следующий /retrain {model} обучит модель без неё."
+        ),
+        "delmodel_usage": "Использование: /delmodel ИМЯ — ИМЯ одна из моделей из чата: {models}.",
+        "delmodel_confirm": (
+            "Удалить модель «{model}»? Она сразу перестанет отвечать; {photos} размеченных для неё фото "
+            "останутся в хранилище, а имя нельзя будет использовать снова."
+        ),
+        "delmodel_yes": "Да, удалить {model}",
+        "delmodel_no": "Нет, оставить",
+        "delmodel_done": "«{model}» удалена. Размеченные фото остаются в хранилище.",
+        "delmodel_cancelled": "Ничего не изменилось: «{model}» остаётся.",
+        "delmodel_not_yours": "Подтвердить удаление может только администратор, который его запросил.",
+        "teach_count": "{label}: {count} из минимум {minimum} фото",
+        "teach_not_serving": (
+            "«{model}» ещё учится: ни одна версия пока не отвечает, поэтому я только записал метку."
+        ),
     },
 }
 

@@ -30,6 +30,21 @@ from training.retrain_settings import RetrainSettings
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY", re.I)
 
 
+def taught_catalogue(settings: Settings, base: Catalogue = DEFAULT_CATALOGUE) -> Catalogue:
+    """`base` with the models taught from the chat (the database's taught_models): what the command
+    line offers, so `photobot retrain --model pets` works for a model made with /newmodel."""
+    from inference.taught import Taught, with_taught
+    from storage import SyncStore
+
+    if not Path(settings.database_path).exists():
+        return base
+    with SyncStore(settings.database_path, settings.images_dir) as store:
+        rows = store.taught_models()
+    return with_taught(
+        base, (Taught(r.name, [(label.name, label.display) for label in r.labels]) for r in rows)
+    )
+
+
 def bot_config(settings: Settings) -> BotConfig:
     return BotConfig(
         token=settings.telegram_bot_token or "",
@@ -125,6 +140,7 @@ async def open_services(
         catalogue=catalogue if names is None else catalogue.only(names),
     )
     found.refresh_labels()
+    await found.refresh_taught()
     return found
 
 

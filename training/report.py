@@ -89,7 +89,8 @@ def report_text(data: ReportData) -> str:
     decision = data.decision
     if decision is not None:
         if decision.promote:
-            lines.append(f"PROMOTED: v{data.candidate_version} now serves (was v{data.serving_version}).")
+            was = f"was v{data.serving_version}" if data.serving_version is not None else "its first version"
+            lines.append(f"PROMOTED: v{data.candidate_version} now serves ({was}).")
         else:
             lines.append(
                 f"REJECTED: v{data.candidate_version} kept in the store, "

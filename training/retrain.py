@@ -34,6 +34,7 @@ job "running" with a dead pid, which the bot and `Store.fail_abandoned_jobs` mar
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from typing import Any
 
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind, ModelSpec
 from inference.model_store import ModelStore, ModelVersion
+from inference.taught import is_taught
 from storage import SyncStore
 from training import gate
 from training.chat_examples import (
@@ -53,7 +55,7 @@ from training.chat_examples import (
 )
 from training.jobs import JobProgress, RetrainError, claim_job, error_text, sigterm_as_exit
 from training.report import Report, ReportData, write_report
-from training.retrain_base import Retrainer, RetrainOptions
+from training.retrain_base import Retrainer, RetrainOptions, TrainingResult
 from training.retrain_settings import RetrainSettings
 
 log = logging.getLogger(__name__)
@@ -152,12 +154,15 @@ def _run(
     progress.enter("loading", "reading the labelled photos")
     models = ModelStore(settings.models_dir)
     serving = models.active(options.model)
-    if serving is None:
+    taught = is_taught(spec)
+    if serving is None and not taught:
         raise RetrainError(
             f"no {options.model} version serves yet; train one first (photobot train {options.model})"
         )
     chat = select_chat_examples(store, options.model, settings.rules)
-    report = ReportData(model=options.model, job_id=job_id, serving_version=serving.version)
+    report = ReportData(
+        model=options.model, job_id=job_id, serving_version=serving.version if serving else None
+    )
     report.capped, report.dropped = chat.capped, dict(chat.dropped)
 
     since = last_promotion(store, options.model)
@@ -169,11 +174,19 @@ def _run(
         report.skipped = chat.refused
         return _finish_skipped(store, job_id, options, serving, report, settings, started)
 
-    step = retrainer(spec)(settings, options, progress, serving, report, spec)
+    if taught:
+        from training.retrain_taught import TaughtRetrainer
+
+        step: Retrainer = TaughtRetrainer(settings, options, progress, serving, report, spec)
+    else:
+        assert serving is not None
+        step = retrainer(spec)(settings, options, progress, serving, report, spec)
     result = step.run(chat.examples)
 
     progress.enter("report", "deciding and writing the report")
-    decision = gate.decide(result.base, result.chat, settings.gate_margin, also=result.also)
+    decision = _decide(settings, spec, serving, step, result)
+    if taught:
+        _check_still_taught(store, options.model)
     report.candidate_version = result.candidate.version
     report.decision = decision
     report.seconds = time.monotonic() - started
@@ -184,7 +197,7 @@ def _run(
         models,
         options.model,
         result.candidate.version,
-        serving.version,
+        serving.version if serving else None,
         decision,
         events=store,
         job_id=job_id,
@@ -215,11 +228,37 @@ def _run(
         status=status,
         decision="promote" if decision.promote else "reject",
         reason=decision.reason,
-        serving_version=serving.version,
+        serving_version=serving.version if serving else None,
         candidate_version=result.candidate.version,
         report=written,
         metrics=metrics,
     )
+
+
+def _decide(
+    settings: RetrainSettings,
+    spec: ModelSpec,
+    serving: ModelVersion | None,
+    step: Retrainer,
+    result: TrainingResult,
+) -> gate.GateDecision:
+    """The usual gate; a taught model's first version is judged against a nearest-centroid baseline
+    and chance instead (`training.retrain_taught`), and its report says the held-out accuracy per label."""
+    if not is_taught(spec):
+        return gate.decide(result.base, result.chat, settings.gate_margin, also=result.also)
+    from training.retrain_taught import first_version_decision
+
+    per_label = str(getattr(step, "per_label", ""))
+    if serving is None or not getattr(step, "compare_with_serving", False):
+        return first_version_decision(result.base, len(spec.labels), per_label)
+    decision = gate.decide(result.base, result.chat, settings.gate_margin, also=result.also)
+    return dataclasses.replace(decision, reason=f"{decision.reason}; held out per label: {per_label}")
+
+
+def _check_still_taught(store: SyncStore, name: str) -> None:
+    """A taught model deleted while its job ran gets no version: the job fails and says why."""
+    if name not in {model.name for model in store.taught_models()}:
+        raise RetrainError(f"{name} was deleted while the job ran; nothing was promoted")
 
 
 def _too_few_new_labels(new: int, needed: int, model: str) -> str:
@@ -239,7 +278,7 @@ def _finish_skipped(
     store: SyncStore,
     job_id: int,
     options: RetrainOptions,
-    serving: ModelVersion,
+    serving: ModelVersion | None,
     report: ReportData,
     settings: RetrainSettings,
     started: float,
@@ -251,7 +290,15 @@ def _finish_skipped(
     store.finish_retrain_job(job_id, status="succeeded", metrics=metrics, decision="skipped", reason=reason)
     log.info("retrain job %d: nothing to do: %s", job_id, reason)
     return RetrainOutcome(
-        job_id, options.model, "succeeded", "skipped", reason, serving.version, None, written, metrics
+        job_id,
+        options.model,
+        "succeeded",
+        "skipped",
+        reason,
+        serving.version if serving else None,
+        None,
+        written,
+        metrics,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.handlers import admin, basics, feedback, flood, forget, modes, numbers, photos, stats
+from bot.handlers import admin, basics, feedback, flood, forget, modes, numbers, photos, stats, teach
 
 
 def register(application: Application) -> None:
@@ -12,6 +12,7 @@ def register(application: Application) -> None:
     documents, then everything else a user may send."""
     flood.register(application)
     admin.register(application)
+    teach.register(application)
     basics.register_commands(application)
     modes.register(application)
     stats.register(application)

@@ -35,8 +35,8 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         logger.info("Malformed callback data from user %s: %r", query.from_user.id, query.data)
         await query.answer(text(language, "feedback_malformed"), show_alert=True)
         return
-    if isinstance(data, callbacks.ForgetChoice | callbacks.RollbackChoice):
-        return  # the /forget and /rollback handlers own these
+    if isinstance(data, callbacks.ForgetChoice | callbacks.RollbackChoice | callbacks.DeleteModelChoice):
+        return  # the /forget, /rollback and /delmodel handlers own these
     found = services(context)
     async with found.lock(("prediction", data.prediction_id)):
         prediction = await found.store.get_prediction(data.prediction_id)

@@ -27,11 +27,13 @@ from telegram.ext import Application, ContextTypes, MessageHandler, filters
 from bot import keyboards
 from bot.answers import format_answer, offered_labels
 from bot.errors import reply_for
+from bot.handlers import teach
 from bot.services import Services, lang, services
 from bot.texts import human_size, text
 from inference.errors import InferenceError
 from inference.flowers import RESIZE_SHORTER
 from inference.prediction import Mode, Prediction
+from inference.taught import is_taught
 from storage.images import TMP_DIR, TMP_SUFFIX, StoredImage, sniff_format
 
 logger = logging.getLogger(__name__)
@@ -186,6 +188,9 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     found = services(context)
     message, language = incoming.message, incoming.language
     contribution = found.catalogue.find_caption(message.caption)
+    if contribution and not _serves(found, contribution[0]):  # a taught model still learning
+        await teach_only(found, incoming, data, contribution)
+        return
     mode: Mode = (
         found.catalogue[contribution[0]].mode if contribution else await found.chat_mode(incoming.chat.id)
     )
@@ -208,6 +213,8 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     lines = [format_answer(prediction, language, found.catalogue, mode)]
     if contribution:  # a labelled photo: the person said what it is, nothing to ask
         lines.append(await contribute(found, incoming, sha256, contribution, prediction, prediction_id))
+        if is_taught(found.catalogue[contribution[0]]):
+            lines.append(await teach.counts_text(found, *contribution, language))
         await message.reply_text("\n\n".join(lines), do_quote=True)
         return
     if message.caption and message.caption.strip():
@@ -304,6 +311,36 @@ async def contribute(
     agreed = prediction.model == model and prediction.label == label
     shown = found.catalogue[model].shown_label(label, language)
     return text(language, "contribution_agreed" if agreed else "contribution_disagreed", label=shown)
+
+
+def _serves(found: Services, model: str) -> bool:
+    status = found.classifier.models().get(model)
+    return status is not None and status.version is not None
+
+
+async def teach_only(found: Services, incoming: Incoming, data: bytes, contribution: tuple[str, str]) -> None:
+    """A photo labelled for a model that cannot answer yet: store it and its label, say the count."""
+    model, label = contribution
+    user, language = incoming.user, incoming.language
+    if await found.store.is_blocked(user.id):
+        await incoming.message.reply_text(text(language, "contribution_blocked"), do_quote=True)
+        return
+    photo = await found.store.add_photo(data, format=sniff_format(data[:16]))
+    await found.store.record_contribution(
+        user_id=user.id,
+        chat_id=incoming.chat.id,
+        message_id=incoming.message.message_id,
+        photo_sha256=photo.sha256,
+        model=model,
+        label=label,
+        prediction_id=None,
+        language=user.language_code,
+    )
+    lines = [
+        text(language, "teach_not_serving", model=model),
+        await teach.counts_text(found, model, label, language),
+    ]
+    await incoming.message.reply_text("\n\n".join(lines), do_quote=True)
 
 
 def register(application: Application) -> None:

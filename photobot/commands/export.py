@@ -21,7 +21,9 @@ EXPORT_CHUNK = 200  # photos copied between two updates of the progress bar
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, choices=DEFAULT_CATALOGUE.names, help="whose labelled photos to export"
+        "--model",
+        required=True,
+        help=f"whose labelled photos to export: {', '.join(DEFAULT_CATALOGUE.names)} or a taught model",
     )
     parser.add_argument("dir", metavar="DIR", help="output folder (created; existing photos are kept)")
     parser.add_argument(
@@ -39,6 +41,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.database_path.is_file():
         raise UserFacingError(f"no database at {settings.database_path}: nothing labelled yet (DATA_DIR?)")
+    from photobot.wiring import taught_catalogue
+
+    known = taught_catalogue(settings)
+    if args.model not in known:
+        raise UserFacingError(f"unknown model {args.model!r}; choose from {', '.join(known.names)}")
     labelled = read_labelled_set(settings.database_path, settings.images_dir, args.model)
     counts: dict[str, int] = {}
     with progress_bar(len(labelled.examples), "exporting", quiet=getattr(args, "quiet", False)) as bar:

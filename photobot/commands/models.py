@@ -1,4 +1,5 @@
-"""`photobot models [list|promote|rollback]`: the model store.
+"""`photobot models [list|promote|rollback|new|add-label]`: the model store, and models taught from
+labelled photos (`new`, `add-label`: what /newmodel and /addlabel do in the chat).
 
 `promote` and `rollback` replace a model's `active` pointer atomically; a running bot picks the new
 version up within ENGINE_RELOAD_POLL_S seconds (loaded and warmed beside the old one, no request lost).
@@ -27,6 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     promote.add_argument(
         "--no-check", action="store_true", help="do not load and run the version before promoting it"
     )
+    new = sub.add_parser("new", help="a new image model taught from labelled photos (as /newmodel)")
+    new.add_argument("name", help="up to 20 lowercase letters, digits or _, starting with a letter")
+    new.add_argument("--labels", nargs="+", required=True, help="2 to 50 labels")
+    add_label = sub.add_parser("add-label", help="one more label for a taught model (as /addlabel)")
+    add_label.add_argument("name")
+    add_label.add_argument("label")
     rollback = sub.add_parser("rollback", help="serve an earlier version (default: the one before)")
     rollback.add_argument("name", choices=NAMES)
     rollback.add_argument(
@@ -41,9 +48,64 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     action = args.action or "list"
     if action == "list":
         return _list(store, as_json=getattr(args, "json", False))
+    if action == "new":
+        return _new(settings, args.name, args.labels)
+    if action == "add-label":
+        return _add_label(settings, args.name, args.label)
     if action == "promote":
         return _promote(store, args.name, args.version, check=not args.no_check)
     return _rollback(store, args.name, args.version)
+
+
+def _new(settings: Settings, name: str, labels: list[str]) -> int:
+    """Create a taught model in the database, with the bot's rules for its name and labels."""
+    from inference.taught import TaughtError, check_labels, check_name
+    from photobot.wiring import taught_catalogue
+    from storage import SyncStore
+    from storage.taught import TaughtLabel
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with SyncStore(settings.database_path, settings.images_dir) as store:
+        taken = [model.name for model in store.taught_models()]
+        try:
+            checked = check_labels(labels)
+            check_name(name, taught_catalogue(settings), taken)
+        except TaughtError as error:
+            raise UserFacingError(_why(error)) from None
+        try:
+            store.create_taught_model(name, [TaughtLabel(label) for label in checked])
+        except ValueError:
+            raise UserFacingError(f"the name {name!r} was used by a deleted model") from None
+    print(f"{name}: a new model with the labels {', '.join(checked)}")
+    print(f"teach it with photos captioned with a label, then: photobot retrain --model {name}")
+    return 0
+
+
+def _add_label(settings: Settings, name: str, label: str) -> int:
+    from inference.taught import TaughtError, check_labels
+    from storage import SyncStore
+    from storage.taught import TaughtLabel
+
+    with SyncStore(settings.database_path, settings.images_dir) as store:
+        found = next((model for model in store.taught_models() if model.name == name), None)
+        if found is None:
+            raise UserFacingError(f"no taught model called {name!r} (photobot models new)")
+        try:
+            (checked,) = check_labels([label], existing=found.label_names)
+        except TaughtError as error:
+            raise UserFacingError(_why(error)) from None
+        store.set_taught_labels(name, [*found.labels, TaughtLabel(checked)])
+    print(f"{name}: labels {', '.join((*found.label_names, checked))}")
+    return 0
+
+
+def _why(error: Exception) -> str:
+    """A TaughtError in the bot's English words."""
+    from bot.texts import text
+    from inference.taught import TaughtError
+
+    assert isinstance(error, TaughtError)
+    return text("en", error.key, **error.values)
 
 
 def _version_number(text: str) -> int:

@@ -11,7 +11,7 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any
 
-from inference.catalogue import DEFAULT_CATALOGUE
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from photobot.commands import fraction, positive_int, progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=DEFAULT_CATALOGUE.names, required=True)
+    parser.add_argument(
+        "--model",
+        required=True,
+        help=f"{', '.join(DEFAULT_CATALOGUE.names)} or a model taught from the chat (photobot models new)",
+    )
     parser.add_argument("--job-id", type=int, help="the job the bot queued (default: create one)")
     parser.add_argument(
         "--force", action="store_true", help="retrain even with fewer new labelled photos than the minimum"
@@ -71,6 +75,16 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if args.nice > 0:
         os.nice(args.nice)  # the bot that started this job keeps the CPU it needs to answer photos
 
+    from photobot.wiring import taught_catalogue
+
+    catalogue = taught_catalogue(settings)
+    if args.model not in catalogue:
+        message = f"unknown model {args.model!r}; choose from {', '.join(catalogue.names)}"
+        if args.job_id is not None:  # the bot queued it: a model deleted since says so in the job
+            _fail_job(
+                settings, args.job_id, f"{args.model} was deleted, or never existed; nothing was promoted"
+            )
+        raise UserFacingError(message)
     for name in ("limit", "test_limit", "epochs"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -93,7 +107,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
     )
     try:
-        outcome = _run_followed(settings, options, quiet=getattr(args, "quiet", False))
+        outcome = _run_followed(settings, options, catalogue, quiet=getattr(args, "quiet", False))
     except RetrainError as error:
         raise UserFacingError(str(error)) from None
     print(outcome.report.text)
@@ -101,10 +115,19 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _fail_job(settings: Settings, job_id: int, error: str) -> None:
+    from storage.sync import SyncStore
+
+    with SyncStore(settings.database_path, settings.images_dir) as store:
+        store.fail_retrain_job(job_id, error)
+
+
 FOLLOW_EVERY_S = 0.5
 
 
-def _run_followed(settings: Settings, options: RetrainOptions, *, quiet: bool) -> RetrainOutcome:
+def _run_followed(
+    settings: Settings, options: RetrainOptions, catalogue: Catalogue, *, quiet: bool
+) -> RetrainOutcome:
     """`run_retrain` (in this thread: it turns SIGTERM into an exit), with a progress bar fed from the
     job's row when it is run by hand on a terminal."""
     from photobot.wiring import retrain_settings
@@ -116,7 +139,7 @@ def _run_followed(settings: Settings, options: RetrainOptions, *, quiet: bool) -
     bar = progress_bar(100, f"retraining {options.model}", quiet=quiet, unit="%")
     if bar.disable or options.job_id is not None:
         bar.close()
-        return run_retrain(job_settings, options)
+        return run_retrain(job_settings, options, catalogue)
     store = SyncStore(settings.database_path, settings.images_dir)
     try:
         job = store.create_retrain_job(options.model)
@@ -128,7 +151,7 @@ def _run_followed(settings: Settings, options: RetrainOptions, *, quiet: bool) -
     follower = threading.Thread(target=_follow, args=(settings, job.id, bar, stop), daemon=True)
     follower.start()
     try:
-        return run_retrain(job_settings, dataclasses.replace(options, job_id=job.id))
+        return run_retrain(job_settings, dataclasses.replace(options, job_id=job.id), catalogue)
     finally:
         stop.set()
         follower.join()

@@ -1,0 +1,156 @@
+"""A model taught from the chat, measured: time from /retrain to serving, accuracy on unseen photos,
+refusal of photos of none of its labels.
+
+    PHOTOBOT_DATASETS=/work/shared/data python -m benchmarks.teach [--per-label 12] [--people 2]
+
+Four broad animal categories of real ImageNet photos (`other_photos`, one photo per ImageNet class, told
+apart by the WordNet ids in the file names; fish are too few there, so the fourth is arthropods). The
+first `--per-label` photos of each category are stored with their label as `--people` people's captions,
+as the bot stores them; `run_retrain` (what `/retrain` starts) builds and promotes the first version;
+the Classifier then serves it in the model's mode, as the bot does. The rest of each category (never
+taught) measures accuracy; the other photos of `other_photos` (no dog, bird, reptile or arthropod)
+measure refusal. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ANIMALS: dict[str, list[tuple[str, str]]] = {
+    "dog": [("n02085620", "n02113978")],  # the 118 dog breeds
+    "bird": [("n01514668", "n01622779"), ("n01795545", "n01860187"), ("n02002724", "n02058221")],
+    "reptile": [("n01664065", "n01756291")],  # turtles, lizards, crocodiles, snakes
+    "bug": [("n01768244", "n01784675"), ("n01978287", "n01990800"), ("n02165105", "n02279972")],
+}
+# Near relatives left out of the refusal set: a cat or a fish is not "none of these" for everyone.
+NOT_FOR_REFUSAL = [("n01440764", "n01498041"), ("n02514041", "n02536864"), ("n02640242", "n02655020")]
+
+
+def in_ranges(path: Path, ranges: list[tuple[str, str]]) -> bool:
+    return any(lo <= path.name.split("_")[0] <= hi for lo, hi in ranges)
+
+
+def animal_photos(other_photos: Path) -> dict[str, list[Path]]:
+    """Each category's photos in a fixed, interleaved order (any first N span its range of ids)."""
+    found = {}
+    for label, ranges in ANIMALS.items():
+        photos = sorted(p for p in other_photos.glob("n*_*.jpg") if in_ranges(p, ranges))
+        found[label] = photos[0::2] + photos[1::2]
+    return found
+
+
+def other_photos_of_none(other_photos: Path) -> list[Path]:
+    """Photos of none of the four categories (nor fish, a close call)."""
+    every = [r for ranges in ANIMALS.values() for r in ranges] + NOT_FOR_REFUSAL
+    return sorted(p for p in other_photos.glob("n*_*.jpg") if not in_ranges(p, every))
+
+
+async def teach(settings: Any, name: str, teach_photos: dict[str, list[Path]], people: int) -> None:
+    """Store the model and its photos with their labels as captions, as the bot does."""
+    from storage import Store
+    from storage.images import sniff_format
+    from storage.taught import TaughtLabel
+
+    store = await Store.open(settings.database_path, settings.images_dir)
+    try:
+        await store.create_taught_model(name, [TaughtLabel(label) for label in teach_photos], 1)
+        message = 0
+        for label, photos in teach_photos.items():
+            for index, path in enumerate(photos):
+                data = path.read_bytes()
+                photo = await store.add_photo(data, format=sniff_format(data[:16]))
+                message += 1
+                user = 100 + index % people
+                await store.record_contribution(
+                    user_id=user,
+                    chat_id=user,
+                    message_id=message,
+                    photo_sha256=photo.sha256,
+                    model=name,
+                    label=label,
+                )
+    finally:
+        await store.close()
+
+
+async def serve_and_ask(
+    settings: Any, catalogue: Any, name: str, evaluate: dict[str, list[Path]], none: list[Path]
+) -> dict[str, Any]:
+    from photobot.serving import build_classifier
+
+    async with build_classifier(settings, catalogue=catalogue, names=(name,)) as classifier:
+        right: dict[str, list[int]] = {}
+        guessed = 0  # the top label right, whatever the status (an unsure answer offers it first)
+        for label, photos in evaluate.items():
+            answers = [await classifier.classify(p, name) for p in photos]
+            right[label] = [sum(a.label == label and a.status == "ok" for a in answers), len(answers)]
+            guessed += sum(bool(a.top) and a.top[0][0] == label for a in answers)
+        refused = [await classifier.classify(p, name) for p in none]
+    total = sum(r for r, _ in right.values()), sum(n for _, n in right.values())
+    return {
+        "unseen_right": round(total[0] / total[1], 4),
+        "unseen_top_label_right": round(guessed / total[1], 4),
+        "unseen_per_label": {k: f"{r}/{n}" for k, (r, n) in right.items()},
+        "unseen_photos": total[1],
+        "none_refused": round(sum(a.status == "not_recognized" for a in refused) / max(1, len(refused)), 4),
+        "none_unsure": round(sum(a.status == "unsure" for a in refused) / max(1, len(refused)), 4),
+        "none_photos": len(refused),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-label", type=int, default=12)
+    parser.add_argument("--people", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path, help="default: a new temporary folder")
+    args = parser.parse_args()
+
+    from photobot.settings import Settings
+    from photobot.wiring import retrain_settings, taught_catalogue
+    from training.flower_data import find_photo_folder
+    from training.retrain import RetrainOptions, run_retrain
+
+    settings = Settings.from_env()
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="teach-"))
+    settings = replace(
+        settings,
+        data_dir=data_dir,
+        retrain_min_contributors=args.people,
+        retrain_max_user_share=1.0 / args.people,
+    )
+    other = find_photo_folder(settings.datasets, settings.data_dir, "other_photos")
+    photos = animal_photos(other)
+    teach_photos = {label: found[: args.per_label] for label, found in photos.items()}
+    evaluate = {label: found[args.per_label :] for label, found in photos.items()}
+    asyncio.run(teach(settings, "animals", teach_photos, args.people))
+
+    started = time.perf_counter()
+    catalogue = taught_catalogue(settings)
+    outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="animals"), catalogue)
+    trained_s = time.perf_counter() - started
+    result = asyncio.run(serve_and_ask(settings, catalogue, "animals", evaluate, other_photos_of_none(other)))
+    print(
+        json.dumps(
+            {
+                "per_label": args.per_label,
+                "labels": list(teach_photos),
+                "decision": outcome.decision,
+                "reason": outcome.reason,
+                "retrain_s": round(trained_s, 1),
+                **result,
+                "data_dir": str(data_dir),
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

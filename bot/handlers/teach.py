@@ -1,0 +1,213 @@
+"""New models and labels from the chat (admins): /newmodel, /addlabel, /dellabel, /delmodel.
+
+A taught model is a row of the database (`storage.taught`) merged into the catalogue
+(`inference.taught`); after every change the running bot's catalogue and classifier follow it
+(`Services.refresh_taught`). People teach it with captioned photos (`bot.handlers.photos`), and an
+admin builds it with `/retrain MODEL`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
+
+from bot import callbacks
+from bot.handlers.admin import admin_only
+from bot.services import Services, lang, services
+from bot.texts import text
+from inference.catalogue import ModelSpec
+from inference.taught import MIN_PHOTOS_PER_LABEL, TaughtError, check_labels, check_name, is_taught
+from storage.taught import TaughtLabel, TaughtModelExists
+
+logger = logging.getLogger(__name__)
+
+
+@admin_only
+async def new_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """`/newmodel NAME LABEL LABEL …`: a new image model on the pretrained backbone."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    language, found = lang(update), services(context)
+    args = context.args or []
+    if len(args) < 2:
+        await message.reply_text(text(language, "newmodel_usage"))
+        return
+    try:
+        taken = [row.name for row in await found.store.taught_models(deleted=True)]
+        # Every model the bot knows, served or not (the classifier's catalogue), keeps its name and mode.
+        name = check_name(args[0], found.classifier.catalogue, [*taken, *found.catalogue.names])
+        labels = check_labels(args[1:])
+        await found.store.create_taught_model(name, [TaughtLabel(label) for label in labels], user.id)
+    except TaughtError as error:
+        await message.reply_text(text(language, error.key, **error.values))
+        return
+    except TaughtModelExists:
+        await message.reply_text(text(language, "teach_name_taken", name=args[0]))
+        return
+    await found.refresh_taught()
+    logger.info("User %s created the model %s with %d labels", user.id, name, len(labels))
+    await message.reply_text(
+        text(
+            language,
+            "newmodel_done",
+            model=name,
+            labels=", ".join(labels),
+            example=labels[0],
+            minimum=MIN_PHOTOS_PER_LABEL,
+        )
+    )
+
+
+@admin_only
+async def add_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """`/addlabel MODEL LABEL`: one more label for a taught model."""
+    message = update.effective_message
+    if message is None:
+        return
+    language, found = lang(update), services(context)
+    args = context.args or []
+    spec = _taught(found, args[0].lower() if args else "")
+    if len(args) != 2 or spec is None:
+        await message.reply_text(text(language, "addlabel_usage", models=_taught_names(found)))
+        return
+    try:
+        (label,) = check_labels(args[1:], existing=spec.label_names)
+    except TaughtError as error:
+        await message.reply_text(text(language, error.key, **error.values))
+        return
+    rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels] + [TaughtLabel(label)]
+    await found.store.set_taught_labels(spec.name, rows)
+    await found.refresh_taught()
+    await message.reply_text(
+        text(
+            language,
+            "addlabel_done",
+            model=spec.name,
+            labels=", ".join(row.name for row in rows),
+            label=label,
+            minimum=MIN_PHOTOS_PER_LABEL,
+        )
+    )
+
+
+@admin_only
+async def delete_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """`/dellabel MODEL LABEL`: a taught model stops learning a label; its photos stay stored."""
+    message = update.effective_message
+    if message is None:
+        return
+    language, found = lang(update), services(context)
+    args = context.args or []
+    spec = _taught(found, args[0].lower() if args else "")
+    if len(args) != 2 or spec is None:
+        await message.reply_text(text(language, "dellabel_usage", models=_taught_names(found)))
+        return
+    label = args[1].lower()
+    if label not in spec.label_names:
+        await message.reply_text(
+            text(
+                language, "dellabel_unknown", model=spec.name, label=label, labels=", ".join(spec.label_names)
+            )
+        )
+        return
+    rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels if old.name != label]
+    try:
+        check_labels([], existing=[row.name for row in rows])
+    except TaughtError as error:
+        await message.reply_text(text(language, error.key, **error.values))
+        return
+    await found.store.set_taught_labels(spec.name, rows)
+    await found.refresh_taught()
+    await message.reply_text(
+        text(language, "dellabel_done", model=spec.name, label=label, labels=", ".join(r.name for r in rows))
+    )
+
+
+@admin_only
+async def delete_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """`/delmodel NAME`: ask the admin to confirm with a button."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    language, found = lang(update), services(context)
+    args = context.args or []
+    spec = _taught(found, args[0].lower() if args else "")
+    if len(args) != 1 or spec is None:
+        await message.reply_text(text(language, "delmodel_usage", models=_taught_names(found)))
+        return
+    photos = len((await found.store.labelled_set(spec.name)).examples)
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    text(language, "delmodel_yes", model=spec.name),
+                    callback_data=callbacks.encode(callbacks.DeleteModelChoice(user.id, spec.name, True)),
+                ),
+                InlineKeyboardButton(
+                    text(language, "delmodel_no"),
+                    callback_data=callbacks.encode(callbacks.DeleteModelChoice(user.id, spec.name, False)),
+                ),
+            ]
+        ]
+    )
+    await message.reply_text(
+        text(language, "delmodel_confirm", model=spec.name, photos=photos), reply_markup=keyboard
+    )
+
+
+async def on_delete_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Delete when the admin who asked confirms; anyone else's press changes nothing."""
+    query = update.callback_query
+    if query is None:
+        return
+    language, found = lang(update), services(context)
+    try:
+        choice = callbacks.decode(query.data)
+    except callbacks.MalformedCallback:
+        await query.answer(text(language, "feedback_malformed"), show_alert=True)
+        return
+    presser = query.from_user.id
+    if (
+        not isinstance(choice, callbacks.DeleteModelChoice)
+        or choice.admin_id != presser
+        or not found.is_admin(presser)
+    ):
+        logger.warning("User %s pressed a /delmodel button that is not theirs", presser)
+        await query.answer(text(language, "delmodel_not_yours"), show_alert=True)
+        return
+    if choice.confirmed:
+        await found.store.delete_taught_model(choice.model)
+        await found.refresh_taught()
+        logger.info("User %s deleted the model %s", presser, choice.model)
+    await query.answer()
+    key = "delmodel_done" if choice.confirmed else "delmodel_cancelled"
+    await query.edit_message_text(text(language, key, model=choice.model))
+
+
+async def counts_text(found: Services, model: str, label: str, language: str) -> str:
+    """`dog: 12 of at least 10 photos`: a taught label's labelled photos so far (storage's labelled
+    set: one per photo, blocked people's left out)."""
+    labelled = await found.store.labelled_set(model)
+    count = Counter(example.label for example in labelled.examples)[label]
+    return text(language, "teach_count", label=label, count=count, minimum=MIN_PHOTOS_PER_LABEL)
+
+
+def _taught(found: Services, name: str) -> ModelSpec | None:
+    spec = found.catalogue.get(name)
+    return spec if spec is not None and is_taught(spec) else None
+
+
+def _taught_names(found: Services) -> str:
+    return ", ".join(spec.name for spec in found.catalogue if is_taught(spec)) or "—"
+
+
+def register(application: Application) -> None:
+    application.add_handler(CommandHandler("newmodel", new_model))
+    application.add_handler(CommandHandler("addlabel", add_label))
+    application.add_handler(CommandHandler("dellabel", delete_label))
+    application.add_handler(CommandHandler("delmodel", delete_model))
+    application.add_handler(CallbackQueryHandler(on_delete_choice, pattern=r"^d:"))

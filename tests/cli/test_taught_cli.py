@@ -1,0 +1,48 @@
+"""`photobot models new` / `add-label`: taught models from the command line, with the bot's rules, and
+the commands that take a model name (`retrain`, `export`) know them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from photobot.cli import main
+from photobot.settings import Settings
+from photobot.wiring import taught_catalogue
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    return tmp_path / "var"
+
+
+def test_a_model_made_on_the_command_line_joins_the_catalogue(data_dir: Path, capsys) -> None:
+    assert main(["models", "new", "insects", "--labels", "Ant", "bee"]) == 0
+    assert "insects: a new model with the labels ant, bee" in capsys.readouterr().out
+    assert main(["models", "add-label", "insects", "wasp"]) == 0
+    catalogue = taught_catalogue(Settings(data_dir=data_dir))
+    assert catalogue["insects"].label_names == ("ant", "bee", "wasp")
+    assert catalogue["insects"].mode == "insects"
+
+    assert main(["export", "--model", "insects", str(data_dir / "out")]) == 0
+    assert "exported 0 labelled insects photos" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["models", "new", "Bad", "--labels", "a", "b"], "cannot be a model's name"),
+        (["models", "new", "flowers", "--labels", "a", "b"], "is taken"),
+        (["models", "new", "pets", "--labels", "dog"], "A model has 2 to 50 labels"),
+        (["models", "add-label", "nothing", "cow"], "no taught model called 'nothing'"),
+        (["retrain", "--model", "nothing"], "unknown model 'nothing'; choose from digits, flowers"),
+    ],
+)
+def test_bad_names_labels_and_models_are_refused_with_the_reason(
+    data_dir: Path, capsys, argv: list[str], says: str
+) -> None:
+    assert main(argv) != 0
+    assert says in capsys.readouterr().err
