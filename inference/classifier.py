@@ -33,102 +33,59 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from inference import digits, flowers, router
+from inference import router
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind, ModelSpec
-from inference.decode import decode_image, limit_memory
-from inference.engine import BatchWorker, EngineConfig, Outputs, Timed
+from inference.decode import limit_memory
+from inference.engine import BatchWorker, EngineConfig, Timed
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
-from inference.lite import LiteModel, has_conversion, run_in_this_process, wants_lite
+from inference.lite import LiteModel, has_conversion, wants_lite
 from inference.loading import LoadedModel, load_version
-from inference.model_store import META_FILE, MODEL_FILE, ModelStore, ModelVersion
+from inference.model_store import ModelStore, ModelVersion
 from inference.pool import Pool, ProcessPool, Setup, make_pool
 from inference.prediction import Mode, Prediction
+from inference.preparation import (
+    ADAPTERS,
+    Adapter,
+    Plan,
+    WorkerModel,
+    adapter_for,
+    auto_pair,
+    check_fits,
+    fit_rows,
+    prepare_photo,
+    preprocessing_id,
+    read_photo,
+)
+from inference.seeding import SHIPPED_DIR, Seeder, seed_model, seed_shipped
+
+# Re-exported: the rest of the code and the tests reach these through the classifier.
+__all__ = [
+    "ADAPTERS",
+    "SHIPPED_DIR",
+    "Adapter",
+    "Classifier",
+    "ModelStatus",
+    "Seeder",
+    "adapter_for",
+    "prepare_photo",
+    "preprocessing_id",
+    "read_photo",
+    "seed_model",
+    "seed_shipped",
+]
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = Path(__file__).parent / "shipped"
 # Kinds of model the decode processes run themselves, right after preparing a photo, when LiteRT serves
 # them: a digit CNN takes ~0.3 ms, less than handing its crops to a batching thread in the bot's process
 # and back (~1 ms of that process's CPU and GIL, and waiting under load). An image classifier (~15 ms)
 # stays with its engine, where photos batch.
 IN_DECODE_WORKERS = frozenset({ModelKind.DIGIT_READER})
-
-Seeder = Callable[[ModelStore], ModelVersion | None]
-
-
-# ------------------------------------------------------------------------------------------ adapters
-
-
-class Adapter(Protocol):
-    """Photo → model input, and model output → Prediction, for one preprocessing id."""
-
-    kind: ModelKind  # what this preprocessing is for: routing and grayscale decoding follow it
-    decode_size: int  # the shorter side decoding must keep
-    row_values: int  # numbers in one model input row (28·28 for a digit crop)
-
-    def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]: ...
-
-    def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction: ...
-
-    def nothing(self, version: ModelVersion, reason: str | None) -> Prediction: ...
-
-
-class DigitsAdapter:
-    kind = ModelKind.DIGIT_READER
-    decode_size = digits.DECODE_SIZE
-    row_values = 28 * 28
-
-    def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]:
-        found = digits.read_digits(image)
-        return (found.model_input(), None) if found.found else (None, found.reason)
-
-    def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction:
-        probs = outputs[0] if isinstance(outputs, list | tuple) else outputs
-        return digits.digits_prediction(probs, version.labels or digits.LABELS, version.version)
-
-    def nothing(self, version: ModelVersion, reason: str | None) -> Prediction:
-        return digits.digits_prediction(np.zeros((0, 10)), digits.LABELS, version.version, reason=reason)
-
-
-class FlowersAdapter:
-    kind = ModelKind.IMAGE_CLASSIFIER
-    decode_size = flowers.RESIZE_SHORTER
-    row_values = flowers.CROP * flowers.CROP * 3
-
-    def prepare(self, image: Image.Image) -> tuple[np.ndarray | None, str | None]:
-        return flowers.flower_input(image)[np.newaxis], None
-
-    def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction:
-        return flowers.flowers_prediction(outputs, version)
-
-    def nothing(self, version: ModelVersion, reason: str | None) -> Prediction:
-        raise AssertionError("every photo has a flower input")
-
-
-ADAPTERS: dict[str, Adapter] = {
-    digits.PREPROCESSING_ID: DigitsAdapter(),
-    flowers.PREPROCESSING_ID: FlowersAdapter(),
-}
-
-
-def adapter_for(version: ModelVersion, catalogue: Catalogue = DEFAULT_CATALOGUE) -> Adapter:
-    """The adapter named by meta["preprocessing"]; refuses a version this code cannot feed."""
-    preprocessing = preprocessing_id(version, catalogue)
-    adapter = ADAPTERS.get(preprocessing)
-    if adapter is None:
-        raise ModelUnavailable(
-            f"{version.name} v{version.version} needs preprocessing {preprocessing!r}, which this "
-            f"version of PhotoBot does not have ({', '.join(ADAPTERS)})"
-        )
-    return adapter
 
 
 # --------------------------------------------------------------------------------------- the state
@@ -140,20 +97,11 @@ class _Serving:
 
     loaded: LoadedModel
     adapter: Adapter
-    worker_model: _WorkerModel | None = None  # how a decode process runs it itself (IN_DECODE_WORKERS)
+    worker_model: WorkerModel | None = None  # how a decode process runs it itself (IN_DECODE_WORKERS)
 
     @property
     def version(self) -> ModelVersion:
         return self.loaded.version
-
-
-@dataclass(frozen=True)
-class _WorkerModel:
-    """What a decode process needs to run a LiteRT model itself (plain values: they are pickled)."""
-
-    file: str  # the cached conversion
-    outputs: int
-    row_shape: tuple[int, ...]
 
 
 @dataclass
@@ -183,124 +131,6 @@ class ModelStatus:
     batches: dict[str, Any]
     refused: dict[int, str]  # versions that could not be loaded, and why
     in_workers: int = 0  # photos whose model ran in the decode processes, not in `batches`
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """One photo, prepared: per model name its inputs (or why there are none), and the route taken."""
-
-    items: dict[str, tuple[np.ndarray | None, str | None]]
-    route: router.Route | None
-    scene: router.Scene | None
-    decode_ms: float
-    preprocess_ms: float
-    outputs: dict[str, Outputs] = field(default_factory=dict)  # models the decode process ran itself
-    model_ms: float = 0.0
-
-
-def preprocessing_id(version: ModelVersion, catalogue: Catalogue = DEFAULT_CATALOGUE) -> str:
-    """What prepares photos for `version`: its meta.json says, else its catalogue entry."""
-    spec = catalogue.get(version.name)
-    return version.meta.get("preprocessing") or (spec.preprocessing if spec else "")
-
-
-def prepare_photo(
-    source: bytes | Path,
-    target: str | None,
-    preprocessing: dict[str, str],
-    *,
-    max_bytes: int,
-    max_pixels: int,
-    run_here: Mapping[str, _WorkerModel] | None = None,
-) -> _Plan:
-    """Decode once, route (auto mode), build each needed model's inputs, and run the models in
-    `run_here` on theirs (a decode process; see IN_DECODE_WORKERS).
-
-    A plain function of plain values, so it runs in a pool thread or a pool process alike.
-    `target` names the one model a chat mode asks for, or is None for auto mode; `preprocessing` maps
-    each available model name to its version's preprocessing id. `source` is the photo's bytes or its
-    file (see `read_photo`).
-    """
-    started = time.monotonic()
-    adapters = {name: ADAPTERS[pid] for name, pid in preprocessing.items()}
-    image = decode_image(
-        read_photo(source, max_bytes),
-        max_bytes=max_bytes,
-        max_pixels=max_pixels,
-        target_size=max(a.decode_size for a in adapters.values()),
-        grayscale=target is not None and adapters[target].kind == ModelKind.DIGIT_READER,
-    )
-    decoded = time.monotonic()
-    items: dict[str, tuple[np.ndarray | None, str | None]] = {}
-    route: router.Route | None = None
-    scene: router.Scene | None = None
-    if target is not None:
-        items[target] = adapters[target].prepare(image)
-        if adapters[target].kind == ModelKind.DIGIT_READER and items[target][0] is not None:
-            scene = router.look(image, digits_found=True)  # to doubt a reading that is not on paper
-    else:
-        reader, seer = auto_pair(adapters)
-        if reader is not None:
-            items[reader] = adapters[reader].prepare(image)
-        scene = router.look(image, digits_found=reader is not None and items[reader][0] is not None)
-        route = router.route(scene) if seer is not None else "digit"
-        if reader is None:
-            route = "flower"
-        if route != "digit" and seer is not None:
-            items[seer] = adapters[seer].prepare(image)
-        if route == "flower" and reader is not None:
-            items.pop(reader, None)
-    done = time.monotonic()
-    outputs = _run_here(items, run_here or {})
-    return _Plan(
-        items,
-        route,
-        scene,
-        (decoded - started) * 1000.0,
-        (done - decoded) * 1000.0,
-        outputs,
-        (time.monotonic() - done) * 1000.0,
-    )
-
-
-def auto_pair(adapters: Mapping[str, Adapter]) -> tuple[str | None, str | None]:
-    """The models auto mode weighs against each other: the digit reader and the image classifier."""
-    reader = next((name for name, a in adapters.items() if a.kind == ModelKind.DIGIT_READER), None)
-    seer = next((name for name, a in adapters.items() if a.kind == ModelKind.IMAGE_CLASSIFIER), None)
-    return reader, seer
-
-
-def read_photo(source: bytes | Path, max_bytes: int) -> bytes:
-    """The photo's bytes; a file is read here, in the decode process. The bot hands over a file, so a
-    20 MB document never crosses the pipe: pickled on the event loop, that stalled it ~94 ms. At most
-    `max_bytes` + 1 bytes are read: decode_image refuses anything over the limit."""
-    if isinstance(source, bytes):
-        return source
-    with open(source, "rb") as file:
-        return file.read(max_bytes + 1)
-
-
-def _run_here(
-    items: Mapping[str, tuple[np.ndarray | None, str | None]], models: Mapping[str, _WorkerModel]
-) -> dict[str, Outputs]:
-    """Outputs of the models this process can run itself; any it cannot are left to the engine."""
-    outputs: dict[str, Outputs] = {}
-    for name, model in models.items():
-        inputs = items.get(name, (None, None))[0]
-        if inputs is None:
-            continue
-        try:
-            outputs[name] = run_in_this_process(model.file, model.outputs, _fit_rows(inputs, model.row_shape))
-        except Exception as error:  # a conversion file gone or damaged since it was checked
-            log.warning("%s: left to the engine, the decode process cannot run it: %r", name, error)
-    return outputs
-
-
-def _fit_rows(inputs: np.ndarray, row_shape: tuple[int, ...]) -> np.ndarray:
-    """`inputs` with rows of the model's shape when only the layout differs (an MLP takes flat rows)."""
-    if inputs.shape[1:] != row_shape and int(np.prod(inputs.shape[1:])) == int(np.prod(row_shape)):
-        return inputs.reshape(len(inputs), *row_shape)
-    return inputs
 
 
 # ----------------------------------------------------------------------------------- the classifier
@@ -480,7 +310,7 @@ class Classifier:
             prediction = replace(prediction, model=None, version=None)
         return replace(prediction, timings_ms=timings)
 
-    async def _prepare(self, data: bytes | Path, target: str | None, servings: dict[str, _Serving]) -> _Plan:
+    async def _prepare(self, data: bytes | Path, target: str | None, servings: dict[str, _Serving]) -> Plan:
         """Decode and preprocess in the pool (threads, or processes where the GIL would serialise them)."""
         preprocessing = {name: preprocessing_id(s.version, self.catalogue) for name, s in servings.items()}
         run_here = {name: s.worker_model for name, s in servings.items() if s.worker_model is not None}
@@ -524,7 +354,7 @@ class Classifier:
         return [name for name in self._slots if name in names]
 
     async def _answer(
-        self, plan: _Plan, servings: dict[str, _Serving], deadline: float, timings: dict[str, float]
+        self, plan: Plan, servings: dict[str, _Serving], deadline: float, timings: dict[str, float]
     ) -> dict[str, Prediction]:
         """Submit every prepared input to its model's worker; await the answers together.
 
@@ -544,7 +374,7 @@ class Classifier:
                 self._slots[name].in_workers += 1
                 continue
             finish = functools.partial(serving.adapter.answer, version=serving.version)
-            inputs = _fit_rows(inputs, serving.loaded.row_shape)
+            inputs = fit_rows(inputs, serving.loaded.row_shape)
             futures[name] = self._slots[name].worker.submit(serving.loaded, inputs, finish, deadline=deadline)
         try:
             results = await asyncio.gather(*futures.values())
@@ -610,7 +440,7 @@ class Classifier:
                 task.add_done_callback(self._conversions.discard)
             return target
 
-    def _worker_model(self, adapter: Adapter, loaded: LoadedModel) -> _WorkerModel | None:
+    def _worker_model(self, adapter: Adapter, loaded: LoadedModel) -> WorkerModel | None:
         """How the decode processes can run `loaded` themselves, if they should (IN_DECODE_WORKERS):
         a LiteRT conversion cached on disk, and processes (pool threads would share interpreters)."""
         model = loaded.model
@@ -618,7 +448,7 @@ class Classifier:
             return None
         if not isinstance(model, LiteModel) or model.file is None:
             return None
-        return _WorkerModel(str(model.file), model.outputs, loaded.row_shape)
+        return WorkerModel(str(model.file), model.outputs, loaded.row_shape)
 
     @property
     def converting(self) -> bool:
@@ -695,59 +525,3 @@ class Classifier:
 
     def _seed(self, name: str) -> None:
         seed_model(self.store, name, self._seeders.get(name), self.shipped_dir, self.catalogue[name].shipped)
-
-
-def seed_model(
-    store: ModelStore,
-    name: str,
-    seeder: Seeder | None = None,
-    shipped_dir: Path | None = SHIPPED_DIR,
-    folder: str | None = None,
-) -> None:
-    """Give an empty store the shipped default, so a fresh install answers without training; a store
-    with versions but none active gets its latest usable version promoted. Every command that serves
-    a model calls this (through the Classifier or directly), so all of them work on a fresh install."""
-    if store.versions(name):
-        if store.active_version(name) is None:
-            usable = [v for v in store.versions(name) if v.meta.get("status") != "rejected"]
-            if usable:
-                log.warning("%s has no active version; promoting the latest, v%d", name, usable[-1].version)
-                store.promote(name, usable[-1].version)
-        return
-    try:
-        seeded = seeder(store) if seeder else seed_shipped(store, name, shipped_dir, folder=folder)
-    except Exception:
-        log.exception("%s: seeding the shipped default failed", name)
-        return
-    if seeded is not None:
-        log.info("%s: seeded the store with the shipped default as v%d", name, seeded.version)
-
-
-def check_fits(loaded: LoadedModel, adapter: Adapter) -> None:
-    """Refuse a model whose input rows are not what its preprocessing produces."""
-    values = int(np.prod(loaded.row_shape))
-    if values != adapter.row_values:
-        raise ModelUnavailable(
-            f"{loaded.name} v{loaded.version.version} takes rows of shape {loaded.row_shape}, but its "
-            f"preprocessing makes {adapter.row_values} values per row"
-        )
-
-
-def seed_shipped(
-    store: ModelStore, name: str, shipped_dir: Path | None = SHIPPED_DIR, *, folder: str | None = None
-) -> ModelVersion | None:
-    """Copy `shipped_dir/<folder>/` (model.keras + meta.json; `folder` defaults to `name`) into the
-    store as a new, active version."""
-    if shipped_dir is None:
-        return None
-    source = Path(shipped_dir) / (folder or name)
-    if not (source / MODEL_FILE).is_file() or not (source / META_FILE).is_file():
-        log.warning("%s: no shipped default in %s; train one with `photobot train %s`", name, source, name)
-        return None
-    import json
-
-    meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
-    meta = {k: v for k, v in meta.items() if k not in ("name", "version")}
-    meta.setdefault("source", f"shipped default ({source.name})")
-    version = store.add_version(name, source, meta)
-    return store.promote(name, version.version)
