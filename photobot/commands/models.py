@@ -206,9 +206,9 @@ def _rollback(store, name: str, version: int | None) -> int:
 
 def _check_loads(version) -> None:
     """Load, warm and run the version as the engine would; refuse it with the reason if that fails."""
-    from inference.classifier import adapter_for, check_fits
     from inference.errors import ModelUnavailable
     from inference.loading import load_version
+    from inference.preparation import adapter_for, check_fits
 
     try:
         adapter = adapter_for(version)
