@@ -87,15 +87,21 @@ async def serve_and_ask(
 
     async with build_classifier(settings, catalogue=catalogue, names=(name,)) as classifier:
         right: dict[str, list[int]] = {}
-        guessed = 0  # the top label right, whatever the status (an unsure answer offers it first)
+        guessed = 0  # the top label right, whatever the status, refusals too
+        sure = refused_own = 0
         for label, photos in evaluate.items():
             answers = [await classifier.classify(p, name) for p in photos]
-            right[label] = [sum(a.label == label and a.status == "ok" for a in answers), len(answers)]
+            # Right: the label, sure or unsure (an unsure answer offers it first); a refusal is wrong.
+            right[label] = [sum(a.label == label for a in answers), len(answers)]
+            sure += sum(a.label == label and a.status == "ok" for a in answers)
+            refused_own += sum(a.status == "not_recognized" for a in answers)
             guessed += sum(bool(a.top) and a.top[0][0] == label for a in answers)
         refused = [await classifier.classify(p, name) for p in none]
     total = sum(r for r, _ in right.values()), sum(n for _, n in right.values())
     return {
         "unseen_right": round(total[0] / total[1], 4),
+        "unseen_right_and_sure": round(sure / total[1], 4),
+        "unseen_refused": round(refused_own / total[1], 4),
         "unseen_top_label_right": round(guessed / total[1], 4),
         "unseen_per_label": {k: f"{r}/{n}" for k, (r, n) in right.items()},
         "unseen_photos": total[1],

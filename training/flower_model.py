@@ -86,7 +86,7 @@ def assemble_flower_model(
     pixels = image_input()
     features = backbone(pixels)
     probabilities = head_layers(features, n_classes)
-    distances = distance_layers(features, n_classes)
+    distances = distance_layers(features, head.ood.means.shape[0])  # a centre per class, or per photo
     outputs = [probabilities, distances]
     if imagenet is not None:
         outputs.append(keras.layers.Dense(1000, activation="softmax", name="imagenet")(features))
