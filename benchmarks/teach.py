@@ -52,16 +52,26 @@ def other_photos_of_none(other_photos: Path) -> list[Path]:
     return sorted(p for p in other_photos.glob("n*_*.jpg") if not in_ranges(p, every))
 
 
-async def teach(settings: Any, name: str, teach_photos: dict[str, list[Path]], people: int) -> None:
-    """Store the model and its photos with their labels as captions, as the bot does."""
+async def teach(
+    settings: Any,
+    name: str,
+    teach_photos: dict[str, list[Path]],
+    people: int,
+    *,
+    create: bool = True,
+    first_message: int = 0,
+) -> None:
+    """Store the model (unless not `create`) and its photos with their labels as captions, as the bot
+    does; the captions' message ids count on from `first_message`."""
     from storage import Store
     from storage.images import sniff_format
     from storage.taught import TaughtLabel
 
     store = await Store.open(settings.database_path, settings.images_dir)
     try:
-        await store.create_taught_model(name, [TaughtLabel(label) for label in teach_photos], 1)
-        message = 0
+        if create:
+            await store.create_taught_model(name, [TaughtLabel(label) for label in teach_photos], 1)
+        message = first_message
         for label, photos in teach_photos.items():
             for index, path in enumerate(photos):
                 data = path.read_bytes()

@@ -251,6 +251,7 @@ class TaughtRetrainer(FlowersRetrainer):
                 "chat_held_out": n_held_out,
                 "taught": True,
                 "refit_on_all": True,
+                "trained_until": self.trained_until,  # its latest label: a later version is judged after it
             },
             "retrain": self.options_meta(),
             "command": f"photobot retrain --model {self.spec.name} --job-id {self.report.job_id}",

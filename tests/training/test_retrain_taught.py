@@ -1,0 +1,86 @@
+"""A taught model's versions, built by the retrain job from photos people labelled (no base data).
+
+The first version is judged on held-out photos against a nearest-centroid baseline and chance; a later
+one with the same labels against the serving version, on held-out photos labelled since it was made.
+Real ImageNet photos of four broad animal categories (`benchmarks.teach`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from benchmarks.teach import animal_photos, teach
+from inference.model_store import ModelStore
+from photobot.settings import Settings
+from photobot.wiring import retrain_settings, taught_catalogue
+from training.retrain import RetrainError, RetrainOptions, run_retrain
+
+pytestmark = pytest.mark.slow
+FIRST, LATER = 10, 4  # photos per label in the first batch, then in the second
+
+
+@pytest.fixture(scope="module")
+def photos(mnist_path: Path) -> dict[str, list[Path]]:
+    return animal_photos(mnist_path.parent / "other_photos")
+
+
+def _settings(data_dir: Path, mnist_path: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        datasets=(mnist_path.parent,),
+        retrain_min_contributors=2,
+        retrain_max_user_share=0.5,
+    )
+
+
+def _retrain(settings: Settings, model: str, force: bool = False):
+    return run_retrain(
+        retrain_settings(settings), RetrainOptions(model=model, force=force), taught_catalogue(settings)
+    )
+
+
+def test_first_version_then_later_versions_judged_on_photos_labelled_since(
+    tmp_path: Path, mnist_path: Path, photos: dict[str, list[Path]]
+) -> None:
+    settings = _settings(tmp_path, mnist_path)
+    asyncio.run(teach(settings, "animals", {k: v[:FIRST] for k, v in photos.items()}, people=2))
+
+    first = _retrain(settings, "animals")
+    assert (first.decision, first.serving_version, first.candidate_version) == ("promote", None, 1), (
+        first.reason
+    )
+    assert "nearest centroid" in first.reason and "per label: dog" in first.reason
+    assert "PROMOTED: v1 now serves (its first version)." in first.report.text
+    v1 = ModelStore(settings.models_dir).get("animals", 1)
+    assert (
+        v1.labels == ["dog", "bird", "reptile", "bug"] and v1.meta["ood"]["method"] == "nearest-photo-cosine"
+    )
+    assert v1.meta["data"]["trained_until"] > 0 and v1.meta["data"]["chat_held_out"] > 0
+
+    again = _retrain(settings, "animals", force=True)  # nothing new: nothing to judge a v2 on
+    assert again.decision == "reject" and "no held-out photos labelled since v1" in again.reason
+    assert ModelStore(settings.models_dir).active_version("animals") == 1
+
+    later = {k: v[FIRST : FIRST + LATER] for k, v in photos.items()}
+    asyncio.run(teach(settings, "animals", later, people=2, create=False, first_message=1000))
+    third = _retrain(settings, "animals", force=True)
+    scores = third.metrics["scores"]
+    assert scores[0]["title"] == "held-out photos labelled since v1"
+    assert 0 < scores[0]["n"] < 4 * LATER  # some of the new photos are held out, never the old ones
+    assert third.decision in ("promote", "reject") and third.serving_version == 1
+
+
+def test_too_few_photos_of_a_label_fail_the_job_and_say_which(
+    tmp_path: Path, mnist_path: Path, photos: dict[str, list[Path]]
+) -> None:
+    settings = _settings(tmp_path, mnist_path)
+    few = {"dog": photos["dog"][:12], "bird": photos["bird"][:4]}
+    asyncio.run(teach(settings, "pets", few, people=2))
+    with pytest.raises(
+        RetrainError, match=r"pets needs at least 10 usable photos of each label; it has bird 4"
+    ):
+        _retrain(settings, "pets", force=True)
+    assert ModelStore(settings.models_dir).active_version("pets") is None
