@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.retraining import RetrainRunner, report_path
+from bot.retraining import RetrainRunner, caption, report_path
 from inference.model_store import ModelStore
 from photobot.settings import Settings
 from photobot.wiring import retrain_config
@@ -101,4 +101,5 @@ async def test_the_bot_never_sends_a_report_file_from_outside_data_dir(
     assert "Retraining digits ended: tampered" in texts  # the stored reason, not the file outside
     assert not any("SECRET" in text for text in texts)
     photos = [m for m in sent if "photo" in m]
-    assert [m.get("caption") for m in photos] == ["confusion"]  # only the picture inside DATA_DIR/reports
+    # only the picture inside DATA_DIR/reports, with its title
+    assert [m.get("caption") for m in photos] == [caption("confusion")]

@@ -66,9 +66,13 @@ def test_train_flowers_stores_a_serving_version_and_a_second_run_extracts_nothin
     assert version is not None and version.version == 1
     assert version.labels == ["daisy", "roses", "sunflowers"]
     assert version.meta["preprocessing"] == PREPROCESSING_ID
-    assert version.meta["outputs"] == ["probabilities", "distances"]
+    assert version.meta["outputs"] == ["probabilities", "distances", "imagenet"]
     ood = version.meta["ood"]
     assert 0 < ood["unsure_above"] <= ood["reject_above"] and 0 < ood["min_confidence"] <= 0.5
+    # the ImageNet evidence: the classes training flowers were taken for, thresholds from validation
+    imagenet = ood["imagenet"]
+    assert imagenet["flower_classes"] and 985 in imagenet["flower_classes"]  # ImageNet's "daisy"
+    assert 0 < imagenet["unsure_above"] <= imagenet["reject_above"] <= 1
     assert version.meta["data"]["classes"] == {
         "daisy": PER_CLASS,
         "roses": PER_CLASS,
