@@ -292,6 +292,10 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "delmodel_cancelled": "Nothing changed: “{model}” stays.",
         "delmodel_not_yours": "Only the admin who asked can confirm deleting the model.",
         "teach_count": "{label}: {count} of at least {minimum} photos",
+        "models_labels_header": "Labels (labelled photos of each):",
+        "models_labels_line": "{model} — {labels} · {serving}",
+        "models_labels_serving": "v{version} serves",
+        "models_labels_not_serving": "no version serves yet",
         "teach_not_serving": (
             "“{model}” is still learning: no version answers yet, so I only recorded the label."
         ),
@@ -581,6 +585,10 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "delmodel_cancelled": "Ничего не изменилось: «{model}» остаётся.",
         "delmodel_not_yours": "Подтвердить удаление может только администратор, который его запросил.",
         "teach_count": "{label}: {count} из минимум {minimum} фото",
+        "models_labels_header": "Метки (размеченных фото каждой):",
+        "models_labels_line": "{model} — {labels} · {serving}",
+        "models_labels_serving": "работает v{version}",
+        "models_labels_not_serving": "ни одна версия пока не работает",
         "teach_not_serving": (
             "«{model}» ещё учится: ни одна версия пока не отвечает, поэтому я только записал метку."
         ),

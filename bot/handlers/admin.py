@@ -94,7 +94,10 @@ async def list_models(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     found = services(context)
     rollbacks = await found.store.model_events(action="rollback", limit=200)
     lines = await asyncio.to_thread(models_lines, found, lang(update), rollbacks)
-    await message.reply_text("\n".join(lines))
+    from bot.handlers import teach  # here: teach imports admin_only from this module
+
+    lines += await teach.catalogue_lines(found, lang(update))  # labels, photo counts, serving version
+    await message.reply_text("\n".join(lines)[:4000])
 
 
 def models_lines(found: Services, language: str, rollbacks: Sequence[ModelEvent] = ()) -> list[str]:

@@ -196,6 +196,26 @@ async def counts_text(found: Services, model: str, label: str, language: str) ->
     return text(language, "teach_count", label=label, count=count, minimum=MIN_PHOTOS_PER_LABEL)
 
 
+async def catalogue_lines(found: Services, language: str) -> list[str]:
+    """Every model the bot serves, with its labels, the labelled photos of each and its serving
+    version (for /models): what a taught model still needs, at a glance."""
+    lines = ["", text(language, "models_labels_header")]
+    served = found.classifier.models()
+    for spec in found.catalogue:
+        counts = Counter(example.label for example in (await found.store.labelled_set(spec.name)).examples)
+        status = served.get(spec.name)
+        serving = (
+            text(language, "models_labels_serving", version=status.version)
+            if status is not None and status.version is not None
+            else text(language, "models_labels_not_serving")
+        )
+        labels = ", ".join(f"{spec.shown_label(name, language)} {counts[name]}" for name in spec.label_names)
+        lines.append(
+            text(language, "models_labels_line", model=spec.shown(language), labels=labels, serving=serving)
+        )
+    return lines
+
+
 def _taught(found: Services, name: str) -> ModelSpec | None:
     spec = found.catalogue.get(name)
     return spec if spec is not None and is_taught(spec) else None

@@ -119,6 +119,8 @@ async def test_an_admin_creates_a_model_and_two_people_teach_it(
         assert last["text"].endswith(text("ru", "teach_count", label=label, count=12, minimum=10))
     labelled = await bot.services.store.labelled_set("animals")
     assert sorted(e.label for e in labelled.examples) == sorted(LABELS * 12)
+    models = (await bot.say(admin, "/models"))["text"].splitlines()
+    assert "animals — dog 12, bird 12, reptile 12, bug 12 · no version serves yet" in models, models
 
 
 async def test_retrain_builds_the_first_version_and_a_third_person_gets_right_labels(
@@ -140,6 +142,13 @@ async def test_retrain_builds_the_first_version_and_a_third_person_gets_right_la
     assert "nearest centroid" in report and "per label: dog" in report
     assert text("en", "retrain_serving_now", model="animals", version=1) in report
     assert bot.services.classifier.models()["animals"].version == 1
+
+    runner: RetrainRunner = bot.application.bot_data["retraining"]
+    for job_id in list(runner.running):  # the report's pictures come next: let them all arrive
+        await runner.wait(job_id)
+    models = (await bot.say(admin, "/models"))["text"].splitlines()
+    assert text("en", "models_labels_header") in models
+    assert "animals — dog 12, bird 12, reptile 12, bug 12 · v1 serves" in models, models
 
     cleo = bot.user(CLEO, "Cleo")
     assert (await bot.say(cleo, "/use animals"))["text"] == text(
