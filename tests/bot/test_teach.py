@@ -117,6 +117,10 @@ async def test_an_admin_creates_a_model_and_two_people_teach_it(
             caption = f"animals: {label}" if index % 2 else label
             last = await bot.photo(bob, photos[label][index].read_bytes(), caption=caption)
         assert last["text"].endswith(text("ru", "teach_count", label=label, count=12, minimum=10))
+    eve = bot.user(EVE, "Eve")  # the block list applies to teaching too
+    await bot.say(admin, f"/block {EVE}")
+    blocked = await bot.photo(eve, photos["dog"][40].read_bytes(), caption="dog")
+    assert blocked["text"] == text("en", "contribution_blocked")
     labelled = await bot.services.store.labelled_set("animals")
     assert sorted(e.label for e in labelled.examples) == sorted(LABELS * 12)
     models = (await bot.say(admin, "/models"))["text"].splitlines()
