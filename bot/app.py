@@ -123,6 +123,8 @@ async def _post_shutdown(application: Application) -> None:
 
 async def close_services(found: Services) -> None:
     try:
+        if found.features is not None:
+            await found.features.close()  # the photos in hand are read before the store closes
         await found.classifier.close()
     finally:
         await found.store.close()  # closes the image store too

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from telegram import CallbackQuery, Message, Update
 from telegram.ext import ContextTypes
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
     from inference.model_store import ModelStore
     from storage.database import Store
     from storage.images import ImageStore
+
+
+class PhotoFeatures(Protocol):
+    """Computes a taught photo's backbone features when it arrives (training.taught_features)."""
+
+    def note(self, sha256: str, path: Path) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 KEY = "services"
 # What one lock guards: ("prediction", id), ("user", id), ("rollback", model name).
@@ -38,6 +50,7 @@ class Services:
     limiter: FloodLimiter
     # The models this bot serves, with each one's labels as its serving version names them.
     catalogue: Catalogue = DEFAULT_CATALOGUE
+    features: PhotoFeatures | None = None  # a taught photo's features, cached when it arrives
     _modes: dict[int, str] = field(default_factory=dict)  # chat → mode, read through to the store
     _locks: weakref.WeakValueDictionary[LockKey, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary

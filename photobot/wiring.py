@@ -25,6 +25,7 @@ from photobot.serving import build_classifier
 from photobot.settings import Settings
 from training.chat_examples import ChatRules
 from training.retrain_settings import RetrainSettings
+from training.taught_features import ArrivalFeatures
 
 # Environment variables the job process never inherits: the bot token and anything named like a secret.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY", re.I)
@@ -138,6 +139,9 @@ async def open_services(
         model_store=classifier.store,
         limiter=FloodLimiter(settings.user_photos_per_minute),
         catalogue=catalogue if names is None else catalogue.only(names),
+        features=ArrivalFeatures(
+            Path(settings.data_dir), settings.max_image_bytes, settings.max_image_pixels
+        ),
     )
     found.refresh_labels()
     await found.refresh_taught()

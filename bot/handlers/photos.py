@@ -214,6 +214,7 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     if contribution:  # a labelled photo: the person said what it is, nothing to ask
         lines.append(await contribute(found, incoming, sha256, contribution, prediction, prediction_id))
         if is_taught(found.catalogue[contribution[0]]):
+            _cache_features(found, sha256)
             lines.append(await teach.counts_text(found, *contribution, language))
         await message.reply_text("\n\n".join(lines), do_quote=True)
         return
@@ -313,6 +314,12 @@ async def contribute(
     return text(language, "contribution_agreed" if agreed else "contribution_disagreed", label=shown)
 
 
+def _cache_features(found: Services, sha256: str) -> None:
+    """A taught photo's features are computed now, in the background, so /retrain finds them cached."""
+    if found.features is not None:
+        found.features.note(sha256, found.images.path(sha256))
+
+
 def _serves(found: Services, model: str) -> bool:
     status = found.classifier.models().get(model)
     return status is not None and status.version is not None
@@ -336,6 +343,7 @@ async def teach_only(found: Services, incoming: Incoming, data: bytes, contribut
         prediction_id=None,
         language=user.language_code,
     )
+    _cache_features(found, photo.sha256)
     lines = [
         text(language, "teach_not_serving", model=model),
         await teach.counts_text(found, model, label, language),

@@ -21,6 +21,8 @@ from bot.texts import text
 from photobot.wiring import retrain_config
 from tests.support.animals import animal_photos
 from tests.support.bot import ADMIN_ID, BotHarness, button_data, start_bot, stop_bot
+from training.flower_data import BottleneckCache
+from training.train_flowers import cache_key
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 LABELS = ("dog", "bird", "reptile", "bug")
@@ -125,6 +127,12 @@ async def test_an_admin_creates_a_model_and_two_people_teach_it(
     assert sorted(e.label for e in labelled.examples) == sorted(LABELS * 12)
     models = (await bot.say(admin, "/models"))["text"].splitlines()
     assert "animals — dog 12, bird 12, reptile 12, bug 12 · no version serves yet" in models, models
+
+    # Each taught photo's features were computed when it arrived, into the cache /retrain reads.
+    assert bot.services.features is not None
+    await bot.services.features.drain()
+    cache = BottleneckCache(bot.settings.data_dir / "cache" / "bottlenecks", cache_key())
+    assert all(cache.get(example.sha256) is not None for example in labelled.examples)
 
 
 async def test_retrain_builds_the_first_version_and_a_third_person_gets_right_labels(
