@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     listing = sub.add_parser("list", help="every version of every model; * marks the serving one")
     listing.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     promote = sub.add_parser("promote", help="make a version the serving one")
-    promote.add_argument("name", choices=NAMES)
+    promote.add_argument("name", help=f"{', '.join(NAMES)} or a taught model")
     promote.add_argument("version", type=_version_number, help="a version number (v3 or 3)")
     promote.add_argument(
         "--no-check", action="store_true", help="do not load and run the version before promoting it"
@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_label.add_argument("name")
     add_label.add_argument("label")
     rollback = sub.add_parser("rollback", help="serve an earlier version (default: the one before)")
-    rollback.add_argument("name", choices=NAMES)
+    rollback.add_argument("name", help=f"{', '.join(NAMES)} or a taught model")
     rollback.add_argument(
         "version", type=_version_number, nargs="?", help="a version number (default: previous)"
     )
@@ -52,6 +52,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return _new(settings, args.name, args.labels)
     if action == "add-label":
         return _add_label(settings, args.name, args.label)
+    from photobot.wiring import taught_catalogue
+
+    known = taught_catalogue(settings)
+    if args.name not in known:
+        raise UserFacingError(f"unknown model {args.name!r}; choose from {', '.join(known.names)}")
     if action == "promote":
         return _promote(store, args.name, args.version, check=not args.no_check)
     return _rollback(store, args.name, args.version)

@@ -27,6 +27,8 @@ def test_a_model_made_on_the_command_line_joins_the_catalogue(data_dir: Path, ca
     assert catalogue["insects"].label_names == ("ant", "bee", "wasp")
     assert catalogue["insects"].mode == "insects"
 
+    assert main(["models", "rollback", "insects"]) != 0  # known, but no version to roll back to
+    assert "unknown model" not in capsys.readouterr().err
     assert main(["export", "--model", "insects", str(data_dir / "out")]) == 0
     assert "exported 0 labelled insects photos" in capsys.readouterr().out
 
@@ -39,6 +41,8 @@ def test_a_model_made_on_the_command_line_joins_the_catalogue(data_dir: Path, ca
         (["models", "new", "pets", "--labels", "dog"], "A model has 2 to 50 labels"),
         (["models", "add-label", "nothing", "cow"], "no taught model called 'nothing'"),
         (["retrain", "--model", "nothing"], "unknown model 'nothing'; choose from digits, flowers"),
+        (["models", "promote", "nothing", "1"], "unknown model 'nothing'; choose from digits, flowers"),
+        (["models", "rollback", "nothing"], "unknown model 'nothing'; choose from digits, flowers"),
     ],
 )
 def test_bad_names_labels_and_models_are_refused_with_the_reason(
