@@ -1,0 +1,1 @@
+"""The SQL, one module per subject; `storage.sql` gathers them under one name."""

@@ -1,0 +1,194 @@
+"""SQL about models: retraining jobs and the model events log (promotions, rollbacks, …).
+
+Write functions run inside their caller's transaction and never commit (see `storage.sql`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from storage.errors import JobAlreadyActive
+from storage.records import ACTIVE_JOB_STATUSES, FINISHED_JOB_STATUSES, ModelEvent, RetrainJob, check_choice
+
+# ---------------------------------------------------------------- retraining jobs
+
+
+_JOB_COLUMNS = """id, model, requested_by, chat_id, message_id, status, pid, stage, progress, detail,
+    metrics, candidate_version, decision, reason, error, created_at, started_at, updated_at, finished_at"""
+
+
+def _job(row: Sequence[Any]) -> RetrainJob:
+    values = list(row)
+    values[9] = json.loads(values[9]) if values[9] else {}
+    values[10] = json.loads(values[10]) if values[10] else {}
+    return RetrainJob(*values)
+
+
+def get_job(db: sqlite3.Connection, job_id: int) -> RetrainJob | None:
+    row = db.execute(f"SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE id = ?", (job_id,)).fetchone()
+    return _job(row) if row else None
+
+
+def active_job(db: sqlite3.Connection) -> RetrainJob | None:
+    row = db.execute(
+        f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE status IN (?, ?) ORDER BY id LIMIT 1""",
+        ACTIVE_JOB_STATUSES,
+    ).fetchone()
+    return _job(row) if row else None
+
+
+def recent_jobs(db: sqlite3.Connection, model: str | None, limit: int) -> list[RetrainJob]:
+    rows = db.execute(
+        f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE ? IS NULL OR model = ?
+            ORDER BY id DESC LIMIT ?""",
+        (model, model, limit),
+    )
+    return [_job(row) for row in rows]
+
+
+def create_job(
+    db: sqlite3.Connection,
+    *,
+    model: str,
+    requested_by: int | None,
+    chat_id: int | None,
+    message_id: int | None,
+    now: float,
+) -> RetrainJob:
+    """Queue a job unless one is queued or running (the check and the insert share the write lock)."""
+    running = active_job(db)
+    if running is not None:
+        raise JobAlreadyActive(
+            f"retrain job {running.id} ({running.model}) is {running.status}; one job runs at a time", running
+        )
+    job_id = db.execute(
+        """INSERT INTO retrain_jobs (model, requested_by, chat_id, message_id, status, created_at, updated_at)
+           VALUES (?, ?, ?, ?, 'queued', ?, ?) RETURNING id""",
+        (model, requested_by, chat_id, message_id, now, now),
+    ).fetchone()[0]
+    job = get_job(db, job_id)
+    assert job is not None
+    return job
+
+
+def _require_job(db: sqlite3.Connection, job_id: int) -> RetrainJob:
+    job = get_job(db, job_id)
+    if job is None:
+        raise LookupError(f"retrain job {job_id} does not exist")
+    return job
+
+
+def start_job(db: sqlite3.Connection, job_id: int, pid: int, now: float) -> RetrainJob:
+    job = _require_job(db, job_id)
+    if job.status != "queued":
+        raise ValueError(f"retrain job {job_id} is {job.status}, not queued")
+    db.execute(
+        "UPDATE retrain_jobs SET status = 'running', pid = ?, started_at = ?, updated_at = ? WHERE id = ?",
+        (pid, now, now, job_id),
+    )
+    return _require_job(db, job_id)
+
+
+def update_job(
+    db: sqlite3.Connection,
+    job_id: int,
+    *,
+    stage: str | None,
+    progress: float | None,
+    detail: Mapping[str, Any] | None,
+    now: float,
+) -> RetrainJob:
+    _require_job(db, job_id)
+    db.execute(
+        """UPDATE retrain_jobs SET stage = coalesce(?, stage), progress = coalesce(?, progress),
+               detail = coalesce(?, detail), updated_at = ? WHERE id = ?""",
+        (stage, progress, json.dumps(detail) if detail is not None else None, now, job_id),
+    )
+    return _require_job(db, job_id)
+
+
+def finish_job(
+    db: sqlite3.Connection,
+    job_id: int,
+    *,
+    status: str,
+    metrics: Mapping[str, Any] | None,
+    candidate_version: int | None,
+    decision: str | None,
+    reason: str | None,
+    error: str | None,
+    now: float,
+) -> RetrainJob:
+    check_choice("status", status, FINISHED_JOB_STATUSES)
+    job = _require_job(db, job_id)
+    if job.status in FINISHED_JOB_STATUSES:
+        raise ValueError(f"retrain job {job_id} already finished as {job.status}")
+    db.execute(
+        """UPDATE retrain_jobs SET status = ?, metrics = coalesce(?, metrics),
+               candidate_version = coalesce(?, candidate_version), decision = ?, reason = ?, error = ?,
+               updated_at = ?, finished_at = ? WHERE id = ?""",
+        (
+            status,
+            json.dumps(metrics) if metrics is not None else None,
+            candidate_version,
+            decision,
+            reason,
+            error,
+            now,
+            now,
+            job_id,
+        ),
+    )
+    return _require_job(db, job_id)
+
+
+def fail_jobs(db: sqlite3.Connection, job_ids: Iterable[int], error: str, now: float) -> list[int]:
+    failed = []
+    for job_id in job_ids:
+        changed = db.execute(
+            """UPDATE retrain_jobs SET status = 'failed', error = ?, updated_at = ?, finished_at = ?
+               WHERE id = ? AND status IN ('queued', 'running')""",
+            (error, now, now, job_id),
+        ).rowcount
+        if changed:
+            failed.append(job_id)
+    return failed
+
+
+# ---------------------------------------------------------------- model events
+
+
+def record_model_event(
+    db: sqlite3.Connection,
+    *,
+    model: str,
+    action: str,
+    from_version: int | None,
+    to_version: int | None,
+    actor: int | None,
+    reason: str | None,
+    job_id: int | None,
+    now: float,
+) -> int:
+    return int(
+        db.execute(
+            """INSERT INTO model_events (model, action, from_version, to_version, actor, reason, job_id,
+                   created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+            (model, action, from_version, to_version, actor, reason, job_id, now),
+        ).fetchone()[0]
+    )
+
+
+def model_events(
+    db: sqlite3.Connection, model: str | None, action: str | None, limit: int
+) -> list[ModelEvent]:
+    rows = db.execute(
+        """SELECT id, model, action, from_version, to_version, actor, reason, job_id, created_at
+           FROM model_events WHERE (? IS NULL OR model = ?) AND (? IS NULL OR action = ?)
+           ORDER BY created_at DESC, id DESC LIMIT ?""",
+        (model, model, action, action, limit),
+    )
+    return [ModelEvent(*row) for row in rows]
