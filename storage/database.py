@@ -1,14 +1,10 @@
 """`Store`: the bot's typed async API over one SQLite file (aiosqlite) and the image store.
 
-Every write is durable when its `await` returns. To make that cheap, writes go through group commit:
-callers queue small SQL functions (`storage.sql`), one writer task takes whatever is queued (up to
-`max_batch`), runs the lot on the writer connection's thread inside one `BEGIN IMMEDIATE … COMMIT`,
-each in its own savepoint, and resolves every caller's future after the COMMIT. One caller's error
-(a forged button, a constraint) rolls back only its savepoint; the others still commit. With 50
-concurrent tasks this is one fsync per ~50 writes instead of one per write.
-
-Reads run on a second connection, so they never wait behind a batch of writes (WAL lets one writer
-and many readers work at once, in this process and in others).
+Every write is durable when its `await` returns: writes go through group commit (one transaction for
+whatever is queued, see `storage.group_commit`), and reads run on a second connection, so they never
+wait behind a batch of writes. This module holds the calls about people, photos, predictions, feedback
+and /forget; the calls about models (taught models, retraining jobs, model events) are inherited from
+`storage.store_models`.
 """
 
 from __future__ import annotations
@@ -16,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
-from storage import sql, taught
+from storage import sql
 from storage.connect import DEFAULT_BUSY_TIMEOUT_S, open_database
 from storage.errors import StorageError
+from storage.group_commit import open_connection
 from storage.images import ImageStore, StoredImage
 from storage.labelled import DEFAULT_VALIDATION_PERCENT, LabelledSet, load_labelled_set
 from storage.records import (
@@ -38,20 +34,18 @@ from storage.records import (
     FeedbackResult,
     ForgetReport,
     GlobalStats,
-    ModelEvent,
     PendingCorrection,
     Photo,
     PredictionRecord,
-    RetrainJob,
     User,
     UserStats,
 )
 from storage.schema import schema_version
+from storage.store_models import ModelCalls
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SqlFunction = Callable[[sqlite3.Connection], T]
 
 
 @dataclass(frozen=True)
@@ -60,13 +54,7 @@ class RecordedPrediction:
     photo: Photo
 
 
-@dataclass
-class _Write:
-    function: SqlFunction[Any]
-    future: asyncio.Future[Any] = field(repr=False)
-
-
-class Store:
+class Store(ModelCalls):
     """Open with `await Store.open(database_path, images_dir)`; close with `await store.close()`."""
 
     def __init__(
@@ -84,15 +72,8 @@ class Store:
         self.images = images
         # Writing an image is mostly waiting for fsync; many in flight let the filesystem batch them.
         self._image_writers = ThreadPoolExecutor(image_threads, thread_name_prefix="storage-images")
-        self._writer, self._writer_db = writer, writer_db
-        self._reader, self._reader_db = reader, reader_db
-        self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()  # None: stop after what is queued
-        self._write_task = asyncio.create_task(self._write_loop(), name="storage-writer")
-        self._closed = False
+        super().__init__(writer, writer_db, reader, reader_db, max_batch)
         self.schema_version = 0
-        self.batches = 0  # group commits so far, for the benchmark
-        self.writes = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -117,12 +98,14 @@ class Store:
         path = Path(database)
         images = await asyncio.to_thread(ImageStore(images_dir).open)
         try:
-            writer, writer_db = await _connect(lambda: open_database(path, busy_timeout_s=busy_timeout_s))
+            writer, writer_db = await open_connection(
+                lambda: open_database(path, busy_timeout_s=busy_timeout_s)
+            )
         except BaseException:
             images.close()
             raise
         try:
-            reader, reader_db = await _connect(
+            reader, reader_db = await open_connection(
                 lambda: open_database(path, busy_timeout_s=busy_timeout_s, read_only=True)
             )
         except BaseException:
@@ -141,10 +124,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        await self._queue.put(None)
-        await self._write_task
-        await self._writer.close()
-        await self._reader.close()
+        await self._stop_writing()
         self._image_writers.shutdown(wait=True)
         self.images.close()
 
@@ -189,28 +169,6 @@ class Store:
 
     async def chat_mode(self, chat_id: int) -> str:
         return await self._read(functools.partial(sql.chat_mode, chat_id=chat_id))
-
-    # ------------------------------------------------------------ taught models (storage.taught)
-
-    async def taught_models(self, *, deleted: bool = False) -> list[taught.TaughtModel]:
-        """The live taught models (with `deleted`, the deleted ones too: their names stay taken)."""
-        return await self._read(functools.partial(taught.taught_models, deleted=deleted))
-
-    async def create_taught_model(
-        self, name: str, labels: Sequence[taught.TaughtLabel], created_by: int | None
-    ) -> taught.TaughtModel:
-        """Raises TaughtModelExists when the name was ever used by a taught model."""
-        return await self._write(
-            functools.partial(
-                taught.create_taught_model, name=name, labels=labels, created_by=created_by, now=time.time()
-            )
-        )
-
-    async def set_taught_labels(self, name: str, labels: Sequence[taught.TaughtLabel]) -> taught.TaughtModel:
-        return await self._write(functools.partial(taught.set_taught_labels, name=name, labels=labels))
-
-    async def delete_taught_model(self, name: str) -> bool:
-        return await self._write(functools.partial(taught.delete_taught_model, name=name, now=time.time()))
 
     # ------------------------------------------------------------ photos
 
@@ -529,186 +487,7 @@ class Store:
             )
         )
 
-    # ------------------------------------------------------------ retraining jobs and model events
-
-    async def create_retrain_job(
-        self,
-        model: str,
-        *,
-        requested_by: int | None = None,
-        chat_id: int | None = None,
-        message_id: int | None = None,
-    ) -> RetrainJob:
-        """Queue a job; raises `JobAlreadyActive` (with `.job`) if one is queued or running."""
-        return await self._write(
-            functools.partial(
-                sql.create_job,
-                model=model,
-                requested_by=requested_by,
-                chat_id=chat_id,
-                message_id=message_id,
-                now=time.time(),
-            )
-        )
-
-    async def start_retrain_job(self, job_id: int, pid: int) -> RetrainJob:
-        return await self._write(functools.partial(sql.start_job, job_id=job_id, pid=pid, now=time.time()))
-
-    async def update_retrain_job(
-        self,
-        job_id: int,
-        *,
-        stage: str | None = None,
-        progress: float | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> RetrainJob:
-        return await self._write(
-            functools.partial(
-                sql.update_job, job_id=job_id, stage=stage, progress=progress, detail=detail, now=time.time()
-            )
-        )
-
-    async def finish_retrain_job(
-        self,
-        job_id: int,
-        *,
-        status: str,
-        metrics: Mapping[str, Any] | None = None,
-        candidate_version: int | None = None,
-        decision: str | None = None,
-        reason: str | None = None,
-        error: str | None = None,
-    ) -> RetrainJob:
-        """`status` is "succeeded", "rejected" or "failed"."""
-        return await self._write(
-            functools.partial(
-                sql.finish_job,
-                job_id=job_id,
-                status=status,
-                metrics=metrics,
-                candidate_version=candidate_version,
-                decision=decision,
-                reason=reason,
-                error=error,
-                now=time.time(),
-            )
-        )
-
-    async def fail_retrain_job(self, job_id: int, error: str) -> bool:
-        """Mark a job failed if it is still queued or running (its process died); True if it was."""
-        failed = await self._write(
-            functools.partial(sql.fail_jobs, job_ids=[job_id], error=error, now=time.time())
-        )
-        return bool(failed)
-
-    async def fail_abandoned_jobs(self, keep: Collection[int] = ()) -> list[int]:
-        """Jobs still marked active whose process is gone are marked failed (at start, before /retrain).
-
-        A queued job has no pid until its process claims it: the bot passes the jobs it watches itself
-        as `keep`; any other queued job was left behind by a start that failed.
-        """
-        job = await self.active_retrain_job()
-        if job is None or job.id in keep or (job.pid is not None and _process_alive(job.pid)):
-            return []
-        if job.pid is None:
-            error = "the job never started (its start failed, or the bot stopped first)"
-        else:
-            error = "the job's process ended without finishing (killed, crashed, or the bot restarted)"
-        return await self._write(
-            functools.partial(sql.fail_jobs, job_ids=[job.id], error=error, now=time.time())
-        )
-
-    async def get_retrain_job(self, job_id: int) -> RetrainJob | None:
-        return await self._read(functools.partial(sql.get_job, job_id=job_id))
-
-    async def active_retrain_job(self) -> RetrainJob | None:
-        return await self._read(sql.active_job)
-
-    async def recent_retrain_jobs(self, model: str | None = None, limit: int = 10) -> list[RetrainJob]:
-        return await self._read(functools.partial(sql.recent_jobs, model=model, limit=limit))
-
-    async def record_model_event(
-        self,
-        model: str,
-        action: str,
-        *,
-        from_version: int | None,
-        to_version: int | None,
-        actor: int | None = None,
-        reason: str | None = None,
-        job_id: int | None = None,
-    ) -> int:
-        """Log a promotion, rollback, rejection or seeding ("promote" / "rollback" / "reject" / "seed")."""
-        return await self._write(
-            functools.partial(
-                sql.record_model_event,
-                model=model,
-                action=action,
-                from_version=from_version,
-                to_version=to_version,
-                actor=actor,
-                reason=reason,
-                job_id=job_id,
-                now=time.time(),
-            )
-        )
-
-    async def model_events(
-        self, model: str | None = None, *, action: str | None = None, limit: int = 20
-    ) -> list[ModelEvent]:
-        """Newest first."""
-        return await self._read(functools.partial(sql.model_events, model=model, action=action, limit=limit))
-
-    # ------------------------------------------------------------ machinery
-
-    async def _write(self, function: SqlFunction[T]) -> T:
-        if self._closed:
-            raise StorageError("the store is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(function, future))
-        return await future
-
-    async def _read(self, function: Callable[..., T], *, snapshot: bool = False) -> T:
-        if self._closed:
-            raise StorageError("the store is closed")
-        call = _in_read_transaction(function) if snapshot else function
-        return await _on_connection_thread(self._reader, call, self._reader_db)
-
-    async def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[_Write] = []
-            item = await self._queue.get()
-            while True:
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-                if stopping or len(batch) >= self._max_batch or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if batch:
-                await self._commit(batch)
-
-    async def _commit(self, batch: list[_Write]) -> None:
-        functions = [write.function for write in batch]
-        try:
-            outcomes = await _on_connection_thread(self._writer, _commit_batch, self._writer_db, functions)
-        except Exception as error:  # the whole transaction failed: nobody's write is durable
-            log.exception("group commit of %d writes failed", len(batch))
-            for write in batch:
-                if not write.future.done():
-                    write.future.set_exception(StorageError(f"the database write failed: {error}"))
-            return
-        self.batches += 1
-        self.writes += len(batch)
-        for write, (ok, value) in zip(batch, outcomes, strict=True):
-            if write.future.done():  # the caller was cancelled; its write committed anyway
-                continue
-            if ok:
-                write.future.set_result(value)
-            else:
-                write.future.set_exception(value)
+    # ------------------------------------------------------------ image files
 
     async def _remove_images(self, sha256s: list[str]) -> None:
         for sha256 in sha256s:
@@ -732,70 +511,6 @@ class Store:
             await self._remove_images(pending)
 
 
-async def _connect(
-    factory: Callable[[], sqlite3.Connection],
-) -> tuple[aiosqlite.Connection, sqlite3.Connection]:
-    """An aiosqlite connection whose thread opened `factory()`; we keep the raw handle for `_commit_batch`."""
-    opened: list[sqlite3.Connection] = []
-
-    def connector() -> sqlite3.Connection:
-        db = factory()
-        opened.append(db)
-        return db
-
-    connection = await aiosqlite.Connection(connector, iter_chunk_size=64)
-    return connection, opened[0]
-
-
-async def _on_connection_thread(
-    connection: aiosqlite.Connection, function: Callable[..., T], db: sqlite3.Connection, *args: Any
-) -> T:
-    """Run `function(db, *args)` on the connection's own thread, in one hop.
-
-    aiosqlite's public API costs one thread hop per statement; a group commit of 50 writes is ~300
-    statements, so we hand the thread the whole batch at once through `_execute`, the internal method
-    every public aiosqlite call goes through. It is private API: every storage test runs through
-    here, so an aiosqlite release that changes it fails loudly, not silently.
-    """
-    # aiosqlite leaves its private `_execute` unannotated; it returns what `function` returns.
-    result: T = await connection._execute(function, db, *args)  # type: ignore[no-untyped-call]
-    return result
-
-
-def _commit_batch(db: sqlite3.Connection, functions: list[SqlFunction[Any]]) -> list[tuple[bool, Any]]:
-    """One transaction, one savepoint per write; a failing write is rolled back alone."""
-    outcomes: list[tuple[bool, Any]] = []
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for function in functions:
-            db.execute("SAVEPOINT write")
-            try:
-                outcomes.append((True, function(db)))
-            except Exception as error:
-                db.execute("ROLLBACK TO write")
-                outcomes.append((False, error))
-            db.execute("RELEASE write")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return outcomes
-
-
-def _in_read_transaction(function: Callable[..., T]) -> Callable[..., T]:
-    """Several SELECTs that must agree (statistics) read one snapshot."""
-
-    def run(db: sqlite3.Connection, *args: Any) -> T:
-        db.execute("BEGIN")
-        try:
-            return function(db, *args)
-        finally:
-            db.execute("COMMIT")
-
-    return run
-
-
 def _delete_image_if_unused(db: sqlite3.Connection, *, images: ImageStore, sha256: str) -> bool:
     if sql.claim_image_deletion(db, sha256):
         return images.delete(sha256)
@@ -809,13 +524,3 @@ def _delete_unreferenced_images(db: sqlite3.Connection, *, images: ImageStore, s
         if sql.get_photo(db, sha256) is None:
             removed += images.delete(sha256)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

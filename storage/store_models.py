@@ -1,0 +1,183 @@
+"""The `Store` calls about models: taught models, retraining jobs and the model events log.
+
+`Store` inherits them; they are kept apart from the calls about people and photos (`storage.database`)
+so each file reads as one subject. The SQL is in `storage.taught` and `storage.queries.jobs`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from storage import sql, taught
+from storage.group_commit import GroupCommit
+from storage.records import ModelEvent, RetrainJob
+
+
+class ModelCalls(GroupCommit):
+    """Taught models, retraining jobs and model events, over `GroupCommit`'s reads and writes."""
+
+    # ------------------------------------------------------------ taught models (storage.taught)
+
+    async def taught_models(self, *, deleted: bool = False) -> list[taught.TaughtModel]:
+        """The live taught models (with `deleted`, the deleted ones too: their names stay taken)."""
+        return await self._read(functools.partial(taught.taught_models, deleted=deleted))
+
+    async def create_taught_model(
+        self, name: str, labels: Sequence[taught.TaughtLabel], created_by: int | None
+    ) -> taught.TaughtModel:
+        """Raises TaughtModelExists when the name was ever used by a taught model."""
+        return await self._write(
+            functools.partial(
+                taught.create_taught_model, name=name, labels=labels, created_by=created_by, now=time.time()
+            )
+        )
+
+    async def set_taught_labels(self, name: str, labels: Sequence[taught.TaughtLabel]) -> taught.TaughtModel:
+        return await self._write(functools.partial(taught.set_taught_labels, name=name, labels=labels))
+
+    async def delete_taught_model(self, name: str) -> bool:
+        return await self._write(functools.partial(taught.delete_taught_model, name=name, now=time.time()))
+
+    # ------------------------------------------------------------ retraining jobs and model events
+
+    async def create_retrain_job(
+        self,
+        model: str,
+        *,
+        requested_by: int | None = None,
+        chat_id: int | None = None,
+        message_id: int | None = None,
+    ) -> RetrainJob:
+        """Queue a job; raises `JobAlreadyActive` (with `.job`) if one is queued or running."""
+        return await self._write(
+            functools.partial(
+                sql.create_job,
+                model=model,
+                requested_by=requested_by,
+                chat_id=chat_id,
+                message_id=message_id,
+                now=time.time(),
+            )
+        )
+
+    async def start_retrain_job(self, job_id: int, pid: int) -> RetrainJob:
+        return await self._write(functools.partial(sql.start_job, job_id=job_id, pid=pid, now=time.time()))
+
+    async def update_retrain_job(
+        self,
+        job_id: int,
+        *,
+        stage: str | None = None,
+        progress: float | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> RetrainJob:
+        return await self._write(
+            functools.partial(
+                sql.update_job, job_id=job_id, stage=stage, progress=progress, detail=detail, now=time.time()
+            )
+        )
+
+    async def finish_retrain_job(
+        self,
+        job_id: int,
+        *,
+        status: str,
+        metrics: Mapping[str, Any] | None = None,
+        candidate_version: int | None = None,
+        decision: str | None = None,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> RetrainJob:
+        """`status` is "succeeded", "rejected" or "failed"."""
+        return await self._write(
+            functools.partial(
+                sql.finish_job,
+                job_id=job_id,
+                status=status,
+                metrics=metrics,
+                candidate_version=candidate_version,
+                decision=decision,
+                reason=reason,
+                error=error,
+                now=time.time(),
+            )
+        )
+
+    async def fail_retrain_job(self, job_id: int, error: str) -> bool:
+        """Mark a job failed if it is still queued or running (its process died); True if it was."""
+        failed = await self._write(
+            functools.partial(sql.fail_jobs, job_ids=[job_id], error=error, now=time.time())
+        )
+        return bool(failed)
+
+    async def fail_abandoned_jobs(self, keep: Collection[int] = ()) -> list[int]:
+        """Jobs still marked active whose process is gone are marked failed (at start, before /retrain).
+
+        A queued job has no pid until its process claims it: the bot passes the jobs it watches itself
+        as `keep`; any other queued job was left behind by a start that failed.
+        """
+        job = await self.active_retrain_job()
+        if job is None or job.id in keep or (job.pid is not None and _process_alive(job.pid)):
+            return []
+        if job.pid is None:
+            error = "the job never started (its start failed, or the bot stopped first)"
+        else:
+            error = "the job's process ended without finishing (killed, crashed, or the bot restarted)"
+        return await self._write(
+            functools.partial(sql.fail_jobs, job_ids=[job.id], error=error, now=time.time())
+        )
+
+    async def get_retrain_job(self, job_id: int) -> RetrainJob | None:
+        return await self._read(functools.partial(sql.get_job, job_id=job_id))
+
+    async def active_retrain_job(self) -> RetrainJob | None:
+        return await self._read(sql.active_job)
+
+    async def recent_retrain_jobs(self, model: str | None = None, limit: int = 10) -> list[RetrainJob]:
+        return await self._read(functools.partial(sql.recent_jobs, model=model, limit=limit))
+
+    async def record_model_event(
+        self,
+        model: str,
+        action: str,
+        *,
+        from_version: int | None,
+        to_version: int | None,
+        actor: int | None = None,
+        reason: str | None = None,
+        job_id: int | None = None,
+    ) -> int:
+        """Log a promotion, rollback, rejection or seeding ("promote" / "rollback" / "reject" / "seed")."""
+        return await self._write(
+            functools.partial(
+                sql.record_model_event,
+                model=model,
+                action=action,
+                from_version=from_version,
+                to_version=to_version,
+                actor=actor,
+                reason=reason,
+                job_id=job_id,
+                now=time.time(),
+            )
+        )
+
+    async def model_events(
+        self, model: str | None = None, *, action: str | None = None, limit: int = 20
+    ) -> list[ModelEvent]:
+        """Newest first."""
+        return await self._read(functools.partial(sql.model_events, model=model, action=action, limit=limit))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
