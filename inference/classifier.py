@@ -306,9 +306,37 @@ class Classifier:
             )
         else:
             prediction = answers[(reader if plan.route == "digit" else seer) or ""]
+        if target is None and prediction.status != "ok":
+            prediction = await self._ask_others(data, prediction, deadline, timings)
         if mode == "auto" and prediction.status == "not_recognized":
             prediction = replace(prediction, model=None, version=None)
         return replace(prediction, timings_ms=timings)
+
+    async def _ask_others(
+        self, data: bytes | Path, prediction: Prediction, deadline: float, timings: dict[str, float]
+    ) -> Prediction:
+        """Auto mode's last resort: a photo that the digit reader and the first image classifier are not
+        sure of goes to every other serving image classifier (models taught from the chat), and the
+        surest `ok` answer wins; none sure leaves the answer (and the refusal) as it was. Only then, so
+        a photo they are sure of costs nothing more."""
+        paired = set(self._auto_names())
+        others = {
+            name: slot.serving
+            for name, slot in self._slots.items()
+            if name not in paired
+            and slot.serving is not None
+            and slot.serving.adapter.kind == ModelKind.IMAGE_CLASSIFIER
+            and name in self.catalogue
+        }
+        best: Prediction | None = None
+        for name, serving in others.items():
+            plan = await self._prepare(data, name, {name: serving})
+            timings["decode"] += plan.decode_ms
+            timings["preprocess"] += plan.preprocess_ms
+            answer = (await self._answer(plan, {name: serving}, deadline, timings))[name]
+            if answer.status == "ok" and (best is None or answer.confidence > best.confidence):
+                best = answer
+        return best or prediction
 
     async def _prepare(self, data: bytes | Path, target: str | None, servings: dict[str, _Serving]) -> Plan:
         """Decode and preprocess in the pool (threads, or processes where the GIL would serialise them)."""

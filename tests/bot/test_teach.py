@@ -20,7 +20,7 @@ from bot.retraining import RetrainRunner
 from bot.texts import text
 from photobot.wiring import retrain_config
 from tests.support.animals import animal_photos
-from tests.support.bot import ADMIN_ID, BotHarness, button_data, start_bot, stop_bot
+from tests.support.bot import ADMIN_ID, BotHarness, button_data, digit_photo, start_bot, stop_bot
 from training.flower_data import BottleneckCache
 from training.train_flowers import cache_key
 
@@ -190,6 +190,22 @@ async def test_a_restart_keeps_the_model_its_version_and_the_chats_mode(
     answer = await bot.photo(CLEO, photos["bird"][14].read_bytes())
     prediction = await bot.services.store.get_prediction(int(button_data(answer, "✅ Correct").split(":")[1]))
     assert prediction is not None and (prediction.model, prediction.version) == ("animals", 1)
+
+
+async def test_auto_mode_asks_the_taught_model_when_the_digit_reader_is_not_sure(
+    bots: list[BotHarness], photos: dict[str, list[Path]], glyphs
+) -> None:
+    bot = bots[-1]
+    dana = bot.user(CLEO + 10, "Dana")
+    assert await bot.services.chat_mode(dana) == "auto"
+    for label in ("bird", "reptile"):  # photos it was taught: it is sure of them
+        answer = await bot.photo(dana, photos[label][0].read_bytes())
+        assert answer["text"].split(" — ")[0] == label, answer["text"]
+        prediction_id = int(button_data(answer, "✅ Correct").split(":")[1])
+        prediction = await bot.services.store.get_prediction(prediction_id)
+        assert prediction is not None and (prediction.model, prediction.mode) == ("animals", "auto")
+    digit = await bot.photo(dana, digit_photo(glyphs[7]))  # a digit on paper is still a digit
+    assert digit["text"].split(" — ")[0] == "7", digit["text"]
 
 
 async def test_a_model_deleted_while_its_job_runs_fails_the_job_cleanly(bots: list[BotHarness]) -> None:
