@@ -38,6 +38,7 @@ async def new_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     try:
         taken = [row.name for row in await found.store.taught_models(deleted=True)]
+        taken += found.model_store.names()  # a folder of old versions must not start serving a new model
         # Every model the bot knows, served or not (the classifier's catalogue), keeps its name and mode.
         name = check_name(args[0], found.classifier.catalogue, [*taken, *found.catalogue.names])
         labels = check_labels(args[1:])

@@ -64,6 +64,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
 def _new(settings: Settings, name: str, labels: list[str]) -> int:
     """Create a taught model in the database, with the bot's rules for its name and labels."""
+    from inference.model_store import ModelStore
     from inference.taught import TaughtError, check_labels, check_name
     from photobot.wiring import taught_catalogue
     from storage import SyncStore
@@ -72,6 +73,7 @@ def _new(settings: Settings, name: str, labels: list[str]) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with SyncStore(settings.database_path, settings.images_dir) as store:
         taken = [model.name for model in store.taught_models()]
+        taken += ModelStore(settings.models_dir).names()  # old versions must not serve a new model
         try:
             checked = check_labels(labels)
             check_name(name, taught_catalogue(settings), taken)

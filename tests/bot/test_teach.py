@@ -77,7 +77,9 @@ async def test_non_admins_cannot_create_or_delete_models(bots: list[BotHarness])
 async def test_bad_names_and_labels_get_clear_answers(bots: list[BotHarness]) -> None:
     bot = bots[-1]
     admin = bot.user(ADMIN_ID, "Root")
+    (bot.settings.models_dir / "oldpets" / "v1").mkdir(parents=True)  # versions a new model must not get
     answers = {
+        "/newmodel oldpets dog cat": text("en", "teach_name_taken", name="oldpets"),
         "/newmodel": text("en", "newmodel_usage"),
         "/newmodel Pets dog cat": text("en", "teach_bad_name", name="Pets"),
         "/newmodel flowers dog cat": text("en", "teach_name_taken", name="flowers"),

@@ -33,6 +33,14 @@ def test_a_model_made_on_the_command_line_joins_the_catalogue(data_dir: Path, ca
     assert "exported 0 labelled insects photos" in capsys.readouterr().out
 
 
+def test_a_model_store_folder_keeps_its_name(data_dir: Path, capsys) -> None:
+    """Old versions in the model store (a model trained by hand) would start serving a new model."""
+    (data_dir / "models" / "pets" / "v1").mkdir(parents=True)
+    assert main(["models", "new", "pets", "--labels", "dog", "cat"]) != 0
+    assert "The name “pets” is taken" in capsys.readouterr().err
+    assert "pets" not in taught_catalogue(Settings(data_dir=data_dir))
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
