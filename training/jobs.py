@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from storage import SyncStore
@@ -96,15 +97,27 @@ def claim_job(store: SyncStore, model: str, job_id: int | None, requested_by: in
     return job.id
 
 
-@contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM (a polite kill) becomes SystemExit, so the job is marked failed on the way out."""
+@dataclass
+class Stop:
+    """Why the job was asked to stop, if it was: what the job's error says then, whatever exception
+    the signal surfaced as (inside Keras' tf.data iterator a SystemExit comes out as a ValueError)."""
 
-    def stop(signum: int, _frame: object) -> None:
-        raise SystemExit(f"stopped by signal {signal.Signals(signum).name}")
+    reason: str | None = None
+
+
+@contextmanager
+def sigterm_as_exit(stop: Stop | None = None) -> Iterator[None]:
+    """SIGTERM (a polite kill) becomes SystemExit, so the job is marked failed on the way out; the
+    reason is kept in `stop`."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        reason = f"stopped by signal {signal.Signals(signum).name}"
+        if stop is not None:
+            stop.reason = reason
+        raise SystemExit(reason)
 
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = signal.signal(signal.SIGTERM, on_signal)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return

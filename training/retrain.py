@@ -53,7 +53,7 @@ from training.chat_examples import (
     last_promotion,
     select_chat_examples,
 )
-from training.jobs import JobProgress, RetrainError, claim_job, error_text, sigterm_as_exit
+from training.jobs import JobProgress, RetrainError, Stop, claim_job, error_text, sigterm_as_exit
 from training.report import Report, ReportData, write_report
 from training.retrain_base import Retrainer, RetrainOptions, TrainingResult
 from training.retrain_settings import RetrainSettings
@@ -117,11 +117,12 @@ def run_retrain(
     try:
         job_id = claim_job(store, options.model, options.job_id, options.requested_by)
         progress = JobProgress(store, job_id)
+        stop = Stop()
         try:
-            with sigterm_as_exit():
+            with sigterm_as_exit(stop):
                 outcome = _run(settings, options, spec, store, progress, job_id)
         except BaseException as error:
-            message = error_text(error)
+            message = stop.reason or error_text(error)
             log.error(
                 "retrain job %d failed: %s", job_id, message, exc_info=not isinstance(error, RetrainError)
             )
