@@ -324,7 +324,16 @@ function switchTo(userId) {
 }
 
 function wire() {
-  $("chat").addEventListener("scroll", () => (view.pinned = distanceFromBottom($("chat")) < 80));
+  // Only the reader unpins the view (wheel, touch, keys, the scroll bar): a re-render or a photo that
+  // loads also fires "scroll" events, which must not leave the newest message off-screen.
+  const readerScrolled = () =>
+    requestAnimationFrame(() => (view.pinned = distanceFromBottom($("chat")) < 80));
+  for (const kind of ["wheel", "touchmove", "keydown", "pointerup"]) {
+    $("chat").addEventListener(kind, readerScrolled, { passive: true });
+  }
+  $("chat").addEventListener("scroll", () => {
+    if (distanceFromBottom($("chat")) < 80) view.pinned = true;
+  });
   $("composer").addEventListener("submit", async (event) => {
     event.preventDefault();
     const text = $("text").value.trim();
