@@ -1,4 +1,10 @@
-"""Opening the database the same way everywhere: refuse a newer schema, then WAL, FULL sync, FKs, migrate."""
+"""Opening the database the same way everywhere: a SQLite file or a PostgreSQL URL, checked and migrated.
+
+`open_database(database)` is the one door: `database` is a path (SQLite, the embedded default) or a
+`postgresql://` URL (DATABASE_URL); either way it returns a `storage.dialect.Connection` in autocommit
+mode, on the current schema. SQLite: refuse a newer schema, then WAL, FULL sync, foreign keys, migrate.
+PostgreSQL: connect (a failure is one `DatabaseUnavailable` line), refuse a newer schema, migrate.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,57 @@ import sqlite3
 import time
 from pathlib import Path
 
+from storage.dialect import Connection, Database, is_postgres_url
 from storage.schema import check_not_newer, migrate
 
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 
 
 def open_database(
-    path: Path | str,
+    database: Database,
+    *,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    read_only: bool = False,
+) -> Connection:
+    """A connection in autocommit mode (we write BEGIN/COMMIT ourselves), ready for the current schema.
+
+    The schema version is checked before anything is written, so a database from a newer PhotoBot is
+    refused untouched. Every COMMIT is durable when it returns (SQLite: `synchronous=FULL`, the WAL is
+    fsynced; PostgreSQL: `synchronous_commit`); group commit in `Store` keeps that affordable.
+    `read_only` connections never migrate and refuse writes. `busy_timeout_s` bounds the wait for
+    the write lock (and, on PostgreSQL, for the connection itself).
+    """
+    if is_postgres_url(database):
+        return _open_postgres(str(database), timeout_s=busy_timeout_s, read_only=read_only)
+    return open_sqlite(Path(database), busy_timeout_s=busy_timeout_s, read_only=read_only)
+
+
+def database_exists(database: Database) -> bool:
+    """Whether there is a database to read: the SQLite file exists (a server's database always does)."""
+    return is_postgres_url(database) or Path(database).is_file()
+
+
+def _open_postgres(url: str, *, timeout_s: float, read_only: bool) -> Connection:
+    from storage import postgres  # psycopg is imported only by those who use it
+
+    db = postgres.connect(url, timeout_s=timeout_s, read_only=read_only)
+    try:
+        check_not_newer(db, db.database)
+        if not read_only:
+            migrate(db, db.database)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def open_sqlite(
+    path: Path,
     *,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     read_only: bool = False,
 ) -> sqlite3.Connection:
-    """A connection in autocommit mode (we write BEGIN/COMMIT ourselves), ready for the current schema.
-
-    The schema version is checked before anything is written, so a database from a newer PhotoBot is
-    refused untouched. `synchronous=FULL` makes every COMMIT durable (the WAL is fsynced); group
-    commit in `Store` keeps that affordable.
-    """
-    path = Path(path)
+    """`open_database` for a SQLite file."""
     if read_only and not path.is_file():
         raise FileNotFoundError(f"no PhotoBot database at {path}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""`Store`: the bot's typed async API over one SQLite file (aiosqlite) and the image store.
+"""`Store`: the bot's typed async API over the database (a SQLite file, or PostgreSQL) and the image store.
 
 Every write is durable when its `await` returns: writes go through group commit (one transaction for
 whatever is queued, see `storage.group_commit`), and reads run on a second connection, so they never
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import aiosqlite
-
 from storage import sql
 from storage.connect import DEFAULT_BUSY_TIMEOUT_S, open_database
+from storage.dialect import Connection, Database, describe, is_postgres_url
 from storage.errors import StorageError
-from storage.group_commit import open_connection
+from storage.group_commit import ConnectionThread, open_connection
 from storage.images import ImageStore, StoredImage
 from storage.labelled import DEFAULT_VALIDATION_PERCENT, LabelledSet, load_labelled_set
 from storage.records import (
@@ -55,24 +53,25 @@ class RecordedPrediction:
 
 
 class Store(ModelCalls):
-    """Open with `await Store.open(database_path, images_dir)`; close with `await store.close()`."""
+    """Open with `await Store.open(database, images_dir)`; close with `await store.close()`.
+
+    `database` is a SQLite file or a `postgresql://` URL (see `storage.connect.open_database`).
+    """
 
     def __init__(
         self,
-        path: Path,
-        writer: aiosqlite.Connection,
-        writer_db: sqlite3.Connection,
-        reader: aiosqlite.Connection,
-        reader_db: sqlite3.Connection,
+        database: Database,
+        writer: ConnectionThread,
+        reader: ConnectionThread,
         images: ImageStore,
         max_batch: int,
         image_threads: int,
     ) -> None:
-        self.path = path
+        self.database = database
         self.images = images
         # Writing an image is mostly waiting for fsync; many in flight let the filesystem batch them.
         self._image_writers = ThreadPoolExecutor(image_threads, thread_name_prefix="storage-images")
-        super().__init__(writer, writer_db, reader, reader_db, max_batch)
+        super().__init__(writer, reader, max_batch)
         self.schema_version = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -80,7 +79,7 @@ class Store(ModelCalls):
     @classmethod
     async def open(
         cls,
-        database: Path | str,
+        database: Database,
         images_dir: Path | str,
         *,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
@@ -95,28 +94,35 @@ class Store(ModelCalls):
         between writing a photo and committing its row; younger ones may be another process's
         write in flight).
         """
-        path = Path(database)
+        sqlite = not is_postgres_url(database)
+        if sqlite:
+            database = Path(database)
         images = await asyncio.to_thread(ImageStore(images_dir).open)
         try:
-            writer, writer_db = await open_connection(
-                lambda: open_database(path, busy_timeout_s=busy_timeout_s)
+            writer = await open_connection(
+                lambda: open_database(database, busy_timeout_s=busy_timeout_s), sqlite=sqlite
             )
         except BaseException:
             images.close()
             raise
         try:
-            reader, reader_db = await open_connection(
-                lambda: open_database(path, busy_timeout_s=busy_timeout_s, read_only=True)
+            reader = await open_connection(
+                lambda: open_database(database, busy_timeout_s=busy_timeout_s, read_only=True), sqlite=sqlite
             )
         except BaseException:
             await writer.close()
             images.close()
             raise
-        store = cls(path, writer, writer_db, reader, reader_db, images, max_batch, image_threads)
+        store = cls(database, writer, reader, images, max_batch, image_threads)
         store.schema_version = await store._read(schema_version)
         await store._finish_pending_image_deletions()
         await store._remove_unreferenced_images(orphan_min_age_s)
-        log.info("storage open: %s (schema %d), images in %s", path, store.schema_version, images.root)
+        log.info(
+            "storage open: %s (schema %d), images in %s",
+            describe(database),
+            store.schema_version,
+            images.root,
+        )
         return store
 
     async def close(self) -> None:
@@ -139,7 +145,7 @@ class Store(ModelCalls):
     async def touch_user(self, user_id: int, *, language: str | None = None) -> User:
         """Note that a user was seen (creating them); `language` is Telegram's language_code."""
 
-        def touch(db: sqlite3.Connection) -> User:
+        def touch(db: Connection) -> User:
             sql.touch_user(db, user_id, language, time.time())
             user = sql.get_user(db, user_id)
             assert user is not None
@@ -226,7 +232,7 @@ class Store(ModelCalls):
         `image` is the file `save_image` already wrote for `data`, if it did.
         """
 
-        def record(db: sqlite3.Connection, photo: Photo) -> int:
+        def record(db: Connection, photo: Photo) -> int:
             return sql.record_prediction(
                 db,
                 user_id=user_id,
@@ -255,7 +261,7 @@ class Store(ModelCalls):
         width: int | None,
         height: int | None,
         image_format: str | None,
-        then: Callable[[sqlite3.Connection, Photo], T],
+        then: Callable[[Connection, Photo], T],
         saved: StoredImage | None = None,
     ) -> tuple[Photo, T]:
         """Write the file (in a thread) unless it is `saved`, then insert its row and run `then` in one
@@ -265,7 +271,7 @@ class Store(ModelCalls):
             saved = None  # if the file disappears before the row commits, write it again
             photo = Photo(stored.sha256, stored.size, width, height, image_format, stored.path)
 
-            def insert(db: sqlite3.Connection, photo: Photo = photo) -> tuple[bool, T | None]:
+            def insert(db: Connection, photo: Photo = photo) -> tuple[bool, T | None]:
                 # Checked under the write lock: a concurrent /forget of the same bytes removes files
                 # only while holding it, so either the file is here now or we write it again.
                 if not self.images.exists(photo.sha256):
@@ -511,13 +517,13 @@ class Store(ModelCalls):
             await self._remove_images(pending)
 
 
-def _delete_image_if_unused(db: sqlite3.Connection, *, images: ImageStore, sha256: str) -> bool:
+def _delete_image_if_unused(db: Connection, *, images: ImageStore, sha256: str) -> bool:
     if sql.claim_image_deletion(db, sha256):
         return images.delete(sha256)
     return False
 
 
-def _delete_unreferenced_images(db: sqlite3.Connection, *, images: ImageStore, sha256s: list[str]) -> int:
+def _delete_unreferenced_images(db: Connection, *, images: ImageStore, sha256s: list[str]) -> int:
     """Under the write lock: a row for these bytes committed later finds its file gone and rewrites it."""
     removed = 0
     for sha256 in sha256s:

@@ -16,6 +16,10 @@ class SchemaTooNew(StorageError):
     """The database was written by a newer PhotoBot; opening it here could damage it, so we refuse."""
 
 
+class DatabaseUnavailable(StorageError):
+    """The database cannot be reached or opened (DATABASE_URL: host, password, database name)."""
+
+
 class PredictionNotFound(StorageError):
     """The prediction does not exist (never did, or it was deleted by /forget): a stale button."""
 

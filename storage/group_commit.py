@@ -1,4 +1,4 @@
-"""Group commit: the write queue and the two SQLite connections under `Store`.
+"""Group commit: the write queue and the two database connections under `Store`.
 
 Every write is durable when its `await` returns. To make that cheap, callers queue small SQL functions
 (`storage.sql`), one writer task takes whatever is queued (up to `max_batch`), runs the lot on the writer
@@ -8,26 +8,43 @@ savepoint; the others still commit. With 50 concurrent tasks this is one fsync p
 one per write.
 
 Reads run on a second connection, so they never wait behind a batch of writes (WAL lets one writer and
-many readers work at once, in this process and in others).
+many readers work at once, in this process and in others; so does PostgreSQL's MVCC).
+
+Each connection lives on its own thread (`ConnectionThread`): SQLite's through aiosqlite, PostgreSQL's
+(psycopg, synchronous) on a one-thread executor. The SQL functions are the same for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
+from storage.dialect import Connection
 from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SqlFunction = Callable[[sqlite3.Connection], T]
+SqlFunction = Callable[[Connection], T]
+
+
+class ConnectionThread(Protocol):
+    """A connection (`db`) and the one thread that may use it."""
+
+    db: Connection
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(db, *args)` on the connection's thread."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -39,16 +56,8 @@ class _Write:
 class GroupCommit:
     """The writer task and both connections; `Store` adds what the rows mean."""
 
-    def __init__(
-        self,
-        writer: aiosqlite.Connection,
-        writer_db: sqlite3.Connection,
-        reader: aiosqlite.Connection,
-        reader_db: sqlite3.Connection,
-        max_batch: int,
-    ) -> None:
-        self._writer, self._writer_db = writer, writer_db
-        self._reader, self._reader_db = reader, reader_db
+    def __init__(self, writer: ConnectionThread, reader: ConnectionThread, max_batch: int) -> None:
+        self._writer, self._reader = writer, reader
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()  # None: stop after what is queued
         self._write_task = asyncio.create_task(self._write_loop(), name="storage-writer")
@@ -74,7 +83,7 @@ class GroupCommit:
         if self._closed:
             raise StorageError("the store is closed")
         call = _in_read_transaction(function) if snapshot else function
-        return await _on_connection_thread(self._reader, call, self._reader_db)
+        return await self._reader.run(call)
 
     async def _write_loop(self) -> None:
         stopping = False
@@ -95,7 +104,7 @@ class GroupCommit:
     async def _commit(self, batch: list[_Write]) -> None:
         functions = [write.function for write in batch]
         try:
-            outcomes = await _on_connection_thread(self._writer, _commit_batch, self._writer_db, functions)
+            outcomes = await self._writer.run(_commit_batch, functions)
         except Exception as error:  # the whole transaction failed: nobody's write is durable
             log.exception("group commit of %d writes failed", len(batch))
             for write in batch:
@@ -113,37 +122,75 @@ class GroupCommit:
                 write.future.set_exception(value)
 
 
-async def open_connection(
-    factory: Callable[[], sqlite3.Connection],
-) -> tuple[aiosqlite.Connection, sqlite3.Connection]:
-    """An aiosqlite connection whose thread opened `factory()`; we keep the raw handle for `_commit_batch`."""
-    opened: list[sqlite3.Connection] = []
-
-    def connector() -> sqlite3.Connection:
-        db = factory()
-        opened.append(db)
-        return db
-
-    connection = await aiosqlite.Connection(connector, iter_chunk_size=64)
-    return connection, opened[0]
+async def open_connection(factory: Callable[[], Connection], *, sqlite: bool) -> ConnectionThread:
+    """A connection opened by `factory()` on the thread that will own it."""
+    if sqlite:
+        return await _SqliteThread.open(factory)
+    return await _OwnThread.open(factory)
 
 
-async def _on_connection_thread(
-    connection: aiosqlite.Connection, function: Callable[..., T], db: sqlite3.Connection, *args: Any
-) -> T:
-    """Run `function(db, *args)` on the connection's own thread, in one hop.
+class _SqliteThread:
+    """An aiosqlite connection; we keep the raw handle so a whole batch runs in one thread hop."""
 
-    aiosqlite's public API costs one thread hop per statement; a group commit of 50 writes is ~300
-    statements, so we hand the thread the whole batch at once through `_execute`, the internal method
-    every public aiosqlite call goes through. It is private API: every storage test runs through
-    here, so an aiosqlite release that changes it fails loudly, not silently.
-    """
-    # aiosqlite leaves its private `_execute` unannotated; it returns what `function` returns.
-    result: T = await connection._execute(function, db, *args)  # type: ignore[no-untyped-call]
-    return result
+    def __init__(self, connection: aiosqlite.Connection, db: Connection) -> None:
+        self._connection, self.db = connection, db
+
+    @classmethod
+    async def open(cls, factory: Callable[[], Connection]) -> _SqliteThread:
+        opened: list[Connection] = []
+
+        def connector() -> Any:  # aiosqlite wants a sqlite3.Connection; ours is one (`sqlite=True`)
+            db = factory()
+            opened.append(db)
+            return db
+
+        connection = await aiosqlite.Connection(connector, iter_chunk_size=64)
+        return cls(connection, opened[0])
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function(db, *args)` on the connection's own thread, in one hop.
+
+        aiosqlite's public API costs one thread hop per statement; a group commit of 50 writes is ~300
+        statements, so we hand the thread the whole batch at once through `_execute`, the internal
+        method every public aiosqlite call goes through. It is private API: every storage test runs
+        through here, so an aiosqlite release that changes it fails loudly, not silently.
+        """
+        # aiosqlite leaves its private `_execute` unannotated; it returns what `function` returns.
+        result: T = await self._connection._execute(function, self.db, *args)  # type: ignore[no-untyped-call]
+        return result
+
+    async def close(self) -> None:
+        await self._connection.close()
 
 
-def _commit_batch(db: sqlite3.Connection, functions: list[SqlFunction[Any]]) -> list[tuple[bool, Any]]:
+class _OwnThread:
+    """A connection on a one-thread executor (PostgreSQL: psycopg's connections are synchronous)."""
+
+    def __init__(self, executor: ThreadPoolExecutor, db: Connection) -> None:
+        self._executor, self.db = executor, db
+
+    @classmethod
+    async def open(cls, factory: Callable[[], Connection]) -> _OwnThread:
+        executor = ThreadPoolExecutor(1, thread_name_prefix="storage-db")
+        try:
+            db = await asyncio.get_running_loop().run_in_executor(executor, factory)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, db)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        call = functools.partial(function, self.db, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.db.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _commit_batch(db: Connection, functions: list[SqlFunction[Any]]) -> list[tuple[bool, Any]]:
     """One transaction, one savepoint per write; a failing write is rolled back alone."""
     outcomes: list[tuple[bool, Any]] = []
     db.execute("BEGIN IMMEDIATE")
@@ -167,7 +214,7 @@ def _commit_batch(db: sqlite3.Connection, functions: list[SqlFunction[Any]]) -> 
 def _in_read_transaction(function: Callable[..., T]) -> Callable[..., T]:
     """Several SELECTs that must agree (statistics) read one snapshot."""
 
-    def run(db: sqlite3.Connection, *args: Any) -> T:
+    def run(db: Connection, *args: Any) -> T:
         db.execute("BEGIN")
         try:
             return function(db, *args)

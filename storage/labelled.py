@@ -11,7 +11,7 @@ Rows in the database are not trusted with the file system: an image's path is bu
 which must be 64 lowercase hex digits, and must resolve inside the image folder; anything else is
 refused and counted (`LabelledSet.refused_paths`).
 
-Everything here is synchronous SQL on a `sqlite3.Connection`, run inside one read transaction so it
+Everything here is synchronous SQL on a `Connection`, run inside one read transaction so it
 sees one consistent snapshot while the bot goes on writing (WAL lets readers and the writer work at
 the same time). A job in another process calls `read_labelled_set(database, images_dir, model)`.
 """
@@ -23,14 +23,14 @@ import logging
 import math
 import os
 import shutil
-import sqlite3
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from storage.connect import open_database
+from storage.connect import database_exists, open_database
+from storage.dialect import Connection, Database
 from storage.images import EXTENSIONS, is_sha256_hex, sniff_format
 from storage.records import negative_label
 
@@ -103,7 +103,7 @@ _VOTES_SQL = """
 
 
 def load_labelled_set(
-    db: sqlite3.Connection,
+    db: Connection,
     images_root: Path,
     model: str,
     validation_percent: int = DEFAULT_VALIDATION_PERCENT,
@@ -225,13 +225,13 @@ def _tally(
 
 
 def read_labelled_set(
-    database: Path | str,
+    database: Database,
     images_root: Path | str,
     model: str,
     validation_percent: int = DEFAULT_VALIDATION_PERCENT,
 ) -> LabelledSet:
     """The labelled set of `model`, read from another process while the bot keeps writing."""
-    if not Path(database).is_file():
+    if not database_exists(database):
         raise FileNotFoundError(f"no PhotoBot database at {database}")
     db = open_database(database)
     try:

@@ -1,17 +1,23 @@
-"""The database schema as an ordered list of migrations, applied at start by `PRAGMA user_version`.
+"""The database schema as an ordered list of migrations, one history for SQLite and PostgreSQL.
 
 Migration N (1-based) takes a database from version N-1 to N. Each is applied in one transaction
 together with the version bump, so a crash leaves the database at N-1 or N, never between. A database
 whose version is higher than this code knows was written by a newer PhotoBot: it is refused before
 anything is written to it. Never edit a migration that has shipped; append a new one.
+
+Migrations are written for SQLite in the SQL both engines share; PostgreSQL runs each statement through
+`storage.dialect.postgres_ddl` (INTEGER → BIGINT, REAL → DOUBLE PRECISION, surrogate ids → identity
+columns; see there). The version lives in `PRAGMA user_version` on SQLite and in the one-row table
+`schema_version` on PostgreSQL. Each migration runs under the write lock (`BEGIN IMMEDIATE`: SQLite's
+lock, a `pg_advisory_xact_lock` on PostgreSQL), so several processes starting at once are safe.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 
+from storage.dialect import Connection, is_sqlite, postgres_ddl
 from storage.errors import SchemaTooNew
 
 log = logging.getLogger(__name__)
@@ -170,44 +176,63 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST = len(MIGRATIONS)
 
 
-def schema_version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
+def schema_version(db: Connection) -> int:
+    if is_sqlite(db):
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    if not db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]:
+        return 0
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
 
 
-def check_not_newer(
-    db: sqlite3.Connection, path: object, migrations: Sequence[Migration] = MIGRATIONS
-) -> int:
+def _set_schema_version(db: Connection, version: int) -> None:
+    if is_sqlite(db):
+        db.execute(f"PRAGMA user_version = {int(version)}")
+    else:
+        db.execute(
+            """INSERT INTO schema_version (one, version) VALUES (TRUE, ?)
+               ON CONFLICT (one) DO UPDATE SET version = excluded.version""",
+            (version,),
+        )
+
+
+def check_not_newer(db: Connection, path: object, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Refuse a database from a newer PhotoBot before anything is written to it."""
     version = schema_version(db)
     if version > len(migrations):
         raise SchemaTooNew(
             f"{path} has schema version {version}, but this PhotoBot knows versions up to "
             f"{len(migrations)}: it was written by a newer PhotoBot. Upgrade PhotoBot, or point "
-            "DATA_DIR at another folder; the database was left untouched."
+            "DATA_DIR (or DATABASE_URL) at another database; it was left untouched."
         )
     return version
 
 
-def migrate(
-    db: sqlite3.Connection, path: object = "database", migrations: Sequence[Migration] = MIGRATIONS
-) -> int:
+def migrate(db: Connection, path: object = "database", migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Apply the pending migrations in order, each in its own transaction; return the final version.
 
-    `db` must be in autocommit mode (isolation_level=None). Safe when several processes start at
-    once: the version is read again under the write lock before each step.
+    `db` must be in autocommit mode (sqlite3's isolation_level=None). Safe when several processes
+    start at once: the version is read again under the write lock before each step.
     """
     if check_not_newer(db, path, migrations) == len(migrations):
         return len(migrations)  # up to date: no write lock taken, so readers start instantly
+    sqlite = is_sqlite(db)
     while True:
         db.execute("BEGIN IMMEDIATE")
         try:
+            if not sqlite:
+                db.execute(
+                    """CREATE TABLE IF NOT EXISTS schema_version (
+                        one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+                        version BIGINT NOT NULL)"""
+                )
             version = check_not_newer(db, path, migrations)
             if version == len(migrations):
                 db.execute("COMMIT")
                 return version
             for statement in migrations[version]:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {version + 1}")
+                db.execute(statement if sqlite else postgres_ddl(statement))
+            _set_schema_version(db, version + 1)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -1,5 +1,7 @@
 """`SyncStore`: the same database from a plain, synchronous process — a retraining job, a CLI command.
 
+`database` is a SQLite file or a `postgresql://` URL, as for `Store`.
+
 A job reports progress from inside a Keras callback, where there is no event loop; this gives it the
 job, model-event and labelled-set operations with the same SQL as `Store`. Each write is its own
 short `BEGIN IMMEDIATE … COMMIT`, so it interleaves safely with the bot's writes (busy timeout).
@@ -7,7 +9,6 @@ short `BEGIN IMMEDIATE … COMMIT`, so it interleaves safely with the bot's writ
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 from storage import sql, taught
 from storage.connect import DEFAULT_BUSY_TIMEOUT_S, open_database
+from storage.dialect import Connection, Database, is_postgres_url
 from storage.labelled import DEFAULT_VALIDATION_PERCENT, LabelledSet, load_labelled_set
 from storage.records import ModelEvent, RetrainJob
 
@@ -24,14 +26,14 @@ T = TypeVar("T")
 class SyncStore:
     def __init__(
         self,
-        database: Path | str,
+        database: Database,
         images_dir: Path | str,
         *,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     ) -> None:
-        self.path = Path(database)
+        self.database = database if is_postgres_url(database) else Path(database)
         self.images_root = Path(images_dir)
-        self._db = open_database(self.path, busy_timeout_s=busy_timeout_s)
+        self._db = open_database(self.database, busy_timeout_s=busy_timeout_s)
 
     def close(self) -> None:
         self._db.close()
@@ -166,7 +168,7 @@ class SyncStore:
     ) -> list[ModelEvent]:
         return sql.model_events(self._db, model, action, limit)
 
-    def _write(self, function: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, function: Callable[[Connection], T]) -> T:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             result = function(self._db)

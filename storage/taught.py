@@ -10,9 +10,10 @@ line turn these rows into catalogue entries (`inference.taught`).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from storage.dialect import Connection
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,19 @@ def _labels_json(labels: Sequence[TaughtLabel]) -> str:
     )
 
 
-def taught_models(db: sqlite3.Connection, *, deleted: bool = False) -> list[TaughtModel]:
-    """The live taught models in the order they were created (with `deleted`, the deleted ones too)."""
+def taught_models(db: Connection, *, deleted: bool = False) -> list[TaughtModel]:
+    """The live taught models in the order they were created (with `deleted`, the deleted ones too).
+
+    By creation time, then name: PostgreSQL has no rowid, and two creations in the same microsecond
+    are named apart."""
     where = "" if deleted else "WHERE deleted_at IS NULL"
-    return [_model(row) for row in db.execute(f"SELECT {_COLUMNS} FROM taught_models {where} ORDER BY rowid")]
+    return [
+        _model(row)
+        for row in db.execute(f"SELECT {_COLUMNS} FROM taught_models {where} ORDER BY created_at, name")
+    ]
 
 
-def get_taught_model(db: sqlite3.Connection, name: str) -> TaughtModel | None:
+def get_taught_model(db: Connection, name: str) -> TaughtModel | None:
     """The live taught model `name`, or None."""
     row = db.execute(
         f"SELECT {_COLUMNS} FROM taught_models WHERE name = ? AND deleted_at IS NULL", (name,)
@@ -81,7 +88,7 @@ def get_taught_model(db: sqlite3.Connection, name: str) -> TaughtModel | None:
 
 
 def create_taught_model(
-    db: sqlite3.Connection, name: str, labels: Sequence[TaughtLabel], created_by: int | None, now: float
+    db: Connection, name: str, labels: Sequence[TaughtLabel], created_by: int | None, now: float
 ) -> TaughtModel:
     if db.execute("SELECT 1 FROM taught_models WHERE name = ?", (name,)).fetchone():
         raise TaughtModelExists(name)
@@ -92,7 +99,7 @@ def create_taught_model(
     return TaughtModel(name, tuple(labels), created_by, now)
 
 
-def set_taught_labels(db: sqlite3.Connection, name: str, labels: Sequence[TaughtLabel]) -> TaughtModel:
+def set_taught_labels(db: Connection, name: str, labels: Sequence[TaughtLabel]) -> TaughtModel:
     """Replace the labels of the live taught model `name` (adding or removing one)."""
     found = get_taught_model(db, name)
     if found is None:
@@ -101,7 +108,7 @@ def set_taught_labels(db: sqlite3.Connection, name: str, labels: Sequence[Taught
     return TaughtModel(found.name, tuple(labels), found.created_by, found.created_at)
 
 
-def delete_taught_model(db: sqlite3.Connection, name: str, now: float) -> bool:
+def delete_taught_model(db: Connection, name: str, now: float) -> bool:
     """Mark the live taught model `name` deleted; False when there was none."""
     cursor = db.execute(
         "UPDATE taught_models SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL", (now, name)

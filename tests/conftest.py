@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.models import TinyModels
+from tests.support.postgres import backend, database, postgres_server, postgres_url  # noqa: F401 (fixtures)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -6,10 +6,10 @@ Write functions run inside their caller's transaction and never commit (see `sto
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from storage.dialect import Connection
 from storage.errors import JobAlreadyActive
 from storage.records import ACTIVE_JOB_STATUSES, FINISHED_JOB_STATUSES, ModelEvent, RetrainJob, check_choice
 
@@ -27,12 +27,12 @@ def _job(row: Sequence[Any]) -> RetrainJob:
     return RetrainJob(*values)
 
 
-def get_job(db: sqlite3.Connection, job_id: int) -> RetrainJob | None:
+def get_job(db: Connection, job_id: int) -> RetrainJob | None:
     row = db.execute(f"SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE id = ?", (job_id,)).fetchone()
     return _job(row) if row else None
 
 
-def active_job(db: sqlite3.Connection) -> RetrainJob | None:
+def active_job(db: Connection) -> RetrainJob | None:
     row = db.execute(
         f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE status IN (?, ?) ORDER BY id LIMIT 1""",
         ACTIVE_JOB_STATUSES,
@@ -40,9 +40,9 @@ def active_job(db: sqlite3.Connection) -> RetrainJob | None:
     return _job(row) if row else None
 
 
-def recent_jobs(db: sqlite3.Connection, model: str | None, limit: int) -> list[RetrainJob]:
+def recent_jobs(db: Connection, model: str | None, limit: int) -> list[RetrainJob]:
     rows = db.execute(
-        f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE ? IS NULL OR model = ?
+        f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE CAST(? AS TEXT) IS NULL OR model = ?
             ORDER BY id DESC LIMIT ?""",
         (model, model, limit),
     )
@@ -50,7 +50,7 @@ def recent_jobs(db: sqlite3.Connection, model: str | None, limit: int) -> list[R
 
 
 def create_job(
-    db: sqlite3.Connection,
+    db: Connection,
     *,
     model: str,
     requested_by: int | None,
@@ -74,14 +74,14 @@ def create_job(
     return job
 
 
-def _require_job(db: sqlite3.Connection, job_id: int) -> RetrainJob:
+def _require_job(db: Connection, job_id: int) -> RetrainJob:
     job = get_job(db, job_id)
     if job is None:
         raise LookupError(f"retrain job {job_id} does not exist")
     return job
 
 
-def start_job(db: sqlite3.Connection, job_id: int, pid: int, now: float) -> RetrainJob:
+def start_job(db: Connection, job_id: int, pid: int, now: float) -> RetrainJob:
     job = _require_job(db, job_id)
     if job.status != "queued":
         raise ValueError(f"retrain job {job_id} is {job.status}, not queued")
@@ -93,7 +93,7 @@ def start_job(db: sqlite3.Connection, job_id: int, pid: int, now: float) -> Retr
 
 
 def update_job(
-    db: sqlite3.Connection,
+    db: Connection,
     job_id: int,
     *,
     stage: str | None,
@@ -111,7 +111,7 @@ def update_job(
 
 
 def finish_job(
-    db: sqlite3.Connection,
+    db: Connection,
     job_id: int,
     *,
     status: str,
@@ -145,7 +145,7 @@ def finish_job(
     return _require_job(db, job_id)
 
 
-def fail_jobs(db: sqlite3.Connection, job_ids: Iterable[int], error: str, now: float) -> list[int]:
+def fail_jobs(db: Connection, job_ids: Iterable[int], error: str, now: float) -> list[int]:
     failed = []
     for job_id in job_ids:
         changed = db.execute(
@@ -162,7 +162,7 @@ def fail_jobs(db: sqlite3.Connection, job_ids: Iterable[int], error: str, now: f
 
 
 def record_model_event(
-    db: sqlite3.Connection,
+    db: Connection,
     *,
     model: str,
     action: str,
@@ -182,12 +182,11 @@ def record_model_event(
     )
 
 
-def model_events(
-    db: sqlite3.Connection, model: str | None, action: str | None, limit: int
-) -> list[ModelEvent]:
+def model_events(db: Connection, model: str | None, action: str | None, limit: int) -> list[ModelEvent]:
     rows = db.execute(
         """SELECT id, model, action, from_version, to_version, actor, reason, job_id, created_at
-           FROM model_events WHERE (? IS NULL OR model = ?) AND (? IS NULL OR action = ?)
+           FROM model_events WHERE (CAST(? AS TEXT) IS NULL OR model = ?)
+               AND (CAST(? AS TEXT) IS NULL OR action = ?)
            ORDER BY created_at DESC, id DESC LIMIT ?""",
         (model, model, action, action, limit),
     )

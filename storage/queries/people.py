@@ -5,33 +5,34 @@ Write functions run inside their caller's transaction and never commit (see `sto
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from storage.dialect import Connection
 from storage.records import ForgetReport, GlobalStats, ModelStats, User, UserStats, check_mode
 
 # ---------------------------------------------------------------- users and chats
 
 
-def touch_user(db: sqlite3.Connection, user_id: int, language: str | None, now: float) -> None:
+def touch_user(db: Connection, user_id: int, language: str | None, now: float) -> None:
     db.execute(
         """INSERT INTO users (id, language, first_seen, last_seen) VALUES (?, ?, ?, ?)
            ON CONFLICT (id) DO UPDATE SET
-               last_seen = max(users.last_seen, excluded.last_seen),
+               last_seen = CASE WHEN excluded.last_seen > users.last_seen
+                   THEN excluded.last_seen ELSE users.last_seen END,
                language = coalesce(excluded.language, users.language)""",
         (user_id, language, now, now),
     )
 
 
-def get_user(db: sqlite3.Connection, user_id: int) -> User | None:
+def get_user(db: Connection, user_id: int) -> User | None:
     row = db.execute(
         "SELECT id, language, first_seen, last_seen, blocked FROM users WHERE id = ?", (user_id,)
     ).fetchone()
     return User(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
 
 
-def set_blocked(db: sqlite3.Connection, user_id: int, blocked: bool, now: float) -> User:
+def set_blocked(db: Connection, user_id: int, blocked: bool, now: float) -> User:
     touch_user(db, user_id, None, now)
     db.execute("UPDATE users SET blocked = ? WHERE id = ?", (int(blocked), user_id))
     user = get_user(db, user_id)
@@ -39,11 +40,11 @@ def set_blocked(db: sqlite3.Connection, user_id: int, blocked: bool, now: float)
     return user
 
 
-def blocked_users(db: sqlite3.Connection) -> list[int]:
+def blocked_users(db: Connection) -> list[int]:
     return [row[0] for row in db.execute("SELECT id FROM users WHERE blocked = 1 ORDER BY id")]
 
 
-def set_chat_mode(db: sqlite3.Connection, chat_id: int, mode: str, now: float) -> None:
+def set_chat_mode(db: Connection, chat_id: int, mode: str, now: float) -> None:
     check_mode(mode)
     db.execute(
         """INSERT INTO chats (id, mode, updated_at) VALUES (?, ?, ?)
@@ -52,7 +53,7 @@ def set_chat_mode(db: sqlite3.Connection, chat_id: int, mode: str, now: float) -
     )
 
 
-def chat_mode(db: sqlite3.Connection, chat_id: int) -> str:
+def chat_mode(db: Connection, chat_id: int) -> str:
     row = db.execute("SELECT mode FROM chats WHERE id = ?", (chat_id,)).fetchone()
     return row[0] if row else "auto"
 
@@ -66,12 +67,12 @@ _PEOPLES_PHOTOS = """SELECT user_id, photo_sha256 FROM predictions
     UNION SELECT user_id, photo_sha256 FROM contributions"""
 
 
-def user_photo_count(db: sqlite3.Connection, user_id: int) -> int:
+def user_photo_count(db: Connection, user_id: int) -> int:
     """How many distinct photos the user sent (see `_PEOPLES_PHOTOS`)."""
     return len(user_photo_hashes(db, user_id))
 
 
-def user_stats(db: sqlite3.Connection, user_id: int) -> UserStats:
+def user_stats(db: Connection, user_id: int) -> UserStats:
     photos = user_photo_count(db, user_id)
     feedback = dict(
         db.execute(
@@ -85,7 +86,7 @@ def user_stats(db: sqlite3.Connection, user_id: int) -> UserStats:
     return UserStats(user_id, photos, correct + wrong, correct, wrong, contributions)
 
 
-def global_stats(db: sqlite3.Connection, now: float) -> GlobalStats:
+def global_stats(db: Connection, now: float) -> GlobalStats:
     def one(sql: str, params: Sequence[Any] = ()) -> Any:
         return db.execute(sql, params).fetchone()[0]
 
@@ -93,7 +94,7 @@ def global_stats(db: sqlite3.Connection, now: float) -> GlobalStats:
     by_model: dict[str, ModelStats] = {}
     for model, predictions, feedback, correct in db.execute(
         """SELECT coalesce(p.model, 'none'), count(*), count(f.prediction_id),
-                  coalesce(sum(f.verdict = 'correct'), 0)
+                  coalesce(sum(CASE WHEN f.verdict = 'correct' THEN 1 ELSE 0 END), 0)
            FROM predictions p LEFT JOIN feedback f ON f.prediction_id = p.id
            GROUP BY coalesce(p.model, 'none') ORDER BY 1"""
     ):
@@ -111,7 +112,7 @@ def global_stats(db: sqlite3.Connection, now: float) -> GlobalStats:
         users=one("SELECT count(*) FROM users"),
         blocked_users=one("SELECT count(*) FROM users WHERE blocked = 1"),
         active_users_24h=one("SELECT count(*) FROM users WHERE last_seen >= ?", (day_ago,)),
-        photos=one(f"SELECT count(*) FROM ({_PEOPLES_PHOTOS})"),
+        photos=one(f"SELECT count(*) FROM ({_PEOPLES_PHOTOS}) AS sent"),
         predictions=predictions,
         predictions_24h=one("SELECT count(*) FROM predictions WHERE created_at >= ?", (day_ago,)),
         by_status=dict(db.execute("SELECT status, count(*) FROM predictions GROUP BY status ORDER BY 1")),
@@ -125,7 +126,7 @@ def global_stats(db: sqlite3.Connection, now: float) -> GlobalStats:
 # ---------------------------------------------------------------- forgetting a user
 
 
-def user_photo_hashes(db: sqlite3.Connection, user_id: int) -> list[str]:
+def user_photo_hashes(db: Connection, user_id: int) -> list[str]:
     """The SHA-256 of every photo the user sent (answered or labelled), shared with others or not."""
     return [
         row[0]
@@ -138,7 +139,7 @@ def user_photo_hashes(db: sqlite3.Connection, user_id: int) -> list[str]:
     ]
 
 
-def forget_user(db: sqlite3.Connection, user_id: int, now: float) -> tuple[ForgetReport, list[str]]:
+def forget_user(db: Connection, user_id: int, now: float) -> tuple[ForgetReport, list[str]]:
     """Delete every row about a user; return the report and the photos nobody else sent.
 
     Those photos' rows go too, and their files are queued in `image_deletions` in this same
@@ -168,7 +169,9 @@ def forget_user(db: sqlite3.Connection, user_id: int, now: float) -> tuple[Forge
         path = db.execute("DELETE FROM photos WHERE sha256 = ? RETURNING path", (sha256,)).fetchone()
         if path is not None:
             db.execute(
-                "INSERT OR REPLACE INTO image_deletions (sha256, path) VALUES (?, ?)", (sha256, path[0])
+                """INSERT INTO image_deletions (sha256, path) VALUES (?, ?)
+                   ON CONFLICT (sha256) DO UPDATE SET path = excluded.path""",
+                (sha256, path[0]),
             )
             orphans.append(sha256)
     report = ForgetReport(
@@ -177,7 +180,7 @@ def forget_user(db: sqlite3.Connection, user_id: int, now: float) -> tuple[Forge
     return report, orphans
 
 
-def _forget_user_row(db: sqlite3.Connection, user_id: int, now: float) -> bool:
+def _forget_user_row(db: Connection, user_id: int, now: float) -> bool:
     """Delete the user's row, or strip a blocked user's to the block alone; True if a block was kept."""
     kept = db.execute(
         """UPDATE users SET language = NULL, first_seen = ?, last_seen = ?
@@ -189,11 +192,11 @@ def _forget_user_row(db: sqlite3.Connection, user_id: int, now: float) -> bool:
     return bool(kept)
 
 
-def pending_image_deletions(db: sqlite3.Connection) -> list[str]:
+def pending_image_deletions(db: Connection) -> list[str]:
     return [row[0] for row in db.execute("SELECT sha256 FROM image_deletions ORDER BY sha256")]
 
 
-def claim_image_deletion(db: sqlite3.Connection, sha256: str) -> bool:
+def claim_image_deletion(db: Connection, sha256: str) -> bool:
     """Drop a queued deletion; True if the file may be removed now (no photo row needs it again).
 
     Call it, and remove the file, while holding the write lock: a concurrent `insert_photo` of the

@@ -7,10 +7,10 @@ Write functions run inside their caller's transaction and never commit (see `sto
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from storage.dialect import Connection
 from storage.errors import NotPredictionOwner, PredictionNotFound
 from storage.queries.people import touch_user
 from storage.records import (
@@ -32,7 +32,7 @@ Probabilities = Sequence[Sequence[Any]] | Mapping[str, float]
 
 
 def insert_photo(
-    db: sqlite3.Connection,
+    db: Connection,
     sha256: str,
     size: int,
     path: str,
@@ -54,7 +54,7 @@ def insert_photo(
     db.execute("DELETE FROM image_deletions WHERE sha256 = ?", (sha256,))
 
 
-def get_photo(db: sqlite3.Connection, sha256: str) -> Photo | None:
+def get_photo(db: Connection, sha256: str) -> Photo | None:
     row = db.execute(
         "SELECT sha256, size, width, height, format, path FROM photos WHERE sha256 = ?", (sha256,)
     ).fetchone()
@@ -70,7 +70,7 @@ def _probabilities_json(probabilities: Probabilities) -> str:
 
 
 def record_prediction(
-    db: sqlite3.Connection,
+    db: Connection,
     *,
     user_id: int,
     chat_id: int,
@@ -134,14 +134,14 @@ def _prediction(row: Sequence[Any]) -> PredictionRecord:
     return PredictionRecord(*values)
 
 
-def get_prediction(db: sqlite3.Connection, prediction_id: int) -> PredictionRecord | None:
+def get_prediction(db: Connection, prediction_id: int) -> PredictionRecord | None:
     row = db.execute(
         f"SELECT {_PREDICTION_COLUMNS} FROM predictions WHERE id = ?", (prediction_id,)
     ).fetchone()
     return _prediction(row) if row else None
 
 
-def user_predictions(db: sqlite3.Connection, user_id: int, limit: int) -> list[PredictionRecord]:
+def user_predictions(db: Connection, user_id: int, limit: int) -> list[PredictionRecord]:
     rows = db.execute(
         f"SELECT {_PREDICTION_COLUMNS} FROM predictions WHERE user_id = ? ORDER BY id DESC LIMIT ?",
         (user_id, limit),
@@ -156,7 +156,7 @@ def _feedback(row: Sequence[Any]) -> Feedback:
     return Feedback(*row)
 
 
-def get_feedback(db: sqlite3.Connection, prediction_id: int) -> Feedback | None:
+def get_feedback(db: Connection, prediction_id: int) -> Feedback | None:
     row = db.execute(
         """SELECT prediction_id, user_id, verdict, model, true_label, created_at
            FROM feedback WHERE prediction_id = ?""",
@@ -166,7 +166,7 @@ def get_feedback(db: sqlite3.Connection, prediction_id: int) -> Feedback | None:
 
 
 def record_feedback(
-    db: sqlite3.Connection,
+    db: Connection,
     *,
     prediction_id: int,
     user_id: int,
@@ -201,12 +201,12 @@ def record_feedback(
            VALUES (?, ?, ?, ?, ?, ?)""",
         (prediction_id, user_id, verdict, model, true_label, now),
     )
-    db.execute("UPDATE users SET last_seen = max(last_seen, ?) WHERE id = ?", (now, user_id))
+    db.execute("UPDATE users SET last_seen = ? WHERE id = ? AND last_seen < ?", (now, user_id, now))
     return FeedbackResult(Feedback(prediction_id, user_id, verdict, model, true_label, now), created=True)
 
 
 def record_contribution(
-    db: sqlite3.Connection,
+    db: Connection,
     *,
     user_id: int,
     chat_id: int,
@@ -240,7 +240,7 @@ def record_contribution(
 
 
 def ask_for_number(
-    db: sqlite3.Connection,
+    db: Connection,
     *,
     user_id: int,
     prediction_id: int,
@@ -262,7 +262,7 @@ def ask_for_number(
     return PendingCorrection(user_id, prediction_id, chat_id, answer_message_id, question_message_id, now)
 
 
-def pending_correction(db: sqlite3.Connection, user_id: int) -> PendingCorrection | None:
+def pending_correction(db: Connection, user_id: int) -> PendingCorrection | None:
     row = db.execute(
         """SELECT user_id, prediction_id, chat_id, answer_message_id, question_message_id, created_at
            FROM pending_corrections WHERE user_id = ?""",
@@ -271,11 +271,12 @@ def pending_correction(db: sqlite3.Connection, user_id: int) -> PendingCorrectio
     return PendingCorrection(*row) if row else None
 
 
-def drop_pending_correction(db: sqlite3.Connection, user_id: int, prediction_id: int | None) -> bool:
+def drop_pending_correction(db: Connection, user_id: int, prediction_id: int | None) -> bool:
     """Stop waiting (for that prediction only, when given); True if a question was open."""
     return bool(
         db.execute(
-            "DELETE FROM pending_corrections WHERE user_id = ? AND (? IS NULL OR prediction_id = ?)",
+            """DELETE FROM pending_corrections
+               WHERE user_id = ? AND (CAST(? AS BIGINT) IS NULL OR prediction_id = ?)""",
             (user_id, prediction_id, prediction_id),
         ).rowcount
     )

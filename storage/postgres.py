@@ -1,0 +1,123 @@
+"""PostgreSQL through psycopg 3, called exactly like sqlite3 (`storage.dialect.Connection`).
+
+psycopg 3 was chosen over asyncpg because its synchronous `Connection.execute(sql, params)` returns a
+cursor with `fetchone` / `fetchall` / `rowcount`, the shape of sqlite3's: one set of query functions
+serves both engines, and both the async `Store` (which runs them on its connections' own threads, as it
+does with SQLite) and the synchronous `SyncStore`, jobs and command line. asyncpg is async-only and
+would need a second copy of every query for the synchronous side.
+
+`PostgresConnection` translates what the two engines spell differently:
+
+- `?` placeholders → `%s` (a literal `%` → `%%`); `?` inside quotes or `--` comments is left alone;
+- `BEGIN IMMEDIATE` (SQLite: take the write lock now) → `BEGIN` plus a transaction-level advisory lock,
+  `WRITE_LOCK`: one writer at a time across every process, as SQLite's lock gives, so the
+  check-then-write steps in the queries (one active retrain job, one feedback per prediction, a photo
+  file checked under the lock before its row commits) hold on both engines;
+- plain `BEGIN` (SQLite in WAL: a read snapshot) → `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`.
+
+Commits are durable when they return (the server's default `synchronous_commit = on`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import conninfo, pq
+
+from storage.dialect import describe
+from storage.errors import DatabaseUnavailable
+
+# pg_advisory_xact_lock key of the one write lock (any constant; "PhBt" in ASCII).
+WRITE_LOCK = 0x50684274
+
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?|%")
+_STATEMENTS = {
+    "BEGIN IMMEDIATE": f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})",
+    "BEGIN": "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def translate(sql: str) -> str:
+    """A statement with `?` placeholders as psycopg wants it: `%s`, and every literal `%` doubled."""
+
+    def token(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "?":
+            return "%s"
+        return text.replace("%", "%%")  # psycopg reads `%` everywhere, quoted or not
+
+    return _TOKENS.sub(token, sql)
+
+
+class PostgresConnection:
+    """A psycopg connection in autocommit mode that takes sqlite3's calls (see the module's doc)."""
+
+    def __init__(self, connection: psycopg.Connection[tuple[Any, ...]], database: str) -> None:
+        self.connection = connection
+        self.database = describe(database)  # no password
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[tuple[Any, ...]]:
+        if not parameters:
+            # No parameters: psycopg sends the text as it is (no `%` to escape, several statements allowed).
+            return self.connection.execute(_STATEMENTS.get(sql, sql))
+        return self.connection.execute(translate(sql), parameters)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.connection.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresConnection({self.database})"
+
+
+def connect(url: str, *, timeout_s: float = 10.0, read_only: bool = False) -> PostgresConnection:
+    """Connect to the database at `url` (autocommit; `read_only`: every transaction read-only).
+
+    `timeout_s` bounds the connection attempt and each wait for a lock (SQLite's busy timeout).
+
+    Any failure to connect — a bad URL, an unknown or unreachable host, a wrong password, a missing
+    database — raises `DatabaseUnavailable` with one line that names the host and database, never the
+    password.
+    """
+    where = describe(url)
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise DatabaseUnavailable(
+            f"DATABASE_URL is not a PostgreSQL URL that can be read ({where}); expected "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    # lock_timeout: a writer waits for the write lock as long as SQLite's busy timeout, then fails.
+    options = f"-c lock_timeout={max(1, round(timeout_s * 1000))}"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
+    try:
+        connection = psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=max(1, round(timeout_s)),
+            application_name="photobot",
+            options=options,
+        )
+    except psycopg.Error as error:
+        reason = _reason(error, params.get("password"))
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {where}: {reason}") from None
+    return PostgresConnection(connection, url)
+
+
+def _reason(error: psycopg.Error, password: object) -> str:
+    """psycopg's message in one line: its last line says what went wrong, without the password."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(error).__name__
+    reason = reason.removeprefix("connection failed: ").removeprefix("FATAL:  ")
+    if isinstance(password, str) and password:
+        reason = reason.replace(password, "***")
+    return reason
