@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PHOTOBOT_DATASETS ?= $(abspath ../shared/data)
 export PHOTOBOT_DATASETS
 
-.PHONY: install run test test-fast lint types format playground browser clean
+.PHONY: install run test test-fast lint types format playground browser postgres clean
 
 install: $(VENV)/.installed
 
@@ -42,12 +42,20 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
+# The storage tests run on SQLite and on a throwaway PostgreSQL server (benchmarks/postgres_server.py):
+# install Debian's server binaries (initdb, pg_ctl) when missing. The tests fail, never skip, without them.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+		echo "installing Debian's postgresql for the storage tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
+
 # Everything: lint, format check and the whole suite, real training and the browser included.
-test: lint browser
+test: lint browser postgres
 	$(BIN)/pytest -q
 
 # The inner loop: lint and every test that needs neither real training nor a browser.
-test-fast: lint
+test-fast: lint postgres
 	$(BIN)/pytest -q -m "not slow and not browser"
 
 clean:

@@ -1,40 +1,32 @@
-"""The Store's API against a real SQLite file: predictions, feedback, captions, users, /forget, jobs."""
+"""The Store's API against a real database — a SQLite file and a PostgreSQL server, each test on both —:
+predictions, feedback, captions, users, /forget, jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import time
 
 import pytest
 
 from inference.prediction import Prediction
 from storage import NOT_A_DIGIT, JobAlreadyActive, NotPredictionOwner, PredictionNotFound, SyncStore
-from tests.support.storage import label_photo, open_store, png, predict
+from tests.support.storage import execute, label_photo, open_store, png, predict, rows
 
 
 @pytest.fixture
-async def store(tmp_path):
-    opened = await open_store(tmp_path)
+async def store(tmp_path, database):
+    opened = await open_store(tmp_path, database)
     yield opened
     await opened.close()
 
 
-def rows(tmp_path, sql: str, params=()) -> list[tuple]:
-    db = sqlite3.connect(tmp_path / "photobot.sqlite3")
-    try:
-        return db.execute(sql, params).fetchall()
-    finally:
-        db.close()
-
-
-async def test_the_same_photo_sent_twice_is_stored_once(store, tmp_path):
+async def test_the_same_photo_sent_twice_is_stored_once(store, tmp_path, database):
     first = await store.add_photo(png(1), width=8, height=8, format="png")
     second = await store.add_photo(png(1))
     other = await store.add_photo(png(2))
     assert first.sha256 == second.sha256 != other.sha256
-    assert rows(tmp_path, "SELECT count(*), sum(size) FROM photos") == [(2, len(png(1)) + len(png(2)))]
+    assert rows(database, "SELECT count(*), sum(size) FROM photos") == [(2, len(png(1)) + len(png(2)))]
     assert store.images.read(first.sha256) == png(1)
     assert sorted(p.name for p in (tmp_path / "images").glob("[0-9a-f][0-9a-f]/*")) == sorted(
         [first.sha256, other.sha256]
@@ -80,7 +72,7 @@ async def test_a_prediction_is_stored_with_everything_the_bot_knows(store):
     assert user.language == "ru" and not user.blocked
 
 
-async def test_a_photo_and_the_engines_answer_are_recorded_in_one_go(store, tmp_path):
+async def test_a_photo_and_the_engines_answer_are_recorded_in_one_go(store, database):
     answer = Prediction(
         model="digits", version=2, label="4", confidence=0.8, status="unsure", top=(("4", 0.8), ("9", 0.15)),
         reason="close to a 9",
@@ -104,10 +96,10 @@ async def test_a_photo_and_the_engines_answer_are_recorded_in_one_go(store, tmp_
         9.0,
     )
     assert record.probabilities == [("4", 0.8), ("9", 0.15)]
-    assert rows(tmp_path, "SELECT count(*) FROM predictions") == [(1,)]
+    assert rows(database, "SELECT count(*) FROM predictions") == [(1,)]
 
 
-async def test_a_file_saved_ahead_gets_its_row_or_is_discarded(store, tmp_path):
+async def test_a_file_saved_ahead_gets_its_row_or_is_discarded(store, database):
     """The bot writes a photo's file while the models look at it, then records the row, or discards
     the file when the photo gets no answer."""
     answer = Prediction(model="digits", version=1, label="3", confidence=0.9, status="ok")
@@ -117,12 +109,12 @@ async def test_a_file_saved_ahead_gets_its_row_or_is_discarded(store, tmp_path):
         png(20), prediction=answer, user_id=6, chat_id=6, message_id=1, image=saved
     )
     assert recorded.photo.sha256 == saved.sha256
-    assert rows(tmp_path, "SELECT count(*) FROM photos") == [(1,)]
+    assert rows(database, "SELECT count(*) FROM photos") == [(1,)]
 
     unanswered = await store.save_image(png(21))
     await store.discard_image(unanswered)
     assert not store.images.exists(unanswered.sha256)
-    assert rows(tmp_path, "SELECT count(*) FROM photos") == [(1,)]
+    assert rows(database, "SELECT count(*) FROM photos") == [(1,)]
 
     # The same bytes as a recorded photo: the file was already there, and discarding keeps it.
     again = await store.save_image(png(20))
@@ -131,7 +123,7 @@ async def test_a_file_saved_ahead_gets_its_row_or_is_discarded(store, tmp_path):
     assert store.images.read(saved.sha256) == png(20)
 
 
-async def test_a_file_removed_before_its_row_commits_is_written_again(store, tmp_path):
+async def test_a_file_removed_before_its_row_commits_is_written_again(store):
     """A concurrent discard (or /forget) of the same bytes between saving and recording."""
     answer = Prediction(model="digits", version=1, label="3", confidence=0.9, status="ok")
     saved = await store.save_image(png(22))
@@ -142,11 +134,11 @@ async def test_a_file_removed_before_its_row_commits_is_written_again(store, tmp
     assert store.images.read(recorded.photo.sha256) == png(22)
 
 
-async def test_a_redelivered_update_records_no_second_prediction(store, tmp_path):
+async def test_a_redelivered_update_records_no_second_prediction(store, database):
     first = await predict(store, user_id=1, message_id=5, image=png(1))
     again = await predict(store, user_id=1, message_id=5, image=png(1))
     assert again == first
-    assert rows(tmp_path, "SELECT count(*) FROM predictions") == [(1,)]
+    assert rows(database, "SELECT count(*) FROM predictions") == [(1,)]
 
 
 async def test_bad_status_or_mode_is_refused(store):
@@ -162,7 +154,7 @@ async def test_bad_status_or_mode_is_refused(store):
     assert await store.chat_mode(1) == "auto"
 
 
-async def test_feedback_is_stored_once_and_a_repeated_tap_gets_the_first_answer(store, tmp_path):
+async def test_feedback_is_stored_once_and_a_repeated_tap_gets_the_first_answer(store, database):
     prediction_id = await predict(store, user_id=1, message_id=1, image=png(1), label="7")
     first = await store.record_feedback(prediction_id, user_id=1, verdict="wrong", true_label="1")
     again = await store.record_feedback(prediction_id, user_id=1, verdict="wrong", true_label="1")
@@ -174,16 +166,16 @@ async def test_feedback_is_stored_once_and_a_repeated_tap_gets_the_first_answer(
         "1",
         "digits",
     )
-    assert rows(tmp_path, "SELECT count(*) FROM feedback") == [(1,)]
+    assert rows(database, "SELECT count(*) FROM feedback") == [(1,)]
 
 
-async def test_concurrent_taps_on_one_prediction_store_one_feedback(store, tmp_path):
+async def test_concurrent_taps_on_one_prediction_store_one_feedback(store, database):
     prediction_id = await predict(store, user_id=1, message_id=1, image=png(1))
     results = await asyncio.gather(
         *(store.record_feedback(prediction_id, user_id=1, verdict="correct") for _ in range(20))
     )
     assert sum(result.created for result in results) == 1
-    assert rows(tmp_path, "SELECT count(*) FROM feedback") == [(1,)]
+    assert rows(database, "SELECT count(*) FROM feedback") == [(1,)]
 
 
 async def test_correct_means_the_predicted_label(store):
@@ -212,11 +204,11 @@ async def test_feedback_on_an_unrecognised_photo_needs_its_model(store):
     assert (result.feedback.model, result.feedback.true_label) == ("flowers", "daisy")
 
 
-async def test_only_the_sender_may_answer_for_a_photo(store, tmp_path):
+async def test_only_the_sender_may_answer_for_a_photo(store, database):
     prediction_id = await predict(store, user_id=1, message_id=1, image=png(1))
     with pytest.raises(NotPredictionOwner):
         await store.record_feedback(prediction_id, user_id=2, verdict="wrong", true_label="1")
-    assert rows(tmp_path, "SELECT count(*) FROM feedback") == [(0,)]
+    assert rows(database, "SELECT count(*) FROM feedback") == [(0,)]
     assert (await store.record_feedback(prediction_id, user_id=1, verdict="correct")).created
 
 
@@ -225,7 +217,7 @@ async def test_feedback_for_a_missing_prediction_is_refused(store):
         await store.record_feedback(12345, user_id=1, verdict="correct")
 
 
-async def test_one_failing_write_does_not_undo_the_others_in_its_group_commit(store, tmp_path):
+async def test_one_failing_write_does_not_undo_the_others_in_its_group_commit(store, database):
     prediction_id = await predict(store, user_id=1, message_id=1, image=png(1))
     outcomes = await asyncio.gather(
         store.record_feedback(prediction_id, user_id=2, verdict="correct"),  # forged
@@ -238,10 +230,10 @@ async def test_one_failing_write_does_not_undo_the_others_in_its_group_commit(st
     assert outcomes[2].created
     assert await store.chat_mode(10) == "digit"
     assert (await store.get_user(11)).language == "en"
-    assert rows(tmp_path, "SELECT user_id FROM feedback") == [(1,)]
+    assert rows(database, "SELECT user_id FROM feedback") == [(1,)]
 
 
-async def test_a_caption_is_a_labelled_contribution(store, tmp_path):
+async def test_a_caption_is_a_labelled_contribution(store, database):
     photo = await store.add_photo(png(1))
     first = await store.record_contribution(
         user_id=3, chat_id=3, message_id=9, photo_sha256=photo.sha256, model="flowers", label="roses"
@@ -250,7 +242,7 @@ async def test_a_caption_is_a_labelled_contribution(store, tmp_path):
         user_id=3, chat_id=3, message_id=9, photo_sha256=photo.sha256, model="flowers", label="roses"
     )
     assert first == again
-    assert rows(tmp_path, "SELECT user_id, model, label FROM contributions") == [(3, "flowers", "roses")]
+    assert rows(database, "SELECT user_id, model, label FROM contributions") == [(3, "flowers", "roses")]
     assert (await store.user_stats(3)).contributions == 1
 
 
@@ -313,7 +305,7 @@ async def test_global_stats(store):
     assert stats.median_latency_ms == 12.5
 
 
-async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sent(store, tmp_path):
+async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sent(store, database):
     shared, own = png(1), png(2)
     mine = await label_photo(store, user_id=1, message_id=1, image=shared, true_label="3")
     await label_photo(store, user_id=1, message_id=2, image=own, true_label="4")
@@ -333,17 +325,17 @@ async def test_forget_deletes_the_users_rows_and_only_the_photos_nobody_else_sen
     assert await store.get_prediction(mine) is None
     assert await store.chat_mode(1) == "auto"
     for table in ("predictions", "feedback", "contributions"):
-        assert rows(tmp_path, f"SELECT count(*) FROM {table} WHERE user_id = 1") == [(0,)]
+        assert rows(database, f"SELECT count(*) FROM {table} WHERE user_id = 1") == [(0,)]
     shared_sha, own_sha = (await store.add_photo(shared)).sha256, photo.sha256
     assert store.images.exists(shared_sha) and not store.images.exists(own_sha)
     assert await store.get_photo(own_sha) is None
     assert (await store.get_prediction(theirs)).user_id == 2
-    assert rows(tmp_path, "SELECT count(*) FROM image_deletions") == [(0,)]
+    assert rows(database, "SELECT count(*) FROM image_deletions") == [(0,)]
     with pytest.raises(PredictionNotFound):  # a stale button after /forget
         await store.record_feedback(mine, user_id=1, verdict="correct")
 
 
-async def test_forget_keeps_a_blocked_users_block_and_nothing_else(store, tmp_path):
+async def test_forget_keeps_a_blocked_users_block_and_nothing_else(store, database):
     await label_photo(store, user_id=5, message_id=1, image=png(11), true_label="3")
     await store.touch_user(5, language="ru")
     await store.set_blocked(5, True)
@@ -358,7 +350,7 @@ async def test_forget_keeps_a_blocked_users_block_and_nothing_else(store, tmp_pa
     assert await store.is_blocked(5) and await store.blocked_users() == [5]
     assert (await store.global_stats()).blocked_users == 1
     for table in ("predictions", "feedback", "contributions"):
-        assert rows(tmp_path, f"SELECT count(*) FROM {table} WHERE user_id = 5") == [(0,)]
+        assert rows(database, f"SELECT count(*) FROM {table} WHERE user_id = 5") == [(0,)]
     # What they label after forgetting is still left out of training.
     photo = await store.add_photo(png(12))
     await store.record_contribution(
@@ -402,34 +394,31 @@ async def test_a_forgotten_photo_sent_again_is_stored_again(store):
     assert store.images.read(record.photo_sha256) == png(5)
 
 
-async def test_an_interrupted_forget_removes_its_images_at_the_next_start(tmp_path):
-    store = await open_store(tmp_path)
+async def test_an_interrupted_forget_removes_its_images_at_the_next_start(tmp_path, database):
+    store = await open_store(tmp_path, database)
     prediction_id = await predict(store, user_id=1, message_id=1, image=png(6))
     sha = (await store.get_prediction(prediction_id)).photo_sha256
     await store.close()
     # What a crash right after forget's commit leaves: the rows gone, the file queued for deletion.
-    db = sqlite3.connect(tmp_path / "photobot.sqlite3")
-    with db:
-        db.execute("DELETE FROM predictions")
-        db.execute("DELETE FROM photos")
-        db.execute("INSERT INTO image_deletions (sha256, path) VALUES (?, ?)", (sha, f"{sha[:2]}/{sha}"))
-    db.close()
-    store = await open_store(tmp_path)
+    execute(database, "DELETE FROM predictions")
+    execute(database, "DELETE FROM photos")
+    execute(database, "INSERT INTO image_deletions (sha256, path) VALUES (?, ?)", (sha, f"{sha[:2]}/{sha}"))
+    store = await open_store(tmp_path, database)
     try:
         assert not store.images.exists(sha)
-        assert rows(tmp_path, "SELECT count(*) FROM image_deletions") == [(0,)]
+        assert rows(database, "SELECT count(*) FROM image_deletions") == [(0,)]
     finally:
         await store.close()
 
 
-async def test_old_image_files_no_row_refers_to_are_removed_at_start(tmp_path):
-    store = await open_store(tmp_path)
+async def test_old_image_files_no_row_refers_to_are_removed_at_start(tmp_path, database):
+    store = await open_store(tmp_path, database)
     kept = await store.add_photo(png(1))
     orphan, young = store.images.put(png(2)), store.images.put(png(3))  # a crash before their rows
     await store.close()
     for sha256 in (kept.sha256, orphan.sha256):
         os.utime(store.images.path(sha256), (time.time() - 7200, time.time() - 7200))
-    store = await open_store(tmp_path)
+    store = await open_store(tmp_path, database)
     try:
         assert store.images.exists(kept.sha256) and store.images.exists(young.sha256)
         assert not store.images.exists(orphan.sha256)
@@ -482,9 +471,9 @@ async def test_a_running_job_with_a_live_process_is_left_alone(store):
     assert (await store.get_retrain_job(job.id)).status == "running"
 
 
-async def test_a_job_process_reports_through_the_sync_store_while_the_bot_reads(store, tmp_path):
+async def test_a_job_process_reports_through_the_sync_store_while_the_bot_reads(store, tmp_path, database):
     job = await store.create_retrain_job("digits", requested_by=1)
-    with SyncStore(tmp_path / "photobot.sqlite3", tmp_path / "images") as jobs:
+    with SyncStore(database, tmp_path / "images") as jobs:
         jobs.start_retrain_job(job.id, pid=99)
         jobs.update_retrain_job(job.id, stage="evaluating", progress=0.9)
         assert (await store.get_retrain_job(job.id)).stage == "evaluating"
@@ -509,33 +498,33 @@ async def test_model_events_newest_first_and_filtered(store):
     assert len(await store.model_events()) == 4
 
 
-async def test_writes_after_close_are_refused_and_earlier_ones_are_on_disk(tmp_path):
-    store = await open_store(tmp_path)
+async def test_writes_after_close_are_refused_and_earlier_ones_are_on_disk(tmp_path, database):
+    store = await open_store(tmp_path, database)
     pending = [asyncio.ensure_future(store.touch_user(n)) for n in range(30)]
     await asyncio.sleep(0)
     await store.close()
     await asyncio.gather(*pending)
-    assert rows(tmp_path, "SELECT count(*) FROM users") == [(30,)]
+    assert rows(database, "SELECT count(*) FROM users") == [(30,)]
     with pytest.raises(Exception, match="closed"):
         await store.touch_user(99)
 
 
-async def test_a_pending_number_correction_survives_a_reopen_and_goes_with_forget(tmp_path):
-    store = await open_store(tmp_path)
+async def test_a_pending_number_correction_survives_a_reopen_and_goes_with_forget(tmp_path, database):
+    store = await open_store(tmp_path, database)
     first = await predict(store, user_id=6, message_id=1, image=png(61), label="2026")
     second = await predict(store, user_id=6, message_id=2, image=png(62), label="15")
     await store.ask_for_number(6, first, chat_id=6, answer_message_id=10, question_message_id=11)
     await store.ask_for_number(6, second, chat_id=6, answer_message_id=20, question_message_id=21)
     await store.close()
 
-    store = await open_store(tmp_path)  # a restart: the question is still open, the latest one
+    store = await open_store(tmp_path, database)  # a restart: the question is still open, the latest one
     pending = await store.pending_correction(6)
     assert (pending.prediction_id, pending.answer_message_id, pending.question_message_id) == (second, 20, 21)
     assert not await store.drop_pending_correction(6, first)  # not the open question: kept
     assert (await store.pending_correction(6)).prediction_id == second
     await store.forget(6)
     assert await store.pending_correction(6) is None
-    assert rows(tmp_path, "SELECT count(*) FROM pending_corrections") == [(0,)]
+    assert rows(database, "SELECT count(*) FROM pending_corrections") == [(0,)]
     await store.close()
 
 

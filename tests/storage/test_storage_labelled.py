@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ import textwrap
 from storage import cap_per_contributor, read_labelled_set, split_of
 from storage.images import is_sha256_hex
 from storage.labelled import image_path
-from tests.support.storage import label_photo, open_store, png, predict
+from tests.support.storage import execute, label_photo, open_store, png, predict
 
 
 async def contribute(store, *, user_id: int, message_id: int, image: bytes, label: str, model="digits"):
@@ -29,8 +28,8 @@ async def contribute(store, *, user_id: int, message_id: int, image: bytes, labe
     return photo.sha256
 
 
-async def test_confirmed_corrected_and_captioned_photos_are_labelled(tmp_path):
-    store = await open_store(tmp_path)
+async def test_confirmed_corrected_and_captioned_photos_are_labelled(tmp_path, database):
+    store = await open_store(tmp_path, database)
     try:
         await label_photo(store, user_id=1, message_id=1, image=png(1), true_label="7")  # confirmed
         await label_photo(store, user_id=1, message_id=2, image=png(2), true_label="2")  # corrected
@@ -46,8 +45,8 @@ async def test_confirmed_corrected_and_captioned_photos_are_labelled(tmp_path):
     assert all(e.contributors == (1,) and e.votes == 1 and e.dissent == 0 for e in labelled.examples)
 
 
-async def test_the_majority_label_wins_and_ties_are_left_out(tmp_path):
-    store = await open_store(tmp_path)
+async def test_the_majority_label_wins_and_ties_are_left_out(tmp_path, database):
+    store = await open_store(tmp_path, database)
     try:
         disputed, tied = png(10), png(11)
         for user_id, label in [(1, "3"), (2, "3"), (3, "8")]:
@@ -61,8 +60,8 @@ async def test_the_majority_label_wins_and_ties_are_left_out(tmp_path):
     assert labelled.ties == 1
 
 
-async def test_one_person_counts_once_per_photo_with_their_latest_word(tmp_path):
-    store = await open_store(tmp_path)
+async def test_one_person_counts_once_per_photo_with_their_latest_word(tmp_path, database):
+    store = await open_store(tmp_path, database)
     try:
         image = png(20)
         for message_id in range(5):  # the same photo sent five times, each time "labelled" 9
@@ -76,8 +75,8 @@ async def test_one_person_counts_once_per_photo_with_their_latest_word(tmp_path)
     assert labelled.examples == () and labelled.ties == 1  # 9 vs 4 vs 1: one person each
 
 
-async def test_blocked_users_labels_are_left_out_until_unblocked(tmp_path):
-    store = await open_store(tmp_path)
+async def test_blocked_users_labels_are_left_out_until_unblocked(tmp_path, database):
+    store = await open_store(tmp_path, database)
     try:
         await label_photo(store, user_id=1, message_id=1, image=png(1), true_label="1")
         await label_photo(store, user_id=66, message_id=1, image=png(2), true_label="2")
@@ -94,8 +93,8 @@ async def test_blocked_users_labels_are_left_out_until_unblocked(tmp_path):
     assert unblocked.ties == 1
 
 
-async def test_the_split_is_stable_as_the_data_grows(tmp_path):
-    store = await open_store(tmp_path)
+async def test_the_split_is_stable_as_the_data_grows(tmp_path, database):
+    store = await open_store(tmp_path, database)
     try:
         await asyncio.gather(
             *(
@@ -127,8 +126,8 @@ def test_split_of_depends_only_on_the_hash_and_the_percentage():
     assert split_of("ffffffff" + "0" * 56, 20) == split_of("ffffffff" + "1" * 56, 20)  # 4294967295 % 100 = 95
 
 
-async def test_new_since_counts_photos_labelled_after_a_moment(tmp_path):
-    store = await open_store(tmp_path)
+async def test_new_since_counts_photos_labelled_after_a_moment(tmp_path, database):
+    store = await open_store(tmp_path, database)
     try:
         await label_photo(store, user_id=1, message_id=1, image=png(1), true_label="1")
         promoted = await store.record_model_event("digits", "promote", from_version=1, to_version=2)
@@ -142,8 +141,8 @@ async def test_new_since_counts_photos_labelled_after_a_moment(tmp_path):
     assert [e.label for e in labelled.new_since(moment)] == ["2"]
 
 
-async def test_a_cap_per_contributor_keeps_each_persons_earliest(tmp_path):
-    store = await open_store(tmp_path)
+async def test_a_cap_per_contributor_keeps_each_persons_earliest(tmp_path, database):
+    store = await open_store(tmp_path, database)
     try:
         for n in range(6):
             await label_photo(store, user_id=1, message_id=n, image=png(n), true_label="1")
@@ -196,9 +195,9 @@ WRITER = textwrap.dedent(
 )
 
 
-async def test_other_processes_read_and_write_while_the_bot_writes(tmp_path):
-    database, images = tmp_path / "photobot.sqlite3", tmp_path / "images"
-    store = await open_store(tmp_path)
+async def test_other_processes_read_and_write_while_the_bot_writes(tmp_path, database):
+    images = tmp_path / "images"
+    store = await open_store(tmp_path, database)
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(database), str(images), str(tmp_path / "stop")],
         stdout=subprocess.PIPE,
@@ -233,9 +232,9 @@ async def test_other_processes_read_and_write_while_the_bot_writes(tmp_path):
     assert final.contributor_counts() == {**{task + 1: 30 for task in range(10)}, 500: 150}
 
 
-async def _tampered_rows(tmp_path) -> tuple[str, list[str]]:
+async def _tampered_rows(tmp_path, database) -> tuple[str, list[str]]:
     """One honest labelled photo, then rows a tampered database could hold, each with a label."""
-    store = await open_store(tmp_path)
+    store = await open_store(tmp_path, database)
     try:
         honest = await contribute(store, user_id=1, message_id=1, image=png(1), label="1")
         moved = await contribute(store, user_id=1, message_id=2, image=png(2), label="2")
@@ -248,26 +247,27 @@ async def _tampered_rows(tmp_path) -> tuple[str, list[str]]:
     (tmp_path / "images" / linked[:2] / linked).symlink_to(secret)  # a planted symlink out
     traversal = ("../" * 22)[:62] + "ab"  # 64 characters, as the old length check wanted
     shouting = moved.upper()  # hex, but not lowercase
-    db = sqlite3.connect(tmp_path / "photobot.sqlite3")
-    with db:
-        db.execute("UPDATE photos SET path = '../secret.txt' WHERE sha256 = ?", (moved,))
-        for n, sha256 in enumerate((traversal, shouting), start=10):
-            db.execute(
-                "INSERT INTO photos (sha256, size, path, first_seen) VALUES (?, 1, ?, 0)",
-                (sha256, "../secret.txt"),
-            )
-            db.execute(
-                """INSERT INTO contributions (user_id, chat_id, message_id, photo_sha256, model, label,
-                   created_at) VALUES (1, 1, ?, ?, 'digits', '5', 0)""",
-                (n, sha256),
-            )
-    db.close()
+    execute(database, "UPDATE photos SET path = '../secret.txt' WHERE sha256 = ?", (moved,))
+    for n, sha256 in enumerate((traversal, shouting), start=10):
+        execute(
+            database,
+            "INSERT INTO photos (sha256, size, path, first_seen) VALUES (?, 1, ?, 0)",
+            (sha256, "../secret.txt"),
+        )
+        execute(
+            database,
+            """INSERT INTO contributions (user_id, chat_id, message_id, photo_sha256, model, label,
+               created_at) VALUES (1, 1, ?, ?, 'digits', '5', 0)""",
+            (n, sha256),
+        )
     return honest, [moved, linked, traversal, shouting]
 
 
-async def test_rows_whose_hash_or_path_would_leave_the_image_folder_are_refused_and_counted(tmp_path):
-    honest, tampered = await _tampered_rows(tmp_path)
-    labelled = read_labelled_set(tmp_path / "photobot.sqlite3", tmp_path / "images", "digits")
+async def test_rows_whose_hash_or_path_would_leave_the_image_folder_are_refused_and_counted(
+    tmp_path, database
+):
+    honest, tampered = await _tampered_rows(tmp_path, database)
+    labelled = read_labelled_set(database, tmp_path / "images", "digits")
     assert [e.sha256 for e in labelled.examples] == [honest]
     assert labelled.refused_paths == len(tampered) == 4
     images = (tmp_path / "images").resolve()

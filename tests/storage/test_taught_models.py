@@ -10,8 +10,10 @@ from storage import Store, SyncStore
 from storage.taught import TaughtLabel, TaughtModelExists
 
 
-async def test_a_taught_model_is_kept_relabelled_and_deleted_with_its_name_taken(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3", tmp_path / "images")
+async def test_a_taught_model_is_kept_relabelled_and_deleted_with_its_name_taken(
+    tmp_path: Path, database: Path | str
+) -> None:
+    store = await Store.open(database, tmp_path / "images")
     try:
         made = await store.create_taught_model(
             "pets", [TaughtLabel("dog", {"ru": "собака"}), TaughtLabel("cat")], 7
@@ -23,7 +25,7 @@ async def test_a_taught_model_is_kept_relabelled_and_deleted_with_its_name_taken
     finally:
         await store.close()
 
-    store = await Store.open(tmp_path / "db.sqlite3", tmp_path / "images")  # a restart keeps it
+    store = await Store.open(database, tmp_path / "images")  # a restart keeps it
     try:
         (pets,) = await store.taught_models()
         assert pets.label_names == ("dog", "cat", "bird")
@@ -39,8 +41,8 @@ async def test_a_taught_model_is_kept_relabelled_and_deleted_with_its_name_taken
         await store.close()
 
 
-def test_the_command_line_sees_and_creates_taught_models(tmp_path: Path) -> None:
-    with SyncStore(tmp_path / "db.sqlite3", tmp_path / "images") as store:
+def test_the_command_line_sees_and_creates_taught_models(tmp_path: Path, database: Path | str) -> None:
+    with SyncStore(database, tmp_path / "images") as store:
         store.create_taught_model("insects", [TaughtLabel("ant"), TaughtLabel("bee")])
         store.set_taught_labels("insects", [TaughtLabel("ant"), TaughtLabel("bee"), TaughtLabel("wasp")])
         assert [(m.name, m.label_names, m.created_by) for m in store.taught_models()] == [

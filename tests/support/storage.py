@@ -1,16 +1,21 @@
 """Helpers for the storage tests (imported by tests/test_storage*.py, test_export*.py, test_crash_safety.py).
 
-Real SQLite files and real image files in `tmp_path`; photos are real PNGs drawn with Pillow.
+Real SQLite files (or a real PostgreSQL database: the `database` fixture, tests/support/postgres.py) and
+real image files in `tmp_path`; photos are real PNGs drawn with Pillow.
 """
 
 from __future__ import annotations
 
 import io
+import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from storage import Store
+from storage.dialect import Database, is_postgres_url
 
 
 def png(seed: int, size: int = 8) -> bytes:
@@ -23,8 +28,33 @@ def png(seed: int, size: int = 8) -> bytes:
     return buffer.getvalue()
 
 
-async def open_store(folder: Path) -> Store:
-    return await Store.open(folder / "photobot.sqlite3", folder / "images")
+async def open_store(folder: Path, database: Database | None = None) -> Store:
+    """The store of `folder` (images in folder/images), on `database` (default folder/photobot.sqlite3)."""
+    return await Store.open(database or folder / "photobot.sqlite3", folder / "images")
+
+
+def rows(database: Database, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """What a fresh connection, outside the store, reads (`?` placeholders on both backends)."""
+    return execute(database, sql, params)
+
+
+def execute(database: Database, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement in its own transaction on a fresh connection; return its rows (if any)."""
+    if is_postgres_url(database):
+        from storage.postgres import connect
+
+        pg = connect(str(database))
+        try:
+            cursor = pg.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+        finally:
+            pg.close()
+    db = sqlite3.connect(database)
+    try:
+        with db:
+            return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
 
 
 async def predict(
