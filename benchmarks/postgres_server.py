@@ -160,6 +160,15 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def crash(self) -> None:
+        """Stop the server the way a crash does: `immediate` mode, no checkpoint (the WAL is replayed at
+        the next start), every client cut off."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+
+    def restart(self) -> None:
+        """Start the server again on its port, after `crash` (it recovers from its WAL first)."""
+        self._pg_ctl_start()
+
     def stop(self) -> None:
         try:
             if (self.data_dir / "postmaster.pid").exists():

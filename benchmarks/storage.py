@@ -1,7 +1,8 @@
 """Storage benchmarks: durable write throughput under concurrency, and SIGKILL crash safety.
 
 `photobot bench storage` runs them (photobot/commands/bench_storage.py); the crash run starts this
-module as a child process (`python -m benchmarks.storage crash-writer DIR SEED`) and kills it.
+module as a child process (`python -m benchmarks.storage crash-writer DIR SEED [DATABASE]`) and kills it.
+Each runs on a SQLite file in the data folder (the default) or on a PostgreSQL `database` URL.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from storage.database import Store
+from storage.dialect import Connection, Database, is_postgres_url, is_sqlite
 from storage.images import TMP_DIR, TMP_SUFFIX, ImageStore
 
 DIGITS = [str(d) for d in range(10)]
@@ -80,15 +84,18 @@ async def throughput(
     with_images: bool = False,
     max_batch: int = 256,
     seed: int = 0,
+    database: Database | None = None,
 ) -> ThroughputResult:
     """`tasks` concurrent tasks each record predictions and their feedback, every write durable.
 
     Without `with_images` the photos are stored before the clock starts (the database's figure);
     with it, each prediction first stores a new 20 kB image (fsynced file + row). `max_batch=1`
-    turns group commit off (one transaction and one fsync per write), for comparison.
+    turns group commit off (one transaction and one fsync per write), for comparison. `database`: a
+    PostgreSQL URL (or another file) instead of `data_dir/photobot.sqlite3`.
     """
     rng = random.Random(seed)
-    store = await Store.open(data_dir / "photobot.sqlite3", data_dir / "images", max_batch=max_batch)
+    database = database or data_dir / "photobot.sqlite3"
+    store = await Store.open(database, data_dir / "images", max_batch=max_batch)
     try:
         pool = []
         if not with_images:
@@ -147,7 +154,7 @@ async def throughput(
         writes_per_commit = (store.writes - writes_before) / max(1, store.batches - batches_before)
     finally:
         await store.close()
-    rows_predictions, rows_feedback, lost = _count_rows(data_dir / "photobot.sqlite3", acknowledged)
+    rows_predictions, rows_feedback, lost = _count_rows(database, acknowledged)
     quantiles = statistics.quantiles(pair_ms, n=100)
     return ThroughputResult(
         tasks=tasks,
@@ -165,9 +172,69 @@ async def throughput(
     )
 
 
-def _count_rows(database: Path, acknowledged: list[int]) -> tuple[int, int, int]:
+def connect(database: Database) -> Connection:
+    """A plain connection from outside the store (sqlite3's own, or psycopg's through the adapter)."""
+    if is_postgres_url(database):
+        from storage.postgres import connect as connect_postgres
+
+        return connect_postgres(str(database))
+    return sqlite3.connect(database)
+
+
+def integrity(database: Database) -> tuple[str, int]:
+    """The engine's own integrity check ("ok", or its first complaint) and the rows that break a foreign key.
+
+    SQLite: `PRAGMA integrity_check` and `PRAGMA foreign_key_check`. PostgreSQL: amcheck's
+    `bt_index_check(heapallindexed)` on every index of ours (each index agrees with itself and with its
+    table's rows), and a count of rows whose foreign key names no row.
+    """
+    db = connect(database)
+    try:
+        if is_sqlite(db):
+            return (
+                str(db.execute("PRAGMA integrity_check").fetchone()[0]),
+                len(db.execute("PRAGMA foreign_key_check").fetchall()),
+            )
+        return _postgres_index_check(db), _postgres_orphans(db)
+    finally:
+        db.close()
+
+
+def _postgres_index_check(db: Connection) -> str:
+    db.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+    indexes = db.execute(
+        """SELECT c.oid, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
+           WHERE n.nspname = 'public' AND a.amname = 'btree' ORDER BY c.relname"""
+    ).fetchall()
+    for oid, name in indexes:
+        try:
+            db.execute("SELECT bt_index_check(?, true)", (oid,))
+        except Exception as error:
+            return f"index {name}: {error}"
+    return "ok"
+
+
+def _postgres_orphans(db: Connection) -> int:
+    keys = db.execute(
+        """SELECT c.conrelid::regclass::text, a.attname, c.confrelid::regclass::text, r.attname
+           FROM pg_constraint c
+           JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+           JOIN pg_attribute r ON r.attrelid = c.confrelid AND r.attnum = c.confkey[1]
+           WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace"""
+    ).fetchall()
+    orphans = 0
+    for table, column, parent, key in keys:
+        orphans += db.execute(
+            f"""SELECT count(*) FROM {table} t WHERE t.{column} IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.{key} = t.{column})"""
+        ).fetchone()[0]
+    return int(orphans)
+
+
+def _count_rows(database: Database, acknowledged: list[int]) -> tuple[int, int, int]:
     """Count from a fresh connection what is really on disk, and which acknowledged ids are missing."""
-    db = sqlite3.connect(database)
+    db = connect(database)
     try:
         predictions = db.execute("SELECT count(*) FROM predictions").fetchone()[0]
         feedback = db.execute("SELECT count(*) FROM feedback").fetchone()[0]
@@ -180,14 +247,14 @@ def _count_rows(database: Path, acknowledged: list[int]) -> tuple[int, int, int]
 # ------------------------------------------------------------------ crash safety
 
 
-async def crash_writer(data_dir: Path, seed: int, tasks: int = 8) -> None:
+async def crash_writer(data_dir: Path, seed: int, tasks: int = 8, database: Database | None = None) -> None:
     """Write photos, predictions, feedback, captions and /forgets until killed; log each durable write.
 
     Each line on stdout is written after the `await` that made the write durable:
     `P <prediction id> <sha256> <user>`, `F <prediction id> <user>`, `C <contribution id> <user>`,
     and `x <user>` / `X <user>` before and after a /forget.
     """
-    store = await Store.open(data_dir / "photobot.sqlite3", data_dir / "images")
+    store = await Store.open(database or data_dir / "photobot.sqlite3", data_dir / "images")
     out = sys.stdout
     out.write("ready\n")
     out.flush()
@@ -271,10 +338,21 @@ class CrashRunResult:
         return all(check.ok for check in self.checks)
 
 
-def run_crash_child(data_dir: Path, seed: int, kill_after_s: float) -> list[str]:
-    """Start a writer, SIGKILL it `kill_after_s` seconds after it is ready, return what it acknowledged."""
+def run_crash_child(
+    data_dir: Path,
+    seed: int,
+    kill_after_s: float,
+    database: Database | None = None,
+    crash_server: Callable[[], object] | None = None,
+) -> list[str]:
+    """Start a writer, SIGKILL it `kill_after_s` seconds after it is ready, return what it acknowledged.
+
+    `crash_server`, when given, runs just before the kill: the database server dies too (PostgreSQL
+    stopped in `immediate` mode, which is a crash: no checkpoint, recovery from the WAL at the next start).
+    """
+    extra = [str(database)] if database is not None else []
     child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.storage", "crash-writer", str(data_dir), str(seed)],
+        [sys.executable, "-m", "benchmarks.storage", "crash-writer", str(data_dir), str(seed), *extra],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
@@ -285,19 +363,22 @@ def run_crash_child(data_dir: Path, seed: int, kill_after_s: float) -> list[str]
         child.kill()
         raise RuntimeError(f"crash writer did not start (said {ready!r}, exit {child.wait()})")
     time.sleep(kill_after_s)
+    if crash_server is not None:
+        crash_server()
     child.send_signal(signal.SIGKILL)
     lines = child.stdout.read().splitlines()
     child.wait()
     return lines
 
 
-def check_after_crash(data_dir: Path, acknowledged: list[str]) -> tuple[CrashCheck, int]:
+def check_after_crash(
+    data_dir: Path, acknowledged: list[str], database: Database | None = None
+) -> tuple[CrashCheck, int]:
     """Verify the database and images a killed writer left; then restart the store and look again."""
-    database, images = data_dir / "photobot.sqlite3", data_dir / "images"
-    db = sqlite3.connect(database)
+    database, images = database or data_dir / "photobot.sqlite3", data_dir / "images"
+    checked, foreign_key_errors = integrity(database)
+    db = connect(database)
     try:
-        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-        foreign_key_errors = len(db.execute("PRAGMA foreign_key_check").fetchall())
         photos = db.execute("SELECT sha256, path FROM photos").fetchall()
         predictions = {row[0] for row in db.execute("SELECT id FROM predictions")}
         feedback = {row[0] for row in db.execute("SELECT prediction_id FROM feedback")}
@@ -313,9 +394,9 @@ def check_after_crash(data_dir: Path, acknowledged: list[str]) -> tuple[CrashChe
             corrupt += 1
     lost = _lost(acknowledged, predictions, feedback, contributions)
     temp_before = len(list((images / TMP_DIR).glob(f"*{TMP_SUFFIX}")))
-    pending = asyncio.run(_restart(data_dir))
+    pending = asyncio.run(_restart(data_dir, database))
     temp_after = len(ImageStore(images).leftover_temp_files())
-    check = CrashCheck(integrity, foreign_key_errors, rows_without_image, corrupt, lost, temp_after, pending)
+    check = CrashCheck(checked, foreign_key_errors, rows_without_image, corrupt, lost, temp_after, pending)
     return check, temp_before
 
 
@@ -331,32 +412,60 @@ def _lost(acknowledged: list[str], predictions: set[int], feedback: set[int], co
     return lost
 
 
-async def _restart(data_dir: Path) -> int:
-    store = await Store.open(data_dir / "photobot.sqlite3", data_dir / "images")
+async def _restart(data_dir: Path, database: Database) -> int:
+    store = await Store.open(database, data_dir / "images")
     try:
         return len(await store._read(lambda db: db.execute("SELECT * FROM image_deletions").fetchall()))
     finally:
         await store.close()
 
 
-def crash_run(data_dir: Path, *, kills: int = 20, seed: int = 0, max_delay_s: float = 1.0) -> CrashRunResult:
+class CrashableServer(Protocol):
+    """What `crash_run` needs of a database server it may crash (benchmarks.postgres_server's)."""
+
+    def crash(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+def crash_run(
+    data_dir: Path,
+    *,
+    kills: int = 20,
+    seed: int = 0,
+    max_delay_s: float = 1.0,
+    database: Database | None = None,
+    server: CrashableServer | None = None,
+    server_crash_every: int = 4,
+) -> CrashRunResult:
+    """`kills` writers killed at random moments; with a `server`, every `server_crash_every`-th kill
+    crashes the database server with it (then restarts it)."""
     rng = random.Random(seed)
     checks, acknowledged_total, temp_seen = [], 0, 0
     for kill in range(kills):
-        acknowledged = run_crash_child(data_dir, seed * 1000 + kill, rng.uniform(0.05, max_delay_s))
+        crash = server is not None and kill % server_crash_every == server_crash_every - 1
+        acknowledged = run_crash_child(
+            data_dir,
+            seed * 1000 + kill,
+            rng.uniform(0.05, max_delay_s),
+            database,
+            server.crash if crash and server is not None else None,
+        )
+        if crash and server is not None:
+            server.restart()
         acknowledged_total += len(acknowledged)
-        check, temp_before = check_after_crash(data_dir, acknowledged)
+        check, temp_before = check_after_crash(data_dir, acknowledged, database)
         temp_seen += temp_before
         checks.append(check)
     return CrashRunResult(kills, acknowledged_total, checks, temp_seen)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "crash-writer":
+    if len(argv) in (3, 4) and argv[0] == "crash-writer":
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        asyncio.run(crash_writer(Path(argv[1]), int(argv[2])))
+        asyncio.run(crash_writer(Path(argv[1]), int(argv[2]), database=argv[3] if len(argv) == 4 else None))
         return 0
-    print("usage: python -m benchmarks.storage crash-writer DATA_DIR SEED", file=sys.stderr)
+    print("usage: python -m benchmarks.storage crash-writer DATA_DIR SEED [DATABASE]", file=sys.stderr)
     return 2
 
 
