@@ -66,6 +66,11 @@ class ModelSpec:
     # trainer and retrainer use as base data; None for a model with data of its own kind (mnist.npz).
     dataset: str | None = None
     none_label: Mapping[str, str] = field(default_factory=dict)  # language → "Not a …" button text
+    # Labels admins added to this model from the chat (`/addlabel flowers lavender`), in the order added,
+    # and labels they removed since (`/dellabel`). A version learns them at its next retrain; until then
+    # it answers with the labels it has (its meta.json), and captions and keyboards already offer them.
+    added: tuple[str, ...] = ()
+    removed: frozenset[str] = frozenset()
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -83,9 +88,25 @@ class ModelSpec:
         return found.shown(language) if found else name
 
     def with_label_names(self, names: Sequence[str]) -> ModelSpec:
-        """This entry with the labels `names` (kept entries keep their translations)."""
-        labels = tuple(self.label(name) or Label(name) for name in names)
+        """This entry with the labels `names` and the chat's changes (kept entries keep their
+        translations)."""
+        labels = tuple(self.label(name) or Label(name) for name in self.labels_for(names))
         return replace(self, labels=labels)
+
+    def labels_for(self, known: Sequence[str]) -> tuple[str, ...]:
+        """The labels of this model for a version that knows `known`, once the chat's changes apply:
+        what its next retrain learns (`known` without the removed labels, then the added ones)."""
+        kept = [name for name in known if name not in self.removed]
+        return (*kept, *(name for name in self.added if name not in kept))
+
+    def with_label_changes(self, added: Sequence[str], removed: Iterable[str]) -> ModelSpec:
+        """This entry with the labels admins added and removed from the chat (`added` replaces the
+        earlier list): its labels follow at once."""
+        removed = frozenset(removed) - set(added)
+        changed = replace(self, added=tuple(added), removed=removed)
+        # Labels added before and since removed leave with the old list; every added one joins.
+        known = [name for name in self.label_names if name not in self.added or name in added]
+        return changed.with_label_names(known)
 
 
 class Catalogue:
@@ -140,10 +161,12 @@ class Catalogue:
         return Catalogue(specs.values())
 
     def with_labels(self, name: str, labels: Sequence[str]) -> Catalogue:
-        """This catalogue with model `name` answering with `labels` (e.g. from its serving version)."""
-        if name not in self._specs or tuple(labels) == self._specs[name].label_names:
+        """This catalogue with model `name` answering with `labels` (e.g. from its serving version), and
+        the labels added to it from the chat."""
+        spec = self._specs.get(name)
+        if spec is None or spec.labels_for(labels) == spec.label_names:
             return self
-        return self.with_model(self._specs[name].with_label_names(labels))
+        return self.with_model(spec.with_label_names(labels))
 
     def find_caption(self, caption: str | None) -> tuple[str, str] | None:
         """(model, label) when a caption names a label in any language (`roses`, `Rose`, `розы`, `7`),

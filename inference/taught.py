@@ -61,6 +61,31 @@ def with_taught(base: Catalogue, models: Iterable[Taught]) -> Catalogue:
     return catalogue
 
 
+def with_added_labels(base: Catalogue, rows: Iterable[tuple[str, str, bool]]) -> Catalogue:
+    """`base` with the labels admins added to its built-in image models (`/addlabel flowers lavender`):
+    `(model, label, removed)` rows in the order added (`storage.added_labels`)."""
+    added: dict[str, list[str]] = {}
+    removed: dict[str, set[str]] = {}
+    for model, label, gone in rows:
+        if gone:
+            removed.setdefault(model, set()).add(label)
+        else:
+            added.setdefault(model, []).append(label)
+    catalogue = base
+    for spec in base:
+        changes = spec.added or spec.removed or spec.name in added or spec.name in removed
+        if takes_added_labels(spec) and changes:
+            changed = spec.with_label_changes(added.get(spec.name, ()), removed.get(spec.name, ()))
+            catalogue = catalogue.with_model(changed)
+    return catalogue
+
+
+def takes_added_labels(spec: ModelSpec) -> bool:
+    """A built-in image model to which admins may add labels: its retrain learns them from the chat's
+    photos beside its base data (flowers). A taught model keeps its labels in its own row."""
+    return spec.kind == ModelKind.IMAGE_CLASSIFIER and not is_taught(spec)
+
+
 def is_taught(spec: ModelSpec) -> bool:
     """A model with no base data of its own: everything it knows, people labelled in the chat."""
     return spec.kind == ModelKind.IMAGE_CLASSIFIER and spec.dataset is None and spec.shipped is None

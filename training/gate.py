@@ -10,7 +10,11 @@ duplicates count once and no one person is more than Settings.retrain_max_user_s
 - base test accuracy may drop by at most `margin_points` percentage points (Settings.retrain_gate_margin),
   on each fixed base set (digits also have MNIST test digits rendered as phone photos);
 - held-out chat accuracy must be at least the serving version's (no held-out chat photos: nothing to
-  compare, the base rule decides alone, and the report says so).
+  compare, the base rule decides alone, and the report says so);
+- a label the serving version does not have (one added from the chat: `/addlabel flowers lavender`)
+  has nothing to compare with: its held-out chat photos must be answered right by the candidate at
+  least LEARNED_ABOVE_CHANCE_POINTS above chance (a taught model's first version is held to as much),
+  while the other two rules judge the labels both versions have.
 
 Promotion is the model store's atomic pointer switch; a rejected candidate stays in the store, marked
 `rejected` with the reason, so it can be inspected (and `rollback` never lands on it).
@@ -21,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from inference.model_store import ModelStore, ModelVersion
@@ -32,6 +36,7 @@ BASE = "base"
 CHAT = "chat"
 _EPSILON = 1e-9
 SIGNIFICANCE = 0.05
+LEARNED_ABOVE_CHANCE_POINTS = 30.0  # a new label's held-out accuracy over chance (1 / number of labels)
 
 
 @dataclass(frozen=True)
@@ -73,13 +78,44 @@ class GateDecision:
 
 
 def decide(
-    base: SetScore, chat: SetScore, margin_points: float, *, also: Sequence[SetScore] = ()
+    base: SetScore,
+    chat: SetScore,
+    margin_points: float,
+    *,
+    also: Sequence[SetScore] = (),
+    learned: Sequence[SetScore] = (),
+    n_labels: int = 0,
 ) -> GateDecision:
     """Apply the rule; the reason names the numbers that decided.
 
     `also` are further fixed base sets held to the same margin (digits: the MNIST test digits rendered
     as phone photos and read by the serving code, where a poisoned batch of ordinary photos shows).
+    `learned`: one set per label the candidate has and the serving version has not (its held-out chat
+    photos; `serving` None), each held to chance among the candidate's `n_labels` labels plus
+    LEARNED_ABOVE_CHANCE_POINTS.
     """
+    decision = _decide(base, chat, margin_points, also)
+    if not learned or not decision.promote:
+        return replace(decision, scores=(*decision.scores, *learned))
+    floor = 1.0 / max(1, n_labels) + LEARNED_ABOVE_CHANCE_POINTS / 100.0
+    texts = []
+    for score in learned:
+        if score.n == 0 or score.candidate is None:
+            reason = f"no {score.title} to judge the new label on: someone else should label a few"
+            return GateDecision(False, reason, (*decision.scores, *learned), margin_points)
+        text = f"{score.title} {score.candidate:.0%} right on {score.n} photos"
+        if score.candidate + _EPSILON < floor:
+            reason = (
+                f"{text}: a new label needs {floor:.0%} ({LEARNED_ABOVE_CHANCE_POINTS:g} points above chance)"
+            )
+            return GateDecision(False, reason, (*decision.scores, *learned), margin_points)
+        texts.append(f"{text} (at least {floor:.0%} needed)")
+    reason = f"{decision.reason}; {'; '.join(texts)}"
+    return GateDecision(True, reason, (*decision.scores, *learned), margin_points)
+
+
+def _decide(base: SetScore, chat: SetScore, margin_points: float, also: Sequence[SetScore]) -> GateDecision:
+    """The rule for the sets both versions are scored on."""
     scores = (base, *also, chat)
     if base.serving is None or base.candidate is None or base.n == 0:
         return GateDecision(False, f"no {base.title} to compare on", scores, margin_points)

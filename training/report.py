@@ -63,6 +63,8 @@ class ReportData:
     capped: dict[int, int] = field(default_factory=dict)  # user → photos left out by the per-user cap
     dropped: dict[str, int] = field(default_factory=dict)  # reason → photos left out
     new_classes: dict[str, int] = field(default_factory=dict)  # labels no model knows (flowers), not added
+    # Labels added from the chat (/addlabel) with too few usable photos to learn yet: label → photos.
+    waiting: dict[str, int] = field(default_factory=dict)
     base_examples: int = 0  # each weighs 1 in training
     chat_examples: int = 0  # chat examples trained on (digits: one per digit), each once per epoch
     chat_weight: float = 0.0  # what each weighs against a base example (training.chat_examples)
@@ -100,6 +102,9 @@ def report_text(data: ReportData) -> str:
         lines.append("")
         lines.append(f"Accuracy, v{data.serving_version} → v{data.candidate_version}:")
         for score in decision.scores:
+            if score.n and score.serving is None and score.candidate is not None:  # a label just added
+                lines.append(f"  {score.title} ({score.n}): {score.candidate:.2%} (a new label)")
+                continue
             if score.n == 0 or score.serving is None or score.candidate is None:
                 lines.append(f"  {score.title}: no photos")
                 continue
@@ -128,6 +133,11 @@ def report_text(data: ReportData) -> str:
         lines.append(
             "New classes from chat (not added; a model change is needed): "
             + ", ".join(f"{k} ({v})" for k, v in data.new_classes.items())
+        )
+    if data.waiting:
+        lines.append(
+            "Added labels not learned yet (too few usable photos): "
+            + ", ".join(f"{k} ({v})" for k, v in data.waiting.items())
         )
     if data.mistakes:
         lines.append(f"Chat photos the new model still gets wrong: {len(data.mistakes)}")

@@ -7,7 +7,8 @@ Run in its own process (`photobot retrain --model digits|flowers [--job-id N]`),
 2. Select the chat photos (`training.chat_examples`): storage's labelled set minus negative labels,
    near-duplicates once, the per-user cap and the per-person share applied, held out by person; every
    photo left out is counted in the report. For flowers, labels no model knows are set aside (new
-   classes are reported, never silently added).
+   classes are reported, never silently added); labels admins added (`/addlabel flowers lavender`)
+   are learned.
 3. Chat photos from fewer people than RetrainSettings.rules.min_contributors (or than the share
    allows), or too few new labelled photos since the last promotion (RetrainSettings.min_new_labels):
    explain and stop; only the second can be forced.
@@ -246,7 +247,14 @@ def _decide(
     """The usual gate; a taught model's first version is judged against a nearest-centroid baseline
     and chance instead (`training.retrain_taught`), and its report says the held-out accuracy per label."""
     if not is_taught(spec):
-        return gate.decide(result.base, result.chat, settings.gate_margin, also=result.also)
+        return gate.decide(
+            result.base,
+            result.chat,
+            settings.gate_margin,
+            also=result.also,
+            learned=result.learned,
+            n_labels=len(result.candidate.labels),
+        )
     from training.retrain_taught import first_version_decision
 
     per_label = str(getattr(step, "per_label", ""))

@@ -41,6 +41,9 @@ class TrainingResult:
     base: gate.SetScore
     chat: gate.SetScore
     also: tuple[gate.SetScore, ...] = ()  # further fixed base sets held to the same margin
+    learned: tuple[
+        gate.SetScore, ...
+    ] = ()  # labels the serving version has not: held-out chat photos of each
 
 
 class Retrainer:

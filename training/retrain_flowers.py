@@ -5,6 +5,12 @@ The base photos, their split, their cached features and the head's fit loop are 
 serving code, labels no model knows set aside and reported, each weighed within the bound of
 `training.chat_examples`), a head warm-started from the serving one
 with small steps, and the held-out chat photos scored beside the base test split.
+
+Labels added from the chat (`/addlabel flowers lavender`: the catalogue entry's `added`) are learned
+once each has MIN_PHOTOS_PER_LABEL usable photos: its own output, fitted first with the others held
+(`training.new_labels`), and the ImageNet classes of its photos for the refusal. The gate compares
+both versions on the labels the serving one has, and holds each new label to its held-out chat
+photos (`training.gate`). A label removed from the chat (`/dellabel`) loses its output.
 """
 
 from __future__ import annotations
@@ -45,14 +51,23 @@ class FlowersRetrainer(Retrainer):
 
         options, progress, report = self.options, self.progress, self.report
         serving_head = FlowerHead.load(self._head_file())
-        labels = list(self.serving.labels)
-        report.labels = labels
+        known = list(self.serving.labels)  # what the serving version answers
+        wanted = list(self.spec.labels_for(known))  # with the labels added or removed in the chat
 
-        known = [e for e in examples if e.label in labels]
-        report.new_classes = dict(sorted(Counter(e.label for e in examples if e.label not in labels).items()))
+        report.new_classes = dict(sorted(Counter(e.label for e in examples if e.label not in wanted).items()))
         if report.new_classes:
             report.dropped["label of a class the model does not have"] = sum(report.new_classes.values())
-        progress.enter("preprocessing", f"features of {len(known)} chat photos and the base photos")
+        progress.enter("preprocessing", "reading the chat photos")
+        chat_pixels, chat_used = self._chat_pixels([e for e in examples if e.label in wanted])
+        pairs = self.within_share(list(zip(chat_pixels, chat_used, strict=True)), lambda pair: pair[1])
+        labels = self._learnable(wanted, known, [e for _, e in pairs])
+        pairs = [(px, e) for px, e in pairs if e.label in labels]
+        chat_pixels, chat_used = [px for px, _ in pairs], [e for _, e in pairs]
+        report.labels = labels
+        usage(report, chat_used)
+        new = [label for label in labels if label not in known]
+
+        progress.enter("preprocessing", f"features of {len(chat_used)} chat photos and the base photos")
         config = self._config()
         base = self._base_photos(labels, config)
         backbone = build_backbone()
@@ -62,10 +77,6 @@ class FlowersRetrainer(Retrainer):
         def note(done: int, total: int) -> None:
             progress.within(0.2 + 0.6 * done / max(1, total), message=f"features: {done}/{total} computed")
 
-        chat_pixels, chat_used = self._chat_pixels(known)
-        pairs = self.within_share(list(zip(chat_pixels, chat_used, strict=True)), lambda pair: pair[1])
-        chat_pixels, chat_used = [px for px, _ in pairs], [e for _, e in pairs]
-        usage(report, chat_used)
         everything = [p for split in base.values() for p in split] + chat_pixels
         by_digest = dict(
             zip(
@@ -91,32 +102,51 @@ class FlowersRetrainer(Retrainer):
         weight = chat_weight(len(train[0]), len(chat_train[0]), options.chat_share, options.max_chat_weight)
         record_weight(report, len(train[0]), len(chat_train[0]), weight)
         training_set = weighted(train, chat_train, weight)
-        progress.enter(
-            "training",
-            f"head on {len(train[0])} base + {len(chat_train[0])} chat photos of weight {weight:.1f}",
-        )
         checked = validation if len(validation[0]) else train
-        (kernel, bias), history = self._fit_head(
-            training_set, checked, chat_val, config, labels, serving_head
-        )
+        start = self._start(serving_head, known, labels, training_set, config)
+        if new and not any(e.label in known and e.split == "train" for e in chat_used):
+            # The chat taught only the new labels: the outputs the model had have nothing to learn, and
+            # refitting them would only re-roll their test answers (measured: one flower in 302).
+            (kernel, bias), history = start, dict(self.new_label_history)
+        else:
+            progress.enter(
+                "training",
+                f"head on {len(train[0])} base + {len(chat_train[0])} chat photos of weight {weight:.1f}",
+            )
+            (kernel, bias), history = self._fit_head(training_set, checked, chat_val, config, labels, start)
         head = self._with_detector(
             kernel, bias, training_set[0], training_set[1], checked, config, cache, extract
         )
 
         progress.enter("evaluating", "scoring serving and candidate heads")
-        base_score = gate.SetScore(
-            gate.BASE,
-            f"{self.spec.name} test split",
-            len(test[1]),
-            accuracy(head_answers(serving_head, test[0]) == test[1]),
-            accuracy(head_answers(head, test[0]) == test[1]),
-        )
-        chat_score = gate.SetScore(
-            gate.CHAT,
-            "held-out chat photos",
-            len(chat_val[1]),
-            accuracy(head_answers(serving_head, chat_val[0]) == chat_val[1]),
-            accuracy(head_answers(head, chat_val[0]) == chat_val[1]),
+        names = np.array(labels)
+        served = np.array(known)
+
+        def score(name: str, title: str, x: np.ndarray, y: np.ndarray) -> gate.SetScore:
+            """Both heads on the photos of labels the serving version knows, compared by label."""
+            mask = np.isin(names[y], served) if len(y) else np.zeros(0, bool)
+            truth, x = names[y][mask], x[mask]
+            return gate.SetScore(
+                name,
+                title,
+                len(truth),
+                accuracy(served[head_answers(serving_head, x)] == truth),
+                accuracy(names[head_answers(head, x)] == truth),
+            )
+
+        base_score = score(gate.BASE, f"{self.spec.name} test split", *test)
+        chat_score = score(gate.CHAT, "held-out chat photos", *chat_val)
+        learned = tuple(
+            gate.SetScore(
+                f"new_{label}",
+                f"held-out chat photos of {label}",
+                int(np.sum(chat_val[1] == labels.index(label))),
+                None,
+                accuracy(
+                    head_answers(head, chat_val[0][chat_val[1] == labels.index(label)]) == labels.index(label)
+                ),
+            )
+            for label in new
         )
         report.history = history
         report.confusion = {
@@ -135,8 +165,39 @@ class FlowersRetrainer(Retrainer):
                 for e, a in zip(chat_used, answers, strict=True)
                 if labels[int(a)] != e.label
             ]
-        candidate = self._save(backbone, head, history, len(train[0]), weight, chat_used, config)
-        return TrainingResult(candidate, base_score, chat_score)
+        with_base = {photo.label for split in base.values() for photo in split}
+        only_chat = {
+            label: chat_train[0][chat_train[1] == index]
+            for index, label in enumerate(labels)
+            if label not in with_base
+        }
+        candidate = self._save(
+            backbone, head, history, len(train[0]), weight, chat_used, config, labels, only_chat
+        )
+        return TrainingResult(candidate, base_score, chat_score, learned=learned)
+
+    def _learnable(self, wanted: list[str], known: list[str], used: list[LabelledExample]) -> list[str]:
+        """The labels this version learns: every label it keeps, and each label added in the chat
+        once it has MIN_PHOTOS_PER_LABEL usable photos (the others wait, and the report says so)."""
+        from inference.taught import MIN_PHOTOS_PER_LABEL
+
+        counts = Counter(e.label for e in used)
+        waiting = [name for name in wanted if name not in known and counts[name] < MIN_PHOTOS_PER_LABEL]
+        self.report.waiting = {label: counts[label] for label in waiting}
+        return [label for label in wanted if label not in waiting]
+
+    def _start(self, serving_head, known, labels, training_set, config) -> tuple[np.ndarray, np.ndarray]:
+        """The serving head's outputs for `labels`, each new label's fitted with the others held."""
+        from training.new_labels import fit_new_outputs, start_head
+
+        start = start_head(serving_head.kernel, serving_head.bias, known, labels)
+        new = [i for i, label in enumerate(labels) if label not in known]
+        self.new_label_history: dict[str, list[float]] = {}
+        if new:
+            self.progress.enter("training", f"the outputs of {', '.join(labels[i] for i in new)}")
+            start, losses = fit_new_outputs(training_set, start, new, config.l2)
+            self.new_label_history = {"new label loss (every 10 steps)": losses}
+        return start
 
     def _head_file(self) -> Path:
         """The serving head, if it can be retrained from cached features of the ImageNet backbone."""
@@ -213,7 +274,8 @@ class FlowersRetrainer(Retrainer):
         return pixels, used
 
     def _fit_head(self, train, validation, chat_val, config, labels, start):
-        """The head's shared fit loop (`train_flowers.train_head`), from the serving head's weights.
+        """The head's shared fit loop (`train_flowers.train_head`), from the serving head's weights
+        (`start`: kernel and bias, with the new labels' outputs already fitted).
 
         Starting from the serving head, not from scratch, the candidate moves only as far as the chat
         photos (and early stopping on the base validation split) ask, which keeps the base test
@@ -226,7 +288,7 @@ class FlowersRetrainer(Retrainer):
             validation,
             len(labels),
             config,
-            start=(start.kernel, start.bias),
+            start=start,
             progress=self.progress,
             measure={"base_validation_accuracy": validation, "chat_validation_accuracy": chat_val},
         )
@@ -253,19 +315,34 @@ class FlowersRetrainer(Retrainer):
         )
         return FlowerHead(kernel=kernel, bias=bias, ood=ood)
 
-    def _save(self, backbone, head, history, n_base, weight, chat_used, config) -> ModelVersion:
+    def _save(
+        self, backbone, head, history, n_base, weight, chat_used, config, labels, only_chat
+    ) -> ModelVersion:
+        """Save the candidate. `only_chat`: each label with no base photos (added from the chat), and
+        the features of its training photos, whose ImageNet classes its refusal accepts."""
         from dataclasses import asdict
 
         from training.effnet_lite0 import imagenet_head
         from training.flower_model import HEAD_FILE, assemble_flower_model
+        from training.imagenet_evidence import imagenet_probabilities
+        from training.new_labels import imagenet_rule as with_learned
+        from training.new_labels import learned_classes
 
-        keep = ("labels", "preprocessing", "backbone", "outputs")
-        meta = {k: v for k, v in self.serving.meta.items() if k in keep}
+        keep = ("preprocessing", "backbone", "outputs")
+        meta: dict[str, Any] = {k: v for k, v in self.serving.meta.items() if k in keep}
         # The ImageNet evidence of the refusal is about the backbone and the base photos, which a
-        # retrain keeps: the candidate keeps the serving version's rule and its ImageNet output.
+        # retrain keeps: the candidate keeps the serving version's rule and its ImageNet output, with
+        # the classes of the labels learned from the chat.
         imagenet_rule = (self.serving.meta.get("ood") or {}).get("imagenet")
+        imagenet = imagenet_head() if imagenet_rule else None
+        if imagenet_rule and imagenet is not None:
+            learned = {
+                label: learned_classes(imagenet_probabilities(x, *imagenet)) for label, x in only_chat.items()
+            }
+            imagenet_rule = with_learned(imagenet_rule, learned)
         meta.update(
             {
+                "labels": list(labels),
                 "ood": {
                     "method": "mahalanobis-l2-lowrank",
                     "rank": config.ood_rank,
@@ -284,12 +361,14 @@ class FlowersRetrainer(Retrainer):
                     "chat_validation": sum(e.split == "validation" for e in chat_used),
                     "chat_weight": weight,
                     "new_classes_not_added": self.report.new_classes,
+                    "labels_learned": [label for label in labels if label not in self.serving.labels],
+                    "added_labels_waiting": self.report.waiting,
                 },
                 "retrain": self.options_meta(),
                 "command": f"photobot retrain --model {self.spec.name} --job-id {self.report.job_id}",
             }
         )
-        model = assemble_flower_model(backbone, head, imagenet_head() if imagenet_rule else None)
+        model = assemble_flower_model(backbone, head, imagenet)
         models = ModelStore(self.settings.models_dir)
         with models.new_version(self.spec.name, meta) as staged:
             model.save(staged.path / MODEL_FILE)

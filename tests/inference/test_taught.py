@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from inference.catalogue import DEFAULT_CATALOGUE, ModelKind
-from inference.taught import Taught, TaughtError, check_labels, check_name, is_taught, with_taught
+from inference.taught import (
+    Taught,
+    TaughtError,
+    check_labels,
+    check_name,
+    is_taught,
+    takes_added_labels,
+    with_added_labels,
+    with_taught,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,3 +70,37 @@ def test_taught_models_join_the_catalogue_as_image_classifiers_in_their_own_mode
     assert catalogue.find_caption("flowers: roses") == ("flowers", "roses")
     assert catalogue.find_caption("pets: roses") is None  # not one of pets' labels
     assert catalogue.find_caption("roses") == ("flowers", "roses")
+
+
+def test_a_label_added_to_the_flowers_joins_captions_and_follows_whatever_version_serves() -> None:
+    five = DEFAULT_CATALOGUE["flowers"].label_names
+    catalogue = with_added_labels(DEFAULT_CATALOGUE, [("flowers", "lavender", False)])
+    flowers = catalogue["flowers"]
+    assert flowers.label_names == (*five, "lavender") and flowers.added == ("lavender",)
+    assert (
+        catalogue.find_caption("lavender")
+        == catalogue.find_caption("flowers: Lavender")
+        == (
+            "flowers",
+            "lavender",
+        )
+    )
+    assert flowers.shown_label("roses", "ru") == "розы"  # the built-in labels keep their translations
+    # A version that learned it, or one that did not (a rollback): the label stays either way.
+    assert catalogue.with_labels("flowers", [*five, "lavender"]) is catalogue
+    assert catalogue.with_labels("flowers", five)["flowers"].label_names == (*five, "lavender")
+    assert takes_added_labels(flowers) and not takes_added_labels(catalogue["digits"])
+    assert "lavender" not in DEFAULT_CATALOGUE["flowers"].label_names
+
+
+def test_a_removed_label_leaves_even_while_a_version_that_knows_it_serves() -> None:
+    five = DEFAULT_CATALOGUE["flowers"].label_names
+    added = with_added_labels(DEFAULT_CATALOGUE, [("flowers", "lavender", False), ("flowers", "iris", False)])
+    catalogue = with_added_labels(added, [("flowers", "lavender", True), ("flowers", "iris", False)])
+    assert catalogue["flowers"].label_names == (*five, "iris")
+    serving = catalogue.with_labels("flowers", [*five, "lavender"])  # the version learned it before
+    assert serving["flowers"].label_names == (*five, "iris")
+    assert serving.find_caption("lavender") is None
+    assert serving["flowers"].labels_for([*five, "lavender"]) == (*five, "iris")  # what a retrain learns
+    again = with_added_labels(serving, [("flowers", "iris", False), ("flowers", "lavender", False)])
+    assert again["flowers"].label_names == (*five, "iris", "lavender")

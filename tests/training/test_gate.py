@@ -133,3 +133,29 @@ def test_a_loss_on_a_sampled_base_set_rejects_only_when_it_is_significant() -> N
         "MNIST test as photos 98.38% → 97.47%: a loss of 0.91 points, more than the 0.3 allowed "
         "(12 lost vs 3 gained, p = 0.018)"
     )
+
+
+def learned(candidate: float | None, n: int = 5, label: str = "lavender") -> gate.SetScore:
+    return gate.SetScore(f"new_{label}", f"held-out chat photos of {label}", n, None, candidate)
+
+
+def test_a_new_label_must_be_learned_well_above_chance_on_its_held_out_photos() -> None:
+    promoted = gate.decide(base(0.94, 0.94), chat(None, None, n=0), 0.3, learned=[learned(0.6)], n_labels=6)
+    assert promoted.promote
+    assert promoted.reason.endswith(
+        "held-out chat photos of lavender 60% right on 5 photos (at least 47% needed)"
+    )
+    assert promoted.scores[-1] == learned(0.6)
+    rejected = gate.decide(base(0.94, 0.94), chat(None, None, n=0), 0.3, learned=[learned(0.4)], n_labels=6)
+    assert not rejected.promote
+    assert rejected.reason == (
+        "held-out chat photos of lavender 40% right on 5 photos: "
+        "a new label needs 47% (30 points above chance)"
+    )
+
+
+def test_a_new_label_with_no_held_out_photos_is_not_promoted_and_the_old_labels_still_decide() -> None:
+    unjudged = gate.decide(base(0.94, 0.94), chat(0.9, 0.9), 0.3, learned=[learned(None, n=0)], n_labels=6)
+    assert not unjudged.promote and unjudged.reason.startswith("no held-out chat photos of lavender")
+    worse = gate.decide(base(0.94, 0.93), chat(0.9, 0.9), 0.3, learned=[learned(1.0)], n_labels=6)
+    assert not worse.promote and "a loss of 1.00 points" in worse.reason
