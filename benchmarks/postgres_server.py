@@ -5,6 +5,8 @@ at run time does. It needs PostgreSQL's server binaries (`initdb`, `pg_ctl`, `po
 `postgresql` package, which `make test` installs when they are missing). PostgreSQL refuses to run as
 root, so as root the cluster belongs to the `postgres` user and every server command runs as that user
 (`runuser -u postgres --`). The server keeps fsync on: the crash tests need commits that survive.
+Connections over TCP need the password (`password`, random per server; it is in `url()`), so a wrong
+password is refused as a real server would; the server's own tools use its Unix socket without one.
 
     with PostgresServer.start() as server:
         url = server.create_database()          # a fresh, empty database: postgresql://…/photobot_1
@@ -16,6 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -57,6 +60,7 @@ class PostgresServer:
 
     def __init__(self, root: Path, bin_dir: Path, port: int, run_as: str | None) -> None:
         self.root, self.bin_dir, self.port, self._run_as = root, bin_dir, port, run_as
+        self.password = secrets.token_hex(12)
         self._databases = 0
 
     @property
@@ -68,11 +72,11 @@ class PostgresServer:
         return self.root / "socket"
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{SERVER_USER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     @classmethod
     def start(cls, *, tries: int = 3) -> PostgresServer:
-        """initdb a new cluster in a temporary folder and start it on a free port (trust auth, local only)."""
+        """initdb a new cluster in a temporary folder and start it on a free port (127.0.0.1 only)."""
         bin_dir = find_bin_dir()
         run_as = SERVER_USER if os.geteuid() == 0 else None
         root = Path(tempfile.mkdtemp(prefix="photobot-pg-"))
@@ -91,7 +95,9 @@ class PostgresServer:
                 "initdb",
                 "-D",
                 str(server.data_dir),
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={server._password_file()}",
                 f"--username={SERVER_USER}",
                 "--encoding=UTF8",
                 "--locale=C",
@@ -110,6 +116,15 @@ class PostgresServer:
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
+
+    def _password_file(self) -> Path:
+        path = self.root / "password"
+        path.write_text(self.password + "\n")
+        if self._run_as is not None:
+            owner = pwd.getpwnam(self._run_as)
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        path.chmod(0o600)
+        return path
 
     def _pg_ctl_start(self) -> None:
         options = (

@@ -186,12 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Errors of the inner packages whose message already says what to do (set PHOTOBOT_DATASETS, train a
-# model, upgrade PhotoBot): any command that meets one prints it as one line, without a traceback.
+# model, upgrade PhotoBot, check DATABASE_URL): any command that meets one prints it as one line, without a
+# traceback.
 _ENVIRONMENT_ERRORS = {
-    "training.datasets": "DatasetUnavailable",
-    "training.flower_data": "DatasetError",
-    "inference.errors": "ModelUnavailable",
-    "storage.errors": "SchemaTooNew",
+    "training.datasets": ("DatasetUnavailable",),
+    "training.flower_data": ("DatasetError",),
+    "inference.errors": ("ModelUnavailable",),
+    "storage.errors": ("SchemaTooNew", "DatabaseUnavailable"),
 }
 
 
@@ -200,7 +201,8 @@ def _user_facing_errors() -> tuple[type[BaseException], ...]:
     # and the command line stays free of heavy imports.
     inner = tuple(
         getattr(sys.modules[module], name)
-        for module, name in _ENVIRONMENT_ERRORS.items()
+        for module, names in _ENVIRONMENT_ERRORS.items()
         if module in sys.modules
+        for name in names
     )
     return (UserFacingError, *inner)

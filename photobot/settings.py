@@ -33,6 +33,9 @@ class Settings:
     webhook_port: int = 8443
     admin_ids: frozenset[int] = frozenset()
     data_dir: Path = Path("var")
+    # postgresql://USER:PASSWORD@HOST:PORT/DATABASE for a database several machines share; None: the SQLite
+    # file under data_dir. Left out of repr: it may hold a password.
+    database_url: str | None = field(default=None, repr=False)
     datasets: tuple[Path, ...] = ()  # folders searched for mnist.npz and flower_photos/ (never downloaded)
     keras_backend: str = "tensorflow"
     log_level: str = "INFO"
@@ -58,7 +61,13 @@ class Settings:
 
     @property
     def database_path(self) -> Path:
+        """The SQLite file, used when DATABASE_URL is not set."""
         return self.data_dir / "photobot.sqlite3"
+
+    @property
+    def database(self) -> Path | str:
+        """What storage opens: DATABASE_URL when it is set, else the SQLite file under DATA_DIR."""
+        return self.database_url or self.database_path
 
     @property
     def images_dir(self) -> Path:
@@ -87,6 +96,7 @@ class Settings:
             webhook_port=_number(env, "WEBHOOK_PORT", defaults.webhook_port, int),
             admin_ids=_id_set(env, "ADMIN_IDS"),
             data_dir=Path(get("DATA_DIR") or defaults.data_dir),
+            database_url=_database_url(get("DATABASE_URL")),
             datasets=tuple(Path(p) for p in (get("PHOTOBOT_DATASETS") or "").split(os.pathsep) if p),
             keras_backend=get("KERAS_BACKEND") or defaults.keras_backend,
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
@@ -127,6 +137,18 @@ class Settings:
             ),
             retrain_gate_margin=_number(env, "RETRAIN_GATE_MARGIN", defaults.retrain_gate_margin, float),
         )
+
+
+def _database_url(value: str | None) -> str | None:
+    """DATABASE_URL names a PostgreSQL database, or nothing (its value is never quoted: a password)."""
+    if value is None:
+        return None
+    if value.split("://", 1)[0].lower() not in ("postgresql", "postgres") or "://" not in value:
+        raise SettingsError(
+            "DATABASE_URL must be a PostgreSQL URL, postgresql://USER:PASSWORD@HOST:PORT/DATABASE "
+            "(leave it empty for the SQLite file under DATA_DIR)"
+        )
+    return value
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -36,10 +36,11 @@ def taught_catalogue(settings: Settings, base: Catalogue = DEFAULT_CATALOGUE) ->
     line offers, so `photobot retrain --model pets` works for a model made with /newmodel."""
     from inference.taught import Taught, with_taught
     from storage import SyncStore
+    from storage.connect import database_exists
 
-    if not Path(settings.database_path).exists():
+    if not database_exists(settings.database):
         return base
-    with SyncStore(settings.database_path, settings.images_dir) as store:
+    with SyncStore(settings.database, settings.images_dir) as store:
         rows = store.taught_models()
     return with_taught(
         base, (Taught(r.name, [(label.name, label.display) for label in r.labels]) for r in rows)
@@ -67,7 +68,7 @@ def retrain_settings(settings: Settings) -> RetrainSettings:
     """What a retrain job needs of the settings (read, in the job's process, from `job_environment`)."""
     return RetrainSettings(
         data_dir=Path(settings.data_dir),
-        database_path=settings.database_path,
+        database_path=settings.database,
         images_dir=settings.images_dir,
         models_dir=settings.models_dir,
         datasets=tuple(Path(p) for p in settings.datasets),
@@ -100,6 +101,7 @@ def job_environment(settings: Settings) -> dict[str, str]:
     env.update(
         {
             "DATA_DIR": str(Path(settings.data_dir).resolve()),
+            "DATABASE_URL": settings.database_url or "",
             "PHOTOBOT_DATASETS": os.pathsep.join(str(Path(p).resolve()) for p in settings.datasets),
             "KERAS_BACKEND": settings.keras_backend,
             "LOG_LEVEL": settings.log_level,
@@ -117,13 +119,24 @@ def job_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def check_database(settings: Settings) -> None:
+    """Connect to DATABASE_URL's database once (migrating it) and close it: a server that cannot be reached
+    is one line (`storage.errors.DatabaseUnavailable`) before anything else starts. The SQLite file is
+    opened with the bot's services, as before."""
+    from storage.connect import open_database
+    from storage.dialect import is_postgres_url
+
+    if is_postgres_url(settings.database):
+        open_database(settings.database).close()
+
+
 async def open_services(
     settings: Settings, *, names: Iterable[str] | None = None, catalogue: Catalogue = DEFAULT_CATALOGUE
 ) -> Services:
     """The database, the image store and a started classifier serving `names` (default: all)."""
     from storage import Store
 
-    store = await Store.open(settings.database_path, settings.images_dir)
+    store = await Store.open(settings.database, settings.images_dir)
     classifier = build_classifier(settings, catalogue=catalogue, names=names)
     try:
         await classifier.start()

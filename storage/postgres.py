@@ -24,6 +24,7 @@ import functools
 import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import conninfo, pq
@@ -34,6 +35,7 @@ from storage.errors import DatabaseUnavailable
 # pg_advisory_xact_lock key of the one write lock (any constant; "PhBt" in ASCII).
 WRITE_LOCK = 0x50684274
 
+_SERVER_AT = re.compile(r'connection to server (?:at|on) "[^"]*"(?:, port \d+)? failed: ')
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?|%")
 _STATEMENTS = {
     "BEGIN IMMEDIATE": f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})",
@@ -90,9 +92,10 @@ def connect(url: str, *, timeout_s: float = 10.0, read_only: bool = False) -> Po
     where = describe(url)
     try:
         params = conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
+    except psycopg.ProgrammingError as error:
+        reason = _reason(error, _password_in(url)).replace(url, where)
         raise DatabaseUnavailable(
-            f"DATABASE_URL is not a PostgreSQL URL that can be read ({where}); expected "
+            f"DATABASE_URL is not a PostgreSQL URL that can be read ({reason}); expected "
             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
         ) from None
     # lock_timeout: a writer waits for the write lock as long as SQLite's busy timeout, then fails.
@@ -113,11 +116,19 @@ def connect(url: str, *, timeout_s: float = 10.0, read_only: bool = False) -> Po
     return PostgresConnection(connection, url)
 
 
+def _password_in(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 def _reason(error: psycopg.Error, password: object) -> str:
-    """psycopg's message in one line: its last line says what went wrong, without the password."""
+    """psycopg's message in one line, without the address (the caller names it) or the password."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = lines[-1] if lines else type(error).__name__
-    reason = reason.removeprefix("connection failed: ").removeprefix("FATAL:  ")
+    reason = "; ".join(lines) or type(error).__name__
+    reason = reason.removeprefix("connection failed: ")
+    reason = _SERVER_AT.sub("", reason).replace("FATAL:  ", "")
     if isinstance(password, str) and password:
         reason = reason.replace(password, "***")
     return reason

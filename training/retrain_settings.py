@@ -15,7 +15,8 @@ from training.chat_examples import ChatRules
 @dataclass(frozen=True)
 class RetrainSettings:
     data_dir: Path  # the bot's data: reports/ and cache/ are written under it, datasets/ looked for in it
-    database_path: Path  # the bot's SQLite database: the job's row, the labelled photos
+    # The bot's database, a SQLite file or a postgresql:// URL: the job's row, the labelled photos.
+    database_path: Path | str
     images_dir: Path  # the stored chat photos
     models_dir: Path  # the model store: the serving version, and the candidate written beside it
     datasets: tuple[Path, ...]  # folders searched for mnist.npz and flower_photos/

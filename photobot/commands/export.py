@@ -37,16 +37,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.connect import database_exists
     from storage.labelled import export_labelled_set, read_labelled_set
 
-    if not settings.database_path.is_file():
+    if not database_exists(settings.database):
         raise UserFacingError(f"no database at {settings.database_path}: nothing labelled yet (DATA_DIR?)")
     from photobot.wiring import taught_catalogue
 
     known = taught_catalogue(settings)
     if args.model not in known:
         raise UserFacingError(f"unknown model {args.model!r}; choose from {', '.join(known.names)}")
-    labelled = read_labelled_set(settings.database_path, settings.images_dir, args.model)
+    labelled = read_labelled_set(settings.database, settings.images_dir, args.model)
     counts: dict[str, int] = {}
     with progress_bar(len(labelled.examples), "exporting", quiet=getattr(args, "quiet", False)) as bar:
         for start in range(0, max(1, len(labelled.examples)), EXPORT_CHUNK):  # once when empty: the folder

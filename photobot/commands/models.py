@@ -71,7 +71,7 @@ def _new(settings: Settings, name: str, labels: list[str]) -> int:
     from storage.taught import TaughtLabel
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with SyncStore(settings.database_path, settings.images_dir) as store:
+    with SyncStore(settings.database, settings.images_dir) as store:
         taken = [model.name for model in store.taught_models()]
         taken += ModelStore(settings.models_dir).names()  # old versions must not serve a new model
         try:
@@ -93,7 +93,7 @@ def _add_label(settings: Settings, name: str, label: str) -> int:
     from storage import SyncStore
     from storage.taught import TaughtLabel
 
-    with SyncStore(settings.database_path, settings.images_dir) as store:
+    with SyncStore(settings.database, settings.images_dir) as store:
         found = next((model for model in store.taught_models() if model.name == name), None)
         if found is None:
             raise UserFacingError(f"no taught model called {name!r} (photobot models new)")

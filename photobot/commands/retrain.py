@@ -118,7 +118,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 def _fail_job(settings: Settings, job_id: int, error: str) -> None:
     from storage.sync import SyncStore
 
-    with SyncStore(settings.database_path, settings.images_dir) as store:
+    with SyncStore(settings.database, settings.images_dir) as store:
         store.fail_retrain_job(job_id, error)
 
 
@@ -140,7 +140,7 @@ def _run_followed(
     if bar.disable or options.job_id is not None:
         bar.close()
         return run_retrain(job_settings, options, catalogue)
-    store = SyncStore(settings.database_path, settings.images_dir)
+    store = SyncStore(settings.database, settings.images_dir)
     try:
         job = store.create_retrain_job(options.model)
     except JobAlreadyActive as error:
@@ -162,7 +162,7 @@ def _follow(settings: Settings, job_id: int, bar: tqdm[Any], stop: threading.Eve
     """Show the job's stage and progress (its row, as the retraining writes it) until `stop`."""
     from storage.sync import SyncStore
 
-    store = SyncStore(settings.database_path, settings.images_dir)
+    store = SyncStore(settings.database, settings.images_dir)
     try:
         while not stop.wait(FOLLOW_EVERY_S):
             job = store.get_retrain_job(job_id)

@@ -87,8 +87,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return playground.main(argparse.Namespace(port=playground.DEFAULT_PORT), settings)
     if not settings.telegram_bot_token:
         raise UserFacingError(NO_TOKEN)
-    from photobot.wiring import build_bot
+    from photobot.wiring import build_bot, check_database
 
+    check_database(settings)  # a database that cannot be reached is one line, before anything starts
     asyncio.run(wait_for_bot_api(settings, max_retries=args.max_retries))
     application = build_bot(settings)
     with _one_line_errors(settings):
