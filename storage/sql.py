@@ -1,4 +1,5 @@
-"""The SQL itself: plain functions over a `sqlite3.Connection`, parameterised, one job each.
+"""The SQL itself: plain functions over a `storage.dialect.Connection` (SQLite or PostgreSQL), parameterised,
+one job each.
 
 Write functions run inside a transaction opened by their caller (`Store`'s group commit or
 `SyncStore`), so several of them commit together or not at all; they never commit themselves.
