@@ -69,6 +69,8 @@ class ThroughputResult:
     writes_per_commit: float
     pair_p50_ms: float
     pair_p95_ms: float
+    feedback_p50_ms: float  # one feedback's await, under the same load
+    feedback_p95_ms: float
     rows_predictions: int
     rows_feedback: int
     lost: int
@@ -103,6 +105,7 @@ async def throughput(
         per_task = [predictions // tasks + (1 if t < predictions % tasks else 0) for t in range(tasks)]
         acknowledged: list[int] = []
         pair_ms: list[float] = []
+        feedback_ms: list[float] = []
 
         async def user(task: int) -> None:
             task_rng = random.Random(seed * 1000 + task)
@@ -138,6 +141,7 @@ async def throughput(
                         mode="auto",
                     )
                 correct = task_rng.random() < 0.7
+                tapped = time.perf_counter()
                 await store.record_feedback(
                     prediction_id,
                     user_id=user_id,
@@ -146,6 +150,7 @@ async def throughput(
                 )
                 acknowledged.append(prediction_id)
                 pair_ms.append((time.perf_counter() - started) * 1000)
+                feedback_ms.append((time.perf_counter() - tapped) * 1000)
 
         batches_before, writes_before = store.batches, store.writes
         started = time.perf_counter()
@@ -156,6 +161,7 @@ async def throughput(
         await store.close()
     rows_predictions, rows_feedback, lost = _count_rows(database, acknowledged)
     quantiles = statistics.quantiles(pair_ms, n=100)
+    feedback_quantiles = statistics.quantiles(feedback_ms, n=100)
     return ThroughputResult(
         tasks=tasks,
         predictions=len(acknowledged),
@@ -164,12 +170,50 @@ async def throughput(
         writes_per_commit=writes_per_commit,
         pair_p50_ms=quantiles[49],
         pair_p95_ms=quantiles[94],
+        feedback_p50_ms=feedback_quantiles[49],
+        feedback_p95_ms=feedback_quantiles[94],
         rows_predictions=rows_predictions,
         rows_feedback=rows_feedback,
         lost=lost,
         duplicated=len(acknowledged) - len(set(acknowledged)) + max(0, rows_predictions - len(acknowledged)),
         with_images=with_images,
     )
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    feedbacks: int
+    p50_ms: float
+    p95_ms: float
+
+
+async def feedback_round_trip(data_dir: Path, database: Database, *, feedbacks: int = 300) -> RoundTrip:
+    """One person alone: the await of each ✅ tap (a durable feedback row), on an idle store."""
+    store = await Store.open(database, data_dir / "images")
+    try:
+        photo = await store.add_photo(fake_image(random.Random(1), 2_000), format="jpeg")
+        user_id = 900_000
+        times_ms = []
+        for message_id in range(feedbacks):
+            prediction_id = await store.record_prediction(
+                user_id=user_id,
+                chat_id=user_id,
+                message_id=message_id,
+                photo_sha256=photo.sha256,
+                model="digits",
+                version=1,
+                label="7",
+                confidence=0.9,
+                probabilities=[("7", 0.9)],
+                status="ok",
+            )
+            started = time.perf_counter()
+            await store.record_feedback(prediction_id, user_id=user_id, verdict="correct")
+            times_ms.append((time.perf_counter() - started) * 1000)
+    finally:
+        await store.close()
+    quantiles = statistics.quantiles(times_ms, n=100)
+    return RoundTrip(feedbacks, quantiles[49], quantiles[94])
 
 
 def connect(database: Database) -> Connection:
