@@ -1,7 +1,8 @@
-"""SQLite (aiosqlite) and the content-addressed image store: users, photos, predictions, feedback,
-caption labels, retraining jobs, model events, and the labelled data set they add up to.
+"""The database (a SQLite file, or PostgreSQL) and the content-addressed image store: users, photos,
+predictions, feedback, caption labels, retraining jobs, model events, and the labelled data set they add
+up to. A `database` is a path or a `postgresql://` URL (`storage.connect.open_database`).
 
-- The bot: `store = await Store.open(settings.database_path, settings.images_dir)`, then
+- The bot: `store = await Store.open(settings.database, settings.images_dir)`, then
   `add_photo` / `record_prediction` (or both at once: `record_photo_prediction`), `record_feedback`,
   `record_contribution`, `chat_mode`, `user_stats`, `global_stats`, `forget`, the retrain-job and
   model-event calls; `await store.close()` at shutdown. Every write is durable when it returns.
@@ -13,6 +14,7 @@ caption labels, retraining jobs, model events, and the labelled data set they ad
 
 from storage.database import RecordedPrediction, Store
 from storage.errors import (
+    DatabaseUnavailable,
     JobAlreadyActive,
     NotPredictionOwner,
     PredictionNotFound,
@@ -35,6 +37,7 @@ __all__ = [
     "NEGATIVE_LABELS",
     "NOT_A_DIGIT",
     "NOT_A_FLOWER",
+    "DatabaseUnavailable",
     "ImageStore",
     "JobAlreadyActive",
     "LabelledExample",
