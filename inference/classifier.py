@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from inference import router
+from inference.answering import Answering
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind, ModelSpec
 from inference.decode import limit_memory
 from inference.engine import BatchWorker, EngineConfig, Timed
@@ -54,7 +54,6 @@ from inference.preparation import (
     Plan,
     WorkerModel,
     adapter_for,
-    auto_pair,
     check_fits,
     fit_rows,
     prepare_photo,
@@ -136,7 +135,7 @@ class ModelStatus:
 # ----------------------------------------------------------------------------------- the classifier
 
 
-class Classifier:
+class Classifier(Answering[_Serving]):
     """Photo bytes → Prediction with micro-batched models, hot-swappable versions and bounded queues."""
 
     def __init__(
@@ -281,63 +280,6 @@ class Classifier:
         timings = {**prediction.timings_ms, "total": (time.monotonic() - started) * 1000.0}
         return replace(prediction, timings_ms={k: round(v, 3) for k, v in timings.items()})
 
-    async def _classify(self, data: bytes | Path, mode: Mode, deadline: float) -> Prediction:
-        spec = self.catalogue.for_mode(mode)
-        target = spec.name if spec else None
-        servings = self._servings_for(target)
-        plan = await self._prepare(data, target, servings)
-        timings = {"decode": plan.decode_ms, "preprocess": plan.preprocess_ms}
-        answers = await self._answer(plan, servings, deadline, timings)
-        reader, seer = auto_pair({name: s.adapter for name, s in servings.items()})
-        if target is not None and servings[target].adapter.kind == ModelKind.DIGIT_READER:
-            prediction = router.doubt_off_paper(answers[target], plan.scene)
-        elif target is not None:
-            prediction = answers[target]
-        elif plan.route == "digit" and reader and answers[reader].status != "ok" and seer:
-            # a page-like photo the digit model is not sure of: a sure image answer may replace it
-            second = await self._prepare(data, seer, {seer: servings[seer]})
-            timings["decode"] += second.decode_ms
-            timings["preprocess"] += second.preprocess_ms
-            answers.update(await self._answer(second, servings, deadline, timings))
-            prediction = router.combine(answers[reader], answers[seer], on_paper=True)
-        elif plan.route == "check":  # strokes on a photo that does not look like paper
-            prediction = router.combine_off_paper(
-                answers.get(reader or ""), answers.get(seer or ""), plan.scene
-            )
-        else:
-            prediction = answers[(reader if plan.route == "digit" else seer) or ""]
-        if target is None and prediction.status != "ok":
-            prediction = await self._ask_others(data, prediction, deadline, timings)
-        if mode == "auto" and prediction.status == "not_recognized":
-            prediction = replace(prediction, model=None, version=None)
-        return replace(prediction, timings_ms=timings)
-
-    async def _ask_others(
-        self, data: bytes | Path, prediction: Prediction, deadline: float, timings: dict[str, float]
-    ) -> Prediction:
-        """Auto mode's last resort: a photo that the digit reader and the first image classifier are not
-        sure of goes to every other serving image classifier (models taught from the chat), and the
-        surest `ok` answer wins; none sure leaves the answer (and the refusal) as it was. Only then, so
-        a photo they are sure of costs nothing more."""
-        paired = set(self._auto_names())
-        others = {
-            name: slot.serving
-            for name, slot in self._slots.items()
-            if name not in paired
-            and slot.serving is not None
-            and slot.serving.adapter.kind == ModelKind.IMAGE_CLASSIFIER
-            and name in self.catalogue
-        }
-        best: Prediction | None = None
-        for name, serving in others.items():
-            plan = await self._prepare(data, name, {name: serving})
-            timings["decode"] += plan.decode_ms
-            timings["preprocess"] += plan.preprocess_ms
-            answer = (await self._answer(plan, {name: serving}, deadline, timings))[name]
-            if answer.status == "ok" and (best is None or answer.confidence > best.confidence):
-                best = answer
-        return best or prediction
-
     async def _prepare(self, data: bytes | Path, target: str | None, servings: dict[str, _Serving]) -> Plan:
         """Decode and preprocess in the pool (threads, or processes where the GIL would serialise them)."""
         preprocessing = {name: preprocessing_id(s.version, self.catalogue) for name, s in servings.items()}
@@ -359,27 +301,12 @@ class Classifier:
         finally:
             self._preparing -= 1
 
+    def _serving(self) -> dict[str, _Serving | None]:
+        return {name: slot.serving for name, slot in self._slots.items()}
+
     def _photos_coming(self) -> int:
         """Read by the batching workers' threads: photos still being prepared (an int read is atomic)."""
         return self._preparing
-
-    def _servings_for(self, target: str | None) -> dict[str, _Serving]:
-        """The model `target` alone, or in auto mode the digit reader and the image classifier."""
-        names = [target] if target is not None else self._auto_names()
-        servings = {}
-        for name in names:
-            slot = self._slots.get(name)
-            if slot is not None and slot.serving is not None:
-                servings[name] = slot.serving
-        if not servings:
-            what = " or ".join(names)
-            raise ModelUnavailable(f"no {what} model is loaded (see `photobot models list`)")
-        return servings
-
-    def _auto_names(self) -> list[str]:
-        """Auto mode weighs one digit reader against one image classifier: the first of each kind."""
-        names = [specs[0].name for kind in ModelKind if (specs := self.catalogue.of_kind(kind))]
-        return [name for name in self._slots if name in names]
 
     async def _answer(
         self, plan: Plan, servings: dict[str, _Serving], deadline: float, timings: dict[str, float]
