@@ -54,9 +54,9 @@ postgres:
 test: lint browser postgres
 	$(BIN)/pytest -q
 
-# The inner loop: lint and every test that needs neither real training nor a browser.
+# The inner loop: lint and every test that needs no real training, no browser and no Ray cluster.
 test-fast: lint postgres
-	$(BIN)/pytest -q -m "not slow and not browser"
+	$(BIN)/pytest -q -m "not slow and not browser and not ray"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

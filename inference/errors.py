@@ -37,3 +37,8 @@ class ModelUnavailable(InferenceError):
 
 class WorkerLost(InferenceError):
     """The process preparing this photo ended before it answered (a crashed decoder, the OOM killer)."""
+
+
+class InferenceUnavailable(ModelUnavailable):
+    """The inference service (INFERENCE_URL) cannot answer: not reached, timed out, or failing, also on
+    the retry. Every photo fails alike until it is back; the bot says so, and keeps what it can."""

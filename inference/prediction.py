@@ -52,3 +52,23 @@ class Prediction:
             for d in self.digits
         ]
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Prediction:
+        """The Prediction `to_json` wrote (the answer of a remote engine: `inference.remote`)."""
+        return cls(
+            model=data["model"],
+            version=data["version"],
+            label=data["label"],
+            confidence=float(data["confidence"]),
+            status=data["status"],
+            top=tuple((str(label), float(p)) for label, p in data.get("top", ())),
+            digits=tuple(
+                DigitAnswer(
+                    str(d["label"]), float(d["confidence"]), tuple((str(k), float(p)) for k, p in d["top"])
+                )
+                for d in data.get("digits", ())
+            ),
+            reason=data.get("reason"),
+            timings_ms={str(k): float(v) for k, v in data.get("timings_ms", {}).items()},
+        )
