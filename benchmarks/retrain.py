@@ -219,10 +219,10 @@ def digits_figures(
     feed: Feeder = feed_storage,
     fed_through: str = STORAGE_FEED,
 ) -> None:
-    from inference.model_store import ModelStore
+    from photobot.serving import model_store
     from training.datasets import load_mnist
 
-    models = ModelStore(settings.models_dir)
+    models = model_store(settings)
     x_train, y_train, x_test, y_test = load_mnist(settings.datasets, settings.data_dir)
     chat = mirrored_photos(x_train[-args.photos :], y_train[-args.photos :], seed=11)
     held = mirrored_photos(x_test[-args.eval :], y_test[-args.eval :], seed=12)
@@ -277,10 +277,10 @@ def digits_figures(
 
 
 def flowers_figures(args: argparse.Namespace, settings: Settings, figures: dict[str, Any]) -> None:
-    from inference.model_store import ModelStore
+    from photobot.serving import model_store
     from training.flower_data import find_flower_photos, list_photos, split_photos
 
-    models = ModelStore(settings.models_dir)
+    models = model_store(settings)
     serving = models.active("flowers")
     if serving is None:  # main seeds one from --flowers-model before asking for these figures
         raise RuntimeError(f"no flowers version serves in {settings.models_dir}")
@@ -351,14 +351,14 @@ def main(
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from inference.model_store import ModelStore
+    from photobot.serving import model_store
     from photobot.settings import Settings
 
     env_datasets = [Path(p) for p in os.environ.get("PHOTOBOT_DATASETS", "").split(os.pathsep) if p]
     shutil.rmtree(args.out, ignore_errors=True)
     data_dir = (args.out / "data").resolve()
     settings = Settings(data_dir=data_dir, datasets=tuple(args.datasets or env_datasets))
-    store = ModelStore(settings.models_dir)
+    store = model_store(settings)
     _seed_version(store, "digits", args.base_model)
     if args.flowers_model:
         _seed_version(store, "flowers", args.flowers_model)

@@ -356,14 +356,22 @@ class Classifier(Answering[_Serving]):
         if slot is None:
             raise ModelUnavailable(f"no model called {name!r} (known: {', '.join(self._slots)})")
         async with slot.lock:
-            target = self.store.active(name)
-            if target is None:
+            # In threads: a shared store reads its pointer from the database and fetches a version's
+            # files on first use; whether a conversion is cached is named by the model file's SHA-256
+            # (the flower model is ~20 MB). The event loop keeps serving during a hot swap.
+            active = await asyncio.to_thread(self.store.active_version, name)
+            if active is None:
                 raise ModelUnavailable(f"{name} has no active version in {self.store.root}")
             current = slot.serving
-            if current is not None and current.version.version == target.version:
+            if current is not None and current.version.version == active:
                 return current.version
-            # In a thread: whether a conversion is cached is named by the model file's SHA-256 (the
-            # flower model is ~20 MB), and the event loop keeps serving during a hot swap.
+            still = f"v{current.version.version} keeps serving" if current else "nothing serves it"
+            try:
+                target = await asyncio.to_thread(self.store.get, name, active)
+            except ModelUnavailable as error:  # missing, or its files do not match their SHA-256
+                slot.refused[active] = str(error)
+                log.error("%s v%d refused (%s): %s", name, active, still, error)
+                raise
             convert_later = self.config.runtime == "auto" and not await asyncio.to_thread(
                 has_conversion, target.model_file
             )
@@ -373,7 +381,6 @@ class Classifier(Answering[_Serving]):
                 check_fits(loaded, adapter)
             except ModelUnavailable as error:
                 slot.refused[target.version] = str(error)
-                still = f"v{current.version.version} keeps serving" if current else "nothing serves it"
                 log.error("%s v%d refused (%s): %s", name, target.version, still, error)
                 raise
             # the switch: new requests go to the new version
@@ -463,12 +470,13 @@ class Classifier(Answering[_Serving]):
         return report
 
     async def _poll_store(self) -> None:
-        """Follow the store's `active` pointers (promotions by other processes); retry no refused version."""
+        """Follow the store's `active` pointers (promotions by other processes, or on other machines
+        through a shared store's database row); retry no refused version."""
         while True:
             await asyncio.sleep(self.config.reload_poll_s)
             for name, slot in self._slots.items():
                 try:
-                    active = self.store.active_version(name)
+                    active = await asyncio.to_thread(self.store.active_version, name)
                     current = slot.serving.version.version if slot.serving else None
                     if active is None or active == current or active in slot.refused:
                         continue

@@ -24,7 +24,15 @@ def seed_model(
 ) -> None:
     """Give an empty store the shipped default, so a fresh install answers without training; a store
     with versions but none active gets its latest usable version promoted. Every command that serves
-    a model calls this (through the Classifier or directly), so all of them work on a fresh install."""
+    a model calls this (through the Classifier or directly), so all of them work on a fresh install.
+    With a shared store, processes starting at once take turns: one seeds, the others see its version."""
+    with store.exclusive(name):
+        _seed_model(store, name, seeder, shipped_dir, folder)
+
+
+def _seed_model(
+    store: ModelStore, name: str, seeder: Seeder | None, shipped_dir: Path | None, folder: str | None
+) -> None:
     if store.versions(name):
         if store.active_version(name) is None:
             usable = [v for v in store.versions(name) if v.meta.get("status") != "rejected"]

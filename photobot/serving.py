@@ -3,6 +3,11 @@
 The bot and the command line build their Classifier here, so both serve the same way: the same
 limits, the same model store, and the same seeding of shipped defaults (the flower default is a
 trained head that `training.flower_model` assembles with the installed ImageNet backbone on first start).
+
+`model_store(settings)` is the one place a process of the command line gets its model store: the
+folders under DATA_DIR/models, or, with DATABASE_URL on PostgreSQL, versions and serving pointers
+shared through the database with those folders as this machine's cache. (A retrain job builds the same
+from its `RetrainSettings.model_store()`.)
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ from photobot.settings import Settings
 def engine_config(settings: Settings, **changes: Any) -> EngineConfig:
     """Settings.engine with single fields overridden by keyword arguments."""
     return dataclasses.replace(settings.engine, **changes)
+
+
+def model_store(settings: Settings) -> ModelStore:
+    """The settings' model store: shared through the database when DATABASE_URL names PostgreSQL."""
+    from storage.model_registry import registry_for
+
+    return ModelStore(settings.models_dir, registry=registry_for(settings.database))
 
 
 def _seed_flowers(store: ModelStore) -> ModelVersion | None:
@@ -61,7 +73,7 @@ def build_classifier(
     """A Classifier over the settings' model store (not started: `await classifier.start()`)."""
     use_serving_threads()
     return Classifier(
-        ModelStore(settings.models_dir),
+        model_store(settings),
         engine_config(settings, **changes),
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
@@ -73,7 +85,7 @@ def build_classifier(
 
 def seed_models(settings: Settings, names: Iterable[str] | None = None) -> ModelStore:
     """The settings' model store with every model in `names` (default: all) seeded as the bot would."""
-    store = ModelStore(settings.models_dir)
+    store = model_store(settings)
     catalogue = DEFAULT_CATALOGUE if names is None else DEFAULT_CATALOGUE.only(names)
     for spec in catalogue:
         seed_model(store, spec.name, SEEDERS.get(spec.name), folder=spec.shipped)

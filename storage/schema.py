@@ -171,6 +171,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             deleted_at REAL                         -- NULL while the model exists
         )""",
     ),
+    # 6: model versions shared through the database (DATABASE_URL), so that every machine serves the same
+    # ones (storage.model_registry; unused on SQLite, whose model store is the folders under DATA_DIR).
+    (
+        """CREATE TABLE model_blobs (
+            sha256 TEXT PRIMARY KEY CHECK (length(sha256) = 64),  -- of data: content addressed
+            size INTEGER NOT NULL,
+            data BLOB NOT NULL,                     -- a model file (model.keras, head.npz) as published
+            created REAL NOT NULL
+        )""",
+        """CREATE TABLE model_versions (
+            name TEXT NOT NULL,                     -- the catalogue's model name
+            version INTEGER NOT NULL CHECK (version > 0),
+            meta TEXT NOT NULL,                     -- JSON: its meta.json, name and version included
+            created REAL NOT NULL,
+            PRIMARY KEY (name, version)
+        )""",
+        """CREATE TABLE model_files (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            path TEXT NOT NULL,                     -- inside the version's folder: model.keras, head.npz
+            sha256 TEXT NOT NULL REFERENCES model_blobs(sha256),
+            PRIMARY KEY (name, version, path),
+            FOREIGN KEY (name, version) REFERENCES model_versions(name, version)
+        )""",
+        """CREATE TABLE model_serving (
+            name TEXT PRIMARY KEY,                  -- one row per model: the version every process serves
+            version INTEGER NOT NULL,
+            changed REAL NOT NULL,                  -- unix time of the last promotion or rollback
+            FOREIGN KEY (name, version) REFERENCES model_versions(name, version)
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

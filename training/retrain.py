@@ -128,7 +128,7 @@ def run_retrain(
                 "retrain job %d failed: %s", job_id, message, exc_info=not isinstance(error, RetrainError)
             )
             store.fail_retrain_job(job_id, message)
-            _reject_leftovers(ModelStore(settings.models_dir), options.model, job_id, message)
+            _reject_leftovers(settings.model_store(), options.model, job_id, message)
             raise
         return outcome
     finally:
@@ -154,7 +154,7 @@ def _run(
 ) -> RetrainOutcome:
     started = time.monotonic()
     progress.enter("loading", "reading the labelled photos")
-    models = ModelStore(settings.models_dir)
+    models = settings.model_store()
     serving = models.active(options.model)
     taught = is_taught(spec)
     if serving is None and not taught:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
+from inference.model_store import MODEL_FILE, ModelVersion
 from storage import LabelledExample
 from training import gate
 from training.chat_examples import chat_weight, read_photo, record_weight, usage, weighted
@@ -259,7 +259,7 @@ class DigitsRetrainer(Retrainer):
                 "command": f"photobot retrain --model digits --job-id {self.report.job_id}",
             }
         )
-        models = ModelStore(self.settings.models_dir)
+        models = self.settings.model_store()
         with models.new_version(self.spec.name, meta) as staged:
             save_for_serving(model, staged.path / MODEL_FILE)
         return models.get(self.spec.name, staged.published)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
+from inference.model_store import MODEL_FILE, ModelVersion
 from storage import LabelledExample
 from training import gate
 from training.chat_examples import chat_weight, read_photo, record_weight, usage, weighted
@@ -369,7 +369,7 @@ class FlowersRetrainer(Retrainer):
             }
         )
         model = assemble_flower_model(backbone, head, imagenet)
-        models = ModelStore(self.settings.models_dir)
+        models = self.settings.model_store()
         with models.new_version(self.spec.name, meta) as staged:
             model.save(staged.path / MODEL_FILE)
             head.save(staged.path / HEAD_FILE)

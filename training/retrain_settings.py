@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.model_store import ModelStore
 from training.chat_examples import ChatRules
 
 
@@ -25,3 +26,10 @@ class RetrainSettings:
     rules: ChatRules  # what may be taken from chat, so one account cannot be most of it
     min_new_labels: int  # fewer new labelled photos since the last promotion: nothing to do (unless forced)
     gate_margin: float  # accuracy points a candidate may lose on the base test set
+
+    def model_store(self) -> ModelStore:
+        """The bot's model store: its folders, or versions shared through the database when it is
+        PostgreSQL (as `photobot.serving.model_store` builds it for the bot)."""
+        from storage.model_registry import registry_for  # psycopg only where it is used
+
+        return ModelStore(self.models_dir, registry=registry_for(self.database_path))

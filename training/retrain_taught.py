@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
+from inference.model_store import MODEL_FILE, ModelVersion
 from inference.taught import MIN_PHOTOS_PER_LABEL
 from storage import LabelledExample
 from training import gate
@@ -257,7 +257,7 @@ class TaughtRetrainer(FlowersRetrainer):
             "command": f"photobot retrain --model {self.spec.name} --job-id {self.report.job_id}",
         }
         model = assemble_flower_model(backbone, head, None)
-        models = ModelStore(self.settings.models_dir)
+        models = self.settings.model_store()
         with models.new_version(self.spec.name, meta) as staged:
             model.save(staged.path / MODEL_FILE)
             head.save(staged.path / HEAD_FILE)

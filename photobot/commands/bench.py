@@ -31,6 +31,10 @@ TARGETS: dict[str, tuple[str, str]] = {
         "photobot.commands.bench_playground",
         "seconds from starting the playground on a fresh checkout to an answered photo",
     ),
+    "promote": (
+        "photobot.commands.bench_promote",
+        "from `photobot models promote` to every serving process on the new version (PostgreSQL)",
+    ),
     "retrain": (
         "photobot.commands.bench_retrain",
         "retraining on a handwriting the model misreads, a poisoned batch, and both jobs' wall time",

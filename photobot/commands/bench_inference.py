@@ -143,9 +143,9 @@ def _bench_store(settings: Settings, root: Path, models: list[str]):
     """A temporary store holding a copy of each serving version (seeded into DATA_DIR first if empty)."""
     from inference.classifier import seed_shipped
     from inference.model_store import ModelStore
-    from photobot.serving import SEEDERS
+    from photobot.serving import SEEDERS, model_store
 
-    real = ModelStore(settings.models_dir)
+    real = model_store(settings)
     store = ModelStore(root)
     for name in models:
         if real.active(name) is None and name in SEEDERS:

@@ -33,9 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from benchmarks import retrain as retrain_demo
-    from inference.model_store import ModelStore
+    from photobot.serving import model_store
 
-    store = ModelStore(settings.models_dir)
+    store = model_store(settings)
     base = args.base_model or _serving(store, "digits")
     if base is None:
         raise UserFacingError(f"no digits version serves in {settings.models_dir}; give --base-model")

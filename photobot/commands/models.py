@@ -1,8 +1,9 @@
 """`photobot models [list|promote|rollback|new|add-label]`: the model store, and models taught from
 labelled photos (`new`, `add-label`: what /newmodel and /addlabel do in the chat).
 
-`promote` and `rollback` replace a model's `active` pointer atomically; a running bot picks the new
-version up within ENGINE_RELOAD_POLL_S seconds (loaded and warmed beside the old one, no request lost).
+`promote` and `rollback` replace a model's `active` pointer atomically (with DATABASE_URL on PostgreSQL:
+the database's row, which every machine follows); a running bot picks the new version up within
+ENGINE_RELOAD_POLL_S seconds (loaded and warmed beside the old one, no request lost).
 `promote` first loads and runs the version, so a corrupt file is refused here rather than in the bot.
 """
 
@@ -42,9 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    from inference.model_store import ModelStore
+    from photobot.serving import model_store
 
-    store = ModelStore(settings.models_dir)
+    store = model_store(settings)
     action = args.action or "list"
     if action == "list":
         return _list(store, as_json=getattr(args, "json", False))
@@ -64,8 +65,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
 def _new(settings: Settings, name: str, labels: list[str]) -> int:
     """Create a taught model in the database, with the bot's rules for its name and labels."""
-    from inference.model_store import ModelStore
     from inference.taught import TaughtError, check_labels, check_name
+    from photobot.serving import model_store
     from photobot.wiring import taught_catalogue
     from storage import SyncStore
     from storage.taught import TaughtLabel
@@ -73,7 +74,7 @@ def _new(settings: Settings, name: str, labels: list[str]) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with SyncStore(settings.database, settings.images_dir) as store:
         taken = [model.name for model in store.taught_models()]
-        taken += ModelStore(settings.models_dir).names()  # old versions must not serve a new model
+        taken += model_store(settings).names()  # old versions must not serve a new model
         try:
             checked = check_labels(labels)
             check_name(name, taught_catalogue(settings), taken)

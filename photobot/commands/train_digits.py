@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    from inference.model_store import ModelStore
+    from photobot.serving import model_store
     from training.datasets import load_mnist
     from training.train_digits import (
         DigitTrainingConfig,
@@ -89,9 +89,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         config, mnist, photo_data=photo_data, checkpoint=args.checkpoint
     )  # logs each epoch
     command = "photobot " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "photobot train digits"
-    version = save_trained(
-        ModelStore(settings.models_dir), trained, command=command, promote=not args.no_promote
-    )
+    version = save_trained(model_store(settings), trained, command=command, promote=not args.no_promote)
     state = "not promoted" if args.no_promote else "now serving"
     print(f"MNIST test accuracy: {trained.test_accuracy:.2%} ({trained.seconds:.0f} s of training)")
     print(f"saved digits v{version.version} in {version.path} ({state})")

@@ -62,7 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    from inference.model_store import ModelStore
+    from photobot.serving import model_store
     from training.datasets import find_mnist
     from training.flower_data import find_flower_photos
     from training.train_flowers import FlowerConfig, train_flowers
@@ -94,7 +94,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         raise UserFacingError(f"{root} is not a folder")
     result = train_flowers(
         root,
-        ModelStore(settings.models_dir),
+        model_store(settings),
         settings.data_dir / "cache" / "bottlenecks",
         config,
         command=["photobot", *sys.argv[1:]],
