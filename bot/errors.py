@@ -16,6 +16,7 @@ from inference.errors import (
     EngineBusy,
     ImageTooLarge,
     InferenceError,
+    InferenceUnavailable,
     ModelUnavailable,
     UnsupportedImage,
 )
@@ -36,6 +37,8 @@ def reply_for(
         return text(language, "busy")
     if isinstance(error, DeadlineExceeded):
         return text(language, "timeout")
+    if isinstance(error, InferenceUnavailable):
+        return text(language, "inference_down")
     if isinstance(error, ModelUnavailable):
         spec = catalogue.for_mode(mode) or DEFAULT_CATALOGUE.for_mode(mode)  # a model that does not serve
         shown = spec.shown(language) if spec else "/".join(s.shown(language) for s in catalogue)

@@ -18,8 +18,8 @@ from inference.taught import Taught, is_taught, with_taught
 
 if TYPE_CHECKING:
     from bot.config import BotConfig, RetrainConfig
-    from inference.classifier import Classifier
     from inference.model_store import ModelStore
+    from inference.photo_classifier import PhotoClassifier
     from storage.database import Store
     from storage.images import ImageStore
 
@@ -43,7 +43,7 @@ LockKey = tuple[str, int | str]
 class Services:
     config: BotConfig
     retrain: RetrainConfig
-    classifier: Classifier
+    classifier: PhotoClassifier  # in this process, or the inference service (INFERENCE_URL)
     store: Store
     images: ImageStore
     model_store: ModelStore

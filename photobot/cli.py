@@ -46,12 +46,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrain": ("photobot.commands.retrain", "learn from the photos people labelled in chat"),
     "models": ("photobot.commands.models", "list, promote and roll back model versions"),
     "export": ("photobot.commands.export", "write the labelled data set as one folder per label"),
+    "serve": ("photobot.commands.serve", "serve the models on Ray Serve for bots with INFERENCE_URL"),
     "bench": ("photobot.commands.bench", "benchmarks"),
 }
 
 
 # Commands that run until stopped: their INFO logs are how an operator follows them.
-LONG_RUNNING = frozenset({"run", "playground"})
+LONG_RUNNING = frozenset({"run", "playground", "serve"})
 # Python loggers of TensorFlow and its absl logging: "Assets written to …", retracing warnings.
 TENSORFLOW_LOGGERS = ("tensorflow", "absl", "h5py")
 

@@ -21,6 +21,7 @@ from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from inference.classifier import Classifier, Seeder, seed_model
 from inference.engine import EngineConfig
 from inference.model_store import ModelStore, ModelVersion
+from inference.photo_classifier import PhotoClassifier
 from photobot.settings import Settings
 
 
@@ -90,3 +91,26 @@ def seed_models(settings: Settings, names: Iterable[str] | None = None) -> Model
     for spec in catalogue:
         seed_model(store, spec.name, SEEDERS.get(spec.name), folder=spec.shipped)
     return store
+
+
+def build_photo_classifier(
+    settings: Settings,
+    *,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+    names: Iterable[str] | None = None,
+) -> PhotoClassifier:
+    """What the bot answers photos with: the Ray Serve application at INFERENCE_URL when it is set
+    (`photobot serve inference`), else the engine in this process (the embedded default)."""
+    remote = settings.remote
+    if remote is None:
+        return build_classifier(settings, catalogue=catalogue, names=names)
+    from inference.remote.client import RemoteClassifier
+
+    return RemoteClassifier(
+        remote,
+        model_store(settings),
+        catalogue=catalogue,
+        names=names,
+        queue_size=settings.engine.queue_size,
+        max_image_bytes=settings.max_image_bytes,
+    )

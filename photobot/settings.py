@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from bot.config import TELEGRAM_API_DEFAULT
 from inference.engine import EngineConfig
+from inference.remote.config import RemoteConfig, ServeConfig
 
 T = TypeVar("T", int, float)
 
@@ -40,6 +41,11 @@ class Settings:
     keras_backend: str = "tensorflow"
     log_level: str = "INFO"
     engine: EngineConfig = field(default_factory=EngineConfig)  # the inference engine's knobs
+    # The Ray Serve application (`photobot serve inference`) the bot asks instead of its own engine when
+    # set: http://HOST:PORT of Ray Serve's proxy. None: the engine runs in the bot's process.
+    inference_url: str | None = None
+    inference_timeout_s: float = 12.0  # per try (one retry); above ENGINE_DEADLINE_S, see RemoteConfig
+    serve: ServeConfig = field(default_factory=ServeConfig)  # `photobot serve inference`'s knobs
     max_image_bytes: int = 20 * 1024 * 1024  # Telegram's own download limit for bots
     # Pixels a JPEG may declare (it is decoded at 1/2 to 1/8 scale: a 108 MP phone photo reads at 1.7 MP);
     # other formats decode at full size and stop at inference.decode.MAX_FULL_PIXELS (16 MP).
@@ -73,6 +79,15 @@ class Settings:
     def images_dir(self) -> Path:
         return self.data_dir / "images"
 
+    @property
+    def remote(self) -> RemoteConfig | None:
+        """How the bot reaches the inference service; None: the engine runs in the bot's process."""
+        if self.inference_url is None:
+            return None
+        return RemoteConfig(
+            self.inference_url, self.inference_timeout_s, status_poll_s=self.engine.reload_poll_s or 2.0
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
         """Read settings from `.env` (if present) overlaid by the real environment."""
@@ -88,6 +103,7 @@ class Settings:
 
         defaults = cls()
         engine_defaults = EngineConfig()
+        serve_defaults = ServeConfig()
         return cls(
             telegram_bot_token=get("TELEGRAM_BOT_TOKEN"),
             telegram_api_url=(get("TELEGRAM_API_URL") or TELEGRAM_API_DEFAULT).rstrip("/"),
@@ -110,6 +126,23 @@ class Settings:
                 pool=_choice(env, "ENGINE_POOL", engine_defaults.pool, ("thread", "process")),
                 runtime=_choice(env, "ENGINE_RUNTIME", engine_defaults.runtime, ("auto", "keras", "lite")),
                 decode_memory_mb=_number(env, "DECODE_MEMORY_MB", engine_defaults.decode_memory_mb, int),
+            ),
+            inference_url=_http_url("INFERENCE_URL", get("INFERENCE_URL")),
+            inference_timeout_s=_number(env, "INFERENCE_TIMEOUT_S", defaults.inference_timeout_s, float),
+            serve=ServeConfig(
+                host=get("SERVE_HOST") or serve_defaults.host,
+                port=_number(env, "SERVE_PORT", serve_defaults.port, int),
+                max_batch=_number(env, "SERVE_MAX_BATCH", serve_defaults.max_batch, int),
+                batch_wait_ms=_number(env, "SERVE_BATCH_WAIT_MS", serve_defaults.batch_wait_ms, float),
+                min_replicas=_number(env, "SERVE_MIN_REPLICAS", serve_defaults.min_replicas, int),
+                max_replicas=_number(env, "SERVE_MAX_REPLICAS", serve_defaults.max_replicas, int),
+                target_ongoing_requests=_number(
+                    env, "SERVE_TARGET_ONGOING_REQUESTS", serve_defaults.target_ongoing_requests, float
+                ),
+                cpus_per_replica=_number(
+                    env, "SERVE_CPUS_PER_REPLICA", serve_defaults.cpus_per_replica, float
+                ),
+                gpus_per_replica=_optional_float("SERVE_GPUS_PER_REPLICA", get("SERVE_GPUS_PER_REPLICA")),
             ),
             max_image_bytes=_number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
@@ -149,6 +182,28 @@ def _database_url(value: str | None) -> str | None:
             "(leave it empty for the SQLite file under DATA_DIR)"
         )
     return value
+
+
+def _http_url(name: str, value: str | None) -> str | None:
+    """An http(s):// URL without its trailing slash, or nothing."""
+    if value is None:
+        return None
+    if not value.lower().startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _optional_float(name: str, value: str | None) -> float | None:
+    """A number that may be left empty (None: chosen at run time)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number or empty, got {value!r}") from None
+    if number < 0:
+        raise SettingsError(f"{name} must not be negative, got {value!r}")
+    return number
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

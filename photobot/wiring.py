@@ -21,7 +21,7 @@ from bot.config import BotConfig, RetrainConfig
 from bot.limits import FloodLimiter
 from bot.services import Services
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
-from photobot.serving import build_classifier
+from photobot.serving import build_photo_classifier
 from photobot.settings import Settings
 from training.chat_examples import ChatRules
 from training.retrain_settings import RetrainSettings
@@ -137,7 +137,7 @@ async def open_services(
     from storage import Store
 
     store = await Store.open(settings.database, settings.images_dir)
-    classifier = build_classifier(settings, catalogue=catalogue, names=names)
+    classifier = build_photo_classifier(settings, catalogue=catalogue, names=names)
     try:
         await classifier.start()
     except BaseException:

@@ -30,7 +30,7 @@ from bot.errors import reply_for
 from bot.handlers import teach
 from bot.services import Services, lang, services
 from bot.texts import human_size, text
-from inference.errors import InferenceError
+from inference.errors import InferenceError, InferenceUnavailable
 from inference.flowers import RESIZE_SHORTER
 from inference.prediction import Mode, Prediction
 from inference.taught import is_taught
@@ -203,6 +203,9 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     except InferenceError as error:
         logger.info("Photo from user %s not answered: %r", incoming.user.id, error)
         await found.store.discard_image(await saving)  # bad input leaves nothing stored
+        if isinstance(error, InferenceUnavailable) and contribution:
+            await keep_while_down(found, incoming, data, contribution)
+            return
         await message.reply_text(reply_for(error, language, mode, found.catalogue))
         return
     except BaseException:
@@ -328,10 +331,40 @@ def _serves(found: Services, model: str) -> bool:
 async def teach_only(found: Services, incoming: Incoming, data: bytes, contribution: tuple[str, str]) -> None:
     """A photo labelled for a model that cannot answer yet: store it and its label, say the count."""
     model, label = contribution
-    user, language = incoming.user, incoming.language
-    if await found.store.is_blocked(user.id):
+    language = incoming.language
+    if not await store_labelled(found, incoming, data, contribution):
         await incoming.message.reply_text(text(language, "contribution_blocked"), do_quote=True)
         return
+    lines = [
+        text(language, "teach_not_serving", model=model),
+        await teach.counts_text(found, model, label, language),
+    ]
+    await incoming.message.reply_text("\n\n".join(lines), do_quote=True)
+
+
+async def keep_while_down(
+    found: Services, incoming: Incoming, data: bytes, contribution: tuple[str, str]
+) -> None:
+    """The inference service is down: a labelled photo still teaches, so it is kept with its label
+    (there is no answer to ask about); the person is told both. An unlabelled one is not kept: the
+    reply asks for it again."""
+    model, label = contribution
+    language = incoming.language
+    if not await store_labelled(found, incoming, data, contribution):
+        await incoming.message.reply_text(text(language, "inference_down"), do_quote=True)
+        return
+    shown = found.catalogue[model].shown_label(label, language)
+    await incoming.message.reply_text(text(language, "inference_down_kept", label=shown), do_quote=True)
+
+
+async def store_labelled(
+    found: Services, incoming: Incoming, data: bytes, contribution: tuple[str, str]
+) -> bool:
+    """Store a photo and its caption's label with no answer; False (nothing stored) for a blocked user."""
+    model, label = contribution
+    user = incoming.user
+    if await found.store.is_blocked(user.id):
+        return False
     photo = await found.store.add_photo(data, format=sniff_format(data[:16]))
     await found.store.record_contribution(
         user_id=user.id,
@@ -344,11 +377,7 @@ async def teach_only(found: Services, incoming: Incoming, data: bytes, contribut
         language=user.language_code,
     )
     _cache_features(found, photo.sha256)
-    lines = [
-        text(language, "teach_not_serving", model=model),
-        await teach.counts_text(found, model, label, language),
-    ]
-    await incoming.message.reply_text("\n\n".join(lines), do_quote=True)
+    return True
 
 
 def register(application: Application) -> None:

@@ -237,6 +237,15 @@ EN: Final[dict[str, str]] = {
     "busy": "I'm busy right now — please send the photo again in a moment.",
     "timeout": "That took too long — please send the photo again.",
     "model_unavailable": "My {mode} model is not available right now. Please try again later.",
+    # The inference service (INFERENCE_URL) did not answer, also when asked again.
+    "inference_down": (
+        "I can't look at photos right now: my recognition service is not answering. "
+        "Please send the photo again in a few minutes."
+    ),
+    "inference_down_kept": (
+        "I can't look at photos right now: my recognition service is not answering. "
+        "I kept your photo as an example of “{label}”, so it still counts for my next training."
+    ),
     "internal_error": "Something went wrong on my side. Please try again.",
     # Teaching new models from the chat (bot.handlers.teach).
     "newmodel_usage": (

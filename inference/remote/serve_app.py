@@ -465,7 +465,7 @@ def build_app(
         models,
         catalogue,
         engine,
-        decode_workers=engine.workers or max(1, int(config.cpus_per_replica)),
+        decode_workers=engine.decode_workers(),  # as in the bot: ENGINE_WORKERS, else one per core
         max_image_bytes=max_image_bytes,
         max_image_pixels=max_image_pixels,
     )
