@@ -1,4 +1,9 @@
-"""What handlers need, in one object kept in `application.bot_data` (never in module globals)."""
+"""What handlers need, in one object kept in `application.bot_data` (never in module globals).
+
+Nothing a later update needs is kept here but caches of the database that are checked at every update
+(the taught models, `follow_changes`): several bot processes may share the database, and any of them
+may take the next update (docs/architecture.md, "State between updates").
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from bot.limits import FloodLimiter
 from bot.texts import language
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from inference.taught import Taught, is_taught, with_taught
+from storage import taught
 
 if TYPE_CHECKING:
     from bot.config import BotConfig, RetrainConfig
@@ -47,11 +53,13 @@ class Services:
     store: Store
     images: ImageStore
     model_store: ModelStore
-    limiter: FloodLimiter
+    photo_limiter: FloodLimiter  # USER_PHOTOS_PER_MINUTE
+    update_limiter: FloodLimiter  # USER_UPDATES_PER_MINUTE
     # The models this bot serves, with each one's labels as its serving version names them.
     catalogue: Catalogue = DEFAULT_CATALOGUE
     features: PhotoFeatures | None = None  # a taught photo's features, cached when it arrives
-    _modes: dict[int, str] = field(default_factory=dict)  # chat → mode, read through to the store
+    _taught_version: int | None = None  # the taught models' change counter the catalogue follows
+    _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _locks: weakref.WeakValueDictionary[LockKey, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
@@ -69,23 +77,28 @@ class Services:
         return lock
 
     async def chat_mode(self, chat_id: int) -> str:
-        """The chat's mode; cached, since every photo needs it and only /digit, /flower, /auto change it."""
-        if chat_id not in self._modes:
-            if len(self._modes) > 100_000:
-                self._modes.clear()
-            self._modes[chat_id] = await self.store.chat_mode(chat_id)
-        return self._modes[chat_id]
+        """The chat's mode, read from the database for every photo: another bot process may have set it."""
+        return await self.store.chat_mode(chat_id)
 
     async def set_chat_mode(self, chat_id: int, mode: str) -> None:
         await self.store.set_chat_mode(chat_id, mode)
-        self._modes[chat_id] = mode
 
-    def forget_chat(self, chat_id: int) -> None:
-        self._modes.pop(chat_id, None)
+    async def follow_changes(self) -> None:
+        """Catch up with the taught models if any bot process changed them since we last looked (one
+        read of their change counter; the models themselves only when it moved)."""
+        if await self.store.change_version(taught.CHANGES) != self._taught_version:
+            await self.refresh_taught()
 
     async def refresh_taught(self) -> None:
         """Merge the taught models of the database into the catalogue, and serve the new ones, at the
-        start and after every /newmodel, /addlabel, /dellabel and /delmodel."""
+        start, after every /newmodel, /addlabel, /dellabel and /delmodel, and when another process made
+        one (`follow_changes`)."""
+        async with self._refreshing:  # one at a time: updates catch up concurrently
+            await self._refresh_taught()
+
+    async def _refresh_taught(self) -> None:
+        # The counter before the rows: a change in between is caught up with at the next update.
+        version = await self.store.change_version(taught.CHANGES)
         rows = await self.store.taught_models()
         live = {row.name: row for row in rows}
         for spec in list(self.catalogue):
@@ -99,6 +112,7 @@ class Services:
         for name in live:
             if name in self.catalogue:
                 await self.classifier.add_model(self.catalogue[name])
+        self._taught_version = version
 
     def refresh_labels(self) -> None:
         """Take each model's labels from its serving version's meta.json (the catalogue's otherwise).

@@ -150,7 +150,8 @@ async def open_services(
         store=store,
         images=store.images,
         model_store=classifier.store,
-        limiter=FloodLimiter(settings.user_photos_per_minute),
+        photo_limiter=FloodLimiter(settings.user_photos_per_minute, store, "photos"),
+        update_limiter=FloodLimiter(settings.user_updates_per_minute, store, "updates"),
         catalogue=catalogue if names is None else catalogue.only(names),
         features=ArrivalFeatures(
             Path(settings.data_dir), settings.max_image_bytes, settings.max_image_pixels

@@ -4,7 +4,7 @@ Every write is durable when its `await` returns: writes go through group commit 
 whatever is queued, see `storage.group_commit`), and reads run on a second connection, so they never
 wait behind a batch of writes. This module holds the calls about people, photos, predictions, feedback
 and /forget; the calls about models (taught models, retraining jobs, model events) are inherited from
-`storage.store_models`.
+`storage.store_models`, those about what the bot keeps between updates from `storage.store_state`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from storage.records import (
 )
 from storage.schema import schema_version
 from storage.store_models import ModelCalls
+from storage.store_state import StateCalls
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class RecordedPrediction:
     photo: Photo
 
 
-class Store(ModelCalls):
+class Store(ModelCalls, StateCalls):
     """Open with `await Store.open(database, images_dir)`; close with `await store.close()`.
 
     `database` is a SQLite file or a `postgresql://` URL (see `storage.connect.open_database`).

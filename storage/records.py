@@ -226,3 +226,11 @@ def check_mode(mode: str) -> None:
 def check_choice(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class FloodWindow:
+    """A user's current flood window of one kind: when it opened (unix time) and what it has counted."""
+
+    start: float
+    count: int

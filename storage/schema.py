@@ -202,6 +202,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             FOREIGN KEY (name, version) REFERENCES model_versions(name, version)
         )""",
     ),
+    # 7: what the bot keeps between updates, so that any of several bot processes sharing the database
+    # can take any update (docs/architecture.md, "State between updates"): per-user flood windows, a
+    # change counter per subject that every process caches, and who shows a retraining job's progress.
+    (
+        """CREATE TABLE flood_windows (
+            user_id INTEGER NOT NULL,               -- Telegram user id
+            kind TEXT NOT NULL CHECK (kind IN ('updates', 'photos')),  -- which per-user limit
+            window_start REAL NOT NULL,             -- unix time of the first update the window counted
+            count INTEGER NOT NULL,                 -- updates counted since, refused ones included
+            PRIMARY KEY (user_id, kind)
+        )""",
+        "CREATE INDEX flood_windows_start ON flood_windows(window_start)",  # closed ones are swept
+        """CREATE TABLE changes (
+            subject TEXT PRIMARY KEY,               -- 'taught_models'
+            version INTEGER NOT NULL                -- raised in the transaction of every change
+        )""",
+        # The admin's language (progress and report are in it), the bot process that shows the progress
+        # ('host pid'; its job process runs on that host) and when it last looked.
+        "ALTER TABLE retrain_jobs ADD COLUMN language TEXT",
+        "ALTER TABLE retrain_jobs ADD COLUMN watcher TEXT",
+        "ALTER TABLE retrain_jobs ADD COLUMN watched_at REAL",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

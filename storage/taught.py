@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from storage.dialect import Connection
+from storage.queries.state import note_change
+
+CHANGES = "taught_models"  # the change counter every bot process follows (`Store.change_version`)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ def create_taught_model(
         "INSERT INTO taught_models (name, labels, created_by, created_at) VALUES (?, ?, ?, ?)",
         (name, _labels_json(labels), created_by, now),
     )
+    note_change(db, CHANGES)
     return TaughtModel(name, tuple(labels), created_by, now)
 
 
@@ -105,6 +109,7 @@ def set_taught_labels(db: Connection, name: str, labels: Sequence[TaughtLabel]) 
     if found is None:
         raise NoSuchTaughtModel(name)
     db.execute("UPDATE taught_models SET labels = ? WHERE name = ?", (_labels_json(labels), name))
+    note_change(db, CHANGES)
     return TaughtModel(found.name, tuple(labels), found.created_by, found.created_at)
 
 
@@ -113,4 +118,7 @@ def delete_taught_model(db: Connection, name: str, now: float) -> bool:
     cursor = db.execute(
         "UPDATE taught_models SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL", (now, name)
     )
-    return cursor.rowcount > 0
+    if cursor.rowcount == 0:
+        return False
+    note_change(db, CHANGES)
+    return True

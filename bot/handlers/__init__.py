@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.handlers import admin, basics, feedback, flood, forget, modes, numbers, photos, stats, teach
+from bot.handlers import admin, basics, changes, feedback, flood, forget, modes, numbers, photos, stats, teach
 
 
 def register(application: Application) -> None:
-    """The per-user flood check ahead of everything; then admin and user commands, then photos and
-    documents, then everything else a user may send."""
+    """Catching up with other bot processes and the per-user flood check ahead of everything; then
+    admin and user commands, then photos and documents, then everything else a user may send."""
+    changes.register(application)
     flood.register(application)
     admin.register(application)
     teach.register(application)

@@ -6,6 +6,7 @@ answers a minute and one "slow down", however long it goes on. The check runs in
 every other handler, and ends the update there (ApplicationHandlerStop). Admins are not limited: they
 already hold /retrain and /rollback, and an operator cut off during an incident helps no one. Photos
 also count against their own, lower limit (USER_PHOTOS_PER_MINUTE, checked by the photo handler).
+Both are counted in the database (`bot.limits`), so bot processes that share it hold them together.
 """
 
 from __future__ import annotations
@@ -15,22 +16,20 @@ import logging
 from telegram import Update
 from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
 
-from bot.limits import FloodLimiter
 from bot.services import lang, services
 from bot.texts import text
 
 logger = logging.getLogger(__name__)
 
-LIMITER_KEY = "update_limiter"
-GROUP = -1  # before the handlers' default group 0
+GROUP = -1  # after catching up with other bot processes (group -2), before the handlers' group 0
 
 
 async def limit_updates(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Stop an update from a user over the limit; tell them once per window when to try again."""
-    user = update.effective_user
-    if user is None or services(context).is_admin(user.id):
+    user, found = update.effective_user, services(context)
+    if user is None or found.is_admin(user.id):
         return
-    decision = context.bot_data[LIMITER_KEY].check(user.id)
+    decision = await found.update_limiter.check(user.id)
     if decision.allowed:
         return
     if decision.notify:
@@ -49,6 +48,4 @@ async def _tell(update: Update, message: str) -> None:
 
 
 def register(application: Application) -> None:
-    config = application.bot_data["config"]
-    application.bot_data[LIMITER_KEY] = FloodLimiter(config.user_updates_per_minute)
     application.add_handler(TypeHandler(Update, limit_updates), group=GROUP)

@@ -57,7 +57,6 @@ async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     remove_copies = functools.partial(remove_photo_copies, found.config.data_dir)
     async with found.lock(("user", choice.user_id)):
         report = await found.store.forget(choice.user_id, remove_copies=remove_copies)
-        found.forget_chat(choice.user_id)  # the stored mode went with everything else
     logger.info("Forgot user %s: %s", choice.user_id, report)
     done = text(language, "forget_done", photos=report.photos)
     if report.kept_block:

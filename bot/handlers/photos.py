@@ -124,7 +124,7 @@ async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 async def admit(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE) -> bool:
     """Apply the per-user flood limit; tell the user once per window when they are over it."""
-    decision = services(context).limiter.check(incoming.user.id)
+    decision = await services(context).photo_limiter.check(incoming.user.id)
     if not decision.allowed and decision.notify:
         seconds = max(1, round(decision.retry_after_s))
         await incoming.message.reply_text(text(incoming.language, "flood", seconds=seconds))

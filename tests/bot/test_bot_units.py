@@ -1,6 +1,9 @@
-"""The bot's small pure parts: answer texts, callback data, keyboards, the flood limiter, size picking."""
+"""The bot's small parts: answer texts, callback data, keyboards, the flood limiter (on a real SQLite file),
+size picking."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from telegram import Chat, Document, Message, PhotoSize, User
@@ -23,6 +26,7 @@ from inference.errors import (
     WorkerLost,
 )
 from inference.prediction import DigitAnswer, Prediction
+from storage import Store
 from storage.records import PendingCorrection, RetrainJob
 
 
@@ -148,18 +152,21 @@ def test_an_unsure_answer_asks_with_the_labels_it_offers_never_a_bare_correct() 
     assert "v:9:y" not in {b.callback_data for row in keyboard.inline_keyboard for b in row}
 
 
-def test_the_flood_limiter_counts_per_user_and_tells_once_per_window() -> None:
+async def test_the_flood_limiter_counts_per_user_and_tells_once_per_window(tmp_path: Path) -> None:
     now = [0.0]
-    limiter = FloodLimiter(3, clock=lambda: now[0])
-    assert [limiter.check(1).allowed for _ in range(3)] == [True, True, True]
-    first_refusal = limiter.check(1)
-    assert (first_refusal.allowed, first_refusal.notify) == (False, True)
-    assert first_refusal.retry_after_s == pytest.approx(60.0)
-    assert (limiter.check(1).allowed, limiter.check(1).notify) == (False, False)
-    assert limiter.check(2).allowed  # someone else is unaffected
-    now[0] = 60.5
-    assert limiter.check(1).allowed  # the window moved on
-    assert FloodLimiter(0).check(1).allowed and all(FloodLimiter(0).check(1).allowed for _ in range(1000))
+    async with await Store.open(tmp_path / "db.sqlite3", tmp_path / "images") as store:
+        limiter = FloodLimiter(3, store, "photos", clock=lambda: now[0])
+        assert [(await limiter.check(1)).allowed for _ in range(3)] == [True, True, True]
+        first_refusal = await limiter.check(1)
+        assert (first_refusal.allowed, first_refusal.notify) == (False, True)
+        assert first_refusal.retry_after_s == pytest.approx(60.0)
+        again = await limiter.check(1)
+        assert (again.allowed, again.notify) == (False, False)
+        assert (await limiter.check(2)).allowed  # someone else is unaffected
+        now[0] = 60.5
+        assert (await limiter.check(1)).allowed  # the window moved on
+        off = FloodLimiter(0, store, "photos")
+        assert all([(await off.check(1)).allowed for _ in range(1000)])
 
 
 def size(width: int, height: int) -> PhotoSize:
