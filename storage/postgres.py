@@ -20,9 +20,11 @@ Commits are durable when they return (the server's default `synchronous_commit =
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +33,8 @@ from psycopg import conninfo, pq
 
 from storage.dialect import describe
 from storage.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock key of the one write lock (any constant; "PhBt" in ASCII).
 WRITE_LOCK = 0x50684274
@@ -57,21 +61,60 @@ def translate(sql: str) -> str:
 
 
 class PostgresConnection:
-    """A psycopg connection in autocommit mode that takes sqlite3's calls (see the module's doc)."""
+    """A psycopg connection in autocommit mode that takes sqlite3's calls (see the module's doc).
 
-    def __init__(self, connection: psycopg.Connection[tuple[Any, ...]], database: str) -> None:
-        self.connection = connection
+    A connection the server dropped (a restart, a failover, a network cut) is opened again where that
+    is safe: at the start of a transaction, or for a SELECT outside one. A statement inside a
+    transaction that meets the break fails as it is (whether its COMMIT landed cannot be known); the
+    caller's next transaction gets the new connection.
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[tuple[Any, ...]]], database: str) -> None:
+        self._connect = connect
+        self.connection = connect()
         self.database = describe(database)  # no password
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[tuple[Any, ...]]:
+        words = sql.split(None, 1)
+        first = words[0].upper() if words else ""
+        retry = first in ("BEGIN", "SELECT") and not self.in_transaction
+        if retry and self.broken:
+            self._reconnect()
+        try:
+            return self._execute(sql, parameters)
+        except psycopg.OperationalError:
+            if not (retry and self.broken):
+                if first == "BEGIN" and self.in_transaction and not self.broken:
+                    self.connection.execute("ROLLBACK")  # BEGIN failed (the write lock's timeout): as SQLite
+                raise
+        self._reconnect()
+        return self._execute(sql, parameters)
+
+    def _execute(self, sql: str, parameters: Sequence[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
         if not parameters:
             # No parameters: psycopg sends the text as it is (no `%` to escape, several statements allowed).
             return self.connection.execute(_STATEMENTS.get(sql, sql))
         return self.connection.execute(translate(sql), parameters)
 
+    def _reconnect(self) -> None:
+        log.warning("the connection to %s was lost; connecting again", self.database)
+        with contextlib.suppress(psycopg.Error):
+            self.connection.close()
+        self.connection = self._connect()
+
+    @property
+    def broken(self) -> bool:
+        """The server dropped the connection (a restart, a network cut)."""
+        return bool(self.connection.broken or self.connection.closed)
+
     @property
     def in_transaction(self) -> bool:
-        return self.connection.info.transaction_status != pq.TransactionStatus.IDLE
+        status = self.connection.info.transaction_status
+        return status in (
+            pq.TransactionStatus.ACTIVE,
+            pq.TransactionStatus.INTRANS,
+            pq.TransactionStatus.INERROR,
+        )
 
     def close(self) -> None:
         self.connection.close()
@@ -102,18 +145,21 @@ def connect(url: str, *, timeout_s: float = 10.0, read_only: bool = False) -> Po
     options = f"-c lock_timeout={max(1, round(timeout_s * 1000))}"
     if read_only:
         options += " -c default_transaction_read_only=on"
-    try:
-        connection = psycopg.connect(
-            url,
-            autocommit=True,
-            connect_timeout=max(1, round(timeout_s)),
-            application_name="photobot",
-            options=options,
-        )
-    except psycopg.Error as error:
-        reason = _reason(error, params.get("password"))
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {where}: {reason}") from None
-    return PostgresConnection(connection, url)
+
+    def open_connection() -> psycopg.Connection[tuple[Any, ...]]:
+        try:
+            return psycopg.connect(
+                url,
+                autocommit=True,
+                connect_timeout=max(1, round(timeout_s)),
+                application_name="photobot",
+                options=options,
+            )
+        except psycopg.Error as error:
+            reason = _reason(error, params.get("password"))
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {where}: {reason}") from None
+
+    return PostgresConnection(open_connection, url)
 
 
 def _password_in(url: str) -> str | None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 
 import psycopg
+import pytest
 
 from storage import Store, SyncStore
 from storage.dialect import describe, is_postgres_url, postgres_ddl
-from storage.postgres import translate
+from storage.postgres import WRITE_LOCK, translate
 from storage.schema import LATEST
 from tests.support.storage import png, predict
 
@@ -97,3 +98,33 @@ def test_sync_store_on_postgresql_queues_one_job_at_a_time(postgres_url, tmp_pat
         jobs.record_model_event("digits", "promote", from_version=1, to_version=2, job_id=job.id)
         assert [e.to_version for e in jobs.model_events("digits", action="promote")] == [2]
         assert jobs.model_events(action="rollback") == []
+
+
+async def test_the_stores_connect_again_after_the_server_restarts(postgres_server, postgres_url, tmp_path):
+    store = await Store.open(postgres_url, tmp_path / "images")
+    jobs = SyncStore(postgres_url, tmp_path / "images")
+    try:
+        first = await predict(store, user_id=1, message_id=1, image=png(1))
+        postgres_server.crash()  # every connection is cut; the server recovers from its WAL
+        postgres_server.restart()
+        # The next transaction (and a lone SELECT) starts on a new connection: nothing was in flight.
+        result = await store.record_feedback(first, user_id=1, verdict="correct")
+        assert result.created
+        assert (await store.get_prediction(first)).label == "7"
+        assert (await store.user_stats(1)).correct == 1  # a snapshot read
+        assert jobs.create_retrain_job("digits").status == "queued"
+    finally:
+        jobs.close()
+        await store.close()
+
+
+def test_a_writer_that_gives_up_waiting_for_the_write_lock_leaves_no_transaction(postgres_url, tmp_path):
+    with SyncStore(postgres_url, tmp_path / "images", busy_timeout_s=0.2) as jobs:
+        holder = psycopg.connect(postgres_url, autocommit=True)
+        holder.execute("BEGIN")
+        holder.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            jobs.create_retrain_job("digits")
+        holder.execute("COMMIT")
+        holder.close()
+        assert jobs.create_retrain_job("digits").status == "queued"  # as after SQLite's "database is locked"
