@@ -91,9 +91,10 @@ async def throughput(
     """`tasks` concurrent tasks each record predictions and their feedback, every write durable.
 
     Without `with_images` the photos are stored before the clock starts (the database's figure);
-    with it, each prediction first stores a new 20 kB image (fsynced file + row). `max_batch=1`
-    turns group commit off (one transaction and one fsync per write), for comparison. `database`: a
-    PostgreSQL URL (or another file) instead of `data_dir/photobot.sqlite3`.
+    with it, each prediction first stores a new 20 kB image (an fsynced file in the images cache, then
+    its bytes in the row's transaction). `max_batch=1` turns group commit off (one transaction and one
+    fsync per write), for comparison. `database`: a PostgreSQL URL (or another file) instead of
+    `data_dir/photobot.sqlite3`.
     """
     rng = random.Random(seed)
     database = database or data_dir / "photobot.sqlite3"
@@ -423,18 +424,22 @@ def check_after_crash(
     checked, foreign_key_errors = integrity(database)
     db = connect(database)
     try:
-        photos = db.execute("SELECT sha256, path FROM photos").fetchall()
+        photos = db.execute(
+            "SELECT p.sha256, p.path, b.data FROM photos p LEFT JOIN photo_bytes b ON b.sha256 = p.sha256"
+        ).fetchall()
         predictions = {row[0] for row in db.execute("SELECT id FROM predictions")}
         feedback = {row[0] for row in db.execute("SELECT prediction_id FROM feedback")}
         contributions = {row[0] for row in db.execute("SELECT id FROM contributions")}
     finally:
         db.close()
     rows_without_image = corrupt = 0
-    for sha256, relative in photos:
-        path = images / relative
-        if not path.is_file():
+    for sha256, relative, data in photos:  # the bytes are in the database; the files are a cache
+        if data is None:
             rows_without_image += 1
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        elif hashlib.sha256(bytes(data)).hexdigest() != sha256:
+            corrupt += 1
+        path = images / relative
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
             corrupt += 1
     lost = _lost(acknowledged, predictions, feedback, contributions)
     temp_before = len(list((images / TMP_DIR).glob(f"*{TMP_SUFFIX}")))

@@ -4,7 +4,8 @@ Every write is durable when its `await` returns: writes go through group commit 
 whatever is queued, see `storage.group_commit`), and reads run on a second connection, so they never
 wait behind a batch of writes. This module holds the calls about people, photos, predictions, feedback
 and /forget; the calls about models (taught models, retraining jobs, model events) are inherited from
-`storage.store_models`, those about what the bot keeps between updates from `storage.store_state`.
+`storage.store_models`, those about what the bot keeps between updates from `storage.store_state`,
+those about photo bytes and this machine's cache of them from `storage.store_photos`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from storage import sql
+from storage import photo_bytes, sql
 from storage.connect import DEFAULT_BUSY_TIMEOUT_S, open_database
 from storage.dialect import Connection, Database, describe, is_postgres_url
 from storage.errors import StorageError
@@ -40,6 +41,7 @@ from storage.records import (
 )
 from storage.schema import schema_version
 from storage.store_models import ModelCalls
+from storage.store_photos import PhotoCalls
 from storage.store_state import StateCalls
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class RecordedPrediction:
     photo: Photo
 
 
-class Store(ModelCalls, StateCalls):
+class Store(ModelCalls, StateCalls, PhotoCalls):
     """Open with `await Store.open(database, images_dir)`; close with `await store.close()`.
 
     `database` is a SQLite file or a `postgresql://` URL (see `storage.connect.open_database`).
@@ -86,14 +88,16 @@ class Store(ModelCalls, StateCalls):
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         max_batch: int = 256,
         image_threads: int = 16,
-        orphan_min_age_s: float = 3600.0,
+        orphan_min_age_s: float = 600.0,
+        cache_sweep_s: float = 600.0,
     ) -> Store:
         """Open (creating or migrating) the database, clean up after a crash, start the writer.
 
         Clean-up: temporary image files of dead writers, image deletions an interrupted /forget had
-        queued, and image files no row refers to that are older than `orphan_min_age_s` (a crash
-        between writing a photo and committing its row; younger ones may be another process's
-        write in flight).
+        queued, and cached image files no row refers to that are older than `orphan_min_age_s` (a
+        photo forgotten, on this machine or another, or a crash between writing a photo's file and
+        its row; younger ones may be a write in flight), again every `cache_sweep_s` (0: only now).
+        Photos stored before their bytes were kept in the database get them from the cache.
         """
         sqlite = not is_postgres_url(database)
         if sqlite:
@@ -117,7 +121,9 @@ class Store(ModelCalls, StateCalls):
         store = cls(database, writer, reader, images, max_batch, image_threads)
         store.schema_version = await store._read(schema_version)
         await store._finish_pending_image_deletions()
-        await store._remove_unreferenced_images(orphan_min_age_s)
+        await store.sweep_cache(orphan_min_age_s)
+        await store._backfill_photo_bytes()
+        store._start_sweeping(cache_sweep_s, orphan_min_age_s)
         log.info(
             "storage open: %s (schema %d), images in %s",
             describe(database),
@@ -131,6 +137,7 @@ class Store(ModelCalls, StateCalls):
         if self._closed:
             return
         self._closed = True
+        await self._stop_sweeping()
         await self._stop_writing()
         self._image_writers.shutdown(wait=True)
         self.images.close()
@@ -189,17 +196,18 @@ class Store(ModelCalls, StateCalls):
     ) -> Photo:
         """Store a photo's bytes (once per content) and its row; durable when this returns.
 
-        The file is fsynced before the row commits, so a row never points at a missing file.
+        The bytes are in the database, in the row's transaction, so a row never points at missing
+        bytes; the file in this machine's cache is written first.
         """
         photo, _ = await self._store_photo_then(data, width, height, format, lambda db, photo: None)
         return photo
 
     async def save_image(self, data: bytes) -> StoredImage:
-        """Write a photo's file durably, ahead of its row: the bot does it while the models look at the
-        photo, then passes it to `record_photo_prediction(image=…)`.
+        """Write a photo's file into this machine's cache (fsynced), ahead of its row: the bot does it
+        while the models look at the photo, then passes it to `record_photo_prediction(image=…)`.
 
         A file that gets no row must go through `discard_image`; one left by a crash in between is
-        removed by a later `open` (files no row refers to, once `orphan_min_age_s` old).
+        removed by the clean-up sweep (files no row refers to, once `orphan_min_age_s` old).
         """
         if self._closed:
             raise StorageError("the store is closed")
@@ -265,27 +273,19 @@ class Store(ModelCalls, StateCalls):
         then: Callable[[Connection, Photo], T],
         saved: StoredImage | None = None,
     ) -> tuple[Photo, T]:
-        """Write the file (in a thread) unless it is `saved`, then insert its row and run `then` in one
-        transaction."""
-        for _ in range(3):
-            stored = saved or await self.save_image(data)
-            saved = None  # if the file disappears before the row commits, write it again
-            photo = Photo(stored.sha256, stored.size, width, height, image_format, stored.path)
+        """Write the cached file (in a thread) unless it is `saved`, then insert the photo's row and
+        bytes and run `then`, in one transaction."""
+        stored = saved or await self.save_image(data)
+        photo = Photo(stored.sha256, stored.size, width, height, image_format, stored.path)
 
-            def insert(db: Connection, photo: Photo = photo) -> tuple[bool, T | None]:
-                # Checked under the write lock: a concurrent /forget of the same bytes removes files
-                # only while holding it, so either the file is here now or we write it again.
-                if not self.images.exists(photo.sha256):
-                    return False, None
-                sql.insert_photo(
-                    db, photo.sha256, photo.size, photo.path, width, height, image_format, time.time()
-                )
-                return True, then(db, photo)
+        def insert(db: Connection) -> T:
+            sql.insert_photo(
+                db, photo.sha256, photo.size, photo.path, width, height, image_format, time.time()
+            )
+            photo_bytes.store_bytes(db, photo.sha256, data)
+            return then(db, photo)
 
-            inserted, result = await self._write(insert)
-            if inserted:
-                return photo, result  # type: ignore[return-value]
-        raise StorageError(f"photo {stored.sha256} kept disappearing while being stored")
+        return photo, await self._write(insert)
 
     async def get_photo(self, sha256: str) -> Photo | None:
         return await self._read(functools.partial(sql.get_photo, sha256=sha256))
@@ -493,41 +493,3 @@ class Store(ModelCalls, StateCalls):
                 validation_percent=validation_percent,
             )
         )
-
-    # ------------------------------------------------------------ image files
-
-    async def _remove_images(self, sha256s: list[str]) -> None:
-        for sha256 in sha256s:
-            await self._write(functools.partial(_delete_image_if_unused, images=self.images, sha256=sha256))
-
-    async def _remove_unreferenced_images(self, min_age_s: float) -> None:
-        candidates = await asyncio.to_thread(self.images.older_than, min_age_s)
-        if not candidates:
-            return
-        removed = await self._write(
-            functools.partial(_delete_unreferenced_images, images=self.images, sha256s=candidates)
-        )
-        if removed:
-            log.info("removed %d image files that no photo row refers to (left by a crash)", removed)
-
-    async def _finish_pending_image_deletions(self) -> None:
-        """A /forget that crashed after its commit still has files queued: remove them now."""
-        pending = await self._read(sql.pending_image_deletions)
-        if pending:
-            log.info("removing %d images queued by an interrupted /forget", len(pending))
-            await self._remove_images(pending)
-
-
-def _delete_image_if_unused(db: Connection, *, images: ImageStore, sha256: str) -> bool:
-    if sql.claim_image_deletion(db, sha256):
-        return images.delete(sha256)
-    return False
-
-
-def _delete_unreferenced_images(db: Connection, *, images: ImageStore, sha256s: list[str]) -> int:
-    """Under the write lock: a row for these bytes committed later finds its file gone and rewrites it."""
-    removed = 0
-    for sha256 in sha256s:
-        if sql.get_photo(db, sha256) is None:
-            removed += images.delete(sha256)
-    return removed

@@ -1,5 +1,8 @@
 """Photos on disk, content-addressed: `<root>/<first two hex digits>/<sha256>`.
 
+This is each machine's cache of the photos whose bytes the database holds (`storage.photo_bytes`): the
+store writes a photo's file as it stores it, and writes a missing one from the database when asked.
+
 A file appears only complete: bytes go to a temporary file under `<root>/.tmp/`, are flushed and
 fsynced, and the file is renamed into place (then the directory is fsynced), so a crash leaves either
 the whole image or nothing at its name. The same bytes are stored once.

@@ -7,13 +7,17 @@ behind it wins; a tie leaves the photo out. The split depends only on the photo'
 never moves between train and validation as more photos arrive. A retrain re-splits by person instead
 (`split_by_contributor`) and caps each person's share (`cap_share_per_contributor`).
 
-Rows in the database are not trusted with the file system: an image's path is built from its hash,
+The photos' bytes are in the database; the image folder is this machine's cache of them, and a photo
+it lacks is written into it from the database as the set is read, so a job on any machine finds every
+labelled photo as a file (`LabelledExample.path`). Rows in the database are not trusted with the file
+system: an image's path is built from its hash,
 which must be 64 lowercase hex digits, and must resolve inside the image folder; anything else is
 refused and counted (`LabelledSet.refused_paths`).
 
-Everything here is synchronous SQL on a `Connection`, run inside one read transaction so it
-sees one consistent snapshot while the bot goes on writing (WAL lets readers and the writer work at
-the same time). A job in another process calls `read_labelled_set(database, images_dir, model)`.
+Everything here is synchronous SQL on a `storage.dialect.Connection`, run inside one read transaction so
+it sees one consistent snapshot while the bot goes on writing (SQLite's WAL and PostgreSQL's MVCC let
+readers and the writer work at the same time). A job in another process calls
+`read_labelled_set(database, images_dir, model)`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from pathlib import Path
 
 from storage.connect import database_exists, open_database
 from storage.dialect import Connection, Database
-from storage.images import EXTENSIONS, is_sha256_hex, sniff_format
+from storage.images import EXTENSIONS, ImageStore, is_sha256_hex, sniff_format
+from storage.photo_bytes import fill_cache
 from storage.records import negative_label
 
 log = logging.getLogger(__name__)
@@ -127,10 +132,23 @@ def load_labelled_set(
                 (model, model),
             )
         }
+        _cache_missing(db, Path(images_root), photos)
     finally:
         if not in_transaction:
             db.execute("COMMIT")
     return _tally(model, rows, blocked, photos, Path(images_root), validation_percent)
+
+
+def _cache_missing(db: Connection, images_root: Path, photos: dict[str, tuple[str, str | None]]) -> None:
+    """Write the photos this machine's cache lacks from the database (in the caller's snapshot)."""
+    missing = [
+        sha256
+        for sha256, (relative, _) in photos.items()
+        if (path := image_path(images_root, sha256, relative)) is not None and not path.is_file()
+    ]
+    if missing:
+        with ImageStore(images_root) as images:
+            fill_cache(db, images, missing)
 
 
 def image_path(images_root: Path, sha256: str, stored: str | None = None) -> Path | None:

@@ -224,6 +224,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE retrain_jobs ADD COLUMN watcher TEXT",
         "ALTER TABLE retrain_jobs ADD COLUMN watched_at REAL",
     ),
+    # 8: a photo's bytes in the database, so every machine reaches them (storage.photo_bytes); written
+    # in the transaction of the photo's row, deleted with it. The images folder becomes a cache. Photos
+    # stored before this keep their file and get their bytes row when a store next opens (backfill).
+    (
+        """CREATE TABLE photo_bytes (
+            sha256 TEXT PRIMARY KEY REFERENCES photos(sha256) ON DELETE CASCADE,
+            data BLOB NOT NULL                      -- the photo as received; its SHA-256 is the key
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -1,8 +1,9 @@
 """SIGKILL a process at random moments while it writes photos, predictions, feedback, captions and
 /forgets, 20 times over the same data folder, on SQLite and on PostgreSQL (where every fourth kill
 crashes the server too: stopped in `immediate` mode, recovered from its WAL at the restart). After every
-kill: the database is intact, every photo row's file is there and whole, no write that was acknowledged
-is lost, and the next start leaves no temporary files and no half-done /forget behind."""
+kill: the database is intact, every photo row's bytes (and its cached file) are there and whole, no
+write that was acknowledged is lost, and the next start leaves no temporary files and no half-done
+/forget behind."""
 
 from __future__ import annotations
 
@@ -22,8 +23,13 @@ def check_database(data_dir, database) -> dict[str, set[int]]:
     assert foreign_key_errors == 0
     db = connect(database)
     try:
-        for sha256, relative in db.execute("SELECT sha256, path FROM photos"):
-            image = data_dir / "images" / relative
+        photos = db.execute(
+            "SELECT p.sha256, p.path, b.data FROM photos p LEFT JOIN photo_bytes b ON b.sha256 = p.sha256"
+        )
+        for sha256, relative, data in photos:
+            assert data is not None, f"photo row {sha256} has no bytes"
+            assert hashlib.sha256(bytes(data)).hexdigest() == sha256, f"photo {sha256}'s bytes are not whole"
+            image = data_dir / "images" / relative  # the cache of the machine that wrote it
             assert image.is_file(), f"photo row {sha256} has no file"
             assert hashlib.sha256(image.read_bytes()).hexdigest() == sha256, f"{image} is not whole"
         return {

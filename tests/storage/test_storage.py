@@ -123,15 +123,19 @@ async def test_a_file_saved_ahead_gets_its_row_or_is_discarded(store, database):
     assert store.images.read(saved.sha256) == png(20)
 
 
-async def test_a_file_removed_before_its_row_commits_is_written_again(store):
-    """A concurrent discard (or /forget) of the same bytes between saving and recording."""
+async def test_a_file_removed_before_its_row_commits_is_cached_again_from_the_database(store, database):
+    """A concurrent discard (or /forget) of the same bytes between saving and recording: the bytes go
+    into the database with the row, and the cache is written again from there when the photo is read."""
     answer = Prediction(model="digits", version=1, label="3", confidence=0.9, status="ok")
     saved = await store.save_image(png(22))
     store.images.delete(saved.sha256)
     recorded = await store.record_photo_prediction(
         png(22), prediction=answer, user_id=7, chat_id=7, message_id=1, image=saved
     )
-    assert store.images.read(recorded.photo.sha256) == png(22)
+    sha256 = recorded.photo.sha256
+    assert rows(database, "SELECT data FROM photo_bytes WHERE sha256 = ?", (sha256,)) == [(png(22),)]
+    assert await store.read_photo(sha256) == png(22)
+    assert store.images.read(sha256) == png(22)
 
 
 async def test_a_redelivered_update_records_no_second_prediction(store, database):
