@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrain": ("photobot.commands.retrain", "learn from the photos people labelled in chat"),
     "models": ("photobot.commands.models", "list, promote and roll back model versions"),
     "export": ("photobot.commands.export", "write the labelled data set as one folder per label"),
+    "db": ("photobot.commands.db", "the database: copy an SQLite install into PostgreSQL (db migrate)"),
     "serve": ("photobot.commands.serve", "serve the models on Ray Serve for bots with INFERENCE_URL"),
     "bench": ("photobot.commands.bench", "benchmarks"),
 }
