@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,7 +42,6 @@ from starlette.responses import Response
 from inference.answering import Answering
 from inference.catalogue import Catalogue
 from inference.classifier import ModelStatus
-from inference.decode import limit_memory
 from inference.engine import BatchStats, EngineConfig, Timed, slice_outputs
 from inference.errors import DeadlineExceeded, EngineBusy, InferenceError, ModelUnavailable
 from inference.loading import LoadedModel, load_version
@@ -374,13 +374,11 @@ class PhotoAnswers(Answering[_Remote]):
             return
         async with self._checking:
             if self._pool is None:
-                budget = self.engine.decode_memory_mb << 20
-                pool = make_pool(
-                    self.engine.pool,
-                    self._decode_workers,
-                    preload=("inference.preparation",),
-                    setup=(limit_memory, (budget,)) if budget > 0 else None,
-                )
+                # Threads, whatever ENGINE_POOL says: a replica is Ray's unit of CPU (more photos, more
+                # replicas), and decode processes spawned inside one were lost under load here (the
+                # pool watches their pipes from the loop it started on, and Serve's request handling is
+                # not bound to one). The decoder's byte and pixel limits hold in threads too.
+                pool = make_pool("thread", self._decode_workers)
                 await pool.start()
                 self._pool = pool
 
@@ -442,7 +440,9 @@ def build_app(
         deployment = serve.deployment(
             name=MODEL_DEPLOYMENT.format(name=spec.name),
             autoscaling_config=autoscaling,
-            max_ongoing_requests=max(2, 2 * config.max_batch),
+            # Photos wait in the replica's batch queue (as in the engine's, up to ENGINE_QUEUE_SIZE), not
+            # in the callers' routers, which retry a full replica with a growing backoff.
+            max_ongoing_requests=max(2 * config.max_batch, engine.queue_size),
             logging_config=quiet,
             ray_actor_options={
                 "num_cpus": config.cpus_per_replica,
@@ -465,7 +465,7 @@ def build_app(
         models,
         catalogue,
         engine,
-        decode_workers=engine.decode_workers(),  # as in the bot: ENGINE_WORKERS, else one per core
+        decode_workers=engine.workers or max(1, math.ceil(config.cpus_per_replica)),
         max_image_bytes=max_image_bytes,
         max_image_pixels=max_image_pixels,
     )
