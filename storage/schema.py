@@ -233,6 +233,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             data BLOB NOT NULL                      -- the photo as received; its SHA-256 is the key
         )""",
     ),
+    # 9: labels admins add to a built-in model from the chat (`/addlabel flowers lavender`;
+    # storage.added_labels). Removing marks the row: a later version leaves out what an earlier learned.
+    (
+        """CREATE TABLE added_labels (
+            model TEXT NOT NULL,                    -- a built-in model's name (flowers)
+            label TEXT NOT NULL,
+            added_by INTEGER,                       -- user id; NULL for the command line
+            added_at REAL NOT NULL,
+            removed_at REAL,                        -- NULL while the model has the label
+            PRIMARY KEY (model, label)
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -1,7 +1,9 @@
-"""The `Store` calls about models: taught models, retraining jobs and the model events log.
+"""The `Store` calls about models: taught models, labels added to built-in models, retraining jobs and
+the model events log.
 
 `Store` inherits them; they are kept apart from the calls about people and photos (`storage.database`)
-so each file reads as one subject. The SQL is in `storage.taught` and `storage.queries.jobs`.
+so each file reads as one subject. The SQL is in `storage.taught`, `storage.added_labels` and
+`storage.queries.jobs`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from storage import added_labels as label_sql
 from storage import sql, taught
+from storage.added_labels import AddedLabel
 from storage.group_commit import GroupCommit
 from storage.records import ModelEvent, RetrainJob
 
@@ -41,6 +45,25 @@ class ModelCalls(GroupCommit):
 
     async def delete_taught_model(self, name: str) -> bool:
         return await self._write(functools.partial(taught.delete_taught_model, name=name, now=time.time()))
+
+    # ------------------------------------------------------------ labels added to built-in models
+
+    async def added_labels(self, model: str | None = None) -> list[AddedLabel]:
+        """Labels added to built-in models from the chat, removed ones too (storage.added_labels)."""
+        return await self._read(functools.partial(label_sql.added_labels, model=model))
+
+    async def add_model_label(self, model: str, label: str, added_by: int | None) -> AddedLabel:
+        """Raises LabelAlreadyAdded when `model` has the added label already."""
+        return await self._write(
+            functools.partial(
+                label_sql.add_label, model=model, label=label, added_by=added_by, now=time.time()
+            )
+        )
+
+    async def remove_model_label(self, model: str, label: str) -> bool:
+        return await self._write(
+            functools.partial(label_sql.remove_label, model=model, label=label, now=time.time())
+        )
 
     # ------------------------------------------------------------ retraining jobs and model events
 

@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from storage import added_labels as label_sql
 from storage import sql, taught
+from storage.added_labels import AddedLabel
 from storage.connect import DEFAULT_BUSY_TIMEOUT_S, open_database
 from storage.dialect import Connection, Database, is_postgres_url
 from storage.labelled import DEFAULT_VALIDATION_PERCENT, LabelledSet, load_labelled_set
@@ -59,6 +61,12 @@ class SyncStore:
 
     def set_taught_labels(self, name: str, labels: list[taught.TaughtLabel]) -> taught.TaughtModel:
         return self._write(lambda db: taught.set_taught_labels(db, name, labels))
+
+    def added_labels(self, model: str | None = None) -> list[AddedLabel]:
+        return label_sql.added_labels(self._db, model)
+
+    def add_model_label(self, model: str, label: str, added_by: int | None = None) -> AddedLabel:
+        return self._write(lambda db: label_sql.add_label(db, model, label, added_by, time.time()))
 
     def blocked_users(self) -> list[int]:
         return sql.blocked_users(self._db)
