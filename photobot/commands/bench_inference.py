@@ -41,6 +41,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--swap-model", default="digits", choices=("digits", "flowers"))
     parser.add_argument("--no-baselines", action="store_true", help="measure the engine only")
     parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="also measure inference on Ray Serve (a local cluster on this machine's cores, the "
+        "application of `photobot serve inference`) through the bot's client, after the engine",
+    )
+    parser.add_argument(
         "--baseline-threads",
         type=int,
         help="threads serving the per-request baselines (default: as many as the engine's decode pool; "
@@ -126,6 +132,16 @@ async def _bench(
                 swap = await _swap(args, classifier, store, photos[args.swap_model])
         finally:
             await classifier.close()
+        if args.remote:  # after the engine has stopped: Ray gets the machine to itself
+            for result in await _remote(args, settings, Path(temp), models, photos, concurrencies):
+                rows.append(result.as_json())
+                engine = next(
+                    r
+                    for r in rows
+                    if (r["model"], r["concurrency"], r["method"])
+                    == (result.model, result.concurrency, "engine")
+                )
+                _say(_row_text(result, _Engine(engine["throughput"])))
     report: dict = {"cpu": peak.__dict__, "engine": config.__dict__, "rows": rows, "ratios": _ratios(rows)}
     for line in _ratio_lines(report["ratios"]):
         _say(line)
@@ -137,6 +153,67 @@ async def _bench(
         report["hot_swap"] = swap.as_json()
         _say(_swap_text(swap))
     return report
+
+
+async def _remote(
+    args: argparse.Namespace,
+    settings: Settings,
+    data_dir: Path,
+    models: list[str],
+    photos: dict[str, list[bytes]],
+    concurrencies: list[int],
+) -> list:
+    """The same load on the Ray Serve application over the same copied store: a local cluster on this
+    machine's cores, each deployment (the ingress and one per model) on an equal share of them."""
+    import dataclasses
+    import os
+
+    from benchmarks import serve as bench_serve
+    from inference.catalogue import DEFAULT_CATALOGUE
+    from inference.model_store import ModelStore
+    from photobot.commands.serve import APP_NAME, application
+
+    cores = os.cpu_count() or 1
+    share = min(settings.serve.cpus_per_replica, cores / (len(models) + 1))
+    local = dataclasses.replace(
+        settings,
+        data_dir=data_dir,
+        database_url=None,
+        serve=dataclasses.replace(settings.serve, cpus_per_replica=share),
+    )
+    catalogue = DEFAULT_CATALOGUE.only(models)
+
+    def deploy(catalogue, port: int) -> None:
+        from ray import serve
+
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(application(local, catalogue), name=APP_NAME, route_prefix="/")
+
+    _say(f"Ray Serve: a local cluster of {cores} CPUs, {share:g} CPU per replica; deploying")
+    cluster = bench_serve.RayServe.start(deploy, catalogue, num_cpus=cores)
+    client = bench_serve.remote_client(catalogue, ModelStore(data_dir / "models"), 60.0)
+    results = []
+    try:
+        for name in models:
+            mode = {"digits": "digit", "flowers": "flower"}[name]
+            seconds = args.seconds or DEFAULT_SECONDS[name]
+            for concurrency in concurrencies:
+                result, status = await bench_serve.measure_remote(
+                    cluster.url, client, name, mode, photos[name], concurrency, seconds
+                )
+                if status is not None:
+                    _say(f"{name} on Ray Serve: v{status.version} on {status.backend} {status.device}")
+                results.append(result)
+    finally:
+        cluster.stop()
+    return results
+
+
+class _Engine:
+    """What `_row_text` reads of the engine's row of a cell."""
+
+    def __init__(self, throughput: float) -> None:
+        self.throughput = throughput
 
 
 def _bench_store(settings: Settings, root: Path, models: list[str]):
