@@ -44,7 +44,7 @@ from bot.playground.bot_api.protocol import (
     error_response,
     read_params,
 )
-from bot.playground.bot_api.updates import UpdateQueue
+from bot.playground.bot_api.updates import Delivery, UpdateQueue
 
 __all__ = [
     "MAX_CALLBACK_DATA_BYTES",
@@ -56,6 +56,7 @@ __all__ = [
     "BotApiError",
     "BotApiServer",
     "ChatState",
+    "Delivery",
     "Json",
     "Listener",
     "PendingQuery",
@@ -135,6 +136,29 @@ class BotApiServer:
     @property
     def webhook_url(self) -> str:
         return self._updates.webhook_url
+
+    @property
+    def webhook_deliveries(self) -> list[Delivery]:
+        """Every webhook POST so far, in the order they ended: the update and how it went."""
+        return self._updates.deliveries
+
+    @property
+    def webhook_timeout_s(self) -> float:
+        """How long a webhook call may take before it counts as failed and is delivered again (60 s)."""
+        return self._updates.webhook_timeout_s
+
+    @webhook_timeout_s.setter
+    def webhook_timeout_s(self, seconds: float) -> None:
+        self._updates.webhook_timeout_s = seconds
+
+    @property
+    def webhook_retry_delays_s(self) -> tuple[float, ...]:
+        """The waits before an update that failed is delivered again, after each failure in turn."""
+        return self._updates.retry_delays_s
+
+    @webhook_retry_delays_s.setter
+    def webhook_retry_delays_s(self, delays: tuple[float, ...]) -> None:
+        self._updates.retry_delays_s = tuple(delays)
 
     @property
     def pending_updates(self) -> list[Json]:

@@ -236,3 +236,51 @@ async def test_a_webhook_receives_updates_in_order_with_the_secret(bot: Bot) -> 
 async def test_plain_http_webhooks_need_local_mode(bot: Bot) -> None:
     with pytest.raises(BadRequest, match=r"(?i)https url must be provided"):
         await bot.set_webhook("http://127.0.0.1:9/hook")
+
+
+async def test_a_webhook_call_that_times_out_is_delivered_again_while_other_chats_go_on(bot: Bot) -> None:
+    """As Telegram: one chat's updates one at a time and in order, other chats meanwhile; a call left
+    unanswered past the timeout is a failure, tried again later, and getWebhookInfo says why."""
+    from aiohttp import web
+
+    received: list[tuple[int, str]] = []
+    release = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        message = (await request.json())["message"]
+        received.append((message["chat"]["id"], message["text"]))
+        if received == [(1001, "one")]:
+            await release.wait()  # the first call outlives the server's patience
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    async with BotApiServer(TOKEN, local_mode=True) as local:
+        local.webhook_timeout_s = 0.5
+        local.webhook_retry_delays_s = (0.1,)
+        for user in (1001, 1002):
+            local.add_user(user)
+        client = Bot(TOKEN, base_url=f"{local.url}/bot")
+        async with client:
+            assert await client.set_webhook(f"http://127.0.0.1:{port}/hook", max_connections=5)
+            await local.send_text(1001, "one")
+            await local.send_text(1001, "two")
+            await local.send_text(1002, "other")
+            for _ in range(200):
+                if len(received) >= 4 and not local.pending_updates:
+                    break
+                await asyncio.sleep(0.05)
+            release.set()
+            assert received[0] == (1001, "one") and received[1] == (1002, "other")  # not held back
+            assert received[2:] == [(1001, "one"), (1001, "two")]  # the chat waited for its retry
+            first = min(d.update_id for d in local.webhook_deliveries)
+            assert [d.outcome for d in local.webhook_deliveries if d.update_id == first] == ["timeout", "ok"]
+            info = await client.get_webhook_info()
+            assert (info.max_connections, info.last_error_message) == (5, "Read timeout expired")
+            await client.delete_webhook()
+    await runner.cleanup()

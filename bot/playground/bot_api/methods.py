@@ -22,7 +22,7 @@ from bot.playground.bot_api.protocol import (
     markup_param,
     str_param,
 )
-from bot.playground.bot_api.updates import UpdateQueue
+from bot.playground.bot_api.updates import DEFAULT_MAX_CONNECTIONS, UpdateQueue
 
 _COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
 
@@ -187,7 +187,13 @@ class BotMethods:
         url = str_param(params, "url", "")
         if url and not url.startswith("https://") and not (self.local_mode and url.startswith("http://")):
             raise BotApiError("Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
-        await self.updates.set_webhook(url, params.get("secret_token") or None)
+        connections = int_param(params, "max_connections", DEFAULT_MAX_CONNECTIONS)
+        if not 1 <= connections <= 100:
+            raise BotApiError("Bad Request: bad webhook: max_connections must be between 1 and 100")
+        allowed = json_param(params, "allowed_updates", None)
+        await self.updates.set_webhook(
+            url, params.get("secret_token") or None, max_connections=connections, allowed_updates=allowed
+        )
         if bool_param(params, "drop_pending_updates"):
             self.updates.pending.clear()
         return True
@@ -199,11 +205,18 @@ class BotMethods:
         return True
 
     async def get_webhook_info(self, params: Json) -> Json:
-        return {
+        info: Json = {
             "url": self.updates.webhook_url,
             "has_custom_certificate": False,
             "pending_update_count": len(self.updates.pending),
         }
+        if self.updates.webhook_url:
+            info["max_connections"] = self.updates.max_connections
+            if self.updates.allowed_updates:
+                info["allowed_updates"] = self.updates.allowed_updates
+        if self.updates.last_error is not None:
+            info["last_error_date"], info["last_error_message"] = self.updates.last_error
+        return info
 
     async def close(self, params: Json) -> bool:
         return True
