@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from telegram import BotCommand
 from telegram.ext import AIORateLimiter, Application
 
-from bot import handlers
+from bot import handlers, retraining
 from bot.config import BotConfig
 from bot.errors import on_error
 from bot.services import KEY, Services
@@ -101,11 +101,13 @@ def api_urls(api_url: str) -> tuple[str, str]:
 
 
 async def _post_init(application: Application) -> None:
-    """Open the services (database, image store, the engine with its models loaded and warmed), and
-    fail the retrain job a crash or a kill left behind while the bot was down."""
+    """Open the services (database, image store, the engine with its models loaded and warmed), fail
+    the retrain job a crash or a kill left behind while the bot was down, and take over the one a
+    stopped bot process on this machine left running."""
     open_services: ServicesFactory = application.bot_data.pop(OPEN_SERVICES_KEY)
     found = application.bot_data[KEY] = await open_services()
     await _recover_retrain_jobs(found)
+    await retraining.adopt(application.bot_data, found, application.bot)
     await _set_commands(application)
     logger.info("PhotoBot started as @%s", application.bot.username)
 
@@ -132,7 +134,8 @@ async def close_services(found: Services) -> None:
 
 async def _recover_retrain_jobs(found: Services) -> None:
     """A job still queued or running whose process is gone would answer every /retrain "already
-    running" for ever: mark it failed. (No job runs under this bot yet, so none is kept.)"""
+    running" for ever: mark it failed. (No job runs under this bot yet; one another bot process
+    watches is left alone.)"""
     for job_id in await found.store.fail_abandoned_jobs():
         logger.warning("retrain job %d was left without a process: marked failed", job_id)
 

@@ -11,6 +11,12 @@ serving version is untouched because promotion is the job's last, atomic step. A
 start (its message or its process failed), or whose process went away while the bot was down, is marked
 failed too — at the bot's start and before each /retrain — so it never blocks the next one. The job
 process gets no bot token: it never talks to Telegram.
+
+The jobs table also says who shows a job's progress (`watcher`, its heartbeat `watched_at`), in which
+chat, message and language, so it outlives the bot process that started the job: a bot that stops
+lets go of its jobs (they run on), and the next bot process on that machine takes over the job whose
+process still runs (`adopt`), edits the same message and sends the report. While a bot process watches
+a job, the others (other replicas on one database) leave it alone.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -30,12 +37,14 @@ from telegram.error import TelegramError
 
 from bot.redaction import redact
 from bot.texts import text
+from storage.records import new_watcher, watcher_host
 
 if TYPE_CHECKING:
     from telegram import Bot
 
     from bot.config import RetrainConfig
     from bot.services import Services
+    from storage.database import Store
     from storage.records import RetrainJob
 
 logger = logging.getLogger(__name__)
@@ -45,6 +54,24 @@ CAPTIONS = ("confusion", "curves", "mistakes")  # the report's pictures (trainin
 BAR_WIDTH = 20
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
 STAGES = ("loading", "preprocessing", "training", "evaluating", "report")  # texts: stage_<name>
+HEARTBEAT_S = 10.0  # how often a watcher says it still watches (Store.WATCH_TIMEOUT_S is far longer)
+
+
+@dataclass
+class AdoptedProcess:
+    """A job process this bot did not start (it took the job over): alive while its pid is. Its exit
+    code is not ours to read."""
+
+    pid: int
+    returncode: int | None = None
+
+    async def wait(self) -> int | None:
+        while _alive(self.pid):
+            await asyncio.sleep(0.2)
+        return None
+
+    def send_signal(self, number: int) -> None:
+        os.kill(self.pid, number)
 
 
 @dataclass
@@ -53,7 +80,7 @@ class RunningJob:
     model: str
     chat_id: int
     message_id: int
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | AdoptedProcess
     task: asyncio.Task | None = None
     language: str = "en"  # the admin's who asked: progress and report are in it
 
@@ -72,6 +99,8 @@ class RetrainRunner:
     nice: int = 10  # the job runs at lower CPU priority than the bot
     python: str = sys.executable
     running: dict[int, RunningJob] = field(default_factory=dict)
+    watcher: str = field(default_factory=new_watcher)  # this runner's name in the jobs table
+    _store: Store | None = field(default=None, init=False, repr=False)  # to let go of its jobs at close
     # One start at a time: recovery must never take a job that another /retrain is still starting.
     _starting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
@@ -93,6 +122,7 @@ class RetrainRunner:
         no job without a process blocks /retrain.
         """
         async with self._starting:
+            self._store = found.store
             await self.recover(found)
             return await self._start(found, bot, model, chat_id, requested_by, force, language)
 
@@ -116,7 +146,9 @@ class RetrainRunner:
         from storage import JobAlreadyActive
 
         try:
-            job = await found.store.create_retrain_job(model, requested_by=requested_by, chat_id=chat_id)
+            job = await found.store.create_retrain_job(
+                model, requested_by=requested_by, chat_id=chat_id, language=language, watcher=self.watcher
+            )
         except JobAlreadyActive as error:
             await bot.send_message(chat_id, busy_text(error.job, language))
             return None
@@ -127,6 +159,7 @@ class RetrainRunner:
                 job.id, f"its start message could not be sent: {redact(str(error))}"
             )
             raise
+        await found.store.set_retrain_message(job.id, message.message_id)
         command = self.command(model, job.id, force)
         try:
             process = await self._spawn(command, job_log_path(self.config.data_dir, job.id))
@@ -139,6 +172,35 @@ class RetrainRunner:
             "retrain job %d (%s) started as pid %d: %s", job.id, model, process.pid, " ".join(command)
         )
         running = RunningJob(job.id, model, chat_id, message.message_id, process, language=language)
+        running.task = asyncio.create_task(self._watch(found, bot, running), name=f"retrain-job-{job.id}")
+        self.running[job.id] = running
+        return job
+
+    async def adopt(self, found: Services, bot: Bot) -> RetrainJob | None:
+        """Take over the job a stopped bot process on this machine left running: its progress message,
+        its report and the hot-swap. None when there is none, or another bot process took it first."""
+        job = await found.store.active_retrain_job()
+        if (
+            job is None
+            or job.id in self.running
+            or job.pid is None
+            or job.chat_id is None
+            or job.message_id is None
+            or watcher_host(job.watcher) != watcher_host(self.watcher)  # its pid means nothing here
+            or not _alive(job.pid)
+            or not await found.store.watch_retrain_job(job.id, self.watcher, take_over=True)
+        ):
+            return None
+        self._store = found.store
+        logger.info("took over retrain job %d (%s), pid %d, from %s", job.id, job.model, job.pid, job.watcher)
+        running = RunningJob(
+            job.id,
+            job.model,
+            job.chat_id,
+            job.message_id,
+            AdoptedProcess(job.pid),
+            language=job.language or "en",
+        )
         running.task = asyncio.create_task(self._watch(found, bot, running), name=f"retrain-job-{job.id}")
         self.running[job.id] = running
         return job
@@ -171,7 +233,11 @@ class RetrainRunner:
             await asyncio.shield(running.task)
 
     async def close(self, *, stop_jobs: bool = False) -> None:
-        """Stop watching (on shutdown). Jobs go on in their own processes unless `stop_jobs`."""
+        """Stop watching (on shutdown). Jobs go on in their own processes unless `stop_jobs`, and the
+        next bot process may take them over."""
+        if self._store is not None and self.running:
+            with contextlib.suppress(Exception):  # a closed store: the watch runs out in WATCH_TIMEOUT_S
+                await self._store.unwatch_retrain_jobs(list(self.running), self.watcher)
         for running in list(self.running.values()):
             if stop_jobs and running.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -199,8 +265,12 @@ class RetrainRunner:
         """Edit the progress message as the job advances, until it is no longer active."""
         shown = None
         clock = TimeLeft()
+        said = asyncio.get_running_loop().time()
         while True:
             exited = await _exited_within(running.process, self.poll_s)
+            if asyncio.get_running_loop().time() - said >= HEARTBEAT_S:  # other bot processes leave it alone
+                await found.store.watch_retrain_job(running.job_id, self.watcher)
+                said = asyncio.get_running_loop().time()
             job = await found.store.get_retrain_job(running.job_id)
             if job is None:
                 raise RuntimeError(f"retrain job {running.job_id} disappeared from the database")
@@ -274,6 +344,14 @@ def runner(bot_data: dict[str, Any], config: RetrainConfig) -> RetrainRunner:
     if found is None:
         found = bot_data[KEY] = RetrainRunner(config)
     return found
+
+
+async def adopt(bot_data: dict[str, Any], found: Services, bot: Bot) -> RetrainJob | None:
+    """At the bot's start: take over the job a stopped bot process on this machine left running."""
+    job = await found.store.active_retrain_job()
+    if job is None or job.pid is None or job.message_id is None:  # nothing to take over: no runner made
+        return None
+    return await runner(bot_data, found.retrain).adopt(found, bot)
 
 
 async def start_retrain(
@@ -409,7 +487,17 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-async def _exited_within(process: asyncio.subprocess.Process, seconds: float) -> bool:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+async def _exited_within(process: asyncio.subprocess.Process | AdoptedProcess, seconds: float) -> bool:
     if process.returncode is not None:
         return True
     try:

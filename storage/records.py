@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -194,10 +197,23 @@ class RetrainJob:
     started_at: float | None
     updated_at: float
     finished_at: float | None
+    language: str | None = None  # the asking admin's: progress and report are in it
+    watcher: str | None = None  # "host/pid" of the bot process showing its progress (its process runs there)
+    watched_at: float | None = None  # when that bot process last looked; None once it let go
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_JOB_STATUSES
+
+
+def new_watcher() -> str:
+    """A bot process's name in `retrain_jobs.watcher`: its host (where the jobs it starts run, so where
+    their pids mean something), its pid, and a tag that tells two bots of one process apart (tests)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
+def watcher_host(watcher: str | None) -> str | None:
+    return watcher.split("/", 1)[0] if watcher else None
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,11 @@ from storage.queries.jobs import (
     model_events,
     recent_jobs,
     record_model_event,
+    set_job_message,
     start_job,
+    unwatch_jobs,
     update_job,
+    watch_job,
 )
 from storage.queries.people import (
     blocked_users,
@@ -84,11 +87,14 @@ __all__ = [
     "record_prediction",
     "set_blocked",
     "set_chat_mode",
+    "set_job_message",
     "start_job",
     "touch_user",
+    "unwatch_jobs",
     "update_job",
     "user_photo_count",
     "user_photo_hashes",
     "user_predictions",
     "user_stats",
+    "watch_job",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -18,7 +19,12 @@ from storage import added_labels as label_sql
 from storage import sql, taught
 from storage.added_labels import AddedLabel
 from storage.group_commit import GroupCommit
-from storage.records import ModelEvent, RetrainJob
+from storage.records import ModelEvent, RetrainJob, watcher_host
+
+# A bot process showing a job's progress says so at least this often; one silent longer has stopped.
+WATCH_TIMEOUT_S = 120.0
+# A job on another machine, unwatched and silent this long (no progress written), is taken for gone.
+SILENT_S = 900.0
 
 
 class ModelCalls(GroupCommit):
@@ -74,8 +80,11 @@ class ModelCalls(GroupCommit):
         requested_by: int | None = None,
         chat_id: int | None = None,
         message_id: int | None = None,
+        language: str | None = None,
+        watcher: str | None = None,
     ) -> RetrainJob:
-        """Queue a job; raises `JobAlreadyActive` (with `.job`) if one is queued or running."""
+        """Queue a job; raises `JobAlreadyActive` (with `.job`) if one is queued or running. `watcher`
+        (`records.new_watcher()`) is the bot process that shows its progress, in `language`."""
         return await self._write(
             functools.partial(
                 sql.create_job,
@@ -84,8 +93,32 @@ class ModelCalls(GroupCommit):
                 chat_id=chat_id,
                 message_id=message_id,
                 now=time.time(),
+                language=language,
+                watcher=watcher,
             )
         )
+
+    async def set_retrain_message(self, job_id: int, message_id: int) -> None:
+        """The message that shows the job's progress: any bot process can go on editing it."""
+        await self._write(functools.partial(sql.set_job_message, job_id=job_id, message_id=message_id))
+
+    async def watch_retrain_job(self, job_id: int, watcher: str, *, take_over: bool = False) -> bool:
+        """`watcher` shows the job's progress (said again at least every WATCH_TIMEOUT_S). With
+        `take_over`, only if no bot process has watched it for WATCH_TIMEOUT_S: True when it won."""
+        now = time.time()
+        return await self._write(
+            functools.partial(
+                sql.watch_job,
+                job_id=job_id,
+                watcher=watcher,
+                now=now,
+                unwatched_before=now - WATCH_TIMEOUT_S if take_over else None,
+            )
+        )
+
+    async def unwatch_retrain_jobs(self, job_ids: Collection[int], watcher: str) -> None:
+        """`watcher` stops (its bot shuts down, the jobs go on): another bot process may take them over."""
+        await self._write(functools.partial(sql.unwatch_jobs, job_ids=list(job_ids), watcher=watcher))
 
     async def start_retrain_job(self, job_id: int, pid: int) -> RetrainJob:
         return await self._write(functools.partial(sql.start_job, job_id=job_id, pid=pid, now=time.time()))
@@ -141,15 +174,15 @@ class ModelCalls(GroupCommit):
         """Jobs still marked active whose process is gone are marked failed (at start, before /retrain).
 
         A queued job has no pid until its process claims it: the bot passes the jobs it watches itself
-        as `keep`; any other queued job was left behind by a start that failed.
+        as `keep`, and a job another bot process watches (it said so within WATCH_TIMEOUT_S) is left
+        alone too; any other queued job was left behind by a start that failed. A job's pid means
+        something only on the machine of the bot process that started it (its watcher's host): a job
+        of another machine that nobody watches is failed once it has said nothing for SILENT_S.
         """
         job = await self.active_retrain_job()
-        if job is None or job.id in keep or (job.pid is not None and _process_alive(job.pid)):
+        error = None if job is None else abandoned(job, keep, now=time.time(), host=socket.gethostname())
+        if job is None or error is None:
             return []
-        if job.pid is None:
-            error = "the job never started (its start failed, or the bot stopped first)"
-        else:
-            error = "the job's process ended without finishing (killed, crashed, or the bot restarted)"
         return await self._write(
             functools.partial(sql.fail_jobs, job_ids=[job.id], error=error, now=time.time())
         )
@@ -194,6 +227,22 @@ class ModelCalls(GroupCommit):
     ) -> list[ModelEvent]:
         """Newest first."""
         return await self._read(functools.partial(sql.model_events, model=model, action=action, limit=limit))
+
+
+def abandoned(job: RetrainJob, keep: Collection[int], *, now: float, host: str) -> str | None:
+    """Why an active job counts as abandoned (its error), or None while something may still run it."""
+    if job.id in keep or (job.watched_at is not None and now - job.watched_at < WATCH_TIMEOUT_S):
+        return None
+    ran_on = watcher_host(job.watcher)
+    if ran_on is not None and ran_on != host:
+        if now - job.updated_at < SILENT_S:
+            return None
+        return f"no bot watched the job on {ran_on}, and it said nothing for {SILENT_S / 60:.0f} min"
+    if job.pid is None:
+        return "the job never started (its start failed, or the bot stopped first)"
+    if _process_alive(job.pid):
+        return None
+    return "the job's process ended without finishing (killed, crashed, or the bot restarted)"
 
 
 def _process_alive(pid: int) -> bool:

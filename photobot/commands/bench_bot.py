@@ -12,8 +12,12 @@ this machine. It is python-telegram-bot as it comes (httpx); `--bare-transport p
 PhotoBot's aiohttp transport instead, to see what classifying and storing cost on the same wire. This
 VM's speed drifts by up to 1.7× between runs a minute apart, so `--rounds N` alternates the two bots N
 times and reports each round's ratio (bare bot, then PhotoBot right after) and their median. The bot
-runs with its flood limit off (one simulated user sends far more than 20 photos a minute) and its
-outgoing limiter at --outgoing-rate (Telegram's 30 messages/s would cap the figure at 30 otherwise).
+runs with its flood limit off (one simulated user sends far more than 20 photos a minute; `--flood-limit
+N` sets it high instead, so every update and photo is counted and none refused) and its outgoing limiter
+at --outgoing-rate (Telegram's 30 messages/s would cap the figure at 30 otherwise). `--checkout DIR`
+also runs the PhotoBot of another checkout (its code on PYTHONPATH, this environment's packages), in
+turn with this one every round, and reports this one's throughput as a share of it: before and after a
+change, on the same noisy machine.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ KINDS = ("digits", "flowers")
 @dataclass(frozen=True)
 class Scenario:
     round: int  # from 1; see --rounds
-    bot: str  # "bare" or "photobot"
+    bot: str  # "bare", "photobot", or "checkout" (the PhotoBot of --checkout)
     kind: str  # "digits" or "flowers"
     users: int
     photos: int  # answered within the measured window
@@ -71,6 +75,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the bot's outgoing messages/s limit (default 0: off)",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare bot")
+    parser.add_argument(
+        "--flood-limit",
+        type=int,
+        default=0,
+        help="PhotoBot's per-user limits (photos and updates a minute; default 0: off)",
+    )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        help="also run the PhotoBot of this checkout (e.g. a git worktree of the code before a change)",
+    )
     parser.add_argument(
         "--bare-transport",
         choices=("httpx", "photobot"),
@@ -106,7 +121,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         results = asyncio.run(_bench(args, settings, users, photos))
     except asyncio.CancelledError:  # SIGTERM: the bots were stopped and the temporary folder removed
         raise UserFacingError("stopped by SIGTERM before the end; nothing reported") from None
-    _print(results)
+    _print(results, "checkout" if args.checkout else None)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     return 0
@@ -173,7 +188,7 @@ async def _bench(
         for kind_photos in photos.values():
             for data in kind_photos:
                 await server._photo_sizes(data)  # Telegram re-encodes on upload, before the bot sees it
-        bots = ([] if args.no_bare else ["bare"]) + ["photobot"]
+        bots = ([] if args.no_bare else ["bare"]) + (["checkout"] if args.checkout else []) + ["photobot"]
         with tempfile.TemporaryDirectory(prefix="photobot-bench-bot-") as temp:
             for round_ in range(1, max(1, args.rounds) + 1):
                 for bot in bots:  # the same data folder every round: models are converted once
@@ -201,13 +216,17 @@ async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> as
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_API_URL": server.url,
         "DATA_DIR": str(folder),
-        "USER_PHOTOS_PER_MINUTE": "0",
-        "USER_UPDATES_PER_MINUTE": "0",
+        "USER_PHOTOS_PER_MINUTE": str(args.flood_limit),
+        "USER_UPDATES_PER_MINUTE": str(args.flood_limit),
         "OUTGOING_MESSAGES_PER_S": str(args.outgoing_rate),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "LOG_LEVEL": "WARNING",
         "BARE_TRANSPORT": args.bare_transport,
     }
+    if bot == "checkout":  # the other checkout's code first on the path (an editable install points here)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(args.checkout.resolve()), *filter(None, [env.get("PYTHONPATH")])]
+        )
     command = (
         [sys.executable, "-m", "photobot.commands.bench_bot"]
         if bot == "bare"
@@ -222,7 +241,7 @@ async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> as
         if process.returncode is not None or time.monotonic() - started > 300:
             raise UserFacingError(f"the {bot} bot did not start; see {folder / 'bot.log'}")
         await asyncio.sleep(0.1)
-    if bot == "photobot":
+    if bot != "bare":
         await _conversions_done(folder / "models", process)
     return process
 
@@ -278,7 +297,7 @@ async def _scenario(
     ids = [next(_next_user) for _ in range(users)]
     for user_id in ids:
         server.add_user(user_id, "Bench")
-    if args.mode == "kind" and bot == "photobot":
+    if args.mode == "kind" and bot != "bare":
         await asyncio.gather(
             *(_say(server, user_id, "/digit" if kind == "digits" else "/flower") for user_id in ids)
         )
@@ -365,7 +384,7 @@ def _row(r: Scenario) -> str:
     )
 
 
-def _print(results: list[Scenario]) -> None:
+def _print(results: list[Scenario], checkout: str | None = None) -> None:
     print(
         "\nround  bot       kind     users  photos/s   p50 ms   p95 ms"
         "   bot CPU ms/photo   server CPU ms/photo"
@@ -379,16 +398,25 @@ def _print(results: list[Scenario]) -> None:
         each = " / ".join(f"{share:.0f}%" for share in shares)
         median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
         print(f"{kind}, {users} users: PhotoBot reaches {each}{median} of the bare bot's throughput")
+    for (kind, users), shares in (shares_of(results, checkout) if checkout else {}).items():
+        each = " / ".join(f"{share:.0f}%" for share in shares)
+        median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
+        print(f"{kind}, {users} users: this PhotoBot reaches {each}{median} of the checkout's throughput")
 
 
 def shares_of_bare(results: list[Scenario]) -> dict[tuple[str, int], list[float]]:
     """PhotoBot's photos/s as a percentage of the bare bot's in the same round, per kind and users."""
+    return shares_of(results, "bare")
+
+
+def shares_of(results: list[Scenario], base: str) -> dict[tuple[str, int], list[float]]:
+    """PhotoBot's photos/s as a percentage of bot `base`'s in the same round, per kind and users."""
     by_key = {(r.round, r.bot, r.kind, r.users): r for r in results}
     shares: dict[tuple[str, int], list[float]] = {}
     for (round_, bot, kind, users), real in sorted(by_key.items()):
-        bare = by_key.get((round_, "bare", kind, users))
-        if bot == "photobot" and bare is not None and bare.photos_per_s:
-            shares.setdefault((kind, users), []).append(100 * real.photos_per_s / bare.photos_per_s)
+        other = by_key.get((round_, base, kind, users))
+        if bot == "photobot" and other is not None and other.photos_per_s:
+            shares.setdefault((kind, users), []).append(100 * real.photos_per_s / other.photos_per_s)
     return shares
 
 

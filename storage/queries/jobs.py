@@ -17,7 +17,8 @@ from storage.records import ACTIVE_JOB_STATUSES, FINISHED_JOB_STATUSES, ModelEve
 
 
 _JOB_COLUMNS = """id, model, requested_by, chat_id, message_id, status, pid, stage, progress, detail,
-    metrics, candidate_version, decision, reason, error, created_at, started_at, updated_at, finished_at"""
+    metrics, candidate_version, decision, reason, error, created_at, started_at, updated_at, finished_at,
+    language, watcher, watched_at"""
 
 
 def _job(row: Sequence[Any]) -> RetrainJob:
@@ -57,17 +58,21 @@ def create_job(
     chat_id: int | None,
     message_id: int | None,
     now: float,
+    language: str | None = None,
+    watcher: str | None = None,
 ) -> RetrainJob:
-    """Queue a job unless one is queued or running (the check and the insert share the write lock)."""
+    """Queue a job unless one is queued or running (the check and the insert share the write lock);
+    `watcher` is the bot process that will show its progress (watching it from now)."""
     running = active_job(db)
     if running is not None:
         raise JobAlreadyActive(
             f"retrain job {running.id} ({running.model}) is {running.status}; one job runs at a time", running
         )
     job_id = db.execute(
-        """INSERT INTO retrain_jobs (model, requested_by, chat_id, message_id, status, created_at, updated_at)
-           VALUES (?, ?, ?, ?, 'queued', ?, ?) RETURNING id""",
-        (model, requested_by, chat_id, message_id, now, now),
+        """INSERT INTO retrain_jobs (model, requested_by, chat_id, message_id, status, created_at, updated_at,
+               language, watcher, watched_at)
+           VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id""",
+        (model, requested_by, chat_id, message_id, now, now, language, watcher, now if watcher else None),
     ).fetchone()[0]
     job = get_job(db, job_id)
     assert job is not None
@@ -143,6 +148,38 @@ def finish_job(
         ),
     )
     return _require_job(db, job_id)
+
+
+def set_job_message(db: Connection, job_id: int, message_id: int) -> None:
+    """The message that shows the job's progress (sent after the job was queued)."""
+    db.execute("UPDATE retrain_jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+
+
+def watch_job(
+    db: Connection, job_id: int, watcher: str, now: float, *, unwatched_before: float | None
+) -> bool:
+    """`watcher` shows the job's progress from now (a heartbeat of the bot process that does). With
+    `unwatched_before`, only if nobody has watched it since then: a bot process taking over a job whose
+    watcher stopped; two taking over at once, one wins. True when `watcher` watches it."""
+    if unwatched_before is None:
+        changed = db.execute(
+            "UPDATE retrain_jobs SET watcher = ?, watched_at = ? WHERE id = ?", (watcher, now, job_id)
+        ).rowcount
+    else:
+        changed = db.execute(
+            """UPDATE retrain_jobs SET watcher = ?, watched_at = ?
+               WHERE id = ? AND (watched_at IS NULL OR watched_at < ?)""",
+            (watcher, now, job_id, unwatched_before),
+        ).rowcount
+    return changed > 0
+
+
+def unwatch_jobs(db: Connection, job_ids: Iterable[int], watcher: str) -> None:
+    """`watcher` lets go of the jobs (its bot stops, the jobs go on): another bot process may take over."""
+    for job_id in job_ids:
+        db.execute(
+            "UPDATE retrain_jobs SET watched_at = NULL WHERE id = ? AND watcher = ?", (job_id, watcher)
+        )
 
 
 def fail_jobs(db: Connection, job_ids: Iterable[int], error: str, now: float) -> list[int]:

@@ -1,4 +1,5 @@
-"""What the bot keeps between updates, in the database: per-user flood windows and change counters.
+"""What the bot keeps between updates, in the database: per-user flood windows, change counters, and who
+shows a retraining job's progress.
 
 Several bot processes may share one database; these tests open two stores on one database, as two
 processes do, on both backends (the `database` fixture).
@@ -7,10 +8,14 @@ processes do, on both backends (the `database` fixture).
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from storage import Store, SyncStore
+from storage.records import new_watcher
+from storage.store_models import SILENT_S
 from storage.taught import CHANGES, TaughtLabel
+from tests.support.storage import execute
 
 
 async def test_a_users_updates_count_in_one_window_until_it_closes(database, tmp_path: Path) -> None:
@@ -63,3 +68,51 @@ async def test_every_change_to_the_taught_models_raises_their_change_counter(
         sync.create_taught_model("insects", [TaughtLabel("ant"), TaughtLabel("bee")])
     async with await Store.open(database, tmp_path / "images") as store:
         assert await store.change_version(CHANGES) == 4
+
+
+async def test_a_job_another_bot_process_watches_is_not_failed_as_abandoned(database, tmp_path: Path) -> None:
+    """Queued by one bot process (no pid yet): a second one's recovery leaves it alone while it is
+    watched, and fails it once its watcher let go and no process claimed it."""
+    first, second = new_watcher(), new_watcher()
+    async with await Store.open(database, tmp_path / "images") as store:
+        job = await store.create_retrain_job("digits", chat_id=5, language="ru", watcher=first)
+        await store.set_retrain_message(job.id, 77)
+        shown = await store.get_retrain_job(job.id)
+        assert (shown.message_id, shown.language, shown.watcher) == (77, "ru", first)
+        assert await store.fail_abandoned_jobs() == []  # another process's recovery, or its start
+        assert await store.watch_retrain_job(job.id, second, take_over=True) is False  # first watches
+        await store.unwatch_retrain_jobs([job.id], first)  # the first bot stops
+        assert await store.fail_abandoned_jobs() == [job.id]
+        assert "never started" in (await store.get_retrain_job(job.id)).error
+
+
+async def test_a_job_whose_watcher_let_go_is_taken_over_by_one_bot_process(database, tmp_path: Path) -> None:
+    first, second, third = new_watcher(), new_watcher(), new_watcher()
+    async with await Store.open(database, tmp_path / "images") as store:
+        job = await store.create_retrain_job("digits", chat_id=5, watcher=first)
+        await store.start_retrain_job(job.id, pid=os.getpid())  # a live process on this machine
+        await store.unwatch_retrain_jobs([job.id], first)
+        assert await store.fail_abandoned_jobs() == []  # its process runs: taken over, not failed
+        taken = await asyncio.gather(
+            store.watch_retrain_job(job.id, second, take_over=True),
+            store.watch_retrain_job(job.id, third, take_over=True),
+        )
+        assert sorted(taken) == [False, True]
+        assert (await store.get_retrain_job(job.id)).watcher == (second if taken[0] else third)
+
+
+async def test_a_job_of_another_machine_is_failed_only_once_unwatched_and_silent(
+    database, tmp_path: Path
+) -> None:
+    async with await Store.open(database, tmp_path / "images") as store:
+        job = await store.create_retrain_job("digits", chat_id=5, watcher="elsewhere/4242/abcdef")
+        await store.start_retrain_job(job.id, pid=4242)  # no such process here: it runs on "elsewhere"
+        await store.unwatch_retrain_jobs([job.id], "elsewhere/4242/abcdef")
+        assert await store.fail_abandoned_jobs() == []  # it wrote its progress just now
+        execute(
+            database,
+            "UPDATE retrain_jobs SET updated_at = updated_at - ? WHERE id = ?",
+            (SILENT_S + 1, job.id),
+        )
+        assert await store.fail_abandoned_jobs() == [job.id]
+        assert "on elsewhere" in (await store.get_retrain_job(job.id)).error

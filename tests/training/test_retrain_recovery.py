@@ -1,5 +1,6 @@
 """No retrain job without a process blocks /retrain: a start that fails, a job killed while the bot was
-down, a job process that died unwatched — each is marked failed, and the next /retrain starts a job.
+down, a job process that died unwatched — each is marked failed, and the next /retrain starts a job. A
+job whose process still runs when the bot restarts is taken over by the next bot process.
 
 A real bot over HTTP against the local Bot API server (told to fail `sendMessage` for the outage),
 real job processes, a real SQLite file.
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from bot.playground.bot_api_server import BotApiError
-from bot.retraining import RetrainRunner
+from bot.retraining import RetrainRunner, progress_text
 from inference.model_store import ModelStore
 from photobot.settings import Settings
 from photobot.wiring import retrain_config
@@ -26,8 +29,10 @@ from storage import Store
 from storage.records import RetrainJob
 from tests.support.bot import ADMIN_ID, BotHarness, start_bot, stop_bot
 from tests.support.models import add_version, digit_meta
+from tests.support.replicas import Replicas
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+SMALL_JOB = ("--limit", "3000", "--test-limit", "2000", "--epochs", "1")
 STARTED = re.compile(r"^Retraining digits \(job (\d+)\)\nStarting…$")
 
 
@@ -201,3 +206,47 @@ async def test_a_job_left_without_a_process_is_failed_when_the_bot_starts(
     assert failed.status == "failed"
     expected = "never started" if left == "queued" else "ended without finishing"
     assert expected in failed.error, failed.error
+
+
+async def test_a_restarted_bot_takes_over_the_job_the_last_one_left_running(
+    tmp_path: Path, model_dir: Path, mnist_path: Path
+) -> None:
+    """The job goes on while the bot restarts (paused meanwhile, so that it cannot end unwatched): the
+    next bot process on the machine edits the same progress message, in the admin's language, and
+    sends the report."""
+    replicas = await Replicas.start(
+        tmp_path / "data", model_dir, running=(0,), datasets=(mnist_path.parent,), user_photos_per_minute=0
+    )
+    try:
+        first = replicas.to(0)
+        first.application.bot_data["retraining"] = RetrainRunner(
+            retrain_config(replicas.settings), extra_args=SMALL_JOB, poll_s=0.2, nice=0
+        )
+        admin = first.user(ADMIN_ID, "Рут", language_code="ru")
+        progress = await first.say(admin, "/retrain digits force")  # a real fit: seconds, not a skip
+        job_id = int(re.search(r"\(задача (\d+)\)", progress["text"]).group(1))
+        job = await job_when(first, job_id, "running")
+        os.kill(job.pid, signal.SIGSTOP)
+        try:
+            await replicas.stop_replica(0)  # the job goes on; the bot lets go of it
+            mark = replicas.server.chat(admin).revision
+            await replicas.start_replica(1)  # a watch let go of is taken over at once
+        finally:
+            os.kill(job.pid, signal.SIGCONT)
+        second = replicas.bot(1)
+        runner: RetrainRunner = second.application.bot_data["retraining"]
+        assert job_id in runner.running  # taken over as the bot started
+        await runner.wait(job_id)
+        done = await second.services.store.get_retrain_job(job_id)
+        assert done.status in ("succeeded", "rejected") and done.watcher == runner.watcher, done
+        events = replicas.server.chat(admin).events[mark:]
+        edits = [e["message"]["text"] for e in events if e["type"] == "edit"]
+        assert edits[-1] == progress_text(done, language="ru"), edits  # the same message, to its end
+        assert all(
+            e["message"]["message_id"] == progress["message_id"] for e in events if e["type"] == "edit"
+        )
+        sent = [e["message"] for e in events if e["type"] == "message" and e["message"]["from"]["is_bot"]]
+        texts = [message["text"] for message in sent if "text" in message]  # then the report's pictures
+        assert len(texts) == 1 and texts[0].startswith(f"Retraining digits (job {job_id})\n"), texts
+    finally:
+        await replicas.stop()
