@@ -17,6 +17,7 @@ from telegram.ext import AIORateLimiter, Application
 from bot import handlers, retraining
 from bot.config import BotConfig
 from bot.errors import on_error
+from bot.retrain_workers import expire as expire_worker_jobs
 from bot.services import KEY, Services
 from bot.texts import COMMANDS
 from bot.transport import bot_api_request, get_updates_request
@@ -107,6 +108,7 @@ async def _post_init(application: Application) -> None:
     open_services: ServicesFactory = application.bot_data.pop(OPEN_SERVICES_KEY)
     found = application.bot_data[KEY] = await open_services()
     await _recover_retrain_jobs(found)
+    await expire_worker_jobs(found.store, application.bot, found.model_store)  # a dead worker's, if any
     await retraining.adopt(application.bot_data, found, application.bot)
     await _set_commands(application)
     logger.info("PhotoBot started as @%s", application.bot.username)

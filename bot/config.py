@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,3 +30,18 @@ class RetrainConfig:
 
     data_dir: Path
     environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # RETRAIN_WORKERS=external: /retrain only queues the job, a `photobot worker` runs it.
+    external_workers: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How `photobot worker` runs the jobs it claims (`bot.retrain_workers`)."""
+
+    data_dir: Path  # the worker's own: the jobs' logs and reports, its cache of models and photos
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)  # the job's: no token
+    lease_s: float = 60.0  # renewed every quarter of it while a job runs
+    poll_s: float = 2.0  # how often the queue is looked at, and the job's progress read
+    nice: int = 0  # lower the job's CPU priority (a worker beside a bot)
+    job_args: tuple[str, ...] = ()  # appended to each job's command line (`--epochs 1`, …)
+    python: str = sys.executable

@@ -121,9 +121,22 @@ class RetrainRunner:
         failed at once; one left behind by a crash or a kill is marked failed here before queueing, so
         no job without a process blocks /retrain.
         """
+        from bot import retrain_workers  # it builds on this module's texts
+
         async with self._starting:
             self._store = found.store
             await self.recover(found)
+            await retrain_workers.expire(found.store, bot, found.model_store)
+            if self.config.external_workers:  # RETRAIN_WORKERS=external: a `photobot worker` runs it
+                return await retrain_workers.enqueue(
+                    found,
+                    bot,
+                    model,
+                    chat_id=chat_id,
+                    requested_by=requested_by,
+                    force=force,
+                    language=language,
+                )
             return await self._start(found, bot, model, chat_id, requested_by, force, language)
 
     async def recover(self, found: Services) -> list[int]:
@@ -166,7 +179,7 @@ class RetrainRunner:
         except OSError as error:
             await found.store.fail_retrain_job(job.id, f"the job process could not start: {error}")
             failed = text(language, "retrain_could_not_start", model=model, error=error)
-            await _edit(bot, chat_id, message.message_id, failed)
+            await edit_progress(bot, chat_id, message.message_id, failed)
             return None
         logger.info(
             "retrain job %d (%s) started as pid %d: %s", job.id, model, process.pid, " ".join(command)
@@ -283,7 +296,7 @@ class RetrainRunner:
             clock.observe(job)
             shown_now = progress_text(job, clock.seconds_left(), language=running.language)
             if shown_now != shown:
-                await _edit(bot, running.chat_id, running.message_id, shown_now)
+                await edit_progress(bot, running.chat_id, running.message_id, shown_now)
                 shown = shown_now
             if not job.active:
                 if not exited:
@@ -319,20 +332,7 @@ class RetrainRunner:
                 )
             except ModelUnavailable as error:
                 note = "\n" + text(running.language, "retrain_not_loaded", error=error)
-        report_dir = report_path(self.config.data_dir, job.metrics.get("report_dir"))
-        report = report_dir and _read_text(report_dir / "report.txt")
-        report = report or text(running.language, "retrain_ended", model=job.model, reason=job.reason)
-        await bot.send_message(running.chat_id, (report + note)[:MAX_TEXT])
-        for path in job.metrics.get("report_images", []):
-            image = report_path(self.config.data_dir, path)
-            if image is None:
-                continue
-            try:
-                data = await asyncio.to_thread(image.read_bytes)
-            except OSError as error:
-                logger.warning("report image %s is missing: %s", image, error)
-                continue
-            await bot.send_photo(running.chat_id, data, caption=caption(image.stem, running.language))
+        await send_report(bot, running.chat_id, running.language, job, self.config.data_dir, note)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -369,6 +369,27 @@ async def start_retrain(
     return await runner(bot_data, found.retrain).start(
         found, bot, model, chat_id=chat_id, requested_by=requested_by, force=force, language=language
     )
+
+
+async def send_report(
+    bot: Bot, chat_id: int, language: str, job: RetrainJob, data_dir: Path, note: str = ""
+) -> None:
+    """The finished job's report (its report.txt under `data_dir`, where the job wrote it) with `note`
+    added, then its pictures (the bot's watcher and `photobot worker` send it alike)."""
+    report_dir = report_path(data_dir, job.metrics.get("report_dir"))
+    report = report_dir and _read_text(report_dir / "report.txt")
+    report = report or text(language, "retrain_ended", model=job.model, reason=job.reason)
+    await bot.send_message(chat_id, (report + note)[:MAX_TEXT])
+    for path in job.metrics.get("report_images", []):
+        image = report_path(data_dir, path)
+        if image is None:
+            continue
+        try:
+            data = await asyncio.to_thread(image.read_bytes)
+        except OSError as error:
+            logger.warning("report image %s is missing: %s", image, error)
+            continue
+        await bot.send_photo(chat_id, data, caption=caption(image.stem, language))
 
 
 def job_log_path(data_dir: Path, job_id: int) -> Path:
@@ -414,7 +435,8 @@ def progress_text(job: RetrainJob, seconds_left: float | None = None, *, languag
     about how long is left, in the language of the admin who asked."""
     title = text(language, "retrain_title", model=job.model, job=job.id)
     if job.status == "queued":
-        return f"{title}\n{text(language, 'retrain_starting')}"
+        waiting = "retrain_waiting_worker" if job.runner == "worker" else "retrain_starting"
+        return f"{title}\n{text(language, waiting)}"
     if job.status == "failed":
         return f"{title}\n{text(language, 'retrain_failed_line', error=job.error)}"
     if job.status in ("succeeded", "rejected"):
@@ -507,7 +529,7 @@ async def _exited_within(process: asyncio.subprocess.Process | AdoptedProcess, s
     return True
 
 
-async def _edit(bot: Bot, chat_id: int, message_id: int, text: str) -> None:
+async def edit_progress(bot: Bot, chat_id: int, message_id: int, text: str) -> None:
     try:
         await bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
     except TelegramError as error:  # "message is not modified", a deleted message: not worth failing for

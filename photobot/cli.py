@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("photobot.commands.classify", "answers for photos, with percentages"),
     "experiment": ("photobot.commands.experiment", "compare architectures over repeated random splits"),
     "retrain": ("photobot.commands.retrain", "learn from the photos people labelled in chat"),
+    "worker": ("photobot.commands.worker", "run the retraining jobs that /retrain queues (on a GPU node)"),
     "models": ("photobot.commands.models", "list, promote and roll back model versions"),
     "export": ("photobot.commands.export", "write the labelled data set as one folder per label"),
     "db": ("photobot.commands.db", "the database: copy an SQLite install into PostgreSQL (db migrate)"),
@@ -53,7 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 # Commands that run until stopped: their INFO logs are how an operator follows them.
-LONG_RUNNING = frozenset({"run", "playground", "serve"})
+LONG_RUNNING = frozenset({"run", "playground", "serve", "worker"})
 # Python loggers of TensorFlow and its absl logging: "Assets written to …", retracing warnings.
 TENSORFLOW_LOGGERS = ("tensorflow", "absl", "h5py")
 

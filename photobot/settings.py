@@ -60,6 +60,10 @@ class Settings:
     retrain_max_user_share: float = 0.25
     retrain_min_contributors: int = 4
     retrain_gate_margin: float = 0.3  # accuracy points a candidate may lose on the base test set
+    # Who runs the jobs /retrain queues: "embedded" (the bot starts each as its own process) or
+    # "external" (the bot only queues; `photobot worker` processes claim them, one per model at a time).
+    retrain_workers: str = "embedded"
+    retrain_lease_s: float = 60.0  # a worker silent this long is taken for dead: its job is failed
 
     @property
     def models_dir(self) -> Path:
@@ -169,6 +173,12 @@ class Settings:
                 env, "RETRAIN_MIN_CONTRIBUTORS", defaults.retrain_min_contributors, int
             ),
             retrain_gate_margin=_number(env, "RETRAIN_GATE_MARGIN", defaults.retrain_gate_margin, float),
+            retrain_workers=_choice(
+                env, "RETRAIN_WORKERS", defaults.retrain_workers, ("embedded", "external")
+            ),
+            retrain_lease_s=_positive(
+                "RETRAIN_LEASE_S", _number(env, "RETRAIN_LEASE_S", defaults.retrain_lease_s, float)
+            ),
         )
 
 
@@ -243,6 +253,12 @@ def _fraction(name: str, value: float) -> float:
     """A share such as 0.25: above 0 (0 would leave nothing to use) and at most 1 (everything)."""
     if not 0 < value <= 1:
         raise SettingsError(f"{name} must be a fraction above 0 and at most 1 (0.25 = 25%), got {value!r}")
+    return value
+
+
+def _positive(name: str, value: T) -> T:
+    if not value > 0:
+        raise SettingsError(f"{name} must be above 0, got {value!r}")
     return value
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from telegram.ext import Application
 
 from bot.app import build_application
-from bot.config import BotConfig, RetrainConfig
+from bot.config import BotConfig, RetrainConfig, WorkerConfig
 from bot.limits import FloodLimiter
 from bot.services import Services
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
@@ -61,7 +61,26 @@ def bot_config(settings: Settings) -> BotConfig:
 
 
 def retrain_config(settings: Settings) -> RetrainConfig:
-    return RetrainConfig(data_dir=Path(settings.data_dir), environment=job_environment(settings))
+    return RetrainConfig(
+        data_dir=Path(settings.data_dir),
+        environment=job_environment(settings),
+        external_workers=settings.retrain_workers == "external",
+    )
+
+
+def worker_config(
+    settings: Settings, *, poll_s: float = 2.0, nice: int = 0, job_args: tuple[str, ...] = ()
+) -> WorkerConfig:
+    """`photobot worker`'s, with its command line's options: its jobs get the environment a bot gives
+    its own (no token)."""
+    return WorkerConfig(
+        data_dir=Path(settings.data_dir),
+        environment=job_environment(settings),
+        lease_s=settings.retrain_lease_s,
+        poll_s=poll_s,
+        nice=nice,
+        job_args=job_args,
+    )
 
 
 def retrain_settings(settings: Settings) -> RetrainSettings:

@@ -23,6 +23,9 @@ VERDICTS = ("correct", "wrong")
 JOB_STATUSES = ("queued", "running", "succeeded", "rejected", "failed")
 ACTIVE_JOB_STATUSES = ("queued", "running")
 FINISHED_JOB_STATUSES = ("succeeded", "rejected", "failed")
+# Who runs a job: "local", the process that queued it (the bot, or `photobot retrain`) starts it on its
+# machine; "worker", a `photobot worker` claims it and holds it by a lease (storage.queries.leases).
+JOB_RUNNERS = ("local", "worker")
 
 # The true label of a photo that is not something the model knows ("Not a digit" / "Not a flower").
 NOT_A_DIGIT = "not_a_digit"
@@ -200,10 +203,25 @@ class RetrainJob:
     language: str | None = None  # the asking admin's: progress and report are in it
     watcher: str | None = None  # "host/pid" of the bot process showing its progress (its process runs there)
     watched_at: float | None = None  # when that bot process last looked; None once it let go
+    runner: str = "local"  # JOB_RUNNERS: who starts it, the process that queued it or a worker
+    forced: bool = False  # train even with few new labelled photos (/retrain MODEL force)
+    worker: str | None = None  # "host/pid/tag" of the `photobot worker` that claimed it
+    lease_until: float | None = None  # that worker holds it until then, unless it renews the lease
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_JOB_STATUSES
+
+    @property
+    def lease_expired(self) -> bool:
+        """A worker's job failed after its lease ran out: by whoever saw it, not by its own worker."""
+        return (
+            self.status == "failed"
+            and self.runner == "worker"
+            and self.lease_until is not None
+            and self.finished_at is not None
+            and self.finished_at > self.lease_until
+        )
 
 
 def new_watcher() -> str:

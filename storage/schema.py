@@ -245,6 +245,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (model, label)
         )""",
     ),
+    # 10: retraining jobs that `photobot worker` processes run (RETRAIN_WORKERS=external;
+    # storage.queries.leases): who runs a job, whether it was forced, the worker that claimed it and
+    # until when its lease holds (renewed while it runs; one that runs out marks the job failed).
+    (
+        """ALTER TABLE retrain_jobs ADD COLUMN runner TEXT NOT NULL DEFAULT 'local'
+            CHECK (runner IN ('local', 'worker'))""",
+        "ALTER TABLE retrain_jobs ADD COLUMN forced INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1))",
+        "ALTER TABLE retrain_jobs ADD COLUMN worker TEXT",  # host/pid/tag of the claiming worker
+        "ALTER TABLE retrain_jobs ADD COLUMN lease_until REAL",  # unix time; the worker's clock
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from storage.queries.jobs import (
     active_job,
+    active_jobs,
     create_job,
     fail_jobs,
     finish_job,
@@ -61,6 +62,7 @@ from storage.queries.photos import (
 __all__ = [
     "Probabilities",
     "active_job",
+    "active_jobs",
     "ask_for_number",
     "blocked_users",
     "chat_mode",

@@ -19,6 +19,7 @@ from storage import added_labels as label_sql
 from storage import sql, taught
 from storage.added_labels import AddedLabel
 from storage.group_commit import GroupCommit
+from storage.queries import leases
 from storage.records import ModelEvent, RetrainJob, watcher_host
 
 # A bot process showing a job's progress says so at least this often; one silent longer has stopped.
@@ -82,9 +83,12 @@ class ModelCalls(GroupCommit):
         message_id: int | None = None,
         language: str | None = None,
         watcher: str | None = None,
+        runner: str = "local",
+        forced: bool = False,
     ) -> RetrainJob:
         """Queue a job; raises `JobAlreadyActive` (with `.job`) if one is queued or running. `watcher`
-        (`records.new_watcher()`) is the bot process that shows its progress, in `language`."""
+        (`records.new_watcher()`) is the bot process that shows its progress, in `language`. With
+        `runner="worker"` a `photobot worker` runs it, and only a job of the same model is in its way."""
         return await self._write(
             functools.partial(
                 sql.create_job,
@@ -95,6 +99,8 @@ class ModelCalls(GroupCommit):
                 now=time.time(),
                 language=language,
                 watcher=watcher,
+                runner=runner,
+                forced=forced,
             )
         )
 
@@ -120,8 +126,10 @@ class ModelCalls(GroupCommit):
         """`watcher` stops (its bot shuts down, the jobs go on): another bot process may take them over."""
         await self._write(functools.partial(sql.unwatch_jobs, job_ids=list(job_ids), watcher=watcher))
 
-    async def start_retrain_job(self, job_id: int, pid: int) -> RetrainJob:
-        return await self._write(functools.partial(sql.start_job, job_id=job_id, pid=pid, now=time.time()))
+    async def start_retrain_job(self, job_id: int, pid: int, worker: str | None = None) -> RetrainJob:
+        return await self._write(
+            functools.partial(sql.start_job, job_id=job_id, pid=pid, now=time.time(), worker=worker)
+        )
 
     async def update_retrain_job(
         self,
@@ -179,19 +187,45 @@ class ModelCalls(GroupCommit):
         something only on the machine of the bot process that started it (its watcher's host): a job
         of another machine that nobody watches is failed once it has said nothing for SILENT_S.
         """
-        job = await self.active_retrain_job()
-        error = None if job is None else abandoned(job, keep, now=time.time(), host=socket.gethostname())
-        if job is None or error is None:
-            return []
-        return await self._write(
-            functools.partial(sql.fail_jobs, job_ids=[job.id], error=error, now=time.time())
-        )
+        failed: list[int] = []
+        for job in await self._read(sql.active_jobs):
+            error = abandoned(job, keep, now=time.time(), host=socket.gethostname())
+            if error is not None:
+                failed += await self._write(
+                    functools.partial(sql.fail_jobs, job_ids=[job.id], error=error, now=time.time())
+                )
+        return failed
 
     async def get_retrain_job(self, job_id: int) -> RetrainJob | None:
         return await self._read(functools.partial(sql.get_job, job_id=job_id))
 
-    async def active_retrain_job(self) -> RetrainJob | None:
-        return await self._read(sql.active_job)
+    async def active_retrain_job(self, model: str | None = None) -> RetrainJob | None:
+        """The oldest queued or running job (of `model`, when given)."""
+        return await self._read(functools.partial(sql.active_job, model=model))
+
+    # ------------------------------------------------------------ jobs run by workers (queries.leases)
+
+    async def worker_jobs_to_do(self) -> tuple[int, int]:
+        """(jobs queued for workers, worker jobs whose lease ran out), read without the write lock."""
+        return await self._read(functools.partial(leases.work_to_do, now=time.time()))
+
+    async def claim_retrain_job(self, worker: str, lease_s: float) -> RetrainJob | None:
+        """The oldest job queued for workers whose model has none running, now `worker`'s for `lease_s`."""
+        return await self._write(
+            functools.partial(leases.claim_job, worker=worker, lease_s=lease_s, now=time.time())
+        )
+
+    async def renew_retrain_lease(self, job_id: int, worker: str, lease_s: float) -> bool:
+        """False when the job is no longer `worker`'s to run (finished, or failed by someone else)."""
+        return await self._write(
+            functools.partial(
+                leases.renew_lease, job_id=job_id, worker=worker, lease_s=lease_s, now=time.time()
+            )
+        )
+
+    async def expire_retrain_leases(self) -> list[RetrainJob]:
+        """Mark failed the running worker jobs whose lease ran out (their worker is gone), with why."""
+        return await self._write(functools.partial(leases.expire_leases, now=time.time()))
 
     async def recent_retrain_jobs(self, model: str | None = None, limit: int = 10) -> list[RetrainJob]:
         return await self._read(functools.partial(sql.recent_jobs, model=model, limit=limit))
@@ -230,7 +264,10 @@ class ModelCalls(GroupCommit):
 
 
 def abandoned(job: RetrainJob, keep: Collection[int], *, now: float, host: str) -> str | None:
-    """Why an active job counts as abandoned (its error), or None while something may still run it."""
+    """Why an active job counts as abandoned (its error), or None while something may still run it.
+    A worker's job is judged by its lease alone (`expire_retrain_leases`): its pid is on another machine."""
+    if job.runner == "worker":
+        return None
     if job.id in keep or (job.watched_at is not None and now - job.watched_at < WATCH_TIMEOUT_S):
         return None
     ran_on = watcher_host(job.watcher)

@@ -91,8 +91,9 @@ class SyncStore:
             )
         )
 
-    def start_retrain_job(self, job_id: int, pid: int) -> RetrainJob:
-        return self._write(lambda db: sql.start_job(db, job_id, pid, time.time()))
+    def start_retrain_job(self, job_id: int, pid: int, worker: str | None = None) -> RetrainJob:
+        """`worker`: the job a worker claimed (already running), started by its child process."""
+        return self._write(lambda db: sql.start_job(db, job_id, pid, time.time(), worker))
 
     def update_retrain_job(
         self,

@@ -74,8 +74,11 @@ class JobProgress:
             self._store.update_retrain_job(self._job_id, stage=self.stage, progress=progress, detail=detail)
 
 
-def claim_job(store: SyncStore, model: str, job_id: int | None, requested_by: int | None) -> int:
-    """Start the queued job `job_id` (or a new one) in this process; RetrainError if it cannot run."""
+def claim_job(
+    store: SyncStore, model: str, job_id: int | None, requested_by: int | None, worker: str | None = None
+) -> int:
+    """Start the queued job `job_id` (or a new one) in this process; RetrainError if it cannot run.
+    With `worker`, the job that worker claimed and started this process for."""
     from storage import JobAlreadyActive
 
     if job_id is None:
@@ -91,7 +94,7 @@ def claim_job(store: SyncStore, model: str, job_id: int | None, requested_by: in
         if job.model != model:
             raise RetrainError(f"retrain job {job.id} is for {job.model}, not {model}")
     try:
-        store.start_retrain_job(job.id, os.getpid())
+        store.start_retrain_job(job.id, os.getpid(), worker)
     except ValueError as error:
         raise RetrainError(str(error)) from None
     return job.id

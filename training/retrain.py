@@ -30,7 +30,9 @@ weight …)"), and the candidate's meta.json keeps it (data.chat_weight).
 
 Any exception or SIGTERM marks the job failed with its error; since promotion is the last, atomic
 step, a crash or a kill at any earlier point leaves the serving version untouched (a SIGKILL leaves the
-job "running" with a dead pid, which the bot and `Store.fail_abandoned_jobs` mark failed).
+job "running" with a dead pid, which the bot and `Store.fail_abandoned_jobs` mark failed). A job that
+a `photobot worker` runs (`--worker`) is held by the worker's lease instead: one that runs out marks it
+failed, and a job failed under it checks so before promoting and promotes nothing.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def run_retrain(
         raise RetrainError(f"unknown model {options.model!r}; choose from {', '.join(known)}")
     store = SyncStore(settings.database_path, settings.images_dir)
     try:
-        job_id = claim_job(store, options.model, options.job_id, options.requested_by)
+        job_id = claim_job(store, options.model, options.job_id, options.requested_by, options.worker)
         progress = JobProgress(store, job_id)
         stop = Stop()
         try:
@@ -195,6 +197,7 @@ def _run(
     folder = report_folder(settings, options.model, job_id)
     written = write_report(report, folder)  # before promoting: the switch is the job's last step
     models.update_meta(options.model, result.candidate.version, report=str(written.folder))
+    _check_still_running(store, job_id)
     final, _ = gate.apply(
         models,
         options.model,
@@ -262,6 +265,16 @@ def _decide(
         return first_version_decision(result.base, len(spec.labels), per_label)
     decision = gate.decide(result.base, result.chat, settings.gate_margin, also=result.also)
     return dataclasses.replace(decision, reason=f"{decision.reason}; held out per label: {per_label}")
+
+
+def _check_still_running(store: SyncStore, job_id: int) -> None:
+    """A job failed under it (its worker's lease ran out: the worker was taken for dead) promotes
+    nothing: whoever failed it has told the admin so."""
+    job = store.get_retrain_job(job_id)
+    if job is None or job.status != "running":
+        raise RetrainError(
+            f"the job was {job.status if job else 'deleted'} while it ran; nothing was promoted"
+        )
 
 
 def _check_still_taught(store: SyncStore, name: str) -> None:

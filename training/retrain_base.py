@@ -33,6 +33,7 @@ class RetrainOptions:
     augment: bool | None = None  # digits; None: as the serving version was trained (meta "augmented")
     seed: int = 0
     requested_by: int | None = None  # who asked (recorded with the model event)
+    worker: str | None = None  # the `photobot worker` that claimed the job and started this process
 
 
 @dataclass

@@ -58,6 +58,7 @@ EN: Final[dict[str, str]] = {
     "button_wrong": "❌ Wrong",
     "retrain_title": "Retraining {model} (job {job})",
     "retrain_starting": "Starting…",
+    "retrain_waiting_worker": "Queued: waiting for a worker to take it…",
     "retrain_failed_line": "Failed: {error}",
     "retrain_done_promote": "done — v{version} promoted",
     "retrain_done_reject": "done — v{version} rejected",

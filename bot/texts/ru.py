@@ -58,6 +58,7 @@ RU: Final[dict[str, str]] = {
     "button_correct": "✅ Верно",
     "button_wrong": "❌ Неверно",
     "retrain_title": "Переобучение {model} (задача {job})",
+    "retrain_waiting_worker": "В очереди: ждёт свободного исполнителя…",
     "retrain_starting": "Запускаю…",
     "retrain_failed_line": "Не удалось: {error}",
     "retrain_done_promote": "готово — v{version} принята",

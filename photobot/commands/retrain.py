@@ -1,7 +1,9 @@
 """`photobot retrain --model digits|flowers`: learn from the photos people labelled in chat.
 
-The bot's /retrain starts this in its own process with `--job-id`; by hand it creates its own job, and
-on a terminal follows the job's progress (what the bot shows in chat) in a bar on stderr.
+The bot's /retrain starts this in its own process with `--job-id`, and so does `photobot worker` for a
+job it claimed (`--worker`: this process then ends with the worker, so a job never outlives the lease
+that holds it); by hand it creates its own job, and on a terminal follows the job's progress (what the
+bot shows in chat) in a bar on stderr.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--worker",
+        help="the worker (host/pid/tag) that claimed --job-id and started this process: it ends with it",
+    )
+    parser.add_argument(
         "--nice", type=int, default=0, help="lower this process's CPU priority by N (the bot passes 10)"
     )
 
@@ -74,6 +80,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.nice > 0:
         os.nice(args.nice)  # the bot that started this job keeps the CPU it needs to answer photos
+    if args.worker is not None:
+        if args.job_id is None:
+            raise UserFacingError("--worker needs the --job-id the worker claimed")
+        end_with_parent(_worker_pid(args.worker))
 
     from photobot.wiring import taught_catalogue
 
@@ -105,6 +115,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         max_chat_weight=args.max_chat_weight,
         learning_rate=args.learning_rate,
         seed=args.seed,
+        worker=args.worker,
     )
     try:
         outcome = _run_followed(settings, options, catalogue, quiet=getattr(args, "quiet", False))
@@ -113,6 +124,38 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     print(outcome.report.text)
     print(f"report: {outcome.report.folder}")
     return 0
+
+
+def _worker_pid(worker: str) -> int:
+    parts = worker.split("/")
+    if len(parts) != 3 or not parts[1].isdigit():
+        raise UserFacingError(f"--worker must be host/pid/tag, got {worker!r}")
+    return int(parts[1])
+
+
+def end_with_parent(parent: int) -> None:
+    """Be killed (SIGKILL) when the process `parent` ends: a worker that dies takes its job with it,
+    so the job cannot train on, and promote, after the worker's lease ran out (Linux: PR_SET_PDEATHSIG;
+    elsewhere a thread watches the parent). Exits at once if `parent` is gone already."""
+    import ctypes
+    import os
+    import signal
+    import sys
+    import time
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, name="end-with-worker", daemon=True).start()
+    if os.getppid() != parent:  # it ended before the above took hold
+        raise UserFacingError(f"the worker (pid {parent}) that started this job is gone")
 
 
 def _fail_job(settings: Settings, job_id: int, error: str) -> None:

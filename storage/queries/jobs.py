@@ -11,20 +11,28 @@ from typing import Any
 
 from storage.dialect import Connection
 from storage.errors import JobAlreadyActive
-from storage.records import ACTIVE_JOB_STATUSES, FINISHED_JOB_STATUSES, ModelEvent, RetrainJob, check_choice
+from storage.records import (
+    ACTIVE_JOB_STATUSES,
+    FINISHED_JOB_STATUSES,
+    JOB_RUNNERS,
+    ModelEvent,
+    RetrainJob,
+    check_choice,
+)
 
 # ---------------------------------------------------------------- retraining jobs
 
 
 _JOB_COLUMNS = """id, model, requested_by, chat_id, message_id, status, pid, stage, progress, detail,
     metrics, candidate_version, decision, reason, error, created_at, started_at, updated_at, finished_at,
-    language, watcher, watched_at"""
+    language, watcher, watched_at, runner, forced, worker, lease_until"""
 
 
 def _job(row: Sequence[Any]) -> RetrainJob:
     values = list(row)
     values[9] = json.loads(values[9]) if values[9] else {}
     values[10] = json.loads(values[10]) if values[10] else {}
+    values[23] = bool(values[23])  # forced: 0/1 on both backends
     return RetrainJob(*values)
 
 
@@ -33,12 +41,22 @@ def get_job(db: Connection, job_id: int) -> RetrainJob | None:
     return _job(row) if row else None
 
 
-def active_job(db: Connection) -> RetrainJob | None:
+def active_job(db: Connection, model: str | None = None) -> RetrainJob | None:
+    """The oldest queued or running job (of `model`, when given)."""
     row = db.execute(
-        f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE status IN (?, ?) ORDER BY id LIMIT 1""",
-        ACTIVE_JOB_STATUSES,
+        f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs
+            WHERE status IN (?, ?) AND (CAST(? AS TEXT) IS NULL OR model = ?) ORDER BY id LIMIT 1""",
+        (*ACTIVE_JOB_STATUSES, model, model),
     ).fetchone()
     return _job(row) if row else None
+
+
+def active_jobs(db: Connection) -> list[RetrainJob]:
+    """Every queued or running job, oldest first (with workers, one per model may be active)."""
+    rows = db.execute(
+        f"SELECT {_JOB_COLUMNS} FROM retrain_jobs WHERE status IN (?, ?) ORDER BY id", ACTIVE_JOB_STATUSES
+    )
+    return [_job(row) for row in rows]
 
 
 def recent_jobs(db: Connection, model: str | None, limit: int) -> list[RetrainJob]:
@@ -60,19 +78,39 @@ def create_job(
     now: float,
     language: str | None = None,
     watcher: str | None = None,
+    runner: str = "local",
+    forced: bool = False,
 ) -> RetrainJob:
     """Queue a job unless one is queued or running (the check and the insert share the write lock);
-    `watcher` is the bot process that will show its progress (watching it from now)."""
-    running = active_job(db)
+    `watcher` is the bot process that will show its progress (watching it from now).
+
+    `runner` "local": the process that queues it starts it, one job at a time; "worker": a `photobot
+    worker` claims it (`storage.queries.leases`), and only a job of the same model stands in its way.
+    `forced`: it trains even with few new labels (the worker passes it on)."""
+    check_choice("runner", runner, JOB_RUNNERS)
+    running = active_job(db, model if runner == "worker" else None)
     if running is not None:
+        at_a_time = "one job per model runs at a time" if runner == "worker" else "one job runs at a time"
         raise JobAlreadyActive(
-            f"retrain job {running.id} ({running.model}) is {running.status}; one job runs at a time", running
+            f"retrain job {running.id} ({running.model}) is {running.status}; {at_a_time}", running
         )
     job_id = db.execute(
         """INSERT INTO retrain_jobs (model, requested_by, chat_id, message_id, status, created_at, updated_at,
-               language, watcher, watched_at)
-           VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id""",
-        (model, requested_by, chat_id, message_id, now, now, language, watcher, now if watcher else None),
+               language, watcher, watched_at, runner, forced)
+           VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+        (
+            model,
+            requested_by,
+            chat_id,
+            message_id,
+            now,
+            now,
+            language,
+            watcher,
+            now if watcher else None,
+            runner,
+            int(forced),
+        ),
     ).fetchone()[0]
     job = get_job(db, job_id)
     assert job is not None
@@ -86,8 +124,15 @@ def _require_job(db: Connection, job_id: int) -> RetrainJob:
     return job
 
 
-def start_job(db: Connection, job_id: int, pid: int, now: float) -> RetrainJob:
+def start_job(db: Connection, job_id: int, pid: int, now: float, worker: str | None = None) -> RetrainJob:
+    """The job's process starts it. A job a worker claimed is already running, as `worker`'s: its
+    process (the worker's child) only records its pid."""
     job = _require_job(db, job_id)
+    if worker is not None:
+        if job.status != "running" or job.worker != worker:
+            raise ValueError(f"retrain job {job_id} is {job.status}, not running for worker {worker}")
+        db.execute("UPDATE retrain_jobs SET pid = ?, updated_at = ? WHERE id = ?", (pid, now, job_id))
+        return _require_job(db, job_id)
     if job.status != "queued":
         raise ValueError(f"retrain job {job_id} is {job.status}, not queued")
     db.execute(

@@ -1,0 +1,111 @@
+"""With RETRAIN_WORKERS=external the bot only queues /retrain's job, and a job whose worker died is failed,
+with why, by the next bot to start and before the next /retrain — never left running. On SQLite and
+PostgreSQL.
+
+Real bot processes' worth of Applications behind one webhook (tests/support/replicas.py), the real
+storage; the worker that claimed the job and died is a real claim made through a store of its own, whose
+lease then runs out (a worker running jobs end to end: tests/training/test_retrain_workers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from storage.dialect import Database, is_postgres_url
+from tests.support.bot import ADMIN_ID, BotHarness
+from tests.support.replicas import Replicas
+from tests.support.storage import open_store
+
+QUEUED = "Retraining digits (job {job})\nQueued: waiting for a worker to take it…"
+DEAD_WORKER = "gpu7/4242/ab"
+
+
+async def claimed_by_a_worker_that_died(tmp_path: Path, database: Database, job_id: int) -> None:
+    """A worker claims the queued job for 10 ms and is never heard of again."""
+    store = await open_store(tmp_path / "dead-worker", database)
+    try:
+        job = await store.claim_retrain_job(DEAD_WORKER, lease_s=0.01)
+        assert job is not None and job.id == job_id
+        await asyncio.sleep(0.05)  # its lease runs out
+    finally:
+        await store.close()
+
+
+def edits_of(bot: BotHarness, message_id: int) -> list[str]:
+    return [
+        e["message"]["text"]
+        for e in bot.server.chat(ADMIN_ID).events
+        if e["type"] == "edit" and e["message"]["message_id"] == message_id
+    ]
+
+
+def sent_after(bot: BotHarness, after: int) -> list[str]:
+    return [
+        e["message"]["text"]
+        for e in bot.server.chat(ADMIN_ID).events[after:]
+        if e["type"] == "message" and e["message"]["from"]["is_bot"]
+    ]
+
+
+async def test_the_bot_queues_and_a_dead_workers_job_is_failed_at_the_next_start_and_the_next_retrain(
+    tmp_path: Path, model_dir: Path, database: Database
+) -> None:
+    replicas = await Replicas.start(
+        tmp_path / "data",
+        model_dir,
+        running=(0,),
+        retrain_workers="external",
+        database_url=str(database) if is_postgres_url(database) else None,
+    )
+    try:
+        first = replicas.to(0)
+        admin = first.user(ADMIN_ID, "Root")
+        progress = await first.say(admin, "/retrain digits")
+        assert progress["text"] == QUEUED.format(job=1)
+        busy = await first.say(admin, "/retrain digits force")  # one job per model, queued ones too
+        assert busy["text"].startswith("A retraining job is already queued: job 1 (digits)"), busy["text"]
+        queued = await first.services.store.get_retrain_job(1)
+        assert (queued.status, queued.runner, queued.pid, queued.message_id) == (
+            "queued",
+            "worker",
+            None,
+            progress["message_id"],
+        )
+        await asyncio.sleep(0.3)  # nothing starts it in the bot's process
+        assert (await first.services.store.get_retrain_job(1)).status == "queued"
+
+        await claimed_by_a_worker_that_died(tmp_path, replicas.settings.database, 1)
+        await replicas.stop_replica(0)
+        mark = replicas.server.chat(admin).revision
+        await replicas.start_replica(1)  # it looks at the leases as it starts
+        second = replicas.to(1)
+        failed = await second.services.store.get_retrain_job(1)
+        assert failed.status == "failed" and failed.lease_expired, failed
+        assert failed.error.startswith(f"its worker {DEAD_WORKER} stopped renewing its lease"), failed.error
+        serving = second.services.model_store.active_version("digits")
+        assert (
+            edits_of(second, progress["message_id"])[-1]
+            == f"Retraining digits (job 1)\nFailed: {failed.error}"
+        )
+        assert sent_after(second, mark) == [
+            f"Retraining digits (job 1) failed: {failed.error}\nNothing changed: v{serving} keeps serving."
+        ]
+
+        again = await second.say(admin, "/retrain digits")
+        assert again["text"] == QUEUED.format(job=2)
+        await claimed_by_a_worker_that_died(tmp_path, replicas.settings.database, 2)
+        mark = replicas.server.chat(admin).revision
+        await replicas.server.send_text(
+            admin, "/retrain digits"
+        )  # the dead worker's job is in the way no more
+        await replicas.server.wait_for(
+            admin,
+            lambda e: e["type"] == "message" and e["message"].get("text") == QUEUED.format(job=3),
+            after=mark,
+        )
+        texts = sent_after(second, mark)
+        assert texts[0].startswith("Retraining digits (job 2) failed: its worker gpu7/4242/ab"), texts
+        assert texts[1:] == [QUEUED.format(job=3)]
+    finally:
+        await replicas.stop()
