@@ -127,6 +127,8 @@ async def _post_shutdown(application: Application) -> None:
 
 async def close_services(found: Services) -> None:
     try:
+        for close in found.closing:
+            await close()
         if found.features is not None:
             await found.features.close()  # the photos in hand are read before the store closes
         await found.classifier.close()

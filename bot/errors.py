@@ -8,7 +8,7 @@ from telegram import Update
 from telegram.error import BadRequest, Forbidden, NetworkError, TimedOut
 from telegram.ext import ContextTypes
 
-from bot.services import lang
+from bot.services import KEY, Services, lang
 from bot.texts import text
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from inference.errors import (
@@ -57,9 +57,14 @@ def _reason(error: InferenceError, language: str) -> str:
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Log any error a handler did not expect, and tell the user something useful."""
     error = context.error
+    found: Services | None = context.application.bot_data.get(KEY)
     if isinstance(error, NetworkError | TimedOut) and not isinstance(error, BadRequest):
+        if found is not None:
+            found.metrics.error("telegram")
         logger.warning("Telegram could not be reached: %s", error)
         return
+    if found is not None:
+        found.metrics.error("handler")
     logger.error("Error while handling an update", exc_info=error)
     if not isinstance(update, Update) or update.effective_chat is None or isinstance(error, Forbidden):
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -17,6 +18,7 @@ from telegram import CallbackQuery, Message, Update
 from telegram.ext import ContextTypes
 
 from bot.limits import FloodLimiter
+from bot.metrics import BotMetrics
 from bot.texts import language
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from inference.taught import Taught, is_taught, with_taught
@@ -58,6 +60,9 @@ class Services:
     # The models this bot serves, with each one's labels as its serving version names them.
     catalogue: Catalogue = DEFAULT_CATALOGUE
     features: PhotoFeatures | None = None  # a taught photo's features, cached when it arrives
+    metrics: BotMetrics = field(default_factory=BotMetrics)  # records nothing unless METRICS_PORT is set
+    # What the composition root started with the services (the metrics endpoint), closed first with them.
+    closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _taught_version: int | None = None  # the taught models' change counter the catalogue follows
     _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _locks: weakref.WeakValueDictionary[LockKey, asyncio.Lock] = field(

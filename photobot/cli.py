@@ -11,7 +11,7 @@ Quiet by default: the command's own output and what goes wrong, nothing else. Te
 loggers show warnings and errors only, except in the long-running `run` and `playground` and in a
 retrain job the bot started, which keep LOG_LEVEL. `--verbose` (before or after the command) keeps
 every log; `--quiet` also hides the progress bars that long commands draw on stderr (they are hidden
-anyway when stderr is not a terminal).
+anyway when stderr is not a terminal). LOG_FORMAT=json writes the logs as JSON lines (`photobot.logs`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from photobot.errors import UserFacingError
+from photobot.logs import configure_logging
 from photobot.settings import Settings, SettingsError
 
 # name → (module, one-line help). Order is the order of `photobot --help`.
@@ -170,10 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"photobot: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=log_level(args, settings.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level(args, settings.log_level), settings.log_format)
     if args.module is None:
         print(f"photobot {args.command}: not available yet in this version.", file=sys.stderr)
         return 2

@@ -40,6 +40,11 @@ class Settings:
     datasets: tuple[Path, ...] = ()  # folders searched for mnist.npz and flower_photos/ (never downloaded)
     keras_backend: str = "tensorflow"
     log_level: str = "INFO"
+    log_format: str = "text"  # "json": one JSON object per log line, for log collectors (photobot.logs)
+    # Prometheus metrics at http://METRICS_LISTEN:METRICS_PORT/metrics (photobot.metrics); 0: none. Off by
+    # default: every process on a host needs its own port (bot replicas, the worker, a Ray node).
+    metrics_listen: str = "127.0.0.1"
+    metrics_port: int = 0
     engine: EngineConfig = field(default_factory=EngineConfig)  # the inference engine's knobs
     # The Ray Serve application (`photobot serve inference`) the bot asks instead of its own engine when
     # set: http://HOST:PORT of Ray Serve's proxy. None: the engine runs in the bot's process.
@@ -120,6 +125,9 @@ class Settings:
             datasets=tuple(Path(p) for p in (get("PHOTOBOT_DATASETS") or "").split(os.pathsep) if p),
             keras_backend=get("KERAS_BACKEND") or defaults.keras_backend,
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
+            log_format=_choice(env, "LOG_FORMAT", defaults.log_format, ("text", "json")),
+            metrics_listen=get("METRICS_LISTEN") or defaults.metrics_listen,
+            metrics_port=_port("METRICS_PORT", _number(env, "METRICS_PORT", defaults.metrics_port, int)),
             engine=EngineConfig(
                 max_batch=_number(env, "ENGINE_MAX_BATCH", engine_defaults.max_batch, int),
                 max_wait_ms=_number(env, "ENGINE_MAX_WAIT_MS", engine_defaults.max_wait_ms, float),
@@ -259,6 +267,13 @@ def _fraction(name: str, value: float) -> float:
 def _positive(name: str, value: T) -> T:
     if not value > 0:
         raise SettingsError(f"{name} must be above 0, got {value!r}")
+    return value
+
+
+def _port(name: str, value: int) -> int:
+    """A TCP port, or 0 for none."""
+    if value > 65535:
+        raise SettingsError(f"{name} must be a TCP port (1 to 65535) or 0 for none, got {value}")
     return value
 
 

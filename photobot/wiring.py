@@ -9,16 +9,19 @@ inside the job, its typed `RetrainSettings`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from telegram.ext import Application
 
-from bot.app import build_application
+from bot.app import build_application, close_services
 from bot.config import BotConfig, RetrainConfig, WorkerConfig
 from bot.limits import FloodLimiter
+from bot.metrics import BotMetrics
 from bot.services import Services
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from photobot.serving import build_photo_classifier
@@ -26,6 +29,11 @@ from photobot.settings import Settings
 from training.chat_examples import ChatRules
 from training.retrain_settings import RetrainSettings
 from training.taught_features import ArrivalFeatures
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger(__name__)
 
 # Environment variables the job process never inherits: the bot token and anything named like a secret.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY", re.I)
@@ -124,6 +132,8 @@ def job_environment(settings: Settings) -> dict[str, str]:
             "PHOTOBOT_DATASETS": os.pathsep.join(str(Path(p).resolve()) for p in settings.datasets),
             "KERAS_BACKEND": settings.keras_backend,
             "LOG_LEVEL": settings.log_level,
+            "LOG_FORMAT": settings.log_format,
+            "METRICS_PORT": "0",  # the bot's port is the bot's
             "MAX_IMAGE_BYTES": str(settings.max_image_bytes),
             "MAX_IMAGE_PIXELS": str(settings.max_image_pixels),
             "RETRAIN_MIN_NEW_LABELS": str(settings.retrain_min_new_labels),
@@ -162,6 +172,7 @@ async def open_services(
     except BaseException:
         await store.close()
         raise
+    registry = metrics_registry(settings)
     found = Services(
         config=bot_config(settings),
         retrain=retrain_config(settings),
@@ -175,10 +186,37 @@ async def open_services(
         features=ArrivalFeatures(
             Path(settings.data_dir), settings.max_image_bytes, settings.max_image_pixels
         ),
+        metrics=BotMetrics(registry),
     )
     found.refresh_labels()
     await found.refresh_taught()
+    if registry is not None:
+        try:
+            await serve_metrics(settings, found, registry)
+        except BaseException:
+            await close_services(found)
+            raise
     return found
+
+
+def metrics_registry(settings: Settings) -> CollectorRegistry | None:
+    """The registry a process's metrics go to when METRICS_PORT is set (None: nothing is recorded)."""
+    from photobot.metrics import process_registry
+
+    return process_registry() if settings.metrics_port else None
+
+
+async def serve_metrics(settings: Settings, found: Services, registry: CollectorRegistry) -> None:
+    """The bot's figures and its classifier's (the engine's batches and queues in this process, the
+    versions serving either way) at http://METRICS_LISTEN:METRICS_PORT/metrics, until the services close."""
+    from inference.metrics import EngineCollector
+    from photobot.metrics import MetricsServer
+
+    registry.register(EngineCollector(found.classifier.models, engine=settings.remote is None))
+    server = MetricsServer(registry, settings.metrics_listen, settings.metrics_port)
+    await server.start()
+    found.closing.append(server.close)
+    log.info("Prometheus metrics on %s", server.url)
 
 
 def build_bot(

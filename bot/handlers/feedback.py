@@ -32,6 +32,7 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     try:
         data = callbacks.decode(query.data)
     except callbacks.MalformedCallback:
+        services(context).metrics.feedback("malformed")
         logger.info("Malformed callback data from user %s: %r", query.from_user.id, query.data)
         await query.answer(text(language, "feedback_malformed"), show_alert=True)
         return
@@ -41,9 +42,11 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     async with found.lock(("prediction", data.prediction_id)):
         prediction = await found.store.get_prediction(data.prediction_id)
         if prediction is None:
+            found.metrics.feedback("stale")
             await query.answer(text(language, "feedback_stale"), show_alert=True)
             return
         if prediction.user_id != query.from_user.id:
+            found.metrics.feedback("not_yours")
             logger.warning(
                 "User %s pressed a button of prediction %s, which is user %s's",
                 query.from_user.id,
@@ -145,10 +148,12 @@ async def _record(
             model=model,
         )
     except (PredictionNotFound, NotPredictionOwner) as error:  # lost a race with /forget
+        found.metrics.feedback("stale")
         logger.info("Feedback not stored: %s", error)
         await query.answer(text(language, "feedback_stale"), show_alert=True)
         return
     await found.store.drop_pending_correction(query.from_user.id, prediction.id)  # answered by button
+    found.metrics.feedback(("correct" if correct else "wrong") if result.created else "already")
     if not result.created:
         await query.answer(text(language, "feedback_already"))
         await _edit_markup(query, None)

@@ -32,6 +32,7 @@ async def limit_updates(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     decision = await found.update_limiter.check(user.id)
     if decision.allowed:
         return
+    found.metrics.flood_dropped("updates")
     if decision.notify:
         seconds = max(1, round(decision.retry_after_s))
         logger.info("User %s is over the update limit; dropping their updates for %d s", user.id, seconds)

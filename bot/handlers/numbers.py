@@ -126,6 +126,7 @@ async def record_number(
             logger.info("Number correction not stored: %s", error)
             await message.reply_text(text(language, "feedback_stale"))
             return
+    found.metrics.feedback(result.feedback.verdict if result.created else "already")
     if not result.created:
         await message.reply_text(text(language, "feedback_already"), do_quote=True)
         return

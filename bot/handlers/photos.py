@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class Incoming:
     user: User
     chat: Chat
     language: str
+    arrived: float = field(default_factory=time.perf_counter)  # when the handler took it (photo → answer)
 
     @classmethod
     def of(cls, update: Update) -> Incoming | None:
@@ -114,6 +115,7 @@ async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) 
         return
     document = incoming.message.document
     if not is_image_document(document):
+        services(context).metrics.refused("not_an_image")
         name = document.file_name or document.mime_type or "file"
         await incoming.message.reply_text(text(incoming.language, "not_an_image", name=name))
         return
@@ -129,6 +131,7 @@ async def admit(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE) -> bool:
         seconds = max(1, round(decision.retry_after_s))
         await incoming.message.reply_text(text(incoming.language, "flood", seconds=seconds))
     if not decision.allowed:
+        services(context).metrics.flood_dropped("photos")
         logger.info("Flood limit: dropped a photo from user %s", incoming.user.id)
     return decision.allowed
 
@@ -142,14 +145,17 @@ async def fetch_and_answer(
     still meet a full classifier after its download (others got there first); `classify` refuses it.
     """
     downloads: Downloads = context.bot_data.setdefault(DOWNLOADS_KEY, Downloads())
+    metrics = services(context).metrics
     if not services(context).classifier.has_room(downloads.running):
+        metrics.refused("busy")
         logger.info("Busy: a photo from user %s refused before downloading it", incoming.user.id)
         await incoming.message.reply_text(text(incoming.language, "busy"))
         return
-    with downloads.one():
-        data = await download(incoming, context, file_id, file_size)
-    if data is not None:
-        await answer(incoming, context, data)
+    with metrics.photo():
+        with downloads.one():
+            data = await download(incoming, context, file_id, file_size)
+        if data is not None:
+            await answer(incoming, context, data)
 
 
 async def download(
@@ -160,6 +166,7 @@ async def download(
     limit = services(context).config.max_image_bytes
     too_large = text(language, "too_large", size=human_size(file_size or 0), limit=human_size(limit))
     if file_size is not None and file_size > limit:
+        services(context).metrics.refused("too_large")
         await message.reply_text(too_large)
         return None
     try:
@@ -169,13 +176,16 @@ async def download(
     except BadRequest as error:
         if "too big" not in str(error).lower():
             raise
+        services(context).metrics.refused("too_large")
         await message.reply_text(too_large)
         return None
     except (TimedOut, TimeoutError):
+        services(context).metrics.error("download_timeout")
         logger.warning("Download of %s timed out after %s s", file_id, DOWNLOAD_TIMEOUT_S)
         await message.reply_text(text(language, "download_failed"))
         return None
     if len(data) > limit:
+        services(context).metrics.refused("too_large")
         await message.reply_text(
             text(language, "too_large", size=human_size(len(data)), limit=human_size(limit))
         )
@@ -201,6 +211,7 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
         async with photo_file(data, found.images.root / TMP_DIR) as path:
             prediction = await found.classifier.classify(path, mode)
     except InferenceError as error:
+        found.metrics.inference_error(error)
         logger.info("Photo from user %s not answered: %r", incoming.user.id, error)
         await found.store.discard_image(await saving)  # bad input leaves nothing stored
         if isinstance(error, InferenceUnavailable) and contribution:
@@ -220,12 +231,19 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
             _cache_features(found, sha256)
             lines.append(await teach.counts_text(found, *contribution, language))
         await message.reply_text("\n\n".join(lines), do_quote=True)
+        _answered(found, incoming, prediction, latency_ms)
         return
     if message.caption and message.caption.strip():
         lines.append(text(language, "contribution_unknown_label", caption=message.caption.strip()[:40]))
     await message.reply_text(
         "\n\n".join(lines), reply_markup=buttons(found, language, prediction, prediction_id), do_quote=True
     )
+    _answered(found, incoming, prediction, latency_ms)
+
+
+def _answered(found: Services, incoming: Incoming, prediction: Prediction, latency_ms: float) -> None:
+    elapsed = time.perf_counter() - incoming.arrived
+    found.metrics.answered(prediction.model, prediction.status, elapsed, latency_ms / 1000)
 
 
 def buttons(

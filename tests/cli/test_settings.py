@@ -60,6 +60,8 @@ def test_a_missing_dotenv_means_defaults():
         ("ENGINE_POOL", "fork", "ENGINE_POOL must be one of thread, process"),
         ("ENGINE_RUNTIME", "onnx", "ENGINE_RUNTIME must be one of auto, keras, lite"),
         ("ADMIN_IDS", "12,alice", "ADMIN_IDS must be Telegram user ids"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of text, json"),
+        ("METRICS_PORT", "70000", "METRICS_PORT must be a TCP port"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):

@@ -1,0 +1,147 @@
+"""What the bot counts for Prometheus: photos answered and how long they took, refusals and errors by kind,
+photos in progress, flood drops and feedback taps.
+
+Recorded where they happen, a few `inc` / `observe` calls per photo: each takes prometheus_client's lock
+for a handful of instructions and none is held across an await. The engine's own figures (batches,
+queues, the versions serving) are not counted here: `inference.metrics.EngineCollector` reads them from
+the classifier when Prometheus scrapes. Every bot has its own registry (tests run several bots in one
+process); the composition root serves it when METRICS_PORT is set (`photobot.metrics`), and without
+it a bot's `BotMetrics()` records nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from inference.errors import (
+    DeadlineExceeded,
+    EngineBusy,
+    ImageTooLarge,
+    InferenceError,
+    InferenceUnavailable,
+    ModelUnavailable,
+    UnsupportedImage,
+    WorkerLost,
+)
+
+NONE = "none"  # the model label of a photo that is neither (answered "not recognised" in auto mode)
+# Seconds. A photo is answered in ~0.1 s on an idle bot, seconds under load or with Telegram's 30
+# messages/s; the engine's deadline is 10 s and a download may take 30.
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Refusals: the photo itself or the load (the person is told why); errors: something on our side failed.
+REFUSED = {ImageTooLarge: "too_large", UnsupportedImage: "unsupported", EngineBusy: "busy"}
+ERRORS = {
+    DeadlineExceeded: "deadline",
+    InferenceUnavailable: "inference_unavailable",
+    ModelUnavailable: "model_unavailable",
+    WorkerLost: "worker_lost",
+}
+
+
+class BotMetrics:
+    """The bot's counters and histograms in `registry`; with no registry, recording does nothing."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry
+        self.enabled = registry is not None
+        self._answered = Counter(
+            "photobot_photos_answered",
+            "Photos answered, by the model that answered (none: neither) and the answer's status",
+            ["model", "status"],
+            registry=registry,
+        )
+        self._answer_seconds = Histogram(
+            "photobot_answer_seconds",
+            "From a photo's update to its answer sent: download, models, database, reply",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._classify_seconds = Histogram(
+            "photobot_classify_seconds",
+            "The classifier's own time for a photo: decoding, queue and model (the service's round trip "
+            "with INFERENCE_URL)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._in_progress = Gauge(
+            "photobot_photos_in_progress",
+            "Photos being downloaded, answered or stored",
+            registry=registry,
+        )
+        self._refused = Counter(
+            "photobot_photos_refused",
+            "Photos not answered because of the photo or the load: busy, too_large, unsupported, "
+            "not_an_image",
+            ["reason"],
+            registry=registry,
+        )
+        self._errors = Counter(
+            "photobot_errors",
+            "Failures on the bot's side, by kind: deadline, model_unavailable, inference_unavailable, "
+            "worker_lost, download_timeout, telegram, handler",
+            ["kind"],
+            registry=registry,
+        )
+        self._flood = Counter(
+            "photobot_flood_dropped",
+            "Updates dropped by a per-user flood limit (photos, updates)",
+            ["limit"],
+            registry=registry,
+        )
+        self._feedback = Counter(
+            "photobot_feedback",
+            "Feedback on answers, a button tap or a typed number: correct, wrong (both stored), already, "
+            "stale, not_yours, malformed",
+            ["outcome"],
+            registry=registry,
+        )
+
+    @contextlib.contextmanager
+    def photo(self) -> Iterator[None]:
+        """A photo in progress, from its download to its answer."""
+        if not self.enabled:
+            yield
+            return
+        self._in_progress.inc()
+        try:
+            yield
+        finally:
+            self._in_progress.dec()
+
+    def answered(self, model: str | None, status: str, answer_s: float, classify_s: float) -> None:
+        if self.enabled:
+            name = model or NONE
+            self._answered.labels(name, status).inc()
+            self._answer_seconds.labels(name).observe(answer_s)
+            self._classify_seconds.labels(name).observe(classify_s)
+
+    def refused(self, reason: str) -> None:
+        if self.enabled:
+            self._refused.labels(reason).inc()
+
+    def error(self, kind: str) -> None:
+        if self.enabled:
+            self._errors.labels(kind).inc()
+
+    def inference_error(self, error: InferenceError) -> None:
+        """A photo the classifier did not answer: a refusal or an error, by the error's class."""
+        for refusal, reason in REFUSED.items():
+            if isinstance(error, refusal):
+                self.refused(reason)
+                return
+        kind = next((kind for cls, kind in ERRORS.items() if isinstance(error, cls)), "inference")
+        self.error(kind)
+
+    def flood_dropped(self, limit: str) -> None:
+        if self.enabled:
+            self._flood.labels(limit).inc()
+
+    def feedback(self, outcome: str) -> None:
+        if self.enabled:
+            self._feedback.labels(outcome).inc()

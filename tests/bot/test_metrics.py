@@ -1,0 +1,124 @@
+"""The bot's Prometheus endpoint (METRICS_PORT), scraped while a real bot answers through the fake Bot API:
+photos answered and their latencies, refusals, flood drops, feedback taps, the engine's batches and the
+version that serves; and a port already taken is one clear line."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from inference.model_store import ModelStore
+from photobot.errors import UserFacingError
+from photobot.settings import Settings
+from photobot.wiring import open_services
+from tests.support.bot import button_data, buttons, digit_photo, start_bot, stop_bot
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def scrape(port: int) -> Samples:
+    """Every sample of http://127.0.0.1:PORT/metrics, by name and labels."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        body = await response.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(samples: Samples, name: str) -> float:
+    """A metric's samples summed over their labels."""
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+async def test_the_endpoint_counts_answers_refusals_drops_and_taps_and_names_the_serving_version(
+    tmp_path: Path, model_dir: Path, glyphs
+) -> None:
+    port = free_port()
+    bot = await start_bot(tmp_path / "data", model_dir, metrics_port=port, user_photos_per_minute=3)
+    try:
+        user = bot.user(7001)
+        before = await scrape(port)
+        assert value(before, "photobot_photos_answered_total", model="digits", status="ok") == 0
+        answers = [await bot.photo(user, digit_photo(glyphs[digit], seed=digit)) for digit in (2, 5, 7)]
+        rated = next(a for a in answers if "✅ Correct" in [text for text, _ in buttons(a)])
+        await bot.press(user, rated, button_data(rated, "✅ Correct"))
+        await bot.press(user, rated, button_data(rated, "✅ Correct"), check=False, edited=False)  # again
+        flood = await bot.photo(user, digit_photo(glyphs[9], seed=9))  # the fourth photo this minute
+        assert flood["text"].startswith("You're sending photos faster"), flood["text"]
+        refused = await bot.document(user, b"not an image", "notes.txt", "text/plain")
+        assert "notes.txt" in refused["text"]
+
+        after = await scrape(port)
+        answered = {
+            dict(labels)["status"]: v
+            for (name, labels), v in after.items()
+            if name == "photobot_photos_answered_total" and dict(labels)["model"] == "digits"
+        }
+        assert sum(answered.values()) == 3, answered
+        assert value(after, "photobot_answer_seconds_count", model="digits") == 3
+        assert value(after, "photobot_classify_seconds_count", model="digits") == 3
+        # photo → answer holds the classifier's time and more (download, database, reply)
+        assert value(after, "photobot_answer_seconds_sum", model="digits") > value(
+            after, "photobot_classify_seconds_sum", model="digits"
+        )
+        assert value(after, "photobot_photos_in_progress") == 0
+        assert value(after, "photobot_feedback_total", outcome="correct") == 1
+        assert value(after, "photobot_feedback_total", outcome="already") == 1
+        assert value(after, "photobot_flood_dropped_total", limit="photos") == 1
+        assert value(after, "photobot_photos_refused_total", reason="not_an_image") == 1
+        assert total(after, "photobot_errors_total") == 0
+
+        # The engine's own counts, read from the classifier: every photo went through the digit model
+        # once, in a batch of the engine or in a decode process (LiteRT); the histogram has each batch.
+        engine = value(after, "photobot_engine_requests_total", model="digits") + value(
+            after, "photobot_engine_in_decode_workers_total", model="digits"
+        )
+        assert engine == 3
+        batches = value(after, "photobot_engine_batches_total", model="digits")
+        assert value(after, "photobot_engine_batch_rows_count", model="digits") == batches
+        assert value(after, "photobot_engine_batch_rows_bucket", model="digits", le="+Inf") == batches
+        assert value(after, "photobot_engine_queued", model="digits") == 0
+
+        serving = ModelStore(bot.settings.models_dir).active_version("digits")
+        assert serving is not None
+        assert value(after, "photobot_model_version", model="digits") == serving
+        assert total(after, "process_cpu_seconds_total") > 0  # the process's own figures
+    finally:
+        await stop_bot(bot)
+    with pytest.raises(aiohttp.ClientConnectionError):  # closed with the services
+        await scrape(port)
+
+
+async def test_a_metrics_port_in_use_stops_the_start_with_one_line_naming_it(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    shutil.copytree(model_dir, tmp_path / "data" / "models")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(data_dir=tmp_path / "data", metrics_port=port)
+        with pytest.raises(UserFacingError, match=rf"127\.0\.0\.1:{port} .*METRICS_PORT"):
+            await open_services(settings, names=("digits",))
