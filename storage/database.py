@@ -43,6 +43,7 @@ from storage.schema import schema_version
 from storage.store_models import ModelCalls
 from storage.store_photos import PhotoCalls
 from storage.store_state import StateCalls
+from storage.store_updates import UpdateCalls
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class RecordedPrediction:
     photo: Photo
 
 
-class Store(ModelCalls, StateCalls, PhotoCalls):
+class Store(ModelCalls, StateCalls, PhotoCalls, UpdateCalls):
     """Open with `await Store.open(database, images_dir)`; close with `await store.close()`.
 
     `database` is a SQLite file or a `postgresql://` URL (see `storage.connect.open_database`).

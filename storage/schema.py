@@ -255,6 +255,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE retrain_jobs ADD COLUMN worker TEXT",  # host/pid/tag of the claiming worker
         "ALTER TABLE retrain_jobs ADD COLUMN lease_until REAL",  # unix time; the worker's clock
     ),
+    # 11: updates the webhook received, so that bot replicas behind one load balancer answer each once
+    # (storage.queries.updates: claim, lease, answering, done), and the webhook as a replica last set
+    # it, so that the others leave it alone (docs/architecture.md, "One update's way through a replica").
+    (
+        """CREATE TABLE webhook_updates (
+            update_id INTEGER PRIMARY KEY,          -- Telegram's
+            owner TEXT NOT NULL,                    -- the replica handling it ('host/pid/tag')
+            claimed_at REAL NOT NULL,               -- unix time the owner claimed it
+            lease_until REAL NOT NULL,              -- another replica may take it over after this
+            answering_at REAL,                      -- the owner's first answer went out then; NULL: none
+            done_at REAL,                           -- answered and recorded; NULL: not yet
+            claims INTEGER NOT NULL,                -- how many replicas claimed it (over 1: taken over)
+            in_doubt INTEGER NOT NULL               -- takeovers after an answer went out: maybe twice
+        )""",
+        "CREATE INDEX webhook_updates_claimed ON webhook_updates(claimed_at)",  # old ones are swept
+        """CREATE TABLE webhook_setting (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            fingerprint TEXT NOT NULL,              -- SHA-256 of the URL, secret, update kinds, connections
+            url TEXT NOT NULL,                      -- the public URL, without its secret path
+            set_by TEXT NOT NULL,                   -- the replica that called setWebhook
+            set_at REAL NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
