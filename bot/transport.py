@@ -13,6 +13,9 @@ With it, the bot's CPU per digit photo went from 18–21 to 11–14 ms and its t
 variables and ~/.netrc in a thread for every call, which cost most of that gain (a median of 87.5
 against 136.9 photos/s over five rounds).
 
+A webhook replica sets `BEFORE_ANSWER` while it handles an update (`bot.webhook`): the first call that
+shows the person something waits until the database notes that an answer is on its way.
+
 Everything above the wire stays python-telegram-bot's: `BaseRequest` builds the parameters, parses the
 answer and raises its errors (BadRequest, RetryAfter, …); this module only moves bytes, with
 python-telegram-bot's timeouts and its TimedOut / NetworkError for failures on the way, whose texts
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import ssl
 import urllib.request
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +49,14 @@ WRITE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
 POOL_TIMEOUT_S = 1.0
 MEDIA_WRITE_TIMEOUT_S = 20.0
+
+# Awaited before every Bot API call that may show a person something, in the task handling one
+# webhook update (and the tasks it starts): `bot.webhook` notes there that an answer may be on its way.
+BEFORE_ANSWER: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("before_answer", default=None)
+# Calls that show nobody anything: sending them twice is harmless.
+QUIET_METHODS = frozenset(
+    {"sendchataction", "setmycommands", "deletemycommands", "setwebhook", "deletewebhook", "logout", "close"}
+)
 
 
 def bot_api_request(pool_size: int = CONNECTION_POOL_SIZE) -> AiohttpRequest:
@@ -110,6 +123,9 @@ class AiohttpRequest(BaseRequest):
         """See `BaseRequest.do_request`: the status and the body, or TimedOut / NetworkError."""
         if self._session is None or self._session.closed:
             raise RuntimeError("This AiohttpRequest is not initialized!")
+        before_answer = BEFORE_ANSWER.get()
+        if before_answer is not None and shows_something(url):
+            await before_answer()
         uploads = request_data is not None and request_data.contains_files
         timeout = self._timeout(
             read=read_timeout,
@@ -162,6 +178,15 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect,
             sock_read=read,
         )
+
+
+def shows_something(url: str) -> bool:
+    """Whether a Bot API call may change what a person sees (sendMessage, editMessageText,
+    answerCallbackQuery …): every method but the get* ones, the quiet ones and file downloads."""
+    if "/file/bot" in url:
+        return False
+    method = url.rsplit("/", 1)[-1].split("?", 1)[0].lower()
+    return not method.startswith("get") and method not in QUIET_METHODS
 
 
 def _describe(error: BaseException, url: str) -> str:

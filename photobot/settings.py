@@ -8,6 +8,7 @@ Every variable is listed with its default in `.env.example`; keep the two in ste
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,12 @@ class Settings:
     webhook_url: str | None = None  # public URL; when set the bot uses a webhook instead of long polling
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = 8443
+    # The secret Telegram sends with every webhook call (X-Telegram-Bot-Api-Secret-Token); None: one
+    # derived from the token. Every replica must have the same. Left out of repr.
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_max_connections: int = 40  # Telegram's concurrent webhook calls (setWebhook, 1 to 100)
+    webhook_answer_within_s: float = 50.0  # a webhook call is answered by then; Telegram waits 60 s
+    webhook_lease_s: float = 15.0  # a replica silent this long loses the updates it held to the others
     admin_ids: frozenset[int] = frozenset()
     data_dir: Path = Path("var")
     # postgresql://USER:PASSWORD@HOST:PORT/DATABASE for a database several machines share; None: the SQLite
@@ -119,6 +126,22 @@ class Settings:
             webhook_url=get("WEBHOOK_URL"),
             webhook_listen=get("WEBHOOK_LISTEN") or defaults.webhook_listen,
             webhook_port=_number(env, "WEBHOOK_PORT", defaults.webhook_port, int),
+            webhook_secret=_webhook_secret(get("WEBHOOK_SECRET")),
+            webhook_max_connections=_between(
+                "WEBHOOK_MAX_CONNECTIONS",
+                _number(env, "WEBHOOK_MAX_CONNECTIONS", defaults.webhook_max_connections, int),
+                1,
+                100,
+            ),
+            webhook_answer_within_s=_between(
+                "WEBHOOK_ANSWER_WITHIN_S",
+                _number(env, "WEBHOOK_ANSWER_WITHIN_S", defaults.webhook_answer_within_s, float),
+                1,
+                59,
+            ),
+            webhook_lease_s=_between(
+                "WEBHOOK_LEASE_S", _number(env, "WEBHOOK_LEASE_S", defaults.webhook_lease_s, float), 1, 3600
+            ),
             admin_ids=_id_set(env, "ADMIN_IDS"),
             data_dir=Path(get("DATA_DIR") or defaults.data_dir),
             database_url=_database_url(get("DATABASE_URL")),
@@ -209,6 +232,19 @@ def _http_url(name: str, value: str | None) -> str | None:
     if not value.lower().startswith(("http://", "https://")):
         raise SettingsError(f"{name} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+def _webhook_secret(value: str | None) -> str | None:
+    """Telegram's rule for a webhook's secret_token: 1 to 256 of A-Z, a-z, 0-9, _ and - (never quoted)."""
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+        raise SettingsError("WEBHOOK_SECRET must be 1 to 256 letters, digits, _ or - (Telegram's rule)")
+    return value
+
+
+def _between(name: str, value: T, low: T, high: T) -> T:
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be from {low} to {high}, got {value!r}")
+    return value
 
 
 def _optional_float(name: str, value: str | None) -> float | None:

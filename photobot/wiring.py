@@ -9,6 +9,7 @@ inside the job, its typed `RetrainSettings`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from bot.config import BotConfig, RetrainConfig, WorkerConfig
 from bot.limits import FloodLimiter
 from bot.metrics import BotMetrics
 from bot.services import Services
+from bot.webhook import WebhookConfig
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from photobot.serving import build_photo_classifier
 from photobot.settings import Settings
@@ -229,6 +231,25 @@ def build_bot(
         return await open_services(settings, names=served, catalogue=catalogue)
 
     return build_application(bot_config(settings), open_services=services, catalogue=catalogue)
+
+
+def webhook_config(settings: Settings) -> WebhookConfig:
+    """Where Telegram POSTs updates (WEBHOOK_URL and a path derived from the token: unguessable, stable
+    across restarts, the same on every replica), the secret it sends, and the replica's own knobs."""
+    if not settings.webhook_url:
+        raise ValueError("WEBHOOK_URL is not set")
+    digest = hashlib.sha256(f"photobot-webhook:{settings.telegram_bot_token or ''}".encode()).hexdigest()
+    public = settings.webhook_url.rstrip("/")
+    return WebhookConfig(
+        url=f"{public}/telegram/{digest[:32]}",
+        secret=settings.webhook_secret or digest[32:],
+        public_url=public,
+        listen=settings.webhook_listen,
+        port=settings.webhook_port,
+        max_connections=settings.webhook_max_connections,
+        answer_within_s=settings.webhook_answer_within_s,
+        lease_s=settings.webhook_lease_s,
+    )
 
 
 def playground_bot(

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -98,19 +97,19 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(application: Application, settings: Settings) -> None:
-    """Long polling, or a webhook when WEBHOOK_URL is set, until SIGTERM or SIGINT."""
+    """Long polling, or a webhook when WEBHOOK_URL is set, until SIGTERM or SIGINT.
+
+    The webhook is our own server (`bot.webhook`), not python-telegram-bot's `run_webhook`, which
+    acknowledges an update before it is answered: here Telegram's call is answered once the update is,
+    so the update of a replica that dies is delivered again, and each is answered once across replicas.
+    """
     from telegram import Update
 
     if settings.webhook_url:
-        path, secret = _webhook_secrets(application.bot.token)
-        application.run_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=path,
-            webhook_url=f"{settings.webhook_url.rstrip('/')}/{path}",
-            secret_token=secret,
-            allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
-        )
+        from bot.webhook import run_webhook
+        from photobot.wiring import webhook_config
+
+        asyncio.run(run_webhook(application, webhook_config(settings)))
     else:
         application.run_polling(
             timeout=POLL_TIMEOUT_S, allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY]
@@ -176,9 +175,3 @@ def _one_line_errors(settings: Settings) -> Iterator[None]:
             f"the Bot API at {settings.telegram_api_url} could not be reached ({reason}); "
             f"check the network and TELEGRAM_API_URL; {PROXY_HINT}"
         ) from None
-
-
-def _webhook_secrets(token: str) -> tuple[str, str]:
-    """A URL path and a secret header value derived from the token: unguessable, stable across restarts."""
-    digest = hashlib.sha256(f"photobot-webhook:{token}".encode()).hexdigest()
-    return f"telegram/{digest[:32]}", digest[32:]

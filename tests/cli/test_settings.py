@@ -62,6 +62,9 @@ def test_a_missing_dotenv_means_defaults():
         ("ADMIN_IDS", "12,alice", "ADMIN_IDS must be Telegram user ids"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of text, json"),
         ("METRICS_PORT", "70000", "METRICS_PORT must be a TCP port"),
+        ("WEBHOOK_SECRET", "not secret!", "WEBHOOK_SECRET must be 1 to 256 letters, digits, _ or -"),
+        ("WEBHOOK_MAX_CONNECTIONS", "101", "WEBHOOK_MAX_CONNECTIONS must be from 1 to 100"),
+        ("WEBHOOK_ANSWER_WITHIN_S", "60", "WEBHOOK_ANSWER_WITHIN_S must be from 1 to 59"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):
