@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PHOTOBOT_DATASETS ?= $(abspath ../shared/data)
 export PHOTOBOT_DATASETS
 
-.PHONY: install run test test-fast lint types format playground browser postgres clean
+.PHONY: install run test test-fast lint types format playground browser postgres nginx clean
 
 install: $(VENV)/.installed
 
@@ -50,8 +50,16 @@ postgres:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 
+# The webhook replica tests put several `photobot run` processes behind Debian's nginx, run unprivileged
+# on a free port with a temporary config (tests/support/nginx.py): install it when missing.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		echo "installing Debian's nginx for the webhook replica tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends nginx; }
+
 # Everything: lint, format check and the whole suite, real training and the browser included.
-test: lint browser postgres
+test: lint browser postgres nginx
 	$(BIN)/pytest -q
 
 # The inner loop: lint and every test that needs no real training, no browser and no Ray cluster.
