@@ -1,5 +1,6 @@
 """What the bot counts for Prometheus: photos answered and how long they took, refusals and errors by kind,
-photos in progress, flood drops and feedback taps.
+photos in progress, flood drops and feedback taps (`BotMetrics`); and `photobot worker`'s jobs
+(`WorkerMetrics`).
 
 Recorded where they happen, a few `inc` / `observe` calls per photo: each takes prometheus_client's lock
 for a handful of instructions and none is held across an await. The engine's own figures (batches,
@@ -16,30 +17,12 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from inference.errors import (
-    DeadlineExceeded,
-    EngineBusy,
-    ImageTooLarge,
-    InferenceError,
-    InferenceUnavailable,
-    ModelUnavailable,
-    UnsupportedImage,
-    WorkerLost,
-)
+from inference.errors import InferenceError, counted_as
+from inference.metrics import LATENCY_BUCKETS
 
 NONE = "none"  # the model label of a photo that is neither (answered "not recognised" in auto mode)
-# Seconds. A photo is answered in ~0.1 s on an idle bot, seconds under load or with Telegram's 30
-# messages/s; the engine's deadline is 10 s and a download may take 30.
-LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-# Refusals: the photo itself or the load (the person is told why); errors: something on our side failed.
-REFUSED = {ImageTooLarge: "too_large", UnsupportedImage: "unsupported", EngineBusy: "busy"}
-ERRORS = {
-    DeadlineExceeded: "deadline",
-    InferenceUnavailable: "inference_unavailable",
-    ModelUnavailable: "model_unavailable",
-    WorkerLost: "worker_lost",
-}
+# A retraining job: a minute (digits, a few epochs) to an hour (flowers on a CPU).
+JOB_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
 
 
 class BotMetrics:
@@ -131,12 +114,11 @@ class BotMetrics:
 
     def inference_error(self, error: InferenceError) -> None:
         """A photo the classifier did not answer: a refusal or an error, by the error's class."""
-        for refusal, reason in REFUSED.items():
-            if isinstance(error, refusal):
-                self.refused(reason)
-                return
-        kind = next((kind for cls, kind in ERRORS.items() if isinstance(error, cls)), "inference")
-        self.error(kind)
+        counter, label = counted_as(error)
+        if counter == "refused":
+            self.refused(label)
+        else:
+            self.error(label)
 
     def flood_dropped(self, limit: str) -> None:
         if self.enabled:
@@ -145,3 +127,54 @@ class BotMetrics:
     def feedback(self, outcome: str) -> None:
         if self.enabled:
             self._feedback.labels(outcome).inc()
+
+
+class WorkerMetrics:
+    """What `photobot worker` counts: the retraining jobs it ran, how long they took, the one running, and
+    failures to look for jobs (the database or the Bot API away). No registry: nothing is recorded."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.enabled = registry is not None
+        self._jobs = Counter(
+            "photobot_worker_jobs",
+            "Retraining jobs this worker ran, by model, the job's status and its gate's decision",
+            ["model", "status", "decision"],
+            registry=registry,
+        )
+        self._job_seconds = Histogram(
+            "photobot_worker_job_seconds",
+            "A retraining job's time from its start to its end",
+            ["model"],
+            buckets=JOB_BUCKETS,
+            registry=registry,
+        )
+        self._running = Gauge(
+            "photobot_worker_running",
+            "The job this worker runs now (1), by model",
+            ["model"],
+            registry=registry,
+        )
+        self._poll_errors = Counter(
+            "photobot_worker_poll_errors", "Looks for queued jobs that failed", registry=registry
+        )
+
+    @contextlib.contextmanager
+    def running(self, model: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        self._running.labels(model).set(1)
+        try:
+            yield
+        finally:
+            self._running.labels(model).set(0)
+
+    def ran(self, model: str, status: str, decision: str | None, seconds: float | None) -> None:
+        if self.enabled:
+            self._jobs.labels(model, status, decision or NONE).inc()
+            if seconds is not None:
+                self._job_seconds.labels(model).observe(seconds)
+
+    def poll_failed(self) -> None:
+        if self.enabled:
+            self._poll_errors.inc()

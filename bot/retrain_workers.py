@@ -30,6 +30,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bot.metrics import WorkerMetrics
 from bot.redaction import redact
 from bot.retraining import (
     TimeLeft,
@@ -134,6 +135,7 @@ class RetrainWorker:
     models: ModelStore
     name: str = field(default_factory=new_watcher)  # host/pid/tag: `retrain_jobs.worker`
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)  # records nothing unless METRICS_PORT
 
     async def run(self, *, once: bool = False) -> int:
         """Poll for jobs until `stopping` is set (or, with `once`, until one job ran); the jobs run."""
@@ -148,9 +150,13 @@ class RetrainWorker:
                 if queued:
                     job = await self.store.claim_retrain_job(self.name, self.config.lease_s)
             except Exception:  # the database or the Bot API is away for a while: poll again
+                self.metrics.poll_failed()
                 logger.exception("worker %s: looking for jobs failed; trying again", self.name)
             if job is not None:
-                await self.run_job(job)
+                with self.metrics.running(job.model):
+                    done = await self.run_job(job)
+                took = done.finished_at - done.started_at if done.finished_at and done.started_at else None
+                self.metrics.ran(done.model, done.status, done.decision, took)
                 ran += 1
                 if once:
                     break

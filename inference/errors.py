@@ -1,5 +1,7 @@
 """Domain errors of `inference`. The bot maps each to one reply, in one place."""
 
+from __future__ import annotations
+
 
 class InferenceError(Exception):
     """Base class: a photo could not be answered.
@@ -42,3 +44,25 @@ class WorkerLost(InferenceError):
 class InferenceUnavailable(ModelUnavailable):
     """The inference service (INFERENCE_URL) cannot answer: not reached, timed out, or failing, also on
     the retry. Every photo fails alike until it is back; the bot says so, and keeps what it can."""
+
+
+def counted_as(error: InferenceError) -> tuple[str, str]:
+    """How the metrics count a photo `error` left unanswered: ("refused", reason) when the photo or the
+    load is why (the person is told), ("error", kind) when something on our side failed."""
+    for cls, reason in _REFUSED:
+        if isinstance(error, cls):
+            return "refused", reason
+    return "error", next((kind for cls, kind in _FAILED if isinstance(error, cls)), "inference")
+
+
+_REFUSED: tuple[tuple[type[InferenceError], str], ...] = (
+    (ImageTooLarge, "too_large"),
+    (UnsupportedImage, "unsupported"),
+    (EngineBusy, "busy"),
+)
+_FAILED: tuple[tuple[type[InferenceError], str], ...] = (  # subclasses before their base
+    (DeadlineExceeded, "deadline"),
+    (InferenceUnavailable, "inference_unavailable"),
+    (ModelUnavailable, "model_unavailable"),
+    (WorkerLost, "worker_lost"),
+)

@@ -21,6 +21,9 @@ from prometheus_client.registry import Collector
 
 from inference.classifier import ModelStatus
 
+# Seconds, the bot's and the service's latencies alike. A photo is answered in ~0.1 s on an idle bot,
+# seconds under load or with Telegram's 30 messages/s; the engine's deadline is 10 s, a download's 30.
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Rows per model call: the engine batches up to ENGINE_MAX_BATCH (16 by default) rows, a number's digits
 # count a row each.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -3,10 +3,9 @@
 The figures are defined in the rooms that make them (`bot.metrics`, `inference.metrics`,
 `inference.remote.metrics`); this module only serves a registry:
 
-- `photobot run` serves its bot's registry from its own event loop (`MetricsServer`, aiohttp, as the
-  bot's transport): the collectors read the classifier's report on the loop that owns it, and a loop that
-  is stuck shows as a scrape that fails (`up == 0`), which is itself the alert.
-- a process without an event loop (`photobot worker`) serves from a thread (`serve_in_thread`).
+- `photobot run` and `photobot worker` serve their registry from their own event loop (`MetricsServer`,
+  aiohttp, as the bot's transport): the collectors read the classifier's report on the loop that owns
+  it, and a loop that is stuck shows as a scrape that fails (`up == 0`), which is itself the alert.
 - `photobot serve inference` has no endpoint of its own: its replicas are Ray actors on any node, so
   their figures go through Ray's metrics, which each Ray node serves on its metrics export port
   (`photobot serve inference` sets it to METRICS_PORT for the cluster it starts).
@@ -18,17 +17,8 @@ on one host need a port each, so there is no port that could be everyone's defau
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-
 from aiohttp import web
-from prometheus_client import (
-    CollectorRegistry,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from photobot.errors import UserFacingError
@@ -75,22 +65,6 @@ class MetricsServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-
-def serve_in_thread(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
-    """`GET /metrics` of `registry` from a thread (a process without an event loop); returns `stop`."""
-    try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
-    except OSError as error:
-        raise in_use(host, port, error) from None
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        if thread is not threading.current_thread():
-            thread.join(5)
-
-    return stop
 
 
 def in_use(host: str, port: int, error: OSError) -> UserFacingError:

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -208,17 +208,32 @@ def metrics_registry(settings: Settings) -> CollectorRegistry | None:
     return process_registry() if settings.metrics_port else None
 
 
+async def serve_process_metrics(
+    settings: Settings, registry: CollectorRegistry | None
+) -> Callable[[], Awaitable[None]]:
+    """`registry` at http://METRICS_LISTEN:METRICS_PORT/metrics on the running loop (nothing without a
+    registry); returns what stops it."""
+    from photobot.metrics import MetricsServer
+
+    if registry is None:
+        return _nothing
+    server = MetricsServer(registry, settings.metrics_listen, settings.metrics_port)
+    await server.start()
+    log.info("Prometheus metrics on %s", server.url)
+    return server.close
+
+
+async def _nothing() -> None:
+    pass
+
+
 async def serve_metrics(settings: Settings, found: Services, registry: CollectorRegistry) -> None:
     """The bot's figures and its classifier's (the engine's batches and queues in this process, the
     versions serving either way) at http://METRICS_LISTEN:METRICS_PORT/metrics, until the services close."""
     from inference.metrics import EngineCollector
-    from photobot.metrics import MetricsServer
 
     registry.register(EngineCollector(found.classifier.models, engine=settings.remote is None))
-    server = MetricsServer(registry, settings.metrics_listen, settings.metrics_port)
-    await server.start()
-    found.closing.append(server.close)
-    log.info("Prometheus metrics on %s", server.url)
+    found.closing.append(await serve_process_metrics(settings, registry))
 
 
 def build_bot(

@@ -58,6 +58,7 @@ from inference.preparation import (
     preprocessing_id,
 )
 from inference.remote.config import ServeConfig
+from inference.remote.metrics import IngressMetrics, ModelMetrics
 from inference.remote.protocol import (
     CLASSIFY_PATH,
     HEALTH_PATH,
@@ -126,6 +127,7 @@ class ModelServer:
         self._refused: dict[int, str] = {}
         self._swaps = 0
         self._stats = BatchStats()
+        self._metrics = ModelMetrics(name)
         self.follow()  # a replica is healthy once it serves: loading (and converting) happens here
         if engine.reload_poll_s > 0:
             threading.Thread(target=self._poll, name=f"follow-{name}", daemon=True).start()
@@ -182,6 +184,7 @@ class ModelServer:
             return
         self._serving = _Loaded(loaded, adapter)
         self._swaps += current is not None
+        self._metrics.serving(active)
         log.info("%s v%d serving on %s %s", self.name, active, loaded.backend, loaded.device)
 
     def _poll(self) -> None:
@@ -224,6 +227,7 @@ class ModelServer:
                 return [answer for ask in asks for answer in self._run_group(serving, [ask])]
             log.exception("%s: the model call failed", self.name)
             self._stats.failed += 1
+            self._metrics.failed()
             return [ModelUnavailable(f"the model could not answer this photo ({type(error).__name__})")]
         model_ms = (time.monotonic() - started) * 1000.0
         rows = sum(len(rows) for rows in inputs)
@@ -231,6 +235,7 @@ class ModelServer:
         self._stats.requests += len(asks)
         self._stats.rows += rows
         self._stats.sizes[rows] += 1
+        self._metrics.batch(rows, model_ms / 1000.0)
         answers: list[Answer] = []
         offset = 0
         for ask, mine in zip(asks, inputs, strict=True):
@@ -241,6 +246,7 @@ class ModelServer:
             except Exception as error:
                 log.exception("%s: turning model outputs into an answer failed", self.name)
                 self._stats.failed += 1
+                self._metrics.failed()
                 answers.append(ModelUnavailable(f"the answer could not be made ({type(error).__name__})"))
                 continue
             answers.append(Timed(prediction, (started - ask.enqueued) * 1000.0, model_ms, rows))
@@ -283,6 +289,7 @@ class PhotoAnswers(Answering[_Remote]):
         self._decode_workers = decode_workers
         self._pool: Pool | None = None
         self._pending = 0
+        self._metrics = IngressMetrics()
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.rstrip("/")
@@ -301,10 +308,13 @@ class PhotoAnswers(Answering[_Remote]):
             error = ModelUnavailable(f"this service has no {mode!r} mode ({', '.join(self.catalogue.modes)})")
             return _json(*error_json(error))
         data = await request.body()
+        started = time.monotonic()
         try:
             prediction = await self.classify(data, mode)
         except InferenceError as error:
+            self._metrics.failed(error)
             return _json(*error_json(error))
+        self._metrics.answered(prediction, time.monotonic() - started)
         return _json(200, prediction_json(prediction))
 
     async def classify(self, data: bytes, mode: str) -> Prediction:
@@ -312,6 +322,7 @@ class PhotoAnswers(Answering[_Remote]):
         if self._pending >= self.engine.queue_size:
             raise EngineBusy(f"{self._pending} photos are being answered; try again in a moment")
         self._pending += 1
+        self._metrics.in_progress(self._pending)
         started = time.monotonic()
         try:
             await self._start()
@@ -322,6 +333,7 @@ class PhotoAnswers(Answering[_Remote]):
             raise DeadlineExceeded(f"no answer within {self.engine.deadline_s:g} s") from None
         finally:
             self._pending -= 1
+            self._metrics.in_progress(self._pending)
         timings = {**prediction.timings_ms, "total": (time.monotonic() - started) * 1000.0}
         return replace(prediction, timings_ms={k: round(v, 3) for k, v in timings.items()})
 
@@ -418,6 +430,7 @@ def build_app(
     gpus: float,
     max_image_bytes: int,
     max_image_pixels: int,
+    log_format: str = "text",
 ) -> serve.Application:
     """The application graph: a ModelServer deployment per catalogue model behind the ingress.
 
@@ -434,7 +447,8 @@ def build_app(
     # photobot.serving: the models are chains of layers).
     environment = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": threads}
     # No line per request in the replicas' logs: at hundreds of photos a second that is CPU and disk.
-    quiet = {"enable_access_log": False}
+    # LOG_FORMAT=json: the replicas' log files are JSON lines too (Ray Serve's own encoding).
+    quiet = {"enable_access_log": False, "encoding": "JSON" if log_format == "json" else "TEXT"}
     models = {}
     for spec in catalogue:
         deployment = serve.deployment(

@@ -12,8 +12,9 @@ application is deployed again (Ray Serve updates it in place, serving meanwhile)
 
 Settings: SERVE_* (where the proxy listens, batching, autoscaling bounds, CPUs and GPUs per replica;
 with SERVE_GPUS_PER_REPLICA empty, model replicas take one GPU each where the cluster has GPUs), and
-ENGINE_* for the ingress's decoding, deadline and queue. Needs the `cluster` extra: pip install
-'photobot[cluster]'.
+ENGINE_* for the ingress's decoding, deadline and queue. With METRICS_PORT, the local cluster it starts
+serves its Prometheus metrics there (Ray's, Ray Serve's and the application's:
+`inference.remote.metrics`). Needs the `cluster` extra: pip install 'photobot[cluster]'.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
@@ -63,18 +65,50 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from photobot.wiring import taught_catalogue
 
     seed_models(settings)
-    ray.init(address=args.address, num_cpus=args.num_cpus, include_dashboard=False)
+    ray.init(
+        address=args.address,
+        num_cpus=args.num_cpus,
+        include_dashboard=False,
+        **_metrics_port(args, settings),
+    )
     try:
         url = start_serve(settings)
         catalogue = taught_catalogue(settings)
         deploy(settings, catalogue)
         print(f"PhotoBot inference on Ray Serve: {url} (models: {', '.join(catalogue.names)})", flush=True)
+        if settings.metrics_port and _starts_a_cluster(args):
+            print(f"Prometheus metrics of this Ray node: {_metrics_url(settings)}", flush=True)
         print(f"Start the bots with INFERENCE_URL={url}", flush=True)
         _follow_catalogue(settings, catalogue)
     finally:
         serve.delete(APP_NAME)
         ray.shutdown()
     return 0
+
+
+def _starts_a_cluster(args: argparse.Namespace) -> bool:
+    """Whether ray.init starts a local cluster (no --address, no RAY_ADDRESS) rather than joining one."""
+    return not (args.address or os.environ.get("RAY_ADDRESS"))
+
+
+def _metrics_port(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """METRICS_PORT as the metrics export port of the cluster this command starts: that node's Ray, Ray
+    Serve and PhotoBot figures (`inference.remote.metrics`). A cluster it joins has its own, set by
+    `ray start --metrics-export-port` on each node."""
+    if not settings.metrics_port:
+        return {}
+    if not _starts_a_cluster(args):
+        log.warning(
+            "METRICS_PORT is not used when joining a Ray cluster: scrape each node's "
+            "`ray start --metrics-export-port`"
+        )
+        return {}
+    return {"_metrics_export_port": settings.metrics_port}
+
+
+def _metrics_url(settings: Settings) -> str:
+    # Ray's metrics agent listens on every interface of the node (METRICS_LISTEN is not Ray's to take).
+    return f"http://127.0.0.1:{settings.metrics_port}/metrics"
 
 
 def start_serve(settings: Settings) -> str:
@@ -113,6 +147,7 @@ def application(settings: Settings, catalogue: Catalogue) -> serve.Application:
         gpus=gpus,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
+        log_format=settings.log_format,
     )
 
 

@@ -10,7 +10,8 @@ why (`bot.retrain_workers`). Several workers may run, on as many machines.
 
 SIGTERM or Ctrl-C stops it: the job it runs is stopped (failed, and the admin told), then it exits 0.
 `--once` runs one job, waiting for one to be queued, then exits: a worker as a batch job (`ray job
-submit --entrypoint-num-gpus 1 -- photobot worker --once`, a Kubernetes Job, cron).
+submit --entrypoint-num-gpus 1 -- photobot worker --once`, a Kubernetes Job, cron). With METRICS_PORT
+it serves its jobs' figures and its process's at http://METRICS_LISTEN:METRICS_PORT/metrics.
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ async def _work(args: argparse.Namespace, settings: Settings) -> int:
     from telegram import Bot
 
     from bot.app import api_urls
+    from bot.metrics import WorkerMetrics
     from bot.retrain_workers import RetrainWorker
     from bot.transport import bot_api_request
     from photobot.serving import model_store
-    from photobot.wiring import worker_config
+    from photobot.wiring import metrics_registry, serve_process_metrics, worker_config
     from storage import Store
 
     base_url, base_file_url = api_urls(settings.telegram_api_url)
@@ -90,6 +92,8 @@ async def _work(args: argparse.Namespace, settings: Settings) -> int:
         base_file_url=base_file_url,
         request=bot_api_request(8),
     )
+    registry = metrics_registry(settings)
+    stop_metrics = await serve_process_metrics(settings, registry)  # first: a port in use stops it here
     store = await Store.open(settings.database, settings.images_dir)
     try:
         async with bot:
@@ -98,6 +102,7 @@ async def _work(args: argparse.Namespace, settings: Settings) -> int:
                 store,
                 bot,
                 await asyncio.to_thread(model_store, settings),
+                metrics=WorkerMetrics(registry),
             )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -106,6 +111,7 @@ async def _work(args: argparse.Namespace, settings: Settings) -> int:
             log.info("worker %s: stopped after %d job(s)", worker.name, ran)
     finally:
         await store.close()
+        await stop_metrics()
     return 0
 
 

@@ -1,22 +1,29 @@
 """The bot's Prometheus endpoint (METRICS_PORT), scraped while a real bot answers through the fake Bot API:
 photos answered and their latencies, refusals, flood drops, feedback taps, the engine's batches and the
-version that serves; and a port already taken is one clear line."""
+version that serves; a port already taken is one clear line; and `photobot worker`'s jobs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import shutil
+import signal
 import socket
+import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.playground.bot_api_server import BotApiServer
 from inference.model_store import ModelStore
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 from photobot.wiring import open_services
-from tests.support.bot import button_data, buttons, digit_photo, start_bot, stop_bot
+from storage import Store
+from tests.support.bot import TOKEN, button_data, buttons, digit_photo, start_bot, stop_bot
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -122,3 +129,76 @@ async def test_a_metrics_port_in_use_stops_the_start_with_one_line_naming_it(
         settings = Settings(data_dir=tmp_path / "data", metrics_port=port)
         with pytest.raises(UserFacingError, match=rf"127\.0\.0\.1:{port} .*METRICS_PORT"):
             await open_services(settings, names=("digits",))
+
+
+async def test_photobot_worker_serves_the_jobs_it_ran(tmp_path: Path, model_dir: Path) -> None:
+    """`photobot worker` with METRICS_PORT, as an operator runs it: a queued job it runs (one with too
+    few labelled photos, so it ends without training) is counted with its status and decision."""
+    data = tmp_path / "data"
+    shutil.copytree(model_dir, data / "models")
+    store = await Store.open(data / "photobot.sqlite3", data / "images")
+    try:
+        job = await store.create_retrain_job("digits", language="en", runner="worker")
+    finally:
+        await store.close()
+    port = free_port()
+    async with BotApiServer(TOKEN) as server:
+        env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": server.url,
+            "DATA_DIR": str(data),
+            "METRICS_PORT": str(port),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below, after the process ends
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "photobot", "worker", "--poll-s", "0.2", env=env, stdout=log, stderr=log
+        )
+        try:
+            samples: Samples = {}
+            for _ in range(600):  # the job process imports TensorFlow: allow minutes on a busy machine
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    samples = await scrape(port)
+                if total(samples, "photobot_worker_jobs_total"):
+                    break
+                await asyncio.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), 60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            log.close()
+    output = (tmp_path / "worker.log").read_text()
+    assert code == 0, output
+    done = await finished(data, job.id)
+    ran = {
+        dict(labels)["status"]: v
+        for (name, labels), v in samples.items()
+        if name == "photobot_worker_jobs_total"
+    }
+    assert ran == {done.status: 1}, output
+    assert (
+        value(
+            samples,
+            "photobot_worker_jobs_total",
+            model="digits",
+            status=done.status,
+            decision=done.decision or "none",
+        )
+        == 1
+    )
+    assert value(samples, "photobot_worker_job_seconds_count", model="digits") == 1
+    assert value(samples, "photobot_worker_running", model="digits") == 0
+    assert value(samples, "photobot_worker_poll_errors_total") == 0
+
+
+async def finished(data: Path, job_id: int):
+    store = await Store.open(data / "photobot.sqlite3", data / "images")
+    try:
+        job = await store.get_retrain_job(job_id)
+    finally:
+        await store.close()
+    assert job is not None and not job.active
+    return job
