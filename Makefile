@@ -51,7 +51,7 @@ postgres:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 
 # The webhook replica tests put several `photobot run` processes behind Debian's nginx, run unprivileged
-# on a free port with a temporary config (tests/support/nginx.py): install it when missing.
+# on a free port with a temporary config (benchmarks/nginx_server.py): install it when missing.
 nginx:
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
 		echo "installing Debian's nginx for the webhook replica tests"; \
