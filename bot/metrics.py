@@ -13,9 +13,11 @@ it a bot's `BotMetrics()` records nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from inference.errors import InferenceError, counted_as
 from inference.metrics import LATENCY_BUCKETS
@@ -127,6 +129,27 @@ class BotMetrics:
     def feedback(self, outcome: str) -> None:
         if self.enabled:
             self._feedback.labels(outcome).inc()
+
+    def follow_counts(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Export counts something keeps anyway (the webhook's `WebhookCounts`), read at each scrape: one
+        counter `name`, a sample per key under `label`."""
+        if self.registry is not None:
+            self.registry.register(_CountsCollector(name, documentation, label, read))
+
+
+class _CountsCollector(Collector):
+    def __init__(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self._name, self._documentation, self._label, self._read = name, documentation, label, read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for key, count in self._read().items():
+            family.add_metric([key], count)
+        yield family
 
 
 class WorkerMetrics:

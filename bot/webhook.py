@@ -34,7 +34,7 @@ import secrets
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -378,6 +378,14 @@ async def run_webhook(
         await application.start()
         found: Services = application.bot_data[KEY]
         webhook = Webhook(application, config, found.store)
+        counts = webhook.counts
+        found.metrics.follow_counts(
+            "photobot_webhook_updates",
+            "Webhook calls by what became of them (WebhookCounts): answered, acknowledged, taken_over, "
+            "in_doubt, unrecorded, late, refused, unavailable",
+            "outcome",
+            lambda: asdict(counts),
+        )
         await webhook.start()
         await webhook.ensure_webhook(application.bot)
         await stop.wait()

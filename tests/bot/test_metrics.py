@@ -1,6 +1,7 @@
 """The bot's Prometheus endpoint (METRICS_PORT), scraped while a real bot answers through the fake Bot API:
 photos answered and their latencies, refusals, flood drops, feedback taps, the engine's batches and the
-version that serves; a port already taken is one clear line; and `photobot worker`'s jobs."""
+version that serves; a port already taken is one clear line; a webhook replica's calls; and `photobot
+worker`'s jobs."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.playground.bot_api_server import BotApiServer
+from bot.webhook import run_webhook
 from inference.model_store import ModelStore
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
-from photobot.wiring import open_services
+from photobot.wiring import build_bot, open_services, webhook_config
 from storage import Store
 from tests.support.bot import TOKEN, button_data, buttons, digit_photo, start_bot, stop_bot
 
@@ -202,3 +204,44 @@ async def finished(data: Path, job_id: int):
         await store.close()
     assert job is not None and not job.active
     return job
+
+
+async def test_a_webhook_replica_exports_what_became_of_its_calls(tmp_path: Path, model_dir: Path) -> None:
+    """WEBHOOK_URL: the replica's WebhookCounts, read at each scrape, beside the bot's own figures."""
+    shutil.copytree(model_dir, tmp_path / "data" / "models")
+    webhook_port, port = free_port(), free_port()
+    async with BotApiServer(TOKEN, local_mode=True) as server:
+        settings = Settings(
+            telegram_bot_token=TOKEN,
+            telegram_api_url=server.url,
+            data_dir=tmp_path / "data",
+            webhook_url=f"http://127.0.0.1:{webhook_port}",
+            webhook_port=webhook_port,
+            metrics_port=port,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(
+            run_webhook(build_bot(settings, names=("digits",)), webhook_config(settings), stop=stop)
+        )
+        try:
+            for _ in range(600):
+                if server.webhook_url or running.done():
+                    break
+                await asyncio.sleep(0.1)
+            user = server.add_user(8201, "Hook")["id"]
+            await server.send_text(user, "/help")
+            await server.wait_for(
+                user, lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"], timeout=60
+            )
+            samples: Samples = {}
+            for _ in range(100):  # counted once the update is recorded done, just after its answer
+                samples = await scrape(port)
+                if value(samples, "photobot_webhook_updates_total", outcome="answered"):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await running
+    assert value(samples, "photobot_webhook_updates_total", outcome="answered") == 1
+    assert value(samples, "photobot_webhook_updates_total", outcome="in_doubt") == 0
+    assert value(samples, "photobot_webhook_updates_total", outcome="refused") == 0
