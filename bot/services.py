@@ -21,7 +21,7 @@ from bot.limits import FloodLimiter
 from bot.metrics import BotMetrics
 from bot.texts import language
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
-from inference.taught import Taught, is_taught, with_taught
+from inference.taught import Taught, is_taught, with_added_labels, with_taught
 from storage import taught
 
 if TYPE_CHECKING:
@@ -114,6 +114,8 @@ class Services:
             catalogue,
             (Taught(row.name, [(label.name, label.display) for label in row.labels]) for row in rows),
         )
+        added = await self.store.added_labels()  # to the flowers (`/addlabel flowers lavender`)
+        self.catalogue = with_added_labels(self.catalogue, ((a.model, a.label, a.removed) for a in added))
         for name in live:
             if name in self.catalogue:
                 await self.classifier.add_model(self.catalogue[name])

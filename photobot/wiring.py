@@ -42,9 +42,10 @@ SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIV
 
 
 def taught_catalogue(settings: Settings, base: Catalogue = DEFAULT_CATALOGUE) -> Catalogue:
-    """`base` with the models taught from the chat (the database's taught_models): what the command
-    line offers, so `photobot retrain --model pets` works for a model made with /newmodel."""
-    from inference.taught import Taught, with_taught
+    """`base` with the models taught from the chat (the database's taught_models) and the labels added to
+    its built-in models (`/addlabel flowers lavender`): what the command line offers, so `photobot
+    retrain --model pets` works for a model made with /newmodel, and a flowers retrain learns lavender."""
+    from inference.taught import Taught, with_added_labels, with_taught
     from storage import SyncStore
     from storage.connect import database_exists
 
@@ -52,9 +53,11 @@ def taught_catalogue(settings: Settings, base: Catalogue = DEFAULT_CATALOGUE) ->
         return base
     with SyncStore(settings.database, settings.images_dir) as store:
         rows = store.taught_models()
-    return with_taught(
+        added = store.added_labels()
+    catalogue = with_taught(
         base, (Taught(r.name, [(label.name, label.display) for label in r.labels]) for r in rows)
     )
+    return with_added_labels(catalogue, ((a.model, a.label, a.removed) for a in added))
 
 
 def bot_config(settings: Settings) -> BotConfig:

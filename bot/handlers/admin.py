@@ -278,6 +278,7 @@ async def _roll_back(found: Services, name: str, target: int, actor: int, langua
     try:
         served = await asyncio.to_thread(found.model_store.rollback, name, target)
         await found.classifier.reload(name)
+        found.refresh_labels()  # its labels, with those added in the chat since (`/addlabel`)
     except InferenceError as error:
         if found.model_store.active_version(name) != previous and previous is not None:
             await asyncio.to_thread(found.model_store.promote, name, previous)  # the new one would not load

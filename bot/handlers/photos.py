@@ -227,7 +227,8 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     lines = [format_answer(prediction, language, found.catalogue, mode)]
     if contribution:  # a labelled photo: the person said what it is, nothing to ask
         lines.append(await contribute(found, incoming, sha256, contribution, prediction, prediction_id))
-        if is_taught(found.catalogue[contribution[0]]):
+        spec = found.catalogue[contribution[0]]
+        if is_taught(spec) or contribution[1] in spec.added:  # learned from the chat's photos alone
             _cache_features(found, sha256)
             lines.append(await teach.counts_text(found, *contribution, language))
         await message.reply_text("\n\n".join(lines), do_quote=True)

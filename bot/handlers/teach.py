@@ -1,7 +1,8 @@
 """New models and labels from the chat (admins): /newmodel, /addlabel, /dellabel, /delmodel.
 
 A taught model is a row of the database (`storage.taught`) merged into the catalogue
-(`inference.taught`); after every change the running bot's catalogue and classifier follow it
+(`inference.taught`); so is a label added to a built-in image model (`/addlabel flowers lavender`:
+`storage.added_labels`). After every change the running bot's catalogue and classifier follow
 (`Services.refresh_taught`). People teach it with captioned photos (`bot.handlers.photos`), and an
 admin builds it with `/retrain MODEL`.
 """
@@ -19,7 +20,15 @@ from bot.handlers.admin import admin_only
 from bot.services import Services, lang, services
 from bot.texts import text
 from inference.catalogue import ModelSpec
-from inference.taught import MIN_PHOTOS_PER_LABEL, TaughtError, check_labels, check_name, is_taught
+from inference.taught import (
+    MIN_PHOTOS_PER_LABEL,
+    TaughtError,
+    check_labels,
+    check_name,
+    is_taught,
+    takes_added_labels,
+)
+from storage.added_labels import LabelAlreadyAdded
 from storage.taught import TaughtLabel, TaughtModelExists
 
 logger = logging.getLogger(__name__)
@@ -65,30 +74,37 @@ async def new_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 @admin_only
 async def add_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """`/addlabel MODEL LABEL`: one more label for a taught model."""
-    message = update.effective_message
-    if message is None:
+    """`/addlabel MODEL LABEL`: one more label for an image model (a taught one, or the flowers)."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
         return
     language, found = lang(update), services(context)
     args = context.args or []
-    spec = _taught(found, args[0].lower() if args else "")
+    spec = _takes_labels(found, args[0].lower() if args else "")
     if len(args) != 2 or spec is None:
-        await message.reply_text(text(language, "addlabel_usage", models=_taught_names(found)))
+        await message.reply_text(text(language, "addlabel_usage", models=_names(found)))
         return
     try:
         (label,) = check_labels(args[1:], existing=spec.label_names)
+        if is_taught(spec):
+            rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels] + [TaughtLabel(label)]
+            await found.store.set_taught_labels(spec.name, rows)
+        else:  # a built-in model: the row says so, its next retrain learns it
+            await found.store.add_model_label(spec.name, label, user.id)
     except TaughtError as error:
         await message.reply_text(text(language, error.key, **error.values))
         return
-    rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels] + [TaughtLabel(label)]
-    await found.store.set_taught_labels(spec.name, rows)
+    except LabelAlreadyAdded:
+        await message.reply_text(text(language, "teach_label_twice", label=args[1].lower()))
+        return
     await found.refresh_taught()
+    logger.info("User %s added the label %s to %s", user.id, label, spec.name)
     await message.reply_text(
         text(
             language,
-            "addlabel_done",
+            "addlabel_done" if is_taught(spec) else "addlabel_done_builtin",
             model=spec.name,
-            labels=", ".join(row.name for row in rows),
+            labels=", ".join(found.catalogue[spec.name].label_names),
             label=label,
             minimum=MIN_PHOTOS_PER_LABEL,
         )
@@ -97,15 +113,16 @@ async def add_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 @admin_only
 async def delete_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """`/dellabel MODEL LABEL`: a taught model stops learning a label; its photos stay stored."""
+    """`/dellabel MODEL LABEL`: a model stops learning a label (a taught one's, or one added to the
+    flowers); its photos stay stored."""
     message = update.effective_message
     if message is None:
         return
     language, found = lang(update), services(context)
     args = context.args or []
-    spec = _taught(found, args[0].lower() if args else "")
+    spec = _takes_labels(found, args[0].lower() if args else "")
     if len(args) != 2 or spec is None:
-        await message.reply_text(text(language, "dellabel_usage", models=_taught_names(found)))
+        await message.reply_text(text(language, "dellabel_usage", models=_names(found)))
         return
     label = args[1].lower()
     if label not in spec.label_names:
@@ -115,17 +132,25 @@ async def delete_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
             )
         )
         return
-    rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels if old.name != label]
-    try:
-        check_labels([], existing=[row.name for row in rows])
-    except TaughtError as error:
-        await message.reply_text(text(language, error.key, **error.values))
+    if not is_taught(spec) and label not in spec.added:
+        added = ", ".join(spec.added) or "—"
+        await message.reply_text(
+            text(language, "dellabel_builtin", model=spec.name, label=label, added=added)
+        )
         return
-    await found.store.set_taught_labels(spec.name, rows)
+    if is_taught(spec):
+        rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels if old.name != label]
+        try:
+            check_labels([], existing=[row.name for row in rows])
+        except TaughtError as error:
+            await message.reply_text(text(language, error.key, **error.values))
+            return
+        await found.store.set_taught_labels(spec.name, rows)
+    else:
+        await found.store.remove_model_label(spec.name, label)
     await found.refresh_taught()
-    await message.reply_text(
-        text(language, "dellabel_done", model=spec.name, label=label, labels=", ".join(r.name for r in rows))
-    )
+    labels = ", ".join(found.catalogue[spec.name].label_names)
+    await message.reply_text(text(language, "dellabel_done", model=spec.name, label=label, labels=labels))
 
 
 @admin_only
@@ -220,6 +245,16 @@ async def catalogue_lines(found: Services, language: str) -> list[str]:
 def _taught(found: Services, name: str) -> ModelSpec | None:
     spec = found.catalogue.get(name)
     return spec if spec is not None and is_taught(spec) else None
+
+
+def _takes_labels(found: Services, name: str) -> ModelSpec | None:
+    """A model /addlabel and /dellabel change: a taught one, or a built-in image model (flowers)."""
+    spec = found.catalogue.get(name)
+    return spec if spec is not None and (is_taught(spec) or takes_added_labels(spec)) else None
+
+
+def _names(found: Services) -> str:
+    return ", ".join(spec.name for spec in found.catalogue if is_taught(spec) or takes_added_labels(spec))
 
 
 def _taught_names(found: Services) -> str:

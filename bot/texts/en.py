@@ -274,13 +274,22 @@ EN: Final[dict[str, str]] = {
     "teach_unknown_model": (
         "There is no model taught from the chat called “{model}”. Taught models: {models}."
     ),
-    "addlabel_usage": "Usage: /addlabel MODEL LABEL — MODEL one of the taught models: {models}.",
+    "addlabel_usage": "Usage: /addlabel MODEL LABEL — MODEL one of the image models: {models}.",
     "addlabel_done": (
         "“{model}” now has the labels {labels}. Send photos captioned “{label}” "
         "(at least {minimum}), then /retrain {model}."
     ),
-    "dellabel_usage": "Usage: /dellabel MODEL LABEL — MODEL one of the taught models: {models}.",
+    "addlabel_done_builtin": (
+        "“{model}” now has the labels {labels}. Send photos captioned “{label}” (at least {minimum}, "
+        "from several people), then /retrain {model}: until a version has learned “{label}”, "
+        "it answers with the labels it knows."
+    ),
+    "dellabel_usage": "Usage: /dellabel MODEL LABEL — MODEL one of the image models: {models}.",
     "dellabel_unknown": "“{model}” has no label “{label}”. Its labels: {labels}.",
+    "dellabel_builtin": (
+        "“{label}” is one of {model}'s own labels: it cannot be removed. "
+        "Only labels added with /addlabel can: {added}."
+    ),
     "dellabel_done": (
         "“{label}” is no longer a label of “{model}” (its photos stay stored). "
         "Labels now: {labels}. The next /retrain {model} learns without it."

@@ -277,13 +277,22 @@ RU: Final[dict[str, str]] = {
     "teach_label_twice": "Метка «{label}» указана дважды.",
     "teach_label_count": "У модели от {low} до {high} меток; получилось бы {count}.",
     "teach_unknown_model": "Модели из чата с именем «{model}» нет. Модели из чата: {models}.",
-    "addlabel_usage": "Использование: /addlabel МОДЕЛЬ МЕТКА — МОДЕЛЬ одна из моделей из чата: {models}.",
+    "addlabel_usage": "Использование: /addlabel МОДЕЛЬ МЕТКА — МОДЕЛЬ одна из моделей для фото: {models}.",
     "addlabel_done": (
         "У «{model}» теперь метки {labels}. Присылайте фото с подписью «{label}» "
         "(не меньше {minimum}), затем /retrain {model}."
     ),
-    "dellabel_usage": "Использование: /dellabel МОДЕЛЬ МЕТКА — МОДЕЛЬ одна из моделей из чата: {models}.",
+    "addlabel_done_builtin": (
+        "У «{model}» теперь метки {labels}. Присылайте фото с подписью «{label}» (не меньше {minimum}, "
+        "от нескольких человек), затем /retrain {model}: пока ни одна версия не выучила «{label}», "
+        "модель отвечает знакомыми ей метками."
+    ),
+    "dellabel_usage": "Использование: /dellabel МОДЕЛЬ МЕТКА — МОДЕЛЬ одна из моделей для фото: {models}.",
     "dellabel_unknown": "У «{model}» нет метки «{label}». Её метки: {labels}.",
+    "dellabel_builtin": (
+        "«{label}» — собственная метка «{model}», её нельзя удалить. "
+        "Удалить можно только метки, добавленные через /addlabel: {added}."
+    ),
     "dellabel_done": (
         "«{label}» больше не метка «{model}» (её фото остаются в хранилище). "
         "Метки теперь: {labels}. Следующий /retrain {model} обучит модель без неё."

@@ -36,7 +36,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.catalogue import DEFAULT_CATALOGUE, ModelKind
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind
 from photobot.commands import progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
@@ -137,20 +137,20 @@ def labelled_photos(folder: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def known_label(model: str, label: str) -> bool:
+def known_label(model: str, label: str, catalogue: Catalogue = DEFAULT_CATALOGUE) -> bool:
     """Whether a sub-folder's name can be scored for `model` (auto: for any model): `none`, or an answer
-    the model can give."""
-    models = DEFAULT_CATALOGUE.names if model == "auto" else (model,)
-    return label == NO_LABEL or any(DEFAULT_CATALOGUE.knows(name, label) for name in models)
+    the model can give (a label added from the chat too: `/addlabel flowers lavender`)."""
+    models = catalogue.names if model == "auto" else (model,)
+    return label == NO_LABEL or any(catalogue.knows(name, label) for name in models)
 
 
 def split_known(
-    photos: list[tuple[Path, str]], model: str, folder: Path
+    photos: list[tuple[Path, str]], model: str, folder: Path, catalogue: Catalogue = DEFAULT_CATALOGUE
 ) -> tuple[list[tuple[Path, str]], dict[str, int]]:
     """The photos whose folder the model can be scored on, and the other folders with their counts."""
     left_out: dict[str, int] = {}
     for _, label in photos:
-        if not known_label(model, label):
+        if not known_label(model, label, catalogue):
             left_out[label] = left_out.get(label, 0) + 1
     kept = [(path, label) for path, label in photos if label not in left_out]
     if not kept:
@@ -182,8 +182,9 @@ async def evaluate_folder(
 ) -> tuple[dict, list[Outcome]]:
     """Every labelled photo through the engine: the report (see the module's docstring), per photo."""
     from photobot.commands.classify import classify_files
+    from photobot.wiring import taught_catalogue
 
-    photos, left_out = split_known(labelled_photos(folder), model, folder)
+    photos, left_out = split_known(labelled_photos(folder), model, folder, taught_catalogue(settings))
     spec = DEFAULT_CATALOGUE.get(model)
     with progress_bar(len(photos), f"evaluating {model}", quiet=quiet) as bar:
         answers = await classify_files(

@@ -32,7 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     new = sub.add_parser("new", help="a new image model taught from labelled photos (as /newmodel)")
     new.add_argument("name", help="up to 20 lowercase letters, digits or _, starting with a letter")
     new.add_argument("--labels", nargs="+", required=True, help="2 to 50 labels")
-    add_label = sub.add_parser("add-label", help="one more label for a taught model (as /addlabel)")
+    add_label = sub.add_parser(
+        "add-label", help="one more label for a taught model or the flowers (as /addlabel)"
+    )
     add_label.add_argument("name")
     add_label.add_argument("label")
     rollback = sub.add_parser("rollback", help="serve an earlier version (default: the one before)")
@@ -90,10 +92,13 @@ def _new(settings: Settings, name: str, labels: list[str]) -> int:
 
 
 def _add_label(settings: Settings, name: str, label: str) -> int:
-    from inference.taught import TaughtError, check_labels
+    from inference.taught import TaughtError, check_labels, takes_added_labels
     from storage import SyncStore
     from storage.taught import TaughtLabel
 
+    builtin = DEFAULT_CATALOGUE.get(name)
+    if builtin is not None and takes_added_labels(builtin):
+        return _add_builtin_label(settings, name, label)
     with SyncStore(settings.database, settings.images_dir) as store:
         found = next((model for model in store.taught_models() if model.name == name), None)
         if found is None:
@@ -104,6 +109,31 @@ def _add_label(settings: Settings, name: str, label: str) -> int:
             raise UserFacingError(_why(error)) from None
         store.set_taught_labels(name, [*found.labels, TaughtLabel(checked)])
     print(f"{name}: labels {', '.join((*found.label_names, checked))}")
+    return 0
+
+
+def _add_builtin_label(settings: Settings, name: str, label: str) -> int:
+    """One more label for a built-in image model (flowers), as /addlabel: its next retrain learns it."""
+    from inference.model_store import ModelStore
+    from inference.taught import TaughtError, check_labels
+    from photobot.wiring import taught_catalogue
+    from storage import SyncStore
+    from storage.added_labels import LabelAlreadyAdded
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    spec = taught_catalogue(settings)[name]
+    serving = ModelStore(settings.models_dir).active(name)
+    labels = spec.labels_for(serving.labels) if serving is not None and serving.labels else spec.label_names
+    try:
+        (checked,) = check_labels([label], existing=labels)
+        with SyncStore(settings.database, settings.images_dir) as store:
+            store.add_model_label(name, checked)
+    except TaughtError as error:
+        raise UserFacingError(_why(error)) from None
+    except LabelAlreadyAdded:
+        raise UserFacingError(_why(TaughtError("teach_label_twice", label=label))) from None
+    print(f"{name}: labels {', '.join((*labels, checked))}")
+    print(f"teach it with photos captioned {checked}, then: photobot retrain --model {name}")
     return 0
 
 

@@ -58,3 +58,17 @@ def test_bad_names_labels_and_models_are_refused_with_the_reason(
 ) -> None:
     assert main(argv) != 0
     assert says in capsys.readouterr().err
+
+
+def test_a_label_added_to_the_flowers_on_the_command_line_joins_its_catalogue_entry(
+    data_dir: Path, capsys
+) -> None:
+    assert main(["models", "add-label", "flowers", "Lavender"]) == 0
+    out = capsys.readouterr().out
+    assert "flowers: labels daisy, dandelion, roses, sunflowers, tulips, lavender" in out
+    assert "photobot retrain --model flowers" in out
+    flowers = taught_catalogue(Settings(data_dir=data_dir))["flowers"]
+    assert flowers.label_names[-1] == "lavender" and flowers.added == ("lavender",)
+    for label in ("lavender", "daisy"):
+        assert main(["models", "add-label", "flowers", label]) != 0
+        assert f"The label “{label}” is there twice." in capsys.readouterr().err

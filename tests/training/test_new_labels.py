@@ -34,7 +34,8 @@ def test_a_learned_labels_imagenet_classes_join_the_rule_and_leave_with_it() -> 
     probabilities = np.full((5, 10), 0.01)
     probabilities[[0, 1, 2], 7] = 0.9  # three photos taken for class 7, one for 3, one for 4
     probabilities[3, 3] = probabilities[4, 4] = 0.9
-    assert learned_classes(probabilities) == [7]
+    assert learned_classes(probabilities) == [3, 4, 7]
+    assert learned_classes(probabilities, min_photos=2) == [7]
     serving = {"flower_classes": [1, 2], "unsure_above": 0.4, "reject_above": 0.5}
     six = imagenet_rule(serving, {"lavender": [7]})
     assert six["flower_classes"] == [1, 2, 7] and six["label_classes"] == {"lavender": [7]}
