@@ -17,7 +17,9 @@ N` sets it high instead, so every update and photo is counted and none refused) 
 at --outgoing-rate (Telegram's 30 messages/s would cap the figure at 30 otherwise). `--checkout DIR`
 also runs the PhotoBot of another checkout (its code on PYTHONPATH, this environment's packages), in
 turn with this one every round, and reports this one's throughput as a share of it: before and after a
-change, on the same noisy machine.
+change, on the same noisy machine. `--metrics` also runs PhotoBot with its Prometheus endpoint on
+(METRICS_PORT, scraped every SCRAPE_S while it runs; the others run with it off), in turn with PhotoBot
+without, the order swapped every round, and reports its throughput as a share of PhotoBot's without.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ from photobot.settings import Settings
 
 TOKEN = "7777:bench"
 KINDS = ("digits", "flowers")
+SCRAPE_S = 1.0  # Prometheus scrapes every 15 s or so; once a second is the harsher case
 
 
 @dataclass(frozen=True)
 class Scenario:
     round: int  # from 1; see --rounds
-    bot: str  # "bare", "photobot", or "checkout" (the PhotoBot of --checkout)
+    bot: str  # "bare", "photobot", "checkout" (the PhotoBot of --checkout), "metrics" (METRICS_PORT on)
     kind: str  # "digits" or "flowers"
     users: int
     photos: int  # answered within the measured window
@@ -85,6 +88,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--checkout",
         type=Path,
         help="also run the PhotoBot of this checkout (e.g. a git worktree of the code before a change)",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also run PhotoBot with its metrics endpoint on and scraped, in turn with it off",
     )
     parser.add_argument(
         "--bare-transport",
@@ -191,8 +199,16 @@ async def _bench(
         bots = ([] if args.no_bare else ["bare"]) + (["checkout"] if args.checkout else []) + ["photobot"]
         with tempfile.TemporaryDirectory(prefix="photobot-bench-bot-") as temp:
             for round_ in range(1, max(1, args.rounds) + 1):
-                for bot in bots:  # the same data folder every round: models are converted once
-                    process = await _start(bot, server, Path(temp) / bot, args)
+                # with and without metrics in turn, the order swapped every round: the VM drifts
+                paired = [*bots, "metrics"] if args.metrics else bots
+                if args.metrics and round_ % 2 == 0:
+                    paired[-2:] = ["metrics", "photobot"]
+                for bot in paired:  # the same data folder every round: models are converted once
+                    port = _free_port() if bot == "metrics" else 0
+                    process = await _start(bot, server, Path(temp) / bot, args, metrics_port=port)
+                    scraping = (
+                        asyncio.create_task(_scrape(f"http://127.0.0.1:{port}/metrics")) if port else None
+                    )
                     try:
                         for kind, kind_photos in photos.items():
                             for count in users:
@@ -202,11 +218,15 @@ async def _bench(
                                 print(_row(result), flush=True)
                                 results.append(result)
                     finally:
+                        if scraping is not None:
+                            print(await _stop_scraping(scraping), flush=True)
                         await _stop(process)
     return results
 
 
-async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> asyncio.subprocess.Process:
+async def _start(
+    bot: str, server, folder: Path, args: argparse.Namespace, *, metrics_port: int = 0
+) -> asyncio.subprocess.Process:
     fresh = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     if args.models and fresh:
@@ -222,6 +242,7 @@ async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> as
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "LOG_LEVEL": "WARNING",
         "BARE_TRANSPORT": args.bare_transport,
+        "METRICS_PORT": str(metrics_port),
     }
     if bot == "checkout":  # the other checkout's code first on the path (an editable install points here)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -244,6 +265,49 @@ async def _start(bot: str, server, folder: Path, args: argparse.Namespace) -> as
     if bot != "bare":
         await _conversions_done(folder / "models", process)
     return process
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _scrape(url: str) -> tuple[int, float]:
+    """Scrape the metrics bot's endpoint every SCRAPE_S, as Prometheus would, until cancelled; the number
+    of scrapes and the photos it had counted at the last."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    scrapes, answered = 0, 0.0
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    body = await response.text()
+            except asyncio.CancelledError:
+                return scrapes, answered
+            except aiohttp.ClientError:
+                body = ""
+            scrapes += 1
+            answered = sum(
+                sample.value
+                for family in text_string_to_metric_families(body)
+                for sample in family.samples
+                if sample.name == "photobot_photos_answered_total"
+            )
+            try:
+                await asyncio.sleep(SCRAPE_S)
+            except asyncio.CancelledError:
+                return scrapes, answered
+
+
+async def _stop_scraping(task: asyncio.Task[tuple[int, float]]) -> str:
+    task.cancel()
+    scrapes, answered = await task
+    return f"metrics endpoint: scraped {scrapes} times; it had counted {answered:.0f} photos answered"
 
 
 async def _conversions_done(models: Path, process: asyncio.subprocess.Process) -> None:
@@ -398,6 +462,12 @@ def _print(results: list[Scenario], checkout: str | None = None) -> None:
         each = " / ".join(f"{share:.0f}%" for share in shares)
         median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
         print(f"{kind}, {users} users: PhotoBot reaches {each}{median} of the bare bot's throughput")
+    for (kind, users), shares in metrics_shares(results).items():
+        each = " / ".join(f"{share:.0f}%" for share in shares)
+        median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
+        print(
+            f"{kind}, {users} users: with metrics, PhotoBot reaches {each}{median} of its throughput without"
+        )
     for (kind, users), shares in (shares_of(results, checkout) if checkout else {}).items():
         each = " / ".join(f"{share:.0f}%" for share in shares)
         median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
@@ -407,6 +477,17 @@ def _print(results: list[Scenario], checkout: str | None = None) -> None:
 def shares_of_bare(results: list[Scenario]) -> dict[tuple[str, int], list[float]]:
     """PhotoBot's photos/s as a percentage of the bare bot's in the same round, per kind and users."""
     return shares_of(results, "bare")
+
+
+def metrics_shares(results: list[Scenario]) -> dict[tuple[str, int], list[float]]:
+    """PhotoBot's photos/s with its metrics on as a percentage of its photos/s without, round by round."""
+    by_key = {(r.round, r.bot, r.kind, r.users): r for r in results}
+    shares: dict[tuple[str, int], list[float]] = {}
+    for (round_, bot, kind, users), on in sorted(by_key.items()):
+        off = by_key.get((round_, "photobot", kind, users))
+        if bot == "metrics" and off is not None and off.photos_per_s:
+            shares.setdefault((kind, users), []).append(100 * on.photos_per_s / off.photos_per_s)
+    return shares
 
 
 def shares_of(results: list[Scenario], base: str) -> dict[tuple[str, int], list[float]]:

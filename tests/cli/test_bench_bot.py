@@ -6,7 +6,7 @@ import json
 
 from inference.model_store import ModelStore
 from photobot.cli import main
-from photobot.commands.bench_bot import Scenario, shares_of_bare
+from photobot.commands.bench_bot import Scenario, metrics_shares, shares_of_bare
 from tests.support.models import (
     add_version,
     digit_meta,
@@ -42,6 +42,19 @@ def test_each_round_compares_photobot_with_the_bare_bot_of_that_round():
         scenario(1, "photobot", 25.0, users=1),
     ]
     assert shares_of_bare(results) == {("digits", 1): [50.0], ("digits", 10): [60.0, 40.0]}
+
+
+def test_metrics_on_is_compared_with_photobot_without_them_in_the_same_round():
+    results = [
+        scenario(1, "bare", 100.0),
+        scenario(1, "photobot", 50.0),
+        scenario(1, "metrics", 45.0),
+        scenario(2, "metrics", 60.0),  # the order swaps every round
+        scenario(2, "photobot", 40.0),
+        scenario(3, "metrics", 70.0),  # PhotoBot without metrics not measured in round 3: no ratio
+    ]
+    assert metrics_shares(results) == {("digits", 10): [90.0, 150.0]}
+    assert shares_of_bare(results) == {("digits", 10): [50.0]}
 
 
 def test_bench_bot_alternates_the_two_bots_and_reports_every_round(
