@@ -28,6 +28,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.metrics import WorkerMetrics
@@ -187,7 +188,10 @@ class RetrainWorker:
         if job.lease_expired and not follow.failed_here:  # whoever failed it has told the admin
             logger.warning("retrain job %d was failed under this worker: %s", job.id, job.error)
         elif job.chat_id is not None and job.message_id is not None:
-            await self._report(job)
+            try:
+                await self._report(job)
+            except Exception:  # the Bot API is away: the job's row and report folder keep the outcome
+                logger.exception("retrain job %d: the report could not be sent", job.id)
         return job
 
     def command(self, job: RetrainJob) -> list[str]:
@@ -208,7 +212,7 @@ class RetrainWorker:
             command.append("--force")
         return command + list(self.config.job_args)
 
-    async def _spawn(self, command: list[str], log_file) -> asyncio.subprocess.Process:
+    async def _spawn(self, command: list[str], log_file: Path) -> asyncio.subprocess.Process:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as output:
             return await asyncio.create_subprocess_exec(
@@ -250,43 +254,50 @@ class _Follow:
     shown: str | None = None
     clock: TimeLeft = field(default_factory=TimeLeft)
     stopped: bool = False  # SIGTERM sent to the job
+    held_until: float = 0.0  # the lease as last renewed, by the event loop's clock
+    renewed: float = 0.0
     failed_here: bool = False  # this worker marked it failed (its process ended without finishing)
 
     async def run(self) -> RetrainJob:
         config, loop = self.worker.config, asyncio.get_running_loop()
         tick = min(config.poll_s, config.lease_s / 4)
-        held_until = loop.time() + config.lease_s  # by this worker's clock: the lease it last renewed
-        renewed = loop.time()
+        self.held_until = loop.time() + config.lease_s  # by this worker's clock: the lease as last renewed
+        self.renewed = loop.time()
         while True:
             exited = await _exited_within(self.process, tick)
             if self.worker.stopping.is_set():
                 self._stop("the worker is stopping")
-            if not exited and loop.time() - renewed >= config.lease_s / 4:
-                renewed = loop.time()
-                if await self._renew():
-                    held_until = renewed + config.lease_s
-                elif loop.time() > held_until or (await self.worker._job(self.job.id)).status == "failed":
-                    self._stop("its lease is lost")
-            job = await self.worker._job(self.job.id)
-            if job.active and exited:
-                error = f"the job process {describe_exit(self.process.returncode)} before finishing"
-                self.failed_here = await self.worker.store.fail_retrain_job(job.id, error)
-                job = await self.worker._job(job.id)
-            await self._show(job)
+            try:
+                job = await self._tick(exited)
+            except Exception:  # the database is away: the job goes on while the lease holds
+                logger.exception("retrain job %d: its row could not be read or written", self.job.id)
+                if loop.time() > self.held_until:
+                    self._stop("its lease ran out")
+                if exited:
+                    await asyncio.sleep(tick)
+                continue
             if not job.active:
                 if not exited:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.process.wait(), 30)
                 return job
 
-    async def _renew(self) -> bool:
-        try:
-            return await self.worker.store.renew_retrain_lease(
-                self.job.id, self.worker.name, self.worker.config.lease_s
-            )
-        except Exception:  # the database is away: the lease holds until it runs out
-            logger.exception("retrain job %d: renewing the lease failed", self.job.id)
-            return False
+    async def _tick(self, exited: bool) -> RetrainJob:
+        """Renew the lease when due, fail the job if its process ended without finishing it, show it."""
+        store, config, now = self.worker.store, self.worker.config, asyncio.get_running_loop().time()
+        if not exited and now - self.renewed >= config.lease_s / 4:
+            self.renewed = now
+            if await store.renew_retrain_lease(self.job.id, self.worker.name, config.lease_s):
+                self.held_until = now + config.lease_s
+            elif (await self.worker._job(self.job.id)).status == "failed":  # by whoever saw it expire
+                self._stop("its lease is lost")
+        job = await self.worker._job(self.job.id)
+        if job.active and exited:
+            error = f"the job process {describe_exit(self.process.returncode)} before finishing"
+            self.failed_here = await store.fail_retrain_job(job.id, error)
+            job = await self.worker._job(job.id)
+        await self._show(job)
+        return job
 
     def _stop(self, why: str) -> None:
         if self.stopped or self.process.returncode is not None:

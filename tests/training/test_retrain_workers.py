@@ -3,7 +3,8 @@
 A real bot over HTTP against the local Bot API server queues the job on /retrain; a real `photobot
 worker` process claims it, runs the job process, edits the admin's progress message and sends the
 report; the bot then serves the promoted version. A worker SIGKILLed mid-job takes its job's process
-with it, and the next worker, once the lease has run out, fails the job with why and tells the admin.
+with it, and the next worker, once the lease has run out, fails the job with why and tells the admin;
+SIGTERM to a worker stops its job, tells the admin and ends the worker.
 On PostgreSQL the worker has a DATA_DIR of its own: models and photos reach it through the database.
 """
 
@@ -233,22 +234,42 @@ async def test_a_worker_killed_mid_job_takes_the_job_with_it_and_the_next_worker
         assert (await job_of(bot, 1)).status == "running"  # nobody has looked yet
 
         second = await start_worker(
-            bot, worker_dir(bot, tmp_path, "second"), "--poll-s", "0.5", log=tmp_path / "second.log"
+            bot,
+            worker_dir(bot, tmp_path, "second"),
+            "--poll-s",
+            "0.5",
+            *LONG_JOB,
+            log=tmp_path / "second.log",
         )
         try:
             failed = await until(lambda: _failed(bot, 1), 120, "the next worker to fail the job")
             assert failed.lease_expired and failed.error.startswith(
                 f"its worker {job.worker} stopped renewing its lease (it ran out at "
             ), failed.error
-            told = await until(lambda: _told(bot, start), 30, "the admin to be told")
+            told = await until(lambda: _told(bot, start, 1), 30, "the admin to be told")
             assert told == (
                 f"Переобучение digits (задача 1) не удалось: {failed.error}\n"
                 "Ничего не изменилось: работает v1."
             )
             assert edits_of(bot, progress["message_id"])[-1].endswith(f": {failed.error}")
             assert bot.services.model_store.active_version("digits") == 1
-            second.send_signal(signal.SIGTERM)  # an idle worker stops at once
-            assert await asyncio.wait_for(second.wait(), 30) == 0
+
+            # The next job is the second worker's; SIGTERM (systemctl stop) stops the job and the worker.
+            mark = bot.server.chat(admin).revision
+            await bot.server.send_text(admin, "/retrain digits force")
+            running = await until(lambda: _training(bot, 2), 300, "job 2 to be training")
+            assert running.worker.split("/")[1] == str(second.pid)
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), 60) == 0, (tmp_path / "second.log").read_text()
+            stopped = await job_of(bot, 2)
+            assert (stopped.status, stopped.error, stopped.lease_expired) == (
+                "failed",
+                "stopped by signal SIGTERM",
+                False,
+            )
+            assert not alive(running.pid)
+            told = await until(lambda: _told(bot, mark, 2), 30, "the admin to be told of job 2")
+            assert told.startswith("Переобучение digits (задача 2) не удалось: stopped by signal SIGTERM\n")
         finally:
             if second.returncode is None:
                 second.kill()
@@ -265,5 +286,10 @@ async def _failed(bot: BotHarness, job_id: int) -> RetrainJob | None:
     return job if job.status == "failed" else None
 
 
-async def _told(bot: BotHarness, after: int) -> str | None:
-    return next((t for t in bot_texts(bot, after) if "(задача 1) не удалось" in t), None)
+async def _told(bot: BotHarness, after: int, job_id: int) -> str | None:
+    return next((t for t in bot_texts(bot, after) if f"(задача {job_id}) не удалось" in t), None)
+
+
+async def _training(bot: BotHarness, job_id: int) -> RetrainJob | None:
+    job = await bot.services.store.get_retrain_job(job_id)
+    return job if job is not None and job.stage == "training" and job.pid else None
