@@ -93,6 +93,7 @@ def batch_buckets(sizes: Mapping[int, int]) -> list[tuple[str, float]]:
     """The histogram's cumulative buckets from `BatchStats.sizes` (rows per call → calls)."""
     buckets: list[tuple[str, float]] = []
     for bound in BATCH_BUCKETS:
-        buckets.append((str(bound), float(sum(calls for rows, calls in sizes.items() if rows <= bound))))
+        calls = float(sum(count for rows, count in sizes.items() if rows <= bound))
+        buckets.append((str(float(bound)), calls))  # "1.0", as prometheus_client's own histograms
     buckets.append(("+Inf", float(sum(sizes.values()))))
     return buckets
