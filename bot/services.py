@@ -90,9 +90,13 @@ class Services:
 
     async def follow_changes(self) -> None:
         """Catch up with the taught models if any bot process changed them since we last looked (one
-        read of their change counter; the models themselves only when it moved)."""
-        if await self.store.change_version(taught.CHANGES) != self._taught_version:
-            await self.refresh_taught()
+        read of their change counter; the models themselves only when it moved, once however many
+        updates saw it move at the same time)."""
+        version = await self.store.change_version(taught.CHANGES)
+        if self._taught_version is None or version > self._taught_version:
+            async with self._refreshing:
+                if self._taught_version is None or version > self._taught_version:
+                    await self._refresh_taught()
 
     async def refresh_taught(self) -> None:
         """Merge the taught models of the database into the catalogue, and serve the new ones, at the
