@@ -39,6 +39,10 @@ TARGETS: dict[str, tuple[str, str]] = {
         "photobot.commands.bench_retrain",
         "retraining on a handwriting the model misreads, a poisoned batch, and both jobs' wall time",
     ),
+    "scale": (
+        "photobot.commands.bench_scale",
+        "bot replicas behind nginx, Ray Serve and PostgreSQL on this machine, one of each killed mid-run",
+    ),
 }
 
 
