@@ -24,6 +24,8 @@ job) is picked up without a restart.
 LiteRT (`inference.lite`, the default on the CPU) needs a version converted once, ~11 s for the flower
 model. A version with no cached conversion yet is therefore served by Keras at once, converted in the
 background, and switched to LiteRT in place when the conversion checks out, the same way as a hot swap.
+The conversion runs in a process of its own that `close` kills, so stopping never waits for it
+(`inference.converting`).
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ from typing import Any
 
 from inference.answering import Answering
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind, ModelSpec
+from inference.converting import convert_in_process
 from inference.decode import limit_memory
 from inference.engine import BatchWorker, EngineConfig, Timed
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable
 from inference.lite import LiteModel, has_conversion, wants_lite
-from inference.loading import LoadedModel, load_version
+from inference.loading import LoadedModel, load_conversion, load_version
 from inference.model_store import ModelStore, ModelVersion
 from inference.pool import Pool, ProcessPool, Setup, make_pool
 from inference.prediction import Mode, Prediction
@@ -167,6 +170,7 @@ class Classifier(Answering[_Serving]):
         self._poller: asyncio.Task[None] | None = None
         self._conversions: set[asyncio.Task[None]] = set()
         self._started = False
+        self._closing = False  # no conversion starts once closing has begun
 
     # Life cycle.
 
@@ -227,13 +231,14 @@ class Classifier(Answering[_Serving]):
 
     async def close(self) -> None:
         """Stop polling and converting, answer what is queued, stop the workers and the decode pool."""
+        self._closing = True
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
         for task in list(self._conversions):
-            task.cancel()  # a conversion already running in its thread finishes there, unused
+            task.cancel()  # kills its converting process at once (inference.converting)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for slot in self._slots.values():
@@ -242,6 +247,7 @@ class Classifier(Answering[_Serving]):
             pool, self._pool = self._pool, None
             await pool.close()
         self._started = False
+        self._closing = False
 
     async def __aenter__(self) -> Classifier:
         await self.start()
@@ -396,7 +402,7 @@ class Classifier(Answering[_Serving]):
                 loaded.load_ms,
                 f", replacing v{current.version.version}" if current else "",
             )
-            if convert_later and wants_lite("auto", loaded.backend, loaded.device):
+            if convert_later and not self._closing and wants_lite("auto", loaded.backend, loaded.device):
                 task = asyncio.create_task(self._serve_with_lite(slot, target), name=f"convert-{name}")
                 self._conversions.add(task)
                 task.add_done_callback(self._conversions.discard)
@@ -414,8 +420,8 @@ class Classifier(Answering[_Serving]):
 
     @property
     def converting(self) -> bool:
-        """Whether a background conversion to LiteRT is running (its thread finishes even after close,
-        and caches the conversion for the next start)."""
+        """Whether a background conversion to LiteRT is running (`close` abandons it: the next start
+        converts again)."""
         return bool(self._conversions)
 
     async def conversions_done(self) -> None:
@@ -433,10 +439,18 @@ class Classifier(Answering[_Serving]):
         )
 
     async def _serve_with_lite(self, slot: _Slot, target: ModelVersion) -> None:
-        """Convert `target` while Keras serves it, then switch to LiteRT if it is still what serves."""
+        """Convert `target` while Keras serves it, then switch to LiteRT if it is still what serves.
+
+        The conversion runs in a process of its own, not in a thread: the interpreter waits for the
+        event loop's threads at exit, and a conversion takes seconds in uninterruptible C++, so a stop
+        would wait for it (see `inference.converting`). Here only the cached result is loaded.
+        """
         label = f"{slot.name} v{target.version}"
         try:
-            loaded = await self._load(target, "lite")
+            await convert_in_process(
+                target, max_batch=self.config.max_batch, padded_sizes=self.config.padded_sizes()
+            )
+            loaded = await asyncio.to_thread(load_conversion, target, max_batch=self.config.max_batch)
         except ModelUnavailable as error:
             log.warning("%s: Keras keeps serving it: %s", label, error)
             return

@@ -137,6 +137,16 @@ def load_version(
     return _warmed(loaded, max_batch, started)
 
 
+def load_conversion(version: ModelVersion, *, max_batch: int) -> LoadedModel:
+    """The version's cached LiteRT conversion, loaded and warmed without Keras; never converts (see
+    `inference.converting`). Raises ModelUnavailable when no cached conversion checks out."""
+    started = time.monotonic()
+    lite = load_cached(_checked_model_file(version))
+    if lite is None:
+        raise ModelUnavailable(f"{version.name} v{version.version}: no cached LiteRT conversion to serve")
+    return _warmed(_lite_loaded(version, lite), max_batch, started)
+
+
 def _lite_loaded(version: ModelVersion, lite: LiteModel) -> LoadedModel:
     """A cached conversion as a LoadedModel, described by its own signature (no Keras model at hand)."""
     return LoadedModel(

@@ -101,8 +101,9 @@ async def classify_files(
     """Every file through one Classifier; a failure is returned in its place, not raised.
 
     `on_answers` gets the answers as soon as they are known: the first run of a model version goes on
-    converting it for LiteRT in the background (~20 s) and the process waits for that at exit, so the
-    answers should not wait with it. `on_each` is called as each photo is answered (a progress bar).
+    converting it for LiteRT in the background (~20 s) and waits for that before closing (closing would
+    abandon it, and every run would convert again), so the answers should not wait with it. `on_each`
+    is called as each photo is answered (a progress bar).
     """
     import asyncio
 
@@ -135,6 +136,7 @@ async def classify_files(
                 "Finishing the models' conversion to LiteRT for the next runs (once per model version)…",
                 file=sys.stderr,
             )
+            await classifier.conversions_done()
         return results
     finally:
         await classifier.close()
