@@ -8,6 +8,7 @@ the models, the database) are opened in `post_init`, when the application starts
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 CONCURRENT_UPDATES = 256  # photos handled at once; the engine's own queue bounds the real work
 OPEN_SERVICES_KEY = "open_services"
+OPENING_KEY = "opening"  # the start-up task, while it runs
 
 ServicesFactory = Callable[[], Awaitable[Services]]
 
@@ -104,7 +106,21 @@ def api_urls(api_url: str) -> tuple[str, str]:
 async def _post_init(application: Application) -> None:
     """Open the services (database, image store, the engine with its models loaded and warmed), fail
     the retrain job a crash or a kill left behind while the bot was down, and take over the one a
-    stopped bot process on this machine left running."""
+    stopped bot process on this machine left running.
+
+    In a task of its own that `_post_shutdown` cancels if it is still running: `run_polling` answers a
+    SIGTERM during start-up by leaving `post_init` pending and shutting down, and services half-opened
+    then would never be closed (the database's threads would keep the process from exiting).
+    """
+    opening = asyncio.create_task(_open(application), name="photobot-post-init")
+    application.bot_data[OPENING_KEY] = opening
+    try:
+        await opening
+    finally:
+        application.bot_data.pop(OPENING_KEY, None)
+
+
+async def _open(application: Application) -> None:
     open_services: ServicesFactory = application.bot_data.pop(OPEN_SERVICES_KEY)
     found = application.bot_data[KEY] = await open_services()
     await _recover_retrain_jobs(found)
@@ -116,6 +132,10 @@ async def _post_init(application: Application) -> None:
 
 async def _post_shutdown(application: Application) -> None:
     """Close the engine and the database, after the last update in flight was handled."""
+    opening: asyncio.Task[None] | None = application.bot_data.pop(OPENING_KEY, None)
+    if opening is not None and not opening.done():  # stopped while starting: what it opened closes
+        opening.cancel()
+        await asyncio.wait([opening])
     retraining = application.bot_data.pop("retraining", None)
     if retraining is not None:  # stop watching job processes; the jobs themselves run on
         await retraining.close()

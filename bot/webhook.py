@@ -34,7 +34,9 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -360,6 +362,20 @@ class _Answering:
             )
 
 
+async def _started(starting: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run the start-up unless `stop` is set first; then leave it to `post_shutdown`, which cancels it."""
+    started = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({started, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not started.done():
+        return False
+    started.result()  # its failure, if it failed
+    return True
+
+
 async def run_webhook(
     application: Application, config: WebhookConfig, *, stop: asyncio.Event | None = None
 ) -> None:
@@ -373,8 +389,8 @@ async def run_webhook(
     webhook: Webhook | None = None
     await application.initialize()
     try:
-        if application.post_init is not None:
-            await application.post_init(application)
+        if application.post_init is not None and not await _started(application.post_init(application), stop):
+            return  # stopped while starting (loading models takes a while): post_shutdown closes the rest
         await application.start()
         found: Services = application.bot_data[KEY]
         webhook = Webhook(application, config, found.store)

@@ -188,13 +188,17 @@ class Classifier(Answering[_Serving]):
         )
         await pool.start()
         self._pool = pool
-        for slot in self._slots.values():
-            await asyncio.to_thread(self._seed, slot.name)
-            try:
-                await self.reload(slot.name)
-            except ModelUnavailable as error:
-                log.error("%s: nothing to serve: %s", slot.name, error)
-            slot.worker.start()
+        try:
+            for slot in self._slots.values():
+                await asyncio.to_thread(self._seed, slot.name)
+                try:
+                    await self.reload(slot.name)
+                except ModelUnavailable as error:
+                    log.error("%s: nothing to serve: %s", slot.name, error)
+                slot.worker.start()
+        except BaseException:  # cut short (cancelled: stopped while starting): leave no process behind
+            await self.close()
+            raise
         self._started = True
         if self.config.reload_poll_s > 0:
             self._poller = asyncio.create_task(self._poll_store(), name="photobot-model-poller")
