@@ -54,6 +54,7 @@ class PromoteResult:
     answers: int
     failed: int
     errors: list[str] = field(default_factory=list)
+    during_switches: tuple[int, int] = (0, 0)  # (answered, failed) of photos asked while one was switching
 
     @property
     def lags(self) -> list[float]:
@@ -194,6 +195,7 @@ def promote(
     first, second = publish_two_versions(url, work, model)
     servers = Servers(url, work, model, processes, poll_s, rate)
     switches = []
+    windows: list[tuple[float, float]] = []
     try:
         servers.wait_for("ready", READY_TIMEOUT_S)
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(work / "cli"), "TELEGRAM_BOT_TOKEN": ""}
@@ -202,6 +204,7 @@ def promote(
             started = time.time()
             written = _promote_command(model, target, env, work / "cli.log")
             served = servers.wait_for("serving", SWITCH_TIMEOUT_S, version=target)
+            windows.append((written, max(event["at"] for event in served.values())))
             switches.append(
                 Switch(target, written - started, [served[i]["at"] - written for i in sorted(served)])
             )
@@ -216,7 +219,15 @@ def promote(
         answers=sum(e["answers"] for e in done_events.values()),
         failed=sum(e["failed"] for e in done_events.values()),
         errors=[error for e in done_events.values() for error in e["errors"]],
+        during_switches=(
+            _within(windows, [t for e in done_events.values() for t in e["answered_at"]]),
+            _within(windows, [t for e in done_events.values() for t in e["failed_at"]]),
+        ),
     )
+
+
+def _within(windows: list[tuple[float, float]], times: list[float]) -> int:
+    return sum(any(start <= t <= end for start, end in windows) for t in times)
 
 
 def _promote_command(model: str, version: int, env: dict[str, str], log: Path) -> float:
@@ -292,7 +303,7 @@ async def _serve(model: str, data_dir: Path, poll_s: float, photo: bytes, rate: 
     await classifier.start()
     mode = DEFAULT_CATALOGUE[model].mode
     stop = asyncio.Event()
-    counts = {"answers": 0, "failed": 0}
+    asked: dict[str, list[float]] = {"answered_at": [], "failed_at": []}  # when each photo was asked
     errors: list[str] = []
 
     async def watch() -> None:
@@ -316,11 +327,12 @@ async def _serve(model: str, data_dir: Path, poll_s: float, photo: bytes, rate: 
         await asyncio.gather(*pending)
 
     async def one() -> None:
+        at = time.time()
         try:
             await classifier.classify(photo, mode)
-            counts["answers"] += 1
+            asked["answered_at"].append(at)
         except Exception as error:  # every failure is what this benchmark counts
-            counts["failed"] += 1
+            asked["failed_at"].append(at)
             errors.append(f"{type(error).__name__}: {error}"[:200])
 
     async def until_stdin_closes() -> None:
@@ -332,7 +344,13 @@ async def _serve(model: str, data_dir: Path, poll_s: float, photo: bytes, rate: 
     finally:
         await classifier.close()
         classifier.store.close()
-    _emit(event="done", errors=errors[:5], **counts)
+    _emit(
+        event="done",
+        answers=len(asked["answered_at"]),
+        failed=len(asked["failed_at"]),
+        errors=sorted(set(errors))[:5],
+        **asked,
+    )
 
 
 if __name__ == "__main__":

@@ -333,7 +333,7 @@ class ModelStore:
         label = f"{name} v{version}"
         folder = self._cache(name, version)
         expected = self.registry.files(name, version)
-        if not self._cached(folder, expected, label):
+        if not self._cached(folder, expected, label) and not self._adopt(folder, expected, meta):
             folder.parent.mkdir(parents=True, exist_ok=True)
             staging = folder.parent / f".fetch-{uuid.uuid4().hex}"
             staging.mkdir()
@@ -365,8 +365,23 @@ class ModelStore:
             return False  # a files-only store's folder, or a fetch cut short: fetched again
         return bool(record == expected and all((folder / _relative(p)).is_file() for p in expected))
 
+    def _adopt(self, folder: Path, expected: dict[str, str], meta: dict[str, Any]) -> bool:
+        """Take a files-only store's folder as the cached version when its files are exactly the
+        registered ones (`photobot db migrate` copied them): no need to fetch them again."""
+        if folder.is_symlink() or not folder.is_dir() or (folder / FILES_RECORD).exists():
+            return False
+        for path, digest in expected.items():
+            file = folder / _relative(path)
+            if file.is_symlink() or not file.is_file() or sha256_file(file) != digest:
+                return False
+        _write_json(folder / META_FILE, meta)
+        _write_json(folder / FILES_RECORD, expected)
+        return True
+
     def _install(self, staging: Path, folder: Path, expected: dict[str, str], label: str) -> None:
-        """Rename a complete version into the cache, over a stale folder (from before the registry)."""
+        """Rename a complete version into the cache. A folder in the way is moved aside: deleted when it
+        is an old cached copy, kept (and logged) when it is a files-only store's version of that number,
+        which may be someone's only copy of a model."""
         while True:
             try:
                 os.rename(staging, folder)
@@ -377,9 +392,17 @@ class ModelStore:
                     raise
                 if self._cached(folder, expected, label):
                     return  # another process fetched it first
-                aside = folder.with_name(f".stale-{uuid.uuid4().hex}")
+                cached = (folder / FILES_RECORD).exists()
+                aside = folder.with_name(
+                    f".{'stale' if cached else 'replaced'}-{folder.name}-{uuid.uuid4().hex}"
+                )
                 os.rename(folder, aside)
-                shutil.rmtree(aside, ignore_errors=True)
+                if cached:
+                    shutil.rmtree(aside, ignore_errors=True)
+                else:
+                    log.warning(
+                        "%s: %s is not the registered version; it was kept as %s", label, folder, aside
+                    )
 
 
 def check_inside(root: Path, path: Path, label: str) -> None:

@@ -20,7 +20,7 @@ from photobot.settings import Settings
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="flowers", help="the model to promote (default flowers)")
-    parser.add_argument("--processes", type=int, default=3, help="serving processes (default 3)")
+    parser.add_argument("--processes", type=int, default=2, help="serving processes (default 2)")
     parser.add_argument("--rounds", type=int, default=4, help="promotions, alternating v2 and v1 (default 4)")
     parser.add_argument(
         "--poll-s", type=float, help="how often each process reads the pointer (default ENGINE_RELOAD_POLL_S)"
@@ -28,8 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate",
         type=float,
-        default=10.0,
-        help="photos a second each process answers throughout (default 10)",
+        default=2.0,
+        help="photos a second each process answers throughout (default 2)",
     )
     parser.add_argument("--fetches", type=int, default=5, help="cold-cache fetches measured (default 5)")
     parser.add_argument("--database", metavar="URL", help="a PostgreSQL database with no model versions")
@@ -63,9 +63,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             f"from the pointer written to every process serving: median {statistics.median(slowest):.2f} s, "
             f"worst {max(slowest):.2f} s (poll interval {poll_s:g} s)"
         )
+        answered, failed = result.during_switches
         print(
-            f"photos answered meanwhile: {result.answers}, failed: {result.failed}; "
-            f"load average {os.getloadavg()[0]:.1f}"
+            f"photos answered meanwhile: {result.answers}, failed: {result.failed}; of those asked while a "
+            f"promotion was on its way (pointer written to every process serving): {answered} answered, "
+            f"{failed} failed; load average {os.getloadavg()[0]:.1f}"
         )
         for error in result.errors:
             print(f"  failed: {error}")

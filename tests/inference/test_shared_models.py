@@ -143,20 +143,41 @@ def test_a_corrupted_blob_is_refused_and_nothing_is_cached(stores, postgres_url,
     assert list((tmp_path / "two" / "digits").iterdir()) == []
 
 
-def test_a_stale_or_linked_cache_folder_is_not_trusted(stores, tmp_path):
+def test_a_files_only_stores_other_version_is_kept_aside_and_the_registered_one_fetched(stores, tmp_path):
     one, two = stores
     _publish(one, b"registered")
-    stale = tmp_path / "two" / "digits" / "v1"  # left by the files-only store used before DATABASE_URL
-    stale.mkdir(parents=True)
-    (stale / MODEL_FILE).write_bytes(b"an older, different v1")
+    local = tmp_path / "two" / "digits" / "v1"  # left by the files-only store used before DATABASE_URL
+    local.mkdir(parents=True)
+    (local / MODEL_FILE).write_bytes(b"an older, different v1")
     assert two.get("digits", 1).model_file.read_bytes() == b"registered"
-    assert (stale / FILES_RECORD).is_file()
+    assert (local / FILES_RECORD).is_file()
+    (kept,) = (tmp_path / "two" / "digits").glob(".replaced-v1-*")  # someone's only copy: never deleted
+    assert (kept / MODEL_FILE).read_bytes() == b"an older, different v1"
+
+
+def test_a_folder_holding_exactly_the_registered_files_is_used_without_fetching(stores, tmp_path):
+    one, two = stores
+    _publish(one, b"migrated")
+    local = tmp_path / "two" / "digits" / "v1"  # as `photobot db migrate` leaves the install it copied
+    local.mkdir(parents=True)
+    (local / MODEL_FILE).write_bytes(b"migrated")
+    (local / "head.npz").write_bytes(b"head migrated")
+    before = (local / MODEL_FILE).stat().st_ino
+    version = two.get("digits", 1)
+    assert version.model_file.stat().st_ino == before
+    assert version.meta["version"] == 1 and (local / FILES_RECORD).is_file()
+
+
+def test_a_linked_cache_folder_is_refused(stores, tmp_path):
+    one, two = stores
+    _publish(one, b"registered")
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    _publish(one, b"second")
-    (tmp_path / "two" / "digits" / "v2").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "two" / "digits").mkdir(parents=True)
+    (tmp_path / "two" / "digits" / "v1").symlink_to(outside, target_is_directory=True)
     with pytest.raises(ModelUnavailable, match="link or lies outside"):
-        two.get("digits", 2)
+        two.get("digits", 1)
+    assert list(outside.iterdir()) == []
 
 
 def test_only_one_of_several_starting_processes_seeds_a_fresh_deployment(
