@@ -114,15 +114,15 @@ def _add_label(settings: Settings, name: str, label: str) -> int:
 
 def _add_builtin_label(settings: Settings, name: str, label: str) -> int:
     """One more label for a built-in image model (flowers), as /addlabel: its next retrain learns it."""
-    from inference.model_store import ModelStore
     from inference.taught import TaughtError, check_labels
+    from photobot.serving import model_store
     from photobot.wiring import taught_catalogue
     from storage import SyncStore
     from storage.added_labels import LabelAlreadyAdded
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     spec = taught_catalogue(settings)[name]
-    serving = ModelStore(settings.models_dir).active(name)
+    serving = model_store(settings).active(name)
     labels = spec.labels_for(serving.labels) if serving is not None and serving.labels else spec.label_names
     try:
         (checked,) = check_labels([label], existing=labels)
