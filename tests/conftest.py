@@ -1,4 +1,5 @@
-"""Fixtures every room shares: the datasets, and the real models trained from them once per session.
+"""Fixtures every room shares: the datasets, the real models trained from them and the shipped models
+seeded, each made once per test run (shared by pytest-xdist's workers) and copied by the tests.
 
 Data comes from PHOTOBOT_DATASETS (CI points it at ../shared/data) or is generated. A room's own fixtures
 live in its conftest.py (tests/bot/conftest.py: the bot harness's model); plain helpers in tests.support.
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.models import TinyModels
+from tests.support.models import TinyModels, convert_served
 from tests.support.postgres import backend, database, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.support.shared import built_once, run_folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -59,16 +61,35 @@ def flower_backbone(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """This session's tiny trained models (each configuration trained on first use, then copied)."""
-    return TinyModels(tmp_path_factory.mktemp("tiny-models"))
+    """This run's tiny trained models (each configuration trained on first use, then copied)."""
+    folder = run_folder(tmp_path_factory) / "tiny-models"
+    folder.mkdir(exist_ok=True)
+    return TinyModels(folder)
+
+
+@pytest.fixture(scope="session")
+def shipped_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store as a fresh install's first start leaves it: every model of the catalogue seeded
+    from its shipped default and converted for LiteRT. Made once per run (`built_once`), it is a
+    template: a test copies it into its own DATA_DIR (`models/`), and a process started there serves
+    at once, with no seeding and no conversion. The first start itself is tested from an empty store."""
+    from photobot.serving import seed_models
+    from photobot.settings import Settings
+
+    def build(folder: Path) -> None:
+        seed_models(Settings(data_dir=folder))
+        convert_served(folder / "models")
+
+    return built_once(tmp_path_factory, "shipped-data", build) / "models"
 
 
 @pytest.fixture(scope="session")
 def tiny_digit_model(tiny_models: TinyModels, mnist_path: Path) -> Callable[..., Path]:
-    """`tiny_digit_model(path, hidden=64, seed=0)`: a copy of a tiny MLP digit model at `path` (returned)."""
+    """`tiny_digit_model(path, hidden=64, seed=0, converted=False)`: a copy of a tiny MLP digit model at
+    `path` (returned), with its LiteRT conversion beside it when `converted`."""
 
-    def copy_to(path: Path, *, hidden: int = 64, seed: int = 0) -> Path:
-        return tiny_models.digits(mnist_path, path, hidden=hidden, seed=seed)
+    def copy_to(path: Path, *, hidden: int = 64, seed: int = 0, converted: bool = False) -> Path:
+        return tiny_models.digits(mnist_path, path, hidden=hidden, seed=seed, converted=converted)
 
     return copy_to
 
@@ -80,10 +101,23 @@ def digit_model_file(tiny_digit_model: Callable[..., Path], tmp_path_factory: py
 
 
 @pytest.fixture(scope="session")
-def tiny_flower_model(tiny_models: TinyModels, flowers_path: Path) -> Callable[..., tuple[Path, dict]]:
-    """`tiny_flower_model(path, per_class=12)`: a copy of a tiny two-output flower model and its ood block."""
+def converted_digit_model_file(
+    tiny_digit_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """`digit_model_file` with its LiteRT conversion beside it: `add_version` publishes it as a version
+    is after its first start, served through LiteRT at once. A new version's conversion runs in a
+    process of its own that imports TensorFlow (seconds of CPU for each store a test makes): tests that
+    are not about that first start use this one."""
+    folder = tmp_path_factory.mktemp("converted-digit-model")
+    return tiny_digit_model(folder / "digits.keras", converted=True)
 
-    def copy_to(path: Path, *, per_class: int = 12) -> tuple[Path, dict]:
-        return tiny_models.flowers(flowers_path, path, per_class=per_class)
+
+@pytest.fixture(scope="session")
+def tiny_flower_model(tiny_models: TinyModels, flowers_path: Path) -> Callable[..., tuple[Path, dict]]:
+    """`tiny_flower_model(path, per_class=12, converted=False)`: a copy of a tiny two-output flower model
+    and its ood block (the model's LiteRT conversion beside it when `converted`)."""
+
+    def copy_to(path: Path, *, per_class: int = 12, converted: bool = False) -> tuple[Path, dict]:
+        return tiny_models.flowers(flowers_path, path, per_class=per_class, converted=converted)
 
     return copy_to

@@ -190,8 +190,9 @@ def assert_drawn(png: bytes, *, green: bool) -> None:
     assert coloured.sum() >= 10, f"{int(coloured.sum())} {'green' if green else 'red'} pixels"
 
 
+@pytest.mark.process
 async def test_photobot_playground_prints_its_url_and_stops_cleanly_on_ctrl_c(
-    tmp_path: Path, model_dir: Path
+    tmp_path: Path, served_models: Path
 ) -> None:
     import asyncio
     import os
@@ -199,7 +200,7 @@ async def test_photobot_playground_prints_its_url_and_stops_cleanly_on_ctrl_c(
     import socket
     import sys
 
-    shutil.copytree(model_dir, tmp_path / "var" / "models")
+    shutil.copytree(served_models, tmp_path / "var" / "models")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

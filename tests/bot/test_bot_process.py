@@ -47,10 +47,11 @@ def bot_answers(server: BotApiServer, user: int) -> list[dict]:
     ]
 
 
+@pytest.mark.process
 async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(
-    tmp_path: Path, model_dir: Path, glyphs
+    tmp_path: Path, served_models: Path, glyphs
 ) -> None:
-    shutil.copytree(model_dir, tmp_path / "data" / "models")
+    shutil.copytree(served_models, tmp_path / "data" / "models")
     async with BotApiServer(TOKEN) as server:
         env = {
             **os.environ,
@@ -117,11 +118,12 @@ async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(
     assert (recorded, integrity) == (IN_FLIGHT + 1, "ok")
 
 
-async def test_webhook_mode_when_a_url_is_set(tmp_path: Path, model_dir: Path) -> None:
+@pytest.mark.process
+async def test_webhook_mode_when_a_url_is_set(tmp_path: Path, served_models: Path) -> None:
     """WEBHOOK_URL switches to a webhook (plain HTTP, as a local-mode self-hosted Bot API server allows)."""
     import socket
 
-    shutil.copytree(model_dir, tmp_path / "data" / "models")
+    shutil.copytree(served_models, tmp_path / "data" / "models")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

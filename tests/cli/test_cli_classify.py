@@ -15,12 +15,23 @@ from tests.support.models import add_version, digit_meta, digit_photo, load_mnis
 
 
 @pytest.fixture
-def photos(tmp_path, monkeypatch, mnist_path, digit_model_file):
-    """A labelled folder of digit photos (7/, 2/, …, none/) and a store with the tiny digit model."""
+def photos(tmp_path, monkeypatch, mnist_path, converted_digit_model_file):
+    """A labelled folder of digit photos (7/, 2/, …, none/) and a store with the tiny digit model,
+    converted for LiteRT as after its first start."""
+    return labelled_photos(tmp_path, monkeypatch, mnist_path, converted_digit_model_file)
+
+
+@pytest.fixture
+def photos_and_a_new_model(tmp_path, monkeypatch, mnist_path, digit_model_file):
+    """The same, the model not converted yet: the first command that serves it converts it."""
+    return labelled_photos(tmp_path, monkeypatch, mnist_path, digit_model_file)
+
+
+def labelled_photos(tmp_path, monkeypatch, mnist_path, model_file):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("ENGINE_RELOAD_POLL_S", "0")
-    add_version(ModelStore(tmp_path / "var" / "models"), "digits", digit_model_file, digit_meta())
+    add_version(ModelStore(tmp_path / "var" / "models"), "digits", model_file, digit_meta())
     _, _, x_test, y_test = load_mnist_subset(mnist_path, n_test=30)
     folder = tmp_path / "photos"
     for i, (image, label) in enumerate(zip(x_test, y_test, strict=True)):
@@ -56,10 +67,10 @@ def test_classify_prints_percentages_like_label_image(photos, capsys):
     assert all(0 <= p <= 100 for p in percents)
 
 
-def test_answers_are_handed_over_before_the_engine_closes(photos):
+def test_answers_are_handed_over_before_the_engine_closes(photos_and_a_new_model):
     """The first run of a model version converts it for LiteRT in the background, and the process waits
     for that at exit: `photobot classify` shows the answers through `on_answers`, before that wait."""
-    folder, _ = photos
+    folder, _ = photos_and_a_new_model
     files = sorted((folder / "7").glob("*.jpg"))[:2]
     handed: list[list] = []
     answers = asyncio.run(classify_files(files, "digit", Settings.from_env(), on_answers=handed.append))

@@ -33,7 +33,8 @@ from tests.support.models import (
 
 @pytest.fixture(scope="module")
 def flower_model(tiny_flower_model, tmp_path_factory):
-    return tiny_flower_model(tmp_path_factory.mktemp("flowers") / "flowers.keras")
+    """The tiny flower model with its LiteRT conversion beside it, and its ood block."""
+    return tiny_flower_model(tmp_path_factory.mktemp("flowers") / "flowers.keras", converted=True)
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +44,21 @@ def test_digits(mnist_path):
 
 
 @pytest.fixture
-def store(tmp_path, digit_model_file, flower_model):
+def store(tmp_path, converted_digit_model_file, flower_model):
+    """Both models as a store holds them after its first start: converted for LiteRT."""
+    store = ModelStore(tmp_path / "models")
+    add_version(store, "digits", converted_digit_model_file, digit_meta())
+    model_file, ood = flower_model
+    add_version(store, "flowers", model_file, flower_meta(ood))
+    return store
+
+
+@pytest.fixture
+def new_store(tmp_path, digit_model_file, tiny_flower_model):
+    """Both models as newly published versions: no conversion yet (the first start makes it)."""
     store = ModelStore(tmp_path / "models")
     add_version(store, "digits", digit_model_file, digit_meta())
-    model_file, ood = flower_model
+    model_file, ood = tiny_flower_model(tmp_path / "flowers.keras")
     add_version(store, "flowers", model_file, flower_meta(ood))
     return store
 
@@ -55,10 +67,10 @@ def config(**changes) -> EngineConfig:
     return EngineConfig(**{"reload_poll_s": 0, **changes})
 
 
-async def test_digit_mode_reads_digit_photos(store, test_digits):
+async def test_digit_mode_reads_digit_photos(new_store, test_digits):
     x_test, y_test = test_digits
     photos = [digit_photo(x_test[i], seed=i) for i in range(len(x_test))]
-    async with Classifier(store, config(), shipped_dir=None) as classifier:
+    async with Classifier(new_store, config(), shipped_dir=None) as classifier:
         predictions = await asyncio.gather(*(classifier.classify(p, "digit") for p in photos))
         status = classifier.models()["digits"]
     right = [p.label == str(y) for p, y in zip(predictions, y_test, strict=True)]
@@ -174,9 +186,9 @@ async def test_litert_and_keras_give_the_same_answers(store, test_digits, flower
     assert {a.model for a in answers["lite"]} == {"digits", "flowers"}
 
 
-async def test_start_logs_backend_and_device_per_model(store, caplog):
+async def test_start_logs_backend_and_device_per_model(new_store, caplog):
     caplog.set_level(logging.INFO, logger="inference.classifier")
-    async with Classifier(store, config(runtime="keras"), shipped_dir=None) as classifier:
+    async with Classifier(new_store, config(runtime="keras"), shipped_dir=None) as classifier:
         models = classifier.models()
         await classifier.conversions_done()
         assert classifier.models()["digits"].backend == "tensorflow"  # keras: no conversion at all
@@ -185,15 +197,15 @@ async def test_start_logs_backend_and_device_per_model(store, caplog):
     serving = [r.getMessage() for r in caplog.records if "serving" in r.getMessage()]
     assert any("digits v1" in m and "tensorflow" in m and "cpu" in m for m in serving)
     assert any("flowers v1" in m for m in serving)
-    assert not list(store.root.rglob("*.tflite"))
+    assert not list(new_store.root.rglob("*.tflite"))
 
 
 async def test_keras_serves_at_once_while_litert_converts_then_litert_from_the_cache(
-    store, test_digits, caplog
+    new_store, test_digits, caplog
 ):
     caplog.set_level(logging.INFO, logger="inference.classifier")
     photo = digit_photo(test_digits[0][0], seed=0)
-    async with Classifier(store, config(), shipped_dir=None) as classifier:
+    async with Classifier(new_store, config(), shipped_dir=None) as classifier:
         assert classifier.models()["digits"].backend == "tensorflow"  # no conversion cached yet
         first = await classifier.classify(photo, "digit")
         await classifier.conversions_done()
@@ -205,7 +217,7 @@ async def test_keras_serves_at_once_while_litert_converts_then_litert_from_the_c
     switched = [r.getMessage() for r in caplog.records if "now served by LiteRT" in r.getMessage()]
     assert len(switched) == 2
     caplog.clear()
-    async with Classifier(store, config(), shipped_dir=None) as classifier:
+    async with Classifier(new_store, config(), shipped_dir=None) as classifier:
         assert {m.backend for m in classifier.models().values()} == {"litert"}  # at once, from the cache
     assert not [r for r in caplog.records if "now served by LiteRT" in r.getMessage()]
 

@@ -132,10 +132,11 @@ def test_combine_says_not_recognized_when_neither_model_recognises_anything():
 
 @pytest.fixture(scope="module")
 def store(tiny_digit_model, tiny_flower_model, tmp_path_factory):
+    """Both tiny models, converted for LiteRT as after their first start."""
     folder = tmp_path_factory.mktemp("auto")
     store = ModelStore(folder / "models")
-    add_version(store, "digits", tiny_digit_model(folder / "d.keras"), digit_meta())
-    model_file, ood = tiny_flower_model(folder / "f.keras")
+    add_version(store, "digits", tiny_digit_model(folder / "d.keras", converted=True), digit_meta())
+    model_file, ood = tiny_flower_model(folder / "f.keras", converted=True)
     add_version(store, "flowers", model_file, flower_meta(ood))
     return store
 

@@ -3,7 +3,7 @@
 The models are trained here on real data — a few thousand MNIST digits, a few dozen flower photos — in
 seconds, and saved into a real ModelStore. Nothing of ours is mocked. Tests get them through the root
 conftest's `tiny_digit_model` and `tiny_flower_model` fixtures, which train each configuration once per
-session (`TinyModels`) and hand every test its own copy.
+test run (`TinyModels`, shared by pytest-xdist's workers) and hand every test its own copy.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from inference import digits, flowers
 from inference.model_store import ModelStore, ModelVersion
+from tests.support.shared import locked
 
 FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
@@ -41,12 +43,13 @@ def flower_files(flowers_path: Path, per_class: int, offset: int = 0) -> list[tu
 
 
 class TinyModels:
-    """Tiny real models, each trained once per session and configuration, then copied to where a test asks.
+    """Tiny real models, each trained once per test run and configuration, then copied to where a test asks.
 
     A configuration (seed, width, data) always trains the same model, so training it again for every test
-    module would only cost seconds of CPU: the first request trains it into this session's folder, later
-    ones copy that file. Every caller gets a copy of its own, so a test that damages or replaces its model
-    file cannot touch another test's.
+    module would only cost seconds of CPU: the first request trains it into `folder` (a folder of this run
+    that pytest-xdist's workers share: one trains while the others wait on its lock), later ones copy that
+    file. Every caller gets a copy of its own, so a test that damages or replaces its model file cannot
+    touch another test's.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -54,30 +57,77 @@ class TinyModels:
         self._digits: dict[tuple[Path, int, int], Path] = {}
         self._flowers: dict[tuple[Path, int], tuple[Path, dict]] = {}
 
-    def digits(self, mnist_path: Path, path: Path, *, hidden: int = 64, seed: int = 0) -> Path:
-        """A small MLP on (28, 28, 1) inputs, trained a few epochs on 3,000 real MNIST digits, at `path`."""
+    def digits(
+        self, mnist_path: Path, path: Path, *, hidden: int = 64, seed: int = 0, converted: bool = False
+    ) -> Path:
+        """A small MLP on (28, 28, 1) inputs, trained a few epochs on 3,000 real MNIST digits, at `path`
+        (with its LiteRT conversion beside it when `converted`: see `copy`)."""
         key = (mnist_path, hidden, seed)
         if key not in self._digits:
-            self._digits[key] = self._train_digits(mnist_path, hidden, seed)
-        shutil.copy2(self._digits[key], path)
-        return path
+            self._digits[key] = self._once(
+                f"digits-h{hidden}-s{seed}.keras", lambda to: self._train_digits(mnist_path, hidden, seed, to)
+            )
+        return self.copy(self._digits[key], path, converted=converted)
 
-    def flowers(self, flowers_path: Path, path: Path, *, per_class: int = 12) -> tuple[Path, dict]:
+    def flowers(
+        self, flowers_path: Path, path: Path, *, per_class: int = 12, converted: bool = False
+    ) -> tuple[Path, dict]:
         """A tiny two-output flower model ([probabilities, ood features]) like the shipped one, at `path`.
 
         Returns the model file and the meta["ood"] block fitted on its own training features.
         """
         key = (flowers_path, per_class)
         if key not in self._flowers:
-            self._flowers[key] = self._train_flowers(flowers_path, per_class)
+            trained = self._once(
+                f"flowers-{per_class}.keras", lambda to: self._train_flowers(flowers_path, per_class, to)
+            )
+            self._flowers[key] = trained, json.loads(trained.with_suffix(".ood.json").read_text())
         trained, ood = self._flowers[key]
-        shutil.copy2(trained, path)
-        return path, ood
+        return self.copy(trained, path, converted=converted), ood
 
-    def _train_digits(self, mnist_path: Path, hidden: int, seed: int) -> Path:
+    def copy(self, trained: Path, path: Path, *, converted: bool) -> Path:
+        """`trained` copied to `path`; when `converted`, with its LiteRT conversion beside it, as a
+        version's folder holds one after its first start (`add_version` takes it along). The conversion
+        is made once per run and model: the same bytes always convert to the same file."""
+        shutil.copy2(trained, path)
+        if converted:
+            for made in self._conversion(trained):
+                shutil.copy2(made, path.with_name(made.name))
+        return path
+
+    def _conversion(self, trained: Path) -> tuple[Path, ...]:
+        """The conversion of `trained` and its SHA-256 file (none where LiteRT is not installed)."""
+        from inference.lite import conversion_file, hash_file, lite_installed, serve_with_lite
+
+        if not lite_installed():
+            return ()
+        cached = conversion_file(trained)
+        with locked(self.folder / f"{trained.name}.conversion.lock"):
+            if not cached.is_file():
+                import keras
+
+                serve_with_lite(keras.saving.load_model(trained, compile=False, safe_mode=True), trained)
+        return cached, hash_file(cached)
+
+    def _once(self, name: str, train: Callable[[Path], None]) -> Path:
+        """`folder/name`, trained by `train(path)` unless this run has it already. It trains in a folder
+        of its own and what it wrote is moved into place after, the model file last: a model file there
+        is whole, with what was written beside it."""
+        path = self.folder / name
+        with locked(self.folder / f"{name}.lock"):
+            if not path.is_file():
+                staging = self.folder / f"staging-{name}"
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir()
+                train(staging / name)
+                for made in sorted(staging.iterdir(), key=lambda file: file.name == name):
+                    made.rename(self.folder / made.name)
+                staging.rmdir()
+        return path
+
+    def _train_digits(self, mnist_path: Path, hidden: int, seed: int, path: Path) -> None:
         import keras
 
-        path = self.folder / f"digits-h{hidden}-s{seed}.keras"
         keras.utils.set_random_seed(seed)
         x_train, y_train, _, _ = load_mnist_subset(mnist_path)
         x = np.stack([digits.normalize_digit(image) for image in x_train])[..., None]
@@ -92,12 +142,11 @@ class TinyModels:
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         model.fit(x, y_train, epochs=4, batch_size=64, verbose=0)
         model.save(path, include_optimizer=False)
-        return path
 
-    def _train_flowers(self, flowers_path: Path, per_class: int) -> tuple[Path, dict]:
+    def _train_flowers(self, flowers_path: Path, per_class: int, path: Path) -> None:
+        """The model at `path`, its meta["ood"] block beside it (`.ood.json`)."""
         import keras
 
-        path = self.folder / f"flowers-{per_class}.keras"
         keras.utils.set_random_seed(0)
         files = flower_files(flowers_path, per_class)
         x = np.stack([flowers.flower_input(Image.open(f)) for f, _ in files]).astype(np.float32)
@@ -122,18 +171,49 @@ class TinyModels:
             "reject_above": float(np.percentile(distances, 95) * 4),
             "min_confidence": 0.0,
         }
-        return path, ood
+        path.with_suffix(".ood.json").write_text(json.dumps(ood))
 
 
 def add_version(
     store: ModelStore, name: str, model_file: Path, meta: dict, *, promote: bool = True
 ) -> ModelVersion:
+    """`model_file` published as a new version of `name` (made active unless `promote` is False).
+
+    A LiteRT conversion of it cached beside it (`TinyModels.copy(converted=True)`) comes along into the
+    version's folder, where a first start would have written it: the version serves through LiteRT at
+    once. Without one, the first start converts it, as for any new version.
+    """
+    from inference.lite import conversion_file, hash_file
+
     with store.new_version(name, meta) as staged:
         shutil.copy2(model_file, staged.path / "model.keras")
     version = store.get(name, staged.version)
+    conversion = conversion_file(model_file)
+    if conversion.is_file():
+        for made in (hash_file(conversion), conversion):  # the hash first, as inference.lite writes them
+            shutil.copy2(made, version.path / made.name)
     if promote:
         store.promote(name, version.version)
     return version
+
+
+def convert_served(models_dir: Path) -> Path:
+    """Cache the LiteRT conversion of every model's active version in the store at `models_dir`, as the
+    first start of a bot or a command does (inference.lite): a copy of the store serves its versions
+    through LiteRT from the start, with no conversion (the flower model's takes ~18 s of CPU) and, in
+    a new process, without importing Keras. Where LiteRT is not installed nothing is converted."""
+    from inference.engine import EngineConfig
+    from inference.lite import lite_installed
+    from inference.loading import load_version
+
+    if not lite_installed():
+        return models_dir
+    store = ModelStore(models_dir)
+    for name in store.names():
+        version = store.active(name)
+        if version is not None:
+            load_version(version, max_batch=EngineConfig().max_batch, padded_sizes=(), runtime="lite")
+    return models_dir
 
 
 def digit_meta(**extra) -> dict:
