@@ -22,9 +22,11 @@ run: install
 playground: install
 	$(BIN)/photobot playground
 
-lint: install types
+# ruff first: it answers in a second, so a style slip fails before mypy's run.
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@$(MAKE) --no-print-directory types
 
 # mypy with pyproject.toml's [tool.mypy]: strict for inference/ and storage/. Its cache (.mypy_cache)
 # keeps a re-run to the files that changed.
@@ -62,9 +64,13 @@ nginx:
 test: lint browser postgres nginx
 	$(BIN)/pytest -q
 
-# The inner loop: lint and every test that needs no real training, no browser and no Ray cluster.
+# The inner loop: lint, then every test that needs no real training, no browser, no Ray cluster and no
+# whole `photobot` process or benchmark run (marked `process`: what they serve is tested in-process too),
+# on TEST_WORKERS pytest-xdist workers, each test file on one worker so that a module's bot starts once.
+# `make test` runs all of them, one at a time. Times: docs/performance.md.
+TEST_WORKERS ?= 2
 test-fast: lint postgres
-	$(BIN)/pytest -q -m "not slow and not browser and not ray"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser and not ray and not process"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

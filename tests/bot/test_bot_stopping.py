@@ -28,6 +28,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("mode", ["polling", "webhook"])
 async def test_sigterm_while_starting_and_converting_exits_at_once(
     tmp_path: Path, digit_model_file: Path, mode: str

@@ -15,6 +15,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from bot.playground.bot_api_server import BotApiServer
 from bot.redaction import REDACTED, RedactingFilter
 from inference.model_store import ModelStore
@@ -74,6 +76,7 @@ async def wait_until(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.process
 async def test_photobot_run_logs_json_lines_and_serves_its_metrics(
     tmp_path: Path, model_dir: Path, glyphs
 ) -> None:

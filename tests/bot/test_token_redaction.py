@@ -166,6 +166,7 @@ async def photobot_run(tmp_path: Path, token: str, api_url: str, log_level: str 
     return process.returncode, output.decode()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("log_level", ["INFO", "DEBUG"])
 async def test_photobot_run_with_a_token_telegram_rejects_says_so_in_one_line(
     tmp_path: Path, log_level: str
@@ -181,6 +182,7 @@ async def test_photobot_run_with_a_token_telegram_rejects_says_so_in_one_line(
         assert len(lines) == 1, output
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("api", ["silent", "refused"])
 async def test_photobot_run_against_an_unreachable_bot_api_says_so_without_the_token(
     tmp_path: Path, api: str
@@ -199,7 +201,8 @@ async def test_photobot_run_against_an_unreachable_bot_api_says_so_without_the_t
 @pytest.fixture
 def model_dir(tmp_path: Path, tiny_digit_model) -> Path:
     folder = tmp_path / "models"
-    model_file = tiny_digit_model(tmp_path / "tiny.keras", hidden=16)
+    # Converted already: the bot starts without a conversion process of its own.
+    model_file = tiny_digit_model(tmp_path / "tiny.keras", hidden=16, converted=True)
     add_version(ModelStore(folder), "digits", model_file, digit_meta(metrics={}, augmented=False))
     return folder
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from inference.model_store import ModelStore
 from photobot.cli import main
 from photobot.commands.bench_bot import Scenario, metrics_shares, shares_of_bare
@@ -57,12 +59,14 @@ def test_metrics_on_is_compared_with_photobot_without_them_in_the_same_round():
     assert shares_of_bare(results) == {("digits", 10): [50.0]}
 
 
+@pytest.mark.process
 def test_bench_bot_alternates_the_two_bots_and_reports_every_round(
     tmp_path, monkeypatch, mnist_path, tiny_digit_model, tiny_flower_model, capsys
 ):
+    # Converted already, as the benchmark wants them: it would wait for the bot to convert them first.
     store = ModelStore(tmp_path / "models")
-    add_version(store, "digits", tiny_digit_model(tmp_path / "d.keras"), digit_meta())
-    flower_file, ood = tiny_flower_model(tmp_path / "f.keras")
+    add_version(store, "digits", tiny_digit_model(tmp_path / "d.keras", converted=True), digit_meta())
+    flower_file, ood = tiny_flower_model(tmp_path / "f.keras", converted=True)
     add_version(store, "flowers", flower_file, flower_meta(ood))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from photobot.cli import main
 
 
+@pytest.mark.process
 def test_bench_storage_measures_both_backends_in_one_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = main(["bench", "storage", "--backend", "both", "--predictions", "300", "--tasks", "10"])
@@ -19,6 +22,7 @@ def test_bench_storage_measures_both_backends_in_one_run(tmp_path, monkeypatch, 
     assert out.count("feedback round trip, one person on an idle store (300 taps)") == 2
 
 
+@pytest.mark.process
 def test_bench_storage_crash_run_on_postgresql_loses_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = main(["bench", "storage", "--backend", "postgresql", "--crash", "4"])

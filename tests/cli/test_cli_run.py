@@ -46,6 +46,7 @@ def test_backoff_doubles_from_one_second_up_to_a_minute():
     assert backoff_delays(0) == []
 
 
+@pytest.mark.process
 def test_unreachable_bot_api_is_retried_with_backoff_and_ends_with_the_proxy_hint(tmp_path):
     port = free_port()
     done = run_bot(tmp_path, TOKEN, f"http://127.0.0.1:{port}", "--max-retries", "2")
@@ -62,6 +63,7 @@ def test_unreachable_bot_api_is_retried_with_backoff_and_ends_with_the_proxy_hin
     assert len(lines) == 3, output
 
 
+@pytest.mark.process
 async def test_a_rejected_token_is_one_line_and_not_retried(tmp_path):
     async with BotApiServer(TOKEN) as server:
         import asyncio

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from benchmarks import inference as bench
 from benchmarks.inference import arithmetic_peak, percentile
@@ -17,6 +18,7 @@ from photobot.cli import main
 from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset
 
 
+@pytest.mark.process
 def test_bench_inference_reports_engine_baselines_ratios_and_a_clean_hot_swap(
     tmp_path, monkeypatch, mnist_path, tiny_digit_model, capsys
 ):

@@ -236,6 +236,7 @@ async def wait_until_served(classifier: Classifier, version: int, deadline_s: fl
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.process
 async def test_a_promotion_and_a_rollback_from_another_process_are_served_without_a_failed_request(
     postgres_url, tmp_path, two_models, photos
 ):

@@ -63,6 +63,7 @@ def test_a_damaged_file_is_reported_not_crashed_on(tmp_path):
         load_mnist([tmp_path], tmp_path / "var")
 
 
+@pytest.mark.process
 def test_the_command_line_says_what_to_set_without_a_traceback(tmp_path):
     env = {**os.environ, "PHOTOBOT_DATASETS": str(tmp_path / "nothing"), "DATA_DIR": str(tmp_path / "var")}
     result = subprocess.run(

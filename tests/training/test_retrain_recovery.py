@@ -208,6 +208,7 @@ async def test_a_job_left_without_a_process_is_failed_when_the_bot_starts(
     assert expected in failed.error, failed.error
 
 
+@pytest.mark.process
 async def test_a_restarted_bot_takes_over_the_job_the_last_one_left_running(
     tmp_path: Path, model_dir: Path, mnist_path: Path
 ) -> None:
