@@ -155,7 +155,7 @@ async def _record(
     await found.store.drop_pending_correction(query.from_user.id, prediction.id)  # answered by button
     found.metrics.feedback(("correct" if correct else "wrong") if result.created else "already")
     if not result.created:
-        await query.answer(text(language, "feedback_already"))
+        await _answer_again(query, text(language, "feedback_already"))
         await _edit_markup(query, None)
         return
     neither = prediction.model is None and label is None  # "not recognised", and the user agrees
@@ -171,6 +171,18 @@ def _thanks(found: Services, language: str, model: str, label: str | None, corre
         return text(language, "thanks_none_model", what=what.lower())
     shown = spec.shown_label(label, language)
     return text(language, "thanks_correct" if correct else "thanks_label", label=shown)
+
+
+async def _answer_again(query: CallbackQuery, reply: str) -> None:
+    """Answer a tap whose feedback is already stored. It may be the same update delivered again after
+    the replica handling it died (webhooks), which had answered the query already: Telegram refuses a
+    second answer, and the buttons must still go."""
+    try:
+        await query.answer(reply)
+    except BadRequest as error:
+        if "query is too old" not in str(error).lower():
+            raise
+        logger.info("Feedback tap answered before (a redelivered update): %s", error)
 
 
 async def _edit_markup(query: CallbackQuery, keyboard: InlineKeyboardMarkup | None) -> None:

@@ -157,6 +157,30 @@ async def test_correct_is_stored_once_and_the_first_answer_stands(bot: BotHarnes
     assert (await bot.services.store.get_feedback(prediction_id)).true_label == label
 
 
+async def test_a_tap_delivered_again_after_its_query_was_answered_still_clears_the_buttons(
+    bot: BotHarness, glyphs
+) -> None:
+    """A webhook replica stored a tap and answered its query, then died before editing the message:
+    Telegram delivers the same update to another replica, and refuses its second answer to the query."""
+    user = bot.user(205)
+    reply = await answered_photo(bot, user, digit_photo(glyphs[5]))
+    correct = button_data(reply, "✅ Correct")
+    prediction_id = callbacks.decode(correct).prediction_id
+    label = ANSWER.match(reply["text"].splitlines()[0])["label"]
+    # What the replica that died had done: the feedback stored, the query answered.
+    await bot.services.store.record_feedback(prediction_id, user_id=user, verdict="correct", true_label=label)
+    chats = bot.server._chats  # the fake Telegram's own state: a query made and answered, not yet delivered
+    query = chats.new_query(user, chats.by_id[user].messages[reply["message_id"]], correct)
+    chats.queries[query["id"]].answered = True
+    after = bot.server.chat(user).revision
+    await bot.server.push_update({"callback_query": query})
+    edit = await bot.server.wait_for(
+        user, lambda e: e["type"] == "edit" and e["message"]["message_id"] == reply["message_id"], after=after
+    )
+    assert not edit["message"].get("reply_markup", {}).get("inline_keyboard")
+    assert await bot.quiet_for(user, 0.5) == []  # and no error message to the person
+
+
 async def test_not_a_digit_and_back(bot: BotHarness, glyphs) -> None:
     user = bot.user(205)
     reply = await answered_photo(bot, user, digit_photo(glyphs[0]))
