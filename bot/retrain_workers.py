@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.metrics import WorkerMetrics
-from bot.redaction import redact
 from bot.retraining import (
     TimeLeft,
-    busy_text,
+    announce_job,
     describe_exit,
     edit_progress,
     job_log_path,
@@ -72,28 +71,19 @@ async def enqueue(
 ) -> RetrainJob | None:
     """Queue a job for the workers and send its progress message (None, and the admin is told which
     job is in the way, when one of the same model is queued or running)."""
-    from storage import JobAlreadyActive
-
-    try:
-        job = await found.store.create_retrain_job(
-            model,
-            requested_by=requested_by,
-            chat_id=chat_id,
-            language=language,
-            runner="worker",
-            forced=force,
-        )
-    except JobAlreadyActive as error:
-        await bot.send_message(chat_id, busy_text(error.job, language))
+    announced = await announce_job(
+        found.store,
+        bot,
+        model,
+        chat_id=chat_id,
+        requested_by=requested_by,
+        language=language,
+        runner="worker",
+        forced=force,
+    )
+    if announced is None:
         return None
-    try:
-        message = await bot.send_message(chat_id, progress_text(job, language=language))
-    except Exception as error:
-        await found.store.fail_retrain_job(
-            job.id, f"its start message could not be sent: {redact(str(error))}"
-        )
-        raise
-    await found.store.set_retrain_message(job.id, message.message_id)
+    job, _ = announced
     logger.info("retrain job %d (%s) queued for the workers", job.id, model)
     return job
 

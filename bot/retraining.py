@@ -156,35 +156,30 @@ class RetrainRunner:
         force: bool,
         language: str,
     ) -> RetrainJob | None:
-        from storage import JobAlreadyActive
-
-        try:
-            job = await found.store.create_retrain_job(
-                model, requested_by=requested_by, chat_id=chat_id, language=language, watcher=self.watcher
-            )
-        except JobAlreadyActive as error:
-            await bot.send_message(chat_id, busy_text(error.job, language))
+        announced = await announce_job(
+            found.store,
+            bot,
+            model,
+            chat_id=chat_id,
+            requested_by=requested_by,
+            language=language,
+            watcher=self.watcher,
+        )
+        if announced is None:
             return None
-        try:
-            message = await bot.send_message(chat_id, progress_text(job, language=language))
-        except Exception as error:
-            await found.store.fail_retrain_job(
-                job.id, f"its start message could not be sent: {redact(str(error))}"
-            )
-            raise
-        await found.store.set_retrain_message(job.id, message.message_id)
+        job, message_id = announced
         command = self.command(model, job.id, force)
         try:
             process = await self._spawn(command, job_log_path(self.config.data_dir, job.id))
         except OSError as error:
             await found.store.fail_retrain_job(job.id, f"the job process could not start: {error}")
             failed = text(language, "retrain_could_not_start", model=model, error=error)
-            await edit_progress(bot, chat_id, message.message_id, failed)
+            await edit_progress(bot, chat_id, message_id, failed)
             return None
         logger.info(
             "retrain job %d (%s) started as pid %d: %s", job.id, model, process.pid, " ".join(command)
         )
-        running = RunningJob(job.id, model, chat_id, message.message_id, process, language=language)
+        running = RunningJob(job.id, model, chat_id, message_id, process, language=language)
         running.task = asyncio.create_task(self._watch(found, bot, running), name=f"retrain-job-{job.id}")
         self.running[job.id] = running
         return job
@@ -369,6 +364,45 @@ async def start_retrain(
     return await runner(bot_data, found.retrain).start(
         found, bot, model, chat_id=chat_id, requested_by=requested_by, force=force, language=language
     )
+
+
+async def announce_job(
+    store: Store,
+    bot: Bot,
+    model: str,
+    *,
+    chat_id: int,
+    requested_by: int | None,
+    language: str,
+    watcher: str | None = None,
+    runner: str = "local",
+    forced: bool = False,
+) -> tuple[RetrainJob, int] | None:
+    """Queue a job and send its progress message, whose id goes into the job's row (the bot's runner
+    and the workers' queue alike). None, and the admin is told which job is in the way, when one is
+    queued or running; a job whose message cannot be sent is marked failed, and the error goes on."""
+    from storage import JobAlreadyActive
+
+    try:
+        job = await store.create_retrain_job(
+            model,
+            requested_by=requested_by,
+            chat_id=chat_id,
+            language=language,
+            watcher=watcher,
+            runner=runner,
+            forced=forced,
+        )
+    except JobAlreadyActive as error:
+        await bot.send_message(chat_id, busy_text(error.job, language))
+        return None
+    try:
+        message = await bot.send_message(chat_id, progress_text(job, language=language))
+    except Exception as error:
+        await store.fail_retrain_job(job.id, f"its start message could not be sent: {redact(str(error))}")
+        raise
+    await store.set_retrain_message(job.id, message.message_id)
+    return job, message.message_id
 
 
 async def send_report(
