@@ -134,6 +134,35 @@ class ModelStatus:
     refused: dict[int, str]  # versions that could not be loaded, and why
     in_workers: int = 0  # photos whose model ran in the decode processes, not in `batches`
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        loaded: LoadedModel | None,
+        *,
+        swaps: int,
+        queued: int,
+        batches: dict[str, Any],
+        refused: Mapping[int, str],
+        in_workers: int = 0,
+    ) -> ModelStatus:
+        """The status of `name` served by `loaded` (None: nothing serves it); the Classifier and a Ray
+        Serve replica report alike."""
+        return cls(
+            name=name,
+            version=loaded.version.version if loaded else None,
+            preprocessing=loaded.version.meta.get("preprocessing") if loaded else None,
+            labels=tuple(loaded.version.labels) if loaded else (),
+            backend=loaded.backend if loaded else None,
+            device=loaded.device if loaded else None,
+            load_ms=round(loaded.load_ms, 1) if loaded else None,
+            swaps=swaps,
+            queued=queued,
+            batches=batches,
+            refused=dict(refused),
+            in_workers=in_workers,
+        )
+
 
 # ----------------------------------------------------------------------------------- the classifier
 
@@ -470,19 +499,13 @@ class Classifier(Answering[_Serving]):
         report = {}
         for name, slot in self._slots.items():
             serving = slot.serving
-            loaded = serving.loaded if serving else None
-            report[name] = ModelStatus(
-                name=name,
-                version=loaded.version.version if loaded else None,
-                preprocessing=loaded.version.meta.get("preprocessing") if loaded else None,
-                labels=tuple(loaded.version.labels) if loaded else (),
-                backend=loaded.backend if loaded else None,
-                device=loaded.device if loaded else None,
-                load_ms=round(loaded.load_ms, 1) if loaded else None,
+            report[name] = ModelStatus.of(
+                name,
+                serving.loaded if serving else None,
                 swaps=slot.swaps,
                 queued=slot.worker.queued(),
                 batches=slot.worker.stats.snapshot(),
-                refused=dict(slot.refused),
+                refused=slot.refused,
                 in_workers=slot.in_workers,
             )
         return report

@@ -145,18 +145,13 @@ class ModelServer:
         """The version this replica serves, and its status as `Classifier.models()` reports one."""
         serving = self._serving
         loaded = serving.loaded if serving else None
-        status = ModelStatus(
-            name=self.name,
-            version=loaded.version.version if loaded else None,
-            preprocessing=loaded.version.meta.get("preprocessing") if loaded else None,
-            labels=tuple(loaded.version.labels) if loaded else (),
-            backend=loaded.backend if loaded else None,
-            device=loaded.device if loaded else None,
-            load_ms=round(loaded.load_ms, 1) if loaded else None,
+        status = ModelStatus.of(
+            self.name,
+            loaded,
             swaps=self._swaps,
             queued=0,
             batches=self._stats.snapshot(),
-            refused=dict(self._refused),
+            refused=self._refused,
         )
         return (loaded.version if loaded else None), status
 
