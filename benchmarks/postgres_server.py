@@ -71,6 +71,14 @@ class PostgresServer:
     def socket_dir(self) -> Path:
         return self.root / "socket"
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while the server runs (its backends are its children)."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SERVER_USER}:{self.password}@127.0.0.1:{self.port}/{database}"
 

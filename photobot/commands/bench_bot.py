@@ -20,12 +20,26 @@ turn with this one every round, and reports this one's throughput as a share of 
 change, on the same noisy machine. `--metrics` also runs PhotoBot with its Prometheus endpoint on
 (METRICS_PORT, scraped every SCRAPE_S while it runs; the others run with it off), in turn with PhotoBot
 without, the order swapped every round, and reports its throughput as a share of PhotoBot's without.
+
+`--backend sqlite|postgresql|both` picks PhotoBot's database: the SQLite file in its DATA_DIR (the
+default), or a PostgreSQL database of its own (DATABASE_URL) on a throwaway server started for the run
+(`photobot.commands.bench_backends`, as `bench storage` starts it) and removed when the run ends; the
+`--models` store is registered in that database, as `photobot db migrate` copies an install's models, so
+both serve the same versions. `both` runs PhotoBot on each in turn every round, the order swapped every
+round, and prints their figures side by side with PostgreSQL's as a ratio of SQLite's in the same round
+(`bench_bot_report` says what `--json` holds). With `both`, leave out `--checkout` and `--metrics`.
+
+Whatever ends the run (a bot that does not start within --start-timeout seconds or exits first, an
+error, Ctrl-C, SIGTERM) stops every bot it started, and whatever those left in their process group, and
+removes the throwaway server and the temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -35,31 +49,18 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
+from photobot.commands.bench_backends import ThrowawayPostgres, add_backend_option, chosen
+from photobot.commands.bench_bot_photos import bench_photos
+from photobot.commands.bench_bot_report import Scenario, as_json, print_results, row
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
 TOKEN = "7777:bench"
 KINDS = ("digits", "flowers")
 SCRAPE_S = 1.0  # Prometheus scrapes every 15 s or so; once a second is the harsher case
-
-
-@dataclass(frozen=True)
-class Scenario:
-    round: int  # from 1; see --rounds
-    bot: str  # "bare", "photobot", "checkout" (the PhotoBot of --checkout), "metrics" (METRICS_PORT on)
-    kind: str  # "digits" or "flowers"
-    users: int
-    photos: int  # answered within the measured window
-    seconds: float
-    photos_per_s: float
-    p50_ms: float | None
-    p95_ms: float | None
-    answered: int  # answers with ✅ / ❌ buttons (the rest were refusals or errors)
-    bot_cpu_ms: float | None  # CPU time of the bot's process tree per answered photo (load-independent)
-    server_cpu_ms: float | None  # CPU time of this process (server + simulated users) per answered photo
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +110,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: the default mode; kind: users first send /digit or /flower to match their photos",
     )
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    add_backend_option(
+        parser,
+        default="sqlite",
+        help_text="PhotoBot's database: sqlite (default), postgresql (a throwaway server), or both in turn",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a bot may take to start answering before the run gives up (default 300)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here (one JSON object)")
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,105 +129,137 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     if any(k not in KINDS for k in kinds):
         raise UserFacingError(f"--kinds takes {', '.join(KINDS)}")
-    photos = {kind: _photos(kind, args.photos, settings) for kind in kinds}
+    backends = chosen(args.backend)
+    if len(backends) > 1 and (args.checkout or args.metrics):
+        raise UserFacingError("--backend both compares the backends: run --checkout or --metrics on one")
+    photos = {kind: bench_photos(kind, args.photos, settings) for kind in kinds}
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     pool = os.environ.get("ENGINE_POOL", settings.engine.pool)
     limit = args.outgoing_rate or "off"
     print(
         f"{os.cpu_count()} CPUs, load average {load}; engine pool {pool}, outgoing limit {limit}, "
-        f"mode {args.mode}"
+        f"mode {args.mode}, backend {args.backend}"
     )
+    # Until asyncio.run takes SIGTERM over, it ends the run like an error, so the server is removed.
+    previous = signal.signal(signal.SIGTERM, _stopped)
     try:
-        results = asyncio.run(_bench(args, settings, users, photos))
-    except asyncio.CancelledError:  # SIGTERM: the bots were stopped and the temporary folder removed
-        raise UserFacingError("stopped by SIGTERM before the end; nothing reported") from None
-    _print(results, "checkout" if args.checkout else None)
+        with ThrowawayPostgres() as postgres:
+            on_postgres = _photobots(args) if "postgresql" in backends else []
+            databases = {(bot, "postgresql"): _database(postgres, args.models) for bot in on_postgres}
+            try:
+                server_pid = postgres.server.pid if postgres.server else None
+                results = asyncio.run(_bench(args, settings, users, photos, backends, databases, server_pid))
+            except asyncio.CancelledError:  # SIGTERM: the bots were stopped and the temporary folder removed
+                _stopped()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print_results(results, "checkout" if args.checkout else None)
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        args.json.write_text(json.dumps(as_json(results), indent=2) + "\n")
     return 0
 
 
-# ------------------------------------------------------------------------------------------ photos
+def _stopped(*_: object) -> NoReturn:
+    raise UserFacingError("stopped by SIGTERM before the end; nothing reported")
 
 
-def _photos(kind: str, count: int, settings: Settings) -> list[bytes]:
-    if kind == "digits":
-        return _digit_photos(count, settings)
-    return _flower_photos(count, settings)
+def _photobots(args: argparse.Namespace) -> list[str]:
+    """The PhotoBots of the run ("photobot", and "checkout" or "metrics" when asked): each has its own
+    data folder and, on PostgreSQL, its own database."""
+    return (["checkout"] if args.checkout else []) + ["photobot"] + (["metrics"] if args.metrics else [])
 
 
-def _datasets(settings: Settings) -> list[Path]:
-    env = os.environ.get("PHOTOBOT_DATASETS", "")
-    return [*settings.datasets, *(Path(p) for p in env.split(os.pathsep) if p)]
+def _database(postgres: ThrowawayPostgres, models: Path | None) -> str:
+    """A fresh database on the throwaway server, holding the `--models` store's versions if given."""
+    url = postgres.database()
+    if models is not None:
+        from photobot.commands.db import local_models
+        from storage import migration_models
+        from storage.connect import open_database
+
+        local = local_models(models)
+        db = open_database(url)
+        try:
+            migration_models.copy(db, local, migration_models.look(db, local))
+        finally:
+            db.close()
+    return url
 
 
-def _digit_photos(count: int, settings: Settings) -> list[bytes]:
-    """Phone-like 1280×960 photos of MNIST test digits (one to three digits), from training.synth_photos."""
-    import numpy as np
-
-    from training import synth_photos
-
-    mnist = next((d / "mnist.npz" for d in _datasets(settings) if (d / "mnist.npz").is_file()), None)
-    if mnist is None:
-        raise UserFacingError("mnist.npz not found: set PHOTOBOT_DATASETS")
-    with np.load(mnist) as data:
-        images, labels = data["x_test"], data["y_test"]
-    rng = np.random.default_rng(2026)
-    photos = []
-    for _ in range(count):
-        picks = rng.choice(len(images), size=int(rng.integers(1, 4)))
-        style = synth_photos.random_style(rng, size=(1280, 960))
-        data, _label = synth_photos.render_photo([images[i] for i in picks], rng, style, labels=labels[picks])
-        photos.append(data)
-    return photos
-
-
-def _flower_photos(count: int, settings: Settings) -> list[bytes]:
-    """Real photos from flower_photos/, the same ones every run."""
-    folder = next((d / "flower_photos" for d in _datasets(settings) if (d / "flower_photos").is_dir()), None)
-    if folder is None:
-        raise UserFacingError("flower_photos/ not found: set PHOTOBOT_DATASETS")
-    files = sorted(folder.glob("*/*.jpg"))
-    return [path.read_bytes() for path in random.Random(2026).sample(files, min(count, len(files)))]
+def _line_up(
+    args: argparse.Namespace, backends: tuple[str, ...], round_: int
+) -> list[tuple[str, str | None]]:
+    """The bots of one round in order, each with its backend (None for the bare bot). PhotoBot with and
+    without metrics, and on either backend, take turns going first: the VM drifts within a round too."""
+    photobots = _photobots(args)
+    if args.metrics and round_ % 2 == 0:
+        photobots[-2:] = ["metrics", "photobot"]
+    ordered = backends if round_ % 2 == 1 else backends[::-1]
+    bare: list[tuple[str, str | None]] = [] if args.no_bare else [("bare", None)]
+    return bare + [(bot, backend) for bot in photobots for backend in ordered]
 
 
 # ------------------------------------------------------------------------------------------ the run
 
 
 async def _bench(
-    args: argparse.Namespace, settings: Settings, users: list[int], photos: dict[str, list[bytes]]
+    args: argparse.Namespace,
+    settings: Settings,
+    users: list[int],
+    photos: dict[str, list[bytes]],
+    backends: tuple[str, ...],
+    databases: dict[tuple[str, str], str],
+    database_pid: int | None = None,
 ) -> list[Scenario]:
     from bot.playground.bot_api_server import BotApiServer
 
-    # SIGTERM cancels the run like Ctrl-C does, so the bots are stopped and the temporary folder goes.
+    # SIGTERM cancels the run like Ctrl-C does, so the bots are stopped and the temporary folder goes;
+    # once only, so a second SIGTERM does not cut that clean-up short.
     running = asyncio.current_task()
     if running is not None:  # always, inside asyncio.run
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, running.cancel)
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGTERM, lambda: running.cancelling() or running.cancel()
+        )
     results: list[Scenario] = []
     async with BotApiServer(TOKEN) as server:
         for kind_photos in photos.values():
             for data in kind_photos:
                 await server._photo_sizes(data)  # Telegram re-encodes on upload, before the bot sees it
-        bots = ([] if args.no_bare else ["bare"]) + (["checkout"] if args.checkout else []) + ["photobot"]
         with tempfile.TemporaryDirectory(prefix="photobot-bench-bot-") as temp:
             for round_ in range(1, max(1, args.rounds) + 1):
-                # with and without metrics in turn, the order swapped every round: the VM drifts
-                paired = [*bots, "metrics"] if args.metrics else bots
-                if args.metrics and round_ % 2 == 0:
-                    paired[-2:] = ["metrics", "photobot"]
-                for bot in paired:  # the same data folder every round: models are converted once
+                for bot, backend in _line_up(args, backends, round_):
+                    # the same data folder every round: models are converted once
+                    folder = Path(temp) / (bot if backend is None else f"{bot}-{backend}")
+                    database = databases.get((bot, backend)) if backend else None
                     port = _free_port() if bot == "metrics" else 0
-                    process = await _start(bot, server, Path(temp) / bot, args, metrics_port=port)
+                    process = await _start(bot, server, folder, args, database, metrics_port=port)
+                    # what the bot opens: its DATABASE_URL, or the SQLite file in its DATA_DIR
+                    stores = (
+                        None if bot == "bare" else Settings(data_dir=folder, database_url=database).database
+                    )
                     scraping = (
                         asyncio.create_task(_scrape(f"http://127.0.0.1:{port}/metrics")) if port else None
                     )
                     try:
                         for kind, kind_photos in photos.items():
                             for count in users:
+                                before = _predictions(stores)
                                 result = await _scenario(
-                                    server, bot, kind, count, kind_photos, args, process.pid, round_
+                                    server,
+                                    bot,
+                                    kind,
+                                    count,
+                                    kind_photos,
+                                    args,
+                                    process.pid,
+                                    round_,
+                                    backend=backend,
+                                    database_pid=database_pid if database else None,
                                 )
-                                print(_row(result), flush=True)
+                                stored = _predictions(stores)
+                                if stored is not None and before is not None:
+                                    result = dataclasses.replace(result, stored=stored - before)
+                                print(row(result), flush=True)
                                 results.append(result)
                     finally:
                         if scraping is not None:
@@ -225,17 +269,25 @@ async def _bench(
 
 
 async def _start(
-    bot: str, server, folder: Path, args: argparse.Namespace, *, metrics_port: int = 0
+    bot: str,
+    server,
+    folder: Path,
+    args: argparse.Namespace,
+    database: str | None,
+    *,
+    metrics_port: int = 0,
 ) -> asyncio.subprocess.Process:
+    """Start a bot and wait until it polls (and has its models converted); stopped again if it does not."""
     fresh = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    if args.models and fresh:
+    if args.models and fresh and database is None:  # on PostgreSQL they are in its database (`_database`)
         shutil.copytree(args.models, folder / "models")
     env = {
         **os.environ,
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_API_URL": server.url,
         "DATA_DIR": str(folder),
+        "DATABASE_URL": database or "",  # empty: the SQLite file under DATA_DIR, whatever is exported
         "USER_PHOTOS_PER_MINUTE": str(args.flood_limit),
         "USER_UPDATES_PER_MINUTE": str(args.flood_limit),
         "OUTGOING_MESSAGES_PER_S": str(args.outgoing_rate),
@@ -254,17 +306,53 @@ async def _start(
         else [sys.executable, "-m", "photobot", "run"]
     )
     polls = len(server.polls)
-    log = open(folder / "bot.log", "wb")  # noqa: SIM115 - the child owns it from here
-    process = await asyncio.create_subprocess_exec(*command, env=env, cwd=folder, stdout=log, stderr=log)
+    log_file = folder / "bot.log"
+    log = open(log_file, "wb")  # noqa: SIM115 - the child owns it from here
+    # A session of its own: `_stop` ends whatever the bot started (its decode processes) with it, and
+    # Ctrl-C reaches only this process, which stops the bots in order.
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, cwd=folder, stdout=log, stderr=log, start_new_session=True
+    )
     log.close()
-    started = time.monotonic()
-    while len(server.polls) == polls:
-        if process.returncode is not None or time.monotonic() - started > 300:
-            raise UserFacingError(f"the {bot} bot did not start; see {folder / 'bot.log'}")
-        await asyncio.sleep(0.1)
-    if bot != "bare":
-        await _conversions_done(folder / "models", process)
+    try:
+        started = time.monotonic()
+        while len(server.polls) == polls:
+            if process.returncode is not None or time.monotonic() - started > args.start_timeout:
+                why = "exited" if process.returncode is not None else f"no poll in {args.start_timeout:g} s"
+                raise UserFacingError(
+                    f"the {bot} bot did not start ({why}); its log ends:\n{_tail(log_file)}"
+                )
+            await asyncio.sleep(0.1)
+        if bot != "bare":
+            await _conversions_done(folder / "models", process, database)
+    except BaseException:
+        await _stop(process)
+        raise
     return process
+
+
+def _predictions(database: Path | str | None) -> int | None:
+    """The predictions in a PhotoBot's database, read beside the running bot: its answers were stored
+    where the run meant them to be (None: no database, or one newer than this PhotoBot reads)."""
+    from storage.connect import open_database
+    from storage.errors import SchemaTooNew
+
+    if database is None:
+        return None
+    try:
+        db = open_database(database, read_only=True)
+    except SchemaTooNew:  # the PhotoBot of a newer --checkout
+        return None
+    try:
+        return int(db.execute("SELECT count(*) FROM predictions").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    """The end of a bot's log: the run's temporary folder, and the log with it, is gone once it stops."""
+    text = log.read_text(errors="replace").rstrip() if log.is_file() else ""
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
 def _free_port() -> int:
@@ -310,19 +398,26 @@ async def _stop_scraping(task: asyncio.Task[tuple[int, float]]) -> str:
     return f"metrics endpoint: scraped {scrapes} times; it had counted {answered:.0f} photos answered"
 
 
-async def _conversions_done(models: Path, process: asyncio.subprocess.Process) -> None:
+async def _conversions_done(
+    models: Path, process: asyncio.subprocess.Process, database: str | None = None
+) -> None:
     """Wait while the bot converts its models for LiteRT in the background (first start of a version):
-    the benchmark measures what serves for good. Gives up after 120 s (a bot that serves with Keras)."""
+    the benchmark measures what serves for good. Gives up after 120 s (a bot that serves with Keras).
+    On PostgreSQL the versions are the database's and `models` the bot's cache of them."""
     from inference.catalogue import DEFAULT_CATALOGUE
     from inference.lite import conversion_file, lite_installed
     from inference.model_store import ModelStore
+    from storage.model_registry import registry_for
 
     if os.environ.get("ENGINE_RUNTIME", "auto") != "auto" or not lite_installed():
         return
-    store = ModelStore(models)
-    active = [store.active(name) for name in DEFAULT_CATALOGUE.names]
-    # Named once: the name hashes the model file (~20 MB for flowers), on the simulated users' loop.
-    expected = [conversion_file(version.model_file) for version in active if version is not None]
+    store = ModelStore(models, registry=registry_for(database) if database else None)
+    try:
+        active = [store.active(name) for name in DEFAULT_CATALOGUE.names]
+        # Named once: the name hashes the model file (~20 MB for flowers), on the simulated users' loop.
+        expected = [conversion_file(version.model_file) for version in active if version is not None]
+    finally:
+        store.close()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.returncode is None:
         if all(path.is_file() for path in expected):
@@ -333,6 +428,8 @@ async def _conversions_done(models: Path, process: asyncio.subprocess.Process) -
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, a minute to exit, then SIGKILL; then SIGKILL to whatever is left in its process group
+    (its decode processes, if it died before stopping them)."""
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -340,6 +437,8 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             process.kill()
             await process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # its own group (start_new_session): nothing of ours
 
 
 _next_user = iter(range(1_000_000, 2_000_000))
@@ -354,6 +453,9 @@ async def _scenario(
     args: argparse.Namespace,
     pid: int,
     round_: int,
+    *,
+    backend: str | None = None,
+    database_pid: int | None = None,
 ) -> Scenario:
     start = time.time()
     measure_from, stop_at = start + args.warmup, start + args.warmup + args.seconds
@@ -367,9 +469,9 @@ async def _scenario(
         )
         start = time.time()
         measure_from, stop_at = start + args.warmup, start + args.warmup + args.seconds
-    cpu = asyncio.create_task(_cpu_during(pid, measure_from, stop_at))
+    cpu = asyncio.create_task(_cpu_during(pid, database_pid, measure_from, stop_at))
     await asyncio.gather(*(_user(server, user_id, photos, stop_at, samples) for user_id in ids))
-    bot_cpu_s, server_cpu_s = await cpu
+    bot_cpu_s, server_cpu_s, database_cpu_s = await cpu
     measured = [(latency, ok) for at, latency, ok in samples if measure_from <= at <= stop_at]
     latencies = sorted(latency * 1000 for latency, _ in measured)
     count = len(measured)
@@ -386,19 +488,28 @@ async def _scenario(
         answered=sum(ok for _, ok in measured),
         bot_cpu_ms=1000 * bot_cpu_s / count if count and bot_cpu_s is not None else None,
         server_cpu_ms=1000 * server_cpu_s / count if count else None,
+        backend=backend,
+        database_cpu_ms=1000 * database_cpu_s / count if count and database_cpu_s is not None else None,
     )
 
 
-async def _cpu_during(pid: int, start: float, stop: float) -> tuple[float | None, float]:
-    """CPU seconds used between two wall-clock times by the bot's process tree and by this process."""
+async def _cpu_during(
+    pid: int, database_pid: int | None, start: float, stop: float
+) -> tuple[float | None, float, float | None]:
+    """CPU seconds used between two wall-clock times by the bot's process tree, by this process, and by
+    the PostgreSQL server's processes (the postmaster and its children) when there is one."""
     from benchmarks.inference import process_tree_cpu_seconds
 
+    def tree(root: int | None) -> float | None:
+        return None if root is None else process_tree_cpu_seconds(root)
+
     await asyncio.sleep(max(0.0, start - time.time()))
-    bot_before, own_before = process_tree_cpu_seconds(pid), time.process_time()
+    bot_before, own_before, db_before = tree(pid), time.process_time(), tree(database_pid)
     await asyncio.sleep(max(0.0, stop - time.time()))
-    bot_after, own_after = process_tree_cpu_seconds(pid), time.process_time()
+    bot_after, own_after, db_after = tree(pid), time.process_time(), tree(database_pid)
     bot = None if bot_before is None or bot_after is None else bot_after - bot_before
-    return bot, own_after - own_before
+    database = None if db_before is None or db_after is None else db_after - db_before
+    return bot, own_after - own_before, database
 
 
 async def _user(server, user_id: int, photos: list[bytes], stop_at: float, samples: list) -> None:
@@ -434,71 +545,6 @@ def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
-
-
-def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}"
-
-
-def _row(r: Scenario) -> str:
-    return (
-        f"round {r.round}: {r.bot:9} {r.kind:8} {r.users:>3} users: {r.photos_per_s:6.1f} photos/s, "
-        f"p50 {_ms(r.p50_ms):>5} ms, p95 {_ms(r.p95_ms):>5} ms; CPU per photo: bot {_ms(r.bot_cpu_ms)} ms, "
-        f"server {_ms(r.server_cpu_ms)} ms ({r.photos} photos, {r.answered} with buttons)"
-    )
-
-
-def _print(results: list[Scenario], checkout: str | None = None) -> None:
-    print(
-        "\nround  bot       kind     users  photos/s   p50 ms   p95 ms"
-        "   bot CPU ms/photo   server CPU ms/photo"
-    )
-    for r in results:
-        print(
-            f"{r.round:>5}  {r.bot:9} {r.kind:8} {r.users:>5} {r.photos_per_s:9.1f} {_ms(r.p50_ms):>8} "
-            f"{_ms(r.p95_ms):>8} {_ms(r.bot_cpu_ms):>18} {_ms(r.server_cpu_ms):>21}"
-        )
-    for (kind, users), shares in shares_of_bare(results).items():
-        each = " / ".join(f"{share:.0f}%" for share in shares)
-        median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
-        print(f"{kind}, {users} users: PhotoBot reaches {each}{median} of the bare bot's throughput")
-    for (kind, users), shares in metrics_shares(results).items():
-        each = " / ".join(f"{share:.0f}%" for share in shares)
-        median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
-        print(
-            f"{kind}, {users} users: with metrics, PhotoBot reaches {each}{median} of its throughput without"
-        )
-    for (kind, users), shares in (shares_of(results, checkout) if checkout else {}).items():
-        each = " / ".join(f"{share:.0f}%" for share in shares)
-        median = f" (median {statistics.median(shares):.0f}%)" if len(shares) > 1 else ""
-        print(f"{kind}, {users} users: this PhotoBot reaches {each}{median} of the checkout's throughput")
-
-
-def shares_of_bare(results: list[Scenario]) -> dict[tuple[str, int], list[float]]:
-    """PhotoBot's photos/s as a percentage of the bare bot's in the same round, per kind and users."""
-    return shares_of(results, "bare")
-
-
-def metrics_shares(results: list[Scenario]) -> dict[tuple[str, int], list[float]]:
-    """PhotoBot's photos/s with its metrics on as a percentage of its photos/s without, round by round."""
-    by_key = {(r.round, r.bot, r.kind, r.users): r for r in results}
-    shares: dict[tuple[str, int], list[float]] = {}
-    for (round_, bot, kind, users), on in sorted(by_key.items()):
-        off = by_key.get((round_, "photobot", kind, users))
-        if bot == "metrics" and off is not None and off.photos_per_s:
-            shares.setdefault((kind, users), []).append(100 * on.photos_per_s / off.photos_per_s)
-    return shares
-
-
-def shares_of(results: list[Scenario], base: str) -> dict[tuple[str, int], list[float]]:
-    """PhotoBot's photos/s as a percentage of bot `base`'s in the same round, per kind and users."""
-    by_key = {(r.round, r.bot, r.kind, r.users): r for r in results}
-    shares: dict[tuple[str, int], list[float]] = {}
-    for (round_, bot, kind, users), real in sorted(by_key.items()):
-        other = by_key.get((round_, base, kind, users))
-        if bot == "photobot" and other is not None and other.photos_per_s:
-            shares.setdefault((kind, users), []).append(100 * real.photos_per_s / other.photos_per_s)
-    return shares
 
 
 # ------------------------------------------------------------------------------------------ bare bot

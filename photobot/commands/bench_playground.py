@@ -31,9 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    from photobot.commands.bench_bot import _digit_photos
+    from photobot.commands.bench_bot_photos import digit_photos
 
-    photo = _digit_photos(1, settings)[0]
+    photo = digit_photos(1, settings)[0]
     with tempfile.TemporaryDirectory(prefix="photobot-fresh-") as folder:
         if args.checkout:
             command, cwd, port = ["make", "run"], args.checkout.resolve(), 8080

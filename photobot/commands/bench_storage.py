@@ -2,26 +2,24 @@
 
 Runs in a fresh temporary folder (never the bot's DATA_DIR) unless `--dir` is given, on SQLite (the
 default), on PostgreSQL, or on both in one run (`--backend both`). PostgreSQL is a throwaway server
-started for the run (`benchmarks.postgres_server`, as the tests start it) unless `--database URL` names
-one, whose database must be empty: the run writes to it. With a throwaway server the crash run also
-crashes the server at every fourth kill.
+started for the run (`photobot.commands.bench_backends`, as `bench bot` starts it) unless `--database
+URL` names one, whose database must be empty: the run writes to it. With a throwaway server the crash
+run also crashes the server at every fourth kill.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from photobot.commands.bench_backends import ThrowawayPostgres, add_backend_option, chosen
 from photobot.settings import Settings
 
 if TYPE_CHECKING:
     from benchmarks.postgres_server import PostgresServer
     from storage.dialect import Database
-
-BACKENDS = ("sqlite", "postgresql")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--crash", type=int, default=0, metavar="N", help="instead: SIGKILL a writer N times")
     parser.add_argument("--dir", type=Path, help="work here instead of a temporary folder")
-    parser.add_argument(
-        "--backend",
-        choices=(*BACKENDS, "both"),
+    add_backend_option(
+        parser,
         default=None,
-        help="the database: sqlite (default), postgresql (a throwaway server unless --database), or both",
+        help_text="the database: sqlite (default), postgresql (a throwaway server unless --database), both",
     )
     parser.add_argument(
         "--database", metavar="URL", help="an empty PostgreSQL database for the postgresql run (written to)"
@@ -48,14 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     backend = args.backend or ("postgresql" if args.database else "sqlite")
-    backends = BACKENDS if backend == "both" else (backend,)
-    with tempfile.TemporaryDirectory(prefix="photobot-bench-") as temp, contextlib.ExitStack() as stack:
+    backends = chosen(backend)
+    with tempfile.TemporaryDirectory(prefix="photobot-bench-") as temp, ThrowawayPostgres() as postgres:
         folder = args.dir or Path(temp)
         codes = []
         for name in backends:
             work = folder / name if len(backends) > 1 else folder
             work.mkdir(parents=True, exist_ok=True)
-            database, server = _database(name, args, work, stack)
+            database, server = _database(name, args, work, postgres)
             print(f"== {name}: {_describe(database)}")
             codes.append(
                 _crash(work, args.crash, database, server)
@@ -66,16 +63,13 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _database(
-    backend: str, args: argparse.Namespace, work: Path, stack: contextlib.ExitStack
+    backend: str, args: argparse.Namespace, work: Path, postgres: ThrowawayPostgres
 ) -> tuple[Database, PostgresServer | None]:
     if backend == "sqlite":
         return work / "photobot.sqlite3", None
     if args.database:
         return str(args.database), None
-    from benchmarks.postgres_server import PostgresServer
-
-    server = stack.enter_context(PostgresServer.start())
-    return server.create_database(), server
+    return postgres.database(), postgres.server
 
 
 def _describe(database: Database) -> str:
