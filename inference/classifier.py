@@ -200,6 +200,7 @@ class Classifier(Answering[_Serving]):
         self._conversions: set[asyncio.Task[None]] = set()
         self._started = False
         self._closing = False  # no conversion starts once closing has begun
+        self._store_unreadable = False  # the poller's last look failed: said once, not at every poll
 
     # Life cycle.
 
@@ -511,21 +512,39 @@ class Classifier(Answering[_Serving]):
         return report
 
     async def _poll_store(self) -> None:
-        """Follow the store's `active` pointers (promotions by other processes, or on other machines
-        through a shared store's database row); retry no refused version."""
+        """Follow the store's `active` pointers every `reload_poll_s` (promotions by other processes, or
+        on other machines through a shared store's database row)."""
         while True:
             await asyncio.sleep(self.config.reload_poll_s)
-            for name, slot in self._slots.items():
-                try:
-                    active = await asyncio.to_thread(self.store.active_version, name)
-                    current = slot.serving.version.version if slot.serving else None
-                    if active is None or active == current or active in slot.refused:
-                        continue
-                    await self.reload(name)
-                except ModelUnavailable:
-                    pass  # reported by reload; the version is remembered as refused
-                except Exception:
-                    log.exception("%s: checking the model store failed; will try again", name)
+            await self.follow_store()
+
+    async def follow_store(self) -> None:
+        """Serve each model's active version where it moved; retry no refused version.
+
+        Over a copy of the slots: a model taught or deleted meanwhile (`add_model`, `remove_model`)
+        changes them while a pointer is read in a thread. A store that cannot be read (a shared store's
+        database down) is logged in one line when that starts and one when it ends, not at every poll.
+        """
+        failed: Exception | None = None
+        for name, slot in list(self._slots.items()):
+            if self._slots.get(name) is not slot:
+                continue  # deleted meanwhile
+            try:
+                active = await asyncio.to_thread(self.store.active_version, name)
+                current = slot.serving.version.version if slot.serving else None
+                if active is None or active == current or active in slot.refused:
+                    continue
+                await self.reload(name)
+            except ModelUnavailable:
+                pass  # reported by reload; the version is remembered as refused
+            except Exception as error:
+                failed = failed or error
+        if failed is not None and not self._store_unreadable:
+            why = " ".join(f"{type(failed).__name__}: {failed}".split())  # one line
+            log.warning("the model store cannot be read (%s); what is loaded keeps serving", why)
+        elif failed is None and self._store_unreadable:
+            log.warning("the model store can be read again")
+        self._store_unreadable = failed is not None
 
     def _seed(self, name: str) -> None:
         seed_model(self.store, name, self._seeders.get(name), self.shipped_dir, self.catalogue[name].shipped)
