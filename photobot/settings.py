@@ -249,15 +249,7 @@ def _between(name: str, value: T, low: T, high: T) -> T:
 
 def _optional_float(name: str, value: str | None) -> float | None:
     """A number that may be left empty (None: chosen at run time)."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number or empty, got {value!r}") from None
-    if number < 0:
-        raise SettingsError(f"{name} must not be negative, got {value!r}")
-    return number
+    return None if value is None else _not_negative(name, value, float, "a number or empty")
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -282,12 +274,15 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 def _number(env: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:
     raw = env.get(name, "").strip()
-    if not raw:
-        return default
+    return _not_negative(name, raw, kind, f"a {kind.__name__}") if raw else default
+
+
+def _not_negative(name: str, raw: str, kind: type[T], what: str) -> T:
+    """`raw` read as a `kind` of at least 0; `what` names that kind in the error."""
     try:
         value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {raw!r}")
     return value
