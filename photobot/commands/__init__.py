@@ -12,23 +12,21 @@ if TYPE_CHECKING:
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (`--top 0` or `--epochs -2` make no sense)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), got {value}")
-    return value
+    return _whole_number(text, 1, "a positive whole number", "a positive whole number (1 or more)")
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: a whole number of at least 0."""
+    return _whole_number(text, 0, "a whole number", "a whole number of 0 or more")
+
+
+def _whole_number(text: str, least: int, expected: str, expected_at_least: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {expected_at_least}, got {value}")
     return value
 
 
