@@ -15,16 +15,9 @@ import pytest
 
 from bot.playground.bot_api_server import BotApiServer
 from tests.support.bot import TOKEN, buttons, digit_photo
+from tests.support.processes import photobot_env, photobot_process, stop, wait_until
 
 IN_FLIGHT = 5
-
-
-async def wait_until(condition, timeout: float, what: str) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def children_of(pid: int) -> list[int]:
@@ -53,19 +46,8 @@ async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(
 ) -> None:
     shutil.copytree(served_models, tmp_path / "data" / "models")
     async with BotApiServer(TOKEN) as server:
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": server.url,
-            "DATA_DIR": str(tmp_path / "data"),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "LOG_LEVEL": "INFO",
-        }
-        log = open(tmp_path / "bot.log", "wb")  # noqa: SIM115 - closed below, after the process ends
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "photobot", "run", env=env, cwd=tmp_path, stdout=log, stderr=log
-        )
-        try:
+        env = photobot_env(server.url, tmp_path / "data", TF_CPP_MIN_LOG_LEVEL="2", LOG_LEVEL="INFO")
+        async with photobot_process("run", env=env, log=tmp_path / "bot.log", cwd=tmp_path) as process:
             await wait_until(lambda: server.method_calls.get("getUpdates", 0) > 0, 120, "the bot to poll")
             users = [server.add_user(5000 + i, f"U{i}")["id"] for i in range(IN_FLIGHT)]
             warm = await server.send_photo(users[0], digit_photo(glyphs[1]))
@@ -96,11 +78,6 @@ async def test_sigterm_finishes_photos_in_flight_then_exits_cleanly(
             await server.send_text(late, "/help")
             assert sum(len(bot_answers(server, u)) for u in users) == 1  # the five are still in flight
             code = await asyncio.wait_for(process.wait(), 60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            log.close()
         output = (tmp_path / "bot.log").read_text()
         assert code == 0, output
         assert [len(bot_answers(server, u)) for u in users] == [2, 1, 1, 1, 1], output
@@ -128,21 +105,15 @@ async def test_webhook_mode_when_a_url_is_set(tmp_path: Path, served_models: Pat
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     async with BotApiServer(TOKEN, local_mode=True) as server:
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": server.url,
-            "DATA_DIR": str(tmp_path / "data"),
-            "WEBHOOK_URL": f"http://127.0.0.1:{port}",
-            "WEBHOOK_LISTEN": "127.0.0.1",
-            "WEBHOOK_PORT": str(port),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        log = open(tmp_path / "bot.log", "wb")  # noqa: SIM115 - closed below, after the process ends
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "photobot", "run", env=env, cwd=tmp_path, stdout=log, stderr=log
+        env = photobot_env(
+            server.url,
+            tmp_path / "data",
+            WEBHOOK_URL=f"http://127.0.0.1:{port}",
+            WEBHOOK_LISTEN="127.0.0.1",
+            WEBHOOK_PORT=str(port),
+            TF_CPP_MIN_LOG_LEVEL="2",
         )
-        try:
+        async with photobot_process("run", env=env, log=tmp_path / "bot.log", cwd=tmp_path) as process:
             await wait_until(lambda: server.webhook_url, 120, "the bot to set its webhook")
             assert server.webhook_url.startswith(f"http://127.0.0.1:{port}/telegram/")
             assert TOKEN not in server.webhook_url  # the path is derived from the token, never the token
@@ -153,13 +124,7 @@ async def test_webhook_mode_when_a_url_is_set(tmp_path: Path, served_models: Pat
             )
             assert "Send me a photo" in reply["message"]["text"]
             assert server.polls == []  # no long polling in webhook mode
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), 60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            log.close()
+            code = await stop(process)
         assert code == 0, (tmp_path / "bot.log").read_text()
 
 

@@ -5,10 +5,7 @@ them or hanging on what was half-opened."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from inference.lite import has_conversion
 from inference.model_store import ModelStore
 from tests.support.bot import TOKEN
 from tests.support.models import add_version, digit_meta
+from tests.support.processes import photobot_env, photobot_process, stop
 
 CONVERTING = b"digits v1: converting to LiteRT in process"
 
@@ -36,35 +34,19 @@ async def test_sigterm_while_starting_and_converting_exits_at_once(
     store = ModelStore(tmp_path / "data" / "models")
     add_version(store, "digits", digit_model_file, digit_meta())  # no conversion cached: one starts
     async with BotApiServer(TOKEN, local_mode=mode == "webhook") as server:
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": server.url,
-            "DATA_DIR": str(tmp_path / "data"),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "LOG_LEVEL": "INFO",
-        }
+        env = photobot_env(server.url, tmp_path / "data", TF_CPP_MIN_LOG_LEVEL="2", LOG_LEVEL="INFO")
         if mode == "webhook":
             port = free_port()
             env |= {"WEBHOOK_URL": f"http://127.0.0.1:{port}", "WEBHOOK_LISTEN": "127.0.0.1"}
             env["WEBHOOK_PORT"] = str(port)
         log = tmp_path / "bot.log"
-        with log.open("wb") as output:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "photobot", "run", env=env, cwd=tmp_path, stdout=output, stderr=output
-            )
-            try:
-                for _ in range(2400):  # up to 120 s on a busy machine
-                    if CONVERTING in log.read_bytes() or process.returncode is not None:
-                        break
-                    await asyncio.sleep(0.05)
-                assert CONVERTING in log.read_bytes(), log.read_text()
-                process.send_signal(signal.SIGTERM)
-                code = await asyncio.wait_for(process.wait(), 60)  # a safety net: it hung before
-            finally:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+        async with photobot_process("run", env=env, log=log, cwd=tmp_path) as process:
+            for _ in range(2400):  # up to 120 s on a busy machine
+                if CONVERTING in log.read_bytes() or process.returncode is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert CONVERTING in log.read_bytes(), log.read_text()
+            code = await stop(process)  # the timeout is a safety net: it hung before
     text = log.read_text()
     assert code == 0, text
     assert "digits v1: conversion to LiteRT abandoned" in text and "PhotoBot stopped" in text, text

@@ -4,14 +4,10 @@ scraped after a photo and a tap."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
-import os
 import shutil
-import signal
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -23,6 +19,7 @@ from inference.model_store import ModelStore
 from photobot.logs import JsonFormatter
 from tests.bot.test_metrics import free_port, scrape, value
 from tests.support.bot import TOKEN, button_data, buttons, digit_photo
+from tests.support.processes import photobot_env, photobot_process, stop, wait_until
 
 KEYS = {"time", "level", "logger", "message"}
 
@@ -68,14 +65,6 @@ def test_json_lines_carry_the_record_and_its_traceback_with_the_token_redacted()
     assert plain["message"] == "plain: ünïcode stays as it is"
 
 
-async def wait_until(condition, timeout: float, what: str) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.process
 async def test_photobot_run_logs_json_lines_and_serves_its_metrics(
     tmp_path: Path, model_dir: Path, glyphs
@@ -83,23 +72,17 @@ async def test_photobot_run_logs_json_lines_and_serves_its_metrics(
     shutil.copytree(model_dir, tmp_path / "data" / "models")
     port = free_port()
     async with BotApiServer(TOKEN) as server:
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": server.url,
-            "DATA_DIR": str(tmp_path / "data"),
-            "LOG_LEVEL": "INFO",
-            "LOG_FORMAT": "json",
-            "METRICS_PORT": str(port),
+        env = photobot_env(
+            server.url,
+            tmp_path / "data",
+            LOG_LEVEL="INFO",
+            LOG_FORMAT="json",
+            METRICS_PORT=str(port),
             # Keras serves at once: a LiteRT conversion still running in its thread at SIGTERM (a first
             # start) is waited for before the process exits, which is not what this test is about.
-            "ENGINE_RUNTIME": "keras",
-        }
-        log = open(tmp_path / "bot.log", "wb")  # noqa: SIM115 - closed below, after the process ends
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "photobot", "run", env=env, cwd=tmp_path, stdout=log, stderr=log
+            ENGINE_RUNTIME="keras",
         )
-        try:
+        async with photobot_process("run", env=env, log=tmp_path / "bot.log", cwd=tmp_path) as process:
             await wait_until(lambda: server.method_calls.get("getUpdates", 0) > 0, 180, "the bot to poll")
             user = server.add_user(8101, "Jo")["id"]
             await server.send_photo(user, digit_photo(glyphs[4], seed=4))
@@ -112,13 +95,7 @@ async def test_photobot_run_logs_json_lines_and_serves_its_metrics(
             await server.wait_for(user, lambda e: e["type"] == "callback_answer", timeout=60)
 
             samples = await scrape(port)
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), 60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            log.close()
+            code = await stop(process)
     output = (tmp_path / "bot.log").read_text()
     assert code == 0, output
     assert sum(v for (name, _), v in samples.items() if name == "photobot_photos_answered_total") == 1

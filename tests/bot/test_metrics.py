@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
 import socket
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +23,7 @@ from photobot.settings import Settings
 from photobot.wiring import build_bot, open_services, webhook_config
 from storage import Store
 from tests.support.bot import TOKEN, button_data, buttons, digit_photo, start_bot, stop_bot
+from tests.support.processes import photobot_env, photobot_process, stop
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -145,19 +143,10 @@ async def test_photobot_worker_serves_the_jobs_it_ran(tmp_path: Path, model_dir:
         await store.close()
     port = free_port()
     async with BotApiServer(TOKEN) as server:
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": server.url,
-            "DATA_DIR": str(data),
-            "METRICS_PORT": str(port),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below, after the process ends
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "photobot", "worker", "--poll-s", "0.2", env=env, stdout=log, stderr=log
-        )
-        try:
+        env = photobot_env(server.url, data, METRICS_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="2")
+        async with photobot_process(
+            "worker", "--poll-s", "0.2", env=env, log=tmp_path / "worker.log"
+        ) as process:
             samples: Samples = {}
             for _ in range(600):  # the job process imports TensorFlow: allow minutes on a busy machine
                 with contextlib.suppress(aiohttp.ClientConnectionError):
@@ -165,13 +154,7 @@ async def test_photobot_worker_serves_the_jobs_it_ran(tmp_path: Path, model_dir:
                 if total(samples, "photobot_worker_jobs_total"):
                     break
                 await asyncio.sleep(0.5)
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), 60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            log.close()
+            code = await stop(process)
     output = (tmp_path / "worker.log").read_text()
     assert code == 0, output
     done = await finished(data, job.id)
