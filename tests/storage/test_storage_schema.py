@@ -1,4 +1,8 @@
-"""Migrations: from an empty file, from an older schema with data in it, and refusal of a newer one."""
+"""Migrations: from an empty file, from an older schema with data in it, and refusal of a newer one.
+
+The tests that take `database` run on SQLite and on PostgreSQL; what only one engine has (WAL, pragmas,
+the lock a rollback-mode writer holds) is pinned here for SQLite and in test_postgres_schema.py for
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,20 +12,36 @@ import subprocess
 import sys
 import threading
 
+import psycopg
 import pytest
 
 from storage import SchemaTooNew
 from storage.connect import open_database
+from storage.dialect import Connection, Database, is_postgres_url
+from storage.postgres import connect
 from storage.schema import LATEST, MIGRATIONS, migrate, schema_version
-from tests.support.storage import open_store, png
+from tests.support.storage import open_store, png, rows
+
+# What each engine raises for a statement the schema refuses, and for SQL it cannot parse.
+REFUSED = {"sqlite": sqlite3.IntegrityError, "postgresql": psycopg.errors.CheckViolation}
+NOT_SQL = {"sqlite": sqlite3.OperationalError, "postgresql": psycopg.errors.SyntaxError}
 
 
-def tables(path) -> set[str]:
-    db = sqlite3.connect(path)
-    try:
-        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    finally:
-        db.close()
+def tables(database: Database) -> set[str]:
+    if is_postgres_url(database):
+        query = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    else:
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    return {row[0] for row in rows(database, query)}
+
+
+def unmigrated(database: Database) -> Connection:
+    """A connection with no schema applied, as an older PhotoBot opened the database."""
+    if is_postgres_url(database):
+        return connect(str(database))
+    db = sqlite3.connect(database, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    return db
 
 
 async def test_an_empty_folder_gets_the_latest_schema_in_wal_mode(tmp_path):
@@ -57,11 +77,9 @@ def test_every_connection_has_foreign_keys_full_sync_and_a_busy_timeout(tmp_path
     db.close()
 
 
-async def test_a_version_1_database_with_data_is_migrated_and_keeps_its_rows(tmp_path):
-    path = tmp_path / "photobot.sqlite3"
-    old = sqlite3.connect(path, isolation_level=None)
-    old.execute("PRAGMA journal_mode = WAL")
-    migrate(old, path, MIGRATIONS[:1])
+async def test_a_version_1_database_with_data_is_migrated_and_keeps_its_rows(database, tmp_path):
+    old = unmigrated(database)
+    migrate(old, database, MIGRATIONS[:1])
     assert schema_version(old) == 1
     old.execute("INSERT INTO users (id, language, first_seen, last_seen) VALUES (5, 'ru', 1, 2)")
     sha = hashlib.sha256(b"old photo").hexdigest()
@@ -75,9 +93,9 @@ async def test_a_version_1_database_with_data_is_migrated_and_keeps_its_rows(tmp
         (sha,),
     )
     old.close()
-    assert "retrain_jobs" not in tables(path)
+    assert "retrain_jobs" not in tables(database)
 
-    store = await open_store(tmp_path)
+    store = await open_store(tmp_path, database)
     try:
         assert store.schema_version == LATEST
         user = await store.get_user(5)
@@ -92,22 +110,20 @@ async def test_a_version_1_database_with_data_is_migrated_and_keeps_its_rows(tmp
         await store.close()
 
 
-async def test_a_version_3_database_keeps_its_chat_modes_and_then_stores_any_models_mode(tmp_path):
+async def test_a_version_3_database_keeps_its_chat_modes_and_then_stores_any_models_mode(
+    database, backend, tmp_path
+):
     """Migration 4 rebuilds `chats` so a catalogue model's mode ("pets") fits: the old rows come along."""
-    path = tmp_path / "photobot.sqlite3"
-    old = sqlite3.connect(path, isolation_level=None)
-    old.execute("PRAGMA journal_mode = WAL")
-    migrate(old, path, MIGRATIONS[:3])
+    old = unmigrated(database)
+    migrate(old, database, MIGRATIONS[:3])
     assert schema_version(old) == 3
-    old.executemany(
-        "INSERT INTO chats (id, mode, updated_at) VALUES (?, ?, ?)",
-        [(5, "digit", 1.0), (6, "flower", 2.0), (7, "auto", 3.0)],
-    )
-    with pytest.raises(sqlite3.IntegrityError):  # what version 3 refused
+    for chat, mode, at in [(5, "digit", 1.0), (6, "flower", 2.0), (7, "auto", 3.0)]:
+        old.execute("INSERT INTO chats (id, mode, updated_at) VALUES (?, ?, ?)", (chat, mode, at))
+    with pytest.raises(REFUSED[backend]):  # what version 3 refused
         old.execute("INSERT INTO chats (id, mode, updated_at) VALUES (8, 'pets', 4.0)")
     old.close()
 
-    store = await open_store(tmp_path)
+    store = await open_store(tmp_path, database)
     try:
         assert store.schema_version == LATEST == 11
         assert [await store.chat_mode(chat) for chat in (5, 6, 7, 8)] == ["digit", "flower", "auto", "auto"]
@@ -115,15 +131,15 @@ async def test_a_version_3_database_keeps_its_chat_modes_and_then_stores_any_mod
         assert await store.chat_mode(8) == "pets"
     finally:
         await store.close()
-    db = sqlite3.connect(path)
+    assert rows(database, "SELECT id, mode, updated_at FROM chats WHERE id < 8 ORDER BY id") == [
+        (5, "digit", 1.0),
+        (6, "flower", 2.0),
+        (7, "auto", 3.0),
+    ]
+    db = unmigrated(database)
     try:
-        assert db.execute("SELECT id, mode, updated_at FROM chats WHERE id < 8 ORDER BY id").fetchall() == [
-            (5, "digit", 1.0),
-            (6, "flower", 2.0),
-            (7, "auto", 3.0),
-        ]
         for bad in ("", "Pets", "x" * 21):  # the schema's own check, beside the code's
-            with pytest.raises(sqlite3.IntegrityError):
+            with pytest.raises(REFUSED[backend]):
                 db.execute("INSERT INTO chats (id, mode, updated_at) VALUES (9, ?, 1.0)", (bad,))
     finally:
         db.close()
@@ -148,34 +164,32 @@ async def test_a_newer_database_is_refused_with_a_clear_message_and_left_untouch
     )
 
 
-def test_a_migration_that_fails_half_way_leaves_the_previous_version(tmp_path):
-    path = tmp_path / "db.sqlite3"
-    db = sqlite3.connect(path, isolation_level=None)
-    broken = (*MIGRATIONS[:1], ("CREATE TABLE half_done (x)", "THIS IS NOT SQL"))
-    with pytest.raises(sqlite3.OperationalError):
-        migrate(db, path, broken)
+def test_a_migration_that_fails_half_way_leaves_the_previous_version(database, backend):
+    db = unmigrated(database)
+    broken = (*MIGRATIONS[:1], ("CREATE TABLE half_done (x TEXT)", "THIS IS NOT SQL"))
+    with pytest.raises(NOT_SQL[backend]):
+        migrate(db, database, broken)
     assert schema_version(db) == 1
-    assert "half_done" not in tables(path)
-    assert "users" in tables(path)
     db.close()
+    assert "half_done" not in tables(database)
+    assert "users" in tables(database)
 
 
-def test_migrating_twice_changes_nothing(tmp_path):
-    path = tmp_path / "db.sqlite3"
-    first = open_database(path)
+def test_migrating_twice_changes_nothing(database):
+    first = open_database(database)
     first.execute("INSERT INTO users (id, first_seen, last_seen) VALUES (1, 0, 0)")
     first.close()
-    second = open_database(path)
+    second = open_database(database)
     assert schema_version(second) == LATEST
     assert second.execute("SELECT count(*) FROM users").fetchone()[0] == 1
     second.close()
 
 
-async def test_reopening_keeps_everything(tmp_path):
-    store = await open_store(tmp_path)
+async def test_reopening_keeps_everything(database, tmp_path):
+    store = await open_store(tmp_path, database)
     photo = await store.add_photo(png(1), format="png")
     await store.close()
-    store = await open_store(tmp_path)
+    store = await open_store(tmp_path, database)
     try:
         assert await store.get_photo(photo.sha256) == photo
     finally:
@@ -213,19 +227,19 @@ def test_opening_gives_up_after_the_busy_timeout(tmp_path):
         writer.close()
 
 
-def test_processes_starting_together_migrate_once(tmp_path):
-    path = tmp_path / "photobot.sqlite3"
+def test_processes_starting_together_migrate_once(database):
     script = (
         "import sys; from storage.connect import open_database; from storage.schema import schema_version; "
         "print(schema_version(open_database(sys.argv[1])))"
     )
     starters = [
-        subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", script, str(database)], stdout=subprocess.PIPE, text=True)
         for _ in range(4)
     ]
     outputs = [starter.communicate(timeout=60)[0].strip() for starter in starters]
     assert [starter.returncode for starter in starters] == [0, 0, 0, 0]
     assert outputs == [str(LATEST)] * 4
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'users'").fetchone()[0] == 1
-    db.close()
+    if is_postgres_url(database):
+        assert rows(database, "SELECT count(*) FROM pg_tables WHERE tablename = 'users'") == [(1,)]
+    else:
+        assert rows(database, "SELECT count(*) FROM sqlite_master WHERE name = 'users'") == [(1,)]
