@@ -112,7 +112,9 @@ def cpu_seconds() -> float:
 
 
 def process_tree_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process and its live children (the engine's process pool), from /proc."""
+    """CPU time of a process and its live children (the engine's process pool), from /proc: each one's
+    utime + stime, plus cutime + cstime, the children it has already waited for (a pool worker replaced,
+    a conversion process done), so the total never drops when one of them exits."""
     ticks = os.sysconf("SC_CLK_TCK")
     total, found = 0.0, False
     try:
@@ -127,7 +129,7 @@ def process_tree_cpu_seconds(pid: int) -> float | None:
         except OSError:
             continue
         if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent's pid
-            total += (int(fields[11]) + int(fields[12])) / ticks
+            total += sum(int(field) for field in fields[11:15]) / ticks
             found = True
     return total if found else None
 
