@@ -12,6 +12,19 @@ TELEGRAM_API_DEFAULT = "https://api.telegram.org"
 
 
 @dataclass(frozen=True)
+class ApiTimeouts:
+    """Seconds one Bot API call may take (BOT_API_*_TIMEOUT_S; python-telegram-bot's defaults): reading
+    the answer (getUpdates adds its long poll to it), sending the request, connecting, waiting for a free
+    connection of the pool, and sending a request that uploads files."""
+
+    read_s: float = 5.0
+    write_s: float = 5.0
+    connect_s: float = 5.0
+    pool_s: float = 1.0
+    media_write_s: float = 20.0
+
+
+@dataclass(frozen=True)
 class BotConfig:
     token: str = field(repr=False)  # never in a repr, a log line or an exception
     api_url: str = TELEGRAM_API_DEFAULT  # root of a Bot API server: {root}/bot{token}/{method}
@@ -21,6 +34,7 @@ class BotConfig:
     user_photos_per_minute: int = 20  # per-user flood limit for photos; 0 turns it off
     user_updates_per_minute: int = 30  # per-user limit for every update; 0 turns it off
     outgoing_messages_per_s: float = 30.0  # Telegram's overall limit for a bot's messages; 0: off
+    api_timeouts: ApiTimeouts = field(default_factory=ApiTimeouts)
 
 
 @dataclass(frozen=True)

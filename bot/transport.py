@@ -18,7 +18,8 @@ shows the person something waits until the database notes that an answer is on i
 
 Everything above the wire stays python-telegram-bot's: `BaseRequest` builds the parameters, parses the
 answer and raises its errors (BadRequest, RetryAfter, …); this module only moves bytes, with
-python-telegram-bot's timeouts and its TimedOut / NetworkError for failures on the way, whose texts
+the timeouts of the bot's config (`BotConfig.api_timeouts`, python-telegram-bot's defaults unless
+set) and python-telegram-bot's TimedOut / NetworkError for failures on the way, whose texts
 never carry the token that every Bot API URL holds (`bot.redaction`).
 """
 
@@ -36,19 +37,14 @@ import certifi
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+from bot.config import ApiTimeouts
 from bot.redaction import redact_url
 
 # The type of python-telegram-bot's "not passed" marker: use the request's own timeout.
 DefaultValue = type(BaseRequest.DEFAULT_NONE)
 
 CONNECTION_POOL_SIZE = 256  # python-telegram-bot's default for the Bot API calls
-# python-telegram-bot's defaults (seconds): reading an answer, sending a request, connecting, waiting
-# for a free connection, and sending a request that uploads files.
-READ_TIMEOUT_S = 5.0
-WRITE_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 5.0
-POOL_TIMEOUT_S = 1.0
-MEDIA_WRITE_TIMEOUT_S = 20.0
+DEFAULT_TIMEOUTS = ApiTimeouts()
 
 # Awaited before every Bot API call that may show a person something, in the task handling one
 # webhook update (and the tasks it starts): `bot.webhook` notes there that an answer may be on its way.
@@ -59,15 +55,24 @@ QUIET_METHODS = frozenset(
 )
 
 
-def bot_api_request(pool_size: int = CONNECTION_POOL_SIZE) -> AiohttpRequest:
+def bot_api_request(
+    pool_size: int = CONNECTION_POOL_SIZE, timeouts: ApiTimeouts = DEFAULT_TIMEOUTS
+) -> AiohttpRequest:
     """The request for every Bot API call but getUpdates."""
-    return AiohttpRequest(pool_size=pool_size)
+    return AiohttpRequest(
+        pool_size=pool_size,
+        read_timeout=timeouts.read_s,
+        write_timeout=timeouts.write_s,
+        connect_timeout=timeouts.connect_s,
+        pool_timeout=timeouts.pool_s,
+        media_write_timeout=timeouts.media_write_s,
+    )
 
 
-def get_updates_request() -> AiohttpRequest:
+def get_updates_request(timeouts: ApiTimeouts = DEFAULT_TIMEOUTS) -> AiohttpRequest:
     """The request for getUpdates: one call at a time; python-telegram-bot adds the long poll's own
     timeout to the read timeout."""
-    return AiohttpRequest(pool_size=1)
+    return bot_api_request(1, timeouts)
 
 
 class AiohttpRequest(BaseRequest):
@@ -76,11 +81,11 @@ class AiohttpRequest(BaseRequest):
     def __init__(
         self,
         pool_size: int = CONNECTION_POOL_SIZE,
-        read_timeout: float | None = READ_TIMEOUT_S,
-        write_timeout: float | None = WRITE_TIMEOUT_S,
-        connect_timeout: float | None = CONNECT_TIMEOUT_S,
-        pool_timeout: float | None = POOL_TIMEOUT_S,
-        media_write_timeout: float | None = MEDIA_WRITE_TIMEOUT_S,
+        read_timeout: float | None = DEFAULT_TIMEOUTS.read_s,
+        write_timeout: float | None = DEFAULT_TIMEOUTS.write_s,
+        connect_timeout: float | None = DEFAULT_TIMEOUTS.connect_s,
+        pool_timeout: float | None = DEFAULT_TIMEOUTS.pool_s,
+        media_write_timeout: float | None = DEFAULT_TIMEOUTS.media_write_s,
     ) -> None:
         self._pool_size = pool_size
         self._timeouts = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from bot.config import TELEGRAM_API_DEFAULT
+from bot.config import TELEGRAM_API_DEFAULT, ApiTimeouts
 from inference.engine import EngineConfig
 from inference.remote.config import RemoteConfig, ServeConfig
 
@@ -30,6 +30,7 @@ class Settings:
     # Left out of repr: a logged Settings (or a RetrainRunner holding one) must not quote the token.
     telegram_bot_token: str | None = field(default=None, repr=False)
     telegram_api_url: str = TELEGRAM_API_DEFAULT  # root of a Bot API server: {root}/bot{token}/{method}
+    bot_api_timeouts: ApiTimeouts = field(default_factory=ApiTimeouts)  # seconds per Bot API call
     webhook_url: str | None = None  # public URL; when set the bot uses a webhook instead of long polling
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = 8443
@@ -120,9 +121,30 @@ class Settings:
         defaults = cls()
         engine_defaults = EngineConfig()
         serve_defaults = ServeConfig()
+        timeouts = ApiTimeouts()
         return cls(
             telegram_bot_token=get("TELEGRAM_BOT_TOKEN"),
             telegram_api_url=(get("TELEGRAM_API_URL") or TELEGRAM_API_DEFAULT).rstrip("/"),
+            bot_api_timeouts=ApiTimeouts(
+                read_s=_positive(
+                    "BOT_API_READ_TIMEOUT_S", _number(env, "BOT_API_READ_TIMEOUT_S", timeouts.read_s, float)
+                ),
+                write_s=_positive(
+                    "BOT_API_WRITE_TIMEOUT_S",
+                    _number(env, "BOT_API_WRITE_TIMEOUT_S", timeouts.write_s, float),
+                ),
+                connect_s=_positive(
+                    "BOT_API_CONNECT_TIMEOUT_S",
+                    _number(env, "BOT_API_CONNECT_TIMEOUT_S", timeouts.connect_s, float),
+                ),
+                pool_s=_positive(
+                    "BOT_API_POOL_TIMEOUT_S", _number(env, "BOT_API_POOL_TIMEOUT_S", timeouts.pool_s, float)
+                ),
+                media_write_s=_positive(
+                    "BOT_API_MEDIA_WRITE_TIMEOUT_S",
+                    _number(env, "BOT_API_MEDIA_WRITE_TIMEOUT_S", timeouts.media_write_s, float),
+                ),
+            ),
             webhook_url=get("WEBHOOK_URL"),
             webhook_listen=get("WEBHOOK_LISTEN") or defaults.webhook_listen,
             webhook_port=_number(env, "WEBHOOK_PORT", defaults.webhook_port, int),

@@ -70,6 +70,7 @@ def bot_config(settings: Settings) -> BotConfig:
         user_photos_per_minute=settings.user_photos_per_minute,
         user_updates_per_minute=settings.user_updates_per_minute,
         outgoing_messages_per_s=settings.outgoing_messages_per_s,
+        api_timeouts=settings.bot_api_timeouts,
     )
 
 

@@ -146,8 +146,8 @@ async def check_bot_api(settings: Settings) -> None:
         settings.telegram_bot_token or "",
         base_url=base_url,
         base_file_url=base_file_url,
-        request=bot_api_request(pool_size=1),
-        get_updates_request=bot_api_request(pool_size=1),
+        request=bot_api_request(1, settings.bot_api_timeouts),
+        get_updates_request=bot_api_request(1, settings.bot_api_timeouts),
     )
     with _one_line_errors(settings):
         async with bot:  # initialize() calls getMe; leaving closes the connections

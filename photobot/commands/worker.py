@@ -90,7 +90,7 @@ async def _work(args: argparse.Namespace, settings: Settings) -> int:
         settings.telegram_bot_token or "",
         base_url=base_url,
         base_file_url=base_file_url,
-        request=bot_api_request(8),
+        request=bot_api_request(8, settings.bot_api_timeouts),
     )
     registry = metrics_registry(settings)
     stop_metrics = await serve_process_metrics(settings, registry)  # first: a port in use stops it here

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from telegram.error import NetworkError, TimedOut
 
+from bot.config import ApiTimeouts
 from bot.playground.bot_api_server import BotApiServer
 from bot.redaction import REDACTED, RedactingFilter, redact
 from bot.retraining import RetrainRunner, RunningJob
@@ -212,7 +213,14 @@ async def test_the_retrain_watcher_logs_an_unreachable_api_without_the_token(
 ) -> None:
     """The Bot API stops answering while a job runs: what the watcher and the updater log has no token."""
     caplog.set_level(logging.DEBUG)
-    bot = await start_bot(tmp_path / "data", model_dir, datasets=(mnist_path.parent,))
+    # The silent API holds every connection attempt: a one-second connect timeout makes each of the
+    # watcher's calls fail after 1 s rather than the default 5 s (the path is the same).
+    bot = await start_bot(
+        tmp_path / "data",
+        model_dir,
+        datasets=(mnist_path.parent,),
+        bot_api_timeouts=ApiTimeouts(connect_s=1.0),
+    )
     runner = RetrainRunner(retrain_config(bot.settings), poll_s=0.2, nice=0)
     bot.application.bot_data["retraining"] = runner
     admin = bot.user(ADMIN_ID, "Root")

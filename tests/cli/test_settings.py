@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import ApiTimeouts
+from bot.transport import AiohttpRequest
 from inference.engine import EngineConfig
 from photobot import settings as settings_module
 from photobot.settings import Settings, SettingsError, read_dotenv
+from photobot.wiring import build_bot
 from tests.support import REPO
 
 EXAMPLE = REPO / ".env.example"
@@ -65,11 +68,41 @@ def test_a_missing_dotenv_means_defaults():
         ("WEBHOOK_SECRET", "not secret!", "WEBHOOK_SECRET must be 1 to 256 letters, digits, _ or -"),
         ("WEBHOOK_MAX_CONNECTIONS", "101", "WEBHOOK_MAX_CONNECTIONS must be from 1 to 100"),
         ("WEBHOOK_ANSWER_WITHIN_S", "60", "WEBHOOK_ANSWER_WITHIN_S must be from 1 to 59"),
+        ("BOT_API_READ_TIMEOUT_S", "0", "BOT_API_READ_TIMEOUT_S must be above 0"),
+        ("BOT_API_POOL_TIMEOUT_S", "soon", "BOT_API_POOL_TIMEOUT_S must be a float"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value}, None)
+
+
+def test_bot_api_timeouts_reach_the_bots_requests():
+    """BOT_API_*_TIMEOUT_S are the bot's: its Bot API calls and its getUpdates use them."""
+    settings = Settings.from_env(
+        {
+            "TELEGRAM_BOT_TOKEN": "123:abc",
+            "BOT_API_READ_TIMEOUT_S": "2.5",
+            "BOT_API_WRITE_TIMEOUT_S": "3",
+            "BOT_API_CONNECT_TIMEOUT_S": "0.5",
+            "BOT_API_POOL_TIMEOUT_S": "0.25",
+            "BOT_API_MEDIA_WRITE_TIMEOUT_S": "40",
+        },
+        None,
+    )
+    assert settings.bot_api_timeouts == ApiTimeouts(
+        read_s=2.5, write_s=3.0, connect_s=0.5, pool_s=0.25, media_write_s=40.0
+    )
+    application = build_bot(settings)
+    for request in application.bot._request:  # python-telegram-bot's pair: getUpdates', everything else's
+        assert isinstance(request, AiohttpRequest)
+        assert request._timeouts == {
+            "read": 2.5,
+            "write": 3.0,
+            "connect": 0.5,
+            "pool": 0.25,
+            "media_write": 40.0,
+        }
 
 
 def test_a_malformed_dotenv_line_names_file_and_line(tmp_path):
