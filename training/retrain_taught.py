@@ -6,7 +6,9 @@ photo's SHA-256 (`training.flower_data.BottleneckCache`), so a retrain computes 
 it has not seen, and the rest is a fit on cached features.
 
 The photos are split by a stable hash of their content (`HELD_OUT_PERCENT` held out), a head is fitted
-from scratch on the rest and scored on the held-out photos. Those scores decide:
+from scratch on the rest (`training.taught_head`: the unit features beside what the ImageNet network
+sees, their balance chosen by cross-validation on those photos) and scored on the held-out photos.
+Those scores decide:
 
 - a first version (nothing serves yet) is promoted when its held-out accuracy is no worse than a
   nearest-centroid classifier on the same features and beats chance by `CHANCE_MARGIN_POINTS`;
@@ -15,9 +17,9 @@ from scratch on the rest and scored on the held-out photos. Those scores decide:
   the earlier ones); after a label was added or removed, the first version's rule applies again.
 
 The version saved is then fitted again on every photo (with a dozen per label, the held-out quarter
-matters), with a nearest-photo refusal (`TaughtRetrainer._taught_detector`). No ImageNet evidence:
-its rule would take the ImageNet classes a dozen photos of a broad label land on for the label's, and
-refuse every other breed or species of it.
+matters), with a nearest-photo refusal (`TaughtRetrainer._taught_detector`). No ImageNet evidence in
+the refusal: the flowers' rule would take the ImageNet classes a dozen photos of a broad label land on
+for the label's, and refuse every other breed or species of it.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ log = logging.getLogger(__name__)
 HELD_OUT_PERCENT = 25  # of each label's photos, by content hash
 CHANCE_MARGIN_POINTS = 30.0  # a first version must beat guessing by this much on held-out photos
 HELD_OUT = "held-out chat photos"
-TAUGHT_EPOCHS = 300
-TAUGHT_LEARNING_RATE = 1e-3  # a head from scratch: the flowers' first training rate
 UNSURE_QUANTILE = 0.9  # of the taught photos' leave-one-out nearest-photo distances: beyond, "unsure"
 CALIBRATION_PHOTOS = 100  # synthetic non-photos that place the refusal (cached after the first job)
 
@@ -74,10 +74,14 @@ class TaughtRetrainer(FlowersRetrainer):
         self.compare_with_serving = False  # True: the usual gate; False: the first version's rule
         self.per_label = ""
         self.trained_until = 0.0
+        self.imagenet: Any = None  # training.taught_head.ImagenetHead, read with the backbone
+        self.weight_scores: dict[float, float] = {}  # cross-validated accuracy of each ImageNet weight
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
-        from training.effnet_lite0 import build_backbone
+        from training.effnet_lite0 import build_backbone, imagenet_head, weights_file
         from training.flower_data import BottleneckCache, bottlenecks
+        from training.taught_head import ImagenetHead
+        from training.torch_weights import read_state_dict
         from training.train_flowers import cache_key, feature_arrays
 
         labels = list(self.spec.label_names)
@@ -90,7 +94,9 @@ class TaughtRetrainer(FlowersRetrainer):
         pixels, used = self._chat_pixels(known)
         pairs = self.within_share(list(zip(pixels, used, strict=True)), lambda pair: pair[1])
         self._check_counts([e for _, e in pairs], labels)
-        backbone = build_backbone()
+        state = read_state_dict(weights_file())
+        backbone = build_backbone(state)
+        self.imagenet = ImagenetHead(*imagenet_head(state))
         cache = BottleneckCache(self.settings.data_dir / "cache" / "bottlenecks", cache_key())
         extract = backbone.predict_on_batch
 
@@ -114,16 +120,11 @@ class TaughtRetrainer(FlowersRetrainer):
 
         config = self._taught_config()
         self.progress.enter("training", f"head on {len(train[1])} photos of {len(labels)} labels")
-        from training.train_flowers import train_head
-
-        # No validation split to stop on: the held-out photos only judge, so stopping watches training loss.
-        kernel, bias, fitted = train_head(train, train, len(labels), config, progress=self.progress)
+        kernel, bias, weight, losses = self._fit(train, len(labels))
 
         self.progress.enter("evaluating", "scoring on the held-out photos")
-        from training.train_flowers import head_answers
-
-        answers = (test[0] @ kernel + bias).argmax(axis=1) if len(test[0]) else np.zeros(0, np.int64)
-        self.report.history = {k: v for k, v in fitted.history.items() if k != "val_loss"}
+        answers = self._answers(kernel, bias, weight, test[0])
+        self.report.history = {"loss": losses}
         if len(test[1]):
             self.report.confusion = {HELD_OUT: confusion_matrix(test[1], answers, len(labels))}
         self.report.mistakes = [
@@ -144,7 +145,7 @@ class TaughtRetrainer(FlowersRetrainer):
                 gate.BASE,
                 f"held-out photos labelled since v{self.previous.version}",  # type: ignore[union-attr]
                 int(fresh.sum()),
-                accuracy(head_answers(previous_head, test[0][fresh]) == test[1][fresh]),
+                accuracy(self._previous_answers(previous_head, test[0][fresh]) == test[1][fresh]),
                 accuracy(answers[fresh] == test[1][fresh]),
             )
             self.compare_with_serving = True
@@ -155,9 +156,9 @@ class TaughtRetrainer(FlowersRetrainer):
         # each of four animal categories, unseen photos 76% → 88% right).
         everything = feature_arrays([px for px, _ in pairs], labels, by_digest, [e.label for _, e in pairs])
         self.progress.enter("training", f"the final head on all {len(everything[1])} photos")
-        kernel, bias, _ = train_head(everything, everything, len(labels), config)
-        head = self._taught_detector(kernel, bias, everything[0])
-        candidate = self._save_taught(backbone, head, config, len(train[1]), len(test[1]))
+        kernel, bias, weight, _ = self._fit(everything, len(labels))
+        head = self._taught_detector(kernel, bias, weight, everything[0])
+        candidate = self._save_taught(backbone, head, weight, config, len(train[1]), len(test[1]))
         return TrainingResult(candidate, score, none)
 
     def _check_counts(self, used: list[LabelledExample], labels: list[str]) -> None:
@@ -169,19 +170,62 @@ class TaughtRetrainer(FlowersRetrainer):
                 f"it has {', '.join(short)}"
             )
 
+    def _fit(
+        self, data: tuple[np.ndarray, ...], n_classes: int
+    ) -> tuple[np.ndarray, np.ndarray, float, list[float]]:
+        """The head on these photos' features: (kernel, bias, ImageNet weight w, losses); w is chosen
+        by cross-validation on the same photos (`training.taught_head.choose_weight`)."""
+        from training.taught_head import choose_weight, embed, fit_softmax
+
+        weight, self.weight_scores = choose_weight(
+            data[0], data[1], n_classes, self.imagenet, seed=self.options.seed
+        )
+        config = self._taught_config()
+        kernel, bias, losses = fit_softmax(
+            embed(data[0], self.imagenet, weight),
+            data[1],
+            n_classes,
+            l2=config.l2,
+            steps=config.epochs,
+            learning_rate=config.learning_rate,
+        )
+        return kernel, bias, weight, losses
+
+    def _answers(
+        self, kernel: np.ndarray, bias: np.ndarray, weight: float, features: np.ndarray
+    ) -> np.ndarray:
+        from training.taught_head import embed
+
+        if len(features) == 0:
+            return np.zeros(0, np.int64)
+        return np.asarray((embed(features, self.imagenet, weight) @ kernel + bias).argmax(axis=1), np.int64)
+
+    def _previous_answers(self, head: Any, features: np.ndarray) -> np.ndarray:
+        """The serving version's answers: a head on the features alone (made before the ImageNet half),
+        or on x = [u, w·√p] with its own w."""
+        if head.kernel.shape[0] == features.shape[1]:
+            from training.train_flowers import head_answers
+
+            return np.asarray(head_answers(head, features), np.int64)
+        weight = float((self.previous.meta.get("head") or {}).get("imagenet_weight", 0.0))  # type: ignore[union-attr]
+        return self._answers(head.kernel, head.bias, weight, features)
+
     def _taught_config(self) -> Any:
+        from training.taught_head import L2, LEARNING_RATE, STEPS
         from training.train_flowers import FlowerConfig
 
         return FlowerConfig(
-            epochs=self.options.epochs or TAUGHT_EPOCHS,
-            learning_rate=self.options.learning_rate or TAUGHT_LEARNING_RATE,
+            epochs=self.options.epochs or STEPS,  # full-batch: one step per epoch
+            learning_rate=self.options.learning_rate or LEARNING_RATE,
+            dropout=0.0,
+            l2=L2,
             seed=self.options.seed,
             calibration_photos=CALIBRATION_PHOTOS,
             evaluation_photos=0,
             package_photos=False,
         )
 
-    def _taught_detector(self, kernel: np.ndarray, bias: np.ndarray, x: np.ndarray) -> Any:
+    def _taught_detector(self, kernel: np.ndarray, bias: np.ndarray, weight: float, x: np.ndarray) -> Any:
         """A nearest-photo refusal: a photo farther from every taught photo than any taught photo is
         from its nearest other one is refused; beyond most of them, the answer is unsure.
 
@@ -194,7 +238,7 @@ class TaughtRetrainer(FlowersRetrainer):
         """
         from training.flower_model import FlowerHead
         from training.ood import OodParams, Thresholds, l2_normalise
-        from training.train_flowers import softmax
+        from training.taught_head import embed, softmax
 
         unit = l2_normalise(x)
         similarity = unit @ unit.T
@@ -210,7 +254,12 @@ class TaughtRetrainer(FlowersRetrainer):
         self.thresholds = Thresholds(
             unsure_above=float(np.quantile(nearest_other, UNSURE_QUANTILE)),
             reject_above=float(nearest_other.max()),
-            min_confidence=min(0.5, float(np.quantile(softmax(x @ kernel + bias).max(axis=1), 0.01))),
+            min_confidence=min(
+                0.5,
+                float(
+                    np.quantile(softmax(embed(x, self.imagenet, weight) @ kernel + bias).max(axis=1), 0.01)
+                ),
+            ),
         )
         return FlowerHead(kernel=kernel, bias=bias, ood=ood)
 
@@ -222,20 +271,27 @@ class TaughtRetrainer(FlowersRetrainer):
         return FlowerHead.load(self.previous.path / HEAD_FILE)
 
     def _save_taught(
-        self, backbone: Any, head: Any, config: Any, n_train: int, n_held_out: int
+        self, backbone: Any, head: Any, weight: float, config: Any, n_train: int, n_held_out: int
     ) -> ModelVersion:
         from inference.flowers import PREPROCESSING_ID
         from training.effnet_lite0 import backbone_id
-        from training.flower_model import HEAD_FILE, assemble_flower_model
+        from training.flower_model import HEAD_FILE
+        from training.taught_head import HEAD_FEATURES, assemble_taught_model
 
         meta = {
             "labels": list(self.spec.label_names),
             "preprocessing": PREPROCESSING_ID,
             "backbone": backbone_id(),
             "fine_tuned": False,
-            # No ImageNet evidence: its rule takes the ImageNet classes a dozen photos of a broad label
-            # happen to land on for the label's, and refuses every other breed or species of it.
+            # No ImageNet evidence in the refusal: its rule takes the ImageNet classes a dozen photos of a
+            # broad label happen to land on for the label's, and refuses every other breed or species of it.
             "outputs": ["probabilities", "distances"],
+            # What the head reads (training.taught_head): x = [u, w·√p] / √(1 + w²).
+            "head": {
+                "features": HEAD_FEATURES,
+                "imagenet_weight": weight,
+                "cross_validated": {str(w): round(a, 4) for w, a in self.weight_scores.items()},
+            },
             "ood": {
                 "method": "nearest-photo-cosine",
                 "calibration": "leave-one-out nearest-photo distances of the taught photos",
@@ -256,7 +312,7 @@ class TaughtRetrainer(FlowersRetrainer):
             "retrain": self.options_meta(),
             "command": f"photobot retrain --model {self.spec.name} --job-id {self.report.job_id}",
         }
-        model = assemble_flower_model(backbone, head, None)
+        model = assemble_taught_model(backbone, head, self.imagenet, weight)
         models = self.settings.model_store()
         with models.new_version(self.spec.name, meta) as staged:
             model.save(staged.path / MODEL_FILE)

@@ -1,0 +1,99 @@
+"""A taught model's head (`training.taught_head`): unit features beside the ImageNet network's √p, the
+balance chosen by cross-validation on the taught photos, and the served model computing the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.teach import animal_photos
+from inference.decode import decode_image
+from inference.flowers import RESIZE_SHORTER, flower_input
+from training.effnet_lite0 import imagenet_head
+from training.taught_head import ImagenetHead, choose_weight, embed, fit_softmax, softmax
+
+
+def _pixels(paths: list[Path]) -> np.ndarray:
+    images = [
+        decode_image(p.read_bytes(), max_bytes=20_000_000, max_pixels=50_000_000, target_size=RESIZE_SHORTER)
+        for p in paths
+    ]
+    return np.stack([flower_input(image) for image in images]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def imagenet() -> ImagenetHead:
+    return ImagenetHead(*imagenet_head())
+
+
+def test_the_fit_is_deterministic_and_separates_what_it_was_given() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 12)
+    x = rng.normal(0, 1, (3, 20))[y] + rng.normal(0, 0.5, (len(y), 20))
+    kernel, bias, losses = fit_softmax(x, y, 3)
+    again = fit_softmax(x, y, 3)
+    assert np.array_equal(kernel, again[0]) and np.array_equal(bias, again[1])
+    assert np.mean((x @ kernel + bias).argmax(axis=1) == y) == 1.0 and losses[-1] < losses[0] / 5
+
+
+def test_the_joined_features_are_unit_vectors_whatever_the_imagenet_weight(imagenet: ImagenetHead) -> None:
+    features = np.random.default_rng(1).gamma(1.0, 0.5, (5, 1280))  # backbone features are ReLU6 ≥ 0
+    for weight in (0.0, 0.5, 1.0, 3.0):
+        x = embed(features, imagenet, weight)
+        assert x.shape == (5, 2280) and np.allclose(np.linalg.norm(x, axis=1), 1.0)
+    root = imagenet.root_probabilities(features)
+    probabilities = softmax(features @ imagenet.kernel + imagenet.bias)
+    assert np.allclose(root**2, probabilities, atol=1e-6)
+    assert not embed(features, imagenet, 0.0)[:, 1280:].any()
+
+
+@pytest.mark.slow
+def test_cross_validation_takes_the_imagenet_half_for_animals_and_leaves_it_for_flowers(
+    flower_backbone, imagenet: ImagenetHead, mnist_path: Path, flowers_path: Path
+) -> None:
+    """Four broad animal categories (a dozen breeds or species each) are told apart better with what
+    the ImageNet network sees; five flowers, which it sees as a few plant classes, without it."""
+    animals = animal_photos(mnist_path.parent / "other_photos")
+    flowers = {p.name: sorted(p.glob("*.jpg"))[:12] for p in sorted(flowers_path.iterdir()) if p.is_dir()}
+    chosen = {}
+    for name, photos in (("animals", {k: v[:12] for k, v in animals.items()}), ("flowers", flowers)):
+        paths = [p for group in photos.values() for p in group]
+        y = np.repeat(np.arange(len(photos)), [len(group) for group in photos.values()])
+        features = np.asarray(flower_backbone.predict_on_batch(_pixels(paths)))
+        chosen[name], scores = choose_weight(features, y, len(photos), imagenet)
+        assert set(scores) == {0.0, 1.0} and all(0.5 < a <= 1.0 for a in scores.values())
+    assert chosen == {"animals": 1.0, "flowers": 0.0}
+
+
+@pytest.mark.slow
+def test_the_served_model_answers_as_the_fitted_head_and_loads_safely(
+    flower_backbone, imagenet: ImagenetHead, mnist_path: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    from training.flower_model import FlowerHead
+    from training.ood import OodParams, l2_normalise
+    from training.taught_head import assemble_taught_model
+
+    animals = animal_photos(mnist_path.parent / "other_photos")
+    taught = animals["dog"][:12] + animals["bird"][:12]
+    asked = animals["dog"][12:14] + animals["bird"][12:14]  # another breed or species each
+    features = np.asarray(flower_backbone.predict_on_batch(_pixels(taught)))
+    y = np.repeat([0, 1], 12)
+    kernel, bias, _ = fit_softmax(embed(features, imagenet, 1.0), y, 2)
+    unit = l2_normalise(features).astype(np.float32)
+    ood = OodParams(unit, np.eye(1280, 1, dtype=np.float32), np.ones(1, np.float32), 1.0)
+    model = assemble_taught_model(flower_backbone, FlowerHead(kernel, bias, ood), imagenet, 1.0)
+    model.save(tmp_path / "model.keras")
+    served = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+
+    pixels = _pixels(asked)
+    probabilities, distances = (np.asarray(o) for o in served.predict_on_batch(pixels))
+    seen = np.asarray(flower_backbone.predict_on_batch(pixels))
+    expected = softmax(embed(seen, imagenet, 1.0) @ kernel + bias)
+    assert np.allclose(probabilities, expected, atol=1e-4)
+    assert probabilities.argmax(axis=1).tolist() == [0, 0, 1, 1]
+    nearest = 2.0 - 2.0 * (l2_normalise(seen) @ unit.T).max(axis=1)
+    assert np.allclose(distances.min(axis=1), nearest, atol=1e-4)
