@@ -164,6 +164,23 @@ class ModelStatus:
         )
 
 
+@dataclass
+class StoreLooks:
+    """How a poller's looks at the model store go: a store that cannot be read (a shared store's
+    database down) is logged in one line when that starts and one when it ends, not at every poll."""
+
+    failing: bool = False
+
+    def went(self, failed: Exception | None, where: str = "") -> None:
+        """After a look: `failed` is the error it met, None when it read the store."""
+        if failed is not None and not self.failing:
+            why = " ".join(f"{type(failed).__name__}: {failed}".split())  # one line
+            log.warning("%sthe model store cannot be read (%s); what is loaded keeps serving", where, why)
+        elif failed is None and self.failing:
+            log.warning("%sthe model store can be read again", where)
+        self.failing = failed is not None
+
+
 # ----------------------------------------------------------------------------------- the classifier
 
 
@@ -200,7 +217,7 @@ class Classifier(Answering[_Serving]):
         self._conversions: set[asyncio.Task[None]] = set()
         self._started = False
         self._closing = False  # no conversion starts once closing has begun
-        self._store_unreadable = False  # the poller's last look failed: said once, not at every poll
+        self._store_looks = StoreLooks()  # the poller's: an outage is said once, not at every poll
 
     # Life cycle.
 
@@ -539,12 +556,7 @@ class Classifier(Answering[_Serving]):
                 pass  # reported by reload; the version is remembered as refused
             except Exception as error:
                 failed = failed or error
-        if failed is not None and not self._store_unreadable:
-            why = " ".join(f"{type(failed).__name__}: {failed}".split())  # one line
-            log.warning("the model store cannot be read (%s); what is loaded keeps serving", why)
-        elif failed is None and self._store_unreadable:
-            log.warning("the model store can be read again")
-        self._store_unreadable = failed is not None
+        self._store_looks.went(failed)
 
     def _seed(self, name: str) -> None:
         seed_model(self.store, name, self._seeders.get(name), self.shipped_dir, self.catalogue[name].shipped)

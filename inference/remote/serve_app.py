@@ -41,7 +41,7 @@ from starlette.responses import Response
 
 from inference.answering import Answering
 from inference.catalogue import Catalogue
-from inference.classifier import ModelStatus
+from inference.classifier import ModelStatus, StoreLooks
 from inference.engine import BatchStats, EngineConfig, Timed, slice_outputs
 from inference.errors import DeadlineExceeded, EngineBusy, InferenceError, ModelUnavailable
 from inference.loading import LoadedModel, load_version
@@ -128,6 +128,7 @@ class ModelServer:
         self._swaps = 0
         self._stats = BatchStats()
         self._metrics = ModelMetrics(name)
+        self._store_looks = StoreLooks()
         self.follow()  # a replica is healthy once it serves: loading (and converting) happens here
         if engine.reload_poll_s > 0:
             threading.Thread(target=self._poll, name=f"follow-{name}", daemon=True).start()
@@ -185,10 +186,17 @@ class ModelServer:
     def _poll(self) -> None:
         while True:
             time.sleep(self.engine.reload_poll_s)
-            try:
-                self.follow()
-            except Exception:
-                log.exception("%s: checking the model store failed; will try again", self.name)
+            self.follow_store()
+
+    def follow_store(self) -> None:
+        """`follow`, as the poller does: a store that cannot be read is logged once when that starts and
+        once when it ends, and the version loaded keeps serving."""
+        try:
+            self.follow()
+        except Exception as error:
+            self._store_looks.went(error, f"{self.name}: ")
+        else:
+            self._store_looks.went(None, f"{self.name}: ")
 
     def _run(self, asks: list[Ask]) -> list[Answer]:
         serving = self._serving  # one version for the whole batch, even if a swap happens meanwhile

@@ -60,31 +60,68 @@ def _allow_connections(server_url: str, database: str, allow: bool) -> None:
             )
 
 
+async def _outage(server_url: str, database_url: str, follow, caplog) -> tuple[list, list]:
+    """The warnings of three polls while the database is offline, then of two once it is back."""
+    database = database_url.rsplit("/", 1)[1]
+    caplog.set_level(logging.INFO)
+    try:
+        caplog.clear()
+        _allow_connections(server_url, database, allow=False)
+        for _ in range(3):
+            await follow()
+        down = _warnings(caplog)
+        caplog.clear()
+        _allow_connections(server_url, database, allow=True)
+        for _ in range(2):
+            await follow()
+        back = _warnings(caplog)
+    finally:
+        _allow_connections(server_url, database, allow=True)
+    return down, back
+
+
+def _warnings(caplog) -> list:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("inference")]
+
+
+def _said_once(down: list, back: list, where: str = "") -> None:
+    assert [r.levelname for r in down] == ["WARNING"]
+    assert down[0].getMessage().startswith(f"{where}the model store cannot be read (")
+    assert down[0].exc_info is None and "\n" not in down[0].getMessage()
+    assert [r.getMessage() for r in back] == [f"{where}the model store can be read again"]
+
+
 async def test_a_database_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
     postgres_server, postgres_url, tmp_path, two_models, caplog
 ):
     store = ModelStore(tmp_path / "cache", registry=PostgresRegistry(postgres_url, timeout_s=2.0))
     add_version(store, "digits", two_models[0], digit_meta())
-    database = postgres_url.rsplit("/", 1)[1]
-    caplog.set_level(logging.INFO, logger="inference.classifier")
     try:
         async with Classifier(store, CONFIG, names=("digits",), shipped_dir=None) as classifier:
-            caplog.clear()
-            _allow_connections(postgres_server.url(), database, allow=False)
-            for _ in range(3):  # three polls while the database is down
-                await classifier.follow_store()
-            down = [r for r in caplog.records if r.levelno >= logging.WARNING]
-            assert [r.levelname for r in down] == ["WARNING"]
-            assert "the model store cannot be read" in down[0].getMessage()
-            assert down[0].exc_info is None and "\n" not in down[0].getMessage()
-            assert classifier.models()["digits"].version == 1  # what was loaded keeps serving
-
-            caplog.clear()
-            _allow_connections(postgres_server.url(), database, allow=True)
-            for _ in range(2):
-                await classifier.follow_store()
-            back = [r for r in caplog.records if r.levelno >= logging.WARNING]
-            assert [r.getMessage() for r in back] == ["the model store can be read again"]
+            down, back = await _outage(postgres_server.url(), postgres_url, classifier.follow_store, caplog)
+            assert classifier.models()["digits"].version == 1  # what was loaded kept serving
     finally:
-        _allow_connections(postgres_server.url(), database, allow=True)
         store.close()
+    _said_once(down, back)
+
+
+async def test_a_ray_serve_replica_logs_a_database_outage_once_too(
+    postgres_server, postgres_url, tmp_path, two_models, caplog
+):
+    from inference.catalogue import DEFAULT_CATALOGUE
+    from inference.remote.config import ServeConfig
+    from inference.remote.serve_app import ModelServer
+
+    store = ModelStore(tmp_path / "cache", registry=PostgresRegistry(postgres_url, timeout_s=2.0))
+    add_version(store, "digits", two_models[0], digit_meta())
+    try:
+        replica = ModelServer("digits", lambda: store, DEFAULT_CATALOGUE, CONFIG, ServeConfig())
+
+        async def follow() -> None:
+            await asyncio.to_thread(replica.follow_store)  # as its polling thread does
+
+        down, back = await _outage(postgres_server.url(), postgres_url, follow, caplog)
+        assert replica.describe()[1].version == 1  # what was loaded kept serving
+    finally:
+        store.close()
+    _said_once(down, back, "digits: ")
