@@ -22,7 +22,6 @@ from photobot.wiring import retrain_config
 from tests.support.animals import animal_photos
 from tests.support.bot import ADMIN_ID, BotHarness, button_data, digit_photo, start_bot, stop_bot
 from training.flower_data import BottleneckCache
-from training.train_flowers import cache_key
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 LABELS = ("dog", "bird", "reptile", "bug")
@@ -133,6 +132,10 @@ async def test_an_admin_creates_a_model_and_two_people_teach_it(
     # Each taught photo's features were computed when it arrived, into the cache /retrain reads.
     assert bot.services.features is not None
     await bot.services.features.drain()
+    # Imported here: training.train_flowers imports TensorFlow, which every test worker would otherwise
+    # load (~6 s of CPU) while collecting this module, marked slow and left out of `make test-fast`.
+    from training.train_flowers import cache_key
+
     cache = BottleneckCache(bot.settings.data_dir / "cache" / "bottlenecks", cache_key())
     assert all(cache.get(example.sha256) is not None for example in labelled.examples)
 

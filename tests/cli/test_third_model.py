@@ -31,7 +31,6 @@ from tests.support.bot import BotHarness, buttons, start_bot, stop_bot
 from training.datasets import find_mnist
 from training.flower_data import find_photo_folder
 from training.retrain import RetrainError, RetrainOptions, run_retrain
-from training.train_flowers import FlowerConfig, train_flowers
 
 pytestmark = pytest.mark.slow
 IN_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # the bot fixture lives for the module
@@ -85,6 +84,10 @@ def pets(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Pets:
         retrain_min_contributors=1,
         retrain_max_user_share=1.0,
     )
+    # Imported here: training.train_flowers imports TensorFlow, which every test worker would otherwise
+    # load (~6 s of CPU) while collecting this module, marked slow and left out of `make test-fast`.
+    from training.train_flowers import FlowerConfig, train_flowers
+
     config = FlowerConfig(
         validation_percent=20,
         test_percent=20,
