@@ -19,22 +19,19 @@ from tests.support.models import add_version, digit_meta
 CONFIG = EngineConfig(reload_poll_s=0, max_wait_ms=5.0, runtime="keras")  # each test calls follow_store
 
 
-@pytest.fixture(scope="module")
-def two_models(tiny_digit_model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return (
-        tiny_digit_model(folder / "a.keras", hidden=64, seed=0),
-        tiny_digit_model(folder / "b.keras", hidden=32, seed=1),
-    )
-
-
 @pytest.mark.parametrize("change", ["taught", "deleted"])
 async def test_a_model_taught_or_deleted_while_the_poller_reads_the_store_leaves_it_following(
-    tmp_path, two_models, change
+    tmp_path, tiny_digit_model, change
 ):
     store = ModelStore(tmp_path / "models")
-    add_version(store, "digits", two_models[0], digit_meta())
-    second = add_version(store, "digits", two_models[1], digit_meta(), promote=False)
+    add_version(store, "digits", tiny_digit_model(tmp_path / "a.keras", hidden=64, seed=0), digit_meta())
+    second = add_version(
+        store,
+        "digits",
+        tiny_digit_model(tmp_path / "b.keras", hidden=32, seed=1),
+        digit_meta(),
+        promote=False,
+    )
     names = ("digits", "flowers") if change == "deleted" else ("digits",)
     async with Classifier(store, CONFIG, names=names, shipped_dir=None) as classifier:
         following = asyncio.create_task(classifier.follow_store())
@@ -92,10 +89,10 @@ def _said_once(down: list, back: list, where: str = "") -> None:
 
 
 async def test_a_database_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
-    postgres_server, postgres_url, tmp_path, two_models, caplog
+    postgres_server, postgres_url, tmp_path, tiny_digit_model, caplog
 ):
     store = ModelStore(tmp_path / "cache", registry=PostgresRegistry(postgres_url, timeout_s=2.0))
-    add_version(store, "digits", two_models[0], digit_meta())
+    add_version(store, "digits", tiny_digit_model(tmp_path / "a.keras"), digit_meta())
     try:
         async with Classifier(store, CONFIG, names=("digits",), shipped_dir=None) as classifier:
             down, back = await _outage(postgres_server.url(), postgres_url, classifier.follow_store, caplog)
@@ -106,14 +103,14 @@ async def test_a_database_outage_is_logged_once_when_it_starts_and_once_when_it_
 
 
 async def test_a_ray_serve_replica_logs_a_database_outage_once_too(
-    postgres_server, postgres_url, tmp_path, two_models, caplog
+    postgres_server, postgres_url, tmp_path, tiny_digit_model, caplog
 ):
     from inference.catalogue import DEFAULT_CATALOGUE
     from inference.remote.config import ServeConfig
     from inference.remote.serve_app import ModelServer
 
     store = ModelStore(tmp_path / "cache", registry=PostgresRegistry(postgres_url, timeout_s=2.0))
-    add_version(store, "digits", two_models[0], digit_meta())
+    add_version(store, "digits", tiny_digit_model(tmp_path / "a.keras"), digit_meta())
     try:
         replica = ModelServer("digits", lambda: store, DEFAULT_CATALOGUE, CONFIG, ServeConfig())
 
