@@ -18,6 +18,7 @@ thing the bot did" without polling.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
@@ -112,6 +113,7 @@ class BotApiServer:
         self.commands: dict[str, list[Json]] = self._bot_methods.commands
         self.polls: list[tuple[int, float]] = self._updates.polls  # (offset, timeout) of every getUpdates
         self.file_delays: dict[str, float] = self._files.delays  # file_path → extra seconds (slow download)
+        self.file_holds: dict[str, asyncio.Event] = self._files.holds  # file_path → download waits for it
         self.method_calls: dict[str, int] = {}
         # method name → the error it answers with instead of working (an outage, a blocked chat)
         self.failing_methods: dict[str, BotApiError] = {}

@@ -293,7 +293,7 @@ async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, gly
         p for p in sent["photo"] if min(p["width"], p["height"]) >= MIN_SIDE
     )  # what the bot fetches
     path = bot.server.files[chosen["file_id"]].file_path
-    bot.server.file_delays[path] = 10.0  # this user's download crawls
+    release = bot.server.file_holds[path] = asyncio.Event()  # this user's download hangs until released
     try:
         answer = await bot.photo(quick, digit_photo(glyphs[1], size=(640, 480), seed=78), timeout=8.0)
         assert asks_feedback(answer)
@@ -302,10 +302,12 @@ async def test_one_slow_photo_does_not_hold_up_another_user(bot: BotHarness, gly
             for e in bot.server.chat(slow).events
             if e["type"] == "message" and e["message"]["from"]["is_bot"]
         ]
+        release.set()
         late = await bot.next_message(slow, 0, timeout=20)
         assert asks_feedback(late)
     finally:
-        bot.server.file_delays.pop(path, None)
+        release.set()
+        bot.server.file_holds.pop(path, None)
 
 
 @pytest.mark.parametrize(

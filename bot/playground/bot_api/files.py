@@ -44,6 +44,7 @@ class FileStore:
         self.files: dict[str, StoredFile] = {}
         self.delay_s = 0.0  # a slow network: each file download waits this long before answering
         self.delays: dict[str, float] = {}  # file_path → extra seconds (one slow download)
+        self.holds: dict[str, asyncio.Event] = {}  # file_path → answered once set (a download that hangs)
         self._ids = itertools.count(1)
         self._by_content: dict[tuple[str, str], StoredFile] = {}
         self._photo_sizes: dict[str, list[tuple[bytes, int, int]]] = {}
@@ -120,6 +121,9 @@ class FileStore:
         delay = self.delay_s + self.delays.get(stored.file_path, 0.0)
         if delay:
             await asyncio.sleep(delay)
+        hold = self.holds.get(stored.file_path)
+        if hold is not None:
+            await hold.wait()
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
 
