@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -30,6 +35,31 @@ def two_output_model(path, seed: int):
     return keras.saving.load_model(path, compile=False)
 
 
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, int], Any]:
+    """`converted(path, seed)`: `two_output_model`'s file copied to `path` with its cached conversion
+    and SHA-256 beside it, as a first `serve_with_lite` leaves them, and the model loaded from it. Each
+    seed is built and converted once per module: the tests that start from a cached conversion (to
+    damage or replace it) need not convert it again."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("converted")
+    made: dict[int, Path] = {}
+
+    def copy_to(path: Path, seed: int) -> Any:
+        if seed not in made:
+            source = folder / f"seed-{seed}" / "model.keras"
+            source.parent.mkdir()
+            serve_with_lite(two_output_model(source, seed=seed), source, threads=1)
+            made[seed] = source
+        cached = conversion_file(made[seed])
+        for file in (made[seed], cached, hash_file(cached)):
+            shutil.copy2(file, path.with_name(file.name))
+        return keras.saving.load_model(path, compile=False)
+
+    return copy_to
+
+
 def test_outputs_match_keras_in_order_at_every_batch_size(tmp_path):
     path = tmp_path / "model.keras"
     model = two_output_model(path, seed=1)
@@ -56,12 +86,12 @@ def test_the_conversion_is_cached_under_the_model_files_digest(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "another model"])
-def test_a_damaged_or_foreign_cached_conversion_is_replaced(tmp_path, damage):
+def test_a_damaged_or_foreign_cached_conversion_is_replaced(tmp_path, damage, converted):
     other = tmp_path / "other" / "model.keras"
     other.parent.mkdir()
-    serve_with_lite(two_output_model(other, seed=2), other, threads=1)
+    serve_with_lite(converted(other, 2), other, threads=1)
     path = tmp_path / "model.keras"
-    model = two_output_model(path, seed=1)
+    model = converted(path, 1)
     serve_with_lite(model, path, threads=1)
     (cached,) = tmp_path.glob("model-*.tflite")
     good = cached.read_bytes()
@@ -93,7 +123,9 @@ def test_an_unknown_runtime_is_an_error():
         wants_lite("onnx", "tensorflow", "cpu:0")
 
 
-def test_another_process_runs_the_cached_conversion_with_its_own_interpreters(tmp_path, monkeypatch):
+def test_another_process_runs_the_cached_conversion_with_its_own_interpreters(
+    tmp_path, monkeypatch, converted
+):
     """What a decode process does with `LiteModel.file`: the same outputs, one interpreter per file,
     the last few kept."""
     import inference.lite as lite_module
@@ -103,7 +135,7 @@ def test_another_process_runs_the_cached_conversion_with_its_own_interpreters(tm
     for seed in (1, 2):
         path = tmp_path / str(seed) / "model.keras"
         path.parent.mkdir()
-        model = two_output_model(path, seed=seed)
+        model = converted(path, seed)
         lite = serve_with_lite(model, path, threads=1)
         assert lite.file is not None and lite.file.parent == path.parent and lite.file.is_file()
         files.append((str(lite.file), model))
@@ -153,7 +185,9 @@ def test_the_conversion_is_cached_with_its_sha256_beside_it(tmp_path):
 
 
 @pytest.mark.parametrize("tamper", ["another model", "one byte", "no hash"])
-def test_a_tampered_cached_conversion_is_not_loaded_by_another_process(tmp_path, monkeypatch, tamper):
+def test_a_tampered_cached_conversion_is_not_loaded_by_another_process(
+    tmp_path, monkeypatch, tamper, converted
+):
     """A decode process loads the conversion by path, with no Keras model to compare: the recorded
     SHA-256 is what stops a replaced or damaged file (before, it ran whatever the file held)."""
     import inference.lite as lite_module
@@ -161,9 +195,9 @@ def test_a_tampered_cached_conversion_is_not_loaded_by_another_process(tmp_path,
     monkeypatch.setattr(lite_module, "_IN_THIS_PROCESS", type(lite_module._IN_THIS_PROCESS)())
     other = tmp_path / "other" / "model.keras"
     other.parent.mkdir()
-    foreign = serve_with_lite(two_output_model(other, seed=2), other, threads=1).file
+    foreign = serve_with_lite(converted(other, 2), other, threads=1).file
     path = tmp_path / "model.keras"
-    model = two_output_model(path, seed=1)
+    model = converted(path, 1)
     cached = serve_with_lite(model, path, threads=1).file
     if tamper == "another model":
         cached.write_bytes(foreign.read_bytes())
