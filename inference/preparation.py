@@ -26,6 +26,7 @@ from inference.lite import run_in_this_process
 from inference.loading import LoadedModel
 from inference.model_store import ModelVersion
 from inference.prediction import Prediction
+from inference.second_look import second_look
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,20 @@ class FlowersAdapter:
         return flowers.flower_input(image)[np.newaxis], None
 
     def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction:
-        return flowers.flowers_prediction(outputs, version)
+        prediction = flowers.flowers_prediction(outputs, version)
+        return second_look(prediction, _output_list(outputs), version.meta)
 
     def nothing(self, version: ModelVersion, reason: str | None) -> Prediction:
         raise AssertionError("every photo has a flower input")
+
+
+def _output_list(outputs: Outputs) -> list[np.ndarray]:
+    """A model's outputs in their order (probabilities, distances, imagenet), however they came."""
+    if isinstance(outputs, Mapping):
+        return [outputs[name] for name in ("probabilities", "distances", "imagenet") if name in outputs]
+    if isinstance(outputs, list | tuple):
+        return list(outputs)
+    return [outputs]
 
 
 ADAPTERS: dict[str, Adapter] = {
@@ -154,13 +165,15 @@ def prepare_photo(
     scene: router.Scene | None = None
     if target is not None:
         items[target] = adapters[target].prepare(image)
-        if adapters[target].kind == ModelKind.DIGIT_READER and items[target][0] is not None:
-            scene = router.look(image, digits_found=True)  # to doubt a reading that is not on paper
+        crops = items[target][0]
+        if adapters[target].kind == ModelKind.DIGIT_READER and crops is not None:
+            scene = router.look(image, digits_found=True, crops=crops)  # to doubt a reading off paper
     else:
         reader, seer = auto_pair(adapters)
         if reader is not None:
             items[reader] = adapters[reader].prepare(image)
-        scene = router.look(image, digits_found=reader is not None and items[reader][0] is not None)
+        crops = items[reader][0] if reader is not None else None
+        scene = router.look(image, digits_found=crops is not None, crops=crops)
         route = router.route(scene) if seer is not None else "digit"
         if reader is None:
             route = "flower"

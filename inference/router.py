@@ -13,8 +13,8 @@ the digit path runs anyway):
     digits found, photo paper-like   → `digit`  (the digit model; only if it is not sure does the
                                         flower model run too, and only a confident flower
                                         replaces the digit reading: `combine(on_paper=True)`)
-    no digits found                  → `flower` (the flower model and its out-of-distribution detector
-                                        decide between a flower and neither)
+    no digits found, or marks found  → `flower` (the flower model and its out-of-distribution detector
+    that are not digits                         decide between a flower and neither)
     digits found, photo not paper    → `check`  (both models — the digit model costs almost nothing —
                                         and `combine` decides)
 
@@ -23,6 +23,11 @@ paper colours, inks, rulings and lighting) and 500 photos of the flower set: 99%
 straight to `digit` (the rest to `check`, still answered as digits); 1.6% of flowers go to `digit`
 (and reach the flower model when the digit model is unsure of them); `read_digits` sees strokes in
 about 40% of flower photos, which then take `check` and cost one extra digit-model row (~1 ms).
+
+Whether the marks `read_digits` cut out are digits at all is the digit-ness test's
+(`inference.digitness`): on a plain-backgrounded photo of something else (a face, the moon, a leaf on a
+wall) the reader finds marks, and the digit model, which knows only ten classes, reads them as "1" or
+"8" with confidence. Marks that are not digit-like (`DIGITNESS_MIN`) count as no digits found.
 
 `combine` answers `unsure` with model None when both readings are plausible, so the bot can ask the
 user "a digit or a flower?", and `not_recognized` when neither model recognises anything.
@@ -36,6 +41,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from inference.digitness import digitness
 from inference.prediction import Prediction
 
 Route = Literal["digit", "flower", "check"]
@@ -44,6 +50,7 @@ THUMBNAIL = 64  # pixels on the longer side for the statistics
 PAPER_MAX_SPREAD = 35.0  # colour spread of a page: coloured paper, coloured ink, tinted light
 PAPER_MIN_PLAIN = 0.8  # at least this share of a page is plain paper
 PLAIN_TOLERANCE = 0.06  # brightness difference to the local background that still counts as plain
+DIGITNESS_MIN = 0.1  # the least digit-like crop of a photo must be at least this digit-like
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,16 @@ class Scene:
     colour_spread: float
     plain: float  # share of the thumbnail close to its local background: paper is mostly plain
     digits_found: bool
+    digitness: float = 1.0  # how digit-like the least digit-like crop is (1.0 when there are none)
 
     @property
     def paper_like(self) -> bool:
         return self.colour_spread <= PAPER_MAX_SPREAD and self.plain >= PAPER_MIN_PLAIN
+
+    @property
+    def digit_like(self) -> bool:
+        """Whether the marks the reader found look like handwritten digits (see `inference.digitness`)."""
+        return self.digitness >= DIGITNESS_MIN
 
 
 def colour_spread(image: Image.Image) -> float:
@@ -85,10 +98,15 @@ def plainness(image: Image.Image) -> float:
     return float(np.mean(np.abs(gray[: rows * side, : cols * side] - background) < PLAIN_TOLERANCE))
 
 
-def look(image: Image.Image, digits_found: bool) -> Scene:
+def look(image: Image.Image, digits_found: bool, crops: np.ndarray | None = None) -> Scene:
+    """What the router needs of a photo; `crops` are the digit reader's, for the digit-ness test."""
     thumbnail = _thumbnail(image)  # once for both statistics: shrinking the photo is most of their cost
+    least = float(digitness(crops).min()) if crops is not None and len(crops) else 1.0
     return Scene(
-        colour_spread=colour_spread(thumbnail), plain=plainness(thumbnail), digits_found=digits_found
+        colour_spread=colour_spread(thumbnail),
+        plain=plainness(thumbnail),
+        digits_found=digits_found,
+        digitness=least,
     )
 
 
@@ -104,7 +122,7 @@ def _thumbnail(image: Image.Image) -> Image.Image:
 
 
 def route(scene: Scene) -> Route:
-    if not scene.digits_found:
+    if not scene.digits_found or not scene.digit_like:
         return "flower"
     return "digit" if scene.paper_like else "check"
 
@@ -168,12 +186,17 @@ def combine_off_paper(digit: Prediction | None, flower: Prediction | None, scene
 
 
 def doubt_off_paper(prediction: Prediction, scene: Scene | None) -> Prediction:
-    """In `/digit` mode: a confident reading of a photo that is not a page becomes `unsure`.
+    """In `/digit` mode: a confident reading of a photo that is not a page, or of marks that are not
+    digit-like, becomes `unsure`.
 
     The digit reader finds stroke-like marks in some photos of other things (on 489 flower photos read
     as digits, 5.5% came out confident); a page is mostly plain, and those photos are not (1% stay
     confident). None of 500 photo-like digit pages is affected: their paper is plain.
     """
-    if scene is None or scene.paper_like or prediction.status != "ok":
+    if scene is None or prediction.status != "ok":
         return prediction
-    return replace(prediction, status="unsure", reason="this does not look like a digit written on paper")
+    if not scene.paper_like:
+        return replace(prediction, status="unsure", reason="this does not look like a digit written on paper")
+    if not scene.digit_like:
+        return replace(prediction, status="unsure", reason="the marks do not look like handwritten digits")
+    return prediction
