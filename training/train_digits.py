@@ -39,6 +39,7 @@ class DigitTrainingConfig:
     limit: int | None = None  # train on the first N MNIST training digits only (quick runs)
     augment: bool | None = None  # None: on for the CNN, off for the MLP
     photo_digits: int = 0  # extra training digits rendered as photos and read back by the serving code
+    style_copies: int = 0  # restyled copies of every training digit (training.style_augment); photos too
     seed: int = 0
     learning_rate: float = 1e-3  # Adam's, decayed along a cosine to 1/50 of it for the CNN
     init_from: str | None = None  # start from this .keras model's weights (same architecture): fine-tuning
@@ -100,6 +101,8 @@ def train_digits(
     framed = config.arch == "cnn"  # the MLP is the course's, on raw MNIST
     x = mnist_inputs(x_train, framed=framed)
     y = y_train
+    if config.style_copies:
+        x, y = with_restyled_copies(x, y, x_train, y_train, config.style_copies, config.seed)
     if photo_data is not None and len(photo_data[0]):
         x = np.concatenate([x, photo_data[0][..., np.newaxis].astype(np.float32)])
         y = np.concatenate([y, photo_data[1]])
@@ -132,6 +135,7 @@ def train_digits(
     data = {
         "mnist_train": len(x_train),
         "photo_digits": 0 if photo_data is None else len(photo_data[0]),
+        "restyled_digits": config.style_copies * len(x_train),
         "mnist_test": len(x_test),
     }
     return TrainedDigits(
@@ -142,6 +146,20 @@ def train_digits(
         seconds=seconds,
         data=data,
     )
+
+
+def with_restyled_copies(
+    x: np.ndarray, y: np.ndarray, images: np.ndarray, labels: np.ndarray, copies: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The framed training digits plus `copies` restyled copies of each (other writers' styles)."""
+    from training.style_augment import restyled_digits
+
+    started = time.monotonic()
+    extra = [
+        restyled_digits(images, labels, seed=seed * 100 + copy)[..., np.newaxis] for copy in range(copies)
+    ]
+    logger.info("restyled %d copies of %d digits in %.0f s", copies, len(images), time.monotonic() - started)
+    return np.concatenate([x, *extra]), np.concatenate([y, *([labels] * copies)])
 
 
 def mnist_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
@@ -242,23 +260,28 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def photo_training_digits(
-    images: np.ndarray, labels: np.ndarray, count: int, seed: int
+    images: np.ndarray, labels: np.ndarray, count: int, seed: int, *, restyle: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render `count` MNIST training digits as small phone photos and read them back like serving does.
 
-    Only photos on which the reader finds exactly one digit are kept (the rest are counted and logged):
+    With `restyle`, every other digit is first redrawn in another writer's style
+    (`training.style_augment`): the camera's changes on top of the handwriting's. Only photos on which
+    the reader finds exactly one digit are kept (the rest are counted and logged):
     the model learns the crops that serving will really give it.
     """
+    from inference.digits import read_digits
+    from training.style_augment import restyled_uint8
     from training.synth_photos import PhotoStyle, random_style, render_array
 
     rng = np.random.default_rng(seed)
-    from inference.digits import read_digits
-
     crops, kept_labels, dropped = [], [], 0
-    for _ in range(count):
+    for number in range(count):
         index = int(rng.integers(len(images)))
         style: PhotoStyle = random_style(rng, size=(320, 240))
-        photo = render_array([images[index]], rng, style)
+        image = images[index]
+        if restyle and number % 2:
+            image = restyled_uint8(image, int(labels[index]), rng)
+        photo = render_array([image], rng, style)
         found = read_digits(photo)
         if len(found.crops) == 1:
             crops.append(found.crops[0])

@@ -33,6 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="also train on N MNIST digits rendered as phone photos and read back by the serving code",
     )
+    parser.add_argument(
+        "--style-copies",
+        type=int,
+        default=0,
+        help="also train on N copies of every MNIST digit redrawn in other writers' styles "
+        "(flagged 1s, crossed 7s, slant, aspect, elastic, pen width); photo digits are restyled too",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--learning-rate", type=float, default=1e-3, help="Adam's starting rate (default 1e-3)"
@@ -61,9 +68,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         hidden = parse_hidden(args.hidden)
     except ValueError as error:
         raise UserFacingError(str(error)) from None
-    for name in ("epochs", "batch_size", "limit", "photo_digits"):
+    for name in ("epochs", "batch_size", "limit", "photo_digits", "style_copies"):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == "photo_digits" else 1):
+        if value is not None and value < (0 if name in ("photo_digits", "style_copies") else 1):
             raise UserFacingError(f"--{name.replace('_', '-')} must be positive, got {value}")
     config = DigitTrainingConfig(
         arch=args.arch,
@@ -73,6 +80,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         limit=args.limit,
         augment=args.augment,
         photo_digits=args.photo_digits,
+        style_copies=args.style_copies,
         seed=args.seed,
         learning_rate=args.learning_rate,
         init_from=args.init_from,
@@ -82,7 +90,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if config.photo_digits:
         limit = config.limit or len(mnist[0])
         photo_data = photo_training_digits(
-            mnist[0][:limit], mnist[1][:limit], config.photo_digits, config.seed
+            mnist[0][:limit],
+            mnist[1][:limit],
+            config.photo_digits,
+            config.seed,
+            restyle=config.style_copies > 0,
         )
     print(f"training {config.describe()} for {config.resolved_epochs} epochs …", flush=True)
     trained = train_digits(
