@@ -198,7 +198,8 @@ async def test_a_rollback_to_the_three_label_version_answers_as_before_and_keeps
     bot = bots[-1]
     admin = bot.user(ADMIN_ID, "Root")
     ask = await bot.say(admin, "/rollback flowers")
-    _, reply = await bot.press(admin, ask, button_data(ask, "Yes, roll back"))
+    # The rollback loads the three-label version before it answers: as long as the retrain's wait.
+    _, reply = await bot.press(admin, ask, button_data(ask, "Yes, roll back"), timeout=300)
     assert reply is not None and reply["text"] == "flowers now serves v1."
     await bot.say(NEWCOMER, "/flower")
     answer = await bot.photo(NEWCOMER, tulips[TAUGHT + 1].read_bytes())  # no caption: an answer

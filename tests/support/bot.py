@@ -139,18 +139,29 @@ class BotHarness:
         return event["message"]
 
     async def press(
-        self, user_id: int, message: Json, data: str, *, check: bool = True, edited: bool = True
+        self,
+        user_id: int,
+        message: Json,
+        data: str,
+        *,
+        check: bool = True,
+        edited: bool = True,
+        timeout: float = 10.0,
     ) -> tuple[Json, Json | None]:
-        """Press a button; return the callback answer and (when `edited`) the message as edited."""
+        """Press a button; return the callback answer and (when `edited`) the message as edited, each
+        waited for up to `timeout` seconds (a button that loads a model needs more than the default)."""
         after = self.server.chat(user_id).revision
         await self.server.press_button(user_id, message["message_id"], data, check=check)
-        answer = await self.server.wait_for(user_id, lambda e: e["type"] == "callback_answer", after=after)
+        answer = await self.server.wait_for(
+            user_id, lambda e: e["type"] == "callback_answer", after=after, timeout=timeout
+        )
         if not edited:
             return answer, None
         edit = await self.server.wait_for(
             user_id,
             lambda e: e["type"] == "edit" and e["message"]["message_id"] == message["message_id"],
             after=after,
+            timeout=timeout,
         )
         return answer, edit["message"]
 
