@@ -12,9 +12,9 @@ import logging
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
-from telegram import Message, Update
+from telegram import CallbackQuery, Message, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from bot import callbacks, keyboards, retraining
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
+Choice = TypeVar("Choice", callbacks.RollbackChoice, callbacks.DeleteModelChoice)  # confirmed by an admin
 VERSIONS_SHOWN = 5
 # ASCII digits, and few enough to fit SQLite's integers: `str.isdigit` also passes "²", which int() refuses.
 _NUMBER = re.compile(rf"[0-9]{{1,{MAX_ID_DIGITS}}}")
@@ -246,20 +247,10 @@ async def on_rollback_choice(update: Update, context: ContextTypes.DEFAULT_TYPE)
         return
     language = lang(update)
     found = services(context)
-    try:
-        choice = callbacks.decode(query.data)
-    except callbacks.MalformedCallback:
-        await query.answer(text(language, "feedback_malformed"), show_alert=True)
+    choice = await admins_choice(query, found, language, callbacks.RollbackChoice, "rollback")
+    if choice is None:
         return
-    presser = query.from_user.id
-    if (
-        not isinstance(choice, callbacks.RollbackChoice)
-        or choice.admin_id != presser
-        or not found.is_admin(presser)
-    ):
-        logger.warning("User %s pressed a /rollback button that is not theirs", presser)
-        await query.answer(text(language, "rollback_not_yours"), show_alert=True)
-        return
+    presser = choice.admin_id
     async with found.lock(("rollback", choice.model)):
         current = found.model_store.active_version(choice.model)
         if not choice.confirmed:
@@ -270,6 +261,24 @@ async def on_rollback_choice(update: Update, context: ContextTypes.DEFAULT_TYPE)
             message = await _roll_back(found, choice.model, choice.target, presser, language)
     await query.answer()
     await query.edit_message_text(message)
+
+
+async def admins_choice(
+    query: CallbackQuery, found: Services, language: str, kind: type[Choice], command: str
+) -> Choice | None:
+    """What an admin's confirmation button (/rollback, /delmodel) says, when it is the presser's to
+    press: the admin who asked, still an admin. None once the presser is told why not."""
+    try:
+        choice = callbacks.decode(query.data)
+    except callbacks.MalformedCallback:
+        await query.answer(text(language, "feedback_malformed"), show_alert=True)
+        return None
+    presser = query.from_user.id
+    if not isinstance(choice, kind) or choice.admin_id != presser or not found.is_admin(presser):
+        logger.warning("User %s pressed a /%s button that is not theirs", presser, command)
+        await query.answer(text(language, f"{command}_not_yours"), show_alert=True)
+        return None
+    return choice
 
 
 async def _roll_back(found: Services, name: str, target: int, actor: int, language: str) -> str:

@@ -16,7 +16,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from bot import callbacks
-from bot.handlers.admin import admin_only
+from bot.handlers.admin import admin_only, admins_choice
 from bot.services import Services, lang, services
 from bot.texts import text
 from inference.catalogue import ModelSpec
@@ -191,20 +191,10 @@ async def on_delete_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if query is None:
         return
     language, found = lang(update), services(context)
-    try:
-        choice = callbacks.decode(query.data)
-    except callbacks.MalformedCallback:
-        await query.answer(text(language, "feedback_malformed"), show_alert=True)
+    choice = await admins_choice(query, found, language, callbacks.DeleteModelChoice, "delmodel")
+    if choice is None:
         return
-    presser = query.from_user.id
-    if (
-        not isinstance(choice, callbacks.DeleteModelChoice)
-        or choice.admin_id != presser
-        or not found.is_admin(presser)
-    ):
-        logger.warning("User %s pressed a /delmodel button that is not theirs", presser)
-        await query.answer(text(language, "delmodel_not_yours"), show_alert=True)
-        return
+    presser = choice.admin_id
     if choice.confirmed:
         await found.store.delete_taught_model(choice.model)
         await found.refresh_taught()

@@ -400,6 +400,32 @@ async def test_rollback_serves_an_earlier_version_without_a_restart(bot: BotHarn
     assert bot.services.classifier.models()["digits"].version == second.version
 
 
+@pytest.mark.parametrize("command", ["rollback", "delmodel"])
+async def test_a_forged_admin_confirmation_by_anyone_else_changes_nothing(
+    bot: BotHarness, command: str, caplog
+) -> None:
+    intruder = bot.user(216)
+    decoy = await bot.say(intruder, "/help")
+    choice = (
+        callbacks.RollbackChoice(ADMIN_ID, "digits", 2, 1, True)
+        if command == "rollback"
+        else callbacks.DeleteModelChoice(ADMIN_ID, "animals", True)
+    )
+    active = bot.services.model_store.active_version("digits")
+    with caplog.at_level("WARNING", logger="bot.handlers"):
+        answer, _ = await bot.press(intruder, decoy, callbacks.encode(choice), check=False, edited=False)
+    assert answer["show_alert"] is True
+    assert (
+        answer["text"]
+        == {
+            "rollback": "Only the admin who asked for this rollback can confirm it.",
+            "delmodel": "Only the admin who asked can confirm deleting the model.",
+        }[command]
+    )
+    assert f"User 216 pressed a /{command} button that is not theirs" in caplog.text
+    assert bot.services.model_store.active_version("digits") == active
+
+
 @pytest.mark.parametrize(
     "command", ["/retrain", "/retrain digits", "/models", "/rollback digits 1", "/block 5", "/unblock 5"]
 )
