@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from bot import callbacks
@@ -79,13 +80,12 @@ async def add_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if message is None or user is None:
         return
     language, found = lang(update), services(context)
-    args = context.args or []
-    spec = _takes_labels(found, args[0].lower() if args else "")
-    if len(args) != 2 or spec is None:
-        await message.reply_text(text(language, "addlabel_usage", models=_names(found)))
+    asked = await _model_and_label(message, found, context.args, language, "addlabel_usage")
+    if asked is None:
         return
+    spec, typed = asked
     try:
-        (label,) = check_labels(args[1:], existing=spec.label_names)
+        (label,) = check_labels([typed], existing=spec.label_names)
         if is_taught(spec):
             rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels] + [TaughtLabel(label)]
             await found.store.set_taught_labels(spec.name, rows)
@@ -95,7 +95,7 @@ async def add_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await message.reply_text(text(language, error.key, **error.values))
         return
     except LabelAlreadyAdded:
-        await message.reply_text(text(language, "teach_label_twice", label=args[1].lower()))
+        await message.reply_text(text(language, "teach_label_twice", label=typed.lower()))
         return
     await found.refresh_taught()
     logger.info("User %s added the label %s to %s", user.id, label, spec.name)
@@ -119,12 +119,10 @@ async def delete_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     if message is None:
         return
     language, found = lang(update), services(context)
-    args = context.args or []
-    spec = _takes_labels(found, args[0].lower() if args else "")
-    if len(args) != 2 or spec is None:
-        await message.reply_text(text(language, "dellabel_usage", models=_names(found)))
+    asked = await _model_and_label(message, found, context.args, language, "dellabel_usage")
+    if asked is None:
         return
-    label = args[1].lower()
+    spec, label = asked[0], asked[1].lower()
     if label not in spec.label_names:
         await message.reply_text(
             text(
@@ -235,6 +233,19 @@ async def catalogue_lines(found: Services, language: str) -> list[str]:
 def _taught(found: Services, name: str) -> ModelSpec | None:
     spec = found.catalogue.get(name)
     return spec if spec is not None and is_taught(spec) else None
+
+
+async def _model_and_label(
+    message: Message, found: Services, args: Sequence[str] | None, language: str, usage: str
+) -> tuple[ModelSpec, str] | None:
+    """`/addlabel` and `/dellabel`'s `MODEL LABEL`: a model that takes labels, and the label as typed.
+    None once the admin is shown the `usage` text."""
+    args = args or []
+    spec = _takes_labels(found, args[0].lower() if args else "")
+    if len(args) != 2 or spec is None:
+        await message.reply_text(text(language, usage, models=_names(found)))
+        return None
+    return spec, args[1]
 
 
 def _takes_labels(found: Services, name: str) -> ModelSpec | None:
