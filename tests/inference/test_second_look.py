@@ -1,0 +1,45 @@
+"""The second look at a flower answer: refused only when both weak signs agree."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inference.prediction import Prediction, Status
+from inference.second_look import DISTANCE_SHARE, FLOWER_MASS_BELOW, second_look
+
+META = {
+    "ood": {
+        "method": "mahalanobis-l2-lowrank",
+        "reject_above": 1000.0,
+        "imagenet": {"flower_classes": [985, 309]},
+    }
+}
+
+
+def answer(status: Status = "unsure") -> Prediction:
+    return Prediction(model="flowers", version=1, label="roses", confidence=0.6, status=status)
+
+
+def outputs(distance: float, flower_mass: float) -> list[np.ndarray]:
+    imagenet = np.full(1000, (1.0 - flower_mass) / 998)
+    imagenet[[985, 309]] = flower_mass / 2
+    return [np.array([0.6, 0.4]), np.array([distance, distance * 1.5]), imagenet]
+
+
+def test_far_and_unflowerlike_is_refused():
+    far = 1000.0 * DISTANCE_SHARE + 1
+    refused = second_look(answer("ok"), outputs(far, FLOWER_MASS_BELOW / 2), META)
+    assert (refused.status, refused.label, refused.confidence) == ("not_recognized", None, 0.0)
+
+
+def test_one_sign_alone_changes_nothing():
+    near, far = 1000.0 * DISTANCE_SHARE - 1, 1000.0 * DISTANCE_SHARE + 1
+    assert second_look(answer(), outputs(near, 0.0), META) == answer()
+    assert second_look(answer(), outputs(far, FLOWER_MASS_BELOW * 2), META) == answer()
+
+
+def test_a_model_with_another_detector_or_without_imagenet_is_left_alone():
+    taught = {"ood": {**META["ood"], "method": "nearest-photo-cosine"}}
+    far_and_unflowerlike = outputs(5000.0, 0.0)
+    assert second_look(answer(), far_and_unflowerlike, taught) == answer()
+    assert second_look(answer(), far_and_unflowerlike[:2], META) == answer()
