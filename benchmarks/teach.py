@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import tempfile
 import time
@@ -44,6 +45,12 @@ def animal_photos(other_photos: Path) -> dict[str, list[Path]]:
         photos = sorted(p for p in other_photos.glob("n*_*.jpg") if in_ranges(p, ranges))
         found[label] = photos[0::2] + photos[1::2]
     return found
+
+
+def development_half(path: Path) -> bool:
+    """Whether a photo is in the development half (the refusal rule of taught models was chosen on
+    it; the other half and the full set are reported apart): a hash of its file name decides."""
+    return int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16) % 2 == 0
 
 
 def other_photos_of_none(other_photos: Path) -> list[Path]:
@@ -99,14 +106,24 @@ async def serve_and_ask(
         right: dict[str, list[int]] = {}
         guessed = 0  # the top label right, whatever the status, refusals too
         sure = refused_own = 0
+        halves = {"dev": [0, 0], "held": [0, 0]}  # unseen photos right, of
         for label, photos in evaluate.items():
             answers = [await classifier.classify(p, name) for p in photos]
+            for path, a in zip(photos, answers, strict=True):
+                half = halves["dev" if development_half(path) else "held"]
+                half[0] += a.label == label
+                half[1] += 1
             # Right: the label, sure or unsure (an unsure answer offers it first); a refusal is wrong.
             right[label] = [sum(a.label == label for a in answers), len(answers)]
             sure += sum(a.label == label and a.status == "ok" for a in answers)
             refused_own += sum(a.status == "not_recognized" for a in answers)
             guessed += sum(bool(a.top) and a.top[0][0] == label for a in answers)
         refused = [await classifier.classify(p, name) for p in none]
+    halves |= {"none dev": [0, 0], "none held": [0, 0]}  # photos of none refused, of
+    for path, a in zip(none, refused, strict=True):
+        half = halves["none dev" if development_half(path) else "none held"]
+        half[0] += a.status == "not_recognized"
+        half[1] += 1
     total = sum(r for r, _ in right.values()), sum(n for _, n in right.values())
     return {
         "unseen_right": round(total[0] / total[1], 4),
@@ -118,6 +135,8 @@ async def serve_and_ask(
         "none_refused": round(sum(a.status == "not_recognized" for a in refused) / max(1, len(refused)), 4),
         "none_unsure": round(sum(a.status == "unsure" for a in refused) / max(1, len(refused)), 4),
         "none_photos": len(refused),
+        # The halves by `development_half`: unseen right, and photos of none refused, of each.
+        "halves": {k: f"{r}/{n} = {r / max(1, n):.1%}" for k, (r, n) in halves.items()},
     }
 
 

@@ -60,6 +60,9 @@ class OodRule:
     flower_classes: tuple[int, ...] = ()
     other_unsure_above: float = 1.0
     other_reject_above: float = 1.0
+    # A taught model's refusal score is its nearest-photo distance minus this many times the answer's
+    # probability (`training.taught_head.refusal_score`): far photos the head is unsure of go first.
+    confidence_weight: float = 0.0
 
     @classmethod
     def from_meta(cls, ood: dict[str, Any]) -> OodRule:
@@ -73,6 +76,7 @@ class OodRule:
             flower_classes=tuple(int(c) for c in imagenet.get("flower_classes", ())),
             other_unsure_above=float(imagenet.get("unsure_above", 1.0)),
             other_reject_above=float(imagenet.get("reject_above", 1.0)),
+            confidence_weight=float(ood.get("confidence_weight", 0.0)),
         )
 
     def other(self, outputs: Sequence[np.ndarray]) -> float:
@@ -111,6 +115,7 @@ def flowers_prediction(
     best_label, confidence = top[0]
     rule = OodRule.from_meta(version.meta["ood"])
     distance = rule.nearest(np.asarray(outputs[1], dtype=np.float64).reshape(-1))
+    distance -= rule.confidence_weight * confidence
     other = rule.other(outputs)
     status: Status
     if distance > rule.reject_above:

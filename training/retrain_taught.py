@@ -17,9 +17,10 @@ Those scores decide:
   the earlier ones); after a label was added or removed, the first version's rule applies again.
 
 The version saved is then fitted again on every photo (with a dozen per label, the held-out quarter
-matters), with a nearest-photo refusal (`TaughtRetrainer._taught_detector`). No ImageNet evidence in
-the refusal: the flowers' rule would take the ImageNet classes a dozen photos of a broad label land on
-for the label's, and refuse every other breed or species of it.
+matters), with a nearest-photo refusal weighed by the head's confidence
+(`TaughtRetrainer._taught_detector`). No ImageNet evidence in the refusal: the flowers' rule would take
+the ImageNet classes a dozen photos of a broad label land on for the label's, and refuse every other
+breed or species of it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 HELD_OUT_PERCENT = 25  # of each label's photos, by content hash
 CHANCE_MARGIN_POINTS = 30.0  # a first version must beat guessing by this much on held-out photos
 HELD_OUT = "held-out chat photos"
-UNSURE_QUANTILE = 0.9  # of the taught photos' leave-one-out nearest-photo distances: beyond, "unsure"
 CALIBRATION_PHOTOS = 100  # synthetic non-photos that place the refusal (cached after the first job)
 
 
@@ -157,7 +157,7 @@ class TaughtRetrainer(FlowersRetrainer):
         everything = feature_arrays([px for px, _ in pairs], labels, by_digest, [e.label for _, e in pairs])
         self.progress.enter("training", f"the final head on all {len(everything[1])} photos")
         kernel, bias, weight, _ = self._fit(everything, len(labels))
-        head = self._taught_detector(kernel, bias, weight, everything[0])
+        head = self._taught_detector(kernel, bias, weight, everything)
         candidate = self._save_taught(backbone, head, weight, config, len(train[1]), len(test[1]))
         return TrainingResult(candidate, score, none)
 
@@ -225,25 +225,46 @@ class TaughtRetrainer(FlowersRetrainer):
             package_photos=False,
         )
 
-    def _taught_detector(self, kernel: np.ndarray, bias: np.ndarray, weight: float, x: np.ndarray) -> Any:
-        """A nearest-photo refusal: a photo farther from every taught photo than any taught photo is
-        from its nearest other one is refused; beyond most of them, the answer is unsure.
+    def _taught_detector(
+        self, kernel: np.ndarray, bias: np.ndarray, weight: float, data: tuple[np.ndarray, ...]
+    ) -> Any:
+        """A nearest-photo refusal weighed by the head's confidence (`training.taught_head.refusal_score`):
+        a photo is refused when its nearest-photo distance minus CONFIDENCE_WEIGHT × its top
+        probability is beyond what the taught photos themselves score held out (`refusal_threshold`:
+        each photo's distance to its nearest other one, its probability from heads fitted without it).
 
         With a dozen photos of a broad label (a dozen dog breeds), the class-centre distance of the
         flowers cannot tell a new breed from a teapot (measured: medians 6038 vs 6561, and every
-        threshold kept both or refused both). The cosine distance to the nearest taught photo can:
-        on four animal categories it refused 66% of other ImageNet photos and kept 90% of new animals.
-        The serving graph needs no change: the "class centres" of the detector are the taught photos
-        (L2-normalised), its whitening the identity, so its distances are 2 − 2·cos.
+        threshold kept both or refused both); the cosine distance to the nearest taught photo can, and
+        the head's confidence separates further. The serving graph needs no change: the "class
+        centres" of the detector are the taught photos (L2-normalised), its whitening the identity, so
+        its distances are 2 − 2·cos; `meta["ood"]["confidence_weight"]` tells the answer to subtract.
         """
         from training.flower_model import FlowerHead
         from training.ood import OodParams, Thresholds, l2_normalise
-        from training.taught_head import embed, softmax
+        from training.taught_head import (
+            embed,
+            held_out_confidence,
+            nearest_other,
+            refusal_score,
+            refusal_threshold,
+            softmax,
+        )
 
+        x, y = data[0], data[1]
         unit = l2_normalise(x)
-        similarity = unit @ unit.T
-        np.fill_diagonal(similarity, -1.0)
-        nearest_other = 2.0 - 2.0 * similarity.max(axis=1)  # leave-one-out
+        joined = embed(x, self.imagenet, weight)
+        config = self._taught_config()
+        confidence = held_out_confidence(
+            joined,
+            y,
+            len(bias),
+            seed=self.options.seed,
+            l2=config.l2,
+            steps=config.epochs,
+            learning_rate=config.learning_rate,
+        )
+        unsure, reject = refusal_threshold(refusal_score(nearest_other(unit), confidence))
         dims = unit.shape[1]
         ood = OodParams(
             means=unit.astype(np.float32),
@@ -252,14 +273,9 @@ class TaughtRetrainer(FlowersRetrainer):
             residual_variance=1.0,
         )
         self.thresholds = Thresholds(
-            unsure_above=float(np.quantile(nearest_other, UNSURE_QUANTILE)),
-            reject_above=float(nearest_other.max()),
-            min_confidence=min(
-                0.5,
-                float(
-                    np.quantile(softmax(embed(x, self.imagenet, weight) @ kernel + bias).max(axis=1), 0.01)
-                ),
-            ),
+            unsure_above=unsure,
+            reject_above=reject,
+            min_confidence=min(0.5, float(np.quantile(softmax(joined @ kernel + bias).max(axis=1), 0.01))),
         )
         return FlowerHead(kernel=kernel, bias=bias, ood=ood)
 
@@ -276,7 +292,7 @@ class TaughtRetrainer(FlowersRetrainer):
         from inference.flowers import PREPROCESSING_ID
         from training.effnet_lite0 import backbone_id
         from training.flower_model import HEAD_FILE
-        from training.taught_head import HEAD_FEATURES, assemble_taught_model
+        from training.taught_head import CONFIDENCE_WEIGHT, HEAD_FEATURES, assemble_taught_model
 
         meta = {
             "labels": list(self.spec.label_names),
@@ -294,7 +310,9 @@ class TaughtRetrainer(FlowersRetrainer):
             },
             "ood": {
                 "method": "nearest-photo-cosine",
-                "calibration": "leave-one-out nearest-photo distances of the taught photos",
+                # Compared with the thresholds: the distance − confidence_weight × the top probability.
+                "confidence_weight": CONFIDENCE_WEIGHT,
+                "calibration": "taught photos held out: nearest other photo, top probability without it",
                 **self.thresholds.as_meta(),
             },
             "parent": self.previous.version if self.previous else None,

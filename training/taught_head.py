@@ -32,6 +32,12 @@ LEARNING_RATE = 0.05
 FOLDS = 3  # cross-validation folds per repeat (each label's photos dealt round-robin)
 REPEATS = 3  # shuffles of the photos per candidate weight
 HEAD_FEATURES = "unit-features+imagenet-sqrt-v1"  # meta["head"]["features"]: how a version's x is made
+# The refusal (`refusal_threshold`): score = nearest-photo cosine distance − CONFIDENCE_WEIGHT × the
+# head's top probability; refused above the taught photos' highest held-out score + REJECT_SPREAD of
+# their standard deviations. Chosen on a development half of real photos (docs/teaching.md).
+CONFIDENCE_WEIGHT = 2.0
+REJECT_SPREAD = 0.3
+UNSURE_QUANTILE = 0.9  # of the taught photos' held-out scores: beyond, the answer is "unsure"
 
 
 @dataclass(frozen=True)
@@ -116,11 +122,54 @@ def choose_weight(
     return best, scores
 
 
-def _folds(y: np.ndarray, n_classes: int, seed: int) -> list[np.ndarray]:
+def held_out_confidence(
+    x: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0, repeats: int = REPEATS, **fit: Any
+) -> np.ndarray:
+    """Each photo's top probability from heads fitted without it (the mean over `repeats` shuffles of
+    `FOLDS` folds, stratified by label; `fit` as for `fit_softmax`): how sure the served head will be
+    of a photo it never saw. One shuffle alone moves the refusal threshold by a photo or two."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.int64)
+    confidence = np.zeros(len(y))
+    for held in _folds(y, n_classes, seed, repeats=repeats):
+        if not held.any():
+            continue
+        kernel, bias, _ = fit_softmax(x[~held], y[~held], n_classes, **fit)
+        confidence[held] += softmax(x[held] @ kernel + bias).max(axis=1) / repeats
+    return confidence
+
+
+def nearest_other(unit: np.ndarray) -> np.ndarray:
+    """Each photo's cosine distance (2 − 2·cos, of unit vectors) to its nearest other photo."""
+    similarity = np.asarray(unit, np.float64) @ np.asarray(unit, np.float64).T
+    np.fill_diagonal(similarity, -1.0)
+    return np.asarray(2.0 - 2.0 * similarity.max(axis=1))
+
+
+def refusal_score(
+    distance: np.ndarray, confidence: np.ndarray, weight: float = CONFIDENCE_WEIGHT
+) -> np.ndarray:
+    """The refusal score (higher: refuse sooner) of photos at these nearest-photo distances whose top
+    answer has this probability: a far photo the head hesitates on is the likeliest to be none of its
+    labels, and an unseen photo of a label the head is sure of may stand far from the few taught."""
+    return np.asarray(distance, np.float64) - weight * np.asarray(confidence, np.float64)
+
+
+def refusal_threshold(scores: np.ndarray, spread: float = REJECT_SPREAD) -> tuple[float, float]:
+    """(unsure above, refused above) from the taught photos' held-out scores, the only sample a
+    taught model has: refused beyond the highest of them by `spread` of their standard deviation
+    (a dozen photos per label rarely include the most unusual of a broad label), unsure beyond the
+    `UNSURE_QUANTILE` of them."""
+    scores = np.asarray(scores, np.float64)
+    reject = float(scores.max() + spread * scores.std())
+    return min(float(np.quantile(scores, UNSURE_QUANTILE)), reject), reject
+
+
+def _folds(y: np.ndarray, n_classes: int, seed: int, repeats: int = REPEATS) -> list[np.ndarray]:
     """Held-out masks: each repeat deals every label's photos, shuffled, round-robin into FOLDS."""
     rng = np.random.default_rng(seed)
     masks = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         fold = np.zeros(len(y), np.int64)
         for label in range(n_classes):
             members = rng.permutation(np.flatnonzero(y == label))

@@ -17,6 +17,7 @@ from inference.model_store import ModelStore
 from photobot.settings import Settings
 from photobot.wiring import retrain_settings, taught_catalogue
 from training.retrain import RetrainError, RetrainOptions, run_retrain
+from training.taught_head import CONFIDENCE_WEIGHT
 
 pytestmark = pytest.mark.slow
 FIRST, LATER = 10, 4  # photos per label in the first batch, then in the second
@@ -59,6 +60,8 @@ def test_first_version_then_later_versions_judged_on_photos_labelled_since(
         v1.labels == ["dog", "bird", "reptile", "bug"] and v1.meta["ood"]["method"] == "nearest-photo-cosine"
     )
     assert v1.meta["data"]["trained_until"] > 0 and v1.meta["data"]["chat_held_out"] > 0
+    assert v1.meta["ood"]["confidence_weight"] == CONFIDENCE_WEIGHT  # the score the thresholds are for
+    assert v1.meta["ood"]["unsure_above"] <= v1.meta["ood"]["reject_above"]
 
     again = _retrain(settings, "animals", force=True)  # nothing new: nothing to judge a v2 on
     assert again.decision == "reject" and "no held-out photos labelled since v1" in again.reason

@@ -8,11 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.teach import animal_photos
+from benchmarks.teach import animal_photos, other_photos_of_none
 from inference.decode import decode_image
 from inference.flowers import RESIZE_SHORTER, flower_input
 from training.effnet_lite0 import imagenet_head
-from training.taught_head import ImagenetHead, choose_weight, embed, fit_softmax, softmax
+from training.taught_head import (
+    REJECT_SPREAD,
+    UNSURE_QUANTILE,
+    ImagenetHead,
+    choose_weight,
+    embed,
+    fit_softmax,
+    held_out_confidence,
+    nearest_other,
+    refusal_score,
+    refusal_threshold,
+    softmax,
+)
 
 
 def _pixels(paths: list[Path]) -> np.ndarray:
@@ -97,3 +109,75 @@ def test_the_served_model_answers_as_the_fitted_head_and_loads_safely(
     assert probabilities.argmax(axis=1).tolist() == [0, 0, 1, 1]
     nearest = 2.0 - 2.0 * (l2_normalise(seen) @ unit.T).max(axis=1)
     assert np.allclose(distances.min(axis=1), nearest, atol=1e-4)
+
+
+def test_the_refusal_threshold_lies_beyond_every_taught_photo_and_unsure_below_it() -> None:
+    scores = np.linspace(0.0, 1.0, 41)
+    unsure, reject = refusal_threshold(scores)
+    assert reject == pytest.approx(1.0 + REJECT_SPREAD * scores.std())
+    assert unsure == pytest.approx(np.quantile(scores, UNSURE_QUANTILE)) and unsure < reject
+    assert refusal_threshold(np.full(5, 0.3)) == (pytest.approx(0.3), pytest.approx(0.3))
+
+
+def test_a_far_photo_the_head_is_unsure_of_scores_higher_than_a_far_photo_it_is_sure_of() -> None:
+    distance = np.array([1.3, 1.3, 0.2])
+    score = refusal_score(distance, np.array([0.4, 0.95, 0.4]), weight=2.0)
+    assert score.tolist() == pytest.approx([0.5, -0.6, -0.6])
+    assert refusal_score(distance, np.array([0.4, 0.95, 0.4]), weight=0.0).tolist() == distance.tolist()
+
+
+@pytest.mark.slow
+def test_the_refusal_calibrated_on_taught_photos_alone_keeps_new_animals_and_refuses_other_photos(
+    flower_backbone, imagenet: ImagenetHead, mnist_path: Path
+) -> None:
+    """Four animal categories, a dozen real photos each: the rule is placed by the taught photos held
+    out (nearest other photo, confidence of heads that never saw them) and, on photos it never saw,
+    keeps the new breeds and species and refuses photos of none of them at least as the distance
+    alone with its old rule (the farthest taught photo) does."""
+    other = mnist_path.parent / "other_photos"
+    animals = animal_photos(other)
+    taught = [p for group in animals.values() for p in group[:12]]
+    unseen = [p for group in animals.values() for p in group[12:15]]  # another breed or species each
+    none = other_photos_of_none(other)[::10]  # 35 photos of no animal of the four
+    y, y_unseen = np.repeat(np.arange(4), 12), np.repeat(np.arange(4), 3)
+    features = np.asarray(flower_backbone.predict_on_batch(_pixels(taught)))
+    x = embed(features, imagenet, 1.0)
+    kernel, bias, _ = fit_softmax(x, y, 4)
+    confidence = held_out_confidence(x, y, 4)
+    assert np.all(confidence < softmax(x @ kernel + bias).max(axis=1))  # held out: less sure
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    nearest = nearest_other(unit)
+
+    def asked(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        seen = np.asarray(flower_backbone.predict_on_batch(_pixels(paths)))
+        probabilities = softmax(embed(seen, imagenet, 1.0) @ kernel + bias)
+        distance = (2.0 - 2.0 * (seen / np.linalg.norm(seen, axis=1, keepdims=True)) @ unit.T).min(axis=1)
+        return distance, probabilities.max(axis=1), probabilities.argmax(axis=1)
+
+    animal, sure, answer = asked(unseen)
+    other_distance, other_sure, _ = asked(none)
+    new_reject = refusal_threshold(refusal_score(nearest, confidence))[1]
+    kept = (answer == y_unseen) & (refusal_score(animal, sure) <= new_reject)
+    refused = refusal_score(other_distance, other_sure) > new_reject
+    old_kept = (answer == y_unseen) & (animal <= nearest.max())
+    old_refused = other_distance > nearest.max()
+    assert kept.sum() >= max(old_kept.sum(), 11), (kept.sum(), old_kept.sum())
+    assert refused.sum() >= max(old_refused.sum(), 18), (refused.sum(), old_refused.sum())
+
+
+def test_a_taught_version_answers_by_the_confidence_weighted_score() -> None:
+    from inference.flowers import flowers_prediction
+    from inference.model_store import ModelVersion
+
+    ood = {"unsure_above": 0.2, "reject_above": 0.3, "min_confidence": 0.3, "confidence_weight": 2.0}
+    version = ModelVersion("pets", 1, Path("unused"), meta={"labels": ["dog", "cat"], "ood": ood})
+    far = np.array([1.4, 1.5])  # squared distances 2 − 2·cos to two taught photos
+    sure, between, hesitant = np.array([0.65, 0.35]), np.array([0.58, 0.42]), np.array([0.52, 0.48])
+    assert flowers_prediction([sure, far], version).status == "ok"  # 1.4 − 1.3 = 0.1
+    assert flowers_prediction([between, far], version).status == "unsure"  # 1.4 − 1.16 = 0.24
+    refused = flowers_prediction([hesitant, far], version)  # 1.4 − 1.04 = 0.36
+    assert (refused.status, refused.label) == ("not_recognized", None)
+    distance_alone = ModelVersion(
+        "pets", 1, Path("unused"), meta={"labels": ["dog", "cat"], "ood": ood | {"confidence_weight": 0}}
+    )
+    assert flowers_prediction([sure, far], distance_alone).status == "not_recognized"
