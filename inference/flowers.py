@@ -120,13 +120,13 @@ def flowers_prediction(
     status: Status
     if distance > rule.reject_above:
         status, label = "not_recognized", None
-        reason = f"not one of the known flowers (distance {distance:.0f} > {rule.reject_above:.0f})"
+        reason = f"not one of the known {version.name} ({_beyond(distance, rule.reject_above)})"
     elif other > rule.other_reject_above:
         status, label = "not_recognized", None
         reason = f"the network sees something else in it ({other:.0%} > {rule.other_reject_above:.0%})"
     elif distance > rule.unsure_above:
         status, label = "unsure", best_label
-        reason = f"unlike the flowers seen in training (distance {distance:.0f} > {rule.unsure_above:.0f})"
+        reason = f"unlike the {version.name} seen in training ({_beyond(distance, rule.unsure_above)})"
     elif other > rule.other_unsure_above:
         status, label = "unsure", best_label
         reason = f"the network half sees something else ({other:.0%} > {rule.other_unsure_above:.0%})"
@@ -144,6 +144,16 @@ def flowers_prediction(
         top=top,
         reason=reason,
     )
+
+
+def _beyond(distance: float, limit: float) -> str:
+    """ "distance D > L" as a reason shows it: the flowers' Mahalanobis distances run to thousands, a
+    taught model's cosine scores stay near 1, where whole numbers would read "1 > 1"."""
+
+    def figure(value: float) -> str:
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+    return f"distance {figure(distance)} > {figure(limit)}"
 
 
 def other_evidence(probabilities: np.ndarray, flower_classes: Sequence[int]) -> np.ndarray:

@@ -177,6 +177,21 @@ def test_an_image_classifier_answers_in_its_own_models_name(tmp_path: Path) -> N
     assert (answer.model, answer.version, answer.label, answer.status) == ("pets", 1, "dog", "ok")
 
 
+def test_a_refusal_names_the_model_and_shows_a_taught_models_small_distances(tmp_path: Path) -> None:
+    """A taught model's cosine scores stay near 1: its reason shows them with decimals ("1.32 > 1.05",
+    not "1 > 1"), and says which model's labels the photo is none of."""
+    store = ModelStore(tmp_path)
+    ood = {"unsure_above": 0.9, "reject_above": 1.05, "min_confidence": 0.5}
+    with store.new_version("pets", {"labels": ["bird", "dog"], "ood": ood}):
+        pass
+    refused = flowers_prediction([np.array([0.1, 0.9]), np.array([1.4, 1.32])], store.get("pets", 1))
+    assert refused.status == "not_recognized"
+    assert refused.reason == "not one of the known pets (distance 1.32 > 1.05)"
+    unsure = flowers_prediction([np.array([0.1, 0.9]), np.array([1.4, 0.95])], store.get("pets", 1))
+    assert unsure.status == "unsure"
+    assert unsure.reason == "unlike the pets seen in training (distance 0.95 > 0.90)"
+
+
 @pytest.mark.slow  # the `subset` fixture trains a head on real photos
 def test_the_shipped_head_seeds_an_empty_store_once(
     subset: Subset, flower_backbone: keras.Model, tmp_path: Path
