@@ -109,7 +109,8 @@ def flowers_prediction(
     probabilities = np.asarray(outputs[0], dtype=np.float64).reshape(-1)
     labels = version.labels
     if len(labels) != probabilities.size:
-        raise ValueError(f"flowers v{version.version}: {probabilities.size} outputs for {len(labels)} labels")
+        name = f"{version.name} v{version.version}"
+        raise ValueError(f"{name}: {probabilities.size} outputs for {len(labels)} labels")
     order = np.argsort(-probabilities)[:TOP_K]
     top = tuple((labels[i], float(probabilities[i])) for i in order)
     best_label, confidence = top[0]
