@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from training.adam import adam_update
+
 FIT_STEPS = 300  # full-batch Adam steps: measured, the loss stops moving by 200
 FIT_LEARNING_RATE = 0.01
 MIN_LABEL_PHOTOS = 1  # a class is the new label's when it is the top class of this many of its photos
@@ -73,12 +75,7 @@ def fit_new_outputs(
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         error = (probabilities[:, len(others) :] - target) * weights[:, None]
         grads = [x.T @ error + 2.0 * l2 * params[0], error.sum(axis=0)]
-        for p, g, m, v in zip(params, grads, moments[0], moments[1], strict=True):
-            m *= 0.9
-            m += 0.1 * g
-            v *= 0.999
-            v += 0.001 * g**2
-            p -= learning_rate * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+        adam_update(params, grads, moments[0], moments[1], step, learning_rate)
         if step % 10 == 0 or step == steps:
             order = others + new  # logits' columns
             right = probabilities[np.arange(len(y)), [order.index(int(label)) for label in y]]

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from training.adam import adam_update
+
 IMAGENET_WEIGHTS = (0.0, 1.0)  # the candidates for w: the features alone, or both halves as one
 L2 = 1e-4  # weight decay: on taught photos held out, 1e-4 and 1e-3 answered alike, 1e-2 worse
 STEPS = 300  # full-batch Adam steps; the loss has stopped moving by then
@@ -85,12 +87,7 @@ def fit_softmax(
         probabilities = softmax(x @ params[0] + params[1])
         error = (probabilities - target) / len(y)
         grads = [x.T @ error + 2.0 * l2 * params[0], error.sum(axis=0)]
-        for p, g, m, v in zip(params, grads, first, second, strict=True):
-            m *= 0.9
-            m += 0.1 * g
-            v *= 0.999
-            v += 0.001 * g**2
-            p -= learning_rate * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+        adam_update(params, grads, first, second, step, learning_rate)
         if step % 10 == 0 or step == steps:
             right = probabilities[np.arange(len(y)), y]
             losses.append(float(-np.mean(np.log(right + 1e-12))))
