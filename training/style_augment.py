@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from inference.digits import normalize_digit
+from inference.digits.framing import max_filter3
 
 logger = logging.getLogger(__name__)
 
@@ -232,14 +233,3 @@ def _restroked(ink: np.ndarray, rng: np.random.Generator, style: Style) -> np.nd
                 break
             ink = thinner
     return ink
-
-
-def max_filter3(values: np.ndarray) -> np.ndarray:
-    """3×3 grey dilation (the maximum over each pixel's neighbourhood), separably."""
-    rows = values.copy()
-    rows[:, 1:] = np.maximum(rows[:, 1:], values[:, :-1])
-    rows[:, :-1] = np.maximum(rows[:, :-1], values[:, 1:])
-    out = rows.copy()
-    out[1:] = np.maximum(out[1:], rows[:-1])
-    out[:-1] = np.maximum(out[:-1], rows[1:])
-    return out

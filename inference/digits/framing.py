@@ -16,7 +16,7 @@ def crop_group(ink: np.ndarray, labels: np.ndarray, group: Group, threshold: flo
     top, bottom = max(0, group.top - pad), min(ink.shape[0], group.bottom + pad)
     left, right = max(0, group.left - pad), min(ink.shape[1], group.right + pad)
     own = members(labels[top:bottom, left:right], [c.index for c in group.members])
-    near = _dilate(own)
+    near = max_filter3(own)
     soft = (ink[top:bottom, left:right] - 0.5 * threshold) / (1.0 - 0.5 * threshold)
     return normalize_digit(np.where(near, np.clip(soft, 0.0, 1.0), 0.0))
 
@@ -64,11 +64,11 @@ def _thicken(ink: np.ndarray, scale: float, target: float = 1.8) -> np.ndarray:
     if steps <= 0:
         return ink
     for _ in range(steps):
-        ink = _dilate(ink)
+        ink = max_filter3(ink)
     return ink
 
 
-def _dilate(values: np.ndarray) -> np.ndarray:
+def max_filter3(values: np.ndarray) -> np.ndarray:
     """3×3 maximum (for a mask: 3×3 dilation), as Pillow's MaxFilter(3) computes it, but separably:
     two passes of shifted maxima instead of Pillow's sort of every pixel's neighbourhood."""
     rows = values.copy()
