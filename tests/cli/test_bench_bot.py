@@ -113,18 +113,24 @@ def converted_store(tmp_path, tiny_digit_model, tiny_flower_model) -> ModelStore
     return store
 
 
+def two_small_rounds(tmp_path, monkeypatch, mnist_path, store, *options: str) -> dict:
+    """`photobot bench bot` for two rounds of two users and three digit photos, run from `tmp_path`:
+    its --json report."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+    report = tmp_path / "bench.json"
+    argv = ["bench", "bot", "--users", "2", "--kinds", "digits", "--photos", "3", "--seconds", "1"]
+    argv += ["--warmup", "0.5", "--rounds", "2", *options, "--models", str(store.root), "--json", str(report)]
+    assert main(argv) == 0
+    return json.loads(report.read_text())
+
+
 @pytest.mark.process
 def test_bench_bot_alternates_the_two_bots_and_reports_every_round(
     tmp_path, monkeypatch, mnist_path, tiny_digit_model, tiny_flower_model, capsys
 ):
     store = converted_store(tmp_path, tiny_digit_model, tiny_flower_model)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
-    report = tmp_path / "bench.json"
-    argv = ["bench", "bot", "--users", "2", "--kinds", "digits", "--photos", "3", "--seconds", "1"]
-    argv += ["--warmup", "0.5", "--rounds", "2", "--models", str(store.root), "--json", str(report)]
-    assert main(argv) == 0
-    rows = json.loads(report.read_text())["scenarios"]
+    rows = two_small_rounds(tmp_path, monkeypatch, mnist_path, store)["scenarios"]
     order = [(r["round"], r["bot"]) for r in rows]
     assert order == [(1, "bare"), (1, "photobot"), (2, "bare"), (2, "photobot")]
     assert all(r["photos"] > 0 and r["p95_ms"] is not None for r in rows)
@@ -138,15 +144,8 @@ def test_bench_bot_runs_photobot_on_sqlite_and_on_a_throwaway_postgresql_in_turn
     tmp_path, monkeypatch, mnist_path, tiny_digit_model, tiny_flower_model, capsys
 ):
     store = converted_store(tmp_path, tiny_digit_model, tiny_flower_model)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
-    report = tmp_path / "bench.json"
-    argv = ["bench", "bot", "--users", "2", "--kinds", "digits", "--photos", "3", "--seconds", "1"]
-    argv += ["--warmup", "0.5", "--rounds", "2", "--no-bare", "--backend", "both"]
-    argv += ["--models", str(store.root), "--json", str(report)]
-    assert main(argv) == 0
+    result = two_small_rounds(tmp_path, monkeypatch, mnist_path, store, "--no-bare", "--backend", "both")
     out = capsys.readouterr().out
-    result = json.loads(report.read_text())
     rows = result["scenarios"]
     order = [(r["round"], r["bot"], r["backend"]) for r in rows]
     assert order == [
