@@ -155,39 +155,39 @@ class Webhook:
         logger.info("webhook stopped: %s", self.counts)
 
     async def ensure_webhook(self, bot: Bot) -> bool:
-        """Set the webhook unless Telegram has it and the database says a replica set these settings.
+        """Set the webhook unless another replica set (or is setting) these same settings.
 
-        So replicas started together or one by one call setWebhook once between them (a race makes two
-        identical calls, which changes nothing); one with other settings replaces it, with a warning.
+        Replicas started together or one by one call setWebhook once between them: each claims the
+        call in the database under its write lock, and the first claim wins. One with other settings
+        replaces the webhook, with a warning. True when this replica called setWebhook.
         """
-        store = self.store
+        seen_at = time.time()
         info = await bot.get_webhook_info()
-        setting = await store.webhook_setting()
-        if (
-            info.url == self.config.url
-            and setting is not None
-            and setting.fingerprint == self.config.fingerprint
-        ):
-            logger.info(
-                "the webhook %s is set (by %s); left as it is", self.config.public_url, setting.set_by
-            )
+        previous = await self.store.webhook_setting()
+        mine = WebhookSetting(self.config.fingerprint, self.config.public_url, self.replica, time.time())
+        holder = await self.store.claim_webhook_setting(
+            mine, telegram_has_it=info.url == self.config.url, seen_at=seen_at
+        )
+        if holder is not None:
+            logger.info("the webhook %s is set (by %s); left as it is", self.config.public_url, holder.set_by)
             return False
-        if setting is not None and setting.fingerprint != self.config.fingerprint and info.url:
+        if previous is not None and previous.fingerprint != self.config.fingerprint and info.url:
             logger.warning(
                 "replica %s set the webhook with other settings; this one sets its own. Every replica must "
                 "have the same WEBHOOK_URL, WEBHOOK_SECRET and WEBHOOK_MAX_CONNECTIONS",
-                setting.set_by,
+                previous.set_by,
             )
-        await bot.set_webhook(
-            url=self.config.url,
-            secret_token=self.config.secret,
-            allowed_updates=list(self.config.allowed_updates),
-            max_connections=self.config.max_connections,
-            drop_pending_updates=False,
-        )
-        await store.record_webhook_setting(
-            WebhookSetting(self.config.fingerprint, self.config.public_url, self.replica, time.time())
-        )
+        try:
+            await bot.set_webhook(
+                url=self.config.url,
+                secret_token=self.config.secret,
+                allowed_updates=list(self.config.allowed_updates),
+                max_connections=self.config.max_connections,
+                drop_pending_updates=False,
+            )
+        except Exception:
+            await self.store.forget_webhook_setting(mine)  # the next replica to start sets it
+            raise
         logger.info("webhook set: Telegram POSTs updates to %s", self.config.public_url)
         return True
 

@@ -76,3 +76,20 @@ class UpdateCalls(GroupCommit):
 
     async def record_webhook_setting(self, setting: WebhookSetting) -> None:
         await self._write(functools.partial(updates.record_webhook_setting, setting=setting))
+
+    async def claim_webhook_setting(
+        self, setting: WebhookSetting, *, telegram_has_it: bool, seen_at: float
+    ) -> WebhookSetting | None:
+        """Claim setting the webhook, or get the row of the replica that set (or is setting) it."""
+        return await self._write(
+            functools.partial(
+                updates.claim_webhook_setting,
+                setting=setting,
+                telegram_has_it=telegram_has_it,
+                seen_at=seen_at,
+            )
+        )
+
+    async def forget_webhook_setting(self, setting: WebhookSetting) -> None:
+        """Take back this replica's claim: its setWebhook failed."""
+        await self._write(functools.partial(updates.forget_webhook_setting, setting=setting))

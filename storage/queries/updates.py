@@ -172,6 +172,36 @@ def webhook_setting(db: Connection) -> WebhookSetting | None:
     return None if row is None else WebhookSetting(row[0], row[1], row[2], float(row[3]))
 
 
+def claim_webhook_setting(
+    db: Connection, setting: WebhookSetting, *, telegram_has_it: bool, seen_at: float
+) -> WebhookSetting | None:
+    """Record `setting` as the webhook this replica is about to set, unless another replica set or is
+    setting the same one: then return that replica's row and record nothing.
+
+    Run under the write lock (`BEGIN IMMEDIATE`), so of replicas starting together the first claims and
+    the rest see its row. A row with the same fingerprint counts when Telegram already has the webhook,
+    or when it was claimed after `seen_at` (when this replica asked Telegram): its setWebhook may not
+    have reached Telegram yet, but it will.
+    """
+    current = webhook_setting(db)
+    if (
+        current is not None
+        and current.fingerprint == setting.fingerprint
+        and (telegram_has_it or current.set_at >= seen_at)
+    ):
+        return current
+    record_webhook_setting(db, setting)
+    return None
+
+
+def forget_webhook_setting(db: Connection, setting: WebhookSetting) -> None:
+    """Take back a claim whose setWebhook failed, unless another replica has claimed since."""
+    db.execute(
+        "DELETE FROM webhook_setting WHERE one = 1 AND set_by = ? AND set_at = ?",
+        (setting.set_by, setting.set_at),
+    )
+
+
 def record_webhook_setting(db: Connection, setting: WebhookSetting) -> None:
     db.execute(
         """INSERT INTO webhook_setting (one, fingerprint, url, set_by, set_at) VALUES (1, ?, ?, ?, ?)

@@ -195,6 +195,22 @@ async def test_an_update_slower_than_the_limit_gets_503_and_its_copy_is_acknowle
         assert answers(telegram) == ["echo slow"] and a.counts.acknowledged == 1
 
 
+async def test_replicas_starting_together_set_the_webhook_once(
+    telegram: BotApiServer, database, tmp_path: Path
+) -> None:
+    async with (
+        replica(telegram, database, tmp_path, "a") as a,
+        replica(telegram, database, tmp_path, "b") as b,
+        replica(telegram, database, tmp_path, "c") as c,
+    ):
+        calls = await asyncio.gather(*(r.ensure_webhook(r.application.bot) for r in (a, b, c)))
+        assert sorted(calls) == [False, False, True]
+        assert telegram.method_calls["setWebhook"] == 1
+        setting = await a.store.webhook_setting()
+        assert setting is not None and setting.set_by == "abc"[calls.index(True)]
+        await a.application.bot.delete_webhook()
+
+
 async def test_replicas_set_the_webhook_once_and_one_with_other_settings_says_so(
     telegram: BotApiServer, database, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -131,3 +131,25 @@ async def test_the_webhook_setting_is_one_row_replaced_by_the_replica_that_sets_
         await store.record_webhook_setting(WebhookSetting("f2", "https://bot.example/new", "b", 200.0))
         assert await store.webhook_setting() == WebhookSetting("f2", "https://bot.example/new", "b", 200.0)
         assert rows(database, "SELECT count(*) FROM webhook_setting") == [(1,)]
+
+
+async def test_the_first_claim_to_set_a_webhook_wins_and_a_failed_one_is_taken_back(
+    database, tmp_path: Path
+) -> None:
+    async with await Store.open(database, tmp_path / "a") as store:
+        a = WebhookSetting("f1", "https://bot.example/hook", "a", 100.0)
+        assert await store.claim_webhook_setting(a, telegram_has_it=False, seen_at=99.0) is None
+        b = WebhookSetting("f1", "https://bot.example/hook", "b", 100.5)
+        # b asked Telegram before a's claim: a's setWebhook is on its way, so b leaves it to a
+        assert await store.claim_webhook_setting(b, telegram_has_it=False, seen_at=99.5) == a
+        # a replica starting long after a, which Telegram says has no webhook: a's call was lost
+        c = WebhookSetting("f1", "https://bot.example/hook", "c", 300.0)
+        assert await store.claim_webhook_setting(c, telegram_has_it=False, seen_at=299.0) is None
+        d = WebhookSetting("f1", "https://bot.example/hook", "d", 400.0)
+        assert await store.claim_webhook_setting(d, telegram_has_it=True, seen_at=399.0) == c
+        other = WebhookSetting("f2", "https://bot.example/new", "e", 500.0)
+        assert await store.claim_webhook_setting(other, telegram_has_it=True, seen_at=499.0) is None
+        await store.forget_webhook_setting(c)  # no longer c's claim: kept
+        assert await store.webhook_setting() == other
+        await store.forget_webhook_setting(other)
+        assert await store.webhook_setting() is None
