@@ -79,11 +79,9 @@ class Answering(ABC, Generic[S]):
             timings["decode"] += second.decode_ms
             timings["preprocess"] += second.preprocess_ms
             answers.update(await self._answer(second, servings, deadline, timings))
-            prediction = router.combine(answers[reader], answers[seer], on_paper=True)
-        elif plan.route == "check":  # strokes on a photo that does not look like paper
-            prediction = router.combine_off_paper(
-                answers.get(reader or ""), answers.get(seer or ""), plan.scene
-            )
+            prediction = router.weigh(answers[reader], answers[seer], plan.scene)
+        elif plan.route == "check":  # strokes on a photo that is not a page, or doubtful marks
+            prediction = router.weigh(answers.get(reader or ""), answers.get(seer or ""), plan.scene)
         else:
             prediction = answers[(reader if plan.route == "digit" else seer) or ""]
         if target is None and prediction.status != "ok":

@@ -39,6 +39,9 @@ class Prediction:
     digits: tuple[DigitAnswer, ...] = ()  # one per digit when a number was read
     reason: str | None = None  # why the answer is unsure / not recognised, for logs and the reply
     timings_ms: dict[str, float] = field(default_factory=dict)  # decode, preprocess, queue, model, total
+    # what an image classifier's ImageNet head says beside its answer, for auto mode's router
+    # (`inference.router.page_evidence`: "page", "thing"); empty for other models
+    evidence: dict[str, float] = field(default_factory=dict)
 
     @property
     def runner_up(self) -> tuple[str, float] | None:
@@ -71,4 +74,5 @@ class Prediction:
             ),
             reason=data.get("reason"),
             timings_ms={str(k): float(v) for k, v in data.get("timings_ms", {}).items()},
+            evidence={str(k): float(v) for k, v in data.get("evidence", {}).items()},
         )

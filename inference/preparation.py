@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -72,7 +72,12 @@ class FlowersAdapter:
 
     def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction:
         prediction = flowers.flowers_prediction(outputs, version)
-        return second_look(prediction, _output_list(outputs), version.meta)
+        listed = _output_list(outputs)
+        prediction = second_look(prediction, listed, version.meta)
+        classes = ((version.meta.get("ood") or {}).get("imagenet") or {}).get("flower_classes")
+        if len(listed) < 3 or classes is None:
+            return prediction
+        return replace(prediction, evidence=router.page_evidence(listed[2], classes))
 
     def nothing(self, version: ModelVersion, reason: str | None) -> Prediction:
         raise AssertionError("every photo has a flower input")

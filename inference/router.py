@@ -10,13 +10,13 @@ the digit path runs anyway):
 - how varied its colours are (the spread term of Hasler & Süsstrunk's colourfulness): paper of any one
   colour under tinted light varies little, a garden a lot.
 
-    digits found, photo paper-like   → `digit`  (the digit model; only if it is not sure does the
-                                        flower model run too, and only a confident flower
-                                        replaces the digit reading: `combine(on_paper=True)`)
+    digits found, surely digit-like, → `digit`  (the digit model; only if it is not sure does the
+    photo paper-like                            flower model run too, and only a confident flower
+                                        replaces the digit reading: `weigh`)
     no digits found, or marks found  → `flower` (the flower model and its out-of-distribution detector
     that are not digits                         decide between a flower and neither)
     digits found, photo not paper    → `check`  (both models — the digit model costs almost nothing —
-                                        and `combine` decides)
+    or marks only doubtfully digits             and `weigh` decides)
 
 Thresholds measured on 300 synthetic phone photos of MNIST test digits (`training.synth_photos`, all
 paper colours, inks, rulings and lighting) and 500 photos of the flower set: 99% of digit photos go
@@ -27,7 +27,16 @@ about 40% of flower photos, which then take `check` and cost one extra digit-mod
 Whether the marks `read_digits` cut out are digits at all is the digit-ness test's
 (`inference.digitness`): on a plain-backgrounded photo of something else (a face, the moon, a leaf on a
 wall) the reader finds marks, and the digit model, which knows only ten classes, reads them as "1" or
-"8" with confidence. Marks that are not digit-like (`DIGITNESS_MIN`) count as no digits found.
+"8" with confidence. Marks that are not digit-like (`DIGITNESS_MIN`) count as no digits found; marks
+that are digit-like but not surely so (`DIGITNESS_SURE`: a blurry face, but also 2.4% of other writers'
+real handwriting) take `check` even on paper, so the flower network's ImageNet head is heard too.
+
+`weigh` decides when both models have read a photo. The ImageNet head knows what pages of handwriting
+are taken for (`PAGE_CLASSES`: envelopes, notebooks, wall clocks, nematodes …) and a thousand other
+things: the marks are no digit when it is sure of something that is neither a page nor a flower
+(`THING_MIN`: a magpie, a wardrobe), or when the marks are only doubtfully digits and it sees little
+of a page in the photo (`PAGE_MIN`: a portrait). Then the flower model's answer stands — usually its
+refusal.
 
 `combine` answers `unsure` with model None when both readings are plausible, so the bot can ask the
 user "a digit or a flower?", and `not_recognized` when neither model recognises anything.
@@ -35,6 +44,7 @@ user "a digit or a flower?", and `not_recognized` when neither model recognises 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -51,6 +61,16 @@ PAPER_MAX_SPREAD = 35.0  # colour spread of a page: coloured paper, coloured ink
 PAPER_MIN_PLAIN = 0.8  # at least this share of a page is plain paper
 PLAIN_TOLERANCE = 0.06  # brightness difference to the local background that still counts as plain
 DIGITNESS_MIN = 0.1  # the least digit-like crop of a photo must be at least this digit-like
+DIGITNESS_SURE = 0.9  # below this the marks are doubtful: the ImageNet head is heard too
+PAGE_MIN = 0.12  # doubtful marks need this much ImageNet probability on PAGE_CLASSES
+THING_MIN = 0.5  # an ImageNet class neither a page's nor a flower's this sure: no digit
+# The ImageNet classes photos of handwritten digits on paper are taken for: the top class of at least
+# two of 400 phone-photo renders of MNIST *training* digits (`python -m training.page_classes`). Class
+# indices are ImageNet's, the same for any backbone with an ImageNet head.
+PAGE_CLASSES = (
+    4, 21, 65, 78, 107, 111, 405, 416, 417, 418, 473, 499, 504, 530, 549, 591, 600,
+    610, 620, 644, 657, 681, 688, 701, 714, 752, 767, 794, 813, 861, 892, 895, 904, 919,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,11 @@ class Scene:
     def digit_like(self) -> bool:
         """Whether the marks the reader found look like handwritten digits (see `inference.digitness`)."""
         return self.digitness >= DIGITNESS_MIN
+
+    @property
+    def digit_sure(self) -> bool:
+        """Whether they look surely so: doubtful marks make the router hear the ImageNet head too."""
+        return self.digitness >= DIGITNESS_SURE
 
 
 def colour_spread(image: Image.Image) -> float:
@@ -124,7 +149,44 @@ def _thumbnail(image: Image.Image) -> Image.Image:
 def route(scene: Scene) -> Route:
     if not scene.digits_found or not scene.digit_like:
         return "flower"
-    return "digit" if scene.paper_like else "check"
+    return "digit" if scene.paper_like and scene.digit_sure else "check"
+
+
+def page_evidence(imagenet: np.ndarray, flower_classes: Sequence[int]) -> dict[str, float]:
+    """What the ImageNet head says for `weigh`: `page`, its probability on PAGE_CLASSES, and `thing`,
+    the largest probability of a class that is neither a page's nor one of `flower_classes`."""
+    probabilities = np.asarray(imagenet, dtype=np.float64).reshape(-1)
+    others = probabilities.copy()
+    others[list(PAGE_CLASSES) + list(flower_classes)] = 0.0
+    return {"page": float(probabilities[list(PAGE_CLASSES)].sum()), "thing": float(others.max())}
+
+
+def no_digit(scene: Scene | None, evidence: Mapping[str, float]) -> str | None:
+    """Why the ImageNet head's `evidence` says the reader's marks are no digit, or None."""
+    if "thing" not in evidence or scene is None:
+        return None
+    if evidence["thing"] > THING_MIN:
+        return f"the network is sure it is something else ({evidence['thing']:.0%} > {THING_MIN:.0%})"
+    if not scene.digit_sure and evidence["page"] < PAGE_MIN:
+        return f"doubtful marks and little of a page ({evidence['page']:.0%} < {PAGE_MIN:.0%})"
+    return None
+
+
+def weigh(digit: Prediction | None, flower: Prediction | None, scene: Scene | None) -> Prediction:
+    """Auto mode's answer when both models have read a photo (route `check`, or a page the digit model
+    doubts): the digit reading is dropped when the ImageNet head says the marks are no digit
+    (`no_digit`), and the flower model's answer stands; otherwise a page keeps its reading (`combine`
+    with `on_paper`) and a photo that is not one weighs both (`combine_off_paper`)."""
+    if digit is None or flower is None:
+        return combine(digit, flower)
+    why = no_digit(scene, flower.evidence)
+    if why is not None:
+        if flower.status != "not_recognized":
+            return flower
+        return replace(flower, reason=f"{flower.reason}; and not a digit: {why}")
+    if scene is not None and scene.paper_like:
+        return digit if digit.status == "ok" else combine(digit, flower, on_paper=True)
+    return combine_off_paper(digit, flower, scene)
 
 
 def combine(

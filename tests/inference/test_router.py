@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -155,6 +156,56 @@ def test_combine_says_not_recognized_when_neither_model_recognises_anything():
     assert neither.status == "not_recognized"
     assert neither.model is None
     assert neither.label is None
+
+
+def imagenet_with(mass: dict[int, float]) -> np.ndarray:
+    """A (1000,) ImageNet distribution with `mass` on the given classes and the rest spread evenly."""
+    probabilities = np.full(1000, (1.0 - sum(mass.values())) / (1000 - len(mass)))
+    for index, p in mass.items():
+        probabilities[index] = p
+    return probabilities
+
+
+def test_page_evidence_sums_the_page_classes_and_finds_the_surest_other_thing():
+    flower_classes = (985,)  # "daisy"
+    page, other, daisy = router.PAGE_CLASSES[0], 18, 985  # 18: "magpie", neither a page nor a flower
+    evidence = router.page_evidence(imagenet_with({page: 0.3, other: 0.2, daisy: 0.4}), flower_classes)
+    assert evidence["page"] == pytest.approx(0.3, abs=0.01)
+    assert evidence["thing"] == pytest.approx(0.2)
+
+
+def test_doubtful_marks_where_the_network_sees_no_page_are_no_digit():
+    """A blurry grey portrait: the reader's marks are digit-like only doubtfully, and the ImageNet head
+    puts almost nothing on what pages of handwriting are taken for."""
+    doubtful = router.Scene(colour_spread=0.0, plain=0.98, digits_found=True, digitness=0.55)
+    digit = answer("digits", "0", 0.9, "ok")
+    refused = replace(answer("flowers", None, 0.0, "not_recognized"), evidence={"page": 0.07, "thing": 0.03})
+    refused = replace(refused, reason="not one of the known flowers")
+    weighed = router.weigh(digit, refused, doubtful)
+    assert (weighed.status, weighed.label) == ("not_recognized", None)
+    assert "little of a page" in weighed.reason
+    on_a_page = replace(refused, evidence={"page": 0.3, "thing": 0.03})  # other writers' doubtful "1"
+    assert router.weigh(digit, on_a_page, doubtful) is digit
+
+
+def test_surely_digit_like_marks_keep_their_reading_unless_the_network_is_sure_of_a_thing():
+    sure = router.Scene(colour_spread=30.0, plain=0.6, digits_found=True, digitness=0.99)  # not paper
+    digit = answer("digits", "1", 0.97, "ok")
+    no_page = replace(answer("flowers", None, 0.0, "not_recognized"), evidence={"page": 0.0, "thing": 0.2})
+    assert router.weigh(digit, no_page, sure).status == "unsure"  # off paper: asked, as before
+    magpie = replace(no_page, evidence={"page": 0.0, "thing": 0.98}, reason="far from the flowers")
+    assert router.weigh(digit, magpie, sure).status == "not_recognized"
+    tulips = replace(answer("flowers", "tulips", 0.9, "ok"), evidence={"page": 0.0, "thing": 0.6})
+    assert router.weigh(digit, tulips, sure) is tulips
+
+
+def test_doubtful_marks_on_paper_go_to_check_and_sure_ones_straight_to_the_digit_model():
+    def page(digitness: float) -> router.Scene:
+        return router.Scene(colour_spread=5.0, plain=0.97, digits_found=True, digitness=digitness)
+
+    assert router.route(page(0.99)) == "digit"
+    assert router.route(page(0.5)) == "check"
+    assert router.route(page(0.05)) == "flower"
 
 
 @pytest.fixture(scope="module")
