@@ -108,20 +108,59 @@ def test_scientific_images_and_the_sky_are_not_answered_ok(classifier, photo: Pa
     assert classifier(photo, mode).status != "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: 6 of LFW's 200 blurry grey faces still read as a confident digit in auto mode (issue 18)",
-)
-def test_faces_are_never_answered_ok_in_auto_mode(classifier, tmp_path: Path) -> None:
-    """LFW's faces (low-quality grey portraits): the digit reader finds marks on their plain
-    backgrounds, which the digit model alone read as "8" or "1" with confidence."""
+@pytest.fixture(scope="module")
+def faces_in_auto_mode(classifier, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The auto-mode status of each of LFW's 200 faces (low-quality grey portraits): the digit reader
+    finds marks on their plain backgrounds, which the digit model alone read as "8" or "1" with
+    confidence; marks only doubtfully digit-like on a photo the ImageNet head sees no page in are no
+    digits (`router.weigh`)."""
     from training.non_flowers import package_recipes
 
+    folder = tmp_path_factory.mktemp("lfw")
     faces = [r for r in package_recipes(crops_per_photo=0) if r.kind.startswith("lfw-")]
     assert len(faces) == 200
     statuses = []
     for recipe in faces:
-        path = tmp_path / f"{recipe.kind}.png"
+        path = folder / f"{recipe.kind}.png"
         recipe.make().save(path)
         statuses.append(classifier(path, "auto").status)
-    assert statuses.count("ok") == 0
+    return statuses
+
+
+def test_hardly_a_face_is_answered_ok_in_auto_mode(faces_in_auto_mode: list[str]) -> None:
+    assert faces_in_auto_mode.count("ok") <= 3  # measured: 3 (6 before the router heard ImageNet)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: 3 of LFW's 200 blurry grey faces still read as a confident digit in auto mode, none "
+    "of them in the development half (issue 18)",
+)
+def test_faces_are_never_answered_ok_in_auto_mode(faces_in_auto_mode: list[str]) -> None:
+    assert faces_in_auto_mode.count("ok") == 0
+
+
+MPL_SAMPLES = Path(matplotlib.get_data_path()) / "sample_data"
+GRAPHICS = [MPL_SAMPLES / "logo2.png", MPL_SAMPLES / "Minduka_Present_Blue_Pack.png", SAMPLES / "logo.png"]
+
+
+@pytest.mark.parametrize("photo", GRAPHICS, ids=lambda p: p.stem)
+def test_logos_and_packaging_are_refused_in_auto_mode(classifier, photo: Path) -> None:
+    answer = classifier(photo, "auto")
+    assert (answer.status, answer.label) == ("not_recognized", None)
+
+
+def test_a_screenshot_of_a_chart_is_refused_in_auto_mode(classifier, tmp_path: Path) -> None:
+    """A plot as matplotlib draws it on screen, with its axes' digits: text and figures, not a
+    handwritten digit on paper."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    prices = np.load(MPL_SAMPLES / "goog.npz")["price_data"]["adj_close"][-250:]
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
+    axes.plot(prices)
+    axes.set(title="GOOG adjusted close", xlabel="day", ylabel="price")
+    figure.savefig(tmp_path / "chart.png")
+    plt.close(figure)
+    answer = classifier(tmp_path / "chart.png", "auto")
+    assert (answer.status, answer.label) == ("not_recognized", None)
