@@ -62,15 +62,17 @@ nginx:
 
 # Everything: lint, format check and the whole suite, real training and the browser included.
 test: lint browser postgres nginx
-	$(BIN)/pytest -q
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q
 
 # The inner loop: lint, then every test that needs no real training, no browser, no Ray cluster and no
 # whole `photobot` process or benchmark run (marked `process`: what they serve is tested in-process too),
 # on TEST_WORKERS pytest-xdist workers, each test file on one worker so that a module's bot starts once.
 # `make test` runs all of them, one at a time. Times: docs/performance.md.
+# PYTHONDONTWRITEBYTECODE (set on some machines) would make every worker re-rewrite each test module's
+# asserts and every spawned process compile our modules again: the test targets keep their bytecode.
 TEST_WORKERS ?= 2
 test-fast: lint postgres
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser and not ray and not process"
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser and not ray and not process"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
