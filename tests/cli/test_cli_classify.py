@@ -14,32 +14,40 @@ from photobot.settings import Settings
 from tests.support.models import add_version, digit_meta, digit_photo, load_mnist_subset
 
 
-@pytest.fixture
-def photos(tmp_path, monkeypatch, mnist_path, converted_digit_model_file):
-    """A labelled folder of digit photos (7/, 2/, …, none/) and a store with the tiny digit model,
-    converted for LiteRT as after its first start."""
-    return labelled_photos(tmp_path, monkeypatch, mnist_path, converted_digit_model_file)
-
-
-@pytest.fixture
-def photos_and_a_new_model(tmp_path, monkeypatch, mnist_path, digit_model_file):
-    """The same, the model not converted yet: the first command that serves it converts it."""
-    return labelled_photos(tmp_path, monkeypatch, mnist_path, digit_model_file)
-
-
-def labelled_photos(tmp_path, monkeypatch, mnist_path, model_file):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("ENGINE_RELOAD_POLL_S", "0")
-    add_version(ModelStore(tmp_path / "var" / "models"), "digits", model_file, digit_meta())
+@pytest.fixture(scope="module")
+def labelled_folder(tmp_path_factory, mnist_path):
+    """A labelled folder of digit photos (7/, 2/, …, none/) and their labels, drawn once: the commands
+    only read it."""
     _, _, x_test, y_test = load_mnist_subset(mnist_path, n_test=30)
-    folder = tmp_path / "photos"
+    folder = tmp_path_factory.mktemp("photos")
     for i, (image, label) in enumerate(zip(x_test, y_test, strict=True)):
         (folder / str(label)).mkdir(parents=True, exist_ok=True)
         (folder / str(label) / f"{i}.jpg").write_bytes(digit_photo(image, seed=i))
     (folder / "none").mkdir()
     (folder / "none" / "blank.png").write_bytes(_blank_page())
     return folder, y_test
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch, labelled_folder, converted_digit_model_file):
+    """The labelled photos and a store with the tiny digit model, converted for LiteRT as after its
+    first start."""
+    return serving(tmp_path, monkeypatch, converted_digit_model_file, labelled_folder)
+
+
+@pytest.fixture
+def photos_and_a_new_model(tmp_path, monkeypatch, labelled_folder, digit_model_file):
+    """The same, the model not converted yet: the first command that serves it converts it."""
+    return serving(tmp_path, monkeypatch, digit_model_file, labelled_folder)
+
+
+def serving(tmp_path, monkeypatch, model_file, labelled):
+    """Point the commands at a store of their own in `tmp_path` holding `model_file`; give `labelled`."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("ENGINE_RELOAD_POLL_S", "0")
+    add_version(ModelStore(tmp_path / "var" / "models"), "digits", model_file, digit_meta())
+    return labelled
 
 
 def _blank_page() -> bytes:
