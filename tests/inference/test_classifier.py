@@ -64,7 +64,8 @@ def new_store(tmp_path, digit_model_file, tiny_flower_model):
 
 
 def config(**changes) -> EngineConfig:
-    return EngineConfig(**{"reload_poll_s": 0, **changes})
+    """One decode process: a test's few photos need no more (those about the pool ask for two)."""
+    return EngineConfig(**{"reload_poll_s": 0, "workers": 1, **changes})
 
 
 async def test_digit_mode_reads_digit_photos(new_store, test_digits):

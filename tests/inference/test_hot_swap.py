@@ -33,7 +33,8 @@ def photos(mnist_path):
 
 
 def config(**changes) -> EngineConfig:
-    return EngineConfig(**{"reload_poll_s": 0, "max_wait_ms": 5.0, **changes})
+    """One decode process: a test's few photos need no more."""
+    return EngineConfig(**{"reload_poll_s": 0, "max_wait_ms": 5.0, "workers": 1, **changes})
 
 
 async def test_hot_swaps_under_concurrent_calls_fail_no_request(tmp_path, two_models, photos):

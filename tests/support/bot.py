@@ -21,6 +21,7 @@ from telegram.ext import Application
 from bot.playground.bot_api_server import BotApiServer
 from bot.services import KEY, Services
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
+from inference.engine import EngineConfig
 from photobot.settings import Settings
 from photobot.wiring import build_bot
 
@@ -214,6 +215,7 @@ async def start_bot(
         telegram_api_url=server.url,
         admin_ids=frozenset({ADMIN_ID}),
         data_dir=data_dir,
+        engine=EngineConfig(workers=1),  # one decode process: a test's few photos need no more
     )
     settings = replace(settings, **overrides)
     application = build_bot(settings, names=names, catalogue=catalogue)
