@@ -16,11 +16,12 @@ Those scores decide:
   both scored on the held-out photos labelled since the serving version was made (it was fitted on
   the earlier ones); after a label was added or removed, the first version's rule applies again.
 
-The version saved is then fitted again on every photo (with a dozen per label, the held-out quarter
-matters), with a nearest-photo refusal weighed by the head's confidence
-(`TaughtRetrainer._taught_detector`). No ImageNet evidence in the refusal: the flowers' rule would take
-the ImageNet classes a dozen photos of a broad label land on for the label's, and refuse every other
-breed or species of it.
+Every photo is fitted with its mirror image beside it (features of both cached when the photo arrived:
+`training.taught_features`). The version saved is then fitted again on every photo (with a dozen per
+label, the held-out quarter matters), with a refusal by the distance to the nearest taught photo, in
+features and in what the ImageNet network sees, weighed by the head's confidence
+(`TaughtRetrainer._taught_detector`). Not the flowers' ImageNet rule: it would take the ImageNet
+classes a dozen photos of a broad label land on for the label's, and refuse every other breed of it.
 """
 
 from __future__ import annotations
@@ -76,13 +77,15 @@ class TaughtRetrainer(FlowersRetrainer):
         self.trained_until = 0.0
         self.imagenet: Any = None  # training.taught_head.ImagenetHead, read with the backbone
         self.weight_scores: dict[float, float] = {}  # cross-validated accuracy of each ImageNet weight
+        self.mirrored: dict[str, np.ndarray] = {}  # features of each photo's mirror image, by its digest
+        self.photos: Any = None  # training.taught_head.TaughtPhotos: what the refusal compares with
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
         from training.effnet_lite0 import build_backbone, imagenet_head, weights_file
-        from training.flower_data import BottleneckCache, bottlenecks
+        from training.taught_features import taught_features
         from training.taught_head import ImagenetHead
         from training.torch_weights import read_state_dict
-        from training.train_flowers import cache_key, feature_arrays
+        from training.train_flowers import feature_arrays
 
         labels = list(self.spec.label_names)
         self.report.labels = labels
@@ -97,14 +100,18 @@ class TaughtRetrainer(FlowersRetrainer):
         state = read_state_dict(weights_file())
         backbone = build_backbone(state)
         self.imagenet = ImagenetHead(*imagenet_head(state))
-        cache = BottleneckCache(self.settings.data_dir / "cache" / "bottlenecks", cache_key())
-        extract = backbone.predict_on_batch
 
         def note(done: int, total: int) -> None:
             self.progress.within(0.2 + 0.5 * done / max(1, total), message=f"features: {done}/{total}")
 
-        features = bottlenecks([px for px, _ in pairs], cache, extract, progress=note).features
+        features, mirrored = taught_features(
+            [px for px, _ in pairs],
+            self.settings.data_dir / "cache" / "bottlenecks",
+            backbone.predict_on_batch,
+            note,
+        )
         by_digest = dict(zip((px.digest for px, _ in pairs), features, strict=True))
+        self.mirrored = dict(zip((px.digest for px, _ in pairs), mirrored, strict=True))
         split = [(px, e) for px, e in pairs]
         train_pairs = [(px, e) for px, e in split if not held_out(e.sha256)]
         test_pairs = [(px, e) for px, e in split if held_out(e.sha256)]
@@ -115,12 +122,13 @@ class TaughtRetrainer(FlowersRetrainer):
             feature_arrays([px for px, _ in part], labels, by_digest, [e.label for _, e in part])
             for part in (train_pairs, test_pairs)
         )
+        train_mirrored = self._mirrors([px for px, _ in train_pairs])
         self.report.chat_examples = len(train[1])
         self.report.chat_weight = 1.0
 
         config = self._taught_config()
         self.progress.enter("training", f"head on {len(train[1])} photos of {len(labels)} labels")
-        kernel, bias, weight, losses = self._fit(train, len(labels))
+        kernel, bias, weight, losses = self._fit(train, train_mirrored, len(labels))
 
         self.progress.enter("evaluating", "scoring on the held-out photos")
         answers = self._answers(kernel, bias, weight, test[0])
@@ -156,8 +164,9 @@ class TaughtRetrainer(FlowersRetrainer):
         # each of four animal categories, unseen photos 76% → 88% right).
         everything = feature_arrays([px for px, _ in pairs], labels, by_digest, [e.label for _, e in pairs])
         self.progress.enter("training", f"the final head on all {len(everything[1])} photos")
-        kernel, bias, weight, _ = self._fit(everything, len(labels))
-        head = self._taught_detector(kernel, bias, weight, everything)
+        every_mirrored = self._mirrors([px for px, _ in pairs])
+        kernel, bias, weight, _ = self._fit(everything, every_mirrored, len(labels))
+        head = self._taught_detector(kernel, bias, weight, everything, every_mirrored)
         candidate = self._save_taught(backbone, head, weight, config, len(train[1]), len(test[1]))
         return TrainingResult(candidate, score, none)
 
@@ -170,11 +179,14 @@ class TaughtRetrainer(FlowersRetrainer):
                 f"it has {', '.join(short)}"
             )
 
+    def _mirrors(self, pixels: list[Any]) -> np.ndarray:
+        return np.stack([self.mirrored[px.digest] for px in pixels]) if pixels else np.zeros((0, 1280))
+
     def _fit(
-        self, data: tuple[np.ndarray, ...], n_classes: int
+        self, data: tuple[np.ndarray, ...], mirrored: np.ndarray, n_classes: int
     ) -> tuple[np.ndarray, np.ndarray, float, list[float]]:
-        """The head on these photos' features: (kernel, bias, ImageNet weight w, losses); w is chosen
-        by cross-validation on the same photos (`training.taught_head.choose_weight`)."""
+        """The head on these photos' features and their mirror images': (kernel, bias, ImageNet weight
+        w, losses); w is chosen by cross-validation on the photos (`training.taught_head.choose_weight`)."""
         from training.taught_head import choose_weight, embed, fit_softmax
 
         weight, self.weight_scores = choose_weight(
@@ -182,8 +194,8 @@ class TaughtRetrainer(FlowersRetrainer):
         )
         config = self._taught_config()
         kernel, bias, losses = fit_softmax(
-            embed(data[0], self.imagenet, weight),
-            data[1],
+            embed(np.vstack([data[0], mirrored]), self.imagenet, weight),
+            np.tile(data[1], 2),
             n_classes,
             l2=config.l2,
             steps=config.epochs,
@@ -226,37 +238,41 @@ class TaughtRetrainer(FlowersRetrainer):
         )
 
     def _taught_detector(
-        self, kernel: np.ndarray, bias: np.ndarray, weight: float, data: tuple[np.ndarray, ...]
+        self,
+        kernel: np.ndarray,
+        bias: np.ndarray,
+        weight: float,
+        data: tuple[np.ndarray, ...],
+        mirrored: np.ndarray,
     ) -> Any:
-        """A nearest-photo refusal weighed by the head's confidence (`training.taught_head.refusal_score`):
-        a photo is refused when its nearest-photo distance minus CONFIDENCE_WEIGHT × its top
-        probability is beyond what the taught photos themselves score held out (`refusal_threshold`:
-        each photo's distance to its nearest other one, its probability from heads fitted without it).
+        """The refusal (`training.taught_head.TaughtPhotos`, `refusal_score`): a photo is refused when
+        its distance to the nearest taught photo (features and ImageNet view) minus CONFIDENCE_WEIGHT ×
+        its top probability is beyond what the taught photos themselves score held out
+        (`refusal_threshold`: each photo against the others, its probability from heads fitted
+        without it). The serving graph computes the distance (`assemble_taught_model`);
+        `meta["ood"]["confidence_weight"]` tells the answer to subtract.
 
         With a dozen photos of a broad label (a dozen dog breeds), the class-centre distance of the
         flowers cannot tell a new breed from a teapot (measured: medians 6038 vs 6561, and every
-        threshold kept both or refused both); the cosine distance to the nearest taught photo can, and
-        the head's confidence separates further. The serving graph needs no change: the "class
-        centres" of the detector are the taught photos (L2-normalised), its whitening the identity, so
-        its distances are 2 − 2·cos; `meta["ood"]["confidence_weight"]` tells the answer to subtract.
+        threshold kept both or refused both).
         """
         from training.flower_model import FlowerHead
-        from training.ood import OodParams, Thresholds, l2_normalise
+        from training.ood import OodParams, Thresholds
         from training.taught_head import (
+            TaughtPhotos,
             embed,
             held_out_confidence,
-            nearest_other,
             refusal_score,
             refusal_threshold,
             softmax,
         )
 
         x, y = data[0], data[1]
-        unit = l2_normalise(x)
+        self.photos = TaughtPhotos.of([x, mirrored], self.imagenet)
         joined = embed(x, self.imagenet, weight)
         config = self._taught_config()
         confidence = held_out_confidence(
-            joined,
+            [joined, embed(mirrored, self.imagenet, weight)],
             y,
             len(bias),
             seed=self.options.seed,
@@ -264,10 +280,11 @@ class TaughtRetrainer(FlowersRetrainer):
             steps=config.epochs,
             learning_rate=config.learning_rate,
         )
-        unsure, reject = refusal_threshold(refusal_score(nearest_other(unit), confidence))
-        dims = unit.shape[1]
-        ood = OodParams(
-            means=unit.astype(np.float32),
+        distance = self.photos.distance(x, self.imagenet, own=np.arange(len(y)))
+        unsure, reject = refusal_threshold(refusal_score(distance, confidence))
+        dims = x.shape[1]
+        ood = OodParams(  # kept in the head file for its shape; the served graph has the distance itself
+            means=self.photos.unit.astype(np.float32),
             directions=np.eye(dims, 1, dtype=np.float32),
             variances=np.ones(1, np.float32),
             residual_variance=1.0,
@@ -292,7 +309,13 @@ class TaughtRetrainer(FlowersRetrainer):
         from inference.flowers import PREPROCESSING_ID
         from training.effnet_lite0 import backbone_id
         from training.flower_model import HEAD_FILE
-        from training.taught_head import CONFIDENCE_WEIGHT, HEAD_FEATURES, assemble_taught_model
+        from training.taught_head import (
+            CONFIDENCE_WEIGHT,
+            HEAD_FEATURES,
+            NEAREST_VIEW_WEIGHT,
+            VIEW_TEMPERATURE,
+            assemble_taught_model,
+        )
 
         meta = {
             "labels": list(self.spec.label_names),
@@ -309,7 +332,11 @@ class TaughtRetrainer(FlowersRetrainer):
                 "cross_validated": {str(w): round(a, 4) for w, a in self.weight_scores.items()},
             },
             "ood": {
-                "method": "nearest-photo-cosine",
+                # The distance: 2 − 2·cos to the nearest taught photo (or its mirror image) + view_weight ×
+                # (1 − cos) of the nearest ImageNet view unit(p^(1/view_temperature)).
+                "method": "nearest-photo-and-imagenet-view",
+                "view_weight": NEAREST_VIEW_WEIGHT,
+                "view_temperature": VIEW_TEMPERATURE,
                 # Compared with the thresholds: the distance − confidence_weight × the top probability.
                 "confidence_weight": CONFIDENCE_WEIGHT,
                 "calibration": "taught photos held out: nearest other photo, top probability without it",
@@ -330,7 +357,7 @@ class TaughtRetrainer(FlowersRetrainer):
             "retrain": self.options_meta(),
             "command": f"photobot retrain --model {self.spec.name} --job-id {self.report.job_id}",
         }
-        model = assemble_taught_model(backbone, head, self.imagenet, weight)
+        model = assemble_taught_model(backbone, head, self.imagenet, weight, self.photos)
         models = self.settings.model_store()
         with models.new_version(self.spec.name, meta) as staged:
             model.save(staged.path / MODEL_FILE)

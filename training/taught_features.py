@@ -1,10 +1,12 @@
 """Backbone features of a taught photo, computed once when it arrives (in the bot, in the background).
 
 A photo captioned with a taught model's label is read as the retrain job reads it (the serving decoder,
-the flowers' preprocessing) and its features go into the bottleneck cache the job uses, keyed by the
-photo's SHA-256 (`training.flower_data.BottleneckCache`, where /forget also finds them). `/retrain` is
-then a fit on cached features. One background thread, the backbone loaded at the first photo: a bot
-nobody teaches pays nothing, and answering photos never waits for this.
+the flowers' preprocessing) and its features, and those of its mirror image, go into the bottleneck
+caches the job uses, keyed by the photo's SHA-256 (`training.flower_data.BottleneckCache`, where
+/forget also finds them). `/retrain` is then a fit on cached features; the mirror image doubles what a
+dozen photos teach the head and the refusal, while serving still reads each photo once. One background
+thread, the backbone loaded at the first photo: a bot nobody teaches pays nothing, and answering
+photos never waits for this.
 """
 
 from __future__ import annotations
@@ -15,7 +17,25 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
+
+MIRRORED = "-mirrored"  # the mirror images' cache folder: the photos' own key with this after it
+
+
+def taught_features(
+    items: list[Any], root: Path, extract: Any, progress: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 1280) features of these photos (`training.flower_data.Pixels`) and (N, 1280) of their mirror
+    images, from the caches under `root` or computed with `extract` and cached."""
+    from training.flower_data import BottleneckCache, Pixels, bottlenecks
+    from training.train_flowers import cache_key
+
+    mirrors = [Pixels(p.digest, np.ascontiguousarray(p.pixels[:, ::-1]), p.source) for p in items]
+    plain = bottlenecks(items, BottleneckCache(root, cache_key()), extract, progress=progress)
+    mirrored = bottlenecks(mirrors, BottleneckCache(root, cache_key() + MIRRORED), extract, progress=progress)
+    return plain.features, mirrored.features
 
 
 class ArrivalFeatures:
@@ -27,7 +47,6 @@ class ArrivalFeatures:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="photobot-features")
         self._pending: set[asyncio.Future[None]] = set()
         self._extract: Any = None
-        self._cache: Any = None
 
     def note(self, sha256: str, path: Path) -> None:
         """Compute the photo's features in the background (nothing if they are cached already)."""
@@ -52,12 +71,10 @@ class ArrivalFeatures:
     def _compute(self, sha256: str, path: Path) -> None:
         from inference.decode import decode_image
         from inference.flowers import RESIZE_SHORTER, flower_input
-        from training.flower_data import Pixels, bottlenecks
+        from training.flower_data import Pixels
 
-        if self._cache is None:
+        if self._extract is None:
             self._load()
-        if self._cache.get(sha256) is not None:
-            return
         image = decode_image(
             path.read_bytes(),
             max_bytes=self.max_bytes,
@@ -65,12 +82,9 @@ class ArrivalFeatures:
             target_size=RESIZE_SHORTER,
             grayscale=False,
         )
-        bottlenecks([Pixels.of_photo(sha256, flower_input(image), path)], self._cache, self._extract)
+        taught_features([Pixels.of_photo(sha256, flower_input(image), path)], self.root, self._extract)
 
     def _load(self) -> None:
         from training.effnet_lite0 import build_backbone
-        from training.flower_data import BottleneckCache
-        from training.train_flowers import cache_key
 
         self._extract = build_backbone().predict_on_batch
-        self._cache = BottleneckCache(self.root, cache_key())

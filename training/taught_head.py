@@ -34,11 +34,14 @@ LEARNING_RATE = 0.05
 FOLDS = 3  # cross-validation folds per repeat (each label's photos dealt round-robin)
 REPEATS = 3  # shuffles of the photos per candidate weight
 HEAD_FEATURES = "unit-features+imagenet-sqrt-v1"  # meta["head"]["features"]: how a version's x is made
-# The refusal (`refusal_threshold`): score = nearest-photo cosine distance − CONFIDENCE_WEIGHT × the
-# head's top probability; refused above the taught photos' highest held-out score + REJECT_SPREAD of
+# The refusal (`TaughtPhotos`, `refusal_threshold`): score = the distance to the nearest taught photo
+# (cosine of the features, + NEAREST_VIEW_WEIGHT × cosine of the ImageNet views) − CONFIDENCE_WEIGHT ×
+# the head's top probability; refused above the taught photos' highest held-out score + REJECT_SPREAD of
 # their standard deviations. Chosen on a development half of real photos (docs/teaching.md).
-CONFIDENCE_WEIGHT = 2.0
-REJECT_SPREAD = 0.3
+CONFIDENCE_WEIGHT = 1.0
+NEAREST_VIEW_WEIGHT = 0.5
+VIEW_TEMPERATURE = 4.0  # the ImageNet view unit(p^(1/4)): flatter than √p, it keeps a class's neighbours
+REJECT_SPREAD = 0.2
 UNSURE_QUANTILE = 0.9  # of the taught photos' held-out scores: beyond, the answer is "unsure"
 
 
@@ -49,11 +52,11 @@ class ImagenetHead:
     kernel: np.ndarray
     bias: np.ndarray
 
-    def root_probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(N, 1000) √p: the square roots of the ImageNet probabilities, a unit vector per photo."""
+    def root_probabilities(self, features: np.ndarray, power: float = 2.0) -> np.ndarray:
+        """(N, 1000) p^(1/power) made unit length (√p by default: already a unit vector) per photo."""
         logits = np.asarray(features, np.float64) @ self.kernel + self.bias
         logits -= logits.max(axis=1, keepdims=True)
-        root = np.exp(logits / 2.0)
+        root = np.exp(logits / power)
         return np.asarray(root / np.linalg.norm(root, axis=1, keepdims=True))
 
 
@@ -120,33 +123,69 @@ def choose_weight(
 
 
 def held_out_confidence(
-    x: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0, repeats: int = REPEATS, **fit: Any
+    views: Sequence[np.ndarray],
+    y: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+    repeats: int = REPEATS,
+    **fit: Any,
 ) -> np.ndarray:
     """Each photo's top probability from heads fitted without it (the mean over `repeats` shuffles of
     `FOLDS` folds, stratified by label; `fit` as for `fit_softmax`): how sure the served head will be
-    of a photo it never saw. One shuffle alone moves the refusal threshold by a photo or two."""
-    x = np.asarray(x, np.float64)
+    of a photo it never saw. `views[0]` are the photos' x, the others (their mirror images) are fitted
+    beside them, and left out with them. One shuffle alone moves the refusal threshold by a photo or two."""
+    views = [np.asarray(x, np.float64) for x in views]
     y = np.asarray(y, np.int64)
     confidence = np.zeros(len(y))
     for held in _folds(y, n_classes, seed, repeats=repeats):
         if not held.any():
             continue
-        kernel, bias, _ = fit_softmax(x[~held], y[~held], n_classes, **fit)
-        confidence[held] += softmax(x[held] @ kernel + bias).max(axis=1) / repeats
+        train = np.vstack([x[~held] for x in views])
+        kernel, bias, _ = fit_softmax(train, np.tile(y[~held], len(views)), n_classes, **fit)
+        confidence[held] += softmax(views[0][held] @ kernel + bias).max(axis=1) / repeats
     return confidence
 
 
-def nearest_other(unit: np.ndarray) -> np.ndarray:
-    """Each photo's cosine distance (2 − 2·cos, of unit vectors) to its nearest other photo."""
-    similarity = np.asarray(unit, np.float64) @ np.asarray(unit, np.float64).T
-    np.fill_diagonal(similarity, -1.0)
-    return np.asarray(2.0 - 2.0 * similarity.max(axis=1))
+@dataclass(frozen=True)
+class TaughtPhotos:
+    """What the refusal compares a photo with: every view of every taught photo (the photo and its
+    mirror image), as unit features and as the ImageNet network's view of it, unit(p^(1/4)).
+
+    The nearest-photo distance alone cannot tell an unseen breed, far from the dozen taught, from a
+    teapot; what the ImageNet network sees can: its flattened probabilities put an unseen breed beside
+    the taught breeds' neighbouring classes, a teapot elsewhere."""
+
+    unit: np.ndarray  # (M, 1280)
+    view: np.ndarray  # (M, 1000)
+    photo: np.ndarray  # (M,) the taught photo each row is a view of
+
+    @classmethod
+    def of(cls, views: Sequence[np.ndarray], imagenet: ImagenetHead) -> TaughtPhotos:
+        """`views`: (N, 1280) backbone features of the N taught photos, then of their mirror images…"""
+        features = np.vstack([np.asarray(v, np.float64) for v in views])
+        photo = np.tile(np.arange(len(views[0])), len(views))
+        return cls(_unit(features), imagenet.root_probabilities(features, VIEW_TEMPERATURE), photo)
+
+    def distance(
+        self, features: np.ndarray, imagenet: ImagenetHead, own: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(N,) 2 − 2·cos to the nearest taught photo's features + NEAREST_VIEW_WEIGHT × (1 − cos) to
+        the nearest one's ImageNet view; `own[i]`: a taught photo the i-th is not compared with (itself)."""
+        features = np.asarray(features, np.float64)
+        near_features = _unit(features) @ self.unit.T
+        near_view = imagenet.root_probabilities(features, VIEW_TEMPERATURE) @ self.view.T
+        if own is not None:
+            mine = np.asarray(own)[:, None] == self.photo[None, :]
+            near_features[mine], near_view[mine] = -1.0, -1.0
+        return np.asarray(
+            2.0 - 2.0 * near_features.max(axis=1) + NEAREST_VIEW_WEIGHT * (1.0 - near_view.max(axis=1))
+        )
 
 
 def refusal_score(
     distance: np.ndarray, confidence: np.ndarray, weight: float = CONFIDENCE_WEIGHT
 ) -> np.ndarray:
-    """The refusal score (higher: refuse sooner) of photos at these nearest-photo distances whose top
+    """The refusal score (higher: refuse sooner) of photos at these `TaughtPhotos` distances whose top
     answer has this probability: a far photo the head hesitates on is the likeliest to be none of its
     labels, and an unseen photo of a label the head is sure of may stand far from the few taught."""
     return np.asarray(distance, np.float64) - weight * np.asarray(confidence, np.float64)
@@ -175,21 +214,26 @@ def _folds(y: np.ndarray, n_classes: int, seed: int, repeats: int = REPEATS) -> 
     return masks
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
-def assemble_taught_model(backbone: Any, head: Any, imagenet: ImagenetHead, weight: float) -> Any:
-    """The serving model: pixels → [probabilities of the taught labels, nearest-photo distances].
+def assemble_taught_model(
+    backbone: Any, head: Any, imagenet: ImagenetHead, weight: float, photos: TaughtPhotos
+) -> Any:
+    """The serving model: pixels → [probabilities of the taught labels, (1,) distance to the taught
+    photos (`TaughtPhotos.distance`)], from standard Keras layers only.
 
-    `head` is a `training.flower_model.FlowerHead` whose kernel reads x = [u, w·√p] and whose
-    detector centres are the taught photos (see `training.retrain_taught`)."""
+    `head` is a `training.flower_model.FlowerHead` whose kernel reads x = [u, w·√p]."""
     import keras
 
     from training.effnet_lite0 import image_input
-    from training.flower_model import distance_layers
 
     pixels = image_input()
     features = backbone(pixels)
@@ -202,14 +246,34 @@ def assemble_taught_model(backbone: Any, head: Any, imagenet: ImagenetHead, weig
     )
     n_classes = head.bias.shape[0]
     probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(joined)
-    distances = distance_layers(features, head.ood.means.shape[0])
-    model = keras.Model(pixels, [probabilities, distances], name="taught")
+    flat = keras.layers.Dense(1000, activation="softmax", name="imagenet_view")(features)
+    view = keras.layers.UnitNormalization(name="imagenet_view_unit")(flat)  # unit(softmax(z / 4))
+    nearest = keras.layers.Concatenate(name="nearest_cosines")(
+        [_nearest_cosine(unit, photos.unit, "photo"), _nearest_cosine(view, photos.view, "view")]
+    )
+    distance = keras.layers.Dense(1, name="distances")(nearest)
+    model = keras.Model(pixels, [probabilities, distance], name="taught")
     model.get_layer("imagenet_half").set_weights([imagenet.kernel / 2.0, imagenet.bias / 2.0])
     model.get_layer("probabilities").set_weights([head.kernel, head.bias])
-    whitening = head.ood.whitening()
-    centres = head.ood.means @ whitening
-    model.get_layer("ood_whiten").set_weights([whitening])
-    model.get_layer("ood_cross").set_weights(
-        [(-2.0 * centres.T).astype(np.float32), (centres**2).sum(1).astype(np.float32)]
+    model.get_layer("imagenet_view").set_weights(
+        [imagenet.kernel / VIEW_TEMPERATURE, imagenet.bias / VIEW_TEMPERATURE]
+    )
+    for name, references in (("photo", photos.unit), ("view", photos.view)):
+        model.get_layer(f"cosines_{name}").set_weights([references.T.astype(np.float32)])
+    # 2 − 2·cos + ν·(1 − cos′) of the nearest ones, as `TaughtPhotos.distance`
+    model.get_layer("distances").set_weights(
+        [
+            np.array([[-2.0], [-NEAREST_VIEW_WEIGHT]], np.float32),
+            np.array([2.0 + NEAREST_VIEW_WEIGHT], np.float32),
+        ]
     )
     return model
+
+
+def _nearest_cosine(unit: Any, references: np.ndarray, name: str) -> Any:
+    """(N, 1) the largest cosine of these unit vectors with any of the references (M, D)."""
+    import keras
+
+    cosines = keras.layers.Dense(len(references), use_bias=False, name=f"cosines_{name}")(unit)
+    column = keras.layers.Reshape((len(references), 1), name=f"cosines_{name}_column")(cosines)
+    return keras.layers.GlobalMaxPooling1D(name=f"nearest_{name}")(column)

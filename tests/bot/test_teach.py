@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -134,10 +135,17 @@ async def test_an_admin_creates_a_model_and_two_people_teach_it(
     await bot.services.features.drain()
     # Imported here: training.train_flowers imports TensorFlow, which every test worker would otherwise
     # load (~6 s of CPU) while collecting this module, marked slow and left out of `make test-fast`.
+    from training.taught_features import MIRRORED
     from training.train_flowers import cache_key
 
     cache = BottleneckCache(bot.settings.data_dir / "cache" / "bottlenecks", cache_key())
     assert all(cache.get(example.sha256) is not None for example in labelled.examples)
+    # … and those of its mirror image, which the head and the refusal learn from beside the photo.
+    mirrored = BottleneckCache(bot.settings.data_dir / "cache" / "bottlenecks", cache_key() + MIRRORED)
+    for example in labelled.examples:
+        features, mirror = cache.get(example.sha256), mirrored.get(example.sha256)
+        assert features is not None and mirror is not None and mirror.shape == features.shape
+        assert not np.allclose(mirror, features)
 
 
 async def test_retrain_builds_the_first_version_and_a_third_person_gets_right_labels(

@@ -57,7 +57,8 @@ def test_first_version_then_later_versions_judged_on_photos_labelled_since(
     assert "PROMOTED: v1 now serves (its first version)." in first.report.text
     v1 = ModelStore(settings.models_dir).get("animals", 1)
     assert (
-        v1.labels == ["dog", "bird", "reptile", "bug"] and v1.meta["ood"]["method"] == "nearest-photo-cosine"
+        v1.labels == ["dog", "bird", "reptile", "bug"]
+        and v1.meta["ood"]["method"] == "nearest-photo-and-imagenet-view"
     )
     assert v1.meta["data"]["trained_until"] > 0 and v1.meta["data"]["chat_held_out"] > 0
     assert v1.meta["ood"]["confidence_weight"] == CONFIDENCE_WEIGHT  # the score the thresholds are for

@@ -1,5 +1,6 @@
 """A taught model's head (`training.taught_head`): unit features beside the ImageNet network's √p, the
-balance chosen by cross-validation on the taught photos, and the served model computing the same."""
+balance chosen by cross-validation on the taught photos, the refusal by the nearest taught photo (and
+its mirror image) in features and ImageNet view, and the served model computing the same."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from training.taught_head import (
     REJECT_SPREAD,
     UNSURE_QUANTILE,
     ImagenetHead,
+    TaughtPhotos,
     choose_weight,
     embed,
     fit_softmax,
     held_out_confidence,
-    nearest_other,
     refusal_score,
     refusal_threshold,
     softmax,
@@ -33,6 +34,10 @@ def _pixels(paths: list[Path]) -> np.ndarray:
         for p in paths
     ]
     return np.stack([flower_input(image) for image in images]).astype(np.float32)
+
+
+def _mirrored(pixels: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(pixels[:, :, ::-1])
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +63,9 @@ def test_the_joined_features_are_unit_vectors_whatever_the_imagenet_weight(image
     root = imagenet.root_probabilities(features)
     probabilities = softmax(features @ imagenet.kernel + imagenet.bias)
     assert np.allclose(root**2, probabilities, atol=1e-6)
+    flat = imagenet.root_probabilities(features, 4.0)  # the refusal's view: p^(1/4), unit length
+    assert np.allclose(flat / flat[:, :1], (probabilities / probabilities[:, :1]) ** 0.25)
+    assert np.allclose(np.linalg.norm(flat, axis=1), 1.0)
     assert not embed(features, imagenet, 0.0)[:, 1280:].any()
 
 
@@ -86,18 +94,20 @@ def test_the_served_model_answers_as_the_fitted_head_and_loads_safely(
     import keras
 
     from training.flower_model import FlowerHead
-    from training.ood import OodParams, l2_normalise
+    from training.ood import OodParams
     from training.taught_head import assemble_taught_model
 
     animals = animal_photos(mnist_path.parent / "other_photos")
     taught = animals["dog"][:12] + animals["bird"][:12]
     asked = animals["dog"][12:14] + animals["bird"][12:14]  # another breed or species each
     features = np.asarray(flower_backbone.predict_on_batch(_pixels(taught)))
+    mirrored = np.asarray(flower_backbone.predict_on_batch(_mirrored(_pixels(taught))))
     y = np.repeat([0, 1], 12)
     kernel, bias, _ = fit_softmax(embed(features, imagenet, 1.0), y, 2)
-    unit = l2_normalise(features).astype(np.float32)
-    ood = OodParams(unit, np.eye(1280, 1, dtype=np.float32), np.ones(1, np.float32), 1.0)
-    model = assemble_taught_model(flower_backbone, FlowerHead(kernel, bias, ood), imagenet, 1.0)
+    photos = TaughtPhotos.of([features, mirrored], imagenet)
+    ood = OodParams(photos.unit, np.eye(1280, 1, dtype=np.float32), np.ones(1, np.float32), 1.0)
+    head = FlowerHead(kernel, bias, ood)
+    model = assemble_taught_model(flower_backbone, head, imagenet, 1.0, photos)
     model.save(tmp_path / "model.keras")
     served = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
 
@@ -107,14 +117,15 @@ def test_the_served_model_answers_as_the_fitted_head_and_loads_safely(
     expected = softmax(embed(seen, imagenet, 1.0) @ kernel + bias)
     assert np.allclose(probabilities, expected, atol=1e-4)
     assert probabilities.argmax(axis=1).tolist() == [0, 0, 1, 1]
-    nearest = 2.0 - 2.0 * (l2_normalise(seen) @ unit.T).max(axis=1)
-    assert np.allclose(distances.min(axis=1), nearest, atol=1e-4)
+    assert distances.shape == (4, 1)  # one distance per photo, whatever the number taught
+    assert np.allclose(distances[:, 0], photos.distance(seen, imagenet), atol=1e-4)
+    assert np.allclose(photos.distance(features, imagenet), 0.0, atol=1e-5)  # a taught photo itself
 
 
 def test_the_refusal_threshold_lies_beyond_every_taught_photo_and_unsure_below_it() -> None:
     scores = np.linspace(0.0, 1.0, 41)
     unsure, reject = refusal_threshold(scores)
-    assert reject == pytest.approx(1.0 + REJECT_SPREAD * scores.std())
+    assert reject == pytest.approx(1.0 + REJECT_SPREAD * scores.std()) and reject >= 1.0
     assert unsure == pytest.approx(np.quantile(scores, UNSURE_QUANTILE)) and unsure < reject
     assert refusal_threshold(np.full(5, 0.3)) == (pytest.approx(0.3), pytest.approx(0.3))
 
@@ -130,10 +141,10 @@ def test_a_far_photo_the_head_is_unsure_of_scores_higher_than_a_far_photo_it_is_
 def test_the_refusal_calibrated_on_taught_photos_alone_keeps_new_animals_and_refuses_other_photos(
     flower_backbone, imagenet: ImagenetHead, mnist_path: Path
 ) -> None:
-    """Four animal categories, a dozen real photos each: the rule is placed by the taught photos held
-    out (nearest other photo, confidence of heads that never saw them) and, on photos it never saw,
-    keeps the new breeds and species and refuses photos of none of them at least as the distance
-    alone with its old rule (the farthest taught photo) does."""
+    """Four animal categories, a dozen real photos each (and their mirror images): the rule is placed
+    by the taught photos held out (the nearest other photo, the confidence of heads that never saw
+    them) and, on photos it never saw, keeps the new breeds and species and refuses photos of none of
+    them at least as the nearest-photo distance alone with its old rule (the farthest taught photo)."""
     other = mnist_path.parent / "other_photos"
     animals = animal_photos(other)
     taught = [p for group in animals.values() for p in group[:12]]
@@ -141,28 +152,31 @@ def test_the_refusal_calibrated_on_taught_photos_alone_keeps_new_animals_and_ref
     none = other_photos_of_none(other)[::10]  # 35 photos of no animal of the four
     y, y_unseen = np.repeat(np.arange(4), 12), np.repeat(np.arange(4), 3)
     features = np.asarray(flower_backbone.predict_on_batch(_pixels(taught)))
-    x = embed(features, imagenet, 1.0)
-    kernel, bias, _ = fit_softmax(x, y, 4)
-    confidence = held_out_confidence(x, y, 4)
-    assert np.all(confidence < softmax(x @ kernel + bias).max(axis=1))  # held out: less sure
+    mirrored = np.asarray(flower_backbone.predict_on_batch(_mirrored(_pixels(taught))))
+    views = [embed(features, imagenet, 1.0), embed(mirrored, imagenet, 1.0)]
+    kernel, bias, _ = fit_softmax(np.vstack(views), np.tile(y, 2), 4)
+    confidence = held_out_confidence(views, y, 4)
+    assert np.all(confidence < softmax(views[0] @ kernel + bias).max(axis=1))  # held out: less sure
+    photos = TaughtPhotos.of([features, mirrored], imagenet)
+    held_out = photos.distance(features, imagenet, own=np.arange(len(y)))
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    nearest = nearest_other(unit)
+    old_nearest = (2.0 - 2.0 * unit @ unit.T + 4.0 * np.eye(len(y))).min(axis=1)
 
-    def asked(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def asked(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         seen = np.asarray(flower_backbone.predict_on_batch(_pixels(paths)))
         probabilities = softmax(embed(seen, imagenet, 1.0) @ kernel + bias)
-        distance = (2.0 - 2.0 * (seen / np.linalg.norm(seen, axis=1, keepdims=True)) @ unit.T).min(axis=1)
-        return distance, probabilities.max(axis=1), probabilities.argmax(axis=1)
+        old = (2.0 - 2.0 * (seen / np.linalg.norm(seen, axis=1, keepdims=True)) @ unit.T).min(axis=1)
+        return photos.distance(seen, imagenet), old, probabilities.max(axis=1), probabilities.argmax(axis=1)
 
-    animal, sure, answer = asked(unseen)
-    other_distance, other_sure, _ = asked(none)
-    new_reject = refusal_threshold(refusal_score(nearest, confidence))[1]
-    kept = (answer == y_unseen) & (refusal_score(animal, sure) <= new_reject)
-    refused = refusal_score(other_distance, other_sure) > new_reject
-    old_kept = (answer == y_unseen) & (animal <= nearest.max())
-    old_refused = other_distance > nearest.max()
+    animal, animal_old, sure, answer = asked(unseen)
+    other_distance, other_old, other_sure, _ = asked(none)
+    reject = refusal_threshold(refusal_score(held_out, confidence))[1]
+    kept = (answer == y_unseen) & (refusal_score(animal, sure) <= reject)
+    refused = refusal_score(other_distance, other_sure) > reject
+    old_kept = (answer == y_unseen) & (animal_old <= old_nearest.max())
+    old_refused = other_old > old_nearest.max()
     assert kept.sum() >= max(old_kept.sum(), 11), (kept.sum(), old_kept.sum())
-    assert refused.sum() >= max(old_refused.sum(), 18), (refused.sum(), old_refused.sum())
+    assert refused.sum() >= max(old_refused.sum(), 24), (refused.sum(), old_refused.sum())
 
 
 def test_a_taught_version_answers_by_the_confidence_weighted_score() -> None:
