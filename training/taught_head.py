@@ -13,6 +13,10 @@ ImageNet half helps depends on the labels: it does for broad categories, and it 
 ImageNet network does not tell apart (five flowers land on a few plant classes). So `choose_weight`
 picks w by cross-validation on the taught photos themselves, never on photos the model is judged on.
 
+Each taught photo's mirror image is fitted beside it. The refusal (`TaughtPhotos`, `refusal_score`)
+compares a photo with every taught photo and mirror image, in features and in the ImageNet network's
+flattened view, and is placed by the taught photos held out (`refusal_threshold`).
+
 In the served model the same x is computed from standard Keras layers (`assemble_taught_model`):
 √p = unit(softmax(z / 2)) for the ImageNet logits z, so the saved `.keras` file needs no code of ours.
 """
