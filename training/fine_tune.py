@@ -1,9 +1,11 @@
-"""`--fine-tune`: retrain the top of the backbone (blocks 14–15 and the head conv) together with the head.
+"""`--fine-tune`: retrain the top of the backbone together with the head (blocks 14–15 and the head
+conv by default; from block 12 or 13 with `first_block`).
 
-The bottom of the network (stem … block 13, ~3/4 of the compute) stays frozen, so each augmented
-photo goes through it once and only its (7, 7, 192) activation is kept (float16); the epochs then
-run the small top alone. Augmentation: random crop (70–100% of the shorter side), horizontal flip,
-brightness ×0.8–1.2. Batch-norm statistics stay frozen (ImageNet's), as usual for small data sets.
+The bottom of the network (up to the block below the first trained one, ~3/4 of the compute) stays
+frozen, so each augmented photo goes through it once and only its (7, 7, 192) activation is kept
+(float16); the epochs then run the small top alone. Augmentation: random crop (70–100% of the shorter
+side), horizontal flip, brightness ×0.8–1.2. Batch-norm statistics stay frozen (ImageNet's), as usual
+for small data sets.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from training.flower_data import load_pixels
 log = logging.getLogger(__name__)
 
 FIRST_TRAINED_BLOCK = 14
+# Blocks 12–14 take and give (7, 7, 192): the first trained block must be one of them.
+TRAINABLE_FROM = (12, 13, 14)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class FineTuneConfig:
     learning_rate: float = 1e-4
     patience: int = 2  # epochs without a better validation loss before stopping
     dropout: float = 0.3
+    first_block: int = FIRST_TRAINED_BLOCK
     seed: int = 0
 
 
@@ -58,11 +63,16 @@ def augmented_pixels(path: Path, rng: np.random.Generator) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def split_backbone(backbone: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(bottom, top): pixels → block-13 activations, and those → features, sharing the backbone's weights."""
-    bottom = keras.Model(backbone.input, backbone.get_layer(f"blocks_{FIRST_TRAINED_BLOCK - 1}_add").output)
-    activations = keras.Input(block_input_shape(FIRST_TRAINED_BLOCK), name="activations")
-    top = keras.Model(activations, top_layers(activations, FIRST_TRAINED_BLOCK), name="top")
+def split_backbone(
+    backbone: keras.Model, first_block: int = FIRST_TRAINED_BLOCK
+) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top): pixels → the activations `first_block` takes, and those → features, sharing the
+    backbone's weights."""
+    if first_block not in TRAINABLE_FROM:
+        raise ValueError(f"fine-tuning starts at one of blocks {TRAINABLE_FROM}, not {first_block}")
+    bottom = keras.Model(backbone.input, backbone.get_layer(f"blocks_{first_block - 1}_add").output)
+    activations = keras.Input(block_input_shape(first_block), name="activations")
+    top = keras.Model(activations, top_layers(activations, first_block), name="top")
     for layer in top.layers:
         if layer.weights:
             layer.set_weights(backbone.get_layer(layer.name).get_weights())
@@ -90,11 +100,17 @@ def fine_tune(
     validation: tuple[Sequence[Path], np.ndarray],
     config: FineTuneConfig = FineTuneConfig(),
     progress: Callable[[str], None] = lambda message: None,
+    keep: Keep | None = None,
 ) -> tuple[keras.Model, np.ndarray, np.ndarray]:
-    """Return (new backbone, head kernel, head bias) after fine-tuning the top on augmented photos."""
+    """Return (new backbone, head kernel, head bias) after fine-tuning the top on augmented photos.
+
+    With `keep`, the tuned top must also keep what the pretrained ImageNet head says of every photo
+    (the flowers' and `keep.photos`, which are none of them): the refusal asks that head, and a top
+    tuned on flowers alone soon tells it that anything is a flower.
+    """
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    bottom, top = split_backbone(backbone)
+    bottom, top = split_backbone(backbone, config.first_block)
     paths, labels = list(train[0]), np.asarray(train[1])
     progress(f"fine-tune: {len(paths) * (1 + config.variants)} training images through the frozen bottom")
     plain = _activations(bottom, _batched(lambda i: load_pixels(paths[i]), len(paths)))
@@ -107,10 +123,21 @@ def fine_tune(
     val_paths = list(validation[0])
     x_val = _activations(bottom, _batched(lambda i: load_pixels(val_paths[i]), len(val_paths)))
     y_val = np.asarray(validation[1])
+    n_classes = head[0].shape[1]
 
-    model = compile_model(
-        _trainable(top, head, config.dropout), config.learning_rate, "sparse_categorical_crossentropy"
-    )
+    if keep is None:
+        model = compile_model(
+            _trainable(top, head, config.dropout), config.learning_rate, "sparse_categorical_crossentropy"
+        )
+    else:
+        others = _activations(bottom, _batched(lambda i: keep.photos[i], len(keep.photos)))
+        x = np.concatenate([x, others])
+        y = _with_imagenet(top, keep.imagenet, x, _one_hot(y, n_classes, len(others)))
+        y_val = _with_imagenet(top, keep.imagenet, x_val, _one_hot(y_val, n_classes, 0))
+        model = _trainable(top, head, config.dropout, keep.imagenet)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate), loss=_KeepLoss(n_classes, keep.weight)
+        )
     before = validation_loss(model, (x_val, y_val))
     progress(f"fine-tune: validation loss {before:.4f} before")
 
@@ -133,8 +160,59 @@ def fine_tune(
     return tuned, kernel, bias
 
 
-def _trainable(top: keras.Model, head: tuple[np.ndarray, np.ndarray], dropout: float) -> keras.Model:
-    """Top + head as one model; batch norms frozen (inference mode), convolutions trainable."""
+@dataclass(frozen=True)
+class Keep:
+    """What the tuned top must keep: the ImageNet head's answers, also on photos of other things."""
+
+    imagenet: tuple[np.ndarray, np.ndarray]  # the pretrained (1280, 1000) kernel and bias
+    photos: Sequence[np.ndarray] = ()  # (224, 224, 3) uint8 photos of none of the classes
+    weight: float = 1.0  # of the ImageNet term against the flowers' cross-entropy
+
+
+def _one_hot(labels: np.ndarray, n_classes: int, others: int) -> np.ndarray:
+    """One-hot rows for the labelled photos, then `others` rows of zeros (no flower term for them)."""
+    rows = np.zeros((len(labels) + others, n_classes), np.float32)
+    rows[np.arange(len(labels)), labels] = 1.0
+    return rows
+
+
+def _with_imagenet(
+    top: keras.Model, imagenet: tuple[np.ndarray, np.ndarray], x: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """`targets` followed by the untuned top's ImageNet probabilities for the same activations."""
+    features = np.concatenate(
+        [np.asarray(top.predict_on_batch(x[i : i + 256].astype(np.float32))) for i in range(0, len(x), 256)]
+    )
+    logits = features @ imagenet[0] + imagenet[1]
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return np.concatenate([targets, probabilities.astype(np.float32)], axis=1)
+
+
+class _KeepLoss(keras.losses.Loss):
+    """Cross-entropy on the flowers plus `weight` × cross-entropy to the untuned ImageNet answers."""
+
+    def __init__(self, n_classes: int, weight: float) -> None:
+        super().__init__(name="keep_imagenet")
+        self.n_classes, self.weight = n_classes, weight
+
+    def call(self, y_true, y_pred):
+        ops, n = keras.ops, self.n_classes
+        logs = ops.log(ops.clip(y_pred, 1e-7, 1.0))
+        flowers = -ops.sum(y_true[:, :n] * logs[:, :n], axis=-1)
+        imagenet = -ops.sum(y_true[:, n:] * logs[:, n:], axis=-1)
+        return flowers + self.weight * imagenet
+
+
+def _trainable(
+    top: keras.Model,
+    head: tuple[np.ndarray, np.ndarray],
+    dropout: float,
+    imagenet: tuple[np.ndarray, np.ndarray] | None = None,
+) -> keras.Model:
+    """Top + head as one model; batch norms frozen (inference mode), convolutions trainable. With
+    `imagenet`, the pretrained ImageNet head (frozen) is answered beside the flowers, in one output."""
     for layer in top.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
@@ -142,16 +220,21 @@ def _trainable(top: keras.Model, head: tuple[np.ndarray, np.ndarray], dropout: f
     features = top(activations)
     x = keras.layers.Dropout(dropout)(features)
     probabilities = keras.layers.Dense(head[0].shape[1], activation="softmax", name="probabilities")(x)
-    model = keras.Model(activations, probabilities)
+    outputs = probabilities
+    if imagenet is not None:
+        pretrained = keras.layers.Dense(1000, activation="softmax", name="imagenet", trainable=False)
+        outputs = keras.layers.Concatenate()([probabilities, pretrained(features)])
+    model = keras.Model(activations, outputs)
     model.get_layer("probabilities").set_weights(list(head))
+    if imagenet is not None:
+        model.get_layer("imagenet").set_weights(list(imagenet))
     return model
 
 
 def weights_id(backbone: keras.Model) -> str:
-    """A short hash of the trained top's weights: names the fine-tuned backbone in the feature cache."""
+    """A short hash of the backbone's weights: names a fine-tuned backbone in the feature cache."""
     digest = hashlib.sha256()
     for layer in backbone.layers:
-        if layer.name.startswith(("blocks_14", "blocks_15", "conv_head", "bn1")):
-            for weight in layer.get_weights():
-                digest.update(np.ascontiguousarray(weight).tobytes())
+        for weight in layer.get_weights():
+            digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()[:12]

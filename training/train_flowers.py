@@ -22,7 +22,7 @@ import numpy as np
 from inference.flowers import PREPROCESSING_ID, OodRule, flower_input
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
 from training.effnet_lite0 import FEATURES, backbone_id, build_backbone, imagenet_head
-from training.fine_tune import FineTuneConfig
+from training.fine_tune import FineTuneConfig, Keep
 from training.fit import FitConfig, FitResult, Progress, compile_model, fit_on_batches
 from training.flower_data import (
     BottleneckCache,
@@ -62,6 +62,11 @@ class FlowerConfig:
     fine_tune: bool = False  # also retrain the top of the backbone on augmented photos (training.fine_tune)
     fine_tune_variants: int = FineTuneConfig.variants  # augmented copies of each training photo
     fine_tune_epochs: int = FineTuneConfig.epochs
+    fine_tune_from_block: int = FineTuneConfig.first_block
+    # --fine-tune keeps the pretrained ImageNet head's answers (on the flowers and on photos of other
+    # things: synthetic, the dev halves of other_photos/ and of the package photos), so the served
+    # model still carries the ImageNet evidence that the refusal weighs
+    fine_tune_keep_imagenet: bool = False
 
 
 @dataclass
@@ -188,6 +193,25 @@ def non_flower_sets(config: FlowerConfig, mnist_file: Path | None) -> dict[str, 
     }
 
 
+def keep_imagenet(config: FlowerConfig, photos_root: Path, mnist_file: Path | None) -> Keep:
+    """What a fine-tuning must keep: the ImageNet head, on photos of none of the flowers (the synthetic
+    calibration set, and the dev halves of `other_photos/` beside the flowers and of the package
+    photos; the held halves stay for reporting)."""
+    from training.effnet_lite0 import imagenet_head
+    from training.flower_data import load_pixels
+    from training.halves import half_of, package_source
+    from training.non_flowers import package_recipes, synthetic_recipes
+
+    recipes = synthetic_recipes(config.calibration_photos, 1, mnist_file=mnist_file)
+    recipes += [r for r in package_recipes() if half_of(package_source(r.kind)) == "dev"]
+    photos = [flower_input(recipe.make()) for recipe in recipes]
+    other_photos = photos_root.parent / "other_photos"
+    photos += [
+        load_pixels(path) for path in sorted(other_photos.glob("*.jpg")) if half_of(path.name) == "dev"
+    ]
+    return Keep(imagenet_head(), photos)
+
+
 def train_flowers(
     photos_root: Path,
     store: ModelStore,
@@ -248,9 +272,13 @@ def train_flowers(
             ([p.path for p in splits["train"]], train[1]),
             ([p.path for p in held], arrays(held)[1]),
             FineTuneConfig(
-                variants=config.fine_tune_variants, epochs=config.fine_tune_epochs, seed=config.seed
+                variants=config.fine_tune_variants,
+                epochs=config.fine_tune_epochs,
+                first_block=config.fine_tune_from_block,
+                seed=config.seed,
             ),
             progress,
+            keep=keep_imagenet(config, photos_root, mnist_file) if config.fine_tune_keep_imagenet else None,
         )
         backbone_name = f"{backbone_name}-ft-{weights_id(backbone)}"
         extract = backbone.predict_on_batch
@@ -283,7 +311,8 @@ def train_flowers(
         keep_flowers=config.keep_flowers,
         other_pass=config.other_pass,
     )
-    imagenet = None if config.fine_tune else imagenet_head()  # a fine-tuned backbone's features moved
+    # a fine-tuned backbone's features moved, unless it was tuned to keep the ImageNet head's answers
+    imagenet = imagenet_head() if not config.fine_tune or config.fine_tune_keep_imagenet else None
     rule = (
         fit_rule(
             imagenet_probabilities(train[0], *imagenet), imagenet_probabilities(calibration_set[0], *imagenet)

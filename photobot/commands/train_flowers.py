@@ -56,6 +56,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="upper bound for --fine-tune; early stopping on validation loss decides (default 6)",
     )
     parser.add_argument(
+        "--fine-tune-from-block",
+        type=int,
+        choices=(12, 13, 14),  # training.fine_tune.TRAINABLE_FROM, without importing Keras here
+        default=14,
+        help="the first backbone block --fine-tune retrains (default 14)",
+    )
+    parser.add_argument(
+        "--fine-tune-keep-imagenet",
+        action="store_true",
+        help="--fine-tune also keeps the pretrained ImageNet head's answers, which the refusal weighs",
+    )
+    parser.add_argument(
         "--no-promote", action="store_true", help="store the new version without making it the serving one"
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object at the end")
@@ -88,6 +100,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         fine_tune=args.fine_tune,
         fine_tune_variants=args.fine_tune_variants,
         fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_from_block=args.fine_tune_from_block,
+        fine_tune_keep_imagenet=args.fine_tune_keep_imagenet,
     )
     root = args.images if args.images else find_flower_photos(settings.datasets, settings.data_dir)
     if not root.is_dir():
