@@ -44,10 +44,11 @@ class FlowersRetrainer(Retrainer):
     (flowers, or any model of that kind in the catalogue: its base photos are its entry's `dataset`)."""
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
-        from training.effnet_lite0 import build_backbone
+        from inference.flowers import PREPROCESSING_ID
+        from training.effnet_lite0 import backbone_id
         from training.flower_data import BottleneckCache, bottlenecks
-        from training.flower_model import FlowerHead
-        from training.train_flowers import cache_key, feature_arrays, head_answers
+        from training.flower_model import FlowerHead, version_backbone
+        from training.train_flowers import feature_arrays, head_answers
 
         options, progress, report = self.options, self.progress, self.report
         serving_head = FlowerHead.load(self._head_file())
@@ -70,8 +71,13 @@ class FlowersRetrainer(Retrainer):
         progress.enter("preprocessing", f"features of {len(chat_used)} chat photos and the base photos")
         config = self._config()
         base = self._base_photos(labels, config)
-        backbone = build_backbone()
-        cache = BottleneckCache(self.settings.data_dir / "cache" / "bottlenecks", cache_key())
+        # The serving version's own backbone (a fine-tuned one's tuned top included): the candidate keeps
+        # it, and its features are cached under its name (`train_flowers.cache_key` for the package's).
+        backbone = version_backbone(self.serving)
+        backbone_name = self.serving.meta.get("backbone", backbone_id())
+        cache = BottleneckCache(
+            self.settings.data_dir / "cache" / "bottlenecks", f"{backbone_name}-{PREPROCESSING_ID}"
+        )
         extract = backbone.predict_on_batch
 
         def note(done: int, total: int) -> None:
@@ -200,9 +206,10 @@ class FlowersRetrainer(Retrainer):
         return start
 
     def _head_file(self) -> Path:
-        """The serving head, if it can be retrained from cached features of the ImageNet backbone."""
+        """The serving head, if it can be retrained from cached features of its backbone: the package's
+        ImageNet one, or that with a top fine-tuned by `photobot train --fine-tune`."""
         from training.effnet_lite0 import backbone_id
-        from training.flower_model import HEAD_FILE
+        from training.flower_model import HEAD_FILE, is_package_backbone
 
         if self.options.fine_tune:
             raise RetrainError(
@@ -213,12 +220,11 @@ class FlowersRetrainer(Retrainer):
             raise RetrainError(
                 f"{self.spec.name} v{self.serving.version} has no {HEAD_FILE}: its head cannot be retrained"
             )
-        if self.serving.meta.get("backbone", backbone_id()) != backbone_id():
+        if not is_package_backbone(self.serving.meta.get("backbone")):
             raise RetrainError(
-                f"{self.spec.name} v{self.serving.version} has its own backbone "
-                f"({self.serving.meta.get('backbone')}); "
-                "only a head on the ImageNet backbone can be retrained from cached features "
-                f"(use photobot train {self.spec.name} --fine-tune)"
+                f"{self.spec.name} v{self.serving.version} was trained on another backbone "
+                f"({self.serving.meta.get('backbone')}) than the installed package's ({backbone_id()}); "
+                f"retrain it with photobot train {self.spec.name}"
             )
         return head_file
 
@@ -328,11 +334,12 @@ class FlowersRetrainer(Retrainer):
         from training.new_labels import imagenet_rule as with_learned
         from training.new_labels import learned_classes
 
-        keep = ("preprocessing", "backbone", "outputs")
+        keep = ("preprocessing", "backbone", "fine_tuned", "outputs")
         meta: dict[str, Any] = {k: v for k, v in self.serving.meta.items() if k in keep}
         # The ImageNet evidence of the refusal is about the backbone and the base photos, which a
         # retrain keeps: the candidate keeps the serving version's rule and its ImageNet output, with
-        # the classes of the labels learned from the chat.
+        # the classes of the labels learned from the chat. (A fine-tuned backbone has the rule only
+        # when it was tuned to keep the ImageNet head's answers: `--fine-tune-keep-imagenet`.)
         imagenet_rule = (self.serving.meta.get("ood") or {}).get("imagenet")
         imagenet = imagenet_head() if imagenet_rule else None
         if imagenet_rule and imagenet is not None:

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from inference.model_store import ModelStore
 from photobot.cli import main
 from photobot.settings import Settings
-from photobot.wiring import retrain_settings
+from photobot.wiring import retrain_settings, taught_catalogue
 from storage import SyncStore
 from tests.support.retrain import ONE_PERSON, store_labels
 from training.retrain import RetrainError, RetrainOptions, run_retrain
@@ -96,3 +96,74 @@ def test_the_flower_head_is_retrained_on_chat_photos_and_new_classes_are_reporte
         job = store.get_retrain_job(outcome.job_id)
     assert job.status == ("succeeded" if outcome.decision == "promote" else "rejected")
     assert [Path(p).name for p in job.metrics["report_images"]][:2] == ["confusion.png", "curves.png"]
+
+
+@pytest.fixture(scope="module")
+def tuned_settings(flowers_path: Path, mnist_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A store whose serving flowers are fine-tuned (`--fine-tune-keep-imagenet`, one quick epoch)."""
+    tmp_path = tmp_path_factory.mktemp("flowers-retrain-tuned")
+    photos = tmp_path / "photos"
+    for label in CLASSES:
+        (photos / label).mkdir(parents=True)
+        for photo in sorted((flowers_path / label).glob("*.jpg"))[:PER_CLASS]:
+            os.symlink(photo, photos / label / photo.name)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+        monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+        quick = ["--validation-percent", "20", "--test-percent", "20", "--non-flower-photos", "12"]
+        tune = [
+            "--fine-tune",
+            "--fine-tune-keep-imagenet",
+            "--fine-tune-variants",
+            "1",
+            "--fine-tune-epochs",
+            "1",
+        ]
+        assert main(["train", "flowers", "--images", str(photos), *quick, *tune, "--no-package-photos"]) == 0
+        (tmp_path / "var" / "datasets").mkdir()
+        os.symlink(photos, tmp_path / "var" / "datasets" / "flower_photos")
+        yield Settings(data_dir=tmp_path / "var", datasets=(), retrain_min_new_labels=5, **ONE_PERSON)
+
+
+def test_a_fine_tuned_serving_version_is_retrained_on_its_own_backbone_and_learns_an_added_label(
+    tuned_settings: Settings, flowers_path: Path
+) -> None:
+    import keras
+
+    from inference.flowers import PREPROCESSING_ID
+    from inference.taught import MIN_PHOTOS_PER_LABEL
+    from training.effnet_lite0 import backbone_id
+    from training.flower_model import tuned_backbone_id, version_backbone
+
+    settings = tuned_settings
+    models = ModelStore(settings.models_dir)
+    serving = models.get("flowers", 1)
+    assert serving.meta["fine_tuned"] is True and serving.meta["backbone"].startswith(f"{backbone_id()}-ft-")
+    assert serving.meta["outputs"] == ["probabilities", "distances", "imagenet"]
+    with SyncStore(settings.database_path, settings.images_dir) as store:
+        store.add_model_label("flowers", "lavender")
+    rng = np.random.default_rng(1)
+    chat = [
+        (_new_photo(path, rng), label)
+        for label in CLASSES
+        for path in sorted((flowers_path / label).glob("*.jpg"))[PER_CLASS : PER_CLASS + 3]
+    ]
+    tulips = sorted((flowers_path / "tulips").glob("*.jpg"))[:MIN_PHOTOS_PER_LABEL]
+    chat += [(_new_photo(path, rng), "lavender") for path in tulips]
+    store_labels(settings, chat, model="flowers", user_id=52)
+
+    options = RetrainOptions(model="flowers", epochs=20)
+    outcome = run_retrain(retrain_settings(settings), options, taught_catalogue(settings))
+    assert outcome.candidate_version == 2, outcome.report.text
+    candidate = models.get("flowers", 2)
+    assert candidate.labels == [*CLASSES, "lavender"], outcome.report.text
+    for key in ("backbone", "fine_tuned", "outputs", "preprocessing"):
+        assert candidate.meta[key] == serving.meta[key], key
+    assert set(candidate.meta["ood"]["imagenet"]["label_classes"]) == {"lavender"}
+    # the features came from the tuned backbone, cached under its name, and the candidate serves it
+    cached = settings.data_dir / "cache" / "bottlenecks" / f"{serving.meta['backbone']}-{PREPROCESSING_ID}"
+    assert cached.is_dir() and any(cached.iterdir())
+    assert tuned_backbone_id(version_backbone(candidate)) == serving.meta["backbone"]
+    served = keras.saving.load_model(candidate.model_file, safe_mode=True)
+    assert [output.shape[-1] for output in served.outputs][::2] == [4, 1000]
