@@ -133,7 +133,9 @@ def fine_tune(
         others = _activations(bottom, _batched(lambda i: keep.photos[i], len(keep.photos)))
         x = np.concatenate([x, others])
         y = _with_imagenet(top, keep.imagenet, x, _one_hot(y, n_classes, len(others)))
-        y_val = _with_imagenet(top, keep.imagenet, x_val, _one_hot(y_val, n_classes, 0))
+        # no ImageNet targets for validation: the early stop watches the flowers alone, the kept
+        # answers only hold the training back
+        y_val = np.concatenate([_one_hot(y_val, n_classes, 0), np.zeros((len(y_val), 1000), np.float32)], 1)
         model = _trainable(top, head, config.dropout, keep.imagenet)
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate), loss=_KeepLoss(n_classes, keep.weight)
