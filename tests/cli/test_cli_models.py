@@ -12,12 +12,15 @@ from tests.support.models import add_version, digit_meta
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch, digit_model_file):
+def store(tmp_path, monkeypatch, converted_digit_model_file):
+    """Two versions of the tiny digit model, each with its LiteRT conversion copied along: promoting one
+    loads it as after its first start, with no conversion (these tests are about the pointer)."""
     monkeypatch.chdir(tmp_path)  # no stray .env
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
     store = ModelStore(tmp_path / "var" / "models")
-    add_version(store, "digits", digit_model_file, digit_meta(test_accuracy=0.91, arch="mlp"))
-    add_version(store, "digits", digit_model_file, digit_meta(test_accuracy=0.93, arch="mlp"))
+    model_file = converted_digit_model_file
+    add_version(store, "digits", model_file, digit_meta(test_accuracy=0.91, arch="mlp"))
+    add_version(store, "digits", model_file, digit_meta(test_accuracy=0.93, arch="mlp"))
     return store
 
 

@@ -18,9 +18,10 @@ from tests.support.models import add_version, digit_meta, load_mnist_subset
 
 
 @pytest.fixture(scope="module")
-def loaded(digit_model_file, tmp_path_factory):
+def loaded(converted_digit_model_file, tmp_path_factory):
+    """The tiny digit model as served after its first start (its LiteRT conversion copied along)."""
     store = ModelStore(tmp_path_factory.mktemp("store"))
-    version = add_version(store, "digits", digit_model_file, digit_meta())
+    version = add_version(store, "digits", converted_digit_model_file, digit_meta())
     return load_version(version, max_batch=32, padded_sizes=EngineConfig().padded_sizes())
 
 

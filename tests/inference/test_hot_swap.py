@@ -27,6 +27,17 @@ def two_models(tiny_digit_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def two_converted_models(tiny_digit_model, tmp_path_factory):
+    """`two_models` with their LiteRT conversions beside them, as after each version's first start: for
+    the tests of serving a conversion, which convert nothing themselves."""
+    folder = tmp_path_factory.mktemp("converted-models")
+    return (
+        tiny_digit_model(folder / "a.keras", hidden=64, seed=0, converted=True),
+        tiny_digit_model(folder / "b.keras", hidden=32, seed=1, converted=True),
+    )
+
+
+@pytest.fixture(scope="module")
 def photos(mnist_path):
     _, _, x_test, y_test = load_mnist_subset(mnist_path, n_test=24)
     return [digit_photo(x, seed=i) for i, x in enumerate(x_test)], y_test
@@ -170,12 +181,12 @@ async def test_a_model_that_loads_but_does_not_fit_the_input_is_refused(tmp_path
         assert classifier.models()["digits"].version == 1
 
 
-async def test_decode_processes_run_the_version_that_answers(tmp_path, two_models, photos):
+async def test_decode_processes_run_the_version_that_answers(tmp_path, two_converted_models, photos):
     """With LiteRT the digit model runs in the decode processes (IN_DECODE_WORKERS), not in its engine;
     a swap hands them the new version's conversion, and the answers are the engine's."""
     store = ModelStore(tmp_path / "models")
-    first = add_version(store, "digits", two_models[0], digit_meta())
-    second = add_version(store, "digits", two_models[1], digit_meta(), promote=False)
+    first = add_version(store, "digits", two_converted_models[0], digit_meta())
+    second = add_version(store, "digits", two_converted_models[1], digit_meta(), promote=False)
     images = photos[0][:6]
 
     async def answers(classifier: Classifier) -> list[tuple[int, str, float]]:
@@ -205,9 +216,11 @@ async def test_decode_processes_run_the_version_that_answers(tmp_path, two_model
     assert [c for _, _, c in engine] == pytest.approx([c for _, _, c in seen[0]], abs=1e-5)
 
 
-async def test_a_conversion_file_gone_from_disk_leaves_the_model_to_its_engine(tmp_path, two_models, photos):
+async def test_a_conversion_file_gone_from_disk_leaves_the_model_to_its_engine(
+    tmp_path, two_converted_models, photos
+):
     store = ModelStore(tmp_path / "models")
-    add_version(store, "digits", two_models[0], digit_meta())
+    add_version(store, "digits", two_converted_models[0], digit_meta())
     images = photos[0][:4]
     async with Classifier(store, config(runtime="lite"), names=("digits",), shipped_dir=None) as classifier:
         (converted,) = store.root.rglob("model-*.tflite")
