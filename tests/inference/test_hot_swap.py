@@ -29,7 +29,8 @@ def two_models(tiny_digit_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_converted_models(tiny_digit_model, tmp_path_factory):
     """`two_models` with their LiteRT conversions beside them, as after each version's first start: for
-    the tests of serving a conversion, which convert nothing themselves."""
+    the tests that convert nothing themselves (without them, every version a test loads would start
+    a conversion process that imports TensorFlow)."""
     folder = tmp_path_factory.mktemp("converted-models")
     return (
         tiny_digit_model(folder / "a.keras", hidden=64, seed=0, converted=True),
@@ -90,10 +91,10 @@ async def test_hot_swaps_under_concurrent_calls_fail_no_request(tmp_path, two_mo
     assert np.mean([label == truth for _, label, truth in answers]) >= 0.75
 
 
-async def test_rollback_returns_to_the_earlier_version(tmp_path, two_models, photos):
+async def test_rollback_returns_to_the_earlier_version(tmp_path, two_converted_models, photos):
     store = ModelStore(tmp_path / "models")
-    add_version(store, "digits", two_models[0], digit_meta())
-    add_version(store, "digits", two_models[1], digit_meta())
+    add_version(store, "digits", two_converted_models[0], digit_meta())
+    add_version(store, "digits", two_converted_models[1], digit_meta())
     images, _ = photos
     async with Classifier(store, config(), names=("digits",), shipped_dir=None) as classifier:
         assert (await classifier.classify(images[0], "digit")).version == 2
@@ -103,10 +104,10 @@ async def test_rollback_returns_to_the_earlier_version(tmp_path, two_models, pho
         assert store.active_version("digits") == 1
 
 
-async def test_a_promotion_by_another_process_is_picked_up_by_polling(tmp_path, two_models, photos):
+async def test_a_promotion_by_another_process_is_picked_up_by_polling(tmp_path, two_converted_models, photos):
     store = ModelStore(tmp_path / "models")
-    add_version(store, "digits", two_models[0], digit_meta())
-    second = add_version(store, "digits", two_models[1], digit_meta(), promote=False)
+    add_version(store, "digits", two_converted_models[0], digit_meta())
+    second = add_version(store, "digits", two_converted_models[1], digit_meta(), promote=False)
     images, _ = photos
     async with Classifier(
         store, config(reload_poll_s=0.05), names=("digits",), shipped_dir=None
