@@ -38,10 +38,11 @@ STARTED = re.compile(r"^Retraining digits \(job (\d+)\)\nStarting…$")
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_digit_model) -> Path:
+    """A store with the tiny digit model converted, as after its first start: every bot these tests
+    start serves it at once, with no conversion process of its own."""
     folder = tmp_path_factory.mktemp("models")
-    model_file = tiny_digit_model(folder / "tiny.keras", hidden=16)
+    model_file = tiny_digit_model(tmp_path_factory.mktemp("tiny") / "tiny.keras", hidden=16, converted=True)
     add_version(ModelStore(folder), "digits", model_file, digit_meta(metrics={}, augmented=False))
-    model_file.unlink()
     return folder
 
 
