@@ -39,23 +39,29 @@ def _new_photo(path: Path, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def settings(flowers_path: Path, mnist_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    tmp_path = tmp_path_factory.mktemp("flowers-retrain")
-    photos = tmp_path / "photos"
+def _trained_store(folder: Path, flowers_path: Path, mnist_path: Path, *train_options: str):
+    """A store whose serving flowers `photobot train flowers` made from 3 classes × 24 real photos, which
+    are also its base data; yields its Settings."""
+    photos = folder / "photos"
     for label in CLASSES:
         (photos / label).mkdir(parents=True)
         for photo in sorted((flowers_path / label).glob("*.jpg"))[:PER_CLASS]:
             os.symlink(photo, photos / label / photo.name)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("DATA_DIR", str(folder / "var"))
         monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
         quick = ["--validation-percent", "20", "--test-percent", "20", "--non-flower-photos", "12"]
-        assert main(["train", "flowers", "--images", str(photos), *quick, "--no-package-photos"]) == 0
-        (tmp_path / "var" / "datasets").mkdir()
-        os.symlink(photos, tmp_path / "var" / "datasets" / "flower_photos")  # the base data of this store
-        yield Settings(data_dir=tmp_path / "var", datasets=(), retrain_min_new_labels=5, **ONE_PERSON)
+        train = ["train", "flowers", "--images", str(photos), *quick, *train_options, "--no-package-photos"]
+        assert main(train) == 0
+        (folder / "var" / "datasets").mkdir()
+        os.symlink(photos, folder / "var" / "datasets" / "flower_photos")  # the base data of this store
+        yield Settings(data_dir=folder / "var", datasets=(), retrain_min_new_labels=5, **ONE_PERSON)
+
+
+@pytest.fixture(scope="module")
+def settings(flowers_path: Path, mnist_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    yield from _trained_store(tmp_path_factory.mktemp("flowers-retrain"), flowers_path, mnist_path)
 
 
 def test_fine_tuning_the_backbone_in_a_retrain_is_refused_clearly(settings: Settings) -> None:
@@ -101,29 +107,9 @@ def test_the_flower_head_is_retrained_on_chat_photos_and_new_classes_are_reporte
 @pytest.fixture(scope="module")
 def tuned_settings(flowers_path: Path, mnist_path: Path, tmp_path_factory: pytest.TempPathFactory):
     """A store whose serving flowers are fine-tuned (`--fine-tune-keep-imagenet`, one quick epoch)."""
-    tmp_path = tmp_path_factory.mktemp("flowers-retrain-tuned")
-    photos = tmp_path / "photos"
-    for label in CLASSES:
-        (photos / label).mkdir(parents=True)
-        for photo in sorted((flowers_path / label).glob("*.jpg"))[:PER_CLASS]:
-            os.symlink(photo, photos / label / photo.name)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
-        monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
-        quick = ["--validation-percent", "20", "--test-percent", "20", "--non-flower-photos", "12"]
-        tune = [
-            "--fine-tune",
-            "--fine-tune-keep-imagenet",
-            "--fine-tune-variants",
-            "1",
-            "--fine-tune-epochs",
-            "1",
-        ]
-        assert main(["train", "flowers", "--images", str(photos), *quick, *tune, "--no-package-photos"]) == 0
-        (tmp_path / "var" / "datasets").mkdir()
-        os.symlink(photos, tmp_path / "var" / "datasets" / "flower_photos")
-        yield Settings(data_dir=tmp_path / "var", datasets=(), retrain_min_new_labels=5, **ONE_PERSON)
+    tune = ["--fine-tune", "--fine-tune-keep-imagenet", "--fine-tune-variants", "1"]
+    folder = tmp_path_factory.mktemp("flowers-retrain-tuned")
+    yield from _trained_store(folder, flowers_path, mnist_path, *tune, "--fine-tune-epochs", "1")
 
 
 def test_a_fine_tuned_serving_version_is_retrained_on_its_own_backbone_and_learns_an_added_label(
