@@ -24,6 +24,7 @@ from inference.flowers import CROP, RESIZE_SHORTER
 from training.effnet_lite0 import block_input_shape, top_layers
 from training.fit import FitConfig, compile_model, fit_on_batches, validation_loss
 from training.flower_data import load_pixels
+from training.imagenet_evidence import imagenet_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +186,7 @@ def _with_imagenet(
     features = np.concatenate(
         [np.asarray(top.predict_on_batch(x[i : i + 256].astype(np.float32))) for i in range(0, len(x), 256)]
     )
-    logits = features @ imagenet[0] + imagenet[1]
-    logits -= logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities = imagenet_probabilities(features, *imagenet)
     return np.concatenate([targets, probabilities.astype(np.float32)], axis=1)
 
 

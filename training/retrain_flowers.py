@@ -44,11 +44,9 @@ class FlowersRetrainer(Retrainer):
     (flowers, or any model of that kind in the catalogue: its base photos are its entry's `dataset`)."""
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
-        from inference.flowers import PREPROCESSING_ID
-        from training.effnet_lite0 import backbone_id
         from training.flower_data import BottleneckCache, bottlenecks
         from training.flower_model import FlowerHead, version_backbone
-        from training.train_flowers import feature_arrays, head_answers
+        from training.train_flowers import cache_key, feature_arrays, head_answers
 
         options, progress, report = self.options, self.progress, self.report
         serving_head = FlowerHead.load(self._head_file())
@@ -72,11 +70,10 @@ class FlowersRetrainer(Retrainer):
         config = self._config()
         base = self._base_photos(labels, config)
         # The serving version's own backbone (a fine-tuned one's tuned top included): the candidate keeps
-        # it, and its features are cached under its name (`train_flowers.cache_key` for the package's).
+        # it, and its features are cached under its name.
         backbone = version_backbone(self.serving)
-        backbone_name = self.serving.meta.get("backbone", backbone_id())
         cache = BottleneckCache(
-            self.settings.data_dir / "cache" / "bottlenecks", f"{backbone_name}-{PREPROCESSING_ID}"
+            self.settings.data_dir / "cache" / "bottlenecks", cache_key(self.serving.meta.get("backbone"))
         )
         extract = backbone.predict_on_batch
 

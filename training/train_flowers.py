@@ -22,7 +22,7 @@ import numpy as np
 from inference.flowers import PREPROCESSING_ID, OodRule, flower_input
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
 from training.effnet_lite0 import FEATURES, backbone_id, build_backbone, imagenet_head
-from training.fine_tune import FineTuneConfig, Keep
+from training.fine_tune import FineTuneConfig, Keep, fine_tune
 from training.fit import FitConfig, FitResult, Progress, compile_model, fit_on_batches
 from training.flower_data import (
     BottleneckCache,
@@ -33,9 +33,17 @@ from training.flower_data import (
     Split,
     bottlenecks,
     list_photos,
+    load_pixels,
     split_photos,
 )
-from training.flower_model import HEAD_FILE, MODEL_NAME, FlowerHead, assemble_flower_model, head_layers
+from training.flower_model import (
+    HEAD_FILE,
+    MODEL_NAME,
+    FlowerHead,
+    assemble_flower_model,
+    head_layers,
+    tuned_backbone_id,
+)
 from training.imagenet_evidence import fit_rule, imagenet_probabilities
 from training.ood import Thresholds, calibrate, fit_ood
 
@@ -77,8 +85,9 @@ class TrainResult:
     extracted: int = 0  # photos whose features were computed in this run (the rest came from the cache)
 
 
-def cache_key() -> str:
-    return f"{backbone_id()}-{PREPROCESSING_ID}"
+def cache_key(backbone: str | None = None) -> str:
+    """The feature cache's name for a backbone (default: the installed package's) and the preprocessing."""
+    return f"{backbone or backbone_id()}-{PREPROCESSING_ID}"
 
 
 def train_head(
@@ -197,8 +206,6 @@ def keep_imagenet(config: FlowerConfig, photos_root: Path, mnist_file: Path | No
     """What a fine-tuning must keep: the ImageNet head, on photos of none of the flowers (the synthetic
     calibration set, and the dev halves of `other_photos/` beside the flowers and of the package
     photos; the held halves stay for reporting)."""
-    from training.effnet_lite0 import imagenet_head
-    from training.flower_data import load_pixels
     from training.halves import half_of, package_source
     from training.non_flowers import package_recipes, synthetic_recipes
 
@@ -262,8 +269,6 @@ def train_flowers(
     extracted = extraction.extracted
 
     if config.fine_tune:
-        from training.fine_tune import fine_tune, weights_id
-
         mark = time.perf_counter()
         held = splits["validation"] or splits["train"]
         backbone, kernel, bias = fine_tune(
@@ -280,9 +285,9 @@ def train_flowers(
             progress,
             keep=keep_imagenet(config, photos_root, mnist_file) if config.fine_tune_keep_imagenet else None,
         )
-        backbone_name = f"{backbone_name}-ft-{weights_id(backbone)}"
+        backbone_name = tuned_backbone_id(backbone)
         extract = backbone.predict_on_batch
-        cache = BottleneckCache(cache_root, f"{backbone_name}-{PREPROCESSING_ID}")
+        cache = BottleneckCache(cache_root, cache_key(backbone_name))
         tuned = bottlenecks(
             photo_set.photos, cache, extract, progress=_every(progress, "fine-tuned features")
         )

@@ -15,10 +15,9 @@ CLASSES = ("daisy", "roses", "sunflowers")
 
 
 def _imagenet_answers(backbone, imagenet: tuple[np.ndarray, np.ndarray], pixels: np.ndarray) -> np.ndarray:
-    features = np.asarray(backbone.predict_on_batch(pixels.astype(np.float32)))
-    logits = features @ imagenet[0] + imagenet[1]
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return probabilities / probabilities.sum(axis=1, keepdims=True)
+    from training.imagenet_evidence import imagenet_probabilities
+
+    return imagenet_probabilities(np.asarray(backbone.predict_on_batch(pixels.astype(np.float32))), *imagenet)
 
 
 def _mean_kl(p: np.ndarray, q: np.ndarray) -> float:
