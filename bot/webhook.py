@@ -163,19 +163,20 @@ class Webhook:
         """
         seen_at = time.time()
         info = await bot.get_webhook_info()
-        previous = await self.store.webhook_setting()
         mine = WebhookSetting(self.config.fingerprint, self.config.public_url, self.replica, time.time())
-        holder = await self.store.claim_webhook_setting(
+        claim = await self.store.claim_webhook_setting(
             mine, telegram_has_it=info.url == self.config.url, seen_at=seen_at
         )
-        if holder is not None:
-            logger.info("the webhook %s is set (by %s); left as it is", self.config.public_url, holder.set_by)
+        if claim.held_by is not None:
+            set_by = claim.held_by.set_by
+            logger.info("the webhook %s is set (by %s); left as it is", self.config.public_url, set_by)
             return False
-        if previous is not None and previous.fingerprint != self.config.fingerprint and info.url:
+        replaced = claim.replaced
+        if replaced is not None and replaced.fingerprint != self.config.fingerprint and info.url:
             logger.warning(
                 "replica %s set the webhook with other settings; this one sets its own. Every replica must "
                 "have the same WEBHOOK_URL, WEBHOOK_SECRET and WEBHOOK_MAX_CONNECTIONS",
-                previous.set_by,
+                replaced.set_by,
             )
         try:
             await bot.set_webhook(

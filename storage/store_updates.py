@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from storage.dialect import Connection
 from storage.group_commit import GroupCommit
 from storage.queries import updates
-from storage.queries.updates import Claim, UpdateCounts, WebhookSetting
+from storage.queries.updates import Claim, UpdateCounts, WebhookClaim, WebhookSetting
 
 KEEP_UPDATES_S = 25 * 3600.0  # Telegram keeps an undelivered update 24 hours: no copy comes later
 SWEEP_EVERY_S = 600.0  # how often this process deletes rows of updates older than that
 
-__all__ = ["Claim", "UpdateCalls", "UpdateCounts", "WebhookSetting"]
+__all__ = ["Claim", "UpdateCalls", "UpdateCounts", "WebhookClaim", "WebhookSetting"]
 
 
 class UpdateCalls(GroupCommit):
@@ -79,8 +79,8 @@ class UpdateCalls(GroupCommit):
 
     async def claim_webhook_setting(
         self, setting: WebhookSetting, *, telegram_has_it: bool, seen_at: float
-    ) -> WebhookSetting | None:
-        """Claim setting the webhook, or get the row of the replica that set (or is setting) it."""
+    ) -> WebhookClaim:
+        """Claim setting the webhook, or learn which replica set (or is setting) it."""
         return await self._write(
             functools.partial(
                 updates.claim_webhook_setting,

@@ -69,6 +69,16 @@ class WebhookSetting:
     set_at: float
 
 
+@dataclass(frozen=True)
+class WebhookClaim:
+    """What claiming the webhook found: `held_by`, the replica that set (or is setting) these same
+    settings, when this replica must leave the call to it; otherwise the claim is this replica's, and
+    `replaced` is the row it took over (None when no replica had set one)."""
+
+    held_by: WebhookSetting | None = None
+    replaced: WebhookSetting | None = None
+
+
 def claim_update(db: Connection, update_id: int, owner: str, *, now: float, lease_s: float) -> Claim:
     """Claim `update_id` for `owner` until `now + lease_s`, or say who has it. Under the write lock."""
     lease_until = now + lease_s
@@ -174,9 +184,9 @@ def webhook_setting(db: Connection) -> WebhookSetting | None:
 
 def claim_webhook_setting(
     db: Connection, setting: WebhookSetting, *, telegram_has_it: bool, seen_at: float
-) -> WebhookSetting | None:
+) -> WebhookClaim:
     """Record `setting` as the webhook this replica is about to set, unless another replica set or is
-    setting the same one: then return that replica's row and record nothing.
+    setting the same one: then say which, and record nothing.
 
     Run under the write lock (`BEGIN IMMEDIATE`), so of replicas starting together the first claims and
     the rest see its row. A row with the same fingerprint counts when Telegram already has the webhook,
@@ -189,9 +199,9 @@ def claim_webhook_setting(
         and current.fingerprint == setting.fingerprint
         and (telegram_has_it or current.set_at >= seen_at)
     ):
-        return current
+        return WebhookClaim(held_by=current)
     record_webhook_setting(db, setting)
-    return None
+    return WebhookClaim(replaced=current)
 
 
 def forget_webhook_setting(db: Connection, setting: WebhookSetting) -> None:

@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from storage import Store
-from storage.queries.updates import WebhookSetting
+from storage.queries.updates import WebhookClaim, WebhookSetting
 from storage.store_updates import KEEP_UPDATES_S
 from tests.support.storage import rows
 
@@ -138,17 +138,21 @@ async def test_the_first_claim_to_set_a_webhook_wins_and_a_failed_one_is_taken_b
 ) -> None:
     async with await Store.open(database, tmp_path / "a") as store:
         a = WebhookSetting("f1", "https://bot.example/hook", "a", 100.0)
-        assert await store.claim_webhook_setting(a, telegram_has_it=False, seen_at=99.0) is None
+        assert await store.claim_webhook_setting(a, telegram_has_it=False, seen_at=99.0) == WebhookClaim()
         b = WebhookSetting("f1", "https://bot.example/hook", "b", 100.5)
         # b asked Telegram before a's claim: a's setWebhook is on its way, so b leaves it to a
-        assert await store.claim_webhook_setting(b, telegram_has_it=False, seen_at=99.5) == a
+        claim = await store.claim_webhook_setting(b, telegram_has_it=False, seen_at=99.5)
+        assert claim == WebhookClaim(held_by=a)
         # a replica starting long after a, which Telegram says has no webhook: a's call was lost
         c = WebhookSetting("f1", "https://bot.example/hook", "c", 300.0)
-        assert await store.claim_webhook_setting(c, telegram_has_it=False, seen_at=299.0) is None
+        claim = await store.claim_webhook_setting(c, telegram_has_it=False, seen_at=299.0)
+        assert claim == WebhookClaim(replaced=a)
         d = WebhookSetting("f1", "https://bot.example/hook", "d", 400.0)
-        assert await store.claim_webhook_setting(d, telegram_has_it=True, seen_at=399.0) == c
+        claim = await store.claim_webhook_setting(d, telegram_has_it=True, seen_at=399.0)
+        assert claim == WebhookClaim(held_by=c)
         other = WebhookSetting("f2", "https://bot.example/new", "e", 500.0)
-        assert await store.claim_webhook_setting(other, telegram_has_it=True, seen_at=499.0) is None
+        claim = await store.claim_webhook_setting(other, telegram_has_it=True, seen_at=499.0)
+        assert claim == WebhookClaim(replaced=c)  # other settings: the replica says whose it replaced
         await store.forget_webhook_setting(c)  # no longer c's claim: kept
         assert await store.webhook_setting() == other
         await store.forget_webhook_setting(other)
