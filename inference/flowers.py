@@ -26,6 +26,7 @@ from PIL import Image
 
 from inference.model_store import ModelVersion
 from inference.prediction import Prediction, Status
+from inference.second_look import second_look
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ def flowers_prediction(
     of the model `version` belongs to: every image classifier of the catalogue answers through here.
 
     `ok` needs a photo close enough to the flowers seen in training and a clear enough winner;
-    a far photo is `not_recognized` (label None), a borderline one `unsure` (label kept as a guess).
+    a far photo is `not_recognized` (label None), a borderline one `unsure` (label kept as a guess);
+    then `second_look` may still refuse it, when two weaker signs agree.
     """
     if isinstance(outputs, Mapping):
         names = ("probabilities", "distances", "imagenet")
@@ -136,7 +138,7 @@ def flowers_prediction(
         reason = f"no clear winner ({confidence:.0%} < {rule.min_confidence:.0%})"
     else:
         status, label, reason = "ok", best_label, None
-    return Prediction(
+    prediction = Prediction(
         model=version.name,
         version=version.version,
         label=label,
@@ -145,6 +147,7 @@ def flowers_prediction(
         top=top,
         reason=reason,
     )
+    return second_look(prediction, outputs, version.meta)
 
 
 def _beyond(distance: float, limit: float) -> str:

@@ -26,7 +26,6 @@ from inference.lite import run_in_this_process
 from inference.loading import LoadedModel
 from inference.model_store import ModelVersion
 from inference.prediction import Prediction
-from inference.second_look import second_look
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,6 @@ class FlowersAdapter:
     def answer(self, outputs: Outputs, version: ModelVersion) -> Prediction:
         prediction = flowers.flowers_prediction(outputs, version)
         listed = _output_list(outputs)
-        prediction = second_look(prediction, listed, version.meta)
         classes = ((version.meta.get("ood") or {}).get("imagenet") or {}).get("flower_classes")
         if len(listed) < 3 or classes is None:
             return prediction
