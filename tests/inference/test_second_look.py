@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from inference.prediction import Prediction, Status
-from inference.second_look import DISTANCE_SHARE, FLOWER_MASS_BELOW, second_look
+from inference.second_look import (
+    DISTANCE_SHARE,
+    DOUBT_MASS_BELOW,
+    DOUBT_SHARE,
+    FLOWER_MASS_BELOW,
+    second_look,
+)
 
 META = {
     "ood": {
@@ -36,6 +42,18 @@ def test_one_sign_alone_changes_nothing():
     near, far = 1000.0 * DISTANCE_SHARE - 1, 1000.0 * DISTANCE_SHARE + 1
     assert second_look(answer(), outputs(near, 0.0), META) == answer()
     assert second_look(answer(), outputs(far, FLOWER_MASS_BELOW * 2), META) == answer()
+
+
+def test_a_confident_answer_that_both_signs_lean_against_is_only_unsure():
+    """Out to DOUBT_SHARE and under DOUBT_MASS_BELOW: the label stays, as a question."""
+    leaning = 1000.0 * DOUBT_SHARE + 1
+    doubted = second_look(answer("ok"), outputs(leaning, DOUBT_MASS_BELOW - 0.05), META)
+    assert (doubted.status, doubted.label, doubted.confidence) == ("unsure", "roses", 0.6)
+    assert "little of a flower" in doubted.reason
+    # either sign alone leaves a confident answer as it is
+    assert second_look(answer("ok"), outputs(leaning, DOUBT_MASS_BELOW + 0.05), META) == answer("ok")
+    closer = 1000.0 * DOUBT_SHARE - 1
+    assert second_look(answer("ok"), outputs(closer, 0.0), META) == answer("ok")
 
 
 def test_a_model_with_another_detector_or_without_imagenet_is_left_alone():
