@@ -1,18 +1,23 @@
 """Auto mode: is this photo a digit on paper, a flower, or neither?
 
 The router must not double the cost of a photo, so it never runs the flower network just to find out
-what a photo is. It looks at three cheap things (well under a millisecond, plus `read_digits`, which
-the digit path runs anyway):
+what a photo is. It looks at four cheap things (about 2 ms in all, plus `read_digits`, which the
+digit path runs anyway):
 
 - whether `read_digits` found a plausible row of pen strokes;
 - how plain the photo is: the share of a 64-pixel thumbnail close to its local background (a page is
   mostly paper; a flower, a face or a street is texture and edges almost everywhere);
 - how varied its colours are (the spread term of Hasler & Süsstrunk's colourfulness): paper of any one
-  colour under tinted light varies little, a garden a lot.
+  colour under tinted light varies little, a garden a lot;
+- where marks were found, whether the paper around them is one sheet under one light: the share of the
+  thumbnail's blocks off one smooth surface (`off_page`). Plainness alone cannot tell a blurry grey
+  photograph from paper — a low-quality portrait is smooth everywhere, so each pixel is close to its
+  neighbourhood — but its tones wander over the whole frame, while a page strays only where a stroke
+  fills a block or a shadow's edge crosses it.
 
     digits found, surely digit-like, → `digit`  (the digit model; only if it is not sure does the
-    photo paper-like                            flower model run too, and only a confident flower
-                                        replaces the digit reading: `weigh`)
+    photo paper-like (plain, few       flower model run too, and only a confident flower
+    colours, on one page)               replaces the digit reading: `weigh`)
     no digits found, or marks found  → `flower` (the flower model and its out-of-distribution detector
     that are not digits                         decide between a flower and neither)
     digits found, photo not paper    → `check`  (both models — the digit model costs almost nothing —
@@ -30,6 +35,11 @@ wall) the reader finds marks, and the digit model, which knows only ten classes,
 "8" with confidence. Marks that are not digit-like (`DIGITNESS_MIN`) count as no digits found; marks
 that are digit-like but not surely so (`DIGITNESS_SURE`: a blurry face, but also 2.4% of other writers'
 real handwriting) take `check` even on paper, so the flower network's ImageNet head is heard too.
+Some faces' marks are surely digit-like to it (0.97–1.0), and only the page test keeps those photos
+off the `digit` route: no rendered digit photo strays from its page as far as `PAPER_MAX_OFF` (at most
+0.29 of the blocks, over 2,427 renders of MNIST and UCI digits on every paper, ink, ruling and light),
+most blurry grey faces with marks stray 0.45–0.8. Off the page, a confident digit is only asked about
+(`combine_off_paper`), never answered.
 
 `weigh` decides when both models have read a photo. The ImageNet head knows what pages of handwriting
 are taken for (`PAGE_CLASSES`: envelopes, notebooks, wall clocks, nematodes …) and a thousand other
@@ -52,6 +62,7 @@ import numpy as np
 from PIL import Image
 
 from inference.digitness import digitness
+from inference.digits.paper import off_the_page
 from inference.prediction import Prediction
 
 Route = Literal["digit", "flower", "check"]
@@ -60,6 +71,8 @@ THUMBNAIL = 64  # pixels on the longer side for the statistics
 PAPER_MAX_SPREAD = 35.0  # colour spread of a page: coloured paper, coloured ink, tinted light
 PAPER_MIN_PLAIN = 0.8  # at least this share of a page is plain paper
 PLAIN_TOLERANCE = 0.06  # brightness difference to the local background that still counts as plain
+PAPER_MAX_OFF = 0.4  # at most this share of a page's blocks strays from one smooth surface …
+OFF_PAGE_TOLERANCE = 0.03  # … by more than this much brightness
 DIGITNESS_MIN = 0.1  # the least digit-like crop of a photo must be at least this digit-like
 DIGITNESS_SURE = 0.9  # below this the marks are doubtful: the ImageNet head is heard too
 PAGE_MIN = 0.12  # doubtful marks need this much ImageNet probability on PAGE_CLASSES
@@ -81,10 +94,15 @@ class Scene:
     plain: float  # share of the thumbnail close to its local background: paper is mostly plain
     digits_found: bool
     digitness: float = 1.0  # how digit-like the least digit-like crop is (1.0 when there are none)
+    off_page: float = 0.0  # share of the thumbnail's blocks off one smooth page (0.0 when no marks)
 
     @property
     def paper_like(self) -> bool:
-        return self.colour_spread <= PAPER_MAX_SPREAD and self.plain >= PAPER_MIN_PLAIN
+        return (
+            self.colour_spread <= PAPER_MAX_SPREAD
+            and self.plain >= PAPER_MIN_PLAIN
+            and self.off_page <= PAPER_MAX_OFF
+        )
 
     @property
     def digit_like(self) -> bool:
@@ -123,15 +141,28 @@ def plainness(image: Image.Image) -> float:
     return float(np.mean(np.abs(gray[: rows * side, : cols * side] - background) < PLAIN_TOLERANCE))
 
 
+def off_page(image: Image.Image) -> float:
+    """Share of a 64-pixel grey thumbnail's 4-pixel blocks whose paper is more than OFF_PAGE_TOLERANCE
+    off one smooth surface (`inference.digits.paper.off_the_page`, the reader's model of a page).
+
+    Plainness compares each pixel with its own neighbourhood, so a blurry grey photograph — a face, the
+    moon's surface, an X-ray — looks as plain as paper; but a page is one sheet under one light, and a
+    photograph's tones stray from any one smooth surface almost everywhere.
+    """
+    gray = np.asarray(_thumbnail(image).convert("L"), dtype=np.float32) / 255.0
+    return off_the_page(gray, OFF_PAGE_TOLERANCE)
+
+
 def look(image: Image.Image, digits_found: bool, crops: np.ndarray | None = None) -> Scene:
     """What the router needs of a photo; `crops` are the digit reader's, for the digit-ness test."""
-    thumbnail = _thumbnail(image)  # once for both statistics: shrinking the photo is most of their cost
+    thumbnail = _thumbnail(image)  # once for every statistic: shrinking the photo is most of their cost
     least = float(digitness(crops).min()) if crops is not None and len(crops) else 1.0
     return Scene(
         colour_spread=colour_spread(thumbnail),
         plain=plainness(thumbnail),
         digits_found=digits_found,
         digitness=least,
+        off_page=off_page(thumbnail) if digits_found else 0.0,  # ~1.5 ms; only marks need a page
     )
 
 

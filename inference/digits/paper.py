@@ -105,6 +105,23 @@ def estimate_background(gray: np.ndarray) -> np.ndarray:
     return _smooth_background(paper, grid)
 
 
+def off_the_page(gray: np.ndarray, tolerance: float) -> float:
+    """The share of blocks whose paper is more than `tolerance` off one smooth surface (0 when the
+    photo is too small to tell).
+
+    The quadratic surface of `_dark_ink`, before `_smooth_background` lets large-scale structure back
+    in: a page under any light lies on it but for the few blocks a stroke fills or a shadow's edge
+    crosses; a photograph (a face, a wall, the sky's gradient behind a tower) strays from it by a few
+    grey levels almost everywhere, however plain it looks block by block.
+    """
+    blocks = _blocks(gray)
+    if blocks is None:
+        return 0.0
+    cells, grid = blocks
+    _, paper = _dark_ink(gray, cells, grid)
+    return float((np.abs(paper.values - grid.surface(paper.coefficients)) > tolerance).mean())
+
+
 def _block_quantiles(cells: np.ndarray, quantiles: Sequence[float]) -> list[np.ndarray]:
     """The quantiles of each block's pixels (nearest rank), from one sort of every block.
 

@@ -113,7 +113,8 @@ def faces_in_auto_mode(classifier, tmp_path_factory: pytest.TempPathFactory) -> 
     """The auto-mode status of each of LFW's 200 faces (low-quality grey portraits): the digit reader
     finds marks on their plain backgrounds, which the digit model alone read as "8" or "1" with
     confidence; marks only doubtfully digit-like on a photo the ImageNet head sees no page in are no
-    digits (`router.weigh`)."""
+    digits (`router.weigh`), and a photograph's tones, which stray from one smooth page, make even
+    surely digit-like marks only a question (`router.Scene.paper_like`)."""
     from training.non_flowers import package_recipes
 
     folder = tmp_path_factory.mktemp("lfw")
@@ -127,15 +128,6 @@ def faces_in_auto_mode(classifier, tmp_path_factory: pytest.TempPathFactory) -> 
     return statuses
 
 
-def test_hardly_a_face_is_answered_ok_in_auto_mode(faces_in_auto_mode: list[str]) -> None:
-    assert faces_in_auto_mode.count("ok") <= 3  # measured: 3 (6 before the router heard ImageNet)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: 3 of LFW's 200 blurry grey faces still read as a confident digit in auto mode, none "
-    "of them in the development half (issue 18)",
-)
 def test_faces_are_never_answered_ok_in_auto_mode(faces_in_auto_mode: list[str]) -> None:
     assert faces_in_auto_mode.count("ok") == 0
 
