@@ -106,7 +106,10 @@ class FlowersRetrainer(Retrainer):
         record_weight(report, len(train[0]), len(chat_train[0]), weight)
         training_set = weighted(train, chat_train, weight)
         checked = validation if len(validation[0]) else train
-        start = self._start(serving_head, known, labels, training_set, config)
+        mirrored = self._mirrored(
+            [(px, e) for px, e in pairs if e.split == "train" and e.label in new], labels, cache, extract
+        )
+        start, detector_set = self._start(serving_head, known, labels, training_set, mirrored, config)
         if new and not any(e.label in known and e.split == "train" for e in chat_used):
             # The chat taught only the new labels: the outputs the model had have nothing to learn, and
             # refitting them would only re-roll their test answers (measured: one flower in 302).
@@ -118,7 +121,7 @@ class FlowersRetrainer(Retrainer):
             )
             (kernel, bias), history = self._fit_head(training_set, checked, chat_val, config, labels, start)
         head = self._with_detector(
-            kernel, bias, training_set[0], training_set[1], checked, config, cache, extract
+            kernel, bias, detector_set[0], detector_set[1], checked, config, cache, extract
         )
 
         progress.enter("evaluating", "scoring serving and candidate heads")
@@ -189,18 +192,36 @@ class FlowersRetrainer(Retrainer):
         self.report.waiting = {label: counts[label] for label in waiting}
         return [label for label in wanted if label not in waiting]
 
-    def _start(self, serving_head, known, labels, training_set, config) -> tuple[np.ndarray, np.ndarray]:
-        """The serving head's outputs for `labels`, each new label's fitted with the others held."""
-        from training.new_labels import fit_new_outputs, start_head
+    def _start(self, serving_head, known, labels, training_set, mirrored, config):
+        """The serving head's outputs for `labels`, each new label's fitted with the others held on
+        the training set with the mirror images of its photos, balanced (`training.new_labels`); and
+        the examples the refusal's class centres are fitted on (the new labels' mirror images too)."""
+        from training.new_labels import NEW_LABEL_L2, fit_new_outputs, new_label_set, start_head
 
         start = start_head(serving_head.kernel, serving_head.bias, known, labels)
         new = [i for i, label in enumerate(labels) if label not in known]
         self.new_label_history: dict[str, list[float]] = {}
-        if new:
-            self.progress.enter("training", f"the outputs of {', '.join(labels[i] for i in new)}")
-            start, losses = fit_new_outputs(training_set, start, new, config.l2)
-            self.new_label_history = {"new label loss (every 10 steps)": losses}
-        return start
+        if not new:
+            return start, training_set
+        self.progress.enter("training", f"the outputs of {', '.join(labels[i] for i in new)}")
+        balanced = new_label_set(training_set, new, mirrored)
+        start, losses = fit_new_outputs(balanced, start, new, NEW_LABEL_L2)
+        self.new_label_history = {"new label loss (every 10 steps)": losses}
+        return start, balanced
+
+    def _mirrored(self, pairs, labels, cache, extract) -> tuple[np.ndarray, np.ndarray]:
+        """Features of the mirror images of these chat photos ((pixels, example) pairs) and their label
+        indices, from the cache the bot fills when a taught photo arrives (`training.taught_features`)
+        or computed now."""
+        from training.flower_data import BottleneckCache, Pixels, bottlenecks
+        from training.taught_features import MIRRORED
+
+        if not pairs:
+            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+        items = [Pixels(px.digest, np.ascontiguousarray(px.pixels[:, ::-1]), px.source) for px, _ in pairs]
+        mirrors = BottleneckCache(cache.folder.parent, cache.folder.name + MIRRORED)
+        indices = np.array([labels.index(e.label) for _, e in pairs])
+        return bottlenecks(items, mirrors, extract).features, indices
 
     def _head_file(self) -> Path:
         """The serving head, if it can be retrained from cached features of its backbone: the package's

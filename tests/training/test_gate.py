@@ -159,3 +159,13 @@ def test_a_new_label_with_no_held_out_photos_is_not_promoted_and_the_old_labels_
     assert not unjudged.promote and unjudged.reason.startswith("no held-out chat photos of lavender")
     worse = gate.decide(base(0.94, 0.93), chat(0.9, 0.9), 0.3, learned=[learned(1.0)], n_labels=6)
     assert not worse.promote and "a loss of 1.00 points" in worse.reason
+
+
+def test_a_version_that_adds_a_label_may_cost_the_old_labels_the_issues_half_point() -> None:
+    one_of_245 = base(0.9551, 0.9551 - 1 / 245, n=245)  # 0.41 points: one old photo taken by the new label
+    added = gate.decide(one_of_245, chat(None, None, n=0), 0.3, learned=[learned(0.8)], n_labels=5)
+    assert added.promote and "within the 0.5 points allowed" in added.reason
+    assert added.margin_points == gate.ADDED_LABEL_MARGIN_POINTS == 0.5
+    assert not gate.decide(one_of_245, chat(None, None, n=0), 0.3).promote  # a refit alone: 0.3
+    two_of_245 = base(0.9551, 0.9551 - 2 / 245, n=245)
+    assert not gate.decide(two_of_245, chat(None, None, n=0), 0.3, learned=[learned(0.8)], n_labels=5).promote

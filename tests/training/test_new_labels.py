@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.new_labels import fit_new_outputs, imagenet_rule, learned_classes, start_head
+from training.new_labels import fit_new_outputs, imagenet_rule, learned_classes, new_label_set, start_head
 
 
 def test_the_serving_outputs_are_kept_dropped_or_joined_by_a_new_one() -> None:
@@ -42,3 +42,14 @@ def test_a_learned_labels_imagenet_classes_join_the_rule_and_leave_with_it() -> 
     assert six["reject_above"] == 0.5
     five = imagenet_rule(six, {})
     assert five["flower_classes"] == [1, 2] and "label_classes" not in five
+
+
+def test_a_new_labels_photos_and_their_mirror_images_weigh_as_much_as_an_old_label() -> None:
+    x = np.ones((7, 2), np.float32)
+    y = np.array([0, 0, 0, 1, 1, 1, 2])  # three photos each of two old labels, one of the new label
+    weights = np.array([1, 1, 1, 1, 1, 5, 5], np.float32)  # a chat photo of label 1 weighs 5
+    mirrored = (np.zeros((1, 2), np.float32), np.array([2]))
+    bx, by, bw = new_label_set((x, y, weights), [2], mirrored)
+    assert bx.shape == (8, 2) and by.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert bw[:6].tolist() == [1, 1, 1, 1, 1, 5]  # the old labels' weights are kept
+    assert bw[6:].tolist() == [2.5, 2.5]  # photo and mirror image: together (3 + 7) / 2
