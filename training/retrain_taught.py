@@ -248,9 +248,10 @@ class TaughtRetrainer(FlowersRetrainer):
         """The refusal (`training.taught_head.TaughtPhotos`, `refusal_score`): a photo is refused when
         its distance to the nearest taught photo (features and ImageNet view) minus CONFIDENCE_WEIGHT ×
         its top probability is beyond what the taught photos themselves score held out
-        (`refusal_threshold`: each photo against the others, its probability from heads fitted
-        without it). The serving graph computes the distance (`assemble_taught_model`);
-        `meta["ood"]["confidence_weight"]` tells the answer to subtract.
+        (`refusal_threshold`: their mean and a spread of their standard deviation; each photo
+        against the others, its probability from heads fitted without it). The serving graph
+        computes the distance (`assemble_taught_model`); `meta["ood"]["confidence_weight"]` tells the
+        answer to subtract.
 
         With a dozen photos of a broad label (a dozen dog breeds), the class-centre distance of the
         flowers cannot tell a new breed from a teapot (measured: medians 6038 vs 6561, and every
@@ -313,6 +314,7 @@ class TaughtRetrainer(FlowersRetrainer):
             CONFIDENCE_WEIGHT,
             HEAD_FEATURES,
             NEAREST_VIEW_WEIGHT,
+            REJECT_SPREAD,
             VIEW_TEMPERATURE,
             assemble_taught_model,
         )
@@ -340,6 +342,8 @@ class TaughtRetrainer(FlowersRetrainer):
                 # Compared with the thresholds: the distance − confidence_weight × the top probability.
                 "confidence_weight": CONFIDENCE_WEIGHT,
                 "calibration": "taught photos held out: nearest other photo, top probability without it",
+                # reject_above: the mean of their scores + this many of their standard deviations.
+                "reject_spread": REJECT_SPREAD,
                 **self.thresholds.as_meta(),
             },
             "parent": self.previous.version if self.previous else None,

@@ -122,12 +122,25 @@ def test_the_served_model_answers_as_the_fitted_head_and_loads_safely(
     assert np.allclose(photos.distance(features, imagenet), 0.0, atol=1e-5)  # a taught photo itself
 
 
-def test_the_refusal_threshold_lies_beyond_every_taught_photo_and_unsure_below_it() -> None:
+def test_the_refusal_threshold_lies_a_spread_beyond_the_taught_photos_mean_and_unsure_below_it() -> None:
     scores = np.linspace(0.0, 1.0, 41)
     unsure, reject = refusal_threshold(scores)
-    assert reject == pytest.approx(1.0 + REJECT_SPREAD * scores.std()) and reject >= 1.0
+    assert reject == pytest.approx(0.5 + REJECT_SPREAD * scores.std())
+    assert reject > 1.0  # beyond every one of these 41, evenly spread
     assert unsure == pytest.approx(np.quantile(scores, UNSURE_QUANTILE)) and unsure < reject
     assert refusal_threshold(np.full(5, 0.3)) == (pytest.approx(0.3), pytest.approx(0.3))
+
+
+def test_the_refusal_threshold_does_not_climb_with_the_number_of_taught_photos() -> None:
+    """More photos of the same labels sharpen the estimate; they do not move it. The highest score
+    of N photos climbs with N, so a threshold made of it refused less the more a model was taught."""
+    rng = np.random.default_rng(3)
+    thresholds = {
+        n: np.mean([refusal_threshold(rng.normal(0.5, 0.2, n))[1] for _ in range(400)]) for n in (40, 400)
+    }
+    assert thresholds[400] == pytest.approx(thresholds[40], abs=0.02)  # a small sample's SD: a little low
+    highest = {n: np.mean([rng.normal(0.5, 0.2, n).max() for _ in range(400)]) for n in (40, 400)}
+    assert highest[400] > highest[40] + 0.1  # what the rule used to stand on
 
 
 def test_a_far_photo_the_head_is_unsure_of_scores_higher_than_a_far_photo_it_is_sure_of() -> None:
@@ -177,6 +190,48 @@ def test_the_refusal_calibrated_on_taught_photos_alone_keeps_new_animals_and_ref
     old_refused = other_old > old_nearest.max()
     assert kept.sum() >= max(old_kept.sum(), 11), (kept.sum(), old_kept.sum())
     assert refused.sum() >= max(old_refused.sum(), 24), (refused.sum(), old_refused.sum())
+
+
+@pytest.mark.slow
+def test_the_refusal_of_other_photos_does_not_weaken_as_more_photos_are_taught(
+    flower_backbone, imagenet: ImagenetHead, mnist_path: Path, flowers_path: Path
+) -> None:
+    """Five flowers taught from the chat, 12 real photos each and then 24 (the first 12 among them): the
+    threshold does not climb, and real photos of other things (every fifth of `other_photos`: none is
+    a flower) are refused no less often. The old threshold, the highest held-out score + 0.2 of their
+    standard deviation, climbs with the photos (on these, from 24 per label on, it let through about a
+    third of the other photos it had refused at 12)."""
+    flowers = [sorted(p.glob("*.jpg"))[:24] for p in sorted(flowers_path.iterdir()) if p.is_dir()]
+    others = sorted((mnist_path.parent / "other_photos").glob("*.jpg"))[::5]
+    taught = [p for photos in flowers for p in photos]
+    pixels = _pixels(taught)
+    features = np.asarray(flower_backbone.predict_on_batch(pixels))
+    mirrored = np.asarray(flower_backbone.predict_on_batch(_mirrored(pixels)))
+    other = np.asarray(flower_backbone.predict_on_batch(_pixels(others)))
+    label = np.repeat(np.arange(len(flowers)), 24)
+    index = np.arange(len(taught)) % 24
+
+    def threshold_and_refused(per_label: int) -> tuple[float, float, float]:
+        mine = index < per_label
+        x, y = features[mine], label[mine]
+        views = [embed(x, imagenet, 0.0), embed(mirrored[mine], imagenet, 0.0)]  # w = 0 for flowers
+        kernel, bias, _ = fit_softmax(np.vstack(views), np.tile(y, 2), len(flowers))
+        photos = TaughtPhotos.of([x, mirrored[mine]], imagenet)
+        held_out = refusal_score(
+            photos.distance(x, imagenet, own=np.arange(len(y))),
+            held_out_confidence(views, y, len(flowers), repeats=3),  # the job averages more; 3 do here
+        )
+        sure = softmax(embed(other, imagenet, 0.0) @ kernel + bias).max(axis=1)
+        scores = refusal_score(photos.distance(other, imagenet), sure)
+        reject = refusal_threshold(held_out)[1]
+        return reject, float(np.mean(scores > reject)), float(held_out.max() + 0.2 * held_out.std())
+
+    reject_12, refused_12, old_12 = threshold_and_refused(12)
+    reject_24, refused_24, old_24 = threshold_and_refused(24)
+    assert reject_24 <= reject_12, (reject_12, reject_24)
+    assert refused_24 >= refused_12 - 1.0 / len(others), (refused_12, refused_24)  # a photo either way
+    assert refused_24 >= 0.8, refused_24
+    assert old_24 > old_12 + 0.02, (old_12, old_24)  # what the rule used to stand on climbs
 
 
 def test_a_taught_version_answers_by_the_confidence_weighted_score() -> None:
