@@ -4,14 +4,17 @@ The served flower model (built by `training.effnet_lite0`) takes (N, 224, 224, 3
 0..255 — scaling to [-1, 1] happens inside the model — and returns two outputs per photo:
 
     probabilities  (n_classes,)  softmax over the labels of meta["labels"]
-    distances      (n_classes,)  squared Mahalanobis distance of the photo's features to each class
+    distances      (P,)          2 − 2·cos of the photo's features to each training photo of the bank
+                                 (`training.photo_bank`), or, for a model with the class-centre
+                                 detector (`training.ood`), squared Mahalanobis distance to each class
 
 "Is this a flower at all?" is answered in feature space, not by the softmax (which is confidently
-wrong on faces and streets): the distance to the nearest class, computed inside the model by the
-detector fitted at training time (`training.ood`), is compared with thresholds calibrated on
-validation flowers and on non-flower photos. The thresholds live in meta["ood"]. (A model whose second
-output is a feature vector instead may put class centres in meta["ood"]["means"]; the distance is then
-computed here, as plain squared Euclidean distance to the nearest centre.)
+wrong on faces and streets): the distance to the nearest class is compared with thresholds calibrated
+on validation flowers. With a bank (meta["ood"]["bank"]: its photos per class), a class's distance is
+the mean distance to its nearest training photos (`class_neighbour_distances`); with class centres it
+is the model's own output. The thresholds live in meta["ood"]. (A model whose second output is a
+feature vector instead may put class centres in meta["ood"]["means"]; the distance is then computed
+here, as plain squared Euclidean distance to the nearest centre.)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from PIL import Image
 
 from inference.model_store import ModelVersion
 from inference.prediction import Prediction, Status
-from inference.second_look import second_look
+from inference.second_look import distance_figure, second_look
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ PREPROCESSING_ID = "flowers-rgb-short256-center224-uint8-v1"
 RESIZE_SHORTER = 256
 CROP = 224
 TOP_K = 5
+PHOTOS_PER_NEIGHBOUR = 16  # a bank class's distance averages one neighbour in this many of its photos
 
 
 def flower_input(image: Image.Image) -> np.ndarray:
@@ -61,6 +65,10 @@ class OodRule:
     flower_classes: tuple[int, ...] = ()
     other_unsure_above: float = 1.0
     other_reject_above: float = 1.0
+    # A bank's photos per class, in the order of the distances output, and the most neighbours a
+    # class's distance averages (`class_neighbour_distances`); empty: the output is per class.
+    bank_counts: tuple[int, ...] = ()
+    neighbours: int = 0
     # A taught model's refusal score is its nearest-photo distance minus this many times the answer's
     # probability (`training.taught_head.refusal_score`): far photos the head is unsure of go first.
     confidence_weight: float = 0.0
@@ -69,6 +77,7 @@ class OodRule:
     def from_meta(cls, ood: dict[str, Any]) -> OodRule:
         means = ood.get("means")
         imagenet = ood.get("imagenet") or {}
+        bank = ood.get("bank") or {}
         return cls(
             means=None if means is None else np.asarray(means, dtype=np.float64),
             unsure_above=float(ood["unsure_above"]),
@@ -77,6 +86,8 @@ class OodRule:
             flower_classes=tuple(int(c) for c in imagenet.get("flower_classes", ())),
             other_unsure_above=float(imagenet.get("unsure_above", 1.0)),
             other_reject_above=float(imagenet.get("reject_above", 1.0)),
+            bank_counts=tuple(int(c) for c in bank.get("counts", ())),
+            neighbours=int(bank.get("neighbours", 0)),
             confidence_weight=float(ood.get("confidence_weight", 0.0)),
         )
 
@@ -88,7 +99,11 @@ class OodRule:
         return float(other_evidence(imagenet, self.flower_classes)[0])
 
     def nearest(self, second_output: np.ndarray) -> float:
-        """Squared distance to the nearest class: the model's own distances, or features vs `means`."""
+        """Distance to the nearest class: from the bank's photos, the model's own per-class distances,
+        or features vs `means`."""
+        if self.bank_counts:
+            per_class = class_neighbour_distances(second_output[None, :], self.bank_counts, self.neighbours)
+            return float(per_class.min())
         if self.means is None:
             return float(np.min(second_output))
         deltas = self.means - second_output[None, :]
@@ -117,8 +132,8 @@ def flowers_prediction(
     top = tuple((labels[i], float(probabilities[i])) for i in order)
     best_label, confidence = top[0]
     rule = OodRule.from_meta(version.meta["ood"])
-    distance = rule.nearest(np.asarray(outputs[1], dtype=np.float64).reshape(-1))
-    distance -= rule.confidence_weight * confidence
+    nearest = rule.nearest(np.asarray(outputs[1], dtype=np.float64).reshape(-1))
+    distance = nearest - rule.confidence_weight * confidence
     other = rule.other(outputs)
     status: Status
     if distance > rule.reject_above:
@@ -147,17 +162,32 @@ def flowers_prediction(
         top=top,
         reason=reason,
     )
-    return second_look(prediction, outputs, version.meta)
+    return second_look(prediction, outputs, version.meta, nearest)
 
 
 def _beyond(distance: float, limit: float) -> str:
-    """ "distance D > L" as a reason shows it: the flowers' Mahalanobis distances run to thousands, a
-    taught model's cosine scores stay near 1, where whole numbers would read "1 > 1"."""
+    return f"distance {distance_figure(distance)} > {distance_figure(limit)}"
 
-    def figure(value: float) -> str:
-        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
-    return f"distance {figure(distance)} > {figure(limit)}"
+def class_neighbours(count: int, most: int) -> int:
+    """How many of a class's nearest bank photos its distance averages: one in `PHOTOS_PER_NEIGHBOUR`,
+    at most `most`, so a label taught from a few photos is measured against a few of its own."""
+    return max(1, min(most, count // PHOTOS_PER_NEIGHBOUR))
+
+
+def class_neighbour_distances(distances: np.ndarray, counts: Sequence[int], most: int) -> np.ndarray:
+    """(N, C) from (N, P) distances to the bank's photos, sorted by class with `counts` per class: the
+    mean of each class's `class_neighbours` smallest."""
+    distances = np.asarray(distances, dtype=np.float64)
+    if distances.shape[1] != sum(counts):
+        raise ValueError(f"{distances.shape[1]} distances for a bank of {sum(counts)} photos")
+    columns, start = [], 0
+    for count in counts:
+        k = class_neighbours(count, most)
+        block = distances[:, start : start + count]
+        columns.append(np.partition(block, k - 1, axis=1)[:, :k].mean(axis=1))
+        start += count
+    return np.stack(columns, axis=1)
 
 
 def other_evidence(probabilities: np.ndarray, flower_classes: Sequence[int]) -> np.ndarray:

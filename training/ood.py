@@ -1,4 +1,8 @@
-"""The "not a flower" detector: class-conditional Gaussians in the backbone's feature space.
+"""The class-centre "not a flower" detector: class-conditional Gaussians in the backbone's features.
+
+Flower versions are now built with the bank of training photos (`training.photo_bank`), which refuses
+more of the photos of other things and keeps more flowers; this detector serves the versions built
+before it (FlowerConfig.ood = "centres" still builds one), and its `Thresholds` are shared by both.
 
 Max-softmax is confidently wrong on faces and streets, so the detector looks at the features instead:
 the Mahalanobis distance from the photo to the nearest flower class, with one covariance shared by all

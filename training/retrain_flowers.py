@@ -247,6 +247,7 @@ class FlowersRetrainer(Retrainer):
         return head_file
 
     def _config(self):
+        from training.flower_refusal import kind_of
         from training.train_flowers import FlowerConfig
 
         known = FlowerConfig.__dataclass_fields__
@@ -257,6 +258,7 @@ class FlowersRetrainer(Retrainer):
             "seed": self.options.seed,
             # The head starts from the serving one: small steps (measured: 1e-3 re-rolled the test split).
             "learning_rate": self.options.learning_rate or FLOWERS_LEARNING_RATE,
+            "ood": kind_of(self.serving.meta.get("ood") or {}),  # a retrain keeps the version's detector
         }
         return FlowerConfig(**{**config.__dict__, **overrides})
 
@@ -320,24 +322,30 @@ class FlowersRetrainer(Retrainer):
         return (kernel, bias), history  # the "not a flower" detector is fitted next
 
     def _with_detector(self, kernel, bias, x, y, calibration, config, cache, extract):
+        """The head with its "not a flower" detector refitted on these photos, of the serving
+        version's kind (`training.flower_refusal`)."""
         from training.datasets import find_mnist
         from training.flower_data import bottlenecks
         from training.flower_model import FlowerHead
-        from training.ood import calibrate, fit_ood
+        from training.flower_refusal import fit_detector, kind_of
         from training.train_flowers import non_flower_sets, softmax
 
-        ood = fit_ood(x, y, n_classes=bias.shape[0], rank=config.ood_rank)
         # The same calibration photos as `photobot train flowers` (drawn only if not cached yet).
         mnist_file = find_mnist(self.settings.datasets, self.settings.data_dir)
         others = [item for _, item in non_flower_sets(config, mnist_file)["calibration"]]
-        other_features = bottlenecks(others, cache, extract).features
-        self.thresholds = calibrate(
-            ood.distances(calibration[0]).min(axis=1),
+        detector = fit_detector(
+            kind_of(self.serving.meta.get("ood") or {}),
+            (x, y),
+            bias.shape[0],
+            calibration[0],
             softmax(calibration[0] @ kernel + bias).max(axis=1),
-            ood.distances(other_features).min(axis=1) if len(other_features) else np.zeros(0),
+            bottlenecks(others, cache, extract).features,
+            rank=config.ood_rank,
             keep_flowers=config.keep_flowers,
+            other_pass=config.other_pass,
         )
-        return FlowerHead(kernel=kernel, bias=bias, ood=ood)
+        self.detector_meta = detector.meta
+        return FlowerHead(kernel=kernel, bias=bias, ood=detector.params)
 
     def _save(
         self, backbone, head, history, n_base, weight, chat_used, config, labels, only_chat
@@ -368,12 +376,7 @@ class FlowersRetrainer(Retrainer):
         meta.update(
             {
                 "labels": list(labels),
-                "ood": {
-                    "method": "mahalanobis-l2-lowrank",
-                    "rank": config.ood_rank,
-                    **self.thresholds.as_meta(),
-                    **({"imagenet": imagenet_rule} if imagenet_rule else {}),
-                },
+                "ood": {**self.detector_meta, **({"imagenet": imagenet_rule} if imagenet_rule else {})},
                 "parent": self.serving.version,
                 "status": "candidate",
                 "job_id": self.report.job_id,

@@ -44,8 +44,9 @@ from training.flower_model import (
     head_layers,
     tuned_backbone_id,
 )
+from training.flower_refusal import PHOTOS, fit_detector
 from training.imagenet_evidence import fit_rule, imagenet_probabilities
-from training.ood import Thresholds, calibrate, fit_ood
+from training.ood import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ class FlowerConfig:
     l2: float = 1e-4  # weight decay of the head's kernel
     patience: int = 25  # epochs without a better validation loss before stopping
     seed: int = 0
-    ood_rank: int = 32  # covariance directions kept by the detector (see training.ood)
-    other_pass: float = 0.01  # share of calibration non-flowers the detector may let through (see calibrate)
+    ood: str = PHOTOS  # the "not a flower" detector: the training photos, or class CENTRES
+    ood_rank: int = 32  # covariance directions kept by the class-centre detector (see training.ood)
+    other_pass: float = 0.01  # share of calibration non-flowers it may let through (see calibrate)
     keep_flowers: float = 0.99  # … but never more than this share of validation flowers
     calibration_photos: int = 300  # synthetic non-flower photos (seed 1) to place the refusal threshold
     evaluation_photos: int = 300  # synthetic non-flower photos (seed 2) to measure it
@@ -301,21 +303,23 @@ def train_flowers(
         timings["fine_tune"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    head = FlowerHead(
-        kernel=kernel, bias=bias, ood=fit_ood(*train, n_classes=len(classes), rank=config.ood_rank)
-    )
     others = non_flower_sets(config, mnist_file)
     other_runs = {name: bottlenecks([p for _, p in items], cache, extract) for name, items in others.items()}
     other_features = {name: run.features for name, run in other_runs.items()}
     extracted += sum(run.extracted for run in other_runs.values())
     calibration_set = validation if len(validation[0]) else train
-    thresholds = calibrate(
-        head.ood.distances(calibration_set[0]).min(axis=1),
+    detector = fit_detector(
+        config.ood,
+        train,
+        len(classes),
+        calibration_set[0],
         softmax(calibration_set[0] @ kernel + bias).max(axis=1),
-        head.ood.distances(other_features["calibration"]).min(axis=1),
+        other_features["calibration"],
+        rank=config.ood_rank,
         keep_flowers=config.keep_flowers,
         other_pass=config.other_pass,
     )
+    head, thresholds = FlowerHead(kernel=kernel, bias=bias, ood=detector.params), detector.thresholds
     # a fine-tuned backbone's features moved, unless it was tuned to keep the ImageNet head's answers
     imagenet = imagenet_head() if not config.fine_tune or config.fine_tune_keep_imagenet else None
     rule = (
@@ -339,12 +343,7 @@ def train_flowers(
         "backbone": backbone_name,
         "fine_tuned": config.fine_tune,
         "outputs": ["probabilities", "distances", *(["imagenet"] if rule else [])],
-        "ood": {
-            "method": "mahalanobis-l2-lowrank",
-            "rank": config.ood_rank,
-            **thresholds.as_meta(),
-            **({"imagenet": rule.as_meta()} if rule else {}),
-        },
+        "ood": {**detector.meta, **({"imagenet": rule.as_meta()} if rule else {})},
         "metrics": metrics,
         "data": _data_summary(photo_set, splits),
         "config": asdict(config),

@@ -69,6 +69,10 @@ def test_train_flowers_stores_a_serving_version_and_a_second_run_extracts_nothin
     assert version.meta["outputs"] == ["probabilities", "distances", "imagenet"]
     ood = version.meta["ood"]
     assert 0 < ood["unsure_above"] <= ood["reject_above"] and 0 < ood["min_confidence"] <= 0.5
+    # refused by the nearest training photos: each class's training photos are in the bank
+    assert ood["method"] == "photo-neighbours-cosine" and len(ood["bank"]["counts"]) == 3
+    assert sum(ood["bank"]["counts"]) == version.meta["data"]["splits"]["train"]
+    assert ood["second_look"]["doubt_above"] <= ood["second_look"]["refuse_above"]
     # the ImageNet evidence: the classes training flowers were taken for, thresholds from validation
     imagenet = ood["imagenet"]
     assert imagenet["flower_classes"] and 985 in imagenet["flower_classes"]  # ImageNet's "daisy"

@@ -61,3 +61,25 @@ def test_a_model_with_another_detector_or_without_imagenet_is_left_alone():
     far_and_unflowerlike = outputs(5000.0, 0.0)
     assert second_look(answer(), far_and_unflowerlike, taught) == answer()
     assert second_look(answer(), far_and_unflowerlike[:2], META) == answer()
+
+
+def test_a_photo_bank_version_uses_its_own_cuts_and_the_distance_it_is_given():
+    """A version with the bank of training photos carries its cuts in meta["ood"]["second_look"], in
+    its own units (cosine distances near 1), and is measured by the class distance the rule computed,
+    not by the smallest distance to one photo of the bank."""
+    bank = {
+        "ood": {
+            "method": "photo-neighbours-cosine",
+            "reject_above": 1.3,
+            "second_look": {"refuse_above": 1.2, "doubt_above": 1.18},
+            "imagenet": {"flower_classes": [985, 309]},
+        }
+    }
+    photo_distances = outputs(0.5, 0.0)  # one bank photo close by: not what the cuts are about
+    refused = second_look(answer("ok"), photo_distances, bank, distance=1.21)
+    assert refused.status == "not_recognized"
+    assert "distance 1.21 > 1.20" in refused.reason
+    doubted = second_look(answer("ok"), photo_distances, bank, distance=1.19)
+    assert (doubted.status, doubted.label) == ("unsure", "roses")
+    assert second_look(answer("ok"), photo_distances, bank, distance=1.17) == answer("ok")
+    assert second_look(answer("ok"), outputs(0.5, DOUBT_MASS_BELOW), bank, distance=1.19) == answer("ok")

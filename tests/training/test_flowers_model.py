@@ -22,8 +22,10 @@ from training.flower_model import (
     export_shipped,
     seed_flower_model,
 )
+from training.flower_refusal import PHOTOS, fit_detector
 from training.non_flowers import draw_face, synthetic_non_flowers
 from training.ood import calibrate, fit_ood
+from training.photo_bank import PhotoBank
 from training.train_flowers import FlowerConfig, decide, softmax, train_head
 
 # Stated accuracy of the head trained on ~230 photos (every 9th of the set), measured on ~50 held-out ones.
@@ -144,6 +146,55 @@ def test_the_served_model_computes_what_training_measured_and_answers_photos(
     outputs = model.predict_on_batch(flower_input(face)[None].astype(np.float32))
     refused = flowers_prediction(outputs, version)
     assert refused.status == "not_recognized" and refused.label is None and refused.reason
+
+
+@pytest.mark.slow  # the `subset` fixture trains a head on real photos
+def test_a_photo_bank_version_serves_what_training_measured(
+    subset: Subset, flower_backbone: keras.Model, tmp_path: Path
+) -> None:
+    """The detector by the nearest training photos (the default), through the saved model as served:
+    its distances output is the bank's, the answers are the NumPy reference's, a drawn face is refused,
+    and the head file keeps the bank."""
+    calibration = subset.x["validation"]
+    confidences = softmax(calibration @ subset.head.kernel + subset.head.bias).max(1)
+    detector = fit_detector(
+        PHOTOS,
+        (subset.x["train"], subset.y["train"]),
+        5,
+        calibration,
+        confidences,
+        subset.others,
+        rank=32,
+        keep_flowers=0.99,
+        other_pass=0.01,
+    )
+    bank = detector.params
+    assert isinstance(bank, PhotoBank) and sum(bank.counts) == len(subset.y["train"])
+    head = FlowerHead(subset.head.kernel, subset.head.bias, bank)
+    store = ModelStore(tmp_path / "models")
+    meta = {"labels": subset.classes, "preprocessing": PREPROCESSING_ID, "ood": detector.meta}
+    with store.new_version("flowers", meta) as staged:
+        assemble_flower_model(flower_backbone, head).save(staged.path / MODEL_FILE)
+        head.save(staged.path / HEAD_FILE)
+    version = store.get("flowers", staged.version)
+    reloaded = FlowerHead.load(version.path / HEAD_FILE)
+    assert isinstance(reloaded.ood, PhotoBank) and reloaded.ood.counts == bank.counts
+    np.testing.assert_array_equal(reloaded.ood.features, bank.features)
+
+    model = keras.saving.load_model(version.model_file, safe_mode=True)
+    test_photos = subset.photos["test"][:24]
+    pixels = np.stack([load_pixels(p.path) for p in test_photos]).astype(np.float32)
+    probabilities, distances = (np.asarray(o) for o in model.predict_on_batch(pixels))
+    features = np.asarray(flower_backbone.predict_on_batch(pixels))
+    np.testing.assert_allclose(distances, bank.photo_distances(features), atol=2e-3)
+    served = [flowers_prediction([p, d], version) for p, d in zip(probabilities, distances, strict=True)]
+    expected = decide(probabilities, bank.distances(features), detector.thresholds)
+    assert [a.status for a in served] == list(expected)
+    assert np.mean([a.label == photo.label for a, photo in zip(served, test_photos, strict=True)]) >= 0.8
+
+    face = draw_face(np.random.default_rng(7))
+    refused = flowers_prediction(model.predict_on_batch(flower_input(face)[None].astype(np.float32)), version)
+    assert refused.status == "not_recognized" and refused.label is None
 
 
 @pytest.mark.slow  # the `subset` fixture trains a head on real photos

@@ -95,8 +95,13 @@ def test_the_flower_head_is_retrained_on_chat_photos_and_new_classes_are_reporte
     assert candidate.labels == list(CLASSES) and (candidate.path / "head.npz").is_file()
     assert candidate.meta["parent"] == 1 and candidate.meta["data"]["new_classes_not_added"] == {"orchids": 1}
     assert 0 < candidate.meta["ood"]["unsure_above"] <= candidate.meta["ood"]["reject_above"]
-    serving_rule = models.get("flowers", 1).meta["ood"].get("imagenet")
-    assert candidate.meta["ood"].get("imagenet") == serving_rule  # the ImageNet evidence is kept
+    serving_ood = models.get("flowers", 1).meta["ood"]
+    assert candidate.meta["ood"].get("imagenet") == serving_ood.get(
+        "imagenet"
+    )  # the ImageNet evidence is kept
+    # the detector keeps its kind, and the chat's training photos join the bank of training photos
+    assert candidate.meta["ood"]["method"] == serving_ood["method"] == "photo-neighbours-cosine"
+    assert sum(candidate.meta["ood"]["bank"]["counts"]) > sum(serving_ood["bank"]["counts"])
     assert models.active_version("flowers") == (2 if outcome.decision == "promote" else 1)
     with SyncStore(settings.database_path, settings.images_dir) as store:
         job = store.get_retrain_job(outcome.job_id)
