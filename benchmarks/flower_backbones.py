@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from training.numpy_fit import softmax
+
 log = logging.getLogger(__name__)
 
 Views = dict[str, np.ndarray]  # "centre", "centre-flip", "full", "full-flip" → (N, features)
@@ -139,11 +141,6 @@ TTA = {
     "centre+full": ("centre", "full"),
     "centre+full+flips": ("centre", "centre-flip", "full", "full-flip"),
 }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
 
 
 def fit_softmax(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from inference.flowers import other_evidence
+from training.numpy_fit import softmax
 
 MIN_PHOTOS = 2  # a class counts as a flower's when it is the top class of this many training photos
 KEEP_FLOWERS = 0.993  # validation flowers allowed past the refusal threshold
@@ -53,10 +54,9 @@ class ImagenetRule:
 
 def imagenet_probabilities(features: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """(N, 1000) softmax of the ImageNet head on backbone features (what the served model outputs)."""
-    logits = np.asarray(features, np.float64) @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return softmax(
+        np.asarray(features, np.float64) @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64)
+    )
 
 
 def fit_rule(

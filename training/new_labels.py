@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from training.adam import adam_update
+from training.numpy_fit import adam_update
 
 # Weight decay of a new label's output: more than the head's own (1e-4), which fits a dozen photos'
 # particulars; much more lets the new label take old labels' photos. Measured on tulips taught to a

@@ -120,7 +120,7 @@ class FlowersRetrainer(Retrainer):
                 f"head on {len(train[0])} base + {len(chat_train[0])} chat photos of weight {weight:.1f}",
             )
             (kernel, bias), history = self._fit_head(training_set, checked, chat_val, config, labels, start)
-        head = self._with_detector(
+        head, detector_meta = self._with_detector(
             kernel, bias, detector_set[0], detector_set[1], checked, config, cache, extract
         )
 
@@ -178,7 +178,16 @@ class FlowersRetrainer(Retrainer):
             if label not in with_base
         }
         candidate = self._save(
-            backbone, head, history, len(train[0]), weight, chat_used, config, labels, only_chat
+            backbone,
+            head,
+            detector_meta,
+            history,
+            len(train[0]),
+            weight,
+            chat_used,
+            config,
+            labels,
+            only_chat,
         )
         return TrainingResult(candidate, base_score, chat_score, learned=learned)
 
@@ -323,12 +332,13 @@ class FlowersRetrainer(Retrainer):
 
     def _with_detector(self, kernel, bias, x, y, calibration, config, cache, extract):
         """The head with its "not a flower" detector refitted on these photos, of the serving
-        version's kind (`training.flower_refusal`)."""
+        version's kind (`training.flower_refusal`), and the detector's meta["ood"]."""
         from training.datasets import find_mnist
         from training.flower_data import bottlenecks
         from training.flower_model import FlowerHead
         from training.flower_refusal import fit_detector, kind_of
-        from training.train_flowers import non_flower_sets, softmax
+        from training.numpy_fit import softmax
+        from training.train_flowers import non_flower_sets
 
         # The same calibration photos as `photobot train flowers` (drawn only if not cached yet).
         mnist_file = find_mnist(self.settings.datasets, self.settings.data_dir)
@@ -344,11 +354,10 @@ class FlowersRetrainer(Retrainer):
             keep_flowers=config.keep_flowers,
             other_pass=config.other_pass,
         )
-        self.detector_meta = detector.meta
-        return FlowerHead(kernel=kernel, bias=bias, ood=detector.params)
+        return FlowerHead(kernel=kernel, bias=bias, ood=detector.params), detector.meta
 
     def _save(
-        self, backbone, head, history, n_base, weight, chat_used, config, labels, only_chat
+        self, backbone, head, detector_meta, history, n_base, weight, chat_used, config, labels, only_chat
     ) -> ModelVersion:
         """Save the candidate. `only_chat`: each label with no base photos (added from the chat), and
         the features of its training photos, whose ImageNet classes its refusal accepts."""
@@ -376,7 +385,7 @@ class FlowersRetrainer(Retrainer):
         meta.update(
             {
                 "labels": list(labels),
-                "ood": {**self.detector_meta, **({"imagenet": imagenet_rule} if imagenet_rule else {})},
+                "ood": {**detector_meta, **({"imagenet": imagenet_rule} if imagenet_rule else {})},
                 "parent": self.serving.version,
                 "status": "candidate",
                 "job_id": self.report.job_id,

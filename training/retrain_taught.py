@@ -258,6 +258,7 @@ class TaughtRetrainer(FlowersRetrainer):
         threshold kept both or refused both).
         """
         from training.flower_model import FlowerHead
+        from training.numpy_fit import softmax
         from training.ood import OodParams, Thresholds
         from training.taught_head import (
             TaughtPhotos,
@@ -265,7 +266,6 @@ class TaughtRetrainer(FlowersRetrainer):
             held_out_confidence,
             refusal_score,
             refusal_threshold,
-            softmax,
         )
 
         x, y = data[0], data[1]

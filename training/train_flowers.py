@@ -46,6 +46,7 @@ from training.flower_model import (
 )
 from training.flower_refusal import PHOTOS, fit_detector
 from training.imagenet_evidence import fit_rule, imagenet_probabilities
+from training.numpy_fit import softmax
 from training.ood import Thresholds
 
 log = logging.getLogger(__name__)
@@ -162,12 +163,6 @@ def feature_arrays(
     x = np.stack([by_digest[item.digest] for item in items])
     names = labels if labels is not None else [item.label for item in items]
     return x, np.array([list(classes).index(name) for name in names], dtype=np.int64)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def decide(probabilities: np.ndarray, distances: np.ndarray, thresholds: Thresholds) -> np.ndarray:

@@ -24,9 +24,10 @@ from training.flower_model import (
 )
 from training.flower_refusal import PHOTOS, fit_detector
 from training.non_flowers import draw_face, synthetic_non_flowers
+from training.numpy_fit import softmax
 from training.ood import calibrate, fit_ood
 from training.photo_bank import PhotoBank
-from training.train_flowers import FlowerConfig, decide, softmax, train_head
+from training.train_flowers import FlowerConfig, decide, train_head
 
 # Stated accuracy of the head trained on ~230 photos (every 9th of the set), measured on ~50 held-out ones.
 SUBSET_ACCURACY = 0.85

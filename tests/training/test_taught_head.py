@@ -13,6 +13,7 @@ from benchmarks.teach import animal_photos, other_photos_of_none
 from inference.decode import decode_image
 from inference.flowers import RESIZE_SHORTER, flower_input
 from training.effnet_lite0 import imagenet_head
+from training.numpy_fit import softmax
 from training.taught_head import (
     REJECT_SPREAD,
     UNSURE_QUANTILE,
@@ -24,7 +25,6 @@ from training.taught_head import (
     held_out_confidence,
     refusal_score,
     refusal_threshold,
-    softmax,
 )
 
 

@@ -1,5 +1,6 @@
-"""One Adam step on NumPy arrays, for the small convex fits done without Keras (a taught model's head,
-a new label's outputs): the same update everywhere, β1 0.9, β2 0.999, ε 1e-8."""
+"""The small convex fits done in NumPy without Keras (a taught model's head, a new label's outputs):
+one Adam step, the same everywhere (β1 0.9, β2 0.999, ε 1e-8), and the softmax that turns a head's
+logits into its answers."""
 
 from __future__ import annotations
 
@@ -23,3 +24,10 @@ def adam_update(
         v *= 0.999
         v += 0.001 * g**2
         p -= learning_rate * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) logits, shifted by each row's largest for stability."""
+    shifted = np.asarray(logits, np.float64) - np.max(logits, axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
