@@ -8,8 +8,8 @@
 The distances are built from standard layers only (UnitNormalization, Dense, Dot, Add), so the saved
 `.keras` file loads with safe_mode on any Keras backend and serving needs no code of ours.
 
-The centres m_p are the bank's training photos with P the identity (`training.photo_bank`), or, for a
-version with the class-centre detector, the class centres with P its whitening (`training.ood`).
+The centres m_p are the bank's training photos, with no P (`training.photo_bank`), or, for a version
+with the class-centre detector, the class centres with P its whitening (`training.ood`).
 What a version needs besides the backbone lives in `head.npz` (head kernel and bias, and the bank in
 float16, ~6 MB, or the centres, directions and variances, ~0.2 MB). The repository ships that file
 and a meta.json under `inference/shipped/flowers/`; `seed_flower_model` rebuilds the full model from
@@ -82,12 +82,14 @@ def head_layers(features: keras.KerasTensor, n_classes: int, dropout: float = 0.
     )(x)
 
 
-def distance_layers(features: keras.KerasTensor, n_classes: int) -> keras.KerasTensor:
-    """(N, C) squared distances: ||z||² − 2 z·M_c + ||M_c||² with z = P u, M_c = P m_c."""
-    u = keras.layers.UnitNormalization(name="ood_unit")(features)
-    z = keras.layers.Dense(int(features.shape[-1]), use_bias=False, name="ood_whiten")(u)
+def distance_layers(features: keras.KerasTensor, n_centres: int, whitened: bool) -> keras.KerasTensor:
+    """(N, n_centres) squared distances: ||z||² − 2 z·M_c + ||M_c||² with z = P u, M_c = P m_c, or
+    z = u without a whitening P (the bank of photos: ||u||² = 1, so 2 − 2·cos to unit centres)."""
+    z = keras.layers.UnitNormalization(name="ood_unit")(features)
+    if whitened:
+        z = keras.layers.Dense(int(features.shape[-1]), use_bias=False, name="ood_whiten")(z)
     squared = keras.layers.Dot(axes=1, name="ood_norm")([z, z])
-    cross = keras.layers.Dense(n_classes, name="ood_cross")(z)
+    cross = keras.layers.Dense(n_centres, name="ood_cross")(z)
     return keras.layers.Add(name="distances")([cross, squared])
 
 
@@ -101,7 +103,8 @@ def assemble_flower_model(
     pixels = image_input()
     features = backbone(pixels)
     probabilities = head_layers(features, n_classes)
-    distances = distance_layers(features, head.ood.means.shape[0])  # a centre per class, or per photo
+    whitening = head.ood.whitening() if isinstance(head.ood, OodParams) else None
+    distances = distance_layers(features, len(head.ood.means), whitened=whitening is not None)
     outputs = [probabilities, distances]
     if imagenet is not None:
         outputs.append(keras.layers.Dense(1000, activation="softmax", name="imagenet")(features))
@@ -109,9 +112,10 @@ def assemble_flower_model(
     model.get_layer("probabilities").set_weights([head.kernel, head.bias])
     if imagenet is not None:
         model.get_layer("imagenet").set_weights([imagenet[0], imagenet[1]])
-    whitening = head.ood.whitening()
-    centres = head.ood.means @ whitening  # P is symmetric: M_c = P m_c, as rows
-    model.get_layer("ood_whiten").set_weights([whitening])
+    centres = head.ood.means  # a bank photo per row, or a class centre m_c whitened below
+    if whitening is not None:
+        centres = centres @ whitening  # P is symmetric: M_c = P m_c, as rows
+        model.get_layer("ood_whiten").set_weights([whitening])
     model.get_layer("ood_cross").set_weights(
         [(-2.0 * centres.T).astype(np.float32), (centres**2).sum(1).astype(np.float32)]
     )

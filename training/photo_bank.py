@@ -7,9 +7,9 @@ this detector keeps every training photo: a photo's distance to a class is the m
 (2 − 2·cos of unit features) to its `NEIGHBOURS` nearest training photos of that class, and its
 distance is that of the nearest class (deep nearest neighbours, Sun et al. 2022).
 
-The served graph is the class-centre one unchanged (`training.flower_model.distance_layers`): every
-photo of the bank is a centre and the whitening is the identity, so the model's `distances` output is
-2 − 2·cos to each photo of the bank, sorted by class; `inference.flowers.OodRule` averages the nearest
+The served graph is the class-centre one without its whitening (`training.flower_model.distance_layers`):
+every photo of the bank is a centre, so the model's `distances` output is 2 − 2·cos to each photo of
+the bank, sorted by class; `inference.flowers.OodRule` averages the nearest
 of each class (`class_neighbour_distances`: one in sixteen of its photos, at most `NEIGHBOURS`, so a
 label taught from twenty photos is measured against its nearest two). The bank ships as float16
 (2,342 × 1,280: ~6 MB), which is what the neighbours need and more than a covariance's 0.2 MB.
@@ -48,12 +48,8 @@ class PhotoBank:
 
     @property
     def means(self) -> np.ndarray:
-        """The served graph's centres: one per photo of the bank."""
+        """The served graph's centres: one per photo of the bank (unwhitened: 2 − 2·cos to each)."""
         return self.features
-
-    def whitening(self) -> np.ndarray:
-        """The identity: the graph's squared distance to a unit centre is then 2 − 2·cos."""
-        return np.eye(self.features.shape[1], dtype=np.float32)
 
     def photo_distances(self, features: np.ndarray) -> np.ndarray:
         """(N, P) what the served graph outputs: ||u − b||² to each photo b of the bank (u: unit)."""
