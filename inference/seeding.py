@@ -54,6 +54,15 @@ def seed_shipped(
 ) -> ModelVersion | None:
     """Copy `shipped_dir/<folder>/` (model.keras + meta.json; `folder` defaults to `name`) into the
     store as a new, active version."""
+    version = add_shipped(store, name, shipped_dir, folder=folder)
+    return None if version is None else store.promote(name, version.version)
+
+
+def add_shipped(
+    store: ModelStore, name: str, shipped_dir: Path | None = SHIPPED_DIR, *, folder: str | None = None
+) -> ModelVersion | None:
+    """Copy `shipped_dir/<folder>/` into the store as a new version, not serving: how a store that
+    already has versions gets a newer release's default (`photobot models add-shipped`)."""
     if shipped_dir is None:
         return None
     source = Path(shipped_dir) / (folder or name)
@@ -65,5 +74,4 @@ def seed_shipped(
     meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
     meta = {k: v for k, v in meta.items() if k not in ("name", "version")}
     meta.setdefault("source", f"shipped default ({source.name})")
-    version = store.add_version(name, source, meta)
-    return store.promote(name, version.version)
+    return store.add_version(name, source, meta)

@@ -43,7 +43,26 @@ def _seed_flowers(store: ModelStore) -> ModelVersion | None:
     return seed_flower_model(store)
 
 
+def _add_shipped_flowers(store: ModelStore) -> ModelVersion | None:
+    from training.flower_model import add_shipped_flower_version
+
+    return add_shipped_flower_version(store)
+
+
+# The models whose shipped default is built rather than copied (the flowers: a head, assembled with the
+# installed ImageNet backbone): how a fresh store is seeded, and how a store gets a newer default.
 SEEDERS: dict[str, Seeder] = {"flowers": _seed_flowers}
+SHIPPED_BUILDERS: dict[str, Seeder] = {"flowers": _add_shipped_flowers}
+
+
+def add_shipped_version(store: ModelStore, name: str) -> ModelVersion | None:
+    """This release's shipped default of a built-in model, stored as a new version that does not serve
+    yet (None when the model ships none): how an existing store gets a newer default."""
+    from inference.catalogue import DEFAULT_CATALOGUE
+    from inference.seeding import add_shipped
+
+    build = SHIPPED_BUILDERS.get(name)
+    return build(store) if build else add_shipped(store, name, folder=DEFAULT_CATALOGUE[name].shipped)
 
 
 # The models are chains of layers with nothing to run side by side, so one TensorFlow inter-op thread

@@ -214,12 +214,19 @@ def seed_flower_model(store: ModelStore, shipped: Path = SHIPPED_DIR) -> ModelVe
     """If the store has no flowers version, build the shipped default, store it and make it active.
 
     Returns the new active version, or None when the store already had one (nothing is done). Takes a
-    few seconds (reading the package's weights and saving ~20 MB); call it once at start-up, before the
-    engine loads "flowers". A shipped `top.npz` (a fine-tuned version) is applied to the package's
-    backbone; the version's `backbone` names what was built, so its cached features are its own.
+    few seconds (reading the package's weights and saving ~30 MB); call it once at start-up, before the
+    engine loads "flowers".
     """
     if store.versions(MODEL_NAME):
         return None
+    version = add_shipped_flower_version(store, shipped)
+    return store.promote(MODEL_NAME, version.version)
+
+
+def add_shipped_flower_version(store: ModelStore, shipped: Path = SHIPPED_DIR) -> ModelVersion:
+    """Build the shipped default from its head and the installed package's backbone, and store it as
+    a new version, not serving. A shipped `top.npz` (a fine-tuned version) is applied to the package's
+    backbone; the version's `backbone` names what was built, so its cached features are its own."""
     meta = json.loads((shipped / "meta.json").read_text(encoding="utf-8"))
     meta.pop("name", None), meta.pop("version", None)
     tuned = (shipped / TOP_FILE).is_file()
@@ -242,8 +249,8 @@ def seed_flower_model(store: ModelStore, shipped: Path = SHIPPED_DIR) -> ModelVe
             "seeded_from": "inference/shipped/flowers",
         }
         version = store.add_version(MODEL_NAME, Path(folder), meta)
-    log.info("seeded flowers v%d from the shipped head%s", version.version, " and top" if tuned else "")
-    return store.promote(MODEL_NAME, version.version)
+    log.info("stored flowers v%d from the shipped head%s", version.version, " and top" if tuned else "")
+    return version
 
 
 def export_shipped(version: ModelVersion, target: Path = SHIPPED_DIR) -> Path:

@@ -1,5 +1,9 @@
-"""`photobot models [list|promote|rollback|new|add-label]`: the model store, and models taught from
-labelled photos (`new`, `add-label`: what /newmodel and /addlabel do in the chat).
+"""`photobot models [list|promote|rollback|add-shipped|new|add-label]`: the model store, and models
+taught from labelled photos (`new`, `add-label`: what /newmodel and /addlabel do in the chat).
+
+`add-shipped` stores this release's shipped default of a built-in model as a new version that does not
+serve yet: a fresh store is seeded with it, a store that has versions keeps them after an upgrade, and
+`promote` then serves the new default (`rollback` goes back).
 
 `promote` and `rollback` replace a model's `active` pointer atomically (with DATABASE_URL on PostgreSQL:
 the database's row, which every machine follows); a running bot picks the new version up within
@@ -29,6 +33,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     promote.add_argument(
         "--no-check", action="store_true", help="do not load and run the version before promoting it"
     )
+    shipped = [name for name in NAMES if DEFAULT_CATALOGUE[name].shipped]
+    add_shipped = sub.add_parser(
+        "add-shipped", help="store this release's shipped default as a new version (not serving yet)"
+    )
+    add_shipped.add_argument("name", choices=shipped)
     new = sub.add_parser("new", help="a new image model taught from labelled photos (as /newmodel)")
     new.add_argument("name", help="up to 20 lowercase letters, digits or _, starting with a letter")
     new.add_argument("--labels", nargs="+", required=True, help="2 to 50 labels")
@@ -55,6 +64,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return _new(settings, args.name, args.labels)
     if action == "add-label":
         return _add_label(settings, args.name, args.label)
+    if action == "add-shipped":
+        return _add_shipped(store, args.name)
     from photobot.wiring import taught_catalogue
 
     known = taught_catalogue(settings)
@@ -63,6 +74,19 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if action == "promote":
         return _promote(store, args.name, args.version, check=not args.no_check)
     return _rollback(store, args.name, args.version)
+
+
+def _add_shipped(store, name: str) -> int:
+    from photobot.serving import add_shipped_version
+
+    version = add_shipped_version(store, name)
+    if version is None:
+        raise UserFacingError(f"this release ships no default for {name}")
+    serving = store.active_version(name)
+    now = f"v{serving}" if serving is not None else "none"
+    print(f"{name} v{version.version}: this release's shipped default (serving: {now})")
+    print(f"serve it with: photobot models promote {name} {version.version}")
+    return 0
 
 
 def _new(settings: Settings, name: str, labels: list[str]) -> int:

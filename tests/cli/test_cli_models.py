@@ -1,4 +1,4 @@
-"""`photobot models list|promote|rollback` against a real model store."""
+"""`photobot models list|promote|rollback|add-shipped` against a real model store."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from inference.model_store import ModelStore
+from inference.model_store import MODEL_FILE, ModelStore
+from inference.seeding import SHIPPED_DIR
 from photobot.cli import main
 from tests.support.models import add_version, digit_meta
 
@@ -73,3 +74,38 @@ def test_rollback_with_nothing_earlier_is_a_clear_error(store, capsys):
     store.promote("digits", 1)
     assert main(["models", "rollback", "digits"]) == 1
     assert "no earlier version" in capsys.readouterr().err
+
+
+def test_add_shipped_stores_this_releases_default_beside_the_serving_version(store, capsys):
+    """After an upgrade the store keeps its versions; `add-shipped` puts the new release's default
+    beside them without serving it, and `promote` serves it."""
+    assert main(["models", "add-shipped", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "digits v3: this release's shipped default (serving: v2)" in out
+    assert "serve it with: photobot models promote digits 3" in out
+    assert store.active_version("digits") == 2
+    added = store.get("digits", 3)
+    assert added.model_file.read_bytes() == (SHIPPED_DIR / "digits" / MODEL_FILE).read_bytes()
+    assert main(["models", "promote", "digits", "3"]) == 0
+    assert store.active_version("digits") == 3
+
+
+@pytest.mark.slow  # builds the flower model from the shipped head and the package's backbone
+def test_add_shipped_builds_the_flowers_default_into_a_store_without_serving_it(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    assert main(["models", "add-shipped", "flowers"]) == 0
+    assert "flowers v1: this release's shipped default (serving: none)" in capsys.readouterr().out
+    store = ModelStore(tmp_path / "var" / "models")
+    added = store.get("flowers", 1)
+    assert store.active_version("flowers") is None
+    assert (added.path / "head.npz").read_bytes() == (SHIPPED_DIR / "flowers" / "head.npz").read_bytes()
+    assert added.meta["ood"]["method"] == "photo-neighbours-cosine" and added.labels[0] == "daisy"
+
+
+def test_add_shipped_knows_only_models_that_ship_a_default(store, capsys):
+    with pytest.raises(SystemExit):
+        main(["models", "add-shipped", "pets"])
+    assert "invalid choice: 'pets'" in capsys.readouterr().err
