@@ -21,20 +21,25 @@ MIN_PHOTOS = 2
 
 
 def imagenet_of(photos: list[Path], batch: int = 32) -> np.ndarray:
-    """(N, 1000) the shipped flower model's ImageNet probabilities for `photos`, cropped as served."""
+    """(N, 1000) the ImageNet probabilities the served flower model outputs for `photos` (the installed
+    package's backbone and ImageNet head), cropped as served."""
     from inference.decode import decode_image
     from inference.flowers import RESIZE_SHORTER, flower_input
-    from training.flower_model import HEAD_FILE, SHIPPED_DIR, build_serving_flower_model
+    from training.effnet_lite0 import build_backbone, imagenet_head
+    from training.imagenet_evidence import imagenet_probabilities
 
-    model = build_serving_flower_model(SHIPPED_DIR / HEAD_FILE)
+    backbone = build_backbone()
     rows = [
         flower_input(
             decode_image(p.read_bytes(), max_bytes=1 << 26, max_pixels=1 << 26, target_size=RESIZE_SHORTER)
         )
         for p in photos
     ]
-    out = [model.predict_on_batch(np.stack(rows[i : i + batch]))[2] for i in range(0, len(rows), batch)]
-    return np.concatenate([np.asarray(o) for o in out])
+    features = [
+        np.asarray(backbone.predict_on_batch(np.stack(rows[i : i + batch]).astype(np.float32)))
+        for i in range(0, len(rows), batch)
+    ]
+    return imagenet_probabilities(np.concatenate(features), *imagenet_head())
 
 
 def main() -> None:
