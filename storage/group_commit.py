@@ -144,7 +144,15 @@ class _SqliteThread:
             opened.append(db)
             return db
 
-        connection = await aiosqlite.Connection(connector, iter_chunk_size=64)
+        connection = aiosqlite.Connection(connector, iter_chunk_size=64)
+        try:
+            await connection
+        except BaseException:
+            # A connection that failed to open (a database too new, a file that is no database) stops
+            # its thread with a future nobody awaits; the thread answers it on the event loop, so wait
+            # for it here, while the loop still runs. `_thread` is private API, as `_execute` below.
+            await asyncio.to_thread(connection._thread.join)
+            raise
         return cls(connection, opened[0])
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:

@@ -153,11 +153,14 @@ async def test_a_newer_database_is_refused_with_a_clear_message_and_left_untouch
     newer.commit()
     newer.close()
     before = path.read_bytes()
+    threads = set(threading.enumerate())
 
     with pytest.raises(SchemaTooNew, match=rf"schema version {LATEST + 3}.*newer PhotoBot"):
         await open_store(tmp_path)
 
     assert path.read_bytes() == before
+    # nor a connection's thread that would answer after the event loop has closed
+    assert not [t for t in set(threading.enumerate()) - threads if "_connection_worker_thread" in t.name]
     assert (
         not (tmp_path / "photobot.sqlite3-wal").exists()
         or (tmp_path / "photobot.sqlite3-wal").stat().st_size == 0
