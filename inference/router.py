@@ -46,7 +46,8 @@ are taken for (`PAGE_CLASSES`: envelopes, notebooks, wall clocks, nematodes …)
 things: the marks are no digit when it is sure of something that is neither a page nor a flower
 (`THING_MIN`: a magpie, a wardrobe), or when the marks are only doubtfully digits and it sees little
 of a page in the photo (`PAGE_MIN`: a portrait). Then the flower model's answer stands — usually its
-refusal.
+refusal. Doubtful marks on a page it does see are asked about, never answered outright
+(`ask_doubtful_marks`): a rocket in a clear sky and the moon look enough like a page to it.
 
 `combine` answers `unsure` with model None when both readings are plausible, so the bot can ask the
 user "a digit or a flower?", and `not_recognized` when neither model recognises anything.
@@ -216,8 +217,19 @@ def weigh(digit: Prediction | None, flower: Prediction | None, scene: Scene | No
             return flower
         return replace(flower, reason=f"{flower.reason}; and not a digit: {why}")
     if scene is not None and scene.paper_like:
-        return digit if digit.status == "ok" else combine(digit, flower, on_paper=True)
+        if digit.status == "ok":
+            return digit if scene.digit_sure else ask_doubtful_marks(digit)
+        return combine(digit, flower, on_paper=True)
     return combine_off_paper(digit, flower, scene)
+
+
+def ask_doubtful_marks(digit: Prediction) -> Prediction:
+    """A confident reading of marks that are only doubtfully digits, on what looks like a page, is
+    asked rather than answered. The ImageNet head's page evidence is all that keeps such marks a digit,
+    and it cannot tell a page from everything a page resembles: a rocket against a clear sky is a "1"
+    on a missile-like page, the moon a "6" on a clock-like one. The user confirms or corrects: the
+    label stays the digit model's, so another writer's odd "1" is still read right."""
+    return replace(digit, status="unsure", reason="the marks look only doubtfully like handwritten digits")
 
 
 def combine(

@@ -236,8 +236,20 @@ def test_doubtful_marks_where_the_network_sees_no_page_are_no_digit():
     weighed = router.weigh(digit, refused, doubtful)
     assert (weighed.status, weighed.label) == ("not_recognized", None)
     assert "little of a page" in weighed.reason
-    on_a_page = replace(refused, evidence={"page": 0.3, "thing": 0.03})  # other writers' doubtful "1"
-    assert router.weigh(digit, on_a_page, doubtful) is digit
+
+
+def test_doubtful_marks_on_a_page_are_asked_with_the_digit_models_reading():
+    """Other writers' odd "1" and a rocket in a clear sky look alike to the reader and the page
+    evidence: neither is answered outright, and the reading stays for the user to confirm."""
+    doubtful = router.Scene(colour_spread=0.0, plain=0.98, digits_found=True, digitness=0.55)
+    digit = answer("digits", "1", 0.96, "ok")
+    on_a_page = replace(answer("flowers", None, 0.0, "not_recognized"), evidence={"page": 0.3, "thing": 0.03})
+    weighed = router.weigh(digit, on_a_page, doubtful)
+    assert (weighed.status, weighed.label, weighed.model) == ("unsure", "1", "digits")
+    assert weighed.confidence == digit.confidence
+    assert "doubtfully" in weighed.reason
+    sure = replace(doubtful, digitness=0.99)
+    assert router.weigh(digit, on_a_page, sure) is digit  # surely digit-like marks on a page: answered
 
 
 def test_surely_digit_like_marks_keep_their_reading_unless_the_network_is_sure_of_a_thing():
