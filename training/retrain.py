@@ -188,7 +188,7 @@ def _run(
     result = step.run(chat.examples)
 
     progress.enter("report", "deciding and writing the report")
-    decision = _decide(settings, spec, serving, step, result)
+    decision = _decide(settings, spec, serving, result)
     if taught:
         _check_still_taught(store, options.model)
     report.candidate_version = result.candidate.version
@@ -244,7 +244,6 @@ def _decide(
     settings: RetrainSettings,
     spec: ModelSpec,
     serving: ModelVersion | None,
-    step: Retrainer,
     result: TrainingResult,
 ) -> gate.GateDecision:
     """The usual gate; a taught model's first version is judged against a nearest-centroid baseline
@@ -260,8 +259,8 @@ def _decide(
         )
     from training.retrain_taught import first_version_decision
 
-    per_label = str(getattr(step, "per_label", ""))
-    if serving is None or not getattr(step, "compare_with_serving", False):
+    per_label = result.held_out_per_label
+    if serving is None or not result.against_serving:
         return first_version_decision(result.base, len(spec.labels), per_label)
     decision = gate.decide(result.base, result.chat, settings.gate_margin, also=result.also)
     return dataclasses.replace(decision, reason=f"{decision.reason}; held out per label: {per_label}")

@@ -45,6 +45,10 @@ class TrainingResult:
     learned: tuple[
         gate.SetScore, ...
     ] = ()  # labels the serving version has not: held-out chat photos of each
+    held_out_per_label: str = ""  # a taught model's: `dog 3/3, cat 2/3`, for the gate's reason
+    # A taught model's candidate is judged against the serving version only when one with the same
+    # labels serves; otherwise by the first version's rule (`training.retrain_taught`).
+    against_serving: bool = True
 
 
 class Retrainer:

@@ -57,8 +57,8 @@ class FlowersRetrainer(Retrainer):
         if report.new_classes:
             report.dropped["label of a class the model does not have"] = sum(report.new_classes.values())
         progress.enter("preprocessing", "reading the chat photos")
-        chat_pixels, chat_used = self._chat_pixels([e for e in examples if e.label in wanted])
-        pairs = self.within_share(list(zip(chat_pixels, chat_used, strict=True)), lambda pair: pair[1])
+        chat_photos, chat_used = read_chat_photos(self, [e for e in examples if e.label in wanted])
+        pairs = self.within_share(list(zip(chat_photos, chat_used, strict=True)), lambda pair: pair[1])
         labels = self._learnable(wanted, known, [e for _, e in pairs])
         pairs = [(px, e) for px, e in pairs if e.label in labels]
         chat_pixels, chat_used = [px for px, _ in pairs], [e for _, e in pairs]
@@ -290,24 +290,6 @@ class FlowersRetrainer(Retrainer):
             photos = limited
         return split_photos(photos, config.validation_percent, config.test_percent)
 
-    def _chat_pixels(self, examples: list[LabelledExample]) -> tuple[list, list[LabelledExample]]:
-        from inference.errors import InferenceError
-        from inference.flowers import RESIZE_SHORTER, flower_input
-        from training.flower_data import Pixels
-
-        pixels, used = [], []
-        for index, example in enumerate(examples):
-            self.progress.within(0.2 * index / max(1, len(examples)))
-            try:
-                image = read_photo(example, self.settings, RESIZE_SHORTER, grayscale=False)
-            except (InferenceError, OSError) as error:
-                log.warning("chat photo %s cannot be read: %s", example.sha256[:12], error)
-                self.drop("photo cannot be decoded")
-                continue
-            pixels.append(Pixels.of_photo(example.sha256, flower_input(image), example.path))
-            used.append(example)
-        return pixels, used
-
     def _fit_head(self, train, validation, chat_val, config, labels, start):
         """The head's shared fit loop (`train_flowers.train_head`), from the serving head's weights
         (`start`: kernel and bias, with the new labels' outputs already fitted).
@@ -411,3 +393,24 @@ class FlowersRetrainer(Retrainer):
             model.save(staged.path / MODEL_FILE)
             head.save(staged.path / HEAD_FILE)
         return models.get(self.spec.name, staged.published)
+
+
+def read_chat_photos(step: Retrainer, examples: list[LabelledExample]) -> tuple[list, list[LabelledExample]]:
+    """The backbone's input of each chat photo that can be read, and the examples they are; a photo
+    that cannot is counted in the step's report and left out."""
+    from inference.errors import InferenceError
+    from inference.flowers import RESIZE_SHORTER, flower_input
+    from training.flower_data import Pixels
+
+    pixels, used = [], []
+    for index, example in enumerate(examples):
+        step.progress.within(0.2 * index / max(1, len(examples)))
+        try:
+            image = read_photo(example, step.settings, RESIZE_SHORTER, grayscale=False)
+        except (InferenceError, OSError) as error:
+            log.warning("chat photo %s cannot be read: %s", example.sha256[:12], error)
+            step.drop("photo cannot be decoded")
+            continue
+        pixels.append(Pixels.of_photo(example.sha256, flower_input(image), example.path))
+        used.append(example)
+    return pixels, used

@@ -28,19 +28,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from inference.catalogue import ModelSpec
 from inference.model_store import MODEL_FILE, ModelVersion
 from inference.taught import MIN_PHOTOS_PER_LABEL
 from storage import LabelledExample
 from training import gate
 from training.jobs import JobProgress, RetrainError
 from training.report import Mistake, ReportData, confusion_matrix
-from training.retrain_base import RetrainOptions, TrainingResult, accuracy
-from training.retrain_flowers import FlowersRetrainer
+from training.retrain_base import Retrainer, RetrainOptions, TrainingResult, accuracy
+from training.retrain_flowers import read_chat_photos
 from training.retrain_settings import RetrainSettings
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,27 @@ def held_out(sha256: str, percent: int = HELD_OUT_PERCENT) -> bool:
     return int(sha256[8:16], 16) % 100 < percent
 
 
-class TaughtRetrainer(FlowersRetrainer):
+@dataclass(frozen=True)
+class TaughtFit:
+    """A head on x = [u, w·√p] / √(1 + w²) (`training.taught_head`) and how it was chosen."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    weight: float  # w, the ImageNet half's weight
+    weight_scores: dict[float, float]  # cross-validated accuracy of each w tried
+    losses: list[float]
+
+
+@dataclass(frozen=True)
+class TaughtRefusal:
+    """What the saved version refuses by: the taught photos it compares with and where it draws the line."""
+
+    head: Any  # training.flower_model.FlowerHead: the fit's kernel and bias, in the flowers' head file
+    photos: Any  # training.taught_head.TaughtPhotos
+    thresholds: Any  # training.ood.Thresholds
+
+
+class TaughtRetrainer(Retrainer):
     """Fit a taught model's head on cached features of its chat photos (first version or later)."""
 
     def __init__(
@@ -66,19 +87,11 @@ class TaughtRetrainer(FlowersRetrainer):
         progress: JobProgress,
         serving: ModelVersion | None,
         report: ReportData,
-        spec: Any,
+        spec: ModelSpec,
     ) -> None:
-        # The flowers' step needs a serving version only to warm-start and to compare: a first version
-        # has none, and `serving` is None here until one is promoted.
+        # A first version has nothing serving: `previous` says so, where the other steps' `serving` cannot.
         super().__init__(settings, options, progress, serving, report, spec)  # type: ignore[arg-type]
         self.previous = serving
-        self.compare_with_serving = False  # True: the usual gate; False: the first version's rule
-        self.per_label = ""
-        self.trained_until = 0.0
-        self.imagenet: Any = None  # training.taught_head.ImagenetHead, read with the backbone
-        self.weight_scores: dict[float, float] = {}  # cross-validated accuracy of each ImageNet weight
-        self.mirrored: dict[str, np.ndarray] = {}  # features of each photo's mirror image, by its digest
-        self.photos: Any = None  # training.taught_head.TaughtPhotos: what the refusal compares with
 
     def run(self, examples: list[LabelledExample]) -> TrainingResult:
         from training.effnet_lite0 import build_backbone, imagenet_head, weights_file
@@ -94,12 +107,12 @@ class TaughtRetrainer(FlowersRetrainer):
         if gone:
             self.report.dropped["label the model no longer has"] = gone
         self.progress.enter("preprocessing", f"features of {len(known)} chat photos")
-        pixels, used = self._chat_pixels(known)
+        pixels, used = read_chat_photos(self, known)
         pairs = self.within_share(list(zip(pixels, used, strict=True)), lambda pair: pair[1])
         self._check_counts([e for _, e in pairs], labels)
         state = read_state_dict(weights_file())
         backbone = build_backbone(state)
-        self.imagenet = ImagenetHead(*imagenet_head(state))
+        imagenet = ImagenetHead(*imagenet_head(state))
 
         def note(done: int, total: int) -> None:
             self.progress.within(0.2 + 0.5 * done / max(1, total), message=f"features: {done}/{total}")
@@ -111,28 +124,30 @@ class TaughtRetrainer(FlowersRetrainer):
             note,
         )
         by_digest = dict(zip((px.digest for px, _ in pairs), features, strict=True))
-        self.mirrored = dict(zip((px.digest for px, _ in pairs), mirrored, strict=True))
-        split = [(px, e) for px, e in pairs]
-        train_pairs = [(px, e) for px, e in split if not held_out(e.sha256)]
-        test_pairs = [(px, e) for px, e in split if held_out(e.sha256)]
+        mirror_of = dict(zip((px.digest for px, _ in pairs), mirrored, strict=True))
+
+        def mirrors(part: list[tuple[Any, LabelledExample]]) -> np.ndarray:
+            return np.stack([mirror_of[px.digest] for px, _ in part]) if part else np.zeros((0, 1280))
+
+        def arrays(part: list[tuple[Any, LabelledExample]]) -> tuple[np.ndarray, ...]:
+            return feature_arrays([px for px, _ in part], labels, by_digest, [e.label for _, e in part])
+
+        train_pairs = [(px, e) for px, e in pairs if not held_out(e.sha256)]
+        test_pairs = [(px, e) for px, e in pairs if held_out(e.sha256)]
         self.report.split_counts = {"train": len(train_pairs), "validation": len(test_pairs)}
         self.report.used_per_label = dict(sorted(Counter(e.label for _, e in pairs).items()))
         self.report.used_per_contributor = dict(Counter(e.contributor for _, e in pairs))
-        train, test = (
-            feature_arrays([px for px, _ in part], labels, by_digest, [e.label for _, e in part])
-            for part in (train_pairs, test_pairs)
-        )
-        train_mirrored = self._mirrors([px for px, _ in train_pairs])
+        train, test = arrays(train_pairs), arrays(test_pairs)
         self.report.chat_examples = len(train[1])
         self.report.chat_weight = 1.0
 
         config = self._taught_config()
         self.progress.enter("training", f"head on {len(train[1])} photos of {len(labels)} labels")
-        kernel, bias, weight, losses = self._fit(train, train_mirrored, len(labels))
+        judged = self._fit(train, mirrors(train_pairs), len(labels), imagenet)
 
         self.progress.enter("evaluating", "scoring on the held-out photos")
-        answers = self._answers(kernel, bias, weight, test[0])
-        self.report.history = {"loss": losses}
+        answers = taught_answers(judged.kernel, judged.bias, judged.weight, test[0], imagenet)
+        self.report.history = {"loss": judged.losses}
         if len(test[1]):
             self.report.confusion = {HELD_OUT: confusion_matrix(test[1], answers, len(labels))}
         self.report.mistakes = [
@@ -140,35 +155,47 @@ class TaughtRetrainer(FlowersRetrainer):
             for (_, e), a in zip(test_pairs, answers, strict=True)
             if labels[int(a)] != e.label
         ]
-        self.per_label = per_label_text(test[1], answers, labels)
-        self.centroid = accuracy(nearest_centroid(train, test[0], len(labels)) == test[1])
-        score = gate.SetScore(gate.BASE, HELD_OUT, len(test[1]), self.centroid, accuracy(answers == test[1]))
+        centroid = accuracy(nearest_centroid(train, test[0], len(labels)) == test[1])
+        score = gate.SetScore(gate.BASE, HELD_OUT, len(test[1]), centroid, accuracy(answers == test[1]))
+        against_serving = False  # the first version's rule, until a version with these labels serves
         previous_head = self._previous_head()
-        if previous_head is not None and list(self.previous.labels) == labels:  # type: ignore[union-attr]
+        if self.previous is not None and previous_head is not None and list(self.previous.labels) == labels:
             # The serving version was fitted on every photo it had, held-out ones too: it is compared
             # on the held-out photos labelled since, which neither version has seen.
-            since = float((self.previous.meta.get("data") or {}).get("trained_until", 0.0))  # type: ignore[union-attr]
+            since = float((self.previous.meta.get("data") or {}).get("trained_until", 0.0))
             fresh = np.array([e.labelled_at > since for _, e in test_pairs], dtype=bool)
             score = gate.SetScore(
                 gate.BASE,
-                f"held-out photos labelled since v{self.previous.version}",  # type: ignore[union-attr]
+                f"held-out photos labelled since v{self.previous.version}",
                 int(fresh.sum()),
-                accuracy(self._previous_answers(previous_head, test[0][fresh]) == test[1][fresh]),
+                accuracy(self._previous_answers(previous_head, test[0][fresh], imagenet) == test[1][fresh]),
                 accuracy(answers[fresh] == test[1][fresh]),
             )
-            self.compare_with_serving = True
-        self.trained_until = max((e.labelled_at for _, e in pairs), default=0.0)
+            against_serving = True
         none = gate.SetScore(gate.CHAT, "further chat photos", 0, None, None)
         # Judged, the head is fitted again on every photo, held-out ones too: with a dozen photos of a
         # label, a quarter more of them is worth more than anything else (measured: 9 → 12 photos of
         # each of four animal categories, unseen photos 76% → 88% right).
-        everything = feature_arrays([px for px, _ in pairs], labels, by_digest, [e.label for _, e in pairs])
+        everything = arrays(pairs)
         self.progress.enter("training", f"the final head on all {len(everything[1])} photos")
-        every_mirrored = self._mirrors([px for px, _ in pairs])
-        kernel, bias, weight, _ = self._fit(everything, every_mirrored, len(labels))
-        head = self._taught_detector(kernel, bias, weight, everything, every_mirrored)
-        candidate = self._save_taught(backbone, head, weight, config, len(train[1]), len(test[1]))
-        return TrainingResult(candidate, score, none)
+        final = self._fit(everything, mirrors(pairs), len(labels), imagenet)
+        refusal = self._taught_detector(final, everything, mirrors(pairs), imagenet)
+        candidate = self._save_taught(
+            backbone,
+            final,
+            refusal,
+            imagenet,
+            config,
+            (len(train[1]), len(test[1])),
+            trained_until=max((e.labelled_at for _, e in pairs), default=0.0),
+        )
+        return TrainingResult(
+            candidate,
+            score,
+            none,
+            held_out_per_label=per_label_text(test[1], answers, labels),
+            against_serving=against_serving,
+        )
 
     def _check_counts(self, used: list[LabelledExample], labels: list[str]) -> None:
         counts = Counter(e.label for e in used)
@@ -179,48 +206,35 @@ class TaughtRetrainer(FlowersRetrainer):
                 f"it has {', '.join(short)}"
             )
 
-    def _mirrors(self, pixels: list[Any]) -> np.ndarray:
-        return np.stack([self.mirrored[px.digest] for px in pixels]) if pixels else np.zeros((0, 1280))
-
     def _fit(
-        self, data: tuple[np.ndarray, ...], mirrored: np.ndarray, n_classes: int
-    ) -> tuple[np.ndarray, np.ndarray, float, list[float]]:
-        """The head on these photos' features and their mirror images': (kernel, bias, ImageNet weight
-        w, losses); w is chosen by cross-validation on the photos (`training.taught_head.choose_weight`)."""
+        self, data: tuple[np.ndarray, ...], mirrored: np.ndarray, n_classes: int, imagenet: Any
+    ) -> TaughtFit:
+        """The head on these photos' features and their mirror images'; w is chosen by cross-validation
+        on the photos (`training.taught_head.choose_weight`)."""
         from training.taught_head import choose_weight, embed, fit_softmax
 
-        weight, self.weight_scores = choose_weight(
-            data[0], data[1], n_classes, self.imagenet, seed=self.options.seed
-        )
+        weight, scores = choose_weight(data[0], data[1], n_classes, imagenet, seed=self.options.seed)
         config = self._taught_config()
         kernel, bias, losses = fit_softmax(
-            embed(np.vstack([data[0], mirrored]), self.imagenet, weight),
+            embed(np.vstack([data[0], mirrored]), imagenet, weight),
             np.tile(data[1], 2),
             n_classes,
             l2=config.l2,
             steps=config.epochs,
             learning_rate=config.learning_rate,
         )
-        return kernel, bias, weight, losses
+        return TaughtFit(kernel, bias, weight, scores, losses)
 
-    def _answers(
-        self, kernel: np.ndarray, bias: np.ndarray, weight: float, features: np.ndarray
-    ) -> np.ndarray:
-        from training.taught_head import embed
-
-        if len(features) == 0:
-            return np.zeros(0, np.int64)
-        return np.asarray((embed(features, self.imagenet, weight) @ kernel + bias).argmax(axis=1), np.int64)
-
-    def _previous_answers(self, head: Any, features: np.ndarray) -> np.ndarray:
+    def _previous_answers(self, head: Any, features: np.ndarray, imagenet: Any) -> np.ndarray:
         """The serving version's answers: a head on the features alone (made before the ImageNet half),
         or on x = [u, w·√p] with its own w."""
         if head.kernel.shape[0] == features.shape[1]:
             from training.train_flowers import head_answers
 
             return np.asarray(head_answers(head, features), np.int64)
-        weight = float((self.previous.meta.get("head") or {}).get("imagenet_weight", 0.0))  # type: ignore[union-attr]
-        return self._answers(head.kernel, head.bias, weight, features)
+        assert self.previous is not None
+        weight = float((self.previous.meta.get("head") or {}).get("imagenet_weight", 0.0))
+        return taught_answers(head.kernel, head.bias, weight, features, imagenet)
 
     def _taught_config(self) -> Any:
         from training.taught_head import L2, LEARNING_RATE, STEPS
@@ -238,13 +252,8 @@ class TaughtRetrainer(FlowersRetrainer):
         )
 
     def _taught_detector(
-        self,
-        kernel: np.ndarray,
-        bias: np.ndarray,
-        weight: float,
-        data: tuple[np.ndarray, ...],
-        mirrored: np.ndarray,
-    ) -> Any:
+        self, fit: TaughtFit, data: tuple[np.ndarray, ...], mirrored: np.ndarray, imagenet: Any
+    ) -> TaughtRefusal:
         """The refusal (`training.taught_head.TaughtPhotos`, `refusal_score`): a photo is refused when
         its distance to the nearest taught photo (features and ImageNet view) minus CONFIDENCE_WEIGHT ×
         its top probability is beyond what the taught photos themselves score held out
@@ -269,33 +278,35 @@ class TaughtRetrainer(FlowersRetrainer):
         )
 
         x, y = data[0], data[1]
-        self.photos = TaughtPhotos.of([x, mirrored], self.imagenet)
-        joined = embed(x, self.imagenet, weight)
+        photos = TaughtPhotos.of([x, mirrored], imagenet)
+        joined = embed(x, imagenet, fit.weight)
         config = self._taught_config()
         confidence = held_out_confidence(
-            [joined, embed(mirrored, self.imagenet, weight)],
+            [joined, embed(mirrored, imagenet, fit.weight)],
             y,
-            len(bias),
+            len(fit.bias),
             seed=self.options.seed,
             l2=config.l2,
             steps=config.epochs,
             learning_rate=config.learning_rate,
         )
-        distance = self.photos.distance(x, self.imagenet, own=np.arange(len(y)))
+        distance = photos.distance(x, imagenet, own=np.arange(len(y)))
         unsure, reject = refusal_threshold(refusal_score(distance, confidence))
         dims = x.shape[1]
         ood = OodParams(  # kept in the head file for its shape; the served graph has the distance itself
-            means=self.photos.unit.astype(np.float32),
+            means=photos.unit.astype(np.float32),
             directions=np.eye(dims, 1, dtype=np.float32),
             variances=np.ones(1, np.float32),
             residual_variance=1.0,
         )
-        self.thresholds = Thresholds(
+        thresholds = Thresholds(
             unsure_above=unsure,
             reject_above=reject,
-            min_confidence=min(0.5, float(np.quantile(softmax(joined @ kernel + bias).max(axis=1), 0.01))),
+            min_confidence=min(
+                0.5, float(np.quantile(softmax(joined @ fit.kernel + fit.bias).max(axis=1), 0.01))
+            ),
         )
-        return FlowerHead(kernel=kernel, bias=bias, ood=ood)
+        return TaughtRefusal(FlowerHead(kernel=fit.kernel, bias=fit.bias, ood=ood), photos, thresholds)
 
     def _previous_head(self) -> Any:
         from training.flower_model import HEAD_FILE, FlowerHead
@@ -305,8 +316,18 @@ class TaughtRetrainer(FlowersRetrainer):
         return FlowerHead.load(self.previous.path / HEAD_FILE)
 
     def _save_taught(
-        self, backbone: Any, head: Any, weight: float, config: Any, n_train: int, n_held_out: int
+        self,
+        backbone: Any,
+        fit: TaughtFit,
+        refusal: TaughtRefusal,
+        imagenet: Any,
+        config: Any,
+        counts: tuple[int, int],
+        *,
+        trained_until: float,
     ) -> ModelVersion:
+        """Save the version: `counts` are the photos it was judged fitted on and held out on;
+        `trained_until` is when its latest photo was labelled (a later version is judged after it)."""
         from inference.flowers import PREPROCESSING_ID
         from training.effnet_lite0 import backbone_id
         from training.flower_model import HEAD_FILE
@@ -319,6 +340,7 @@ class TaughtRetrainer(FlowersRetrainer):
             assemble_taught_model,
         )
 
+        n_train, n_held_out = counts
         meta = {
             "labels": list(self.spec.label_names),
             "preprocessing": PREPROCESSING_ID,
@@ -330,8 +352,8 @@ class TaughtRetrainer(FlowersRetrainer):
             # What the head reads (training.taught_head): x = [u, w·√p] / √(1 + w²).
             "head": {
                 "features": HEAD_FEATURES,
-                "imagenet_weight": weight,
-                "cross_validated": {str(w): round(a, 4) for w, a in self.weight_scores.items()},
+                "imagenet_weight": fit.weight,
+                "cross_validated": {str(w): round(a, 4) for w, a in fit.weight_scores.items()},
             },
             "ood": {
                 # The distance: 2 − 2·cos to the nearest taught photo (or its mirror image) + view_weight ×
@@ -344,7 +366,7 @@ class TaughtRetrainer(FlowersRetrainer):
                 "calibration": "taught photos held out: nearest other photo, top probability without it",
                 # reject_above: the mean of their scores + this many of their standard deviations.
                 "reject_spread": REJECT_SPREAD,
-                **self.thresholds.as_meta(),
+                **refusal.thresholds.as_meta(),
             },
             "parent": self.previous.version if self.previous else None,
             "status": "candidate",
@@ -356,17 +378,28 @@ class TaughtRetrainer(FlowersRetrainer):
                 "chat_held_out": n_held_out,
                 "taught": True,
                 "refit_on_all": True,
-                "trained_until": self.trained_until,  # its latest label: a later version is judged after it
+                "trained_until": trained_until,
             },
             "retrain": self.options_meta(),
             "command": f"photobot retrain --model {self.spec.name} --job-id {self.report.job_id}",
         }
-        model = assemble_taught_model(backbone, head, self.imagenet, weight, self.photos)
+        model = assemble_taught_model(backbone, refusal.head, imagenet, fit.weight, refusal.photos)
         models = self.settings.model_store()
         with models.new_version(self.spec.name, meta) as staged:
             model.save(staged.path / MODEL_FILE)
-            head.save(staged.path / HEAD_FILE)
+            refusal.head.save(staged.path / HEAD_FILE)
         return models.get(self.spec.name, staged.published)
+
+
+def taught_answers(
+    kernel: np.ndarray, bias: np.ndarray, weight: float, features: np.ndarray, imagenet: Any
+) -> np.ndarray:
+    """The label index a head on x = [u, w·√p] gives each row of backbone `features`."""
+    from training.taught_head import embed
+
+    if len(features) == 0:
+        return np.zeros(0, np.int64)
+    return np.asarray((embed(features, imagenet, weight) @ kernel + bias).argmax(axis=1), np.int64)
 
 
 def nearest_centroid(train: tuple[np.ndarray, ...], x: np.ndarray, n_classes: int) -> np.ndarray:
