@@ -1,15 +1,21 @@
 """A model taught from the chat, measured: time from /retrain to serving, accuracy on unseen photos,
 refusal of photos of none of its labels.
 
-    PHOTOBOT_DATASETS=/work/shared/data python -m benchmarks.teach [--per-label 12] [--people 2]
+    PHOTOBOT_DATASETS=/work/shared/data python -m benchmarks.teach [--per-label 12] [--people 2] \
+        [--source animals|flowers] [--serve-rejected]
 
-Four broad animal categories of real ImageNet photos (`other_photos`, one photo per ImageNet class, told
-apart by the WordNet ids in the file names; fish are too few there, so the fourth is arthropods). The
-first `--per-label` photos of each category are stored with their label as `--people` people's captions,
-as the bot stores them; `run_retrain` (what `/retrain` starts) builds and promotes the first version;
-the Classifier then serves it in the model's mode, as the bot does. The rest of each category (never
-taught) measures accuracy; the other photos of `other_photos` (no dog, bird, reptile or arthropod)
-measure refusal. Prints one JSON object.
+`animals` (the default): four broad animal categories of real ImageNet photos (`other_photos`, one photo
+per ImageNet class, told apart by the WordNet ids in the file names; fish are too few there, so the
+fourth is arthropods). The first `--per-label` photos of each category are stored with their label as
+`--people` people's captions, as the bot stores them; `run_retrain` (what `/retrain` starts) builds and
+promotes the first version; the Classifier then serves it in the model's mode, as the bot does. The rest
+of each category (never taught) measures accuracy; the other photos of `other_photos` (no dog, bird,
+reptile or arthropod) measure refusal.
+
+`flowers`: the five flowers as a taught model of their own, the only labels here with 50 photos and more
+to teach from: the first `--per-label` photos of each flower's training split (by content hash, as
+`photobot train flowers` splits them) are taught, its test split (302 photos, never taught) measures
+accuracy, and every photo of `other_photos` measures refusal. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -51,6 +57,19 @@ def development_half(path: Path) -> bool:
     """Whether a photo is in the development half (the refusal rule of taught models was chosen on
     it; the other half and the full set are reported apart): a hash of its file name decides."""
     return int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16) % 2 == 0
+
+
+def flower_photos(flower_folder: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Each flower's training-split photos (in content-hash order, to teach from) and its test split."""
+    from training.flower_data import list_photos, split_of
+
+    taught: dict[str, list[Path]] = {}
+    unseen: dict[str, list[Path]] = {}
+    for photo in sorted(list_photos(flower_folder).photos, key=lambda p: p.digest):
+        split = split_of(photo.digest, 10.0, 10.0)
+        if split in ("train", "test"):
+            (taught if split == "train" else unseen).setdefault(photo.label, []).append(photo.path)
+    return taught, unseen
 
 
 def other_photos_of_none(other_photos: Path) -> list[Path]:
@@ -145,11 +164,15 @@ def main() -> None:
     parser.add_argument("--per-label", type=int, default=12)
     parser.add_argument("--people", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, help="default: a new temporary folder")
+    parser.add_argument("--source", choices=("animals", "flowers"), default="animals")
+    parser.add_argument(
+        "--serve-rejected", action="store_true", help="serve a version the gate rejected, to measure it"
+    )
     args = parser.parse_args()
 
     from photobot.settings import Settings
     from photobot.wiring import retrain_settings, taught_catalogue
-    from training.flower_data import find_photo_folder
+    from training.flower_data import find_flower_photos, find_photo_folder
     from training.retrain import RetrainOptions, run_retrain
 
     settings = Settings.from_env()
@@ -161,22 +184,37 @@ def main() -> None:
         retrain_max_user_share=1.0 / args.people,
     )
     other = find_photo_folder(settings.datasets, settings.data_dir, "other_photos")
-    photos = animal_photos(other)
-    teach_photos = {label: found[: args.per_label] for label, found in photos.items()}
-    evaluate = {label: found[args.per_label :] for label, found in photos.items()}
-    asyncio.run(teach(settings, "animals", teach_photos, args.people))
+    if args.source == "flowers":
+        name = "garden"
+        pool, evaluate = flower_photos(find_flower_photos(settings.datasets, settings.data_dir))
+        none = sorted(other.glob("*.jpg"))
+    else:
+        name = "animals"
+        pool = animal_photos(other)
+        evaluate = {label: found[args.per_label :] for label, found in pool.items()}
+        none = other_photos_of_none(other)
+    teach_photos = {label: found[: args.per_label] for label, found in pool.items()}
+    asyncio.run(teach(settings, name, teach_photos, args.people))
 
     started = time.perf_counter()
     catalogue = taught_catalogue(settings)
-    outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="animals"), catalogue)
+    outcome = run_retrain(retrain_settings(settings), RetrainOptions(model=name), catalogue)
     trained_s = time.perf_counter() - started
-    result = asyncio.run(serve_and_ask(settings, catalogue, "animals", evaluate, other_photos_of_none(other)))
+    # A first version the gate rejected serves nothing, and the reason is the figure; with
+    # --serve-rejected it is promoted here all the same, to measure what it would have answered.
+    served = outcome.decision == "promote"
+    if not served and args.serve_rejected and outcome.candidate_version is not None:
+        retrain_settings(settings).model_store().promote(name, outcome.candidate_version)
+        served = True
+    result = asyncio.run(serve_and_ask(settings, catalogue, name, evaluate, none)) if served else {}
     print(
         json.dumps(
             {
+                "source": args.source,
                 "per_label": args.per_label,
                 "labels": list(teach_photos),
                 "decision": outcome.decision,
+                "served_though_rejected": outcome.decision != "promote" and bool(result),
                 "reason": outcome.reason,
                 "retrain_s": round(trained_s, 1),
                 **result,

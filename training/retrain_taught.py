@@ -5,23 +5,25 @@ labelled in the chat. Its photos are read by the serving code and their backbone
 photo's SHA-256 (`training.flower_data.BottleneckCache`), so a retrain computes features only for photos
 it has not seen, and the rest is a fit on cached features.
 
-The photos are split by a stable hash of their content (`HELD_OUT_PERCENT` held out), a head is fitted
-from scratch on the rest (`training.taught_head`: the unit features beside what the ImageNet network
-sees, their balance chosen by cross-validation on those photos) and scored on the held-out photos.
-Those scores decide:
+A head is fitted from scratch on every photo (`training.taught_head`: the unit features beside what the
+ImageNet network sees, their balance chosen by cross-validation on those photos). What it would answer
+photos it never saw decides:
 
-- a first version (nothing serves yet) is promoted when its held-out accuracy is no worse than a
-  nearest-centroid classifier on the same features and beats chance by `CHANCE_MARGIN_POINTS`;
-- a later version with the serving version's labels goes through the usual gate (`training.gate`),
-  both scored on the held-out photos labelled since the serving version was made (it was fitted on
-  the earlier ones); after a label was added or removed, the first version's rule applies again.
+- a first version (nothing serves yet) is judged with every photo held out in turn
+  (`taught_head.cross_validate`) and promoted when it answers as many right as a nearest-centroid
+  classifier on the same folds and beats chance by `CHANCE_MARGIN_POINTS`;
+- a later version with the serving version's labels goes through the usual gate (`training.gate`):
+  a head fitted on the photos their content hashes do not hold out (`HELD_OUT_PERCENT` are) and the
+  serving version, both scored on the held-out photos labelled since the serving version was made (it
+  was fitted on every photo it had); after a label was added or removed, the first version's rule
+  applies again.
 
 Every photo is fitted with its mirror image beside it (features of both cached when the photo arrived:
-`training.taught_features`). The version saved is then fitted again on every photo (with a dozen per
-label, the held-out quarter matters), with a refusal by the distance to the nearest taught photo, in
-features and in what the ImageNet network sees, weighed by the head's confidence
-(`TaughtRetrainer._taught_detector`). Not the flowers' ImageNet rule: it would take the ImageNet
-classes a dozen photos of a broad label land on for the label's, and refuse every other breed of it.
+`training.taught_features`). The version saved is the head on every photo, with a refusal by the
+distance to the nearest taught photo, in features and in what the ImageNet network sees, weighed by
+the head's confidence (`TaughtRetrainer._taught_detector`). Not the flowers' ImageNet rule: it would
+take the ImageNet classes a dozen photos of a broad label land on for the label's, and refuse every
+other breed of it.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ from training.report import Mistake, ReportData, confusion_matrix
 from training.retrain_base import Retrainer, RetrainOptions, TrainingResult, accuracy
 from training.retrain_flowers import read_chat_photos
 from training.retrain_settings import RetrainSettings
+from training.taught_head import FOLDS, REFUSAL_REPEATS, HeldOut, folds
 
 log = logging.getLogger(__name__)
 
 HELD_OUT_PERCENT = 25  # of each label's photos, by content hash
 CHANCE_MARGIN_POINTS = 30.0  # a first version must beat guessing by this much on held-out photos
-HELD_OUT = "held-out chat photos"
+CROSS_VALIDATED = f"chat photos, each held out in turn ({REFUSAL_REPEATS} shuffles of {FOLDS} folds)"
 CALIBRATION_PHOTOS = 100  # synthetic non-photos that place the refusal (cached after the first job)
 
 
@@ -75,6 +78,18 @@ class TaughtRefusal:
     head: Any  # training.flower_model.FlowerHead: the fit's kernel and bias, in the flowers' head file
     photos: Any  # training.taught_head.TaughtPhotos
     thresholds: Any  # training.ood.Thresholds
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a candidate is judged on: the gate's score, and each judged photo's label and answer."""
+
+    score: gate.SetScore
+    truth: np.ndarray  # label indices of the judged photos
+    answers: np.ndarray  # the candidate's answer to each (held out from its fit)
+    photos: list[tuple[Any, LabelledExample]]
+    losses: list[float]  # the judged fit's training curve
+    split_counts: dict[str, int]  # for the report: photos fitted on and judged on
 
 
 class TaughtRetrainer(Retrainer):
@@ -132,70 +147,108 @@ class TaughtRetrainer(Retrainer):
         def arrays(part: list[tuple[Any, LabelledExample]]) -> tuple[np.ndarray, ...]:
             return feature_arrays([px for px, _ in part], labels, by_digest, [e.label for _, e in part])
 
-        train_pairs = [(px, e) for px, e in pairs if not held_out(e.sha256)]
-        test_pairs = [(px, e) for px, e in pairs if held_out(e.sha256)]
-        self.report.split_counts = {"train": len(train_pairs), "validation": len(test_pairs)}
         self.report.used_per_label = dict(sorted(Counter(e.label for _, e in pairs).items()))
         self.report.used_per_contributor = dict(Counter(e.contributor for _, e in pairs))
-        train, test = arrays(train_pairs), arrays(test_pairs)
-        self.report.chat_examples = len(train[1])
         self.report.chat_weight = 1.0
-
         config = self._taught_config()
-        self.progress.enter("training", f"head on {len(train[1])} photos of {len(labels)} labels")
-        judged = self._fit(train, mirrors(train_pairs), len(labels), imagenet)
-
-        self.progress.enter("evaluating", "scoring on the held-out photos")
-        answers = taught_answers(judged.kernel, judged.bias, judged.weight, test[0], imagenet)
-        self.report.history = {"loss": judged.losses}
-        if len(test[1]):
-            self.report.confusion = {HELD_OUT: confusion_matrix(test[1], answers, len(labels))}
-        self.report.mistakes = [
-            Mistake(e.path, e.label, labels[int(a)], "validation")
-            for (_, e), a in zip(test_pairs, answers, strict=True)
-            if labels[int(a)] != e.label
-        ]
-        centroid = accuracy(nearest_centroid(train, test[0], len(labels)) == test[1])
-        score = gate.SetScore(gate.BASE, HELD_OUT, len(test[1]), centroid, accuracy(answers == test[1]))
-        against_serving = False  # the first version's rule, until a version with these labels serves
-        previous_head = self._previous_head()
-        if self.previous is not None and previous_head is not None and list(self.previous.labels) == labels:
-            # The serving version was fitted on every photo it had, held-out ones too: it is compared
-            # on the held-out photos labelled since, which neither version has seen.
-            since = float((self.previous.meta.get("data") or {}).get("trained_until", 0.0))
-            fresh = np.array([e.labelled_at > since for _, e in test_pairs], dtype=bool)
-            score = gate.SetScore(
-                gate.BASE,
-                f"held-out photos labelled since v{self.previous.version}",
-                int(fresh.sum()),
-                accuracy(self._previous_answers(previous_head, test[0][fresh], imagenet) == test[1][fresh]),
-                accuracy(answers[fresh] == test[1][fresh]),
-            )
-            against_serving = True
-        none = gate.SetScore(gate.CHAT, "further chat photos", 0, None, None)
-        # Judged, the head is fitted again on every photo, held-out ones too: with a dozen photos of a
+        everything = arrays(pairs)
+        train_pairs = [(px, e) for px, e in pairs if not held_out(e.sha256)]
+        test_pairs = [(px, e) for px, e in pairs if held_out(e.sha256)]
+        # Every version saved is fitted on every photo, held-out ones too: with a dozen photos of a
         # label, a quarter more of them is worth more than anything else (measured: 9 → 12 photos of
         # each of four animal categories, unseen photos 76% → 88% right).
-        everything = arrays(pairs)
-        self.progress.enter("training", f"the final head on all {len(everything[1])} photos")
+        self.progress.enter("training", f"the head on all {len(everything[1])} photos")
         final = self._fit(everything, mirrors(pairs), len(labels), imagenet)
-        refusal = self._taught_detector(final, everything, mirrors(pairs), imagenet)
+        self.progress.enter("evaluating", "each photo held out in turn")
+        refusal, cross_validated = self._taught_detector(final, everything, mirrors(pairs), imagenet)
+        previous_head = self._comparable_head(labels)
+        if previous_head is None:
+            judgement = self._first_judgement(final, cross_validated, everything, pairs)
+        else:
+            self.progress.enter("evaluating", f"against v{self.previous.version}")  # type: ignore[union-attr]
+            train = (arrays(train_pairs), mirrors(train_pairs))
+            judgement = self._against_serving(previous_head, train, arrays(test_pairs), test_pairs, imagenet)
+        self._report(judgement, labels)
         candidate = self._save_taught(
             backbone,
             final,
             refusal,
             imagenet,
             config,
-            (len(train[1]), len(test[1])),
+            (len(train_pairs), len(test_pairs)),
             trained_until=max((e.labelled_at for _, e in pairs), default=0.0),
+            judged=judgement.score.title,
         )
         return TrainingResult(
             candidate,
-            score,
-            none,
-            held_out_per_label=per_label_text(test[1], answers, labels),
-            against_serving=against_serving,
+            judgement.score,
+            gate.SetScore(gate.CHAT, "further chat photos", 0, None, None),
+            held_out_per_label=per_label_text(judgement.truth, judgement.answers, labels),
+            against_serving=previous_head is not None,
         )
+
+    def _first_judgement(
+        self,
+        final: TaughtFit,
+        cross_validated: HeldOut,
+        everything: tuple[np.ndarray, ...],
+        pairs: list[tuple[Any, LabelledExample]],
+    ) -> Judgement:
+        """A first version: every photo held out in turn (`cross_validate`), against a nearest-centroid
+        classifier on the same folds. A quarter of a dozen photos a label held out once by their hashes
+        is a handful of photos, unevenly shared (one label 8 of its 12, another 1)."""
+        n_classes = len(final.bias)
+        centroid = centroid_cross_validated(everything, n_classes, seed=self.options.seed)
+        score = gate.SetScore(gate.BASE, CROSS_VALIDATED, len(pairs), centroid, cross_validated.right)
+        counts = {"train": len(pairs), "held out in turn": len(pairs)}
+        return Judgement(score, everything[1], cross_validated.answers, pairs, final.losses, counts)
+
+    def _report(self, judgement: Judgement, labels: list[str]) -> None:
+        self.report.split_counts = judgement.split_counts
+        self.report.chat_examples = judgement.split_counts["train"]
+        self.report.history = {"loss": judgement.losses}
+        if len(judgement.truth):
+            matrix = confusion_matrix(judgement.truth, judgement.answers, len(labels))
+            self.report.confusion = {judgement.score.title: matrix}
+        self.report.mistakes = [
+            Mistake(e.path, e.label, labels[int(a)], "validation")
+            for (_, e), a in zip(judgement.photos, judgement.answers, strict=True)
+            if labels[int(a)] != e.label
+        ]
+
+    def _comparable_head(self, labels: list[str]) -> Any:
+        """The serving version's head when it answers these labels: a later version is judged against
+        it; None (nothing serves, or a label was added or removed since) means the first version's rule."""
+        if self.previous is None or list(self.previous.labels) != labels:
+            return None
+        return self._previous_head()
+
+    def _against_serving(
+        self,
+        previous_head: Any,
+        train: tuple[tuple[np.ndarray, ...], np.ndarray],
+        test: tuple[np.ndarray, ...],
+        test_pairs: list[tuple[Any, LabelledExample]],
+        imagenet: Any,
+    ) -> Judgement:
+        """A later version: a head fitted on the photos not held out by their hashes, and the serving
+        version, both scored on the held-out photos labelled since the serving version was made (it was
+        fitted on every photo it had, held-out ones too, so only those are new to both). `train` is the
+        photos' arrays and their mirror images' features."""
+        assert self.previous is not None
+        judged = self._fit(train[0], train[1], len(self.previous.labels), imagenet)
+        answers = taught_answers(judged.kernel, judged.bias, judged.weight, test[0], imagenet)
+        since = float((self.previous.meta.get("data") or {}).get("trained_until", 0.0))
+        fresh = np.array([e.labelled_at > since for _, e in test_pairs], dtype=bool)
+        score = gate.SetScore(
+            gate.BASE,
+            f"held-out photos labelled since v{self.previous.version}",
+            int(fresh.sum()),
+            accuracy(self._previous_answers(previous_head, test[0][fresh], imagenet) == test[1][fresh]),
+            accuracy(answers[fresh] == test[1][fresh]),
+        )
+        counts = {"train": len(train[0][1]), "validation": len(test_pairs)}
+        return Judgement(score, test[1], answers, test_pairs, judged.losses, counts)
 
     def _check_counts(self, used: list[LabelledExample], labels: list[str]) -> None:
         counts = Counter(e.label for e in used)
@@ -253,7 +306,7 @@ class TaughtRetrainer(Retrainer):
 
     def _taught_detector(
         self, fit: TaughtFit, data: tuple[np.ndarray, ...], mirrored: np.ndarray, imagenet: Any
-    ) -> TaughtRefusal:
+    ) -> tuple[TaughtRefusal, HeldOut]:
         """The refusal (`training.taught_head.TaughtPhotos`, `refusal_score`): a photo is refused when
         its distance to the nearest taught photo (features and ImageNet view) minus CONFIDENCE_WEIGHT ×
         its top probability is beyond what the taught photos themselves score held out
@@ -265,14 +318,17 @@ class TaughtRetrainer(Retrainer):
         With a dozen photos of a broad label (a dozen dog breeds), the class-centre distance of the
         flowers cannot tell a new breed from a teapot (measured: medians 6038 vs 6561, and every
         threshold kept both or refused both).
+
+        Also returns what heads fitted without each photo answered it (`cross_validate`): the
+        refusal's held-out confidence, and a first version's judgement.
         """
         from training.flower_model import FlowerHead
         from training.numpy_fit import softmax
         from training.ood import OodParams, Thresholds
         from training.taught_head import (
             TaughtPhotos,
+            cross_validate,
             embed,
-            held_out_confidence,
             refusal_score,
             refusal_threshold,
         )
@@ -281,7 +337,7 @@ class TaughtRetrainer(Retrainer):
         photos = TaughtPhotos.of([x, mirrored], imagenet)
         joined = embed(x, imagenet, fit.weight)
         config = self._taught_config()
-        confidence = held_out_confidence(
+        held = cross_validate(
             [joined, embed(mirrored, imagenet, fit.weight)],
             y,
             len(fit.bias),
@@ -291,7 +347,7 @@ class TaughtRetrainer(Retrainer):
             learning_rate=config.learning_rate,
         )
         distance = photos.distance(x, imagenet, own=np.arange(len(y)))
-        unsure, reject = refusal_threshold(refusal_score(distance, confidence))
+        unsure, reject = refusal_threshold(refusal_score(distance, held.confidence))
         dims = x.shape[1]
         ood = OodParams(  # kept in the head file for its shape; the served graph has the distance itself
             means=photos.unit.astype(np.float32),
@@ -306,7 +362,7 @@ class TaughtRetrainer(Retrainer):
                 0.5, float(np.quantile(softmax(joined @ fit.kernel + fit.bias).max(axis=1), 0.01))
             ),
         )
-        return TaughtRefusal(FlowerHead(kernel=fit.kernel, bias=fit.bias, ood=ood), photos, thresholds)
+        return TaughtRefusal(FlowerHead(kernel=fit.kernel, bias=fit.bias, ood=ood), photos, thresholds), held
 
     def _previous_head(self) -> Any:
         from training.flower_model import HEAD_FILE, FlowerHead
@@ -325,9 +381,11 @@ class TaughtRetrainer(Retrainer):
         counts: tuple[int, int],
         *,
         trained_until: float,
+        judged: str,
     ) -> ModelVersion:
-        """Save the version: `counts` are the photos it was judged fitted on and held out on;
-        `trained_until` is when its latest photo was labelled (a later version is judged after it)."""
+        """Save the version: `counts` are the photos its hashes put in training and held out (a later
+        version is judged on the held-out ones labelled after `trained_until`, when this version's latest
+        photo was labelled); `judged` says on what this one was."""
         from inference.flowers import PREPROCESSING_ID
         from training.effnet_lite0 import backbone_id
         from training.flower_model import HEAD_FILE
@@ -372,8 +430,9 @@ class TaughtRetrainer(Retrainer):
             "status": "candidate",
             "job_id": self.report.job_id,
             "config": asdict(config),
-            # Judged trained on chat_train photos; served refitted on chat_train + chat_held_out.
+            # Fitted on every photo; chat_held_out are those a later version is judged on.
             "data": {
+                "judged_on": judged,
                 "chat_train": n_train,
                 "chat_held_out": n_held_out,
                 "taught": True,
@@ -416,6 +475,18 @@ def nearest_centroid(train: tuple[np.ndarray, ...], x: np.ndarray, n_classes: in
     )
     distances = ((_unit(x)[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
     return np.asarray(distances.argmin(axis=1), np.int64)
+
+
+def centroid_cross_validated(data: tuple[np.ndarray, ...], n_classes: int, seed: int) -> float | None:
+    """The nearest-centroid baseline on the folds `cross_validate` uses (the same seed and shuffles):
+    the share of photos it answers right, over every shuffle and fold."""
+    features, labels = data[0], np.asarray(data[1], np.int64)
+    right = [
+        nearest_centroid((features[~held], labels[~held]), features[held], n_classes) == labels[held]
+        for held in folds(labels, n_classes, seed, repeats=REFUSAL_REPEATS)
+        if held.any()
+    ]
+    return accuracy(np.concatenate(right)) if right else None
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

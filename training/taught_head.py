@@ -118,17 +118,56 @@ def choose_weight(
     accuracy over `REPEATS` shuffles of `FOLDS` folds, stratified by label); returns it and every
     candidate's accuracy. Ties keep the earlier candidate."""
     y = np.asarray(y, np.int64)
-    folds = _folds(y, n_classes, seed)
+    masks = folds(y, n_classes, seed)
     scores: dict[float, float] = {}
     for weight in weights:
         x = embed(features, imagenet, weight)
         right = []
-        for held in folds:
+        for held in masks:
             kernel, bias, _ = fit_softmax(x[~held], y[~held], n_classes)
             right.append((x[held] @ kernel + bias).argmax(axis=1) == y[held])
         scores[float(weight)] = float(np.mean(np.concatenate(right)))
     best = max(scores, key=lambda w: (scores[w], -list(scores).index(w)))
     return best, scores
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What heads fitted without each photo say of it, over `repeats` shuffles of `FOLDS` folds."""
+
+    confidence: np.ndarray  # (N,) the mean top probability: how sure the served head will be of a new photo
+    answers: np.ndarray  # (N,) the label of the mean probabilities: each photo's held-out answer
+    right: float  # the share of photos answered right, over every shuffle and fold
+
+
+def cross_validate(
+    views: Sequence[np.ndarray],
+    y: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+    repeats: int = REFUSAL_REPEATS,
+    **fit: Any,
+) -> HeldOut:
+    """Heads fitted without each photo, over `repeats` shuffles of `FOLDS` folds stratified by label
+    (`fit` as for `fit_softmax`). `views[0]` are the photos' x, the others (their mirror images) are
+    fitted beside them and left out with them. Few shuffles move the refusal threshold with the shuffle
+    drawn; every photo held out in turn judges a dozen photos a label far better than a quarter of
+    them held out once."""
+    views = [np.asarray(x, np.float64) for x in views]
+    y = np.asarray(y, np.int64)
+    confidence = np.zeros(len(y))
+    probabilities = np.zeros((len(y), n_classes))
+    right = 0
+    for held in folds(y, n_classes, seed, repeats=repeats):
+        if not held.any():
+            continue
+        train = np.vstack([x[~held] for x in views])
+        kernel, bias, _ = fit_softmax(train, np.tile(y[~held], len(views)), n_classes, **fit)
+        answered = softmax(views[0][held] @ kernel + bias)
+        confidence[held] += answered.max(axis=1) / repeats
+        probabilities[held] += answered / repeats
+        right += int(np.sum(answered.argmax(axis=1) == y[held]))
+    return HeldOut(confidence, probabilities.argmax(axis=1), right / max(1, len(y) * repeats))
 
 
 def held_out_confidence(
@@ -139,20 +178,8 @@ def held_out_confidence(
     repeats: int = REFUSAL_REPEATS,
     **fit: Any,
 ) -> np.ndarray:
-    """Each photo's top probability from heads fitted without it (the mean over `repeats` shuffles of
-    `FOLDS` folds, stratified by label; `fit` as for `fit_softmax`): how sure the served head will be
-    of a photo it never saw. `views[0]` are the photos' x, the others (their mirror images) are fitted
-    beside them, and left out with them. Few shuffles move the refusal threshold with the shuffle drawn."""
-    views = [np.asarray(x, np.float64) for x in views]
-    y = np.asarray(y, np.int64)
-    confidence = np.zeros(len(y))
-    for held in _folds(y, n_classes, seed, repeats=repeats):
-        if not held.any():
-            continue
-        train = np.vstack([x[~held] for x in views])
-        kernel, bias, _ = fit_softmax(train, np.tile(y[~held], len(views)), n_classes, **fit)
-        confidence[held] += softmax(views[0][held] @ kernel + bias).max(axis=1) / repeats
-    return confidence
+    """Each photo's top probability from heads fitted without it (`cross_validate`)."""
+    return cross_validate(views, y, n_classes, seed, repeats, **fit).confidence
 
 
 @dataclass(frozen=True)
@@ -211,7 +238,7 @@ def refusal_threshold(scores: np.ndarray, spread: float = REJECT_SPREAD) -> tupl
     return min(float(np.quantile(scores, UNSURE_QUANTILE)), reject), reject
 
 
-def _folds(y: np.ndarray, n_classes: int, seed: int, repeats: int = REPEATS) -> list[np.ndarray]:
+def folds(y: np.ndarray, n_classes: int, seed: int, repeats: int = REPEATS) -> list[np.ndarray]:
     """Held-out masks: each repeat deals every label's photos, shuffled, round-robin into FOLDS."""
     rng = np.random.default_rng(seed)
     masks = []

@@ -20,6 +20,7 @@ from training.taught_head import (
     ImagenetHead,
     TaughtPhotos,
     choose_weight,
+    cross_validate,
     embed,
     fit_softmax,
     held_out_confidence,
@@ -53,6 +54,24 @@ def test_the_fit_is_deterministic_and_separates_what_it_was_given() -> None:
     again = fit_softmax(x, y, 3)
     assert np.array_equal(kernel, again[0]) and np.array_equal(bias, again[1])
     assert np.mean((x @ kernel + bias).argmax(axis=1) == y) == 1.0 and losses[-1] < losses[0] / 5
+
+
+def test_cross_validation_answers_every_photo_from_heads_that_never_saw_it() -> None:
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 10)
+    centres = rng.normal(0, 1, (3, 20))
+    x = centres[y] + rng.normal(0, 0.3, (len(y), 20))
+    held = cross_validate([x], y, 3, repeats=4)
+    assert held.answers.shape == y.shape and held.right == 1.0 and np.array_equal(held.answers, y)
+    assert np.all((held.confidence > 1 / 3) & (held.confidence < 1.0))
+    # One photo of label 0 drawn at label 1's centre: seen, a head learns it; held out, none can.
+    odd = x.copy()
+    odd[0] = centres[1] + rng.normal(0, 0.3, 20)
+    crossed = cross_validate([odd], y, 3, repeats=4)
+    assert crossed.answers[0] == 1 and crossed.right <= 29 / 30  # wrong in every fold it is held out of
+    assert np.mean(crossed.answers == y) >= 0.9  # the rest mostly right (a neighbour of it may not be)
+    kernel, bias, _ = fit_softmax(odd, y, 3)
+    assert (odd[0] @ kernel + bias).argmax() == 0
 
 
 def test_the_joined_features_are_unit_vectors_whatever_the_imagenet_weight(imagenet: ImagenetHead) -> None:
