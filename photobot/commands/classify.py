@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from inference.catalogue import DEFAULT_CATALOGUE
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from photobot.commands import positive_int, progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
@@ -41,7 +41,11 @@ _FIGURES = re.compile(r"\s*\(distance [^()]*\)")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos, or folders of photos")
-    parser.add_argument("--mode", choices=DEFAULT_CATALOGUE.modes, default="auto", help="default: auto")
+    parser.add_argument(
+        "--mode",
+        default="auto",
+        help=f"{', '.join(DEFAULT_CATALOGUE.modes)} or a taught model's name (default: auto)",
+    )
     parser.add_argument(
         "--top", type=positive_int, default=5, metavar="K", help="show the K best labels (default 5)"
     )
@@ -51,6 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
+    from photobot.wiring import taught_catalogue
+
+    catalogue = taught_catalogue(settings)
+    if args.mode not in catalogue.modes:
+        raise UserFacingError(f"unknown mode '{args.mode}'; choose from {', '.join(catalogue.modes)}")
     files = photo_files(args.paths)
     if not files:
         raise UserFacingError("no photos found in the paths given")
@@ -70,7 +79,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         results = asyncio.run(
-            classify_files(files, args.mode, settings, on_answers=show, on_each=lambda: bar.update(1))
+            classify_files(
+                files,
+                args.mode,
+                settings,
+                catalogue=catalogue,
+                on_answers=show,
+                on_each=lambda: bar.update(1),
+            )
         )
     finally:
         bar.close()
@@ -95,10 +111,12 @@ async def classify_files(
     mode: str,
     settings: Settings,
     *,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
     on_answers: Callable[[list], None] | None = None,
     on_each: Callable[[], object] | None = None,
 ) -> list:
-    """Every file through one Classifier; a failure is returned in its place, not raised.
+    """Every file through one Classifier serving `catalogue`'s models (in auto mode, all of them, as
+    the bot does); a failure is returned in its place, not raised.
 
     `on_answers` gets the answers as soon as they are known: the first run of a model version goes on
     converting it for LiteRT in the background (~20 s) and waits for that before closing (closing would
@@ -110,9 +128,9 @@ async def classify_files(
     from inference.errors import InferenceError
     from photobot.serving import build_classifier
 
-    spec = DEFAULT_CATALOGUE.for_mode(mode)
+    spec = catalogue.for_mode(mode)
     names = (spec.name,) if spec else None
-    classifier = build_classifier(settings, names=names, reload_poll_s=0)
+    classifier = build_classifier(settings, catalogue=catalogue, names=names, reload_poll_s=0)
     await classifier.start()
     try:
         limit = asyncio.Semaphore(max(1, min(64, classifier.config.queue_size)))

@@ -48,9 +48,8 @@ TRAINING_FOLDERS = ("flower_photos",)  # in PHOTOBOT_DATASETS: what the shipped 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        choices=(*DEFAULT_CATALOGUE.names, "auto"),
         required=True,
-        help="which model (auto: the router)",
+        help=f"{', '.join(DEFAULT_CATALOGUE.names)}, a taught model, or auto (the router, every model)",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -64,7 +63,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    from photobot.wiring import taught_catalogue
+
     quiet = getattr(args, "quiet", False)
+    catalogue = taught_catalogue(settings)
+    if args.model != "auto" and args.model not in catalogue:
+        raise UserFacingError(
+            f"unknown model '{args.model}'; choose from {', '.join((*catalogue.names, 'auto'))}"
+        )
     if args.mnist_test:
         spec = DEFAULT_CATALOGUE.get(args.model)
         if spec is None or spec.kind != ModelKind.DIGIT_READER:
@@ -77,7 +83,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         import asyncio
 
         warn_if_training_photos(args.images, settings)
-        report, outcomes = asyncio.run(evaluate_folder(args.images, args.model, settings, quiet=quiet))
+        report, outcomes = asyncio.run(
+            evaluate_folder(args.images, args.model, settings, catalogue=catalogue, quiet=quiet)
+        )
     if args.report is not None:
         written = write_plots(outcomes, report, args.report)
         print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
@@ -178,19 +186,27 @@ def warn_if_training_photos(folder: Path, settings: Settings) -> None:
 
 
 async def evaluate_folder(
-    folder: Path, model: str, settings: Settings, *, quiet: bool = True
+    folder: Path,
+    model: str,
+    settings: Settings,
+    *,
+    catalogue: Catalogue | None = None,
+    quiet: bool = True,
 ) -> tuple[dict, list[Outcome]]:
-    """Every labelled photo through the engine: the report (see the module's docstring), per photo."""
+    """Every labelled photo through the engine: the report (see the module's docstring), per photo.
+    `catalogue`: the models served (default: the built-in ones and those taught in the database)."""
     from photobot.commands.classify import classify_files
     from photobot.wiring import taught_catalogue
 
-    photos, left_out = split_known(labelled_photos(folder), model, folder, taught_catalogue(settings))
-    spec = DEFAULT_CATALOGUE.get(model)
+    catalogue = catalogue or taught_catalogue(settings)
+    photos, left_out = split_known(labelled_photos(folder), model, folder, catalogue)
+    spec = catalogue.get(model)
     with progress_bar(len(photos), f"evaluating {model}", quiet=quiet) as bar:
         answers = await classify_files(
             [p for p, _ in photos],
             spec.mode if spec else "auto",
             settings,
+            catalogue=catalogue,
             on_each=lambda: bar.update(1),
         )
     tallies: dict[str, list[int]] = {}

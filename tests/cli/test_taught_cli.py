@@ -51,6 +51,14 @@ def test_a_model_store_folder_keeps_its_name(data_dir: Path, capsys) -> None:
         (["retrain", "--model", "nothing"], "unknown model 'nothing'; choose from digits, flowers"),
         (["models", "promote", "nothing", "1"], "unknown model 'nothing'; choose from digits, flowers"),
         (["models", "rollback", "nothing"], "unknown model 'nothing'; choose from digits, flowers"),
+        (
+            ["evaluate", "--model", "nothing", "--images", "."],
+            "unknown model 'nothing'; choose from digits, flowers, auto",
+        ),
+        (
+            ["classify", "x.jpg", "--mode", "nothing"],
+            "unknown mode 'nothing'; choose from auto, digit, flower",
+        ),
     ],
 )
 def test_bad_names_labels_and_models_are_refused_with_the_reason(

@@ -8,12 +8,14 @@ it was made. Real ImageNet photos of four broad animal categories, and the five 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
 from benchmarks.teach import animal_photos, flower_photos, teach
 from inference.model_store import ModelStore
+from photobot.cli import main
 from photobot.settings import Settings
 from photobot.wiring import retrain_settings, taught_catalogue
 from training.retrain import RetrainError, RetrainOptions, run_retrain
@@ -104,6 +106,37 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_evaluate_and_classify_serve_a_taught_model_by_name_and_in_auto_mode(
+    tmp_path: Path, mnist_path: Path, photos: dict[str, list[Path]], monkeypatch, capsys
+) -> None:
+    """`photobot evaluate --model animals` and `classify --mode animals` answer with the taught model;
+    in auto mode it is asked as the bot asks it (a photo the digits and flowers are not sure of)."""
+    settings = _settings(tmp_path, mnist_path)
+    asyncio.run(teach(settings, "animals", {k: v[:FIRST] for k, v in photos.items()}, people=2))
+    assert _retrain(settings, "animals").decision == "promote"
+    unseen = tmp_path / "unseen"
+    for label in ("dog", "bird"):
+        (unseen / label).mkdir(parents=True)
+        for path in photos[label][FIRST : FIRST + 5]:
+            (unseen / label / path.name).symlink_to(path)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+
+    assert main(["evaluate", "--model", "animals", "--images", str(unseen), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (report["model"], report["version"], report["n"]) == ("animals", 1, 10)
+    assert report["accuracy"] >= 0.6  # 87.7% of 81 unseen photos in docs/teaching.md
+
+    assert main(["classify", "--mode", "animals", "--json", str(unseen / "dog")]) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(answers) == 5 and {a["model"] for a in answers} == {"animals"}
+
+    assert main(["classify", "--json", str(unseen)]) == 0  # auto mode: every model the bot serves
+    answered_by = {json.loads(line)["model"] for line in capsys.readouterr().out.splitlines()}
+    assert "animals" in answered_by
 
 
 def test_too_few_photos_of_a_label_fail_the_job_and_say_which(
