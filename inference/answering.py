@@ -84,7 +84,11 @@ class Answering(ABC, Generic[S]):
             prediction = router.weigh(answers.get(reader or ""), answers.get(seer or ""), plan.scene)
         else:
             prediction = answers[(reader if plan.route == "digit" else seer) or ""]
-        if target is None and prediction.status != "ok":
+        if (
+            target is None
+            and prediction.status != "ok"
+            and not router.a_digit_question(prediction, plan.scene, reader)
+        ):
             prediction = await self._ask_others(data, prediction, deadline, timings)
         if mode == "auto" and prediction.status == "not_recognized":
             prediction = replace(prediction, model=None, version=None)

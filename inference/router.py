@@ -232,6 +232,20 @@ def ask_doubtful_marks(digit: Prediction) -> Prediction:
     return replace(digit, status="unsure", reason="the marks look only doubtfully like handwritten digits")
 
 
+def a_digit_question(prediction: Prediction, scene: Scene | None, reader: str | None) -> bool:
+    """Whether an answer is the digit reader's (`reader`) doubtful reading of marks on what looks like a
+    page: the bot asks which digit it is, and the models taught from the chat are not asked to replace
+    it (a small "1" on yellow paper is a bug to a model taught insects)."""
+    return (
+        scene is not None
+        and scene.digits_found
+        and scene.paper_like
+        and prediction.status == "unsure"
+        and reader is not None
+        and prediction.model == reader
+    )
+
+
 def combine(
     digit: Prediction | None,
     flower: Prediction | None,

@@ -333,3 +333,13 @@ async def test_digit_mode_rarely_reads_a_confident_digit_in_a_flower_photo(store
     assert sum(p.status == "ok" for p in on_flowers) <= 4  # measured with the shipped CNN: 1% of 489
     assert any(p.reason == off_paper for p in on_flowers)  # readings the safeguard turned into questions
     assert not any(p.reason == off_paper for p in on_pages)  # measured: none of 500 pages
+
+
+def test_a_doubtful_digit_on_a_page_is_a_question_about_the_digit_not_for_other_models():
+    page = router.Scene(colour_spread=5.0, plain=0.97, digits_found=True, digitness=0.5)
+    asked = answer("digits", "1", 0.99, "unsure")
+    assert router.a_digit_question(asked, page, "digits")
+    assert not router.a_digit_question(asked, replace(page, plain=0.4), "digits")  # not a page
+    assert not router.a_digit_question(answer("flowers", "roses", 0.5, "unsure"), page, "digits")
+    assert not router.a_digit_question(replace(asked, status="not_recognized"), page, "digits")
+    assert not router.a_digit_question(asked, None, "digits")
