@@ -129,8 +129,9 @@ def flowers_prediction(
         name = f"{version.name} v{version.version}"
         raise ValueError(f"{name}: {probabilities.size} outputs for {len(labels)} labels")
     order = np.argsort(-probabilities)[:TOP_K]
-    top = tuple((labels[i], float(probabilities[i])) for i in order)
-    best_label, confidence = top[0]
+    shown = calibrated(probabilities, version.meta)
+    top = tuple((labels[i], float(shown[i])) for i in order)
+    best_label, confidence = labels[order[0]], float(probabilities[order[0]])
     rule = OodRule.from_meta(version.meta["ood"])
     nearest = rule.nearest(np.asarray(outputs[1], dtype=np.float64).reshape(-1))
     distance = nearest - rule.confidence_weight * confidence
@@ -157,12 +158,25 @@ def flowers_prediction(
         model=version.name,
         version=version.version,
         label=label,
-        confidence=confidence if label is not None else 0.0,
+        confidence=top[0][1] if label is not None else 0.0,
         status=status,
         top=top,
         reason=reason,
     )
     return second_look(prediction, outputs, version.meta, nearest)
+
+
+def calibrated(probabilities: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
+    """The percentages to show: softmax(logits / T) for the version's `meta["calibration"]`
+    temperature T (a taught model's, fitted on its photos' held-out answers), else the probabilities
+    as they are. The refusal reads the probabilities as the model gives them: its rule was placed on
+    those."""
+    temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
+    if temperature == 1.0:
+        return probabilities
+    scaled = np.log(np.maximum(probabilities, 1e-300)) / temperature
+    scaled = np.exp(scaled - scaled.max())
+    return np.asarray(scaled / scaled.sum())
 
 
 def _beyond(distance: float, limit: float) -> str:

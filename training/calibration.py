@@ -51,6 +51,26 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
     return reliability(confidences, correct).ece
 
 
+def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
+    """The temperature T whose softmax(logits / T) gives `truth` the least negative log-likelihood
+    (Guo et al., 2017): above 1 a head was too sure, below 1 not sure enough. Answers held out from
+    the fit only: on its own training photos every head looks sure. A search over T from 0.05 to 20
+    on a log scale (the loss is convex in 1/T), to a relative step of 1%."""
+    logits = np.asarray(logits, np.float64)
+    truth = np.asarray(truth, np.int64)
+    if len(truth) == 0:
+        return 1.0
+
+    def loss(temperature: float) -> float:
+        scaled = logits / temperature
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(scaled).sum(axis=1))
+        return float(np.mean(log_norm - scaled[np.arange(len(truth)), truth]))
+
+    candidates = np.exp(np.arange(np.log(0.05), np.log(20.0), 0.01))
+    return float(min(candidates, key=loss))
+
+
 def write_reliability_png(table: Reliability, title: str, path: Path) -> Path:
     """Bars of accuracy per confidence bin against the diagonal, with each bin's count written on it."""
     from matplotlib.figure import Figure

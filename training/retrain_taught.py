@@ -75,9 +75,10 @@ class TaughtFit:
 class TaughtRefusal:
     """What the saved version refuses by: the taught photos it compares with and where it draws the line."""
 
-    head: Any  # training.flower_model.FlowerHead: the fit's kernel and bias, in the flowers' head file
+    head: Any  # training.flower_model.FlowerHead: the fit's kernel and bias
     photos: Any  # training.taught_head.TaughtPhotos
     thresholds: Any  # training.ood.Thresholds
+    temperature: float  # the shown percentages' calibration, fitted on the held-out answers
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,7 @@ class TaughtRetrainer(Retrainer):
         Also returns what heads fitted without each photo answered it (`cross_validate`): the
         refusal's held-out confidence, and a first version's judgement.
         """
+        from training.calibration import fit_temperature
         from training.flower_model import FlowerHead
         from training.numpy_fit import softmax
         from training.ood import OodParams, Thresholds
@@ -346,8 +348,12 @@ class TaughtRetrainer(Retrainer):
             steps=config.epochs,
             learning_rate=config.learning_rate,
         )
+        # The head is less sure than it is right (L2 on unit-length inputs): the percentages it shows
+        # are calibrated on the held-out answers (`meta["calibration"]`, applied by the answer). The
+        # refusal keeps reading the head's own probabilities, which its rule was chosen on.
+        temperature = fit_temperature(held.logits, held.truth[held.photo])
         distance = photos.distance(x, imagenet, own=np.arange(len(y)))
-        unsure, reject = refusal_threshold(refusal_score(distance, held.confidence))
+        unsure, reject = refusal_threshold(refusal_score(distance, held.confidence()))
         dims = x.shape[1]
         ood = OodParams(  # kept in the head file for its shape; the served graph has the distance itself
             means=photos.unit.astype(np.float32),
@@ -362,7 +368,8 @@ class TaughtRetrainer(Retrainer):
                 0.5, float(np.quantile(softmax(joined @ fit.kernel + fit.bias).max(axis=1), 0.01))
             ),
         )
-        return TaughtRefusal(FlowerHead(kernel=fit.kernel, bias=fit.bias, ood=ood), photos, thresholds), held
+        head = FlowerHead(kernel=fit.kernel, bias=fit.bias, ood=ood)
+        return TaughtRefusal(head, photos, thresholds, temperature), held
 
     def _previous_head(self) -> Any:
         from training.flower_model import HEAD_FILE, FlowerHead
@@ -425,6 +432,11 @@ class TaughtRetrainer(Retrainer):
                 # reject_above: the mean of their scores + this many of their standard deviations.
                 "reject_spread": REJECT_SPREAD,
                 **refusal.thresholds.as_meta(),
+            },
+            # The percentages shown: softmax(logits / temperature); the refusal reads temperature 1.
+            "calibration": {
+                "temperature": round(refusal.temperature, 4),
+                "fitted_on": "the taught photos' held-out answers (10 shuffles of 3 folds)",
             },
             "parent": self.previous.version if self.previous else None,
             "status": "candidate",

@@ -133,11 +133,33 @@ def choose_weight(
 
 @dataclass(frozen=True)
 class HeldOut:
-    """What heads fitted without each photo say of it, over `repeats` shuffles of `FOLDS` folds."""
+    """What heads fitted without each photo said of it, over `repeats` shuffles of `FOLDS` folds."""
 
-    confidence: np.ndarray  # (N,) the mean top probability: how sure the served head will be of a new photo
-    answers: np.ndarray  # (N,) the label of the mean probabilities: each photo's held-out answer
-    right: float  # the share of photos answered right, over every shuffle and fold
+    logits: np.ndarray  # (R, C): every held-out answer, R = N × repeats
+    photo: np.ndarray  # (R,) the photo each row answers
+    truth: np.ndarray  # (N,) the photos' labels
+    repeats: int
+
+    def confidence(self, temperature: float = 1.0) -> np.ndarray:
+        """(N,) each photo's mean top probability at `temperature`: how sure the served head will be
+        of a photo it never saw."""
+        top = softmax(self.logits / temperature).max(axis=1)
+        return np.bincount(self.photo, weights=top, minlength=len(self.truth)) / self.repeats
+
+    @property
+    def answers(self) -> np.ndarray:
+        """(N,) each photo's held-out answer: the label of its mean probabilities."""
+        probabilities = softmax(self.logits)
+        summed = np.zeros((len(self.truth), self.logits.shape[1]))
+        np.add.at(summed, self.photo, probabilities)
+        return np.asarray(summed.argmax(axis=1), np.int64)
+
+    @property
+    def right(self) -> float:
+        """The share of held-out answers that were right, over every shuffle and fold."""
+        if len(self.photo) == 0:
+            return 0.0
+        return float(np.mean(self.logits.argmax(axis=1) == self.truth[self.photo]))
 
 
 def cross_validate(
@@ -155,19 +177,17 @@ def cross_validate(
     them held out once."""
     views = [np.asarray(x, np.float64) for x in views]
     y = np.asarray(y, np.int64)
-    confidence = np.zeros(len(y))
-    probabilities = np.zeros((len(y), n_classes))
-    right = 0
+    logits, photos = [], []
     for held in folds(y, n_classes, seed, repeats=repeats):
         if not held.any():
             continue
         train = np.vstack([x[~held] for x in views])
         kernel, bias, _ = fit_softmax(train, np.tile(y[~held], len(views)), n_classes, **fit)
-        answered = softmax(views[0][held] @ kernel + bias)
-        confidence[held] += answered.max(axis=1) / repeats
-        probabilities[held] += answered / repeats
-        right += int(np.sum(answered.argmax(axis=1) == y[held]))
-    return HeldOut(confidence, probabilities.argmax(axis=1), right / max(1, len(y) * repeats))
+        logits.append(views[0][held] @ kernel + bias)
+        photos.append(np.flatnonzero(held))
+    if not logits:
+        return HeldOut(np.zeros((0, n_classes)), np.zeros(0, np.int64), y, repeats)
+    return HeldOut(np.vstack(logits), np.concatenate(photos), y, repeats)
 
 
 def held_out_confidence(
@@ -179,7 +199,7 @@ def held_out_confidence(
     **fit: Any,
 ) -> np.ndarray:
     """Each photo's top probability from heads fitted without it (`cross_validate`)."""
-    return cross_validate(views, y, n_classes, seed, repeats, **fit).confidence
+    return cross_validate(views, y, n_classes, seed, repeats, **fit).confidence()
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ def test_first_version_then_later_versions_judged_on_photos_labelled_since(
     assert v1.meta["data"]["trained_until"] > 0 and v1.meta["data"]["chat_held_out"] > 0
     assert v1.meta["ood"]["confidence_weight"] == CONFIDENCE_WEIGHT  # the score the thresholds are for
     assert v1.meta["ood"]["unsure_above"] <= v1.meta["ood"]["reject_above"]
+    # its percentages are calibrated on the photos' held-out answers: the head is less sure than right
+    assert 0.05 < v1.meta["calibration"]["temperature"] < 1.0
 
     again = _retrain(settings, "animals", force=True)  # nothing new: nothing to judge a v2 on
     assert again.decision == "reject" and "no held-out photos labelled since v1" in again.reason

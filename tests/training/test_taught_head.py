@@ -63,7 +63,8 @@ def test_cross_validation_answers_every_photo_from_heads_that_never_saw_it() -> 
     x = centres[y] + rng.normal(0, 0.3, (len(y), 20))
     held = cross_validate([x], y, 3, repeats=4)
     assert held.answers.shape == y.shape and held.right == 1.0 and np.array_equal(held.answers, y)
-    assert np.all((held.confidence > 1 / 3) & (held.confidence < 1.0))
+    assert np.all((held.confidence() > 1 / 3) & (held.confidence() < 1.0))
+    assert np.all(held.confidence(0.5) > held.confidence())  # a lower temperature: surer
     # One photo of label 0 drawn at label 1's centre: seen, a head learns it; held out, none can.
     odd = x.copy()
     odd[0] = centres[1] + rng.normal(0, 0.3, 20)
@@ -269,3 +270,27 @@ def test_a_taught_version_answers_by_the_confidence_weighted_score() -> None:
         "pets", 1, Path("unused"), meta={"labels": ["dog", "cat"], "ood": ood | {"confidence_weight": 0}}
     )
     assert flowers_prediction([sure, far], distance_alone).status == "not_recognized"
+
+
+def test_a_taught_version_shows_calibrated_percentages_and_refuses_by_its_own() -> None:
+    """`meta["calibration"]`: the percentages shown are softmax(logits / T); the refusal's score and the
+    `unsure` line read the model's own probabilities, on which they were placed."""
+    from inference.flowers import flowers_prediction
+    from inference.model_store import ModelVersion
+
+    ood = {"unsure_above": 0.2, "reject_above": 0.3, "min_confidence": 0.3, "confidence_weight": 2.0}
+    meta = {"labels": ["dog", "cat"], "ood": ood}
+    plain = ModelVersion("pets", 1, Path("unused"), meta=meta)
+    sharper = ModelVersion("pets", 2, Path("unused"), meta=meta | {"calibration": {"temperature": 0.5}})
+    far = np.array([1.4, 1.5])
+    for probabilities in (np.array([0.65, 0.35]), np.array([0.58, 0.42]), np.array([0.52, 0.48])):
+        as_given, shown = (
+            flowers_prediction([probabilities, far], plain),
+            flowers_prediction([probabilities, far], sharper),
+        )
+        assert (shown.status, shown.label) == (as_given.status, as_given.label)
+        expected = probabilities**2 / np.sum(probabilities**2)  # logits / 0.5
+        assert [p for _, p in shown.top] == pytest.approx(sorted(expected, reverse=True))
+        if shown.label is not None:
+            assert shown.confidence == pytest.approx(expected.max())
+            assert shown.confidence > as_given.confidence
