@@ -166,7 +166,8 @@ class TaughtRetrainer(Retrainer):
         if previous_head is None:
             judgement = self._first_judgement(final, cross_validated, everything, pairs)
         else:
-            self.progress.enter("evaluating", f"against v{self.previous.version}")  # type: ignore[union-attr]
+            assert self.previous is not None  # a comparable head is the previous version's
+            self.progress.enter("evaluating", f"against v{self.previous.version}")
             train = (arrays(train_pairs), mirrors(train_pairs))
             judgement = self._against_serving(previous_head, train, arrays(test_pairs), test_pairs, imagenet)
         self._report(judgement, labels)
