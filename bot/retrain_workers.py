@@ -283,11 +283,21 @@ class _Follow:
                 self._stop("its lease is lost")
         job = await self.worker._job(self.job.id)
         if job.active and exited:
-            error = f"the job process {describe_exit(self.process.returncode)} before finishing"
-            self.failed_here = await store.fail_retrain_job(job.id, error)
+            self.failed_here = await store.fail_retrain_job(job.id, self._unfinished())
             job = await self.worker._job(job.id)
         await self._show(job)
         return job
+
+    def _unfinished(self) -> str:
+        """Why the job's process ended without finishing the job. Stopped by this worker, it is what the
+        job itself says when it gets there: its SIGTERM becomes a SystemExit in the job, and one raised
+        inside a Keras fit can end in TensorFlow's teardown as another signal (measured: SIGABRT,
+        "free(): invalid next size") before the job records why."""
+        ended = describe_exit(self.process.returncode)
+        if self.stopped:
+            logger.warning("retrain job %d: its process %s after it was stopped", self.job.id, ended)
+            return f"stopped by signal {signal.SIGTERM.name}"
+        return f"the job process {ended} before finishing"
 
     def _stop(self, why: str) -> None:
         if self.stopped or self.process.returncode is not None:

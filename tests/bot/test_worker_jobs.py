@@ -109,3 +109,32 @@ async def test_the_bot_queues_and_a_dead_workers_job_is_failed_at_the_next_start
         assert texts[1:] == [QUEUED.format(job=3)]
     finally:
         await replicas.stop()
+
+
+async def test_a_job_stopped_by_its_worker_that_dies_of_another_signal_is_failed_as_stopped(
+    tmp_path: Path,
+) -> None:
+    """The job's SIGTERM becomes a SystemExit inside it; raised in a Keras fit it can end in TensorFlow's
+    teardown as SIGABRT before the job records why. A stand-in for the job's process does just that:
+    the job still says it was stopped, not that it was killed."""
+    from bot.config import WorkerConfig
+    from bot.retrain_workers import RetrainWorker
+    from inference.model_store import ModelStore
+
+    job_process = tmp_path / "job.sh"  # `python -m photobot retrain …` that aborts when stopped
+    job_process.write_text("#!/bin/sh\ntrap 'kill -ABRT $$' TERM\nwhile :; do sleep 0.05; done\n")
+    job_process.chmod(0o755)
+    store = await open_store(tmp_path)
+    try:
+        queued = await store.create_retrain_job("digits", runner="worker")
+        config = WorkerConfig(data_dir=tmp_path / "worker", poll_s=0.1, python=str(job_process))
+        worker = RetrainWorker(config, store, bot=None, models=ModelStore(tmp_path / "models"))  # type: ignore[arg-type]
+        running = asyncio.create_task(worker.run(once=True))
+        await asyncio.sleep(1.0)  # claimed, its process started
+        assert (await store.get_retrain_job(queued.id)).status in ("claimed", "running")
+        worker.stop()
+        assert await asyncio.wait_for(running, 30) == 1
+        job = await store.get_retrain_job(queued.id)
+        assert (job.status, job.error) == ("failed", "stopped by signal SIGTERM")
+    finally:
+        await store.close()
