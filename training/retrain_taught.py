@@ -159,9 +159,10 @@ class TaughtRetrainer(Retrainer):
         # label, a quarter more of them is worth more than anything else (measured: 9 → 12 photos of
         # each of four animal categories, unseen photos 76% → 88% right).
         self.progress.enter("training", f"the head on all {len(everything[1])} photos")
-        final = self._fit(everything, mirrors(pairs), len(labels), imagenet)
+        every_mirrored = mirrors(pairs)
+        final = self._fit(everything, every_mirrored, len(labels), imagenet)
         self.progress.enter("evaluating", "each photo held out in turn")
-        refusal, cross_validated = self._taught_detector(final, everything, mirrors(pairs), imagenet)
+        refusal, cross_validated = self._taught_detector(final, everything, every_mirrored, imagenet)
         previous_head = self._comparable_head(labels)
         if previous_head is None:
             judgement = self._first_judgement(final, cross_validated, everything, pairs)

@@ -190,18 +190,6 @@ def cross_validate(
     return HeldOut(np.vstack(logits), np.concatenate(photos), y, repeats)
 
 
-def held_out_confidence(
-    views: Sequence[np.ndarray],
-    y: np.ndarray,
-    n_classes: int,
-    seed: int = 0,
-    repeats: int = REFUSAL_REPEATS,
-    **fit: Any,
-) -> np.ndarray:
-    """Each photo's top probability from heads fitted without it (`cross_validate`)."""
-    return cross_validate(views, y, n_classes, seed, repeats, **fit).confidence()
-
-
 @dataclass(frozen=True)
 class TaughtPhotos:
     """What the refusal compares a photo with: every view of every taught photo (the photo and its

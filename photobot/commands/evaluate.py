@@ -198,7 +198,8 @@ async def evaluate_folder(
     from photobot.commands.classify import classify_files
     from photobot.wiring import taught_catalogue
 
-    catalogue = catalogue or taught_catalogue(settings)
+    if catalogue is None:
+        catalogue = taught_catalogue(settings)
     photos, left_out = split_known(labelled_photos(folder), model, folder, catalogue)
     spec = catalogue.get(model)
     with progress_bar(len(photos), f"evaluating {model}", quiet=quiet) as bar:

@@ -23,7 +23,6 @@ from training.taught_head import (
     cross_validate,
     embed,
     fit_softmax,
-    held_out_confidence,
     refusal_score,
     refusal_threshold,
 )
@@ -188,7 +187,7 @@ def test_the_refusal_calibrated_on_taught_photos_alone_keeps_new_animals_and_ref
     mirrored = np.asarray(flower_backbone.predict_on_batch(_mirrored(_pixels(taught))))
     views = [embed(features, imagenet, 1.0), embed(mirrored, imagenet, 1.0)]
     kernel, bias, _ = fit_softmax(np.vstack(views), np.tile(y, 2), 4)
-    confidence = held_out_confidence(views, y, 4)
+    confidence = cross_validate(views, y, 4).confidence()
     assert np.all(confidence < softmax(views[0] @ kernel + bias).max(axis=1))  # held out: less sure
     photos = TaughtPhotos.of([features, mirrored], imagenet)
     held_out = photos.distance(features, imagenet, own=np.arange(len(y)))
@@ -239,7 +238,9 @@ def test_the_refusal_of_other_photos_does_not_weaken_as_more_photos_are_taught(
         photos = TaughtPhotos.of([x, mirrored[mine]], imagenet)
         held_out = refusal_score(
             photos.distance(x, imagenet, own=np.arange(len(y))),
-            held_out_confidence(views, y, len(flowers), repeats=3),  # the job averages more; 3 do here
+            cross_validate(
+                views, y, len(flowers), repeats=3
+            ).confidence(),  # the job averages more; 3 do here
         )
         sure = softmax(embed(other, imagenet, 0.0) @ kernel + bias).max(axis=1)
         scores = refusal_score(photos.distance(other, imagenet), sure)
