@@ -37,6 +37,7 @@ from bot.retraining import (
     announce_job,
     describe_exit,
     edit_progress,
+    failed_text,
     job_log_path,
     progress_text,
     send_report,
@@ -105,12 +106,7 @@ async def tell_failed(bot: Bot, job: RetrainJob, models: ModelStore) -> None:
     await edit_progress(bot, job.chat_id, job.message_id, progress_text(job, language=language))
     serving = await asyncio.to_thread(models.active_version, job.model)
     with contextlib.suppress(Exception):  # the row says it; a Bot API outage must not stop the caller
-        await bot.send_message(
-            job.chat_id,
-            text(
-                language, "retrain_job_failed", model=job.model, job=job.id, error=job.error, serving=serving
-            ),
-        )
+        await bot.send_message(job.chat_id, failed_text(job, serving, language))
 
 
 # ------------------------------------------------------------------------------------ the worker's side

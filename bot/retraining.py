@@ -303,17 +303,7 @@ class RetrainRunner:
         """Hot-swap on promotion, then send the report and its pictures."""
         if job.status == "failed":
             serving = found.model_store.active_version(job.model)
-            await bot.send_message(
-                running.chat_id,
-                text(
-                    running.language,
-                    "retrain_job_failed",
-                    model=job.model,
-                    job=job.id,
-                    error=job.error,
-                    serving=serving,
-                ),
-            )
+            await bot.send_message(running.chat_id, failed_text(job, serving, running.language))
             return
         note = ""
         if job.decision == "promote":
@@ -495,6 +485,16 @@ def progress_text(job: RetrainJob, seconds_left: float | None = None, *, languag
     if seconds_left is not None:
         lines.append(text(language, "retrain_time_left", left=about(seconds_left, language)))
     return "\n".join(lines)
+
+
+def failed_text(job: RetrainJob, serving: int | None, language: str = "en") -> str:
+    """Why a job failed, and which version keeps serving (a taught model's first job: none)."""
+    kept = (
+        text(language, "retrain_kept", version=serving)
+        if serving is not None
+        else text(language, "retrain_none_serving")
+    )
+    return text(language, "retrain_job_failed", model=job.model, job=job.id, error=job.error, kept=kept)
 
 
 def stage_name(stage: str | None, language: str = "en") -> str:

@@ -82,6 +82,15 @@ class ModelSpec:
     def shown(self, language: str) -> str:
         return self.display.get(language, self.name)
 
+    def label_named(self, word: str) -> str | None:
+        """The label a normalised caption word names: one spelled so, else one it is the singular of
+        (`rose` → roses, unless the model has a label `rose` too)."""
+        spelled = next((label.name for label in self.labels if word in label.spellings()), None)
+        if spelled is not None:
+            return spelled
+        singular = (label for label in self.labels if word in map(_singular, label.spellings()))
+        return next((label.name for label in singular), None)
+
     def shown_label(self, name: str, language: str) -> str:
         """A label as people read it; a label the catalogue does not list (a number) as it is."""
         found = self.label(name)
@@ -170,22 +179,26 @@ class Catalogue:
 
     def find_caption(self, caption: str | None) -> tuple[str, str] | None:
         """(model, label) when a caption names a label in any language (`roses`, `Rose`, `розы`, `7`),
-        or is a number a digit reader reads (`2026`); `MODEL: LABEL` looks in that model only."""
+        or is a number a digit reader reads (`2026`); `MODEL: LABEL` looks in that model only. The
+        first model's when several have the label (`find_captions` says whether they do)."""
+        found = self.find_captions(caption)
+        return found[0] if found else None
+
+    def find_captions(self, caption: str | None) -> tuple[tuple[str, str], ...]:
+        """Every (model, label) a caption names, in catalogue order: more than one when a bare label
+        belongs to several models (`dog` of `pets` and of `animals`)."""
         if not caption:
-            return None
+            return ()
         model, colon, rest = caption.partition(":")
         named = self.get(normalise(model)) if colon else None
         if named is not None:  # `MODEL: LABEL`, for a label several models have
-            return self.only((named.name,)).find_caption(rest)
+            return self.only((named.name,)).find_captions(rest)
         word = normalise(caption)
-        for spec in self:
-            for label in spec.labels:
-                if any(word in (spelling, _singular(spelling)) for spelling in label.spellings()):
-                    return spec.name, label.name
+        found = tuple((spec.name, label) for spec in self if (label := spec.label_named(word)) is not None)
         readers = self.of_kind(ModelKind.DIGIT_READER)
-        if readers and is_number(word):
-            return readers[0].name, word
-        return None
+        if not found and readers and is_number(word):
+            return ((readers[0].name, word),)
+        return found
 
     def knows(self, model: str, label: str) -> bool:
         """Whether `label` is an answer `model` can give: one of its labels, or a number it reads."""

@@ -21,6 +21,14 @@ LABEL = re.compile(r"[a-z0-9_-]{1,30}")  # ASCII: a label travels in callback da
 MIN_LABELS, MAX_LABELS = 2, 50
 MAX_LABEL_CHARS = 30
 MIN_PHOTOS_PER_LABEL = 10  # what a first version is asked to have of each label ("12 of at least 10")
+# A model's name is a chat's mode and follows /use and /retrain: none is one of the bot's commands,
+# which would read as that command in their replies and lists (tests/bot checks this list is complete).
+COMMAND_NAMES = frozenset(
+    {"start", "help", "stats", "forget", "use", "auto", "digit", "flower", "models", "retrain"}
+    | {"rollback", "block", "unblock", "newmodel", "addlabel", "dellabel", "delmodel"}
+)
+# What storage records as the label of a photo of none of a model's labels (`not_a_digit`, `not_pets`).
+NEGATIVE_PREFIX = "not_"
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,19 @@ def check_name(name: str, catalogue: Catalogue, taken: Iterable[str] = ()) -> st
         raise TaughtError("teach_bad_name", name=name[:40])
     if name in catalogue or name in catalogue.modes or name in set(taken):
         raise TaughtError("teach_name_taken", name=name)
+    if name in COMMAND_NAMES:
+        raise TaughtError("teach_name_command", name=name)
     return name
 
 
-def check_labels(labels: Sequence[str], existing: Sequence[str] = ()) -> list[str]:
+def check_labels(
+    labels: Sequence[str], existing: Sequence[str] = (), model: ModelSpec | None = None
+) -> list[str]:
     """Labels as stored (normalised), or TaughtError: 2–50 in all, each ≤ 30 Latin letters, digits, _
-    or -, not a number (a number caption is a digit), unique."""
+    or -, not a number (a number caption is a digit), not `not_…` (a photo of none), unique. With
+    `model` (whose labels are then the `existing`), none a caption of its labels already names (`rose`
+    is the flowers' roses)."""
+    existing = model.label_names if model is not None else existing
     checked: list[str] = []
     for raw in labels:
         label = normalise(raw)
@@ -110,8 +125,13 @@ def check_labels(labels: Sequence[str], existing: Sequence[str] = ()) -> list[st
             raise TaughtError("teach_label_too_long", label=raw[:40], limit=MAX_LABEL_CHARS)
         if LABEL.fullmatch(label) is None or is_number(label):
             raise TaughtError("teach_bad_label", label=raw[:40])
+        if label.startswith(NEGATIVE_PREFIX):
+            raise TaughtError("teach_reserved_label", label=label)
         if label in checked or label in existing:
             raise TaughtError("teach_label_twice", label=label)
+        named = model.label_named(label) if model is not None else None
+        if named is not None:
+            raise TaughtError("teach_label_named", label=label, existing=named)
         checked.append(label)
     total = len(checked) + len(existing)
     if not MIN_LABELS <= total <= MAX_LABELS:

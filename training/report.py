@@ -85,25 +85,26 @@ def report_text(data: ReportData) -> str:
     """The report as plain text (also the Telegram message: short lines, no markup)."""
     title = f"Retraining {data.model}" + (f" (job {data.job_id})" if data.job_id is not None else "")
     lines = [title]
+    serving = data.serving_version
+    kept = f"v{serving} keeps serving." if serving is not None else "No version serves yet."
     if data.skipped:
-        lines += [f"Nothing done: {data.skipped}", f"v{data.serving_version} keeps serving."]
+        lines += [f"Nothing done: {data.skipped}", kept]
         return "\n".join(lines)
     decision = data.decision
     if decision is not None:
         if decision.promote:
-            was = f"was v{data.serving_version}" if data.serving_version is not None else "its first version"
+            was = f"was v{serving}" if serving is not None else "its first version"
             lines.append(f"PROMOTED: v{data.candidate_version} now serves ({was}).")
         else:
-            lines.append(
-                f"REJECTED: v{data.candidate_version} kept in the store, "
-                f"v{data.serving_version} keeps serving."
-            )
+            lines.append(f"REJECTED: v{data.candidate_version} kept in the store. {kept}")
         lines.append(f"Why: {decision.reason}")
         lines.append("")
-        lines.append(f"Accuracy, v{data.serving_version} → v{data.candidate_version}:")
+        compared = f"v{serving} → " if serving is not None else ""
+        lines.append(f"Accuracy, {compared}v{data.candidate_version}:")
         for score in decision.scores:
-            if score.n and score.serving is None and score.candidate is not None:  # a label just added
-                lines.append(f"  {score.title} ({score.n}): {score.candidate:.2%} (a new label)")
+            if score.n and score.serving is None and score.candidate is not None:
+                new = " (a new label)" if serving is not None else ""  # else every label is new
+                lines.append(f"  {score.title} ({score.n}): {score.candidate:.2%}{new}")
                 continue
             if score.n == 0 or score.serving is None or score.candidate is None:
                 lines.append(f"  {score.title}: no photos")

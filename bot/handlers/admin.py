@@ -218,6 +218,9 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     except InferenceError as error:
         await message.reply_text(text(language, "rollback_failed", reason=str(error)))
         return
+    if target == current:
+        await message.reply_text(text(language, "rollback_serving", name=name, version=target))
+        return
     await message.reply_text(
         text(language, "rollback_confirm", name=name, current=current, version=target),
         reply_markup=keyboards.rollback(language, user.id, name, current or 0, target),

@@ -65,6 +65,13 @@ async def _apply(
     prediction: PredictionRecord,
     language: str,
 ) -> None:
+    if isinstance(data, callbacks.Verdict | callbacks.BackToVerdict) and await found.store.get_feedback(
+        prediction.id
+    ):  # a tap from a keyboard shown before the answer was recorded: nothing left to ask
+        found.metrics.feedback("already")
+        await _answer_again(query, text(language, "feedback_already"))
+        await _edit_markup(query, None)
+        return
     match data:
         case callbacks.Verdict(_, False) if numbers.is_number_answer(found, prediction):
             await numbers.ask(found, query, prediction, language)  # typed, not picked from 0–9

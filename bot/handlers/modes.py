@@ -30,6 +30,14 @@ async def use_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if spec is None or len(context.args or ()) != 1:
         await message.reply_text(text(lang(update), "use_usage", models=", ".join(catalogue.names)))
         return
+    status = services(context).classifier.models().get(spec.name)
+    if status is None or status.version is None:  # a taught model before its first version
+        labels = ", ".join(spec.label_names)
+        example = spec.label_names[0] if spec.label_names else ""
+        await message.reply_text(
+            text(lang(update), "use_not_serving", model=spec.name, labels=labels, example=example)
+        )
+        return
     await _switch(update, context, spec.mode)
 
 

@@ -45,8 +45,14 @@ logger = logging.getLogger(__name__)
 MIN_SIDE = RESIZE_SHORTER
 IMAGE_MIME_TYPES = frozenset(
     {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/x-ms-bmp"}
+    | {"image/jpg", "image/pjpeg", "image/x-png"}  # what some apps call JPEG and PNG
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+# MIME types that say nothing about the content: the file's name decides, and decoding checks the bytes.
+UNTYPED_MIME_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
+# iPhones' photos sent as files: an image, but one Pillow cannot read without a plugin.
+HEIC_MIME_TYPES = frozenset({"image/heic", "image/heif", "image/heic-sequence", "image/heif-sequence"})
+HEIC_SUFFIXES = (".heic", ".heif")
 # The whole download, getFile and every byte: a 20 MB file over a slow link. A per-read timeout alone
 # (python-telegram-bot's, 5 s by default) let a server that trickles bytes hold a download for ever.
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -94,9 +100,16 @@ def pick_photo_size(sizes: Sequence[PhotoSize], min_side: int = MIN_SIDE) -> Pho
 
 
 def is_image_document(document: Document) -> bool:
-    if document.mime_type:
-        return document.mime_type.lower() in IMAGE_MIME_TYPES
+    """An image file we can read, by its MIME type, or by its name when the type says nothing."""
+    mime = (document.mime_type or "").lower()
+    if mime and mime not in UNTYPED_MIME_TYPES:
+        return mime in IMAGE_MIME_TYPES
     return (document.file_name or "").lower().endswith(IMAGE_SUFFIXES)
+
+
+def is_heic(document: Document) -> bool:
+    mime = (document.mime_type or "").lower()
+    return mime in HEIC_MIME_TYPES or (document.file_name or "").lower().endswith(HEIC_SUFFIXES)
 
 
 async def classify_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -117,7 +130,8 @@ async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     if not is_image_document(document):
         services(context).metrics.refused("not_an_image")
         name = document.file_name or document.mime_type or "file"
-        await incoming.message.reply_text(text(incoming.language, "not_an_image", name=name))
+        refusal = "heic_not_readable" if is_heic(document) else "not_an_image"
+        await incoming.message.reply_text(text(incoming.language, refusal, name=name))
         return
     if not await admit(incoming, context):
         return
@@ -197,13 +211,25 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     """Classify the bytes in the chat's mode (or the caption's model), record it, reply with buttons."""
     found = services(context)
     message, language = incoming.message, incoming.language
-    contribution = found.catalogue.find_caption(message.caption)
+    named = found.catalogue.find_captions(message.caption)
+    contribution = named[0] if len(named) == 1 else await _chat_models_label(found, incoming, named)
+    if len(named) > 1 and contribution is None:  # a label of several models: ask which one
+        model, label = named[0]
+        shown = (message.caption or "").strip()[:40]
+        models = ", ".join(name for name, _ in named)
+        await message.reply_text(
+            text(language, "caption_ambiguous", caption=shown, models=models, example=f"{model}: {label}"),
+            do_quote=True,
+        )
+        return
     if contribution and not _serves(found, contribution[0]):  # a taught model still learning
         await teach_only(found, incoming, data, contribution)
         return
-    mode: Mode = (
-        found.catalogue[contribution[0]].mode if contribution else await found.chat_mode(incoming.chat.id)
-    )
+    gone = None
+    if contribution:
+        mode: Mode = found.catalogue[contribution[0]].mode
+    else:
+        mode, gone = await chat_mode(found, incoming)
     # The photo's file is written while the models look at it: the answer then waits only for its row.
     saving = asyncio.ensure_future(found.store.save_image(data))
     started = time.perf_counter()
@@ -225,6 +251,8 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     latency_ms = (time.perf_counter() - started) * 1000
     prediction_id, sha256 = await record(found, incoming, data, await saving, mode, prediction, latency_ms)
     lines = [format_answer(prediction, language, found.catalogue, mode)]
+    if gone is not None:
+        lines.insert(0, text(language, "mode_gone", model=gone))
     if contribution:  # a labelled photo: the person said what it is, nothing to ask
         lines.append(await contribute(found, incoming, sha256, contribution, prediction, prediction_id))
         spec = found.catalogue[contribution[0]]
@@ -340,6 +368,28 @@ def _cache_features(found: Services, sha256: str) -> None:
     """A taught photo's features are computed now, in the background, so /retrain finds them cached."""
     if found.features is not None:
         found.features.note(sha256, found.images.path(sha256))
+
+
+async def _chat_models_label(
+    found: Services, incoming: Incoming, named: Sequence[tuple[str, str]]
+) -> tuple[str, str] | None:
+    """Of the (model, label) pairs a caption names, the one of the model the chat is in (`/use pets`
+    and `dog`: pets' dog even when another model has a dog too); None if the chat is in none of them."""
+    if not named:
+        return None
+    spec = found.catalogue.for_mode(await found.chat_mode(incoming.chat.id))
+    return next((pair for pair in named if spec is not None and pair[0] == spec.name), None)
+
+
+async def chat_mode(found: Services, incoming: Incoming) -> tuple[Mode, str | None]:
+    """The chat's mode, and the mode it had when that was a model deleted since (None otherwise): such
+    a chat goes back to auto, for good, rather than failing every photo in a mode nothing answers."""
+    mode = await found.chat_mode(incoming.chat.id)
+    if mode in found.classifier.catalogue.modes:  # every mode it answers in, served or not just now
+        return mode, None
+    await found.set_chat_mode(incoming.chat.id, "auto")
+    logger.info("Chat %s was in the mode of a deleted model (%s): back to auto", incoming.chat.id, mode)
+    return "auto", mode
 
 
 def _serves(found: Services, model: str) -> bool:

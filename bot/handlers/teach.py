@@ -85,7 +85,7 @@ async def add_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     spec, typed = asked
     try:
-        (label,) = check_labels([typed], existing=spec.label_names)
+        (label,) = check_labels([typed], model=spec)
         if is_taught(spec):
             rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels] + [TaughtLabel(label)]
             await found.store.set_taught_labels(spec.name, rows)
@@ -193,8 +193,11 @@ async def on_delete_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if choice is None:
         return
     presser = choice.admin_id
+    if choice.confirmed and not await found.store.delete_taught_model(choice.model):
+        # A second press, or another admin's: the message already says so, or soon will.
+        await query.answer(text(language, "delmodel_already", model=choice.model))
+        return
     if choice.confirmed:
-        await found.store.delete_taught_model(choice.model)
         await found.refresh_taught()
         logger.info("User %s deleted the model %s", presser, choice.model)
     await query.answer()

@@ -52,6 +52,10 @@ EN: Final[dict[str, str]] = {
     "contribution_disagreed": (
         "You labelled it {label}; I thought otherwise. Stored as a labelled example — thank you!"
     ),
+    "caption_ambiguous": (
+        "“{caption}” is a label of several models ({models}), so I did not record it. Send the photo "
+        "again captioned “{example}”: the model, a colon, the label."
+    ),
     "contribution_unknown_label": "“{caption}” is not one of my labels, so I only answered.",
     "contribution_blocked": "Your labels are not being accepted at the moment, so I only answered.",
     "button_correct": "✅ Correct",
@@ -78,9 +82,9 @@ EN: Final[dict[str, str]] = {
     ),
     "retrain_busy_done": ", {percent} done",
     "retrain_could_not_start": "Retraining {model} could not start: {error}",
-    "retrain_job_failed": (
-        "Retraining {model} (job {job}) failed: {error}\nNothing changed: v{serving} keeps serving."
-    ),
+    "retrain_job_failed": ("Retraining {model} (job {job}) failed: {error}\nNothing changed: {kept}"),
+    "retrain_kept": "v{version} keeps serving.",
+    "retrain_none_serving": "no version serves yet.",
     "retrain_serving_now": "Serving now: {model} v{version}.",
     "retrain_not_loaded": "The new version could not be loaded ({error}); the old one keeps serving.",
     "retrain_ended": "Retraining {model} ended: {reason}",
@@ -118,6 +122,12 @@ EN: Final[dict[str, str]] = {
     "mode_flower": "Mode: flowers — I read every photo as a flower.",
     "mode_model": "Mode: {model} — I read every photo as one of: {labels}.",
     "use_usage": "Send /use and a model's name: {models}.",
+    "use_not_serving": (
+        "“{model}” cannot answer yet: no version of it serves. Teach it with photos captioned with a "
+        "label ({labels}; “{model}: {example}” when another model has that label too); then an admin "
+        "sends /retrain {model}. Your chat stays in its mode."
+    ),
+    "mode_gone": "“{model}” was deleted, so this chat is back in auto mode.",
     "stats_user": (
         "Photos you sent: {photos} (the same photo sent twice counts once)\n"
         "Answers you rated: {rated}\n"
@@ -165,6 +175,7 @@ EN: Final[dict[str, str]] = {
     "models_none": "No models in the store.",
     "rollback_usage": "Usage: /rollback MODEL [version] — MODEL is one of: {models}.",
     "rollback_done": "{name} now serves v{version}.",
+    "rollback_serving": "{name} v{version} is the version serving now: nothing to roll back.",
     "rollback_confirm": (
         "Roll {name} back from v{current} to v{version}? Every photo is then answered by v{version}, "
         "at once and without a restart."
@@ -186,6 +197,10 @@ EN: Final[dict[str, str]] = {
         "Users: {users}\nPhotos people sent: {photos} (each person's distinct photos)\n"
         "Answers given: {predictions}\n"
         "Feedback: {feedback} (right {percent})\nLabelled examples: {labelled}\nBlocked users: {blocked}"
+    ),
+    "heic_not_readable": (
+        "“{name}” is a HEIC photo, which I cannot read. Send it as a photo rather than a file "
+        "(Telegram then sends it as JPEG), or as a JPEG or PNG file."
     ),
     "not_an_image": ("“{name}” is not an image. Send a photo or an image file (JPEG, PNG, WebP, GIF, BMP)."),
     "too_large": "This file is too large ({size}). I read images up to {limit}.",
@@ -269,6 +284,11 @@ EN: Final[dict[str, str]] = {
         "“{label}” cannot be a label: use Latin letters, digits, _ or -, and not only digits."
     ),
     "teach_label_too_long": "“{label}” is too long for a label: at most {limit} characters.",
+    "teach_name_command": "“{name}” is one of my commands: choose another name for the model.",
+    "teach_reserved_label": (
+        "“{label}” cannot be a label: labels beginning with not_ mark photos of none of a model's labels."
+    ),
+    "teach_label_named": "A caption “{label}” already means the label “{existing}”: choose another word.",
     "teach_label_twice": "The label “{label}” is there twice.",
     "teach_label_count": "A model has {low} to {high} labels; this would make {count}.",
     "teach_unknown_model": (
@@ -302,6 +322,7 @@ EN: Final[dict[str, str]] = {
     "delmodel_yes": "Yes, delete {model}",
     "delmodel_no": "No, keep it",
     "delmodel_done": "“{model}” is deleted. Its labelled photos stay stored.",
+    "delmodel_already": "“{model}” is already deleted.",
     "delmodel_cancelled": "Nothing changed: “{model}” stays.",
     "delmodel_not_yours": "Only the admin who asked can confirm deleting the model.",
     "teach_count": "{label}: {count} of at least {minimum} photos",

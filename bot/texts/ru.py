@@ -53,6 +53,10 @@ RU: Final[dict[str, str]] = {
     "contribution_disagreed": (
         "Вы подписали это как {label}; я думал иначе. Сохранено как размеченный пример — спасибо!"
     ),
+    "caption_ambiguous": (
+        "«{caption}» — метка нескольких моделей ({models}), поэтому я её не записал. Отправьте фото "
+        "ещё раз с подписью «{example}»: модель, двоеточие, метка."
+    ),
     "contribution_unknown_label": "«{caption}» — не одна из моих меток, поэтому я только ответил.",
     "contribution_blocked": "Ваши метки сейчас не принимаются, поэтому я только ответил.",
     "button_correct": "✅ Верно",
@@ -80,8 +84,10 @@ RU: Final[dict[str, str]] = {
     "retrain_busy_done": ", готово {percent}",
     "retrain_could_not_start": "Переобучение {model} не запустилось: {error}",
     "retrain_job_failed": (
-        "Переобучение {model} (задача {job}) не удалось: {error}\nНичего не изменилось: работает v{serving}."
+        "Переобучение {model} (задача {job}) не удалось: {error}\nНичего не изменилось: {kept}"
     ),
+    "retrain_kept": "работает v{version}.",
+    "retrain_none_serving": "ни одна версия пока не работает.",
     "retrain_serving_now": "Теперь работает: {model} v{version}.",
     "retrain_not_loaded": "Новую версию не удалось загрузить ({error}); работает прежняя.",
     "retrain_ended": "Переобучение {model} завершено: {reason}",
@@ -119,6 +125,12 @@ RU: Final[dict[str, str]] = {
     "mode_flower": "Режим: цветы — каждое фото считаю цветком.",
     "mode_model": "Режим: {model} — каждое фото считаю одним из: {labels}.",
     "use_usage": "Отправьте /use и название модели: {models}.",
+    "use_not_serving": (
+        "«{model}» пока не может отвечать: ни одна её версия не работает. Научите её фото с подписью-меткой "
+        "({labels}; «{model}: {example}», если такая метка есть и у другой модели), затем администратор "
+        "отправляет /retrain {model}. Режим чата не меняется."
+    ),
+    "mode_gone": "Модель «{model}» удалена, поэтому чат снова в режиме авто.",
     "stats_user": (
         "Присланных вами фото: {photos} (одно и то же фото дважды считается один раз)\n"
         "Оценённых ответов: {rated}\n"
@@ -166,6 +178,7 @@ RU: Final[dict[str, str]] = {
     "models_none": "В хранилище нет моделей.",
     "rollback_usage": "Использование: /rollback МОДЕЛЬ [версия] — МОДЕЛЬ одна из: {models}.",
     "rollback_done": "{name} теперь работает на v{version}.",
+    "rollback_serving": "{name} v{version} — версия, которая работает сейчас: откатывать нечего.",
     "rollback_confirm": (
         "Откатить {name} с v{current} на v{version}? Тогда все фото будет сразу, без перезапуска, "
         "читать v{version}."
@@ -189,6 +202,10 @@ RU: Final[dict[str, str]] = {
         "Ответов: {predictions}\n"
         "Оценок: {feedback} (верных {percent})\nРазмеченных примеров: {labelled}\n"
         "Заблокированных: {blocked}"
+    ),
+    "heic_not_readable": (
+        "«{name}» — фото в формате HEIC, его я прочитать не могу. Отправьте его как фото, а не файлом "
+        "(тогда Telegram пришлёт JPEG), или файлом JPEG или PNG."
     ),
     "not_an_image": "«{name}» — не изображение. Пришлите фото или файл JPEG, PNG, WebP, GIF, BMP.",
     "too_large": "Файл слишком большой ({size}). Я читаю изображения до {limit}.",
@@ -274,6 +291,12 @@ RU: Final[dict[str, str]] = {
         "«{label}» не может быть меткой: латинские буквы, цифры, _ или -, и не только цифры."
     ),
     "teach_label_too_long": "«{label}» — слишком длинная метка: не больше {limit} символов.",
+    "teach_name_command": "«{name}» — одна из моих команд: выберите другое имя для модели.",
+    "teach_reserved_label": (
+        "«{label}» не может быть меткой: метки, начинающиеся с not_, отмечают фото, где нет ни одной "
+        "из меток модели."
+    ),
+    "teach_label_named": "Подпись «{label}» уже означает метку «{existing}»: выберите другое слово.",
     "teach_label_twice": "Метка «{label}» указана дважды.",
     "teach_label_count": "У модели от {low} до {high} меток; получилось бы {count}.",
     "teach_unknown_model": "Модели из чата с именем «{model}» нет. Модели из чата: {models}.",
@@ -305,6 +328,7 @@ RU: Final[dict[str, str]] = {
     "delmodel_yes": "Да, удалить {model}",
     "delmodel_no": "Нет, оставить",
     "delmodel_done": "«{model}» удалена. Размеченные фото остаются в хранилище.",
+    "delmodel_already": "«{model}» уже удалена.",
     "delmodel_cancelled": "Ничего не изменилось: «{model}» остаётся.",
     "delmodel_not_yours": "Подтвердить удаление может только администратор, который его запросил.",
     "teach_count": "{label}: {count} из минимум {minimum} фото",

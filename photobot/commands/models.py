@@ -149,7 +149,7 @@ def _add_builtin_label(settings: Settings, name: str, label: str) -> int:
     serving = model_store(settings).active(name)
     labels = spec.labels_for(serving.labels) if serving is not None and serving.labels else spec.label_names
     try:
-        (checked,) = check_labels([label], existing=labels)
+        (checked,) = check_labels([label], model=spec.with_label_names(labels))
         with SyncStore(settings.database, settings.images_dir) as store:
             store.add_model_label(name, checked)
     except TaughtError as error:

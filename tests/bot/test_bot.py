@@ -157,6 +157,15 @@ async def test_correct_is_stored_once_and_the_first_answer_stands(bot: BotHarnes
     assert (await bot.services.store.get_feedback(prediction_id)).true_label == label
 
 
+async def test_a_wrong_tapped_after_the_answer_was_recorded_opens_no_labels(bot: BotHarness, glyphs) -> None:
+    user = bot.user(206)
+    reply = await answered_photo(bot, user, digit_photo(glyphs[4], seed=3))
+    await bot.press(user, reply, button_data(reply, "✅ Correct"))
+    late, _ = await bot.press(user, reply, button_data(reply, "❌ Wrong"), check=False, edited=False)
+    assert late["text"] == "Already recorded — thank you!"
+    assert not bot.server.chat(user).messages[reply["message_id"]].get("reply_markup")  # no label picker
+
+
 async def test_a_tap_delivered_again_after_its_query_was_answered_still_clears_the_buttons(
     bot: BotHarness, glyphs
 ) -> None:

@@ -12,7 +12,7 @@ from bot import callbacks, keyboards
 from bot.answers import format_answer as format_in
 from bot.errors import reply_for
 from bot.handlers.numbers import PENDING_TTL_S, answers_question
-from bot.handlers.photos import is_image_document, pick_photo_size
+from bot.handlers.photos import is_heic, is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
 from bot.retraining import TimeLeft, caption, progress_text
 from bot.texts import TEXTS, human_size, language, percent
@@ -201,6 +201,15 @@ def test_image_documents_by_type_or_name() -> None:
     assert not is_image_document(Document("a", "b", file_name="x.png", mime_type="application/pdf"))
     assert is_image_document(Document("a", "b", file_name="scan.JPG"))
     assert not is_image_document(Document("a", "b", file_name="setup.exe"))
+    # Some apps' names for JPEG and PNG, and a type that says nothing: the name decides then.
+    assert is_image_document(Document("a", "b", file_name="rose.jpg", mime_type="image/jpg"))
+    assert is_image_document(Document("a", "b", file_name="rose.jpg", mime_type="application/octet-stream"))
+    assert not is_image_document(
+        Document("a", "b", file_name="notes.txt", mime_type="application/octet-stream")
+    )
+    heic = Document("a", "b", file_name="IMG_1.HEIC", mime_type="image/heic")
+    assert not is_image_document(heic) and is_heic(heic)
+    assert not is_heic(Document("a", "b", file_name="x.png", mime_type="image/png"))
 
 
 def test_human_sizes() -> None:

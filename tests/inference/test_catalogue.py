@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, Label, ModelKind, ModelSpec
@@ -55,6 +57,22 @@ def test_a_model_added_to_the_catalogue_is_found_by_name_mode_and_caption() -> N
     assert catalogue.for_mode("birds") is BIRDS
     assert catalogue.find_caption("сова") == ("birds", "owl")
     assert "birds" not in DEFAULT_CATALOGUE  # the default is left as it was
+
+
+def test_a_label_of_several_models_is_found_in_each_and_model_colon_label_picks_one() -> None:
+    owls = replace(BIRDS, name="owls", labels=(Label("owl"), Label("barn")), mode="owls")
+    catalogue = DEFAULT_CATALOGUE.with_model(BIRDS).with_model(owls)
+    assert catalogue.find_captions("Owl") == (("birds", "owl"), ("owls", "owl"))
+    assert catalogue.find_captions("owls: owl") == (("owls", "owl"),)
+    assert catalogue.find_captions("kite") == (("birds", "kite"),)
+    assert catalogue.find_captions("2026") == (("digits", "2026"),)
+
+
+def test_a_caption_spelled_as_a_label_names_it_before_one_it_is_the_singular_of() -> None:
+    flowers = DEFAULT_CATALOGUE["flowers"]
+    assert flowers.label_named("rose") == "roses"
+    with_rose = flowers.with_label_names([*flowers.label_names, "rose"])
+    assert (with_rose.label_named("rose"), with_rose.label_named("roses")) == ("rose", "roses")
 
 
 def test_a_serving_versions_labels_replace_the_entrys_and_keep_known_translations() -> None:

@@ -28,6 +28,8 @@ from inference.taught import (
         ("flower", "teach_name_taken"),  # a chat mode
         ("auto", "teach_name_taken"),
         ("gone", "teach_name_taken"),  # a deleted model's name
+        ("help", "teach_name_command"),  # `/use help` and `/retrain help` would read as /help
+        ("delmodel", "teach_name_command"),
     ],
 )
 def test_bad_names_are_refused_with_a_reason(name: str, key: str) -> None:
@@ -51,12 +53,28 @@ def test_a_good_name_and_labels_pass_normalised() -> None:
         (["dog", "12"], "teach_bad_label"),  # a number caption is a digit
         (["dog", "a:b"], "teach_bad_label"),
         (["dog", "собака"], "teach_bad_label"),  # labels travel in callback data: ASCII
+        (["dog", "not_pets"], "teach_reserved_label"),  # the label of a photo of none of them
+        (["dog", "not_a_digit"], "teach_reserved_label"),
     ],
 )
 def test_bad_labels_are_refused_with_a_reason(labels: list[str], key: str) -> None:
     with pytest.raises(TaughtError) as refused:
         check_labels(labels)
     assert refused.value.key == key
+
+
+def test_a_label_a_caption_already_means_is_refused() -> None:
+    flowers = DEFAULT_CATALOGUE["flowers"]
+    with pytest.raises(TaughtError) as refused:
+        check_labels(["Rose"], model=flowers)  # "rose" is a caption of roses
+    assert (refused.value.key, refused.value.values) == (
+        "teach_label_named",
+        {"label": "rose", "existing": "roses"},
+    )
+    with pytest.raises(TaughtError) as refused:
+        check_labels(["tulips"], model=flowers)
+    assert refused.value.key == "teach_label_twice"
+    assert check_labels(["lavender"], model=flowers) == ["lavender"]
 
 
 def test_taught_models_join_the_catalogue_as_image_classifiers_in_their_own_mode() -> None:

@@ -184,3 +184,17 @@ def test_the_confusion_matrix_has_a_title_and_a_count_in_every_non_empty_cell(tm
     assert counts == [(0, 0, "2"), (1, 1, "1"), (2, 1, "1"), (2, 2, "2")]  # rows are true labels
     title = f"Confusion matrix of v{data.candidate_version} on held-out chat photos"
     assert axes.get_title().startswith(title)
+
+
+def test_a_first_version_is_reported_without_a_version_before_it(tmp_path: Path) -> None:
+    held_out = gate.SetScore(gate.CHAT, "held-out chat photos", 12, None, 0.75)
+    decision = gate.GateDecision(True, "75.0% against chance's 50.0%", (held_out,), 0.3)
+    promoted = report_text(
+        ReportData(model="pets", job_id=3, serving_version=None, candidate_version=1, decision=decision)
+    )
+    assert "PROMOTED: v1 now serves (its first version)." in promoted
+    assert "Accuracy, v1:" in promoted.splitlines()
+    assert "  held-out chat photos (12): 75.00%" in promoted.splitlines()
+    assert "vNone" not in promoted and "no photos" not in promoted
+    skipped = report_text(ReportData(model="pets", job_id=4, serving_version=None, skipped="only 4 photos"))
+    assert skipped == "Retraining pets (job 4)\nNothing done: only 4 photos\nNo version serves yet."

@@ -1,0 +1,123 @@
+"""Teaching from the chat before any version serves, and after a model is gone: a real bot over HTTP
+against the fake Bot API server, serving the harness's digit model.
+
+The chat's mode must always be one the bot can answer in: `/use` of a model still learning says how to
+teach it instead of switching, and a chat left in the mode of a model deleted since goes back to auto.
+A caption that is a label of several models asks which one is meant, unless the chat uses one of them.
+Names and labels that would read as something else are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from telegram.ext import CommandHandler
+
+from bot.texts import text
+from inference.taught import COMMAND_NAMES
+from tests.support.bot import ADMIN_ID, BotHarness, button_data, digit_photo, start_bot, stop_bot
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+ANN, BOB = 720_001, 720_002
+DIGIT = "7 — "  # the start of a sure answer of the digit model to a 7
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bot(tmp_path_factory: pytest.TempPathFactory, model_dir: Path):
+    harness = await start_bot(
+        tmp_path_factory.mktemp("teach-chat"), model_dir, user_photos_per_minute=0, user_updates_per_minute=0
+    )
+    admin = harness.user(ADMIN_ID, "Root")
+    for command in ("/newmodel pets dog bird", "/newmodel animals dog cat"):
+        assert (await harness.say(admin, command))["text"].startswith("New model")
+    yield harness
+    await stop_bot(harness)
+
+
+async def test_use_of_a_model_still_learning_says_how_to_teach_it_and_keeps_the_mode(
+    bot: BotHarness, glyphs: dict[int, np.ndarray]
+) -> None:
+    ann = bot.user(ANN)
+    reply = await bot.say(ann, "/use pets")
+    assert reply["text"] == text("en", "use_not_serving", model="pets", labels="dog, bird", example="dog")
+    assert await bot.services.store.chat_mode(ANN) == "auto"
+    answer = await bot.photo(ann, digit_photo(glyphs[7]))
+    assert answer["text"].startswith(DIGIT), answer["text"]
+
+
+async def test_a_label_of_two_models_is_asked_about_unless_the_chat_uses_one_of_them(
+    bot: BotHarness, glyphs: dict[int, np.ndarray]
+) -> None:
+    bob = bot.user(BOB, "Bob", language_code="ru")
+    photo = digit_photo(glyphs[2], seed=5)
+    asked = await bot.photo(bob, photo, caption="Dog")
+    assert asked["text"] == text(
+        "ru", "caption_ambiguous", caption="Dog", models="pets, animals", example="pets: dog"
+    )
+    for model in ("pets", "animals"):  # recorded for neither
+        assert (await bot.services.store.labelled_set(model)).examples == ()
+
+    named = await bot.photo(bob, photo, caption="animals: dog")
+    assert text("ru", "teach_not_serving", model="animals") in named["text"]
+    assert "dog: 1" in named["text"]
+
+    await bot.services.store.set_chat_mode(BOB, "pets")  # as `/use pets` leaves it once pets serves
+    chosen = await bot.photo(bob, digit_photo(glyphs[2], seed=6), caption="dog")
+    assert text("ru", "teach_not_serving", model="pets") in chosen["text"]
+    assert [e.label for e in (await bot.services.store.labelled_set("pets")).examples] == ["dog"]
+    await bot.services.store.set_chat_mode(BOB, "auto")
+
+
+async def test_names_that_are_commands_and_labels_that_mean_none_are_refused(bot: BotHarness) -> None:
+    admin = bot.user(ADMIN_ID, "Root")
+    reply = await bot.say(admin, "/newmodel help dog bird")
+    assert reply["text"] == text("en", "teach_name_command", name="help")
+    reply = await bot.say(admin, "/newmodel zoo dog not_zoo")
+    assert reply["text"] == text("en", "teach_reserved_label", label="not_zoo")
+    assert "zoo" not in bot.services.catalogue and "help" not in bot.services.catalogue
+
+
+async def test_every_command_of_the_bot_is_a_name_no_model_may_take(bot: BotHarness) -> None:
+    commands = {
+        command
+        for handlers in bot.application.handlers.values()
+        for handler in handlers
+        if isinstance(handler, CommandHandler)
+        for command in handler.commands
+    }
+    assert "newmodel" in commands and "use" in commands  # the handlers were found
+    assert commands <= COMMAND_NAMES
+
+
+async def test_a_rollback_to_the_version_serving_asks_nothing(bot: BotHarness) -> None:
+    admin = bot.user(ADMIN_ID, "Root")
+    serving = bot.services.model_store.active_version("digits")
+    reply = await bot.say(admin, f"/rollback digits {serving}")
+    assert reply["text"] == text("en", "rollback_serving", name="digits", version=serving)
+    assert "reply_markup" not in reply
+
+
+async def test_a_chat_in_the_mode_of_a_deleted_model_goes_back_to_auto(
+    bot: BotHarness, glyphs: dict[int, np.ndarray]
+) -> None:
+    ann, admin = bot.user(ANN), bot.user(ADMIN_ID, "Root")
+    await bot.services.store.set_chat_mode(ANN, "animals")
+    ask = await bot.say(admin, "/delmodel animals")
+    yes = button_data(ask, "Yes, delete animals")
+    _, done = await bot.press(admin, ask, yes)
+    assert done is not None and done["text"] == text("en", "delmodel_done", model="animals")
+    # A second press (sent before the first edit removed the buttons) deletes nothing more.
+    again, _ = await bot.press(admin, ask, yes, check=False, edited=False)
+    assert again["text"] == text("en", "delmodel_already", model="animals")
+    assert [m.name for m in await bot.services.store.taught_models()] == ["pets"]
+
+    first = await bot.photo(ann, digit_photo(glyphs[7], seed=1))
+    gone, answer = first["text"].split("\n\n", 1)
+    assert gone == text("en", "mode_gone", model="animals")
+    assert answer.startswith(DIGIT), answer
+    assert await bot.services.store.chat_mode(ANN) == "auto"
+    second = await bot.photo(ann, digit_photo(glyphs[7], seed=2))
+    assert second["text"].startswith(DIGIT), second["text"]  # said once
