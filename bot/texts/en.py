@@ -16,6 +16,7 @@ EN: Final[dict[str, str]] = {
         "/digit — read every photo as a digit or number\n"
         "/flower — read every photo as a flower\n"
         "/auto — let me decide (default)\n"
+        "/use MODEL — read every photo with a model taught here (/use alone lists them)\n"
         "/stats — your numbers\n"
         "/forget — delete everything I stored about you"
     ),
@@ -26,6 +27,9 @@ EN: Final[dict[str, str]] = {
         "fewer new labels than the minimum)\n"
         "/rollback MODEL [version] — serve an earlier version (asks to confirm)\n"
         "/block USER_ID, /unblock USER_ID — stop or resume using a person's labels\n"
+        "/newmodel NAME LABEL LABEL… — a new model, taught with photos captioned with its labels\n"
+        "/addlabel MODEL LABEL, /dellabel MODEL LABEL — a label more or less (the flowers too)\n"
+        "/delmodel NAME — delete a taught model (asks to confirm; its photos stay stored)\n"
         "/stats — also shows everyone's figures"
     ),
     "start": "Hello, {name}!",
@@ -117,7 +121,9 @@ EN: Final[dict[str, str]] = {
     "ask_number": "Reply with the right number — digits only, such as 2026.",
     "pick_number": "Type the right number",
     "number_expected": "I'm waiting for the right number for your photo: digits only, such as 2026.",
-    "mode_auto": "Mode: auto — I decide whether a photo shows a digit or a flower.",
+    "mode_auto": (
+        "Mode: auto — I decide whether a photo shows a digit, a flower or what a model taught here knows."
+    ),
     "mode_digit": "Mode: digits — I read every photo as a digit or a number.",
     "mode_flower": "Mode: flowers — I read every photo as a flower.",
     "mode_model": "Mode: {model} — I read every photo as one of: {labels}.",

@@ -57,7 +57,15 @@ async def test_start_and_help_speak_the_users_language(bot: BotHarness) -> None:
     assert "Пришлите фото" in (await bot.say(russian, "/help"))["text"]
     assert "Send me a photo" in (await bot.say(other, "/help"))["text"]  # English otherwise
     commands = bot.server.commands
-    assert [c["command"] for c in commands[""]] == ["help", "digit", "flower", "auto", "stats", "forget"]
+    assert [c["command"] for c in commands[""]] == [
+        "help",
+        "digit",
+        "flower",
+        "auto",
+        "use",
+        "stats",
+        "forget",
+    ]
     assert commands["ru"][0]["description"] == "что я умею"
 
 
