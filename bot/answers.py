@@ -4,6 +4,8 @@ language (`розы` for `roses`); a refusal names what the chat's mode looked f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bot.texts import percent, text
 from inference.catalogue import Catalogue, ModelKind, ModelSpec
 from inference.prediction import Prediction
@@ -27,13 +29,20 @@ def format_answer(prediction: Prediction, lang: str, catalogue: Catalogue, mode:
         label, probability = runner_up
         lines.append(text(lang, "runner_up", label=shown(label), percent=percent(probability)))
     if prediction.status == "unsure":
-        other = _other_candidate(prediction)
-        lines.append(
-            text(lang, "unsure", label=shown(prediction.label), other=shown(other))
-            if other
-            else text(lang, "unsure_single")
-        )
+        lines.append(_doubt(prediction, lang, shown))
     return "\n".join(lines)
+
+
+def _doubt(prediction: Prediction, lang: str, shown: Callable[[str], str]) -> str:
+    """Why an answer asks: two labels are close, or one is clear but the photo may show none of them
+    ("4 — 99%" of a digit drawn in an app that fills the frame: sure which digit, not that it is one)."""
+    label = prediction.label or ""
+    other = _other_candidate(prediction)
+    if other is None:
+        return text(lang, "unsure_single")
+    if worth_showing(prediction) is None:  # the runner-up rounds to 0%: the doubt is whether, not which
+        return text(lang, "unsure_whether", label=shown(label))
+    return text(lang, "unsure", label=shown(label), other=shown(other))
 
 
 def refusal(lang: str, spec: ModelSpec | None) -> str:

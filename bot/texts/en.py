@@ -37,6 +37,10 @@ EN: Final[dict[str, str]] = {
     "runner_up": "Runner-up: {label} ({percent}%)",
     "digits_line": "Digits: {digits}",
     "unsure": "I'm not sure. Is it {label} or {other}? Tell me with the buttons below.",
+    "unsure_whether": (
+        "If it is one of the things I know, it is {label} — but I'm not sure it is. "
+        "Tell me with the buttons below."
+    ),
     "unsure_single": "I'm not sure about this one. Tell me with the buttons below.",
     "not_recognized_digit": (
         "I don't see a handwritten digit or number here.\n"

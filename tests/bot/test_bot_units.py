@@ -63,6 +63,18 @@ def test_unsure_asks_and_not_recognized_suggests_the_modes() -> None:
     assert "/digit" in text and "/flower" in text and "%" not in text
 
 
+def test_an_answer_sure_of_its_label_but_not_of_the_photo_says_that_it_doubts_the_photo() -> None:
+    drawn = Prediction(
+        "digits", 1, "4", 0.9999, "unsure", top=(("4", 0.9999), ("9", 0.0001)), reason="not on paper"
+    )
+    assert format_answer(drawn, "en").splitlines() == [
+        "4 — 99%",
+        "If it is one of the things I know, it is 4 — but I'm not sure it is. "
+        "Tell me with the buttons below.",
+    ]
+    assert "9" not in format_answer(drawn, "ru").split("\n", 1)[1]  # a runner-up at 0% is no question
+
+
 def test_a_refusal_names_what_the_chats_mode_looked_for() -> None:
     nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="no digit")
     in_digit_mode = format_answer(nothing, "en", "digit")
