@@ -267,8 +267,11 @@ class ModelStore:
 
     def promote(self, name: str, version: int) -> ModelVersion:
         """Make `version` the serving one: write the pointer beside, fsync, rename over the old (shared
-        store: fetch and check the version here first, then set the registry's pointer)."""
+        store: fetch and check the version here first, then set the registry's pointer). Its meta says
+        when it first served (`served_at`): a rollback goes back to a version that has served."""
         target = self.get(name, version)
+        if "served_at" not in target.meta:
+            target = self.update_meta(name, version, served_at=time.time())
         if self.registry is not None:
             self.registry.set_active(name, version)
             return target
@@ -283,18 +286,26 @@ class ModelStore:
         return target
 
     def rollback(self, name: str, version: int | None = None) -> ModelVersion:
-        """Serve an earlier version: the one given, or the newest non-rejected one below the active."""
-        if version is None:
-            current = self.active_version(name)
-            earlier = [
-                v
-                for v in self.versions(name)
-                if (current is None or v.version < current) and v.meta.get("status") != "rejected"
-            ]
-            if not earlier:
-                raise ModelUnavailable(f"{name} has no earlier version to roll back to")
-            version = earlier[-1].version
-        return self.promote(name, version)
+        """Serve an earlier version: the one given, or `rollback_target`'s."""
+        return self.promote(name, self.rollback_target(name, version))
+
+    def rollback_target(self, name: str, version: int | None = None) -> int:
+        """The version a rollback serves: the one given (it must exist), else the newest below the
+        active one that has served before; in a store older than `served_at`, the newest not rejected.
+        ModelUnavailable when there is none. A version trained with --no-promote, or kept unserved, is
+        no way back: nobody has seen it answer."""
+        if version is not None:
+            return self.get(name, version).version
+        current = self.active_version(name)
+        earlier = [
+            v
+            for v in self.versions(name)
+            if (current is None or v.version < current) and v.meta.get("status") != "rejected"
+        ]
+        served = [v for v in earlier if "served_at" in v.meta]
+        if not (served or earlier):
+            raise ModelUnavailable(f"{name} has no earlier version to roll back to")
+        return (served or earlier)[-1].version
 
     def update_meta(self, name: str, version: int, **fields: Any) -> ModelVersion:
         """Merge fields into a version's meta.json (atomically replaced)."""

@@ -21,11 +21,11 @@ from bot import callbacks, keyboards, retraining
 from bot.callbacks import MAX_ID_DIGITS
 from bot.services import Services, lang, services
 from bot.texts import text
-from inference.errors import InferenceError, ModelUnavailable
+from inference.errors import InferenceError
 from storage.records import ModelEvent
 
 if TYPE_CHECKING:
-    from inference.model_store import ModelStore
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     found, name = services(context), args[0]
     current = found.model_store.active_version(name)
     try:
-        target = await asyncio.to_thread(rollback_target, found.model_store, name, version)
+        target = await asyncio.to_thread(found.model_store.rollback_target, name, version)
     except InferenceError as error:
         await message.reply_text(text(language, "rollback_failed", reason=str(error)))
         return
@@ -225,22 +225,6 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         text(language, "rollback_confirm", name=name, current=current, version=target),
         reply_markup=keyboards.rollback(language, user.id, name, current or 0, target),
     )
-
-
-def rollback_target(model_store: ModelStore, name: str, version: int | None) -> int:
-    """The version a rollback would serve (the one given, or the newest non-rejected one below the
-    serving one); raises ModelUnavailable when there is none. Nothing changes yet."""
-    if version is not None:
-        return model_store.get(name, version).version
-    current = model_store.active_version(name)
-    earlier = [
-        v.version
-        for v in model_store.versions(name)
-        if (current is None or v.version < current) and v.meta.get("status") != "rejected"
-    ]
-    if not earlier:
-        raise ModelUnavailable(f"{name} has no earlier version to roll back to")
-    return earlier[-1]
 
 
 async def on_rollback_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

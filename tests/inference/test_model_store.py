@@ -61,6 +61,19 @@ def test_rollback_goes_to_the_newest_earlier_version_that_was_not_rejected(tmp_p
         store.rollback("digits")
 
 
+def test_rollback_goes_back_to_a_version_that_has_served_not_one_kept_unserved(tmp_path):
+    store = ModelStore(tmp_path)
+    _add(store)
+    store.promote("digits", 1)
+    _add(store)  # trained with --no-promote: nobody has seen it answer
+    _add(store)
+    store.promote("digits", 3)
+    assert [("served_at" in v.meta) for v in store.versions("digits")] == [True, False, True]
+    assert store.rollback_target("digits") == 1
+    assert store.rollback("digits").version == 1
+    assert store.rollback_target("digits", 2) == 2  # asked for by number: served as asked
+
+
 def test_update_meta_merges_fields(tmp_path):
     store = ModelStore(tmp_path)
     _add(store, metrics={"accuracy": 0.9})
