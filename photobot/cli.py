@@ -179,11 +179,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.module.main(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
+    except OSError as error:
+        # A path that cannot be created, read or written (a missing folder, a file where a folder
+        # should be, no permission) is the operator's to fix: one line naming the path, as for the
+        # errors below. Anything else that is not user-facing keeps its traceback: a bug stays visible.
+        print(f"photobot {args.command}: {os_error_line(error)}", file=sys.stderr)
+        return 1
     except Exception as error:
         if not isinstance(error, _user_facing_errors()):
             raise
         print(f"photobot {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+def os_error_line(error: OSError) -> str:
+    """`<path>: <strerror>` (`<path> -> <other path>` for a rename or a link); without a path or a
+    strerror (an OSError raised with a message of its own), its message."""
+    if error.filename is None or not error.strerror:
+        return str(error)
+    where = _path_text(error.filename)
+    if error.filename2 is not None:
+        where = f"{where} -> {_path_text(error.filename2)}"
+    return f"{where}: {error.strerror}"
+
+
+def _path_text(name: object) -> str:
+    # An OSError's filename is what the call was given: text, bytes, or a file descriptor.
+    return os.fsdecode(name) if isinstance(name, str | bytes) else str(name)
 
 
 # Errors of the inner packages whose message already says what to do (set PHOTOBOT_DATASETS, train a

@@ -7,6 +7,8 @@ Every variable is listed with its default in `.env.example`; keep the two in ste
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +21,8 @@ from inference.engine import EngineConfig
 from inference.remote.config import RemoteConfig, ServeConfig
 
 T = TypeVar("T", int, float)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # as the error names them
 
 
 class SettingsError(ValueError):
@@ -147,7 +151,7 @@ class Settings:
             ),
             webhook_url=get("WEBHOOK_URL"),
             webhook_listen=get("WEBHOOK_LISTEN") or defaults.webhook_listen,
-            webhook_port=_number(env, "WEBHOOK_PORT", defaults.webhook_port, int),
+            webhook_port=_tcp_port("WEBHOOK_PORT", _number(env, "WEBHOOK_PORT", defaults.webhook_port, int)),
             webhook_secret=_webhook_secret(get("WEBHOOK_SECRET")),
             webhook_max_connections=_between(
                 "WEBHOOK_MAX_CONNECTIONS",
@@ -169,15 +173,21 @@ class Settings:
             database_url=_database_url(get("DATABASE_URL")),
             datasets=tuple(Path(p) for p in (get("PHOTOBOT_DATASETS") or "").split(os.pathsep) if p),
             keras_backend=get("KERAS_BACKEND") or defaults.keras_backend,
-            log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
+            log_level=_log_level(get("LOG_LEVEL") or defaults.log_level),
             log_format=_choice(env, "LOG_FORMAT", defaults.log_format, ("text", "json")),
             metrics_listen=get("METRICS_LISTEN") or defaults.metrics_listen,
             metrics_port=_port("METRICS_PORT", _number(env, "METRICS_PORT", defaults.metrics_port, int)),
             engine=EngineConfig(
-                max_batch=_number(env, "ENGINE_MAX_BATCH", engine_defaults.max_batch, int),
+                max_batch=_positive(
+                    "ENGINE_MAX_BATCH", _number(env, "ENGINE_MAX_BATCH", engine_defaults.max_batch, int)
+                ),
                 max_wait_ms=_number(env, "ENGINE_MAX_WAIT_MS", engine_defaults.max_wait_ms, float),
-                queue_size=_number(env, "ENGINE_QUEUE_SIZE", engine_defaults.queue_size, int),
-                deadline_s=_number(env, "ENGINE_DEADLINE_S", engine_defaults.deadline_s, float),
+                queue_size=_positive(
+                    "ENGINE_QUEUE_SIZE", _number(env, "ENGINE_QUEUE_SIZE", engine_defaults.queue_size, int)
+                ),
+                deadline_s=_positive(
+                    "ENGINE_DEADLINE_S", _number(env, "ENGINE_DEADLINE_S", engine_defaults.deadline_s, float)
+                ),
                 workers=_number(env, "ENGINE_WORKERS", engine_defaults.workers, int),
                 reload_poll_s=_number(env, "ENGINE_RELOAD_POLL_S", engine_defaults.reload_poll_s, float),
                 pool=_choice(env, "ENGINE_POOL", engine_defaults.pool, ("thread", "process")),
@@ -185,24 +195,39 @@ class Settings:
                 decode_memory_mb=_number(env, "DECODE_MEMORY_MB", engine_defaults.decode_memory_mb, int),
             ),
             inference_url=_http_url("INFERENCE_URL", get("INFERENCE_URL")),
-            inference_timeout_s=_number(env, "INFERENCE_TIMEOUT_S", defaults.inference_timeout_s, float),
+            inference_timeout_s=_positive(
+                "INFERENCE_TIMEOUT_S",
+                _number(env, "INFERENCE_TIMEOUT_S", defaults.inference_timeout_s, float),
+            ),
             serve=ServeConfig(
                 host=get("SERVE_HOST") or serve_defaults.host,
-                port=_number(env, "SERVE_PORT", serve_defaults.port, int),
-                max_batch=_number(env, "SERVE_MAX_BATCH", serve_defaults.max_batch, int),
+                port=_tcp_port("SERVE_PORT", _number(env, "SERVE_PORT", serve_defaults.port, int)),
+                max_batch=_positive(
+                    "SERVE_MAX_BATCH", _number(env, "SERVE_MAX_BATCH", serve_defaults.max_batch, int)
+                ),
                 batch_wait_ms=_number(env, "SERVE_BATCH_WAIT_MS", serve_defaults.batch_wait_ms, float),
                 min_replicas=_number(env, "SERVE_MIN_REPLICAS", serve_defaults.min_replicas, int),
-                max_replicas=_number(env, "SERVE_MAX_REPLICAS", serve_defaults.max_replicas, int),
-                target_ongoing_requests=_number(
-                    env, "SERVE_TARGET_ONGOING_REQUESTS", serve_defaults.target_ongoing_requests, float
+                max_replicas=_positive(
+                    "SERVE_MAX_REPLICAS",
+                    _number(env, "SERVE_MAX_REPLICAS", serve_defaults.max_replicas, int),
+                ),
+                target_ongoing_requests=_positive(
+                    "SERVE_TARGET_ONGOING_REQUESTS",
+                    _number(
+                        env, "SERVE_TARGET_ONGOING_REQUESTS", serve_defaults.target_ongoing_requests, float
+                    ),
                 ),
                 cpus_per_replica=_number(
                     env, "SERVE_CPUS_PER_REPLICA", serve_defaults.cpus_per_replica, float
                 ),
                 gpus_per_replica=_optional_float("SERVE_GPUS_PER_REPLICA", get("SERVE_GPUS_PER_REPLICA")),
             ),
-            max_image_bytes=_number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int),
-            max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int),
+            max_image_bytes=_positive(
+                "MAX_IMAGE_BYTES", _number(env, "MAX_IMAGE_BYTES", defaults.max_image_bytes, int)
+            ),
+            max_image_pixels=_positive(
+                "MAX_IMAGE_PIXELS", _number(env, "MAX_IMAGE_PIXELS", defaults.max_image_pixels, int)
+            ),
             user_photos_per_minute=_number(
                 env, "USER_PHOTOS_PER_MINUTE", defaults.user_photos_per_minute, int
             ),
@@ -215,8 +240,9 @@ class Settings:
             retrain_min_new_labels=_number(
                 env, "RETRAIN_MIN_NEW_LABELS", defaults.retrain_min_new_labels, int
             ),
-            retrain_max_labels_per_user=_number(
-                env, "RETRAIN_MAX_LABELS_PER_USER", defaults.retrain_max_labels_per_user, int
+            retrain_max_labels_per_user=_positive(
+                "RETRAIN_MAX_LABELS_PER_USER",
+                _number(env, "RETRAIN_MAX_LABELS_PER_USER", defaults.retrain_max_labels_per_user, int),
             ),
             retrain_max_user_share=_fraction(
                 "RETRAIN_MAX_USER_SHARE",
@@ -305,6 +331,10 @@ def _not_negative(name: str, raw: str, kind: type[T], what: str) -> T:
         value = kind(raw)
     except ValueError:
         raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
+    if not math.isfinite(value):
+        # float() reads "nan" and "inf": no count, limit or duration means either (a NaN deadline or
+        # timeout fails every photo), and the checks below would let NaN through.
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {raw!r}")
     return value
@@ -321,6 +351,20 @@ def _positive(name: str, value: T) -> T:
     if not value > 0:
         raise SettingsError(f"{name} must be above 0, got {value!r}")
     return value
+
+
+def _tcp_port(name: str, value: int) -> int:
+    """A TCP port something listens on for others (Telegram, the bot): 0 would be a random one."""
+    return _between(name, value, 1, 65535)
+
+
+def _log_level(value: str) -> str:
+    """One of logging's level names (basicConfig raises on any other; left unchecked it was ignored)."""
+    level = value.upper()
+    if level not in logging.getLevelNamesMapping():
+        names = ", ".join(LOG_LEVELS)
+        raise SettingsError(f"LOG_LEVEL must be one of {names}, got {value!r}")
+    return level
 
 
 def _port(name: str, value: int) -> int:

@@ -175,6 +175,22 @@ def _reason(error: psycopg.Error, password: object) -> str:
     reason = "; ".join(lines) or type(error).__name__
     reason = reason.removeprefix("connection failed: ")
     reason = _SERVER_AT.sub("", reason).replace("FATAL:  ", "")
-    if isinstance(password, str) and password:
-        reason = reason.replace(password, "***")
-    return reason
+    return without_password(reason, password if isinstance(password, str) else None)
+
+
+# Where a password stands in libpq's text: a URL's userinfo (`scheme://user:PASSWORD@`) and a key=value
+# connection string's `password=PASSWORD` (quoted or not). What stands there is masked, whatever it is.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s/@]*@", re.IGNORECASE)
+_KEY_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s']\S*)", re.IGNORECASE)
+
+
+def without_password(text: str, password: str | None) -> str:
+    """`text` with the password masked where it stands as one: in a URL's userinfo, as a `password=`
+    value, or as a whole value the message quotes (libpq's URL parser quotes the token it cannot read:
+    `invalid percent-encoded token: "p%zz"`). Never inside other words: a password "e" left
+    "Conn***ction r***fus***d" of "Connection refused"."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    text = _KEY_PASSWORD.sub(r"\1***", text)
+    if password:
+        text = re.sub(rf"([\"']){re.escape(password)}\1", r"\1***\1", text)
+    return text

@@ -94,15 +94,17 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def photo_files(paths: list[Path]) -> list[Path]:
-    """The files given, and the images inside the folders given (sorted, recursively)."""
+    """The files given, and the images inside the folders given (sorted, recursively).
+
+    Any path that is not a folder is kept as given, even one that does not exist: reading it says what
+    is wrong with it (missing, unreadable) as that photo's error, and the other photos are still
+    classified."""
     found = []
     for path in paths:
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        elif path.is_file():
-            found.append(path)
         else:
-            raise UserFacingError(f"{path}: no such file or folder")
+            found.append(path)
     return found
 
 
@@ -206,7 +208,16 @@ def reason_in_words(reason: str) -> str:
 def _print_error(path: Path, error: Exception, *, as_json: bool) -> None:
     import sys
 
+    message = error_text(error)
     if as_json:
-        print(json.dumps({"file": str(path), "error": str(error), "kind": type(error).__name__}))
+        print(json.dumps({"file": str(path), "error": message, "kind": type(error).__name__}))
     else:
-        print(f"{path}: {error}", file=sys.stderr)
+        print(f"{path}: {message}", file=sys.stderr)
+
+
+def error_text(error: Exception) -> str:
+    """What went wrong with one photo. A file that cannot be read says why in the system's words ("No
+    such file or directory"): its path is printed beside it already."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)

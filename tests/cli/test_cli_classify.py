@@ -102,6 +102,31 @@ def test_classify_json_has_one_object_per_photo_and_reports_bad_files(photos, tm
     assert objects[2]["kind"] == "UnsupportedImage"
 
 
+def test_a_missing_photo_is_that_photos_error_and_the_others_are_classified(photos, tmp_path, capsys):
+    folder, _ = photos
+    first, second = (str(p) for p in sorted((folder / "7").glob("*.jpg"))[:2])
+    missing = str(tmp_path / "nonexistent.jpg")
+
+    assert main(["classify", first, missing, second, "--mode", "digit", "--json"]) == 1
+    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["file"] for o in objects] == [first, missing, second]
+    assert objects[1] == {"file": missing, "error": "No such file or directory", "kind": "FileNotFoundError"}
+    assert objects[0]["model"] == objects[2]["model"] == "digits"
+
+    assert main(["classify", missing, first, "--mode", "digit"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"{missing}: No such file or directory"]
+    assert captured.out.startswith(f"{first}  (digits v1, ")
+
+
+def test_evaluate_report_to_a_file_is_one_line(photos, tmp_path, capsys):
+    folder, _ = photos
+    a_file = tmp_path / "some_file.png"
+    a_file.write_bytes(_blank_page())
+    assert main(["evaluate", "--model", "digits", "--images", str(folder), "--report", str(a_file)]) == 1
+    assert capsys.readouterr().err == f"photobot evaluate: {a_file}: File exists\n"
+
+
 def test_evaluate_images_ends_with_the_design_json(photos, capsys):
     folder, labels = photos
     assert main(["evaluate", "--model", "digits", "--images", str(folder), "--json"]) == 0

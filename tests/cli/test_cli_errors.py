@@ -29,3 +29,40 @@ def test_a_programming_error_still_raises(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         cli.main(["experiment", "--splits", "not-a-number"])
+
+
+def _one_line(error: str) -> str:
+    assert "Traceback" not in error
+    lines = error.strip().splitlines()
+    assert len(lines) == 1, error
+    return lines[0]
+
+
+def test_a_data_dir_under_a_regular_file_is_one_line(tmp_path, monkeypatch, capsys):
+    # The path a command cannot use is the operator's to fix: named, with the system's reason.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "a_file" / "var"))
+
+    code = cli.main(["models", "list"])
+
+    line = _one_line(capsys.readouterr().err)
+    assert code == 1
+    assert line.startswith(f"photobot models: {tmp_path / 'a_file' / 'var'}")
+    assert line.endswith(": Not a directory")
+
+
+def test_a_data_dir_that_cannot_be_created_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", "/proc/photobot")  # no one, root included, creates folders in /proc
+
+    code = cli.main(["models", "new", "cats", "--labels", "a", "b"])
+
+    assert code == 1
+    assert _one_line(capsys.readouterr().err) == "photobot models: /proc/photobot: No such file or directory"
+
+
+def test_os_error_line_names_both_paths_or_keeps_a_message_of_its_own():
+    assert cli.os_error_line(FileExistsError(17, "File exists", "a", None, "b")) == "a -> b: File exists"
+    assert cli.os_error_line(OSError(9, "Bad file descriptor", 3)) == "3: Bad file descriptor"
+    assert cli.os_error_line(OSError("no free port")) == "no free port"

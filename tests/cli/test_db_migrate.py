@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.postgres_server import free_port
 from inference.model_store import ModelStore
 from photobot import cli
 from storage import Store
@@ -95,6 +96,17 @@ async def test_a_wrong_password_is_one_line(install, postgres_server, capsys):
     line = one_line_error(capsys)
     assert line.startswith("photobot db: cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:")
     assert "password authentication failed" in line and SECRET not in line
+
+
+async def test_a_password_found_in_the_servers_words_leaves_them_readable(install, capsys):
+    # The password "e" is in "Connection refused": only where it stands as the password is it masked.
+    port = free_port()
+    assert cli.main(["db", "migrate", "--to", f"postgresql://u:e@127.0.0.1:{port}/db"]) == 1
+    line = one_line_error(capsys)
+    assert line == (
+        f"photobot db: cannot connect to PostgreSQL at postgresql://u@127.0.0.1:{port}/db: "
+        "Connection refused; Is the server running on that host and accepting TCP/IP connections?"
+    )
 
 
 async def test_a_target_that_is_not_postgresql_or_holds_other_rows_is_one_line(install, postgres_url, capsys):

@@ -73,3 +73,16 @@ async def test_export_with_negatives_and_by_split(data_dir, tmp_path):
 def test_export_without_a_database_says_so(data_dir, tmp_path, capsys):
     assert photobot(["export", "--model", "digits", str(tmp_path / "out")]) == 1
     assert "no database" in capsys.readouterr().err
+
+
+async def test_export_to_a_path_it_cannot_write_is_one_line(data_dir, tmp_path, capsys):
+    await make_labels(data_dir)
+    a_file = tmp_path / "photo.png"
+    a_file.write_bytes(png(1))
+    assert photobot(["export", "--model", "digits", str(a_file)]) == 1
+    error = capsys.readouterr().err
+    assert error == f"photobot export: {a_file}: File exists\n"
+
+    assert photobot(["export", "--model", "digits", "/proc/nope"]) == 1
+    error = capsys.readouterr().err
+    assert error == "photobot export: /proc/nope: No such file or directory\n"

@@ -70,11 +70,80 @@ def test_a_missing_dotenv_means_defaults():
         ("WEBHOOK_ANSWER_WITHIN_S", "60", "WEBHOOK_ANSWER_WITHIN_S must be from 1 to 59"),
         ("BOT_API_READ_TIMEOUT_S", "0", "BOT_API_READ_TIMEOUT_S must be above 0"),
         ("BOT_API_POOL_TIMEOUT_S", "soon", "BOT_API_POOL_TIMEOUT_S must be a float"),
+        ("ENGINE_DEADLINE_S", "0", "ENGINE_DEADLINE_S must be above 0"),
+        ("ENGINE_DEADLINE_S", "nan", "ENGINE_DEADLINE_S must be a finite number"),
+        ("ENGINE_DEADLINE_S", "inf", "ENGINE_DEADLINE_S must be a finite number"),
+        ("ENGINE_QUEUE_SIZE", "0", "ENGINE_QUEUE_SIZE must be above 0"),
+        ("ENGINE_MAX_BATCH", "0", "ENGINE_MAX_BATCH must be above 0"),
+        ("ENGINE_MAX_WAIT_MS", "NaN", "ENGINE_MAX_WAIT_MS must be a finite number"),
+        ("ENGINE_RELOAD_POLL_S", "infinity", "ENGINE_RELOAD_POLL_S must be a finite number"),
+        ("INFERENCE_TIMEOUT_S", "0", "INFERENCE_TIMEOUT_S must be above 0"),
+        ("BOT_API_READ_TIMEOUT_S", "inf", "BOT_API_READ_TIMEOUT_S must be a finite number"),
+        ("WEBHOOK_LEASE_S", "nan", "WEBHOOK_LEASE_S must be a finite number"),
+        ("WEBHOOK_PORT", "0", "WEBHOOK_PORT must be from 1 to 65535"),
+        ("SERVE_PORT", "65536", "SERVE_PORT must be from 1 to 65535"),
+        ("SERVE_MAX_BATCH", "0", "SERVE_MAX_BATCH must be above 0"),
+        ("SERVE_MAX_REPLICAS", "0", "SERVE_MAX_REPLICAS must be above 0"),
+        ("SERVE_TARGET_ONGOING_REQUESTS", "0", "SERVE_TARGET_ONGOING_REQUESTS must be above 0"),
+        ("SERVE_CPUS_PER_REPLICA", "inf", "SERVE_CPUS_PER_REPLICA must be a finite number"),
+        ("SERVE_GPUS_PER_REPLICA", "nan", "SERVE_GPUS_PER_REPLICA must be a finite number"),
+        ("MAX_IMAGE_BYTES", "0", "MAX_IMAGE_BYTES must be above 0"),
+        ("MAX_IMAGE_PIXELS", "0", "MAX_IMAGE_PIXELS must be above 0"),
+        ("OUTGOING_MESSAGES_PER_S", "inf", "OUTGOING_MESSAGES_PER_S must be a finite number"),
+        ("RETRAIN_MAX_LABELS_PER_USER", "0", "RETRAIN_MAX_LABELS_PER_USER must be above 0"),
+        ("RETRAIN_MAX_USER_SHARE", "nan", "RETRAIN_MAX_USER_SHARE must be a finite number"),
+        ("RETRAIN_GATE_MARGIN", "inf", "RETRAIN_GATE_MARGIN must be a finite number"),
+        ("RETRAIN_LEASE_S", "nan", "RETRAIN_LEASE_S must be a finite number"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value}, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # 0 means "off", "none" or "one per core" for these (see .env.example): it stays allowed.
+        ("ENGINE_WORKERS", "0"),
+        ("ENGINE_RELOAD_POLL_S", "0"),
+        ("ENGINE_MAX_WAIT_MS", "0"),
+        ("DECODE_MEMORY_MB", "0"),
+        ("METRICS_PORT", "0"),
+        ("USER_PHOTOS_PER_MINUTE", "0"),
+        ("USER_UPDATES_PER_MINUTE", "0"),
+        ("OUTGOING_MESSAGES_PER_S", "0"),
+        ("SERVE_MIN_REPLICAS", "0"),
+        ("SERVE_GPUS_PER_REPLICA", "0"),
+        ("RETRAIN_GATE_MARGIN", "0"),
+        ("LOG_LEVEL", "warn"),
+    ],
+)
+def test_zero_where_it_means_off_and_logging_level_aliases_are_kept(name, value):
+    Settings.from_env({name: value}, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "argv"),
+    [
+        ("ENGINE_DEADLINE_S", "nan", ["models", "list"]),
+        ("LOG_LEVEL", "LOUD", ["models", "list"]),
+        ("LOG_LEVEL", "LOUD", ["--verbose", "models", "list"]),  # basicConfig raised on it
+    ],
+)
+def test_a_bad_setting_stops_the_command_line_with_one_line(name, value, argv, tmp_path, monkeypatch, capsys):
+    from photobot.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"photobot: configuration error: {name} must be ")
+    assert len(captured.err.splitlines()) == 1
+    assert not (tmp_path / "var").exists()  # stopped before the command did anything
 
 
 def test_bot_api_timeouts_reach_the_bots_requests():

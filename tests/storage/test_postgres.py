@@ -14,7 +14,7 @@ import pytest
 
 from storage import Store, SyncStore
 from storage.dialect import describe, is_postgres_url, postgres_ddl
-from storage.postgres import WRITE_LOCK, translate
+from storage.postgres import WRITE_LOCK, translate, without_password
 from storage.schema import LATEST
 from tests.support.storage import png, predict
 
@@ -56,6 +56,31 @@ def test_a_url_is_told_from_a_path_and_never_logged_with_its_password():
     assert describe("postgresql://bot:secret@db.example:5433/photobot") == (
         "postgresql://bot@db.example:5433/photobot"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "password", "masked"),
+    [
+        # Ordinary words keep their letters, whatever the password is made of.
+        ("Connection refused; Is the server running", "e", "Connection refused; Is the server running"),
+        (
+            'password authentication failed for user "bot"',
+            "pass",
+            'password authentication failed for user "bot"',
+        ),
+        # Where it stands as the password, it is masked, and so is anything else standing there.
+        ("cannot read postgresql://bot:e@db/photobot", "e", "cannot read postgresql://bot:***@db/photobot"),
+        ("at postgres://bot:p%40ss:w@db:5/x", "other", "at postgres://bot:***@db:5/x"),
+        ("bad conninfo host=db password=e user=bot", "e", "bad conninfo host=db password=*** user=bot"),
+        ("bad conninfo password='a b\\'c' user=bot", "a b'c", "bad conninfo password=*** user=bot"),
+        # libpq's URL parser quotes the token it cannot read: the password, whole.
+        ('invalid percent-encoded token: "p%zz"', "p%zz", 'invalid percent-encoded token: "***"'),
+        ('unexpected spaces found in "sec ret"', "sec ret", 'unexpected spaces found in "***"'),
+        ('invalid URI query parameter: "colour"', "colo", 'invalid URI query parameter: "colour"'),
+    ],
+)
+def test_a_password_is_masked_where_it_stands_as_the_password_only(text, password, masked):
+    assert without_password(text, password) == masked
 
 
 async def test_store_on_postgresql_records_answers_feedback_and_statistics(postgres_url, tmp_path):
