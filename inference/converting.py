@@ -91,6 +91,11 @@ def _convert_here(
     or why LiteRT cannot serve it. Ctrl-C reaches the whole process group: the parent decides."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tempfile.tempdir = scratch
+    from inference.lite import TF_LOAD_LINE, filtered_stderr, quiet_wanted
+
+    if quiet_wanted():  # the command line's quiet: TensorFlow's load-time lines too, as in its parent
+        with filtered_stderr(TF_LOAD_LINE.match):
+            import tensorflow  # noqa: F401
     from inference.loading import load_version
 
     try:

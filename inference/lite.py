@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -129,11 +130,23 @@ class LiteModel:
 
 DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
 _STDERR_LOCK = threading.RLock()
+# absl's C++ log lines ("I0000 00:00:1796… 12679 port.cc:153] …") and its notice before they start:
+# what TensorFlow's libraries write while they load, before TF_CPP_MIN_LOG_LEVEL is read.
+TF_LOAD_LINE = re.compile(
+    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] "
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|To enable the following instructions:)"
+)
+
+
+def quiet_wanted() -> bool:
+    """Whether TF_CPP_MIN_LOG_LEVEL asks TensorFlow for no INFO lines (the command line sets it)."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() not in ("", "0")
 
 
 def _without_delegate_notice() -> contextlib.AbstractContextManager[None]:
     """Leave LiteRT's delegate notice out of stderr when TF_CPP_MIN_LOG_LEVEL hides INFO lines."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() in ("", "0"):
+    if not quiet_wanted():
         return contextlib.nullcontext()
     return filtered_stderr(lambda line: line == DELEGATE_NOTICE)
 

@@ -22,7 +22,6 @@ import importlib.abc
 import importlib.util
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 
@@ -106,14 +105,6 @@ def quiet_tensorflow() -> None:
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
-# absl's C++ log lines ("I0000 00:00:1796… 12679 port.cc:153] …") and its notice before they start.
-_TF_LOG_LINE = re.compile(
-    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] "
-    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|To enable the following instructions:)"
-)
-
-
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     """Finds `tensorflow` once, as the other finders would, and loads it with its log lines filtered."""
 
@@ -135,10 +126,10 @@ class _FilteredLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        from inference.lite import filtered_stderr
+        from inference.lite import TF_LOAD_LINE, filtered_stderr
 
         module.__loader__ = module.__spec__.loader = self.loader  # the module sees its own loader
-        with filtered_stderr(_TF_LOG_LINE.match):
+        with filtered_stderr(TF_LOAD_LINE.match):
             self.loader.exec_module(module)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference.lite import TF_LOAD_LINE
 from training.synth_photos import random_style, render_photo
 
 NUMBER = "2026"
@@ -50,6 +51,9 @@ def test_the_first_run_seeds_the_shipped_models_and_answers_as_every_later_run(t
     serves the conversions and prints nothing but the same answer."""
     first = classify(tmp_path, str(daisy))
     assert first.returncode == 0, first.stderr
+    # The conversions run in processes of their own: TensorFlow's load-time lines stay out there too.
+    assert [line for line in first.stderr.splitlines() if TF_LOAD_LINE.match(line.encode())] == []
+    assert "oneDNN" not in first.stderr and "cuda" not in first.stderr
     second = classify(tmp_path, str(daisy))
     assert second.returncode == 0
     assert second.stderr == ""
