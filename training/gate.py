@@ -18,13 +18,18 @@ duplicates count once and no one person is more than Settings.retrain_max_user_s
 
 Promotion is the model store's atomic pointer switch; a rejected candidate stays in the store, marked
 `rejected` with the reason, so it can be inspected (and `rollback` never lands on it).
+
+A version trained from scratch (`photobot train`) is held to the plainest form of the rule
+(`judge_trained`): its accuracy on the model's fixed base test set must be at least the serving
+version's, each as its meta.json records it (`recorded_score`), on the same set; with no figure on
+the same set to compare, it does not serve.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
@@ -242,3 +247,74 @@ def apply(
             job_id=job_id,
         )
     return decision, version
+
+
+@dataclass(frozen=True)
+class RecordedScore:
+    """A version's accuracy on its model's fixed base test set, as its meta.json records it."""
+
+    title: str  # the set, as the gate names it: "MNIST test", "flowers test split"
+    n: int
+    accuracy: float
+
+
+def recorded_score(name: str, meta: Mapping[str, Any]) -> RecordedScore | None:
+    """The base score a judged version's gate recorded; else what `photobot train` measured: digits'
+    `test_accuracy` on `data.mnist_test` digits, flowers' `metrics.test_accuracy` on the
+    `data.splits.test` photos of their hash-defined test split. None: no figure on such a set."""
+    return _gate_base_score(meta) or _trained_score(name, meta)
+
+
+def _gate_base_score(meta: Mapping[str, Any]) -> RecordedScore | None:
+    decision = meta.get("gate")
+    scores = decision.get("scores") if isinstance(decision, dict) else None
+    for score in scores if isinstance(scores, list) else ():
+        if isinstance(score, dict) and score.get("name") == BASE:
+            return _score(score.get("title"), score.get("n"), score.get("candidate"))
+    return None
+
+
+def _trained_score(name: str, meta: Mapping[str, Any]) -> RecordedScore | None:
+    data, metrics = meta.get("data"), meta.get("metrics")
+    data = data if isinstance(data, dict) else {}
+    metrics = metrics if isinstance(metrics, dict) else {}
+    if "mnist_test" in data:
+        accuracy = meta.get("test_accuracy", metrics.get("mnist_test_accuracy"))
+        return _score("MNIST test", data["mnist_test"], accuracy)
+    splits = data.get("splits")
+    if isinstance(splits, dict):  # the title retrain's gate gives the same split (retrain_flowers)
+        return _score(f"{name} test split", splits.get("test"), metrics.get("test_accuracy"))
+    return None
+
+
+def _score(title: object, n: object, accuracy: object) -> RecordedScore | None:
+    if not isinstance(title, str) or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return None
+    if isinstance(accuracy, bool) or not isinstance(accuracy, int | float) or not 0.0 <= accuracy <= 1.0:
+        return None  # also NaN
+    return RecordedScore(title, n, float(accuracy))
+
+
+def judge_trained(name: str, serving: ModelVersion | None, candidate: ModelVersion) -> GateDecision:
+    """Whether `candidate`, a version `photobot train` made, should serve instead of `serving`: with
+    none serving, yes; else only if its recorded accuracy on the same base test set is at least the
+    serving version's (no margin: a new training is a new model, not a refit that may lose a little
+    for what the chat taught it). The reason names both figures."""
+    if serving is None:
+        return GateDecision(True, "no version was serving", (), 0.0)
+    new, old = recorded_score(name, candidate.meta), recorded_score(name, serving.meta)
+    if new is None:
+        reason = f"v{candidate.version} records no test accuracy to compare with serving v{serving.version}'s"
+        return GateDecision(False, reason, (), 0.0)
+    if old is None or (old.title, old.n) != (new.title, new.n):
+        reason = (
+            f"serving v{serving.version} records no accuracy on {new.title} ({new.n}) to compare with "
+            f"{new.accuracy:.2%}"
+        )
+        return GateDecision(False, reason, (), 0.0)
+    scores = (SetScore(BASE, new.title, new.n, old.accuracy, new.accuracy),)
+    if new.accuracy + _EPSILON < old.accuracy:
+        reason = f"{new.title} {new.accuracy:.2%}, below serving v{serving.version}'s {old.accuracy:.2%}"
+        return GateDecision(False, reason, scores, 0.0)
+    reason = f"{new.title} {new.accuracy:.2%}, at least serving v{serving.version}'s {old.accuracy:.2%}"
+    return GateDecision(True, reason, scores, 0.0)

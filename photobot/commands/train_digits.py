@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from photobot.commands.train import add_promotion_flags, serve_if_better
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
@@ -48,9 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", type=Path, help="also save the model to this .keras file after every epoch"
     )
-    parser.add_argument(
-        "--no-promote", action="store_true", help="store the new version without making it the serving one"
-    )
+    add_promotion_flags(parser)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,8 +100,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         config, mnist, photo_data=photo_data, checkpoint=args.checkpoint
     )  # logs each epoch
     command = "photobot " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "photobot train digits"
-    version = save_trained(model_store(settings), trained, command=command, promote=not args.no_promote)
-    state = "not promoted" if args.no_promote else "now serving"
+    store = model_store(settings)
+    version = save_trained(store, trained, command=command, promote=False)
     print(f"MNIST test accuracy: {trained.test_accuracy:.2%} ({trained.seconds:.0f} s of training)")
+    state = serve_if_better(store, "digits", version, args)
     print(f"saved digits v{version.version} in {version.path} ({state})")
     return 0

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from photobot.commands.train import add_promotion_flags, serve_if_better
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
@@ -67,9 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="--fine-tune also keeps the pretrained ImageNet head's answers, which the refusal weighs",
     )
-    parser.add_argument(
-        "--no-promote", action="store_true", help="store the new version without making it the serving one"
-    )
+    add_promotion_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object at the end")
 
 
@@ -106,19 +105,20 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     root = args.images if args.images else find_flower_photos(settings.datasets, settings.data_dir)
     if not root.is_dir():
         raise UserFacingError(f"{root} is not a folder")
+    store = model_store(settings)
     result = train_flowers(
         root,
-        model_store(settings),
+        store,
         settings.data_dir / "cache" / "bottlenecks",
         config,
         command=["photobot", *sys.argv[1:]],
-        promote=not args.no_promote,
+        promote=False,  # serve_if_better decides
         progress=lambda message: print(message, flush=True),
         mnist_file=find_mnist(settings.datasets, settings.data_dir),
     )
     version = result.version
-    state = "serving" if not args.no_promote else "stored, not serving"
-    print(f"flowers v{version.version} ({state}) in {version.path}")
+    state = serve_if_better(store, "flowers", version, args)
+    print(f"flowers v{version.version} in {version.path} ({state})")
     print(
         f"{result.extracted} photos needed feature extraction; "
         + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings_s.items())

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from inference.model_store import MODEL_FILE, ModelStore
-from inference.seeding import SHIPPED_DIR
+from inference.seeding import SHIPPED_DIR, seed_shipped
 from photobot.cli import main
 from tests.support.models import add_version, digit_meta
 
@@ -109,3 +109,53 @@ def test_add_shipped_knows_only_models_that_ship_a_default(store, capsys):
     with pytest.raises(SystemExit):
         main(["models", "add-shipped", "pets"])
     assert "invalid choice: 'pets'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # real training: three one-epoch runs on 1,000 MNIST digits
+def test_train_serves_a_new_version_only_if_it_is_no_worse_than_the_serving_one(
+    tmp_path, monkeypatch, mnist_path, capsys
+):
+    """README: a new model serves only if it is better. `photobot train` compares the accuracy each
+    version's meta records on the MNIST test set; --force serves it anyway."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
+    store = ModelStore(tmp_path / "var" / "models")
+    assert seed_shipped(store, "digits").meta["test_accuracy"] == 0.9956  # v1 serving
+    quick = ["train", "digits", "--arch", "mlp", "--hidden", "10", "--epochs", "1", "--limit", "1000"]
+
+    assert main(quick) == 0
+    weak = store.get("digits", 2)
+    assert store.active_version("digits") == 1
+    assert weak.meta["status"] == "rejected"  # so no rollback lands on it
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"saved digits v2 in {weak.path} (not serving: MNIST test {weak.meta['test_accuracy']:.2%}, "
+        "below serving v1's 99.56%; to serve it anyway: photobot models promote digits 2)"
+    )
+
+    assert main([*quick, "--force"]) == 0
+    assert store.active_version("digits") == 3
+    assert "(now serving, forced: MNIST test " in capsys.readouterr().out
+    assert main(["models", "rollback", "digits"]) == 0
+    assert store.active_version("digits") == 1  # past the rejected v2
+
+    # Against a version that recorded less on the same set, the new one serves.
+    add_version(store, "digits", weak.model_file, digit_meta(test_accuracy=0.05, data={"mnist_test": 10_000}))
+    assert store.active_version("digits") == 4
+    assert main(quick) == 0
+    assert store.active_version("digits") == 5
+    assert "(now serving: MNIST test " in capsys.readouterr().out
+    assert "serving v4's 5.00%" in store.get("digits", 5).meta["gate"]["reason"]
+
+
+def test_train_help_offers_force_beside_no_promote(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "digits", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--no-promote" in help_text
+    assert (
+        "--force serve the new version even if its test accuracy is below the serving version's" in help_text
+    )
+    with pytest.raises(SystemExit):
+        main(["train", "digits", "--force", "--no-promote"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from inference.model_store import ModelStore
+from inference.model_store import ModelStore, ModelVersion
 from storage import SyncStore
 from training import gate
 
@@ -169,3 +170,54 @@ def test_a_version_that_adds_a_label_may_cost_the_old_labels_the_issues_half_poi
     assert not gate.decide(one_of_245, chat(None, None, n=0), 0.3).promote  # a refit alone: 0.3
     two_of_245 = base(0.9551, 0.9551 - 2 / 245, n=245)
     assert not gate.decide(two_of_245, chat(None, None, n=0), 0.3, learned=[learned(0.8)], n_labels=5).promote
+
+
+SHIPPED_DIGITS_META = Path(__file__).resolve().parents[2] / "inference" / "shipped" / "digits" / "meta.json"
+
+
+def trained(version: int, meta: dict, name: str = "digits") -> ModelVersion:
+    return ModelVersion(name, version, Path(f"/models/{name}/v{version}"), meta)
+
+
+def digits_meta(accuracy: float, n: int = 10_000) -> dict:
+    """What `photobot train digits` records (training.train_digits.build_meta)."""
+    return {
+        "test_accuracy": accuracy,
+        "metrics": {"mnist_test_accuracy": accuracy},
+        "data": {"mnist_test": n},
+    }
+
+
+def test_a_trained_version_serves_only_if_it_is_at_least_as_good_on_the_same_test_set() -> None:
+    shipped = trained(1, json.loads(SHIPPED_DIGITS_META.read_text(encoding="utf-8")))  # 99.56%
+    worse = gate.judge_trained("digits", shipped, trained(2, digits_meta(0.1135)))
+    assert not worse.promote
+    assert worse.reason == "MNIST test 11.35%, below serving v1's 99.56%"
+    assert [(s.title, s.n, s.serving, s.candidate) for s in worse.scores] == [
+        ("MNIST test", 10_000, 0.9956, 0.1135)
+    ]
+    equal = gate.judge_trained("digits", shipped, trained(2, digits_meta(0.9956)))
+    assert equal.promote and equal.reason == "MNIST test 99.56%, at least serving v1's 99.56%"
+    assert gate.judge_trained("digits", None, trained(1, digits_meta(0.1))).promote  # nothing serves
+
+
+def test_a_trained_version_is_not_served_over_one_measured_on_another_set_or_on_none() -> None:
+    other_set = gate.judge_trained(
+        "digits", trained(1, digits_meta(0.5, n=2_000)), trained(2, digits_meta(0.9))
+    )
+    assert not other_set.promote
+    assert other_set.reason == "serving v1 records no accuracy on MNIST test (10000) to compare with 90.00%"
+    no_figure = gate.judge_trained("digits", trained(1, {"labels": []}), trained(2, digits_meta(0.9)))
+    assert not no_figure.promote and no_figure.reason.startswith("serving v1 records no accuracy")
+    untested = gate.judge_trained("digits", trained(1, digits_meta(0.5)), trained(2, {"data": {}}))
+    assert not untested.promote
+    assert untested.reason == "v2 records no test accuracy to compare with serving v1's"
+
+
+def test_recorded_scores_of_retrained_and_trained_versions_are_on_the_sets_the_gate_names() -> None:
+    retrained = {"gate": gate.decide(base(0.99, 0.992), chat(0.5, 0.6), margin_points=0.3).as_meta()}
+    assert gate.recorded_score("digits", retrained) == gate.RecordedScore("MNIST test", 10_000, 0.992)
+    flowers = {"metrics": {"test_accuracy": 0.9404}, "data": {"splits": {"test": 302, "train": 2342}}}
+    assert gate.recorded_score("flowers", flowers) == gate.RecordedScore("flowers test split", 302, 0.9404)
+    assert gate.recorded_score("digits", digits_meta(float("nan"))) is None
+    assert gate.recorded_score("digits", {"test_accuracy": 0.9}) is None  # on which set?
