@@ -238,10 +238,13 @@ class Classifier(Answering[_Serving]):
         try:
             for slot in self._slots.values():
                 await asyncio.to_thread(self._seed, slot.name)
-                try:
-                    await self.reload(slot.name)
-                except ModelUnavailable as error:
-                    log.error("%s: nothing to serve: %s", slot.name, error)
+                if await asyncio.to_thread(self._still_learning, slot.name):
+                    log.info("%s: no version yet (a model taught from the chat before its first)", slot.name)
+                else:
+                    try:
+                        await self.reload(slot.name)
+                    except ModelUnavailable as error:
+                        log.error("%s: nothing to serve: %s", slot.name, error)
                 slot.worker.start()
         except BaseException:  # cut short (cancelled: stopped while starting): leave no process behind
             await self.close()
@@ -559,4 +562,12 @@ class Classifier(Answering[_Serving]):
         self._store_looks.went(failed)
 
     def _seed(self, name: str) -> None:
-        seed_model(self.store, name, self._seeders.get(name), self.shipped_dir, self.catalogue[name].shipped)
+        folder = self.catalogue[name].shipped
+        seeder = self._seeders.get(name)
+        # Nothing ships for a taught model: its versions come from /retrain, so none is looked for.
+        shipped_dir = self.shipped_dir if folder is not None or seeder is not None else None
+        seed_model(self.store, name, seeder, shipped_dir, folder)
+
+    def _still_learning(self, name: str) -> bool:
+        """A model with nothing shipped and no version yet: waiting for its first /retrain, not broken."""
+        return self.catalogue[name].shipped is None and not self.store.versions(name)

@@ -39,6 +39,17 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 _FIGURES = re.compile(r"\s*\(distance [^()]*\)")
 
 
+MAX_TOP = 5  # an answer keeps its five best labels (inference.flowers.TOP_K, each digit's too)
+
+
+def top_k(text: str) -> int:
+    """An argparse type: 1 to MAX_TOP, so `--top 10` on a 50-label model says why it cannot."""
+    value = positive_int(text)
+    if value > MAX_TOP:
+        raise argparse.ArgumentTypeError(f"at most {MAX_TOP}: an answer keeps its {MAX_TOP} best labels")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos, or folders of photos")
     parser.add_argument(
@@ -47,7 +58,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"{', '.join(DEFAULT_CATALOGUE.modes)} or a taught model's name (default: auto)",
     )
     parser.add_argument(
-        "--top", type=positive_int, default=5, metavar="K", help="show the K best labels (default 5)"
+        "--top",
+        type=top_k,
+        default=MAX_TOP,
+        metavar="K",
+        help=f"show the K best labels, at most {MAX_TOP} (the default)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per photo")
 

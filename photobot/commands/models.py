@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from inference.catalogue import DEFAULT_CATALOGUE
+from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelSpec
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
 
@@ -59,7 +59,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     store = model_store(settings)
     action = args.action or "list"
     if action == "list":
-        return _list(store, as_json=getattr(args, "json", False))
+        from photobot.wiring import taught_catalogue
+
+        return _list(store, taught_catalogue(settings), as_json=getattr(args, "json", False))
     if action == "new":
         return _new(settings, args.name, args.labels)
     if action == "add-label":
@@ -177,12 +179,14 @@ def _version_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a version number: {text!r}") from None
 
 
-def _list(store, *, as_json: bool) -> int:
-    names = sorted(set(NAMES) | set(store.names()))
+def _list(store, catalogue: Catalogue, *, as_json: bool) -> int:
+    """Every model of the catalogue (taught ones and their labels too) and of the store, its versions."""
+    names = sorted(set(catalogue.names) | set(store.names()))
     if as_json:
         report = {
             name: {
                 "active": store.active_version(name),
+                "labels": list(catalogue[name].label_names) if name in catalogue else None,
                 "versions": [{"version": v.version, **_summary(v.meta)} for v in store.versions(name)],
             }
             for name in names
@@ -192,11 +196,10 @@ def _list(store, *, as_json: bool) -> int:
     for name in names:
         active = store.active_version(name)
         versions = store.versions(name)
-        print(name)
+        spec = catalogue.get(name)
+        print(f"{name} (taught: {', '.join(spec.label_names)})" if _is_taught(spec) else name)
         if not versions:
-            print(
-                f"    (no versions yet: the shipped default comes on first start; or `photobot train {name}`)"
-            )
+            print(f"    (no versions yet: {_how_to_get_one(spec, name)})")
         for version in versions:
             mark = "*" if version.version == active else " "
             facts = _summary(version.meta)
@@ -214,6 +217,18 @@ def _list(store, *, as_json: bool) -> int:
             print(f"  {mark} v{version.version:<4} {details}")
     print("(* = serving)")
     return 0
+
+
+def _is_taught(spec: ModelSpec | None) -> bool:
+    from inference.taught import is_taught
+
+    return spec is not None and is_taught(spec)
+
+
+def _how_to_get_one(spec: ModelSpec | None, name: str) -> str:
+    if _is_taught(spec):
+        return f"teach it photos captioned with its labels, then `photobot retrain --model {name}`"
+    return f"the shipped default comes on first start; or `photobot train {name}`"
 
 
 def _summary(meta: dict) -> dict:

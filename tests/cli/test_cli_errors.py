@@ -66,3 +66,18 @@ def test_os_error_line_names_both_paths_or_keeps_a_message_of_its_own():
     assert cli.os_error_line(FileExistsError(17, "File exists", "a", None, "b")) == "a -> b: File exists"
     assert cli.os_error_line(OSError(9, "Bad file descriptor", 3)) == "3: Bad file descriptor"
     assert cli.os_error_line(OSError("no free port")) == "no free port"
+
+
+def test_top_beyond_the_labels_an_answer_keeps_says_so(tmp_path, monkeypatch, capsys):
+    from inference.flowers import TOP_K
+    from photobot.commands.classify import MAX_TOP
+
+    assert MAX_TOP == TOP_K  # what an answer keeps is what --top may ask for
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["classify", "--top", str(MAX_TOP + 1), "photo.jpg"])
+    assert stopped.value.code == 2
+    assert (
+        f"argument --top: at most {MAX_TOP}: an answer keeps its {MAX_TOP} best labels"
+        in capsys.readouterr().err
+    )

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from inference.catalogue import DEFAULT_CATALOGUE
 from inference.model_store import MODEL_FILE, ModelStore
 from inference.seeding import SHIPPED_DIR, seed_shipped
 from photobot.cli import main
@@ -41,7 +42,25 @@ def test_list_as_json(store, capsys):
     assert report["digits"]["active"] == 2
     assert [v["version"] for v in report["digits"]["versions"]] == [1, 2]
     assert report["digits"]["versions"][0]["accuracy"] == 0.91
-    assert report["flowers"] == {"active": None, "versions": []}
+    assert report["flowers"] == {
+        "active": None,
+        "labels": list(DEFAULT_CATALOGUE["flowers"].label_names),
+        "versions": [],
+    }
+
+
+def test_list_shows_a_taught_model_with_its_labels_before_its_first_version(store, capsys):
+    assert main(["models", "new", "pets", "--labels", "dog", "bird"]) == 0
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("pets (taught: dog, bird)")
+    assert lines[at + 1] == (
+        "    (no versions yet: teach it photos captioned with its labels, "
+        "then `photobot retrain --model pets`)"
+    )
+    assert main(["models", "list", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pets"] == {"active": None, "labels": ["dog", "bird"], "versions": []}
 
 
 def test_promote_and_rollback_move_the_active_pointer(store, capsys):

@@ -15,11 +15,14 @@ import pytest
 from PIL import Image
 
 from inference import digits
+from inference.catalogue import DEFAULT_CATALOGUE
 from inference.classifier import Classifier, prepare_photo, seed_shipped
 from inference.engine import EngineConfig
 from inference.errors import DeadlineExceeded, EngineBusy, ModelUnavailable, UnsupportedImage
 from inference.model_store import ModelStore
 from inference.pool import NATIVE_THREAD_VARIABLES, ProcessPool, native_threads
+from inference.seeding import SHIPPED_DIR
+from inference.taught import Taught, taught_spec
 from tests.support.models import (
     FLOWER_CLASSES,
     add_version,
@@ -85,6 +88,21 @@ async def test_digit_mode_reads_digit_photos(new_store, test_digits):
     assert first.top[0][0] == first.label or first.status != "ok"
     assert status.batches["requests"] == len(photos)
     assert status.batches["batches"] <= len(photos)
+
+
+async def test_a_taught_model_before_its_first_version_starts_quietly_and_is_not_served(store, caplog):
+    pets = taught_spec(Taught("pets", [("dog", {}), ("cat", {})]))
+    catalogue = DEFAULT_CATALOGUE.with_model(pets)
+    with caplog.at_level(logging.INFO, logger="inference"):
+        async with Classifier(store, config(), catalogue=catalogue, shipped_dir=SHIPPED_DIR) as classifier:
+            assert classifier.models()["pets"].version is None
+            assert classifier.models()["digits"].version is not None
+    loud = [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "pets" in r.getMessage()
+    ]
+    assert loud == []  # no "no shipped default … train one", no "nothing to serve"
+    assert "pets: no version yet (a model taught from the chat before its first)" in caplog.messages
+    assert store.versions("pets") == []
 
 
 async def test_a_blank_page_is_not_recognized_without_a_model_call(store):
