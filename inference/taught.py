@@ -27,8 +27,10 @@ COMMAND_NAMES = frozenset(
     {"start", "help", "stats", "forget", "use", "auto", "digit", "flower", "models", "retrain"}
     | {"rollback", "block", "unblock", "newmodel", "addlabel", "dellabel", "delmodel"}
 )
-# What storage records as the label of a photo of none of a model's labels (`not_a_digit`, `not_pets`).
+# What storage records as the label of a photo of none of a model's labels (`not_a_digit`, `not_pets`),
+# and the folder `photobot evaluate` reads such photos from: no label may be taken for one.
 NEGATIVE_PREFIX = "not_"
+NONE_FOLDER = "none"
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def check_labels(
     labels: Sequence[str], existing: Sequence[str] = (), model: ModelSpec | None = None
 ) -> list[str]:
     """Labels as stored (normalised), or TaughtError: 2–50 in all, each ≤ 30 Latin letters, digits, _
-    or -, not a number (a number caption is a digit), not `not_…` (a photo of none), unique. With
+    or -, not a number (a number caption is a digit), not `none` or `not_…` (a photo of none), unique. With
     `model` (whose labels are then the `existing`), none a caption of its labels already names (`rose`
     is the flowers' roses)."""
     existing = model.label_names if model is not None else existing
@@ -125,7 +127,7 @@ def check_labels(
             raise TaughtError("teach_label_too_long", label=raw[:40], limit=MAX_LABEL_CHARS)
         if LABEL.fullmatch(label) is None or is_number(label):
             raise TaughtError("teach_bad_label", label=raw[:40])
-        if label.startswith(NEGATIVE_PREFIX):
+        if label == NONE_FOLDER or label.startswith(NEGATIVE_PREFIX):
             raise TaughtError("teach_reserved_label", label=label)
         if label in checked or label in existing:
             raise TaughtError("teach_label_twice", label=label)

@@ -296,7 +296,8 @@ EN: Final[dict[str, str]] = {
     "teach_label_too_long": "“{label}” is too long for a label: at most {limit} characters.",
     "teach_name_command": "“{name}” is one of my commands: choose another name for the model.",
     "teach_reserved_label": (
-        "“{label}” cannot be a label: labels beginning with not_ mark photos of none of a model's labels."
+        "“{label}” cannot be a label: none and labels beginning with not_ mark photos of none of a "
+        "model's labels."
     ),
     "teach_label_named": "A caption “{label}” already means the label “{existing}”: choose another word.",
     "teach_label_twice": "The label “{label}” is there twice.",

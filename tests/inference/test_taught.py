@@ -55,6 +55,7 @@ def test_a_good_name_and_labels_pass_normalised() -> None:
         (["dog", "собака"], "teach_bad_label"),  # labels travel in callback data: ASCII
         (["dog", "not_pets"], "teach_reserved_label"),  # the label of a photo of none of them
         (["dog", "not_a_digit"], "teach_reserved_label"),
+        (["dog", "None"], "teach_reserved_label"),  # `photobot evaluate`'s folder of photos of none
     ],
 )
 def test_bad_labels_are_refused_with_a_reason(labels: list[str], key: str) -> None:
