@@ -142,7 +142,7 @@ EN: Final[dict[str, str]] = {
         "Photos you sent: {photos} (the same photo sent twice counts once)\n"
         "Answers you rated: {rated}\n"
         "Right: {correct} ({percent})\n"
-        "Labelled examples you gave: {contributions}"
+        "Photos you labelled with a caption: {contributions}"
     ),
     "forget_confirm": (
         "Delete everything I stored about you — your photos, answers and labels, and the copies of "
@@ -206,7 +206,8 @@ EN: Final[dict[str, str]] = {
     "stats_global": (
         "Users: {users}\nPhotos people sent: {photos} (each person's distinct photos)\n"
         "Answers given: {predictions}\n"
-        "Feedback: {feedback} (right {percent})\nLabelled examples: {labelled}\nBlocked users: {blocked}"
+        "Feedback: {feedback} (right {percent})\nPhotos labelled with a caption: {labelled}\n"
+        "Blocked users: {blocked}"
     ),
     "heic_not_readable": (
         "“{name}” is a HEIC photo, which I cannot read. Send it as a photo rather than a file "

@@ -297,7 +297,7 @@ async def test_user_stats_count_photos_and_answers(bot: BotHarness, glyphs) -> N
     stats = await bot.say(user, "/stats")
     assert stats["text"] == (
         "Photos you sent: 2 (the same photo sent twice counts once)\n"
-        "Answers you rated: 1\nRight: 1 (100%)\nLabelled examples you gave: 0"
+        "Answers you rated: 1\nRight: 1 (100%)\nPhotos you labelled with a caption: 0"
     )
 
 

@@ -26,13 +26,13 @@ async def test_the_bot_answers_rates_counts_and_forgets_on_postgresql(
         stats = await bot.say(user, "/stats")
         assert stats["text"] == (
             "Photos you sent: 1 (the same photo sent twice counts once)\n"
-            "Answers you rated: 1\nRight: 1 (100%)\nLabelled examples you gave: 0"
+            "Answers you rated: 1\nRight: 1 (100%)\nPhotos you labelled with a caption: 0"
         )
         assert rows(postgres_url, "SELECT id, mode FROM chats") == [(USER_ID, "digit")]
         assert rows(postgres_url, "SELECT user_id, verdict FROM feedback") == [(USER_ID, "correct")]
         assert (await bot.say(admin, "/stats"))["text"].endswith(
             "Photos people sent: 1 (each person's distinct photos)\nAnswers given: 1\n"
-            "Feedback: 1 (right 100%)\nLabelled examples: 0\nBlocked users: 0"
+            "Feedback: 1 (right 100%)\nPhotos labelled with a caption: 0\nBlocked users: 0"
         )
         assert not (tmp_path / "data" / "photobot.sqlite3").exists()
 
