@@ -310,9 +310,13 @@ async def _set_blocked(update: Update, context: ContextTypes.DEFAULT_TYPE, *, bl
         return
     store = services(context).store
     known = (await store.user_stats(user_id)).photos > 0  # read before the block creates the id's row
+    was_blocked = await store.is_blocked(user_id)
     await store.set_blocked(user_id, blocked)
     logger.info("User %s %s user %s", admin.id, "blocked" if blocked else "unblocked", user_id)
-    key = "unblocked" if not blocked else "blocked" if known else "blocked_unknown"
+    if blocked:
+        key = "blocked" if known else "blocked_unknown"
+    else:
+        key = "unblocked" if was_blocked else "unblocked_not_blocked"
     await message.reply_text(text(language, key, user=user_id))
 
 

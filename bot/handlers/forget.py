@@ -47,7 +47,7 @@ async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         logger.warning(
             "User %s pressed a /forget button that is not theirs: %r", query.from_user.id, query.data
         )
-        await query.answer(text(language, "feedback_not_yours"), show_alert=True)
+        await query.answer(text(language, "forget_not_yours"), show_alert=True)
         return
     if not choice.confirmed:
         await query.answer()

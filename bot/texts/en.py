@@ -117,6 +117,7 @@ EN: Final[dict[str, str]] = {
     "thanks_label": "Thank you! Recorded: {label}.",
     "thanks_none_model": "Thank you! Recorded: {what}.",
     "thanks_none": "Thank you! Recorded: neither a digit nor a flower.",
+    "forget_not_yours": "Only the person who asked to delete their data can answer this.",
     "feedback_not_yours": "Only the person who sent this photo can answer.",
     "feedback_stale": "This photo is no longer stored, so there is nothing to record.",
     "feedback_malformed": "This button is out of date. Send the photo again.",
@@ -202,6 +203,7 @@ EN: Final[dict[str, str]] = {
     "blocked_unknown": (
         "I have no photos from user {user} yet. Blocked in advance: labels from this id will not be used."
     ),
+    "unblocked_not_blocked": "User {user} was not blocked: their labels count already.",
     "unblocked": "User {user} can contribute labels again.",
     "stats_global": (
         "Users: {users}\nPhotos people sent: {photos} (each person's distinct photos)\n"

@@ -340,7 +340,7 @@ async def test_forged_button_of_another_users_prediction_changes_nothing(bot: Bo
     assert await bot.services.store.get_feedback(callbacks.decode(data).prediction_id) is None
     forged_forget = callbacks.encode(callbacks.ForgetChoice(owner, True))
     answer, _ = await bot.press(intruder, decoy, forged_forget, check=False, edited=False)
-    assert answer["text"] == "Only the person who sent this photo can answer."
+    assert answer["text"] == "Only the person who asked to delete their data can answer this."
     assert await bot.services.store.get_prediction(callbacks.decode(data).prediction_id) is not None
 
 
@@ -389,6 +389,8 @@ async def test_admin_commands_by_an_admin(bot: BotHarness) -> None:
     assert (await bot.services.store.get_user(77)).blocked
     assert (await bot.say(admin, "/unblock 77"))["text"] == "User 77 can contribute labels again."
     assert not (await bot.services.store.get_user(77)).blocked
+    again = await bot.say(admin, "/unblock 77")
+    assert again["text"] == "User 77 was not blocked: their labels count already."
 
 
 async def test_rollback_serves_an_earlier_version_without_a_restart(bot: BotHarness, model_dir: Path) -> None:
