@@ -45,7 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("photobot.commands.experiment", "compare architectures over repeated random splits"),
     "retrain": ("photobot.commands.retrain", "learn from the photos people labelled in chat"),
     "worker": ("photobot.commands.worker", "run the retraining jobs that /retrain queues (on a GPU node)"),
-    "models": ("photobot.commands.models", "list, promote and roll back model versions"),
+    "models": (
+        "photobot.commands.models",
+        "list, promote and roll back model versions; new models and labels taught from photos",
+    ),
     "export": ("photobot.commands.export", "write the labelled data set as one folder per label"),
     "db": ("photobot.commands.db", "the database: copy an SQLite install into PostgreSQL (db migrate)"),
     "serve": ("photobot.commands.serve", "serve the models on Ray Serve for bots with INFERENCE_URL"),
