@@ -15,6 +15,7 @@ default first, as the bot does, so every flag works on a fresh install.
 
 With --json the last line is one JSON object:
 `{"model", "version", "n", "accuracy", "unsure", "not_recognized", "ece", "per_class": {label: accuracy}}`
+(plus `left_out` and `unreadable` when there are such photos)
 (`unsure` and `not_recognized` are counts).
 
 A sub-folder that is neither `none/` nor a label the model can answer (`cats/` for the flowers, `daisy/`
@@ -248,6 +249,8 @@ async def evaluate_folder(
     }
     if left_out:
         report["left_out"] = left_out
+    if failed:  # counted wrong above; said apart, so a damaged file is not taken for a model's mistake
+        report["unreadable"] = len(failed)
     return report, outcomes
 
 
@@ -296,7 +299,8 @@ def _print(report: dict, *, as_json: bool) -> None:
     version = report["version"]
     shown = ", ".join(f"{k} v{v}" for k, v in version.items()) if isinstance(version, dict) else f"v{version}"
     print(f"{report['model']} ({shown}): accuracy {report['accuracy']:.2%} on {report['n']} photos")
-    print(f"  unsure {report['unsure']}, not recognised {report['not_recognized']}")
+    unreadable = f", unreadable {report['unreadable']} (counted wrong)" if report.get("unreadable") else ""
+    print(f"  unsure {report['unsure']}, not recognised {report['not_recognized']}{unreadable}")
     print(f"  expected calibration error {report['ece']:.2%}")
     for label, accuracy in report["per_class"].items():
         print(f"  {label:>12}  {accuracy:.2%}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 
 import pytest
 
@@ -148,6 +149,20 @@ def test_evaluate_images_ends_with_the_design_json(photos, capsys):
     assert report["per_class"]["none"] == 1.0
     assert report["not_recognized"] >= 1
     assert set(report["per_class"]) == {str(d) for d in set(labels.tolist())} | {"none"}
+
+
+def test_evaluate_counts_an_unreadable_photo_apart(photos, tmp_path, capsys):
+    folder, labels = photos
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    label = str(labels[0])
+    (damaged / label / "truncated.jpg").write_bytes((damaged / label / "0.jpg").read_bytes()[:200])
+    assert main(["evaluate", "--model", "digits", "--images", str(damaged), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.splitlines()[-1])
+    assert report["unreadable"] == 1 and report["n"] == len(labels) + 2
+    assert "unreadable 1 (counted wrong)" in captured.out
+    assert f"unreadable: {damaged / label / 'truncated.jpg'}" in captured.err
 
 
 def test_evaluate_mnist_test_measures_the_serving_model(photos, capsys, mnist_path, monkeypatch):
