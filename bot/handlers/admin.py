@@ -221,9 +221,13 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if target == current:
         await message.reply_text(text(language, "rollback_serving", name=name, version=target))
         return
+    ask = text(language, "rollback_confirm", name=name, current=current, version=target)
+    meta = (await asyncio.to_thread(found.model_store.get, name, target)).meta
+    if meta.get("status") == "rejected":  # asked for by number: say why it was kept out of service
+        reason = (meta.get("gate") or {}).get("reason") or "—"
+        ask += "\n\n" + text(language, "rollback_rejected", version=target, reason=reason)
     await message.reply_text(
-        text(language, "rollback_confirm", name=name, current=current, version=target),
-        reply_markup=keyboards.rollback(language, user.id, name, current or 0, target),
+        ask, reply_markup=keyboards.rollback(language, user.id, name, current or 0, target)
     )
 
 
@@ -307,6 +311,9 @@ async def _set_blocked(update: Update, context: ContextTypes.DEFAULT_TYPE, *, bl
     user_id = number_arg(args[0]) if len(args) == 1 else None
     if user_id is None:
         await message.reply_text(text(language, "block_usage" if blocked else "unblock_usage"))
+        return
+    if blocked and services(context).is_admin(user_id):  # an admin's labels are trusted by ADMIN_IDS
+        await message.reply_text(text(language, "block_admin", user=user_id))
         return
     store = services(context).store
     known = (await store.user_stats(user_id)).photos > 0  # read before the block creates the id's row

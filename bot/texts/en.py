@@ -191,12 +191,14 @@ EN: Final[dict[str, str]] = {
         "Roll {name} back from v{current} to v{version}? Every photo is then answered by v{version}, "
         "at once and without a restart."
     ),
+    "rollback_rejected": "Careful: v{version} was rejected when it was made ({reason}).",
     "rollback_yes": "Yes, roll back",
     "rollback_no": "No, keep v{current}",
     "rollback_cancelled": "Nothing changed: {name} v{current} keeps serving.",
     "rollback_not_yours": "Only the admin who asked for this rollback can confirm it.",
     "rollback_stale": "{name} changed meanwhile (now v{current}). Send /rollback again.",
     "rollback_failed": "Could not roll back: {reason}",
+    "block_admin": "User {user} is an admin (ADMIN_IDS): an admin cannot be blocked.",
     "block_usage": "Usage: /block <user id>",
     "unblock_usage": "Usage: /unblock <user id>",
     "blocked": "User {user} can no longer contribute labels.",

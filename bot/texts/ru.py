@@ -194,12 +194,14 @@ RU: Final[dict[str, str]] = {
         "Откатить {name} с v{current} на v{version}? Тогда все фото будет сразу, без перезапуска, "
         "читать v{version}."
     ),
+    "rollback_rejected": "Осторожно: v{version} была отклонена, когда её создали ({reason}).",
     "rollback_yes": "Да, откатить",
     "rollback_no": "Нет, оставить v{current}",
     "rollback_cancelled": "Ничего не изменилось: работает {name} v{current}.",
     "rollback_not_yours": "Подтвердить откат может только администратор, который его запросил.",
     "rollback_stale": "{name} за это время изменилась (теперь v{current}). Отправьте /rollback снова.",
     "rollback_failed": "Не удалось откатить: {reason}",
+    "block_admin": "Пользователь {user} — администратор (ADMIN_IDS): администратора нельзя заблокировать.",
     "block_usage": "Использование: /block <id пользователя>",
     "unblock_usage": "Использование: /unblock <id пользователя>",
     "blocked": "Пользователь {user} больше не может присылать метки.",

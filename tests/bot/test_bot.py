@@ -383,6 +383,9 @@ async def test_admin_commands_by_an_admin(bot: BotHarness) -> None:
     assert "Users: " in stats["text"] and "Blocked users: " in stats["text"]
     assert "Photos people sent: " in stats["text"]
     assert (await bot.say(admin, "/block"))["text"] == "Usage: /block <user id>"
+    refused = await bot.say(admin, f"/block {ADMIN_ID}")
+    assert refused["text"] == f"User {ADMIN_ID} is an admin (ADMIN_IDS): an admin cannot be blocked."
+    assert not await bot.services.store.is_blocked(ADMIN_ID)
     assert (await bot.say(admin, "/block 77"))["text"] == (  # blocked in advance, and said so
         "I have no photos from user 77 yet. Blocked in advance: labels from this id will not be used."
     )

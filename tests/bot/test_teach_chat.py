@@ -121,3 +121,19 @@ async def test_a_chat_in_the_mode_of_a_deleted_model_goes_back_to_auto(
     assert await bot.services.store.chat_mode(ANN) == "auto"
     second = await bot.photo(ann, digit_photo(glyphs[7], seed=2))
     assert second["text"].startswith(DIGIT), second["text"]  # said once
+
+
+async def test_a_rollback_to_a_rejected_version_says_why_it_was_rejected(bot: BotHarness) -> None:
+    admin = bot.user(ADMIN_ID, "Root")
+    model_store = bot.services.model_store
+    serving = model_store.active("digits")
+    gate = {"promote": False, "reason": "MNIST test 99.45% → 99.10%: a loss of 0.35 points"}
+    rejected = model_store.add_version(
+        "digits", serving.path, {**serving.meta, "status": "rejected", "gate": gate}
+    )
+    ask = await bot.say(admin, f"/rollback digits {rejected.version}")
+    assert ask["text"].endswith(
+        f"Careful: v{rejected.version} was rejected when it was made "
+        "(MNIST test 99.45% → 99.10%: a loss of 0.35 points)."
+    )
+    assert model_store.active_version("digits") == serving.version  # nothing changes before Yes
