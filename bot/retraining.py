@@ -15,8 +15,9 @@ process gets no bot token: it never talks to Telegram.
 The jobs table also says who shows a job's progress (`watcher`, its heartbeat `watched_at`), in which
 chat, message and language, so it outlives the bot process that started the job: a bot that stops
 lets go of its jobs (they run on), and the next bot process on that machine takes over the job whose
-process still runs (`adopt`), edits the same message and sends the report. While a bot process watches
-a job, the others (other replicas on one database) leave it alone.
+process still runs (`adopt`), edits the same message and sends the report; a job that ended while no
+bot process watched it is reported at that start too (`report_ended_unwatched`). While a bot process
+watches a job, the others (other replicas on one database) leave it alone.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ CAPTIONS = ("confusion", "curves", "mistakes")  # the report's pictures (trainin
 BAR_WIDTH = 20
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
 STAGES = ("loading", "preprocessing", "training", "evaluating", "report")  # texts: stage_<name>
+# A job that ended while no bot watched it is reported at the next start of a bot on its machine, if
+# that comes within a day: an older report would only puzzle the admin.
+REPORT_UNWATCHED_WITHIN_S = 24 * 3600.0
 HEARTBEAT_S = 10.0  # how often a watcher says it still watches (Store.WATCH_TIMEOUT_S is far longer)
 
 
@@ -243,7 +247,7 @@ class RetrainRunner:
     async def close(self, *, stop_jobs: bool = False) -> None:
         """Stop watching (on shutdown). Jobs go on in their own processes unless `stop_jobs`, and the
         next bot process may take them over."""
-        if self._store is not None and self.running:
+        if self._store is not None and self.running and not stop_jobs:  # stopped jobs are nobody's to report
             with contextlib.suppress(Exception):  # a closed store: the watch runs out in WATCH_TIMEOUT_S
                 await self._store.unwatch_retrain_jobs(list(self.running), self.watcher)
         for running in list(self.running.values()):
@@ -261,7 +265,7 @@ class RetrainRunner:
     async def _watch(self, found: Services, bot: Bot, running: RunningJob) -> None:
         try:
             job = await self._follow(found, bot, running)
-            await self._finish(found, bot, running, job)
+            await self._finish(found, bot, job, running.chat_id, running.language)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -299,11 +303,11 @@ class RetrainRunner:
                         await asyncio.wait_for(running.process.wait(), 30)
                 return job
 
-    async def _finish(self, found: Services, bot: Bot, running: RunningJob, job: RetrainJob) -> None:
+    async def _finish(self, found: Services, bot: Bot, job: RetrainJob, chat_id: int, language: str) -> None:
         """Hot-swap on promotion, then send the report and its pictures."""
         if job.status == "failed":
             serving = found.model_store.active_version(job.model)
-            await bot.send_message(running.chat_id, failed_text(job, serving, running.language))
+            await bot.send_message(chat_id, failed_text(job, serving, language))
             return
         note = ""
         if job.decision == "promote":
@@ -312,12 +316,34 @@ class RetrainRunner:
             try:
                 version = await found.classifier.reload(job.model)
                 found.refresh_labels()
-                note = "\n" + text(
-                    running.language, "retrain_serving_now", model=job.model, version=version.version
-                )
+                note = "\n" + text(language, "retrain_serving_now", model=job.model, version=version.version)
             except ModelUnavailable as error:
-                note = "\n" + text(running.language, "retrain_not_loaded", error=error)
-        await send_report(bot, running.chat_id, running.language, job, self.config.data_dir, note)
+                note = "\n" + text(language, "retrain_not_loaded", error=error)
+        await send_report(bot, chat_id, language, job, self.config.data_dir, note)
+
+    async def report_ended_unwatched(self, found: Services, bot: Bot) -> list[RetrainJob]:
+        """Finish the progress message and send the report of every job that ended while no bot process
+        watched it (the one that started it had stopped, and none started before it ended) in the last
+        REPORT_UNWATCHED_WITHIN_S; one bot process sends each. The jobs reported."""
+        reported = []
+        for job in await found.store.unreported_retrain_jobs(REPORT_UNWATCHED_WITHIN_S):
+            if watcher_host(job.watcher) != watcher_host(self.watcher):  # its report files are there
+                continue
+            if job.chat_id is None or job.message_id is None:
+                continue
+            if not await found.store.claim_retrain_report(job.id, self.watcher):
+                continue  # another bot process starting beside this one took it
+            language = job.language or "en"
+            logger.info(
+                "retrain job %d (%s) ended while no bot watched it: reporting it now", job.id, job.model
+            )
+            try:
+                await edit_progress(bot, job.chat_id, job.message_id, progress_text(job, language=language))
+                await self._finish(found, bot, job, job.chat_id, language)
+            except Exception:  # a Bot API outage: the job's row and report files say it all
+                logger.exception("reporting retrain job %d failed", job.id)
+            reported.append(job)
+        return reported
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -332,7 +358,10 @@ def runner(bot_data: dict[str, Any], config: RetrainConfig) -> RetrainRunner:
 
 
 async def adopt(bot_data: dict[str, Any], found: Services, bot: Bot) -> RetrainJob | None:
-    """At the bot's start: take over the job a stopped bot process on this machine left running."""
+    """At the bot's start: report the jobs that ended while no bot process watched them, and take over
+    the job a stopped bot process on this machine left running."""
+    if await found.store.unreported_retrain_jobs(REPORT_UNWATCHED_WITHIN_S):
+        await runner(bot_data, found.retrain).report_ended_unwatched(found, bot)
     job = await found.store.active_retrain_job()
     if job is None or job.pid is None or job.message_id is None:  # nothing to take over: no runner made
         return None

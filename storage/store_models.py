@@ -122,6 +122,17 @@ class ModelCalls(GroupCommit):
             )
         )
 
+    async def unreported_retrain_jobs(self, within_s: float) -> list[RetrainJob]:
+        """Jobs that ended in the last `within_s` seconds while no bot process watched them (the one
+        that started them had stopped): their report is still owed."""
+        return await self._read(functools.partial(sql.unreported_jobs, since=time.time() - within_s))
+
+    async def claim_retrain_report(self, job_id: int, watcher: str) -> bool:
+        """`watcher` sends that job's report: True for one bot process only."""
+        return await self._write(
+            functools.partial(sql.claim_report, job_id=job_id, watcher=watcher, now=time.time())
+        )
+
     async def unwatch_retrain_jobs(self, job_ids: Collection[int], watcher: str) -> None:
         """`watcher` stops (its bot shuts down, the jobs go on): another bot process may take them over."""
         await self._write(functools.partial(sql.unwatch_jobs, job_ids=list(job_ids), watcher=watcher))

@@ -219,6 +219,31 @@ def watch_job(
     return changed > 0
 
 
+def unreported_jobs(db: Connection, since: float) -> list[RetrainJob]:
+    """Jobs a bot process started and let go of (it stopped while they ran) that have ended since
+    `since`: their progress message and report are still owed to the admin who asked."""
+    rows = db.execute(
+        f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs
+            WHERE status NOT IN ('queued', 'running') AND runner = 'local' AND watcher IS NOT NULL
+              AND watched_at IS NULL AND chat_id IS NOT NULL AND message_id IS NOT NULL
+              AND finished_at >= ?
+            ORDER BY id""",
+        (since,),
+    )
+    return [_job(row) for row in rows]
+
+
+def claim_report(db: Connection, job_id: int, watcher: str, now: float) -> bool:
+    """Take on sending an ended job's report, as the bot process `watcher` (watching it from `now`):
+    True for one process only, however many start at once."""
+    claimed = db.execute(
+        """UPDATE retrain_jobs SET watcher = ?, watched_at = ?
+           WHERE id = ? AND watcher IS NOT NULL AND watched_at IS NULL""",
+        (watcher, now, job_id),
+    ).rowcount
+    return claimed > 0
+
+
 def unwatch_jobs(db: Connection, job_ids: Iterable[int], watcher: str) -> None:
     """`watcher` lets go of the jobs (its bot stops, the jobs go on): another bot process may take over."""
     for job_id in job_ids:

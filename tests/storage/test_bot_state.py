@@ -116,3 +116,25 @@ async def test_a_job_of_another_machine_is_failed_only_once_unwatched_and_silent
         )
         assert await store.fail_abandoned_jobs() == [job.id]
         assert "on elsewhere" in (await store.get_retrain_job(job.id)).error
+
+
+async def test_a_job_that_ended_unwatched_is_reported_by_one_bot_process(database, tmp_path: Path) -> None:
+    first, second, third = new_watcher(), new_watcher(), new_watcher()
+    async with await Store.open(database, tmp_path / "images") as store:
+        watched = await store.create_retrain_job("flowers", chat_id=5, watcher=first)
+        await store.set_retrain_message(watched.id, 76)
+        assert await store.fail_retrain_job(
+            watched.id, "the job process could not start"
+        )  # reported as usual
+        job = await store.create_retrain_job("digits", chat_id=5, watcher=first)
+        await store.set_retrain_message(job.id, 77)
+        await store.start_retrain_job(job.id, pid=os.getpid())
+        assert await store.unreported_retrain_jobs(3600) == []  # still running
+        await store.unwatch_retrain_jobs([job.id], first)  # the bot stops; the job goes on and ends
+        assert await store.fail_retrain_job(job.id, "stopped by signal SIGTERM")
+        assert [j.id for j in await store.unreported_retrain_jobs(3600)] == [job.id]
+        claimed = await asyncio.gather(
+            store.claim_retrain_report(job.id, second), store.claim_retrain_report(job.id, third)
+        )
+        assert sorted(claimed) == [False, True]
+        assert await store.unreported_retrain_jobs(3600) == []  # reported once

@@ -252,3 +252,53 @@ async def test_a_restarted_bot_takes_over_the_job_the_last_one_left_running(
         assert len(texts) == 1 and texts[0].startswith(f"Retraining digits (job {job_id})\n"), texts
     finally:
         await replicas.stop()
+
+
+@pytest.mark.process
+async def test_a_job_that_ended_while_no_bot_ran_is_reported_at_the_next_start(
+    tmp_path: Path, model_dir: Path, mnist_path: Path
+) -> None:
+    """The bot stops while its job runs; the job ends before any bot starts again. The next bot process
+    on the machine finishes the progress message and sends the report, once: a third start sends
+    nothing."""
+    replicas = await Replicas.start(
+        tmp_path / "data", model_dir, running=(0,), datasets=(mnist_path.parent,), user_photos_per_minute=0
+    )
+    try:
+        first = replicas.to(0)
+        first.application.bot_data["retraining"] = RetrainRunner(
+            retrain_config(replicas.settings), extra_args=SMALL_JOB, poll_s=0.2, nice=0
+        )
+        admin = first.user(ADMIN_ID, "Root")
+        progress = await first.say(admin, "/retrain digits force")  # a real fit: seconds, not a skip
+        job_id = int(re.search(r"\(job (\d+)\)", progress["text"]).group(1))
+        await job_when(first, job_id, "running")
+        await replicas.stop_replica(0)  # the job goes on; the bot lets go of it
+        store = await Store.open(replicas.settings.database_path, replicas.settings.images_dir)
+        try:
+            for _ in range(1200):  # the job ends with no bot running
+                done = await store.get_retrain_job(job_id)
+                if not done.active:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await store.close()
+        assert done.status in ("succeeded", "rejected"), done
+        mark = replicas.server.chat(admin).revision
+        await replicas.start_replica(1)
+        reported = await replicas.server.wait_for(
+            admin,
+            lambda e: e["type"] == "message" and e["message"]["from"]["is_bot"] and "text" in e["message"],
+            after=mark,
+            timeout=30,
+        )
+        assert reported["message"]["text"].startswith(f"Retraining digits (job {job_id})\n"), reported
+        edits = [e["message"] for e in replicas.server.chat(admin).events[mark:] if e["type"] == "edit"]
+        assert edits and edits[0]["message_id"] == progress["message_id"]
+        assert edits[0]["text"] == progress_text(done, language="en")
+        await replicas.stop_replica(1)
+        mark = replicas.server.chat(admin).revision
+        await replicas.start_replica(1)
+        assert await replicas.bot(1).quiet_for(admin, 2.0) == []  # reported once
+    finally:
+        await replicas.stop()
