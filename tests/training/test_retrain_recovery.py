@@ -209,6 +209,17 @@ async def test_a_job_left_without_a_process_is_failed_when_the_bot_starts(
     assert expected in failed.error, failed.error
 
 
+async def replicas_that_retrain(tmp_path: Path, model_dir: Path, mnist_path: Path) -> Replicas:
+    """Bot processes on one machine and database, the first running, its retraining jobs small fits."""
+    replicas = await Replicas.start(
+        tmp_path / "data", model_dir, running=(0,), datasets=(mnist_path.parent,), user_photos_per_minute=0
+    )
+    replicas.bot(0).application.bot_data["retraining"] = RetrainRunner(
+        retrain_config(replicas.settings), extra_args=SMALL_JOB, poll_s=0.2, nice=0
+    )
+    return replicas
+
+
 @pytest.mark.process
 async def test_a_restarted_bot_takes_over_the_job_the_last_one_left_running(
     tmp_path: Path, model_dir: Path, mnist_path: Path
@@ -216,14 +227,9 @@ async def test_a_restarted_bot_takes_over_the_job_the_last_one_left_running(
     """The job goes on while the bot restarts (paused meanwhile, so that it cannot end unwatched): the
     next bot process on the machine edits the same progress message, in the admin's language, and
     sends the report."""
-    replicas = await Replicas.start(
-        tmp_path / "data", model_dir, running=(0,), datasets=(mnist_path.parent,), user_photos_per_minute=0
-    )
+    replicas = await replicas_that_retrain(tmp_path, model_dir, mnist_path)
     try:
         first = replicas.to(0)
-        first.application.bot_data["retraining"] = RetrainRunner(
-            retrain_config(replicas.settings), extra_args=SMALL_JOB, poll_s=0.2, nice=0
-        )
         admin = first.user(ADMIN_ID, "Рут", language_code="ru")
         progress = await first.say(admin, "/retrain digits force")  # a real fit: seconds, not a skip
         job_id = int(re.search(r"\(задача (\d+)\)", progress["text"]).group(1))
@@ -261,14 +267,9 @@ async def test_a_job_that_ended_while_no_bot_ran_is_reported_at_the_next_start(
     """The bot stops while its job runs; the job ends before any bot starts again. The next bot process
     on the machine finishes the progress message and sends the report, once: a third start sends
     nothing."""
-    replicas = await Replicas.start(
-        tmp_path / "data", model_dir, running=(0,), datasets=(mnist_path.parent,), user_photos_per_minute=0
-    )
+    replicas = await replicas_that_retrain(tmp_path, model_dir, mnist_path)
     try:
         first = replicas.to(0)
-        first.application.bot_data["retraining"] = RetrainRunner(
-            retrain_config(replicas.settings), extra_args=SMALL_JOB, poll_s=0.2, nice=0
-        )
         admin = first.user(ADMIN_ID, "Root")
         progress = await first.say(admin, "/retrain digits force")  # a real fit: seconds, not a skip
         job_id = int(re.search(r"\(job (\d+)\)", progress["text"]).group(1))
