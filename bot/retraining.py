@@ -304,10 +304,17 @@ class RetrainRunner:
                 return job
 
     async def _finish(self, found: Services, bot: Bot, job: RetrainJob, chat_id: int, language: str) -> None:
-        """Hot-swap on promotion, then send the report and its pictures."""
+        """Hot-swap on promotion, then send the report and its pictures to the admin who asked, if they
+        still are one: its pictures show people's photos."""
+        told = job.requested_by is None or found.is_admin(job.requested_by)
+        if not told:
+            logger.info(
+                "retrain job %d: user %s is no longer an admin; no report sent", job.id, job.requested_by
+            )
         if job.status == "failed":
-            serving = found.model_store.active_version(job.model)
-            await bot.send_message(chat_id, failed_text(job, serving, language))
+            if told:
+                serving = found.model_store.active_version(job.model)
+                await bot.send_message(chat_id, failed_text(job, serving, language))
             return
         note = ""
         if job.decision == "promote":
@@ -319,7 +326,8 @@ class RetrainRunner:
                 note = "\n" + text(language, "retrain_serving_now", model=job.model, version=version.version)
             except ModelUnavailable as error:
                 note = "\n" + text(language, "retrain_not_loaded", error=error)
-        await send_report(bot, chat_id, language, job, self.config.data_dir, note)
+        if told:
+            await send_report(bot, chat_id, language, job, self.config.data_dir, note)
 
     async def report_ended_unwatched(self, found: Services, bot: Bot) -> list[RetrainJob]:
         """Finish the progress message and send the report of every job that ended while no bot process

@@ -9,6 +9,7 @@ Names and labels that would read as something else are refused.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ import pytest
 import pytest_asyncio
 from telegram.ext import CommandHandler
 
+from bot.retraining import runner
 from bot.texts import text
 from inference.taught import COMMAND_NAMES
+from storage.records import new_watcher
 from tests.support.bot import ADMIN_ID, BotHarness, button_data, digit_photo, start_bot, stop_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -137,3 +140,38 @@ async def test_a_rollback_to_a_rejected_version_says_why_it_was_rejected(bot: Bo
         "(MNIST test 99.45% → 99.10%: a loss of 0.35 points)."
     )
     assert model_store.active_version("digits") == serving.version  # nothing changes before Yes
+
+
+async def test_a_job_that_ended_unwatched_is_reported_only_to_an_admin(bot: BotHarness) -> None:
+    """Reported at the next start (`report_ended_unwatched`), to the admin who asked: someone removed
+    from ADMIN_IDS meanwhile gets no report (its pictures show people's photos)."""
+    former, admin = bot.user(720_009, "Ex"), bot.user(ADMIN_ID, "Root")
+    store, ids = bot.services.store, {}
+    for person in (former, admin):
+        shown = await bot.say(person, "/help")  # stands for the job's progress message
+        job = await store.create_retrain_job(
+            "digits", requested_by=person, chat_id=person, watcher=new_watcher()
+        )
+        await store.set_retrain_message(job.id, shown["message_id"])
+        await store.start_retrain_job(job.id, pid=os.getpid())
+        await store.unwatch_retrain_jobs([job.id], job.watcher or "")
+        await store.fail_retrain_job(job.id, "stopped by signal SIGTERM")
+        ids[person] = job.id
+    marks = {person: bot.server.chat(person).revision for person in ids}
+    jobs = runner(bot.application.bot_data, bot.services.retrain)
+    reported = await jobs.report_ended_unwatched(bot.services, bot.application.bot)
+    assert [job.id for job in reported] == [ids[former], ids[admin]]
+
+    def said(person: int) -> list[str]:
+        events = bot.server.chat(person).events[marks[person] :]
+        return [
+            e["message"]["text"] for e in events if e["type"] == "message" and e["message"]["from"]["is_bot"]
+        ]
+
+    serving = bot.services.model_store.active_version("digits")
+    assert said(admin) == [
+        f"Retraining digits (job {ids[admin]}) failed: stopped by signal SIGTERM\n"
+        f"Nothing changed: v{serving} keeps serving."
+    ]
+    assert said(former) == []
+    assert await jobs.report_ended_unwatched(bot.services, bot.application.bot) == []  # once
