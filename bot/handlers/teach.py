@@ -227,9 +227,9 @@ async def catalogue_lines(found: Services, language: str) -> list[str]:
             else text(language, "models_labels_not_serving")
         )
         labels = ", ".join(f"{spec.shown_label(name, language)} {counts[name]}" for name in spec.label_names)
-        lines.append(
-            text(language, "models_labels_line", model=spec.shown(language), labels=labels, serving=serving)
-        )
+        shown = spec.shown(language)  # and the name /retrain and /rollback take, where it differs
+        model = shown if shown == spec.name else f"{shown} ({spec.name})"
+        lines.append(text(language, "models_labels_line", model=model, labels=labels, serving=serving))
     return lines
 
 

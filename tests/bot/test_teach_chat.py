@@ -175,3 +175,15 @@ async def test_a_job_that_ended_unwatched_is_reported_only_to_an_admin(bot: BotH
     ]
     assert said(former) == []
     assert await jobs.report_ended_unwatched(bot.services, bot.application.bot) == []  # once
+
+
+async def test_models_names_each_model_as_retrain_takes_it_beside_its_name_in_russian(
+    bot: BotHarness,
+) -> None:
+    admin = bot.user(ADMIN_ID, "Рут", language_code="ru")
+    try:
+        models = (await bot.say(admin, "/models"))["text"]
+    finally:
+        bot.user(ADMIN_ID, "Root")
+    assert "цифры (digits) — 0 " in models, models  # the version lines above say "digits v1"
+    assert "pets — dog " in models, models  # a taught model's name is its only name
