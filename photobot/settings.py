@@ -244,10 +244,7 @@ class Settings:
                 "RETRAIN_MAX_LABELS_PER_USER",
                 _number(env, "RETRAIN_MAX_LABELS_PER_USER", defaults.retrain_max_labels_per_user, int),
             ),
-            retrain_max_user_share=_fraction(
-                "RETRAIN_MAX_USER_SHARE",
-                _number(env, "RETRAIN_MAX_USER_SHARE", defaults.retrain_max_user_share, float),
-            ),
+            retrain_max_user_share=_fraction(env, "RETRAIN_MAX_USER_SHARE", defaults.retrain_max_user_share),
             retrain_min_contributors=_number(
                 env, "RETRAIN_MIN_CONTRIBUTORS", defaults.retrain_min_contributors, int
             ),
@@ -340,10 +337,18 @@ def _not_negative(name: str, raw: str, kind: type[T], what: str) -> T:
     return value
 
 
-def _fraction(name: str, value: float) -> float:
-    """A share such as 0.25: above 0 (0 would leave nothing to use) and at most 1 (everything)."""
-    if not 0 < value <= 1:
-        raise SettingsError(f"{name} must be a fraction above 0 and at most 1 (0.25 = 25%), got {value!r}")
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    """A share such as 0.25: above 0 (0 would leave nothing to use) and at most 1 (everything); text,
+    NaN and infinity are no share either, and get the same answer."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:  # False for NaN too
+        raise SettingsError(f"{name} must be a fraction above 0 and at most 1 (0.25 = 25%), got {raw!r}")
     return value
 
 

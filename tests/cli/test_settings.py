@@ -25,7 +25,7 @@ def test_env_example_lists_every_variable_with_its_default():
     assert Settings._from_mapping(example) == Settings()
     source = Path(settings_module.__file__).read_text(encoding="utf-8")
     read_by_code = set(
-        re.findall(r'(?:get|_number|_choice|_id_set)\(\s*(?:env,\s*)?"([A-Z][A-Z0-9_]+)"', source)
+        re.findall(r'(?:get|_number|_fraction|_choice|_id_set)\(\s*(?:env,\s*)?"([A-Z][A-Z0-9_]+)"', source)
     )
     assert read_by_code == set(example)
 
@@ -91,7 +91,7 @@ def test_a_missing_dotenv_means_defaults():
         ("MAX_IMAGE_PIXELS", "0", "MAX_IMAGE_PIXELS must be above 0"),
         ("OUTGOING_MESSAGES_PER_S", "inf", "OUTGOING_MESSAGES_PER_S must be a finite number"),
         ("RETRAIN_MAX_LABELS_PER_USER", "0", "RETRAIN_MAX_LABELS_PER_USER must be above 0"),
-        ("RETRAIN_MAX_USER_SHARE", "nan", "RETRAIN_MAX_USER_SHARE must be a finite number"),
+        ("RETRAIN_MAX_USER_SHARE", "inf", "RETRAIN_MAX_USER_SHARE must be a fraction above 0 and at most 1"),
         ("RETRAIN_GATE_MARGIN", "inf", "RETRAIN_GATE_MARGIN must be a finite number"),
         ("RETRAIN_LEASE_S", "nan", "RETRAIN_LEASE_S must be a finite number"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
