@@ -178,6 +178,63 @@ async def test_a_photo_wrong_label_and_admin_models_in_a_real_browser(
     assert len(feedback) == 1
 
 
+@pytest.mark.browser
+async def test_the_composer_keeps_a_draft_for_its_writer_and_a_restart_reloads_the_page(
+    tmp_path: Path, model_dir: Path, glyphs
+) -> None:
+    """A command button leaves the chosen photo waiting; a double click sends it once; a failed send
+    keeps the text; switching person clears the draft; a restarted playground (a new page token)
+    reloads the open page instead of showing "playground stopped" for good."""
+    async_api = pytest.importorskip("playwright.async_api")
+    photo = tmp_path / "seven.jpg"
+    photo.write_bytes(digit_photo(glyphs[7]))
+    shutil.copytree(model_dir, tmp_path / "models")
+    build = playground_bot(Settings(data_dir=tmp_path), names=("digits",))
+    running, application = await start_playground(build, port=0)
+    port = int(running.url.rsplit(":", 1)[1].strip("/"))
+    try:
+        async with async_api.async_playwright() as driver:
+            browser = await driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+            try:
+                page = await browser.new_page()
+                await page.goto(running.url)
+                await async_api.expect(page.locator("#bot-status")).to_have_text("bot", timeout=20_000)
+                mine = page.locator(".msg.mine")
+
+                await page.set_input_files("#file", str(photo))
+                await page.locator(".commands button", has_text="/help").click()
+                await async_api.expect(mine).to_have_count(1, timeout=10_000)
+                await async_api.expect(mine.last).to_have_text(re.compile("/help"))
+                await async_api.expect(page.locator("#preview")).to_be_visible()  # still waiting
+
+                await page.dblclick("#send")
+                await async_api.expect(page.locator(".msg:not(.mine)")).to_have_count(2, timeout=30_000)
+                await async_api.expect(mine).to_have_count(2)  # one photo, not two
+
+                await page.route("**/api/send", lambda route: route.abort())
+                await page.fill("#text", "/stats")
+                await page.click("#send")
+                await async_api.expect(page.locator("#toast")).to_contain_text("not sent", timeout=10_000)
+                assert await page.input_value("#text") == "/stats"  # kept, to send again
+                await page.unroute("**/api/send")
+
+                await page.set_input_files("#file", str(photo))
+                await page.get_by_role("tab", name="Admin (admin)").click()
+                assert await page.locator("#preview").is_hidden() and await page.input_value("#text") == ""
+
+                await stop_playground(running, application)
+                running, application = await start_playground(build, port=port)
+                await async_api.expect(page.locator("#bot-status")).to_have_text("bot", timeout=30_000)
+                await page.locator(".commands button", has_text="/help").click()
+                await async_api.expect(page.locator(".msg:not(.mine)").last).to_contain_text(
+                    "Send me a photo", timeout=20_000
+                )
+            finally:
+                await browser.close()
+    finally:
+        await stop_playground(running, application)
+
+
 def assert_drawn(png: bytes, *, green: bool) -> None:
     """The icon has pixels of its colour (green ✅, red ❌): drawn, not an empty box."""
     import io

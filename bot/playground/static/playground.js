@@ -68,6 +68,12 @@ async function call(path, options = {}) {
   const headers = new Headers(options.headers || {});
   headers.set("X-Playground-Token", TOKEN);
   const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
+  if (response.status === 403 && !call.reloading) {
+    // The playground was restarted: its token is new, and only a page it serves now carries it.
+    call.reloading = true;
+    $("bot-status").textContent = "playground restarted: reloading…";
+    location.reload();
+  }
   if (!response.ok) throw new Error((await response.text()) || response.statusText);
   return response;
 }
@@ -256,17 +262,20 @@ async function press(messageId, data, node) {
   }
 }
 
-async function send(text) {
+// `text`, with the chosen photo when `withFile` (the composer): a command button sends its command alone
+// and leaves the photo waiting.
+async function send(text, withFile = false) {
   const form = new FormData();
   form.append("user", state.current);
   form.append("text", text);
-  if (pendingFile) {
-    form.append("file", pendingFile, pendingFile.name || "pasted.png");
+  const file = withFile ? pendingFile : null;
+  if (file) {
+    form.append("file", file, file.name || "pasted.png");
     if ($("as-file").checked) form.append("as_file", "1");
   }
   renderMessage.forceScroll = true;
   await api("/api/send", { method: "POST", body: form });
-  clearFile();
+  if (file) clearFile();
 }
 
 function chooseFile(file) {
@@ -317,6 +326,10 @@ function renderPeople() {
 }
 
 function switchTo(userId) {
+  if (userId !== state.current) {
+    clearFile(); // a draft is its writer's: never sent as someone else
+    $("text").value = "";
+  }
   state.current = userId;
   renderMessage.forceScroll = true;
   renderPeople();
@@ -337,24 +350,34 @@ function wire() {
   $("composer").addEventListener("submit", async (event) => {
     event.preventDefault();
     const text = $("text").value.trim();
-    if (!text && !pendingFile) return;
-    $("text").value = "";
+    const button = $("composer").querySelector('button[type="submit"]');
+    if ((!text && !pendingFile) || button.disabled) return;
+    button.disabled = true; // a double click sends once
     try {
-      await send(text);
+      await send(text, true);
+      $("text").value = ""; // kept when the send failed, to send again
     } catch (error) {
-      toast(error.message, true);
+      toast(`not sent: ${error.message}`, true);
+    } finally {
+      button.disabled = false;
     }
   });
   $("file").addEventListener("change", () => $("file").files[0] && chooseFile($("file").files[0]));
   $("preview-clear").addEventListener("click", clearFile);
   $("language").addEventListener("change", async () => {
+    const person = state.people.find((p) => p.id === state.current);
     const language = $("language").value;
-    await api("/api/language", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ user: state.current, language }),
-    });
-    state.people.find((p) => p.id === state.current).language = language;
+    try {
+      await api("/api/language", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ user: state.current, language }),
+      });
+      person.language = language;
+    } catch (error) {
+      $("language").value = person.language; // not saved: show what the bot still uses
+      toast(error.message, true);
+    }
   });
   const drop = $("drop");
   document.addEventListener("dragover", (event) => {
