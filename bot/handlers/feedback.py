@@ -55,7 +55,16 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
             )
             await query.answer(text(language, "feedback_not_yours"), show_alert=True)
             return
+        await _end_older_question(found, query.from_user.id, prediction.id)
         await _apply(found, query, data, prediction, language)
+
+
+async def _end_older_question(found: Services, user_id: int, prediction_id: int) -> None:
+    """A press under another answer ends the wait for a typed number about an older one: the person has
+    moved on, and a number typed next must not be taken for that photo."""
+    pending = await found.store.pending_correction(user_id)
+    if pending is not None and pending.prediction_id != prediction_id:
+        await found.store.drop_pending_correction(user_id, pending.prediction_id)
 
 
 async def _apply(

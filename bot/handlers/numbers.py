@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from telegram import CallbackQuery, Message, Update
+from telegram import CallbackQuery, Message, ReplyParameters, Update
 from telegram.error import BadRequest
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
@@ -133,7 +133,15 @@ async def record_number(
     logger.info("User %s corrected prediction %s to a number", user_id, prediction.id)
     await _remove_buttons(context, pending)
     key = "thanks_correct" if result.feedback.verdict == "correct" else "thanks_label"
-    await message.reply_text(text(language, key, label=number), do_quote=True)
+    # As a reply to the answer it corrects: which photo the number went to shows at a glance.
+    about = (
+        ReplyParameters(pending.answer_message_id, allow_sending_without_reply=True)
+        if pending.answer_message_id is not None
+        else None
+    )
+    await message.reply_text(
+        text(language, key, label=number), reply_parameters=about, do_quote=about is None
+    )
 
 
 async def _remove_buttons(context: ContextTypes.DEFAULT_TYPE, pending: PendingCorrection) -> None:

@@ -96,6 +96,28 @@ async def test_a_wrong_number_is_corrected_by_typing_the_number(bot: BotHarness,
     ] == "Send me a photo of a digit or a flower. /help explains more."
 
 
+async def test_the_thanks_for_a_typed_number_replies_to_the_answer_it_corrects(
+    bot: BotHarness, number_2026: bytes
+) -> None:
+    user = bot.user(306)
+    reply, _, _ = await press_wrong_on_a_number(bot, user, number_2026)
+    thanks = await bot.say(user, "2027")
+    assert thanks["text"] == "Thank you! Recorded: 2027."
+    assert thanks["reply_to_message"]["message_id"] == reply["message_id"]  # which photo it went to
+
+
+async def test_a_press_under_another_answer_ends_the_wait_for_a_typed_number(
+    bot: BotHarness, number_2026: bytes, glyphs
+) -> None:
+    user = bot.user(307)
+    reply, _, _ = await press_wrong_on_a_number(bot, user, number_2026)
+    other = await bot.photo(user, digit_photo(glyphs[3], seed=4))
+    await bot.press(user, other, buttons(other)[-1][1])  # ❌ Wrong or "Something else…"
+    assert await bot.services.store.pending_correction(user) is None
+    assert (await bot.say(user, "8"))["text"] == HINT  # not recorded for the 2026 photo
+    assert await bot.services.store.get_feedback(callbacks.decode(buttons(reply)[0][1]).prediction_id) is None
+
+
 async def test_a_single_digit_keeps_its_0_to_9_buttons(bot: BotHarness, glyphs) -> None:
     user = bot.user(302)
     await bot.say(user, "/digit")

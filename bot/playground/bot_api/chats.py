@@ -180,9 +180,12 @@ class Chats:
         )
         if reply_id not in (None, ""):
             replied = chat.messages.get(int(reply_id))
-            if replied is None:
+            # Telegram's allow_sending_without_reply: a reply to a message that is gone is sent plain.
+            anyway = isinstance(reply_to, dict) and reply_to.get("allow_sending_without_reply") is True
+            if replied is None and not anyway:
                 raise BotApiError("Bad Request: message to be replied not found")
-            message["reply_to_message"] = {k: v for k, v in replied.items() if k != "reply_to_message"}
+            if replied is not None:
+                message["reply_to_message"] = {k: v for k, v in replied.items() if k != "reply_to_message"}
         markup = markup_param(params)
         if markup:
             message["reply_markup"] = markup
