@@ -229,6 +229,12 @@ async def test_the_composer_keeps_a_draft_for_its_writer_and_a_restart_reloads_t
                 await async_api.expect(page.locator(".msg:not(.mine)").last).to_contain_text(
                     "Send me a photo", timeout=20_000
                 )
+
+                await page.select_option("#language", "ru")  # the page's own words follow the person's
+                await async_api.expect(page.locator("#text")).to_have_attribute(
+                    "placeholder", "Сообщение, команда или подпись"
+                )
+                assert await page.locator("#as-file-label").text_content() == "отправить файлом"
             finally:
                 await browser.close()
     finally:

@@ -16,6 +16,24 @@ const downloads = new Map(); // file_id → its download in flight
 const view = { pinned: true };
 let pendingFile = null;
 
+// The page's own words, in the language of the person chatting (the bot's answers come translated).
+const WORDS = {
+  en: {
+    photo: "Photo", message: "Message", edited: "edited", empty: "Send a photo of a digit or a flower, or /help",
+    placeholder: "Message, command or caption", caption: "Caption (optional)", asFile: "send as file",
+    drop: "Drop a photo to send it", notSent: "not sent",
+  },
+  ru: {
+    photo: "Фото", message: "Сообщение", edited: "изменено", empty: "Пришлите фото цифры или цветка, или /help",
+    placeholder: "Сообщение, команда или подпись", caption: "Подпись (не обязательно)", asFile: "отправить файлом",
+    drop: "Отпустите фото, чтобы отправить", notSent: "не отправлено",
+  },
+};
+function words() {
+  const person = state.people.find((p) => p.id === state.current);
+  return WORDS[person?.language] || WORDS.en;
+}
+
 // ✅ / ❌ drawn as SVG, not as emoji glyphs: a machine without an emoji font shows the glyphs as empty
 // boxes. The glyph stays in the icon's <title>, so the text still reads (and copies) as the bot sent it.
 const SVG = "http://www.w3.org/2000/svg";
@@ -191,7 +209,8 @@ function renderMessage(message) {
   bubble.dataset.messageId = message.message_id;
   if (message.reply_to_message) {
     const quoted = message.reply_to_message;
-    const what = quoted.text || quoted.caption || (quoted.photo ? "Photo" : quoted.document ? quoted.document.file_name : "Message");
+    const what =
+      quoted.text || quoted.caption || (quoted.photo ? words().photo : quoted.document?.file_name || words().message);
     bubble.append(element("div", "quote", what));
   }
   if (message.photo) {
@@ -214,7 +233,7 @@ function renderMessage(message) {
   const text = message.text ?? message.caption;
   if (text) bubble.append(element("div", "text", text));
   const time = new Date(message.date * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  bubble.append(element("div", "meta", message.edit_date ? `edited ${time}` : time));
+  bubble.append(element("div", "meta", message.edit_date ? `${words().edited} ${time}` : time));
   const nodes = [bubble];
   const rows = message.reply_markup?.inline_keyboard;
   if (rows) {
@@ -241,7 +260,7 @@ function render() {
   const top = box.scrollTop;
   box.replaceChildren();
   const chat = chatOf(state.current);
-  if (!chat.order.length) box.append(element("div", "system", "Send a photo of a digit or a flower, or /help"));
+  if (!chat.order.length) box.append(element("div", "system", words().empty));
   for (const id of chat.order) box.append(...renderMessage(chat.messages.get(id)));
   if (view.pinned || renderMessage.forceScroll) scrollToNewest();
   else box.scrollTop = top; // reading older messages: stay where the reader is
@@ -289,7 +308,7 @@ function chooseFile(file) {
   } else {
     img.hidden = true;
   }
-  $("text").placeholder = "Caption (optional)";
+  $("text").placeholder = words().caption;
   $("text").focus();
 }
 
@@ -298,7 +317,7 @@ function clearFile() {
   $("file").value = "";
   $("as-file").checked = false;
   $("preview").hidden = true;
-  $("text").placeholder = "Message, command or caption";
+  $("text").placeholder = words().placeholder;
 }
 
 function renderPeople() {
@@ -314,6 +333,10 @@ function renderPeople() {
   }
   const person = state.people.find((p) => p.id === state.current);
   $("language").value = person.language;
+  document.documentElement.lang = person.language;
+  $("text").placeholder = pendingFile ? words().caption : words().placeholder;
+  $("as-file-label").textContent = words().asFile;
+  $("drop").textContent = words().drop;
   const commands = $("commands");
   commands.replaceChildren();
   const list = person.role === "admin" ? [...USER_COMMANDS.slice(0, 2), ...ADMIN_COMMANDS] : USER_COMMANDS;
@@ -357,7 +380,7 @@ function wire() {
       await send(text, true);
       $("text").value = ""; // kept when the send failed, to send again
     } catch (error) {
-      toast(`not sent: ${error.message}`, true);
+      toast(`${words().notSent}: ${error.message}`, true);
     } finally {
       button.disabled = false;
     }
@@ -374,6 +397,8 @@ function wire() {
         body: JSON.stringify({ user: state.current, language }),
       });
       person.language = language;
+      renderPeople(); // the page's own words follow
+      render();
     } catch (error) {
       $("language").value = person.language; // not saved: show what the bot still uses
       toast(error.message, true);
