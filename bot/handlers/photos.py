@@ -213,23 +213,16 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     message, language = incoming.message, incoming.language
     named = found.catalogue.find_captions(message.caption)
     contribution = named[0] if len(named) == 1 else await _chat_models_label(found, incoming, named)
-    if len(named) > 1 and contribution is None:  # a label of several models: ask which one
-        model, label = named[0]
-        shown = (message.caption or "").strip()[:40]
-        models = ", ".join(name for name, _ in named)
-        await message.reply_text(
-            text(language, "caption_ambiguous", caption=shown, models=models, example=f"{model}: {label}"),
-            do_quote=True,
-        )
+    if len(named) > 1 and contribution is None:  # a label of several models
+        await ask_which_model(incoming, named)
         return
     if contribution and not _serves(found, contribution[0]):  # a taught model still learning
         await teach_only(found, incoming, data, contribution)
         return
-    gone = None
-    if contribution:
-        mode: Mode = found.catalogue[contribution[0]].mode
-    else:
-        mode, gone = await chat_mode(found, incoming)
+    mode: Mode
+    mode, gone = (
+        (found.catalogue[contribution[0]].mode, None) if contribution else await chat_mode(found, incoming)
+    )
     # The photo's file is written while the models look at it: the answer then waits only for its row.
     saving = asyncio.ensure_future(found.store.save_image(data))
     started = time.perf_counter()
@@ -379,6 +372,23 @@ async def _chat_models_label(
         return None
     spec = found.catalogue.for_mode(await found.chat_mode(incoming.chat.id))
     return next((pair for pair in named if spec is not None and pair[0] == spec.name), None)
+
+
+async def ask_which_model(incoming: Incoming, named: Sequence[tuple[str, str]]) -> None:
+    """A caption that is a label of several models is recorded for none: the reply says how to name one."""
+    model, label = named[0]
+    caption = (incoming.message.caption or "").strip()[:40]
+    models = ", ".join(name for name, _ in named)
+    await incoming.message.reply_text(
+        text(
+            incoming.language,
+            "caption_ambiguous",
+            caption=caption,
+            models=models,
+            example=f"{model}: {label}",
+        ),
+        do_quote=True,
+    )
 
 
 async def chat_mode(found: Services, incoming: Incoming) -> tuple[Mode, str | None]:
