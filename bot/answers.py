@@ -11,10 +11,15 @@ from inference.catalogue import Catalogue, ModelKind, ModelSpec
 from inference.prediction import Prediction
 
 
-def format_answer(prediction: Prediction, lang: str, catalogue: Catalogue, mode: str = "auto") -> str:
+def format_answer(
+    prediction: Prediction, lang: str, catalogue: Catalogue, mode: str = "auto", *, labelled: bool = False
+) -> str:
+    """The answer's text; `labelled`: the person captioned the photo with its label, so a refusal does
+    not ask for the photo again (its label is recorded all the same)."""
     spec = catalogue.get(prediction.model)
     if prediction.status == "not_recognized" or prediction.label is None:
-        return refusal(lang, catalogue.for_mode(mode))
+        said = refusal(lang, catalogue.for_mode(mode))
+        return said.split("\n", 1)[0] if labelled else said  # the refusals' second line: what to do
 
     def shown(label: str) -> str:
         return spec.shown_label(label, lang) if spec else label

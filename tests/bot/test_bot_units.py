@@ -75,6 +75,13 @@ def test_an_answer_sure_of_its_label_but_not_of_the_photo_says_that_it_doubts_th
     assert "9" not in format_answer(drawn, "ru").split("\n", 1)[1]  # a runner-up at 0% is no question
 
 
+def test_a_refusal_of_a_labelled_photo_does_not_ask_for_it_again() -> None:
+    nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="no flower")
+    labelled = format_in(nothing, "en", DEFAULT_CATALOGUE, "flower", labelled=True)
+    assert labelled == "I don't see daisy, dandelion, roses, sunflowers or tulips here."
+    assert "/auto" in format_answer(nothing, "en", "flower")  # unlabelled: what to do next
+
+
 def test_a_refusal_names_what_the_chats_mode_looked_for() -> None:
     nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="no digit")
     in_digit_mode = format_answer(nothing, "en", "digit")
