@@ -88,7 +88,8 @@ def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
         "--verbose",
         action="store_true",
         default=default,
-        help="show every log line, TensorFlow's included (default: warnings and errors only)",
+        help="show every log line, TensorFlow's included (default: warnings and errors only; "
+        f"{', '.join(sorted(LONG_RUNNING))} log at LOG_LEVEL)",
     )
     parser.add_argument("--quiet", action="store_true", default=default, help="no progress bars on stderr")
 
