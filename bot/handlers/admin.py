@@ -103,7 +103,8 @@ async def list_models(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 def models_lines(found: Services, language: str, rollbacks: Sequence[ModelEvent] = ()) -> list[str]:
     lines = [text(language, "models_header", shown=VERSIONS_SHOWN)]
-    for name in found.model_store.names():
+    # The models the bot knows: a taught model deleted since keeps its versions in the store, unserved.
+    for name in (name for name in found.model_store.names() if name in found.classifier.catalogue):
         active = found.model_store.active_version(name)
         for version in found.model_store.versions(name)[-VERSIONS_SHOWN:]:
             key = (name, version.version)

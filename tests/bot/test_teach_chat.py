@@ -187,3 +187,12 @@ async def test_models_names_each_model_as_retrain_takes_it_beside_its_name_in_ru
         bot.user(ADMIN_ID, "Root")
     assert "цифры (digits) — 0 " in models, models  # the version lines above say "digits v1"
     assert "pets — dog " in models, models  # a taught model's name is its only name
+
+
+async def test_models_leaves_out_the_versions_of_a_deleted_model(bot: BotHarness) -> None:
+    """A deleted taught model's versions stay in the store, unserved: /models no longer lists them."""
+    admin = bot.user(ADMIN_ID, "Root")
+    serving = bot.services.model_store.active("digits")
+    bot.services.model_store.add_version("animals", serving.path, {"labels": ["dog", "cat"]})  # deleted above
+    models = (await bot.say(admin, "/models"))["text"]
+    assert f"digits v{serving.version}" in models and "animals v" not in models, models
