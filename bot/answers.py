@@ -4,7 +4,7 @@ language (`розы` for `roses`); a refusal names what the chat's mode looked f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bot.texts import percent, text
 from inference.catalogue import Catalogue, ModelKind, ModelSpec
@@ -12,13 +12,20 @@ from inference.prediction import Prediction
 
 
 def format_answer(
-    prediction: Prediction, lang: str, catalogue: Catalogue, mode: str = "auto", *, labelled: bool = False
+    prediction: Prediction,
+    lang: str,
+    catalogue: Catalogue,
+    mode: str = "auto",
+    *,
+    labelled: bool = False,
+    taught: Sequence[str] = (),
 ) -> str:
     """The answer's text; `labelled`: the person captioned the photo with its label, so a refusal does
-    not ask for the photo again (its label is recorded all the same)."""
+    not ask for the photo again (its label is recorded all the same); `taught`: the taught models that
+    serve, which auto mode asked too."""
     spec = catalogue.get(prediction.model)
     if prediction.status == "not_recognized" or prediction.label is None:
-        said = refusal(lang, catalogue.for_mode(mode))
+        said = refusal(lang, catalogue.for_mode(mode), taught)
         return said.split("\n", 1)[0] if labelled else said  # the refusals' second line: what to do
 
     def shown(label: str) -> str:
@@ -50,10 +57,15 @@ def _doubt(prediction: Prediction, lang: str, shown: Callable[[str], str]) -> st
     return text(lang, "unsure", label=shown(label), other=shown(other))
 
 
-def refusal(lang: str, spec: ModelSpec | None) -> str:
-    """What the bot says when it sees nothing it knows: in a model's mode, what that model looked for."""
+def refusal(lang: str, spec: ModelSpec | None, taught: Sequence[str] = ()) -> str:
+    """What the bot says when it sees nothing it knows: in a model's mode, what that model looked for;
+    in auto mode, the digits, the flowers and the `taught` models it asked too."""
     if spec is None:
-        return text(lang, "not_recognized")
+        return (
+            text(lang, "not_recognized_taught", models=", ".join(taught))
+            if taught
+            else text(lang, "not_recognized")
+        )
     if spec.kind == ModelKind.DIGIT_READER:
         return text(lang, "not_recognized_digit")
     names = [label.shown(lang) for label in spec.labels]

@@ -243,7 +243,12 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
         raise
     latency_ms = (time.perf_counter() - started) * 1000
     prediction_id, sha256 = await record(found, incoming, data, await saving, mode, prediction, latency_ms)
-    lines = [format_answer(prediction, language, found.catalogue, mode, labelled=contribution is not None)]
+    taught = [spec.name for spec in found.catalogue if is_taught(spec) and _serves(found, spec.name)]
+    lines = [
+        format_answer(
+            prediction, language, found.catalogue, mode, labelled=contribution is not None, taught=taught
+        )
+    ]
     if gone is not None:
         lines.insert(0, text(language, "mode_gone", model=gone))
     if contribution:  # a labelled photo: the person said what it is, nothing to ask

@@ -50,6 +50,10 @@ EN: Final[dict[str, str]] = {
         "I don't see {labels} here.\nIf it shows something else, send /auto and the photo again."
     ),
     "or": "or",
+    "not_recognized_taught": (
+        "I don't see a digit, one of my five flowers or anything the models taught here know ({models}).\n"
+        "If it is one of them, send /digit, /flower or /use MODEL and the photo again."
+    ),
     "not_recognized": (
         "I don't see a digit or one of my five flowers here.\n"
         "If it is one, send /digit or /flower and the photo again."

@@ -15,7 +15,7 @@ from bot.handlers.numbers import PENDING_TTL_S, answers_question
 from bot.handlers.photos import is_heic, is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
 from bot.retraining import TimeLeft, caption, progress_text
-from bot.texts import TEXTS, human_size, language, percent
+from bot.texts import TEXTS, human_size, language, percent, text
 from inference.catalogue import DEFAULT_CATALOGUE
 from inference.errors import (
     DeadlineExceeded,
@@ -73,6 +73,14 @@ def test_an_answer_sure_of_its_label_but_not_of_the_photo_says_that_it_doubts_th
         "Tell me with the buttons below.",
     ]
     assert "9" not in format_answer(drawn, "ru").split("\n", 1)[1]  # a runner-up at 0% is no question
+
+
+def test_a_refusal_in_auto_mode_names_the_taught_models_it_asked_too() -> None:
+    nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="none of them")
+    said = format_in(nothing, "en", DEFAULT_CATALOGUE, "auto", taught=["pets", "insects"])
+    assert said.startswith("I don't see a digit, one of my five flowers or anything the models taught here")
+    assert "(pets, insects)" in said and "/use MODEL" in said
+    assert format_answer(nothing, "en") == text("en", "not_recognized")  # none taught: as before
 
 
 def test_a_refusal_of_a_labelled_photo_does_not_ask_for_it_again() -> None:
