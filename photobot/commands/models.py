@@ -197,8 +197,10 @@ def _list(store, catalogue: Catalogue, *, as_json: bool) -> int:
         active = store.active_version(name)
         versions = store.versions(name)
         spec = catalogue.get(name)
-        taught = spec is not None and _is_taught(spec)
-        print(f"{name} (taught: {', '.join(spec.label_names)})" if taught and spec is not None else name)
+        if spec is not None and _is_taught(spec):
+            print(f"{name} (taught: {', '.join(spec.label_names)})")
+        else:
+            print(name)
         if not versions:
             print(f"    (no versions yet: {_how_to_get_one(spec, name)})")
         for version in versions:
