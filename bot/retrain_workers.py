@@ -32,16 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.metrics import WorkerMetrics
-from bot.retraining import (
-    TimeLeft,
-    announce_job,
-    describe_exit,
-    edit_progress,
-    failed_text,
-    job_log_path,
-    progress_text,
-    send_report,
-)
+from bot.retrain_progress import TimeLeft, describe_exit, failed_text, progress_text
+from bot.retraining import announce_job, edit_progress, job_log_path, send_report
 from bot.texts import text
 from storage.records import new_watcher
 

@@ -14,7 +14,7 @@ from bot.errors import reply_for
 from bot.handlers.numbers import PENDING_TTL_S, answers_question
 from bot.handlers.photos import is_heic, is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
-from bot.retraining import TimeLeft, caption, progress_text
+from bot.retrain_progress import TimeLeft, caption, progress_text
 from bot.texts import TEXTS, human_size, language, percent, text
 from inference.catalogue import DEFAULT_CATALOGUE
 from inference.errors import (

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.retraining import RetrainRunner, caption, report_path
+from bot.retrain_progress import caption
+from bot.retraining import RetrainRunner, report_path
 from inference.model_store import ModelStore
 from photobot.settings import Settings
 from photobot.wiring import retrain_config

@@ -21,7 +21,8 @@ import pytest
 import pytest_asyncio
 
 from bot.playground.bot_api_server import BotApiError
-from bot.retraining import RetrainRunner, progress_text
+from bot.retrain_progress import progress_text
+from bot.retraining import RetrainRunner
 from inference.model_store import ModelStore
 from photobot.settings import Settings
 from photobot.wiring import retrain_config
