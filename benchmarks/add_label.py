@@ -32,9 +32,13 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from photobot.settings import Settings
 
 FOUR = ("daisy", "dandelion", "roses", "sunflowers")
 
@@ -46,7 +50,7 @@ def link(path: Path, folder: Path) -> None:
 
 
 def eval_folders(
-    settings: Any, root: Path, label: str, unseen: list[Path], none: list[Path]
+    settings: Settings, root: Path, label: str, unseen: list[Path], none: list[Path]
 ) -> dict[str, Path]:
     """The folders `photobot evaluate --images` reads: the flowers' test split, the untaught photos of the
     new label (once under its name, once as `none/` for the version that cannot answer it), the photos
@@ -71,7 +75,7 @@ def eval_folders(
     return {name: root / name for name in folders}
 
 
-async def measure(settings: Any, folder: Path) -> dict[str, Any]:
+async def measure(settings: Settings, folder: Path) -> dict[str, Any]:
     """`photobot evaluate --model flowers --images FOLDER`, and how often the top label was right."""
     from photobot.commands.classify import classify_files
     from photobot.commands.evaluate import evaluate_folder, labelled_photos
@@ -95,7 +99,7 @@ async def measure(settings: Any, folder: Path) -> dict[str, Any]:
     }
 
 
-def four_flowers(settings: Any, photobot: Any) -> Any:
+def four_flowers(settings: Settings, photobot: Callable[[Sequence[str]], int]) -> Settings:
     """A datasets folder without tulips, and a four-flower model trained on it as the shipped one was."""
     from training.flower_data import find_photo_folder
 

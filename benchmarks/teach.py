@@ -28,7 +28,11 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inference.catalogue import Catalogue
+    from photobot.settings import Settings
 
 ANIMALS: dict[str, list[tuple[str, str]]] = {
     "dog": [("n02085620", "n02113978")],  # the 118 dog breeds
@@ -79,7 +83,7 @@ def other_photos_of_none(other_photos: Path) -> list[Path]:
 
 
 async def teach(
-    settings: Any,
+    settings: Settings,
     name: str,
     teach_photos: dict[str, list[Path]],
     people: int,
@@ -117,7 +121,7 @@ async def teach(
 
 
 async def serve_and_ask(
-    settings: Any, catalogue: Any, name: str, evaluate: dict[str, list[Path]], none: list[Path]
+    settings: Settings, catalogue: Catalogue, name: str, evaluate: dict[str, list[Path]], none: list[Path]
 ) -> dict[str, Any]:
     from photobot.serving import build_classifier
 
