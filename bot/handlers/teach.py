@@ -163,7 +163,7 @@ async def delete_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     if len(args) != 1 or spec is None:
         await message.reply_text(text(language, "delmodel_usage", models=_taught_names(found)))
         return
-    photos = len((await found.store.labelled_set(spec.name)).examples)
+    photos = sum((await label_counts(found, spec.name)).values())
     keyboard = InlineKeyboardMarkup(
         [
             [
@@ -205,11 +205,19 @@ async def on_delete_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     await query.edit_message_text(text(language, key, model=choice.model))
 
 
+async def label_counts(found: Services, model: str) -> Counter[str]:
+    """The labelled photos of each of `model`'s labels (storage's labelled set: one per photo, blocked
+    people's left out). Photos marked "none of these" are not counted: /models, /delmodel and the
+    teaching replies all count what the model learns its labels from."""
+    spec = found.catalogue.get(model)
+    labels = set(spec.label_names) if spec is not None else set()
+    examples = (await found.store.labelled_set(model)).examples
+    return Counter(example.label for example in examples if example.label in labels)
+
+
 async def counts_text(found: Services, model: str, label: str, language: str) -> str:
-    """`dog: 12 of at least 10 photos`: a taught label's labelled photos so far (storage's labelled
-    set: one per photo, blocked people's left out)."""
-    labelled = await found.store.labelled_set(model)
-    count = Counter(example.label for example in labelled.examples)[label]
+    """`dog: 12 of at least 10 photos`: a taught label's labelled photos so far."""
+    count = (await label_counts(found, model))[label]
     return text(language, "teach_count", label=label, count=count, minimum=MIN_PHOTOS_PER_LABEL)
 
 
@@ -219,7 +227,7 @@ async def catalogue_lines(found: Services, language: str) -> list[str]:
     lines = ["", text(language, "models_labels_header")]
     served = found.classifier.models()
     for spec in found.catalogue:
-        counts = Counter(example.label for example in (await found.store.labelled_set(spec.name)).examples)
+        counts = await label_counts(found, spec.name)
         status = served.get(spec.name)
         serving = (
             text(language, "models_labels_serving", version=status.version)

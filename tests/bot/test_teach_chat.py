@@ -20,7 +20,7 @@ from telegram.ext import CommandHandler
 from bot.retraining import runner
 from bot.texts import text
 from inference.taught import COMMAND_NAMES
-from storage.records import new_watcher
+from storage.records import negative_label, new_watcher
 from tests.support.bot import ADMIN_ID, BotHarness, button_data, digit_photo, start_bot, stop_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -196,3 +196,34 @@ async def test_models_leaves_out_the_versions_of_a_deleted_model(bot: BotHarness
     bot.services.model_store.add_version("animals", serving.path, {"labels": ["dog", "cat"]})  # deleted above
     models = (await bot.say(admin, "/models"))["text"]
     assert f"digits v{serving.version}" in models and "animals v" not in models, models
+
+
+async def test_delmodel_counts_the_photos_that_models_shows(
+    bot: BotHarness, glyphs: dict[int, np.ndarray]
+) -> None:
+    """A photo people marked "none of these" is not a photo of one of the model's labels: /delmodel's
+    confirmation counts what /models and the teaching replies count."""
+    admin, ann = bot.user(ADMIN_ID, "Root"), bot.user(ANN)
+    assert (await bot.say(admin, "/newmodel birds robin wren"))["text"].startswith("New model")
+    hashes = []
+    for seed in (31, 32):
+        reply = await bot.photo(ann, digit_photo(glyphs[1], seed=seed), caption="birds: robin")
+        assert "robin: " in reply["text"], reply["text"]
+        examples = (await bot.services.store.labelled_set("birds")).examples
+        hashes.append(next(e.sha256 for e in examples if e.sha256 not in hashes))
+    for voter in (720_101, 720_102):  # two people outvote the caption: `other` shows none of them
+        await bot.services.store.record_contribution(
+            user_id=voter,
+            chat_id=voter,
+            message_id=None,
+            photo_sha256=hashes[1],
+            model="birds",
+            label=negative_label("birds"),
+        )
+    labelled = await bot.services.store.labelled_set("birds")
+    assert sorted(e.label for e in labelled.examples) == sorted(["robin", negative_label("birds")])
+
+    ask = await bot.say(admin, "/delmodel birds")
+    assert ask["text"] == text("en", "delmodel_confirm", model="birds", photos=1)
+    await bot.press(admin, ask, button_data(ask, text("en", "delmodel_no")))
+    assert "birds — robin 1, wren 0" in (await bot.say(admin, "/models"))["text"]
