@@ -58,4 +58,5 @@ class WorkerConfig:
     poll_s: float = 2.0  # how often the queue is looked at, and the job's progress read
     nice: int = 0  # lower the job's CPU priority (a worker beside a bot)
     job_args: tuple[str, ...] = ()  # appended to each job's command line (`--epochs 1`, …)
+    admin_ids: frozenset[int] = frozenset()  # who may still get a job's report (its pictures show photos)
     python: str = sys.executable

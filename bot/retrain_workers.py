@@ -90,12 +90,15 @@ async def expire(store: Store, bot: Bot, models: ModelStore) -> list[RetrainJob]
     return expired
 
 
-async def tell_failed(bot: Bot, job: RetrainJob, models: ModelStore) -> None:
-    """The failed job's progress message shows why, and a message says what keeps serving."""
+async def tell_failed(bot: Bot, job: RetrainJob, models: ModelStore, *, tell: bool = True) -> None:
+    """The failed job's progress message shows why, and (unless not `tell`) a message says what keeps
+    serving."""
     if job.chat_id is None or job.message_id is None:
         return  # its start message was never sent: nobody to tell
     language = job.language or "en"
     await edit_progress(bot, job.chat_id, job.message_id, progress_text(job, language=language))
+    if not tell:
+        return
     serving = await asyncio.to_thread(models.active_version, job.model)
     with contextlib.suppress(Exception):  # the row says it; a Bot API outage must not stop the caller
         await bot.send_message(job.chat_id, failed_text(job, serving, language))
@@ -120,6 +123,8 @@ class RetrainWorker:
         """Poll for jobs until `stopping` is set (or, with `once`, until one job ran); the jobs run."""
         ran = 0
         logger.info("worker %s: waiting for retrain jobs (lease %.0f s)", self.name, self.config.lease_s)
+        if not self.config.admin_ids:
+            logger.warning("ADMIN_IDS is not set for this worker: reports go to whoever asked for the job")
         while not self.stopping.is_set():
             job = None
             try:
@@ -209,10 +214,20 @@ class RetrainWorker:
         return job
 
     async def _report(self, job: RetrainJob) -> None:
+        """Like the bot's runner, report only to an admin: the report's pictures show people's photos.
+        A worker knows who is one from its own ADMIN_IDS; without any it reports to whoever asked."""
         assert job.chat_id is not None
         language = job.language or "en"
+        admins = self.config.admin_ids
+        told = not admins or job.requested_by is None or job.requested_by in admins
+        if not told:
+            logger.info(
+                "retrain job %d: user %s is no longer an admin; no report sent", job.id, job.requested_by
+            )
         if job.status == "failed":
-            await tell_failed(self.bot, job, self.models)
+            await tell_failed(self.bot, job, self.models, tell=told)
+            return
+        if not told:
             return
         note = ""
         if job.decision == "promote":

@@ -94,6 +94,7 @@ def worker_config(
         poll_s=poll_s,
         nice=nice,
         job_args=job_args,
+        admin_ids=settings.admin_ids,
     )
 
 

@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 
 from storage.dialect import Database, is_postgres_url
-from tests.support.bot import ADMIN_ID, BotHarness
+from tests.support.bot import ADMIN_ID, BotHarness, start_bot, stop_bot
 from tests.support.replicas import Replicas
 from tests.support.storage import open_store
 
@@ -138,3 +138,39 @@ async def test_a_job_stopped_by_its_worker_that_dies_of_another_signal_is_failed
         assert (job.status, job.error) == ("failed", "stopped by signal SIGTERM")
     finally:
         await store.close()
+
+
+async def test_a_worker_tells_only_a_current_admin_of_its_jobs_end(tmp_path: Path, model_dir: Path) -> None:
+    """A report shows people's photos: a worker whose ADMIN_IDS no longer holds the admin who asked
+    finishes the progress message and tells nobody more; one that holds them tells them."""
+    from bot.config import WorkerConfig
+    from bot.retrain_workers import RetrainWorker
+
+    job_process = tmp_path / "job.sh"  # a job that fails at once: its worker reports the failure
+    job_process.write_text("#!/bin/sh\nexit 3\n")
+    job_process.chmod(0o755)
+    bot = await start_bot(tmp_path / "bot", model_dir, retrain_workers="external")
+    try:
+        admin = bot.user(ADMIN_ID, "Root")
+        told = []
+        for admins in (frozenset({ADMIN_ID + 1}), frozenset({ADMIN_ID})):
+            progress = await bot.say(admin, "/retrain digits")
+            mark = bot.server.chat(admin).revision
+            config = WorkerConfig(
+                data_dir=tmp_path / "worker", poll_s=0.1, python=str(job_process), admin_ids=admins
+            )
+            worker = RetrainWorker(config, bot.services.store, bot.application.bot, bot.services.model_store)
+            assert await asyncio.wait_for(worker.run(once=True), 60) == 1
+            assert edits_of(bot, progress["message_id"])[-1].startswith("Retraining digits (job ")
+            assert "\nFailed: the job process exited with code 3" in edits_of(bot, progress["message_id"])[-1]
+            told.append(sent_after(bot, mark))
+        serving = bot.services.model_store.active_version("digits")
+        assert told == [
+            [],
+            [
+                "Retraining digits (job 2) failed: the job process exited with code 3 before finishing\n"
+                f"Nothing changed: v{serving} keeps serving."
+            ],
+        ]
+    finally:
+        await stop_bot(bot)
