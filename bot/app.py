@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import BotCommand
-from telegram.ext import AIORateLimiter, Application
+from telegram.ext import AIORateLimiter, Application, Defaults
 
 from bot import handlers, retraining
 from bot.config import BotConfig
@@ -53,6 +53,8 @@ def build_application(
         .base_url(base_url)
         .base_file_url(base_file_url)
         .concurrent_updates(CONCURRENT_UPDATES)
+        # A reply quotes the person's photo; one they deleted meanwhile must not cost them the answer.
+        .defaults(Defaults(allow_sending_without_reply=True))
         .request(bot_api_request(timeouts=config.api_timeouts))
         .get_updates_request(get_updates_request(config.api_timeouts))
         .post_init(_post_init)

@@ -76,3 +76,6 @@ def register_fallbacks(application: Application) -> None:
     application.add_handler(MessageHandler(filters.VOICE | filters.AUDIO, refuse_audio))
     application.add_handler(MessageHandler(filters.COMMAND, unknown_command))
     application.add_handler(MessageHandler(filters.TEXT & filters.ChatType.PRIVATE, hint))  # not in groups
+    # What Telegram lets people send besides text and media: a place, a contact, a dice roll, a poll.
+    others = filters.LOCATION | filters.VENUE | filters.CONTACT | filters.Dice.ALL | filters.POLL
+    application.add_handler(MessageHandler(others & filters.ChatType.PRIVATE, hint))

@@ -252,7 +252,8 @@ class BotApiServer:
         return await self._people.send_document(user_id, data, file_name, mime_type, caption)
 
     async def send_media(self, user_id: int, kind: str) -> Json:
-        """The user sends a sticker, video, voice message, audio, animation or video note."""
+        """The user sends a sticker, video, voice message, audio, animation or video note, or a location,
+        contact or dice roll."""
         return await self._people.send_media(user_id, kind)
 
     async def press_button(self, user_id: int, message_id: int, data: str, *, check: bool = True) -> str:

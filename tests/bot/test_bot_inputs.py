@@ -227,6 +227,9 @@ async def test_animated_gif_and_webp_are_read_by_their_first_frame(bot: BotHarne
         ("video_note", "I read still photos only, not videos or animations."),
         ("voice", "I can't listen, I only look: send a photo."),
         ("audio", "I can't listen, I only look: send a photo."),
+        ("location", "Send me a photo of a digit or a flower."),
+        ("contact", "Send me a photo of a digit or a flower."),
+        ("dice", "Send me a photo of a digit or a flower."),
     ],
 )
 async def test_media_that_are_not_photos_get_a_clear_reply(bot: BotHarness, kind: str, expected: str) -> None:
@@ -384,3 +387,24 @@ async def test_a_photo_posted_in_a_channel_is_left_alone(
         # Handled before the later update from a person gets its answer (each runs until it awaits).
         assert (await bot.say(user, "/help"))["text"].startswith("Send me a photo")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_photo_deleted_before_its_answer_still_gets_the_answer(bot: BotHarness, glyphs) -> None:
+    """The answer quotes the photo; one the person deleted meanwhile is answered without the quote (it was
+    "Something went wrong", and sending the photo again stored its label twice)."""
+    user = fresh_user(bot)
+    sent = await bot.server.send_photo(user, digit_photo(glyphs[3], seed=91), "3")
+    chosen = next(p for p in sent["photo"] if min(p["width"], p["height"]) >= MIN_SIDE)
+    path = bot.server.files[chosen["file_id"]].file_path
+    release = bot.server.file_holds[path] = asyncio.Event()
+    try:
+        await asyncio.sleep(0.3)  # the bot is fetching it
+        del bot.server.chat(user).messages[sent["message_id"]]  # the person deletes the photo
+        release.set()
+        answer = await bot.next_message(user, 0, timeout=20)
+    finally:
+        release.set()
+        bot.server.file_holds.pop(path, None)
+    assert "You labelled it 3" in answer["text"], answer["text"]
+    assert "reply_to_message" not in answer
+    assert [p.label for p in await bot.services.store.user_predictions(user)] == ["3"]

@@ -10,6 +10,13 @@ from bot.playground.bot_api.files import FileStore, file_suffix, image_size
 from bot.playground.bot_api.protocol import Json
 from bot.playground.bot_api.updates import UpdateQueue
 
+# What people send that has no file: a place, a contact, a dice roll (as Telegram describes them).
+ATTACHMENTS: dict[str, Json] = {
+    "location": {"latitude": 59.94, "longitude": 30.31},
+    "contact": {"phone_number": "+10000000000", "first_name": "Ann"},
+    "dice": {"emoji": "🎲", "value": 4},
+}
+
 
 class People:
     """Users' messages, files and button presses, shown in their chat and queued for the bot."""
@@ -59,6 +66,8 @@ class People:
         return await self._user_message(user_id, content)
 
     async def send_media(self, user_id: int, kind: str) -> Json:
+        if kind in ATTACHMENTS:  # no file behind them
+            return await self._user_message(user_id, {kind: ATTACHMENTS[kind]})
         stored = self.files.store(b"\x00" * 64, kind + "s")
         base = stored.describe()
         shapes: dict[str, Json] = {
