@@ -25,6 +25,8 @@ never carry the token that every Bot API URL holds (`bot.redaction`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -40,6 +42,8 @@ from telegram.request import BaseRequest, RequestData
 from bot.config import ApiTimeouts
 from bot.redaction import redact_url
 
+logger = logging.getLogger(__name__)
+
 # The type of python-telegram-bot's "not passed" marker: use the request's own timeout.
 DefaultValue = type(BaseRequest.DEFAULT_NONE)
 
@@ -49,6 +53,12 @@ DEFAULT_TIMEOUTS = ApiTimeouts()
 # Awaited before every Bot API call that may show a person something, in the task handling one
 # webhook update (and the tasks it starts): `bot.webhook` notes there that an answer may be on its way.
 BEFORE_ANSWER: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("before_answer", default=None)
+# A Bot API server error (a restart, an overloaded gateway) usually passes within a second: each call
+# is made once more before python-telegram-bot sees the error, so a photo's download or its answer is not
+# lost to one bad moment. Telegram answers 5xx for calls it did not carry out.
+SERVER_ERRORS = frozenset({500, 502, 503, 504})
+SERVER_ERROR_RETRIES = 1
+SERVER_ERROR_PAUSE_S = 0.5
 # Calls that show nobody anything: sending them twice is harmless.
 QUIET_METHODS = frozenset(
     {"sendchataction", "setmycommands", "deletemycommands", "setwebhook", "deletewebhook", "logout", "close"}
@@ -140,10 +150,16 @@ class AiohttpRequest(BaseRequest):
             uploads=uploads,
         )
         try:
-            async with self._session.request(
-                method, url, data=_body(request_data), timeout=timeout, proxy=self._proxy_for(url)
-            ) as response:
-                return response.status, await response.read()
+            for attempt in range(1 + SERVER_ERROR_RETRIES):
+                async with self._session.request(
+                    method, url, data=_body(request_data), timeout=timeout, proxy=self._proxy_for(url)
+                ) as response:
+                    status, body = response.status, await response.read()
+                if status not in SERVER_ERRORS or attempt == SERVER_ERROR_RETRIES:
+                    return status, body
+                logger.info("the Bot API answered %d; asking again in %.1f s", status, SERVER_ERROR_PAUSE_S)
+                await asyncio.sleep(SERVER_ERROR_PAUSE_S)
+            raise AssertionError("unreachable: the last attempt returns")
         except TimeoutError as error:  # aiohttp's own timeouts are TimeoutErrors too
             failure: NetworkError = TimedOut(f"Timed out ({_describe(error, url)})")
         except aiohttp.ClientError as error:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from telegram import Chat, Document, InlineKeyboardMarkup, Message, PhotoSize, Update, User
-from telegram.error import BadRequest, TimedOut
+from telegram.error import BadRequest, NetworkError, TimedOut
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
 from bot import keyboards
@@ -196,6 +196,11 @@ async def download(
     except (TimedOut, TimeoutError):
         services(context).metrics.error("download_timeout")
         logger.warning("Download of %s timed out after %s s", file_id, DOWNLOAD_TIMEOUT_S)
+        await message.reply_text(text(language, "download_failed"))
+        return None
+    except NetworkError as error:  # Telegram's servers failed it, asked twice (`bot.transport`)
+        services(context).metrics.error("download_failed")
+        logger.warning("Download of %s failed: %s", file_id, error)
         await message.reply_text(text(language, "download_failed"))
         return None
     if len(data) > limit:

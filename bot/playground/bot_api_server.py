@@ -116,7 +116,8 @@ class BotApiServer:
         self.file_holds: dict[str, asyncio.Event] = self._files.holds  # file_path → download waits for it
         self.method_calls: dict[str, int] = {}
         # method name → the error it answers with instead of working (an outage, a blocked chat)
-        self.failing_methods: dict[str, BotApiError] = {}
+        self.failing_methods: dict[str, BotApiError] = {}  # method → its answer to every call
+        self.next_failures: dict[str, list[BotApiError]] = {}  # method → the answers to its next calls
         self.app = web.Application(client_max_size=MAX_UPLOAD_BYTES + 1024 * 1024)
         self.app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
         self.app.router.add_get("/file/bot{token}/{file_path:.+}", self._files.handle_download)
@@ -208,6 +209,8 @@ class BotApiServer:
             # Telegram answers 404 here, but python-telegram-bot reads 404 as "invalid token".
             return error_response(BotApiError(f"Bad Request: method {name} not found"))
         failure = next((e for m, e in self.failing_methods.items() if m.lower() == name.lower()), None)
+        if failure is None and self.next_failures.get(name):
+            failure = self.next_failures[name].pop(0)
         if failure is not None:
             return error_response(failure)
         try:

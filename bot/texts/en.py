@@ -268,7 +268,7 @@ EN: Final[dict[str, str]] = {
     "flood": "You're sending photos faster than I can look. Please wait {seconds} s and try again.",
     "slow_down": "Slow down, please: you're sending messages faster than I can answer. "
     "Please wait {seconds} s and try again.",
-    "download_failed": "I couldn't fetch your photo from Telegram in time. Please send it again.",
+    "download_failed": "I couldn't fetch your photo from Telegram. Please send it again.",
     "busy": "I'm busy right now — please send the photo again in a moment.",
     "timeout": "That took too long — please send the photo again.",
     "model_unavailable": "My {mode} model is not available right now. Please try again later.",

@@ -16,6 +16,8 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.handlers.photos import MIN_SIDE
+from bot.playground.bot_api_server import BotApiError
+from bot.texts import text
 from tests.support.bot import (
     ADMIN_ID,
     BotHarness,
@@ -408,3 +410,25 @@ async def test_a_photo_deleted_before_its_answer_still_gets_the_answer(bot: BotH
     assert "You labelled it 3" in answer["text"], answer["text"]
     assert "reply_to_message" not in answer
     assert [p.label for p in await bot.services.store.user_predictions(user)] == ["3"]
+
+
+async def test_a_bot_api_server_error_is_asked_again_and_a_lasting_one_is_said(
+    bot: BotHarness, glyphs
+) -> None:
+    """One 5xx of Telegram's (a restart, a gateway) costs no photo and no answer: the call is made again.
+    A download that keeps failing is said, so the person sends the photo again (it was silence, and a
+    captioned photo's label was lost)."""
+    server, user = bot.server, fresh_user(bot)
+    server.next_failures["getFile"] = [BotApiError("Internal Server Error", 500)]
+    server.next_failures["sendMessage"] = [BotApiError("Bad Gateway", 502)]
+    answer = await bot.photo(user, digit_photo(glyphs[4], seed=92), "4")
+    assert "You labelled it 4" in answer["text"], answer["text"]
+    assert server.next_failures == {"getFile": [], "sendMessage": []}  # each failed once, then went through
+
+    server.failing_methods["getFile"] = BotApiError("Bad Gateway", 502)
+    try:
+        said = await bot.photo(user, digit_photo(glyphs[5], seed=93), "5")
+    finally:
+        del server.failing_methods["getFile"]
+    assert said["text"] == text("en", "download_failed")
+    assert len(await bot.services.store.user_predictions(user)) == 1
