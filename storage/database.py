@@ -387,8 +387,10 @@ class Store(ModelCalls, StateCalls, PhotoCalls, UpdateCalls):
         label: str,
         prediction_id: int | None = None,
         language: str | None = None,
+        edited: bool = False,
     ) -> int:
-        """A stored photo sent with its label as the caption: a labelled example without feedback."""
+        """A stored photo sent with its label as the caption: a labelled example without feedback.
+        A message recorded again keeps its first label, unless it was `edited`."""
         return await self._write(
             functools.partial(
                 sql.record_contribution,
@@ -401,6 +403,15 @@ class Store(ModelCalls, StateCalls, PhotoCalls, UpdateCalls):
                 prediction_id=prediction_id,
                 language=language,
                 now=time.time(),
+                edited=edited,
+            )
+        )
+
+    async def withdraw_contribution(self, chat_id: int, message_id: int) -> bool:
+        """Take back the caption's label of a message edited to name none; whether there was one."""
+        return bool(
+            await self._write(
+                functools.partial(sql.withdraw_contribution, chat_id=chat_id, message_id=message_id)
             )
         )
 

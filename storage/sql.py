@@ -58,6 +58,7 @@ from storage.queries.photos import (
     record_contribution,
     record_feedback,
     record_prediction,
+    withdraw_contribution,
     user_predictions,
 )
 
@@ -87,6 +88,7 @@ __all__ = [
     "pending_image_deletions",
     "recent_jobs",
     "record_contribution",
+    "withdraw_contribution",
     "record_feedback",
     "record_model_event",
     "record_prediction",

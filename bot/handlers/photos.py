@@ -68,6 +68,7 @@ class Incoming:
     user: User
     chat: Chat
     language: str
+    edited: bool = False  # a message whose caption or photo the person changed: its label is replaced
     arrived: float = field(default_factory=time.perf_counter)  # when the handler took it (photo → answer)
 
     @classmethod
@@ -75,7 +76,7 @@ class Incoming:
         message, user, chat = update.effective_message, update.effective_user, update.effective_chat
         if message is None or user is None or chat is None:
             return None
-        return cls(message, user, chat, lang(update))
+        return cls(message, user, chat, lang(update), edited=update.edited_message is not None)
 
 
 @dataclass
@@ -218,6 +219,8 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     message, language = incoming.message, incoming.language
     named = found.catalogue.find_captions(message.caption)
     contribution = named[0] if len(named) == 1 else await _chat_models_label(found, incoming, named)
+    if incoming.edited and contribution is None:  # a caption edited to name no label takes it back
+        await found.store.withdraw_contribution(incoming.chat.id, message.message_id)
     if len(named) > 1 and contribution is None:  # a label of several models
         await ask_which_model(incoming, named)
         return
@@ -361,6 +364,7 @@ async def contribute(
         label=label,
         prediction_id=prediction_id,
         language=user.language_code,
+        edited=incoming.edited,
     )
     agreed = prediction.model == model and prediction.label == label
     shown = found.catalogue[model].shown_label(label, language)
@@ -464,6 +468,7 @@ async def store_labelled(
         label=label,
         prediction_id=None,
         language=user.language_code,
+        edited=incoming.edited,
     )
     _cache_features(found, photo.sha256)
     return True

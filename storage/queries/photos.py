@@ -205,6 +205,10 @@ def record_feedback(
     return FeedbackResult(Feedback(prediction_id, user_id, verdict, model, true_label, now), created=True)
 
 
+_REPLACED = """DO UPDATE SET photo_sha256 = excluded.photo_sha256, model = excluded.model,
+    label = excluded.label, prediction_id = excluded.prediction_id, created_at = excluded.created_at"""
+
+
 def record_contribution(
     db: Connection,
     *,
@@ -217,14 +221,16 @@ def record_contribution(
     prediction_id: int | None,
     language: str | None,
     now: float,
+    edited: bool = False,
 ) -> int:
-    """A photo sent with its label in the caption; the same message recorded again keeps the first."""
+    """A photo sent with its label in the caption. The same message recorded again (an update delivered
+    twice) keeps the first; an `edited` message (a new caption, a new photo) replaces it."""
     touch_user(db, user_id, language, now)
     row = db.execute(
-        """INSERT INTO contributions (user_id, chat_id, message_id, photo_sha256, model, label,
+        f"""INSERT INTO contributions (user_id, chat_id, message_id, photo_sha256, model, label,
                prediction_id, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (chat_id, message_id) DO NOTHING
+           ON CONFLICT (chat_id, message_id) {_REPLACED if edited else "DO NOTHING"}
            RETURNING id""",
         (user_id, chat_id, message_id, photo_sha256, model, label, prediction_id, now),
     ).fetchone()
@@ -278,5 +284,14 @@ def drop_pending_correction(db: Connection, user_id: int, prediction_id: int | N
             """DELETE FROM pending_corrections
                WHERE user_id = ? AND (CAST(? AS BIGINT) IS NULL OR prediction_id = ?)""",
             (user_id, prediction_id, prediction_id),
+        ).rowcount
+    )
+
+
+def withdraw_contribution(db: Connection, *, chat_id: int, message_id: int) -> int:
+    """The label of a message whose caption was edited to name none: taken back (0 or 1 rows)."""
+    return int(
+        db.execute(
+            "DELETE FROM contributions WHERE chat_id = ? AND message_id = ?", (chat_id, message_id)
         ).rowcount
     )

@@ -432,3 +432,39 @@ async def test_a_bot_api_server_error_is_asked_again_and_a_lasting_one_is_said(
         del server.failing_methods["getFile"]
     assert said["text"] == text("en", "download_failed")
     assert len(await bot.services.store.user_predictions(user)) == 1
+
+
+async def test_an_edited_caption_replaces_the_photos_label_and_one_edited_away_takes_it_back(
+    bot: BotHarness, glyphs
+) -> None:
+    """The bot answers an edited photo again; the label it then says it stored is the one stored (it
+    kept the first caption's and said it stored the new one)."""
+    user = fresh_user(bot)
+    sent = await bot.server.send_photo(user, digit_photo(glyphs[7], seed=94), "7")
+    first = await bot.next_message(user, 0)
+    assert "You labelled it 7" in first["text"], first["text"]
+    (photo,) = [
+        e.sha256
+        for e in (await bot.services.store.labelled_set("digits")).examples
+        if e.label == "7" and e.sha256 in await _hashes_of(bot, user)
+    ]
+
+    async def edit(caption: str) -> dict:
+        after = bot.server.chat(user).revision
+        edited = {**sent, "caption": caption, "edit_date": int(time.time())}
+        await bot.server.push_update({"edited_message": edited})
+        return await bot.next_message(user, after)
+
+    assert "You labelled it 1" in (await edit("1"))["text"]
+    assert await _labels_of(bot, photo) == ["1"]
+    unlabelled = await edit("my seven")  # no label: the answer asks, as for any photo
+    assert asks_feedback(unlabelled) and "labelled" not in unlabelled["text"], unlabelled["text"]
+    assert await _labels_of(bot, photo) == []
+
+
+async def _hashes_of(bot: BotHarness, user: int) -> set[str]:
+    return {p.photo_sha256 for p in await bot.services.store.user_predictions(user)}
+
+
+async def _labels_of(bot: BotHarness, sha256: str) -> list[str]:
+    return [e.label for e in (await bot.services.store.labelled_set("digits")).examples if e.sha256 == sha256]

@@ -250,6 +250,25 @@ async def test_a_caption_is_a_labelled_contribution(store, database):
     assert (await store.user_stats(3)).contributions == 1
 
 
+async def test_an_edited_caption_replaces_its_messages_label_and_one_edited_away_withdraws_it(
+    store, database
+):
+    photo, other = await store.add_photo(png(1)), await store.add_photo(png(2))
+    first = await store.record_contribution(
+        user_id=3, chat_id=3, message_id=9, photo_sha256=photo.sha256, model="flowers", label="roses"
+    )
+    edited = await store.record_contribution(
+        user_id=3, chat_id=3, message_id=9, photo_sha256=other.sha256, model="digits", label="7", edited=True
+    )
+    assert edited == first
+    assert rows(database, "SELECT photo_sha256, model, label FROM contributions") == [
+        (other.sha256, "digits", "7")
+    ]
+    assert await store.withdraw_contribution(3, 9)
+    assert not await store.withdraw_contribution(3, 9)
+    assert rows(database, "SELECT label FROM contributions") == []
+
+
 async def test_a_catalogue_models_own_mode_is_stored(store):
     """Storage does not know the models: any mode spelled as a mode is kept (a model added to the
     catalogue brings its own, e.g. "pets")."""
