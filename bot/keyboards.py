@@ -12,6 +12,8 @@ from bot import callbacks
 from bot.texts import text
 from inference.catalogue import Catalogue, ModelSpec
 
+MAX_BUTTONS = 100  # Telegram refuses an inline keyboard with more
+
 
 def verdict(lang: str, prediction_id: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
@@ -43,15 +45,23 @@ def choices(lang: str, prediction_id: int, spec: ModelSpec, offered: Sequence[st
 
 
 def labels(
-    lang: str, prediction_id: int, model: str | None, catalogue: Catalogue, *, refused: bool = False
+    lang: str,
+    prediction_id: int,
+    model: str | None,
+    catalogue: Catalogue,
+    *,
+    offered: Sequence[str] = (),
+    refused: bool = False,
 ) -> InlineKeyboardMarkup:
     """One button per label of the answer's model, in the user's language, then "Not a …" and back.
 
-    An answer with no model (nothing recognised) offers every label of every model; it offers no
-    "Neither" (`refused`): that was the bot's own answer, and ✅ already says so.
+    An answer with no model (nothing recognised) offers the labels of the `offered` models (those that
+    serve; every model without), each model whole and in order while Telegram's limit on buttons
+    leaves room; it offers no "Neither" (`refused`): that was the bot's own answer, and ✅ says so.
     """
     rows: list[list[InlineKeyboardButton]] = []
-    specs = [spec] if (spec := catalogue.get(model)) else list(catalogue)
+    spec = catalogue.get(model)
+    specs = [spec] if spec else _fitting([catalogue[n] for n in offered or catalogue.names])
     for each in specs:
         names = each.label_names
         width = 5 if all(len(n) <= 2 for n in names) else 3
@@ -68,6 +78,16 @@ def labels(
         rows.append([_button(text(lang, "button_neither"), callbacks.LabelChoice(prediction_id, None))])
     rows.append([_button(text(lang, "button_back"), callbacks.BackToVerdict(prediction_id))])
     return InlineKeyboardMarkup(rows)
+
+
+def _fitting(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """The first models whose labels fit in one keyboard beside "Neither" and "Back"."""
+    room, fitting = MAX_BUTTONS - 2, []
+    for spec in specs:
+        if len(spec.label_names) <= room:
+            fitting.append(spec)
+            room -= len(spec.label_names)
+    return fitting
 
 
 def number_question(lang: str, prediction_id: int, spec: ModelSpec) -> InlineKeyboardMarkup:

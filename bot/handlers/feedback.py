@@ -86,7 +86,12 @@ async def _apply(
             await numbers.ask(found, query, prediction, language)  # typed, not picked from 0–9
         case callbacks.Verdict(_, False):
             keyboard = keyboards.labels(
-                language, prediction.id, prediction.model, found.catalogue, refused=prediction.model is None
+                language,
+                prediction.id,
+                prediction.model,
+                found.catalogue,
+                offered=_serving(found),
+                refused=prediction.model is None,
             )
             await _edit_markup(query, keyboard)
             await query.answer(text(language, "pick_label"))
@@ -125,9 +130,20 @@ def _first_keyboard(found: Services, prediction: PredictionRecord, language: str
     return keyboards.choices(language, prediction.id, spec, offered)
 
 
+def _serving(found: Services) -> list[str]:
+    """The models that answer now, in the catalogue's order: what a refused answer's ❌ offers."""
+    served = found.classifier.models()
+    return [
+        name for name in found.catalogue.names if (status := served.get(name)) and status.version is not None
+    ]
+
+
 def _model_of(found: Services, prediction: PredictionRecord, label: str | None) -> str | None:
-    """Which model a chosen label belongs to (None: it belongs to no model of this answer)."""
-    candidates = [prediction.model] if prediction.model else list(found.catalogue.names)
+    """Which model a chosen label belongs to (None: it belongs to no model of this answer); of a
+    refused answer's, the first serving model that has it, as its ❌ offered them."""
+    serving = _serving(found)
+    others = [name for name in found.catalogue.names if name not in serving]
+    candidates = [prediction.model] if prediction.model else serving + others
     if label is None:
         return candidates[0] if prediction.model else _neither_model(found, prediction)
     return next((m for m in candidates if m and found.catalogue.knows(m, label)), None)

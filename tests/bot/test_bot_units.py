@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from telegram import Chat, Document, Message, PhotoSize, User
+from telegram import Chat, Document, InlineKeyboardMarkup, Message, PhotoSize, User
 
 from bot import callbacks, keyboards
 from bot.answers import format_answer as format_in
@@ -26,6 +26,7 @@ from inference.errors import (
     WorkerLost,
 )
 from inference.prediction import DigitAnswer, Prediction
+from inference.taught import Taught, with_taught
 from storage import Store
 from storage.records import PendingCorrection, RetrainJob
 
@@ -167,6 +168,23 @@ def test_label_keyboards_offer_the_answers_model_then_not_a_and_back() -> None:
     texts = [b.text for row in refused.inline_keyboard for b in row]
     assert texts[:10] == [str(d) for d in range(10)] and "тюльпаны" in texts
     assert texts[-1] == "« Назад" and "Ни то, ни другое" not in texts  # "neither" was the bot's own answer
+
+
+def test_a_refused_answers_label_keyboard_offers_the_serving_models_within_telegrams_limit() -> None:
+    """Two taught models of 50 labels beside the built-in ones: ❌ under a refusal offered all 120 labels,
+    those of models that cannot answer too, in a keyboard Telegram refuses (over 100 buttons)."""
+    big = [Taught(name, [(f"{name[0]}{i}", {}) for i in range(50)]) for name in ("bugs", "mushrooms")]
+    catalogue = with_taught(DEFAULT_CATALOGUE, big)
+
+    def offered(keyboard: InlineKeyboardMarkup) -> list[str]:
+        data = [b.callback_data for row in keyboard.inline_keyboard for b in row]
+        return [d.split(":", 2)[2] for d in data if isinstance(d, str) and d.startswith("l:")]
+
+    serving = offered(keyboards.labels("en", 9, None, catalogue, offered=["digits", "flowers"], refused=True))
+    assert serving == [str(d) for d in range(10)] + list(DEFAULT_CATALOGUE["flowers"].label_names)
+    everything = keyboards.labels("en", 9, None, catalogue, offered=catalogue.names, refused=True)
+    assert sum(len(row) for row in everything.inline_keyboard) <= keyboards.MAX_BUTTONS
+    assert offered(everything) == serving + [f"b{i}" for i in range(50)]  # whole models, in order
 
 
 def test_an_unsure_answer_asks_with_the_labels_it_offers_never_a_bare_correct() -> None:
