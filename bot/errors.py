@@ -63,10 +63,13 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
             found.metrics.error("telegram")
         logger.warning("Telegram could not be reached: %s", error)
         return
+    if isinstance(error, Forbidden):  # the person blocked the bot, or left the group: nobody to tell
+        logger.info("Telegram refused a call: %s", error)
+        return
     if found is not None:
         found.metrics.error("handler")
     logger.error("Error while handling an update", exc_info=error)
-    if not isinstance(update, Update) or update.effective_chat is None or isinstance(error, Forbidden):
+    if not isinstance(update, Update) or update.effective_chat is None:
         return
     try:
         if update.callback_query is not None:

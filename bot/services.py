@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from telegram import CallbackQuery, Message, Update
+from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
 from bot.limits import FloodLimiter
@@ -158,3 +159,14 @@ def accessible_message(query: CallbackQuery) -> Message | None:
     inaccessible one, with date 0, when it is too old)."""
     message = query.message
     return message if isinstance(message, Message) and message.is_accessible else None
+
+
+async def edit_pressed_message(query: CallbackQuery, shown: str) -> None:
+    """Show `shown` in place of the message under a pressed button, without its buttons. A second press
+    of the same button (Telegram delivers presses made before the first edit arrived) edits it to what
+    it already says: Telegram refuses that as "not modified", which is no failure."""
+    try:
+        await query.edit_message_text(shown, reply_markup=None)
+    except BadRequest as error:
+        if "not modified" not in str(error).lower():
+            raise

@@ -19,7 +19,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Cont
 
 from bot import callbacks, keyboards, retraining
 from bot.callbacks import MAX_ID_DIGITS
-from bot.services import Services, lang, services
+from bot.services import Services, edit_pressed_message, lang, services
 from bot.texts import text
 from inference.errors import InferenceError
 from storage.records import ModelEvent
@@ -252,7 +252,7 @@ async def on_rollback_choice(update: Update, context: ContextTypes.DEFAULT_TYPE)
         else:
             message = await _roll_back(found, choice.model, choice.target, presser, language)
     await query.answer()
-    await query.edit_message_text(message)
+    await edit_pressed_message(query, message)
 
 
 async def admins_choice(

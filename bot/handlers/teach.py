@@ -18,7 +18,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Cont
 
 from bot import callbacks
 from bot.handlers.admin import admin_only, admins_choice
-from bot.services import Services, lang, services
+from bot.services import Services, edit_pressed_message, lang, services
 from bot.texts import text
 from inference.catalogue import ModelSpec
 from inference.taught import (
@@ -202,7 +202,7 @@ async def on_delete_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         logger.info("User %s deleted the model %s", presser, choice.model)
     await query.answer()
     key = "delmodel_done" if choice.confirmed else "delmodel_cancelled"
-    await query.edit_message_text(text(language, key, model=choice.model))
+    await edit_pressed_message(query, text(language, key, model=choice.model))
 
 
 async def label_counts(found: Services, model: str) -> Counter[str]:

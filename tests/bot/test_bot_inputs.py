@@ -468,3 +468,24 @@ async def _hashes_of(bot: BotHarness, user: int) -> set[str]:
 
 async def _labels_of(bot: BotHarness, sha256: str) -> list[str]:
     return [e.label for e in (await bot.services.store.labelled_set("digits")).examples if e.sha256 == sha256]
+
+
+async def test_a_person_who_blocked_the_bot_is_no_error(
+    bot: BotHarness, glyphs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Telegram answers 403 to a reply to someone who blocked the bot: nobody to tell, nothing broken (it
+    was logged as an ERROR with its traceback, once per update)."""
+    user = fresh_user(bot)
+    bot.server.failing_methods["sendMessage"] = BotApiError("Forbidden: bot was blocked by the user", 403)
+    try:
+        with caplog.at_level(logging.INFO):
+            await bot.server.send_photo(user, digit_photo(glyphs[2], seed=95))
+            for _ in range(100):
+                if any("bot was blocked" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        del bot.server.failing_methods["sendMessage"]
+    assert any(r.levelno == logging.INFO and "bot was blocked" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert len(await bot.services.store.user_predictions(user)) == 1  # the answer is kept

@@ -9,6 +9,7 @@ Names and labels that would read as something else are refused.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -227,3 +228,20 @@ async def test_delmodel_counts_the_photos_that_models_shows(
     assert ask["text"] == text("en", "delmodel_confirm", model="birds", photos=1)
     await bot.press(admin, ask, button_data(ask, text("en", "delmodel_no")))
     assert "birds — robin 1, wren 0" in (await bot.say(admin, "/models"))["text"]
+
+
+async def test_a_second_press_of_no_keep_it_is_no_error(
+    bot: BotHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Telegram delivers a press made before the first press's edit arrived: the edit to the same text
+    is "not modified", which was logged as an ERROR with its traceback."""
+    admin = bot.user(ADMIN_ID, "Root")
+    ask = await bot.say(admin, "/delmodel pets")
+    no = button_data(ask, text("en", "delmodel_no"))
+    await bot.press(admin, ask, no)
+    with caplog.at_level(logging.INFO):
+        again, _ = await bot.press(admin, ask, no, check=False, edited=False)
+        await bot.quiet_for(admin, 0.5)  # the edit after the answer
+    assert not again.get("show_alert"), again
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [m.name for m in await bot.services.store.taught_models()] == ["pets", "birds"]
