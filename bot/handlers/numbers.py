@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 
 from telegram import CallbackQuery, Message, ReplyParameters, Update
 from telegram.error import BadRequest
@@ -70,20 +71,30 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if message is None or user is None or chat is None:
         return
     found = services(context)
-    word = normalise(message.text or "")
+    number = typed_number(message.text or "")
     # Only a number or a reply can answer the question: any other text is hinted at once, without a
     # database read, so it keeps its place among the replies (a flood notice comes after them).
     pending = None
-    if is_number(word) or message.reply_to_message is not None:
+    if number is not None or message.reply_to_message is not None:
         pending = await found.store.pending_correction(user.id)
     if pending is None or not answers_question(pending, message, time.time()):
         if chat.type == "private":
             await basics.hint(update, context)
         return
-    if not is_number(word):  # a reply to the question that is not a number
+    if number is None:  # a reply to the question that is not a number
         await message.reply_text(text(lang(update), "number_expected"), do_quote=True)
         return
-    await record_number(found, context, message, user.id, lang(update), pending, word)
+    await record_number(found, context, message, user.id, lang(update), pending, number)
+
+
+def typed_number(typed: str) -> str | None:
+    """A number as people type it, in ASCII digits: full-width (２０２６) and other scripts' digits
+    (٢٠٢٦), digits grouped by spaces (2 026) or signed (+2026); None if it is no number."""
+    word = "".join(normalise(typed).split()).removeprefix("+")
+    if not word.isdecimal():  # decimal digits of any script, not superscripts or fractions
+        return None
+    ascii_digits = "".join(str(unicodedata.decimal(c)) for c in word)
+    return ascii_digits if is_number(ascii_digits) else None
 
 
 def answers_question(pending: PendingCorrection, message: Message, now: float) -> bool:

@@ -106,6 +106,18 @@ async def test_the_thanks_for_a_typed_number_replies_to_the_answer_it_corrects(
     assert thanks["reply_to_message"]["message_id"] == reply["message_id"]  # which photo it went to
 
 
+async def test_a_number_typed_in_full_width_or_grouped_digits_is_the_number(
+    bot: BotHarness, number_2026: bytes
+) -> None:
+    """２０２６ (a Japanese keyboard), ٢٠٢٦ (an Arabic one), "2 026" or "+2026" got the photo hint."""
+    for user, typed in zip((308, 309, 310, 311), ("２０２６", "٢٠٢٦", "2 026", "+2026"), strict=True):
+        reply, _, _ = await press_wrong_on_a_number(bot, bot.user(user), number_2026)
+        thanks = await bot.say(user, typed)
+        assert thanks["text"].startswith("Thank you! Recorded: 2026"), (typed, thanks["text"])
+        feedback = await bot.services.store.get_feedback(callbacks.decode(buttons(reply)[0][1]).prediction_id)
+        assert feedback.true_label == "2026"
+
+
 async def test_a_press_under_another_answer_ends_the_wait_for_a_typed_number(
     bot: BotHarness, number_2026: bytes, glyphs
 ) -> None:

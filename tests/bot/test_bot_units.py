@@ -11,7 +11,7 @@ from telegram import Chat, Document, InlineKeyboardMarkup, Message, PhotoSize, U
 from bot import callbacks, keyboards
 from bot.answers import format_answer as format_in
 from bot.errors import reply_for
-from bot.handlers.numbers import PENDING_TTL_S, answers_question
+from bot.handlers.numbers import PENDING_TTL_S, answers_question, typed_number
 from bot.handlers.photos import is_heic, is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
 from bot.retrain_progress import TimeLeft, caption, progress_text
@@ -357,3 +357,14 @@ def test_retrain_progress_and_pictures_speak_the_admins_language() -> None:
     assert caption("curves", "ru").startswith("Кривые обучения")
     queued = progress_text(_job(1, 0.0, "loading", status="queued"), language="ru")
     assert queued == "Переобучение digits (задача 4)\nЗапускаю…"
+
+
+def test_only_numbers_are_typed_numbers() -> None:
+    assert [typed_number(t) for t in ("2026", " 7 ", "٣", "２０", "+1 000")] == [
+        "2026",
+        "7",
+        "3",
+        "20",
+        "1000",
+    ]
+    assert [typed_number(t) for t in ("", "+", "2-0", "²", "twenty", "1" * 13, "-5", "3.5")] == [None] * 8
