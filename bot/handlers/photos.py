@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,12 +269,20 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
         await message.reply_text("\n\n".join(lines), do_quote=True)
         _answered(found, incoming, prediction, latency_ms)
         return
-    if message.caption and message.caption.strip():
-        lines.append(text(language, "contribution_unknown_label", caption=message.caption.strip()[:40]))
+    if shown_caption := quoted(message.caption):
+        lines.append(text(language, "contribution_unknown_label", caption=shown_caption))
     await message.reply_text(
         "\n\n".join(lines), reply_markup=buttons(found, language, prediction, prediction_id), do_quote=True
     )
     _answered(found, incoming, prediction, latency_ms)
+
+
+def quoted(caption: str | None, limit: int = 40) -> str:
+    """A person's caption as the bot repeats it, cut to `limit` characters and without invisible
+    control and formatting characters: a right-to-left override, cut off from its end, would turn the
+    rest of the bot's own sentence around."""
+    visible = "".join(c for c in caption or "" if unicodedata.category(c) not in ("Cc", "Cf"))
+    return visible.strip()[:limit]
 
 
 def _answered(found: Services, incoming: Incoming, prediction: Prediction, latency_ms: float) -> None:
@@ -391,7 +400,7 @@ async def _chat_models_label(
 async def ask_which_model(incoming: Incoming, named: Sequence[tuple[str, str]]) -> None:
     """A caption that is a label of several models is recorded for none: the reply says how to name one."""
     model, label = named[0]
-    caption = (incoming.message.caption or "").strip()[:40]
+    caption = quoted(incoming.message.caption)
     models = ", ".join(name for name, _ in named)
     await incoming.message.reply_text(
         text(

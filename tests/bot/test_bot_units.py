@@ -12,7 +12,7 @@ from bot import callbacks, keyboards
 from bot.answers import format_answer as format_in
 from bot.errors import reply_for
 from bot.handlers.numbers import PENDING_TTL_S, answers_question, typed_number
-from bot.handlers.photos import is_heic, is_image_document, pick_photo_size
+from bot.handlers.photos import is_heic, is_image_document, pick_photo_size, quoted
 from bot.limits import FloodLimiter
 from bot.retrain_progress import TimeLeft, caption, progress_text
 from bot.texts import TEXTS, human_size, language, percent, text
@@ -368,3 +368,11 @@ def test_only_numbers_are_typed_numbers() -> None:
         "1000",
     ]
     assert [typed_number(t) for t in ("", "+", "2-0", "²", "twenty", "1" * 13, "-5", "3.5")] == [None] * 8
+
+
+def test_a_caption_is_repeated_without_its_invisible_formatting() -> None:
+    """A right-to-left override in a caption, cut off from its end by the 40-character limit, turned the
+    rest of the bot's own sentence around."""
+    caption = "\u202e" + "gnp.tohs" * 6 + "\u202c"
+    assert quoted(caption) == ("gnp.tohs" * 6)[:40]
+    assert quoted("  ro\u200bses \n") == "roses" and quoted(None) == "" and quoted("\u2066\u2069") == ""
