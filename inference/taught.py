@@ -17,7 +17,7 @@ from inference import flowers
 from inference.catalogue import Catalogue, Label, ModelKind, ModelSpec, is_number, normalise
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,19}")  # a chat mode too: it starts with a letter
-LABEL = re.compile(r"[a-z0-9_-]{1,30}")  # ASCII: a label travels in callback data (bot.callbacks)
+LABEL = re.compile(r"(?=.*[a-z])[a-z0-9_-]{1,30}")  # ASCII: it travels in callback data (bot.callbacks)
 MIN_LABELS, MAX_LABELS = 2, 50
 MAX_LABEL_CHARS = 30
 MIN_PHOTOS_PER_LABEL = 10  # what a first version is asked to have of each label ("12 of at least 10")
@@ -109,6 +109,8 @@ def check_name(name: str, catalogue: Catalogue, taken: Iterable[str] = ()) -> st
         raise TaughtError("teach_name_taken", name=name)
     if name in COMMAND_NAMES:
         raise TaughtError("teach_name_command", name=name)
+    if name == NONE_FOLDER:
+        raise TaughtError("teach_name_reserved", name=name)
     return name
 
 
@@ -116,9 +118,9 @@ def check_labels(
     labels: Sequence[str], existing: Sequence[str] = (), model: ModelSpec | None = None
 ) -> list[str]:
     """Labels as stored (normalised), or TaughtError: 2–50 in all, each ≤ 30 Latin letters, digits, _
-    or -, not a number (a number caption is a digit), not `none` or `not_…` (a photo of none), unique. With
-    `model` (whose labels are then the `existing`), none a caption of its labels already names (`rose`
-    is the flowers' roses)."""
+    or -, with a letter among them (a number caption is a digit), not `none` or `not_…` (a photo of
+    none), unique. With `model` (whose labels are then the `existing`), none a caption of its labels
+    already names (`rose` is the flowers' roses)."""
     existing = model.label_names if model is not None else existing
     checked: list[str] = []
     for raw in labels:

@@ -300,9 +300,10 @@ EN: Final[dict[str, str]] = {
     ),
     "teach_name_taken": "The name “{name}” is taken (by a model or a chat mode, maybe a deleted one).",
     "teach_bad_label": (
-        "“{label}” cannot be a label: use Latin letters, digits, _ or -, and not only digits."
+        "“{label}” cannot be a label: use Latin letters, digits, _ or -, with at least one letter."
     ),
     "teach_label_too_long": "“{label}” is too long for a label: at most {limit} characters.",
+    "teach_name_reserved": "“{name}” cannot be a model's name: it marks photos of none of a model's labels.",
     "teach_name_command": "“{name}” is one of my commands: choose another name for the model.",
     "teach_reserved_label": (
         "“{label}” cannot be a label: none and labels beginning with not_ mark photos of none of a "

@@ -30,6 +30,7 @@ from inference.taught import (
         ("gone", "teach_name_taken"),  # a deleted model's name
         ("help", "teach_name_command"),  # `/use help` and `/retrain help` would read as /help
         ("delmodel", "teach_name_command"),
+        ("none", "teach_name_reserved"),  # what photos of none of a model's labels are filed under
     ],
 )
 def test_bad_names_are_refused_with_a_reason(name: str, key: str) -> None:
@@ -53,6 +54,9 @@ def test_a_good_name_and_labels_pass_normalised() -> None:
         (["dog", "12"], "teach_bad_label"),  # a number caption is a digit
         (["dog", "a:b"], "teach_bad_label"),
         (["dog", "собака"], "teach_bad_label"),  # labels travel in callback data: ASCII
+        (["dog", "--"], "teach_bad_label"),  # no letter: nobody can tell such labels apart
+        (["dog", "__"], "teach_bad_label"),
+        (["dog", "1-2"], "teach_bad_label"),
         (["dog", "not_pets"], "teach_reserved_label"),  # the label of a photo of none of them
         (["dog", "not_a_digit"], "teach_reserved_label"),
         (["dog", "None"], "teach_reserved_label"),  # `photobot evaluate`'s folder of photos of none
