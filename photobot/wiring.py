@@ -9,6 +9,7 @@ inside the job, its typed `RetrainSettings`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -29,6 +30,7 @@ from inference.catalogue import DEFAULT_CATALOGUE, Catalogue
 from photobot.serving import build_photo_classifier
 from photobot.settings import Settings
 from training.chat_examples import ChatRules
+from training.forget import remove_photo_copies
 from training.retrain_settings import RetrainSettings
 from training.taught_features import ArrivalFeatures
 
@@ -194,6 +196,7 @@ async def open_services(
             Path(settings.data_dir), settings.max_image_bytes, settings.max_image_pixels
         ),
         metrics=BotMetrics(registry),
+        remove_photo_copies=functools.partial(remove_photo_copies, Path(settings.data_dir)),
     )
     found.refresh_labels()
     await found.refresh_taught()

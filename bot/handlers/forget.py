@@ -6,7 +6,6 @@ already sent, exports); a blocked user keeps their block, and is told so.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 from telegram import Update
@@ -15,7 +14,6 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Cont
 from bot import callbacks, keyboards
 from bot.services import lang, services
 from bot.texts import text
-from training.forget import remove_photo_copies
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +52,8 @@ async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         await query.edit_message_text(text(language, "forget_cancelled"))
         return
     found = services(context)
-    remove_copies = functools.partial(remove_photo_copies, found.config.data_dir)
     async with found.lock(("user", choice.user_id)):
-        report = await found.store.forget(choice.user_id, remove_copies=remove_copies)
+        report = await found.store.forget(choice.user_id, remove_copies=found.remove_photo_copies)
     logger.info("Forgot user %s: %s", choice.user_id, report)
     done = text(language, "forget_done", photos=report.photos)
     if report.kept_block:
