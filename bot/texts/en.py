@@ -182,8 +182,8 @@ EN: Final[dict[str, str]] = {
     "model_state_serving": "serving now",
     "model_state_rolled_back": "not serving: rolled back to v{to} on {when}",
     "model_state_replaced": "not serving: replaced by a newer version",
-    "model_state_rejected": "not serving: rejected by the retraining check",
-    "model_state_candidate": "not serving: a candidate whose retraining did not finish",
+    "model_state_rejected": "not serving: rejected by the check against the version serving",
+    "model_state_candidate": "not serving: a candidate whose training did not finish",
     "model_state_idle": "not serving",
     "model_set_mnist": "the MNIST test set",
     "model_set_test": "its test set",
@@ -233,7 +233,7 @@ EN: Final[dict[str, str]] = {
     ),
     "reason_not_image": (
         "this is not an image in a format I read (JPEG, PNG, WebP, GIF, BMP). "
-        "Send it as a photo instead of a file."
+        "If it is a picture, send it as a photo instead of a file: Telegram converts it."
     ),
     "reason_damaged": (
         "the image is damaged or truncated. Send it again, or send it as a photo instead of a file."

@@ -351,12 +351,12 @@ def test_retrain_progress_and_pictures_speak_the_admins_language() -> None:
         job = _job(second, 0.15 + 0.005 * (second - 4), "training")
         clock.observe(job)
     lines = progress_text(job, clock.seconds_left(), language="ru").splitlines()
-    assert lines[0] == "Переобучение digits (задача 4)"
+    assert lines[0] == "Дообучение digits (задача 4)"
     assert lines[1] == "Этап: обучение"
     assert lines[-1].startswith("Осталось: около ") and lines[-1].endswith(" мин")
     assert caption("curves", "ru").startswith("Кривые обучения")
     queued = progress_text(_job(1, 0.0, "loading", status="queued"), language="ru")
-    assert queued == "Переобучение digits (задача 4)\nЗапускаю…"
+    assert queued == "Дообучение digits (задача 4)\nЗапускаю…"
 
 
 def test_only_numbers_are_typed_numbers() -> None:

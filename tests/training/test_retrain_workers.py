@@ -248,8 +248,7 @@ async def test_a_worker_killed_mid_job_takes_the_job_with_it_and_the_next_worker
             ), failed.error
             told = await until(lambda: _told(bot, start, 1), 30, "the admin to be told")
             assert told == (
-                f"Переобучение digits (задача 1) не удалось: {failed.error}\n"
-                "Ничего не изменилось: работает v1."
+                f"Дообучение digits (задача 1) не удалось: {failed.error}\nНичего не изменилось: работает v1."
             )
             assert edits_of(bot, progress["message_id"])[-1].endswith(f": {failed.error}")
             assert bot.services.model_store.active_version("digits") == 1
@@ -269,7 +268,7 @@ async def test_a_worker_killed_mid_job_takes_the_job_with_it_and_the_next_worker
             )
             assert not alive(running.pid)
             told = await until(lambda: _told(bot, mark, 2), 30, "the admin to be told of job 2")
-            assert told.startswith("Переобучение digits (задача 2) не удалось: stopped by signal SIGTERM\n")
+            assert told.startswith("Дообучение digits (задача 2) не удалось: stopped by signal SIGTERM\n")
         finally:
             if second.returncode is None:
                 second.kill()
