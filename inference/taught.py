@@ -131,7 +131,9 @@ def check_labels(
             raise TaughtError("teach_bad_label", label=raw[:40])
         if label == NONE_FOLDER or label.startswith(NEGATIVE_PREFIX):
             raise TaughtError("teach_reserved_label", label=label)
-        if label in checked or label in existing:
+        if label in existing:
+            raise TaughtError("teach_label_exists", label=label)
+        if label in checked:
             raise TaughtError("teach_label_twice", label=label)
         named = model.label_named(label) if model is not None else None
         if named is not None:

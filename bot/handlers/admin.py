@@ -20,7 +20,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Cont
 from bot import callbacks, keyboards, retraining
 from bot.callbacks import MAX_ID_DIGITS
 from bot.services import Services, edit_pressed_message, lang, services
-from bot.texts import text
+from bot.texts import text, usage
 from inference.errors import InferenceError
 from storage.records import ModelEvent
 
@@ -71,7 +71,7 @@ async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     names = services(context).catalogue.names
     model, force = (args[0] if args else ""), args[1:] == ["force"]
     if model not in names or (len(args) > 1 and not force):
-        await message.reply_text(text(lang(update), "retrain_usage", models=", ".join(names)))
+        await message.reply_text(usage(lang(update), "retrain_usage", model, names, models=", ".join(names)))
         return
     await retraining.start_retrain(
         services(context),
@@ -210,7 +210,8 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     version = number_arg(args[1]) if len(args) == 2 else None
     names = services(context).catalogue.names
     if not 1 <= len(args) <= 2 or args[0] not in names or (len(args) == 2 and version is None):
-        await message.reply_text(text(language, "rollback_usage", models=", ".join(names)))
+        given = args[0] if args else None
+        await message.reply_text(usage(language, "rollback_usage", given, names, models=", ".join(names)))
         return
     found, name = services(context), args[0]
     current = found.model_store.active_version(name)

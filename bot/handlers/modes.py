@@ -7,7 +7,7 @@ from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot.services import lang, services
-from bot.texts import TEXTS, text
+from bot.texts import TEXTS, text, usage
 from inference.catalogue import Catalogue
 
 
@@ -28,7 +28,9 @@ async def use_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     name = (context.args or [""])[0].lower()
     spec = catalogue.get(name)
     if spec is None or len(context.args or ()) != 1:
-        await message.reply_text(text(lang(update), "use_usage", models=", ".join(catalogue.names)))
+        given = name if context.args else None
+        reply = usage(lang(update), "use_usage", given, catalogue.names, models=", ".join(catalogue.names))
+        await message.reply_text(reply)
         return
     status = services(context).classifier.models().get(spec.name)
     if status is None or status.version is None:  # a taught model before its first version

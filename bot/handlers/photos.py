@@ -15,7 +15,6 @@ import logging
 import os
 import tempfile
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from bot.answers import format_answer, offered_labels
 from bot.errors import reply_for
 from bot.handlers import teach
 from bot.services import Services, lang, services
-from bot.texts import human_size, text
+from bot.texts import human_size, quoted, text
 from inference.errors import InferenceError, InferenceUnavailable
 from inference.flowers import RESIZE_SHORTER
 from inference.prediction import Mode, Prediction
@@ -275,14 +274,6 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
         "\n\n".join(lines), reply_markup=buttons(found, language, prediction, prediction_id), do_quote=True
     )
     _answered(found, incoming, prediction, latency_ms)
-
-
-def quoted(caption: str | None, limit: int = 40) -> str:
-    """A person's caption as the bot repeats it, cut to `limit` characters and without invisible
-    control and formatting characters: a right-to-left override, cut off from its end, would turn the
-    rest of the bot's own sentence around."""
-    visible = "".join(c for c in caption or "" if unicodedata.category(c) not in ("Cc", "Cf"))
-    return visible.strip()[:limit]
 
 
 def _answered(found: Services, incoming: Incoming, prediction: Prediction, latency_ms: float) -> None:

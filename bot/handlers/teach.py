@@ -95,7 +95,7 @@ async def add_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await message.reply_text(text(language, error.key, **error.values))
         return
     except LabelAlreadyAdded:
-        await message.reply_text(text(language, "teach_label_twice", label=typed.lower()))
+        await message.reply_text(text(language, "teach_label_exists", label=typed.lower()))
         return
     await found.refresh_taught()
     logger.info("User %s added the label %s to %s", user.id, label, spec.name)

@@ -7,6 +7,8 @@ themselves live one language to a module (`en.py`, `ru.py`); a new key goes into
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Iterable
 from typing import Final
 
 from bot.texts.en import EN
@@ -62,3 +64,20 @@ def human_size(size: int) -> str:
             return f"{amount} {unit}" if unit == "bytes" else f"{amount:.1f} {unit}"
         amount /= 1024
     return f"{amount} bytes"
+
+
+def quoted(caption: str | None, limit: int = 40) -> str:
+    """A person's caption as the bot repeats it, cut to `limit` characters and without invisible
+    control and formatting characters: a right-to-left override, cut off from its end, would turn the
+    rest of the bot's own sentence around."""
+    visible = "".join(c for c in caption or "" if unicodedata.category(c) not in ("Cc", "Cf"))
+    return visible.strip()[:limit]
+
+
+def usage(lang: str, key: str, given: str | None, known: Iterable[str], **values: object) -> str:
+    """A command's usage line (`key`), after "There is no model X" when the name `given` is none of the
+    `known` models: a typo is said as one, not only answered with the rules."""
+    line = text(lang, key, **values)
+    if given and given not in set(known):
+        return text(lang, "no_such_model", name=quoted(given, 30)) + "\n" + line
+    return line

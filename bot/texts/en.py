@@ -136,6 +136,7 @@ EN: Final[dict[str, str]] = {
     "mode_digit": "Mode: digits — I read every photo as a digit or a number.",
     "mode_flower": "Mode: flowers — I read every photo as a flower.",
     "mode_model": "Mode: {model} — I read every photo as one of: {labels}.",
+    "no_such_model": "There is no model “{name}”.",
     "use_usage": "Send /use and a model's name: {models}.",
     "use_not_serving": (
         "“{model}” cannot answer yet: no version of it serves. Teach it with photos captioned with a "
@@ -310,6 +311,7 @@ EN: Final[dict[str, str]] = {
         "model's labels."
     ),
     "teach_label_named": "A caption “{label}” already means the label “{existing}”: choose another word.",
+    "teach_label_exists": "The model already has the label “{label}”.",
     "teach_label_twice": "The label “{label}” is there twice.",
     "teach_label_count": "A model has {low} to {high} labels; this would make {count}.",
     "teach_unknown_model": (

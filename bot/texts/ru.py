@@ -140,6 +140,7 @@ RU: Final[dict[str, str]] = {
     "mode_digit": "Режим: цифры — каждое фото считаю цифрой или числом.",
     "mode_flower": "Режим: цветы — каждое фото считаю цветком.",
     "mode_model": "Режим: {model} — каждое фото считаю одним из: {labels}.",
+    "no_such_model": "Модели «{name}» нет.",
     "use_usage": "Отправьте /use и название модели: {models}.",
     "use_not_serving": (
         "«{model}» пока не может отвечать: ни одна её версия не работает. Научите её фото с подписью-меткой "
@@ -319,6 +320,7 @@ RU: Final[dict[str, str]] = {
         "ни одной из меток модели."
     ),
     "teach_label_named": "Подпись «{label}» уже означает метку «{existing}»: выберите другое слово.",
+    "teach_label_exists": "У модели уже есть метка «{label}».",
     "teach_label_twice": "Метка «{label}» указана дважды.",
     "teach_label_count": "У модели от {low} до {high} меток; получилось бы {count}.",
     "teach_unknown_model": "Модели из чата с именем «{model}» нет. Модели из чата: {models}.",

@@ -118,7 +118,7 @@ async def test_an_admin_adds_lavender_and_people_teach_it_while_the_model_answer
     )
     ru = bot.user(ADMIN_RU, "Рут", language_code="ru")
     assert (await bot.say(ru, "/addlabel flowers lavender"))["text"] == text(
-        "ru", "teach_label_twice", label="lavender"
+        "ru", "teach_label_exists", label="lavender"
     )
     assert (await bot.say(ru, "/dellabel flowers daisy"))["text"] == text(
         "ru", "dellabel_builtin", model="flowers", label="daisy", added="lavender"

@@ -372,7 +372,7 @@ async def test_admin_commands_by_an_admin(bot: BotHarness) -> None:
         report["message"]["text"],
     )
     usage = "Usage: /retrain MODEL [force] — MODEL is one of: digits.\n"
-    assert (await bot.say(admin, "/retrain cats"))["text"].startswith(usage)
+    assert (await bot.say(admin, "/retrain cats"))["text"].startswith("There is no model “cats”.\n" + usage)
     assert (await bot.say(admin, "/retrain"))["text"].startswith(usage)  # no silent default model
     assert "add force to retrain" in (await bot.say(admin, "/retrain"))["text"]
     rollback_usage = "Usage: /rollback MODEL [version] — MODEL is one of: digits."

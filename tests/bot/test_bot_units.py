@@ -12,10 +12,10 @@ from bot import callbacks, keyboards
 from bot.answers import format_answer as format_in
 from bot.errors import reply_for
 from bot.handlers.numbers import PENDING_TTL_S, answers_question, typed_number
-from bot.handlers.photos import is_heic, is_image_document, pick_photo_size, quoted
+from bot.handlers.photos import is_heic, is_image_document, pick_photo_size
 from bot.limits import FloodLimiter
 from bot.retrain_progress import TimeLeft, caption, progress_text
-from bot.texts import TEXTS, human_size, language, percent, text
+from bot.texts import TEXTS, human_size, language, percent, quoted, text, usage
 from inference.catalogue import DEFAULT_CATALOGUE
 from inference.errors import (
     DeadlineExceeded,
@@ -376,3 +376,12 @@ def test_a_caption_is_repeated_without_its_invisible_formatting() -> None:
     caption = "\u202e" + "gnp.tohs" * 6 + "\u202c"
     assert quoted(caption) == ("gnp.tohs" * 6)[:40]
     assert quoted("  ro\u200bses \n") == "roses" and quoted(None) == "" and quoted("\u2066\u2069") == ""
+
+
+def test_a_usage_line_says_first_that_a_name_given_is_no_model() -> None:
+    names = ("digits", "flowers")
+    assert usage("en", "use_usage", "flowerz", names, models="digits, flowers") == (
+        "There is no model “flowerz”.\nSend /use and a model's name: digits, flowers."
+    )
+    assert usage("ru", "use_usage", None, names, models="x").startswith("Отправьте /use")
+    assert usage("en", "use_usage", "digits", names, models="x") == text("en", "use_usage", models="x")

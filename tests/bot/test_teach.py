@@ -248,4 +248,6 @@ async def test_a_model_deleted_while_its_job_runs_fails_the_job_cleanly(bots: li
     )
     labelled = await bot.services.store.labelled_set("animals")
     assert len(labelled.examples) == 48  # the labelled photos stay
-    assert (await bot.say(admin, "/use animals"))["text"] == text("en", "use_usage", models="digits")
+    assert (await bot.say(admin, "/use animals"))["text"] == (
+        text("en", "no_such_model", name="animals") + "\n" + text("en", "use_usage", models="digits")
+    )

@@ -78,7 +78,7 @@ def test_a_label_a_caption_already_means_is_refused() -> None:
     )
     with pytest.raises(TaughtError) as refused:
         check_labels(["tulips"], model=flowers)
-    assert refused.value.key == "teach_label_twice"
+    assert refused.value.key == "teach_label_exists"  # given once, and already there
     assert check_labels(["lavender"], model=flowers) == ["lavender"]
 
 
