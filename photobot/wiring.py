@@ -37,6 +37,8 @@ from training.taught_features import ArrivalFeatures
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from storage import Store
+
 log = logging.getLogger(__name__)
 
 # Environment variables the job process never inherits: the bot token and anything named like a secret.
@@ -168,13 +170,24 @@ def check_database(settings: Settings) -> None:
         open_database(settings.database).close()
 
 
+def copies_remover(settings: Settings) -> Callable[[list[str]], object]:
+    """What /forget deletes on this machine besides the photos: the copies retraining made of them."""
+    return functools.partial(remove_photo_copies, Path(settings.data_dir))
+
+
+async def open_store(settings: Settings) -> Store:
+    """The database and this machine's image cache; a /forget on any machine reaches this one's copies
+    of the photos within a cache sweep (`Store.apply_forgotten`)."""
+    from storage import Store
+
+    return await Store.open(settings.database, settings.images_dir, remove_copies=copies_remover(settings))
+
+
 async def open_services(
     settings: Settings, *, names: Iterable[str] | None = None, catalogue: Catalogue = DEFAULT_CATALOGUE
 ) -> Services:
     """The database, the image store and a started classifier serving `names` (default: all)."""
-    from storage import Store
-
-    store = await Store.open(settings.database, settings.images_dir)
+    store = await open_store(settings)
     classifier = build_photo_classifier(settings, catalogue=catalogue, names=names)
     try:
         await classifier.start()
@@ -196,7 +209,7 @@ async def open_services(
             Path(settings.data_dir), settings.max_image_bytes, settings.max_image_pixels
         ),
         metrics=BotMetrics(registry),
-        remove_photo_copies=functools.partial(remove_photo_copies, Path(settings.data_dir)),
+        remove_photo_copies=copies_remover(settings),
     )
     found.refresh_labels()
     await found.refresh_taught()

@@ -91,13 +91,15 @@ class Store(ModelCalls, StateCalls, PhotoCalls, UpdateCalls):
         image_threads: int = 16,
         orphan_min_age_s: float = 600.0,
         cache_sweep_s: float = 600.0,
+        remove_copies: Callable[[list[str]], object] | None = None,
     ) -> Store:
         """Open (creating or migrating) the database, clean up after a crash, start the writer.
 
         Clean-up: temporary image files of dead writers, image deletions an interrupted /forget had
         queued, and cached image files no row refers to that are older than `orphan_min_age_s` (a
         photo forgotten, on this machine or another, or a crash between writing a photo's file and
-        its row; younger ones may be a write in flight), again every `cache_sweep_s` (0: only now).
+        its row; younger ones may be a write in flight), again every `cache_sweep_s` (0: only now), and
+        with it `remove_copies(sha256s)` of the photos a /forget removed, on any machine.
         Photos stored before their bytes were kept in the database get them from the cache.
         """
         sqlite = not is_postgres_url(database)
@@ -123,6 +125,8 @@ class Store(ModelCalls, StateCalls, PhotoCalls, UpdateCalls):
         store.schema_version = await store._read(schema_version)
         await store._finish_pending_image_deletions()
         await store.sweep_cache(orphan_min_age_s)
+        store._remove_copies = remove_copies
+        await store.apply_forgotten()
         await store._backfill_photo_bytes()
         store._start_sweeping(cache_sweep_s, orphan_min_age_s)
         log.info(

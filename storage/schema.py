@@ -278,6 +278,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             set_at REAL NOT NULL
         )""",
     ),
+    # 12: the photos each /forget removed, so that every other machine (bot replicas, `photobot
+    # worker`s) deletes the copies it made of them: cached features, report pictures
+    # (`Store.apply_forgotten`). Kept for `FORGOTTEN_KEPT_S`, for a machine that was down to catch up.
+    (
+        """CREATE TABLE forgotten_photos (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            forgotten_at REAL NOT NULL
+        )""",
+        "CREATE INDEX forgotten_photos_at ON forgotten_photos(forgotten_at)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -36,6 +36,7 @@ from storage.queries.people import (
     chat_mode,
     claim_image_deletion,
     forget_user,
+    forgotten_after,
     get_user,
     global_stats,
     pending_image_deletions,
@@ -58,8 +59,8 @@ from storage.queries.photos import (
     record_contribution,
     record_feedback,
     record_prediction,
-    withdraw_contribution,
     user_predictions,
+    withdraw_contribution,
 )
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "fail_jobs",
     "finish_job",
     "forget_user",
+    "forgotten_after",
     "get_feedback",
     "get_job",
     "get_photo",
@@ -88,7 +90,6 @@ __all__ = [
     "pending_image_deletions",
     "recent_jobs",
     "record_contribution",
-    "withdraw_contribution",
     "record_feedback",
     "record_model_event",
     "record_prediction",
@@ -105,4 +106,5 @@ __all__ = [
     "user_predictions",
     "user_stats",
     "watch_job",
+    "withdraw_contribution",
 ]

@@ -3,7 +3,8 @@
 The bytes of every photo are in the database; the images folder is this process's cache. Reads start
 from the rows (`read_photo`, `photo_path`), so a cached copy of a forgotten photo is never used, and the
 clean-up sweep (`sweep_cache`, at open and then every `cache_sweep_s`) deletes cached files whose row is
-gone: a /forget on another machine reaches this one's cache within a sweep. Photos stored before their
+gone: a /forget on another machine reaches this one's cache within a sweep; so it reaches the copies this
+machine made of the photos (`apply_forgotten`). Photos stored before their
 bytes were kept in the database get them from this cache when a store opens (`_backfill_photo_bytes`).
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from storage import photo_bytes, sql
@@ -30,6 +32,21 @@ class PhotoCalls(GroupCommit):
 
     images: ImageStore
     _sweeper: asyncio.Task[None] | None = None
+    # What this machine made of photos outside the store (cached features, report pictures: handed in
+    # by whoever opens it), deleted when a /forget on any machine removes the photos.
+    _remove_copies: Callable[[list[str]], object] | None = None
+    _forgotten_seen = 0  # the last `forgotten_photos` row applied here
+
+    async def apply_forgotten(self) -> int:
+        """Delete this machine's copies of the photos forgotten since the last look, on this machine or
+        another (at open, then with every cache sweep); return how many photos were looked for."""
+        if self._remove_copies is None:
+            return 0
+        last, sha256s = await self._read(functools.partial(sql.forgotten_after, after=self._forgotten_seen))
+        if sha256s:
+            await asyncio.to_thread(self._remove_copies, sha256s)
+        self._forgotten_seen = last
+        return len(sha256s)
 
     async def read_photo(self, sha256: str) -> bytes | None:
         """A stored photo's bytes (from the cache, or the database when this machine has no intact
@@ -83,6 +100,7 @@ class PhotoCalls(GroupCommit):
             await asyncio.sleep(every_s)
             try:
                 await self.sweep_cache(min_age_s)
+                await self.apply_forgotten()
             except Exception:  # the next sweep tries again; the bot goes on
                 log.exception("sweeping the photo cache failed")
 

@@ -82,8 +82,7 @@ async def _work(args: argparse.Namespace, settings: Settings) -> int:
     from bot.retrain_workers import RetrainWorker
     from bot.transport import bot_api_request
     from photobot.serving import model_store
-    from photobot.wiring import metrics_registry, serve_process_metrics, worker_config
-    from storage import Store
+    from photobot.wiring import metrics_registry, open_store, serve_process_metrics, worker_config
 
     base_url, base_file_url = api_urls(settings.telegram_api_url)
     bot = Bot(
@@ -94,7 +93,7 @@ async def _work(args: argparse.Namespace, settings: Settings) -> int:
     )
     registry = metrics_registry(settings)
     stop_metrics = await serve_process_metrics(settings, registry)  # first: a port in use stops it here
-    store = await Store.open(settings.database, settings.images_dir)
+    store = await open_store(settings)
     try:
         async with bot:
             worker = RetrainWorker(

@@ -147,6 +147,7 @@ def forget_user(db: Connection, user_id: int, now: float) -> tuple[ForgetReport,
     user keeps a bare row (id, the block, and `now` as both times): forgetting must not unblock.
     """
     photos = user_photo_hashes(db, user_id)
+    _note_forgotten(db, photos, now)
     feedback = db.execute(
         """DELETE FROM feedback WHERE user_id = ?
               OR prediction_id IN (SELECT id FROM predictions WHERE user_id = ?)""",
@@ -178,6 +179,22 @@ def forget_user(db: Connection, user_id: int, now: float) -> tuple[ForgetReport,
         user_id, predictions, feedback, contributions, len(photos), kept_block, files=len(orphans)
     )
     return report, orphans
+
+
+FORGOTTEN_KEPT_S = 30 * 24 * 3600.0  # a machine down for longer cleans its copies by hand
+
+
+def _note_forgotten(db: Connection, sha256s: Sequence[str], now: float) -> None:
+    """Tell the other machines which photos to delete their copies of; forget what is long past."""
+    db.execute("DELETE FROM forgotten_photos WHERE forgotten_at < ?", (now - FORGOTTEN_KEPT_S,))
+    for sha256 in sha256s:
+        db.execute("INSERT INTO forgotten_photos (sha256, forgotten_at) VALUES (?, ?)", (sha256, now))
+
+
+def forgotten_after(db: Connection, after: int) -> tuple[int, list[str]]:
+    """The photos forgotten since row `after` (on any machine), and the last row seen."""
+    rows = db.execute("SELECT id, sha256 FROM forgotten_photos WHERE id > ? ORDER BY id", (after,)).fetchall()
+    return (int(rows[-1][0]) if rows else after), sorted({row[1] for row in rows})
 
 
 def _forget_user_row(db: Connection, user_id: int, now: float) -> bool:

@@ -5,12 +5,16 @@ each test runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 
+import numpy as np
 import pytest
 
 from storage import Store, SyncStore, read_labelled_set
 from tests.support.storage import execute, label_photo, png, predict, rows
+from training.flower_data import BottleneckCache
+from training.forget import bottleneck_root, remove_photo_copies
 
 
 @pytest.fixture
@@ -148,3 +152,32 @@ async def test_photos_stored_before_the_bytes_were_kept_get_them_from_the_cache(
         assert await store.read_photo(elsewhere.sha256) is None
     finally:
         await store.close()
+
+
+async def test_a_forget_on_one_machine_reaches_the_copies_another_made(tmp_path, database):
+    """The cached features (and report pictures) a machine made of a person's photos: a /forget on
+    another machine left them there for good. The machine's sweep now deletes them too, and a machine
+    that was down deletes them when it opens."""
+    second_dir = tmp_path / "second"
+    remove = functools.partial(remove_photo_copies, second_dir)
+    first = await Store.open(database, tmp_path / "first" / "images")
+    second = await Store.open(database, second_dir / "images", cache_sweep_s=0.05, remove_copies=remove)
+    try:
+        prediction_id = await predict(first, user_id=5, message_id=1, image=png(5))
+        sha256 = (await first.get_prediction(prediction_id)).photo_sha256
+        features = BottleneckCache(bottleneck_root(second_dir), "lite0")
+        features.put(sha256, np.ones(8, np.float32))  # what a retrain on the second machine cached
+        await first.forget(5)
+        for _ in range(400):  # the sweep runs every 50 ms; wait for it, not for a time
+            if features.get(sha256) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert features.get(sha256) is None
+        await second.close()
+
+        features.put(sha256, np.ones(8, np.float32))  # say, made while the forget was on its way
+        second = await Store.open(database, second_dir / "images", cache_sweep_s=0, remove_copies=remove)
+        assert features.get(sha256) is None  # a machine that opens catches up with every forget kept
+    finally:
+        await first.close()
+        await second.close()
