@@ -54,7 +54,13 @@ async def test_an_empty_database_gets_the_latest_schema_with_64_bit_ids_and_doub
         """SELECT table_name FROM information_schema.columns
            WHERE column_name = 'id' AND is_identity = 'YES' ORDER BY table_name""",
     )
-    assert [row[0] for row in identity] == ["contributions", "forgotten_photos", "model_events", "predictions", "retrain_jobs"]
+    assert [row[0] for row in identity] == [
+        "contributions",
+        "forgotten_photos",
+        "model_events",
+        "predictions",
+        "retrain_jobs",
+    ]
 
 
 def test_every_connection_checks_foreign_keys(postgres_url):
