@@ -38,7 +38,7 @@ from telegram.error import TelegramError
 from bot.redaction import redact
 from bot.retrain_progress import TimeLeft, busy_text, caption, describe_exit, failed_text, progress_text
 from bot.texts import text
-from storage.records import new_watcher, watcher_host
+from storage.records import new_watcher, watcher_host, watcher_pid
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -176,6 +176,7 @@ class RetrainRunner:
             await found.store.fail_retrain_job(job.id, f"the job process could not start: {error}")
             failed = text(language, "retrain_could_not_start", model=model, error=error)
             await edit_progress(bot, chat_id, message_id, failed)
+            await found.store.mark_retrain_reported(job.id)
             return None
         logger.info(
             "retrain job %d (%s) started as pid %d: %s", job.id, model, process.pid, " ".join(command)
@@ -197,7 +198,9 @@ class RetrainRunner:
             or job.message_id is None
             or watcher_host(job.watcher) != watcher_host(self.watcher)  # its pid means nothing here
             or not _alive(job.pid)
-            or not await found.store.watch_retrain_job(job.id, self.watcher, take_over=True)
+            or not await found.store.watch_retrain_job(
+                job.id, self.watcher, take_over=True, from_dead=self._dead_watcher(job)
+            )
         ):
             return None
         self._store = found.store
@@ -312,6 +315,7 @@ class RetrainRunner:
             if told:
                 serving = found.model_store.active_version(job.model)
                 await bot.send_message(chat_id, failed_text(job, serving, language))
+            await found.store.mark_retrain_reported(job.id)
             return
         note = ""
         if job.decision == "promote":
@@ -325,6 +329,15 @@ class RetrainRunner:
                 note = "\n" + text(language, "retrain_not_loaded", error=error)
         if told:
             await send_report(bot, chat_id, language, job, self.config.data_dir, note)
+        await found.store.mark_retrain_reported(job.id)
+
+    def _dead_watcher(self, job: RetrainJob) -> str | None:
+        """The bot process of this machine that watched `job` and died (killed: it could not let go),
+        so that its job need not wait WATCH_TIMEOUT_S for another to take it over; None otherwise."""
+        pid = watcher_pid(job.watcher)
+        if watcher_host(job.watcher) != watcher_host(self.watcher) or pid is None or _alive(pid):
+            return None
+        return job.watcher
 
     async def report_ended_unwatched(self, found: Services, bot: Bot) -> list[RetrainJob]:
         """Finish the progress message and send the report of every job that ended while no bot process
@@ -336,7 +349,10 @@ class RetrainRunner:
                 continue
             if job.chat_id is None or job.message_id is None:
                 continue
-            if not await found.store.claim_retrain_report(job.id, self.watcher):
+            dead = self._dead_watcher(job)
+            if job.watched_at is not None and dead is None:
+                continue  # its bot process lives: it reports the job itself
+            if not await found.store.claim_retrain_report(job.id, self.watcher, from_dead=dead):
                 continue  # another bot process starting beside this one took it
             language = job.language or "en"
             logger.info(

@@ -234,6 +234,12 @@ def watcher_host(watcher: str | None) -> str | None:
     return watcher.split("/", 1)[0] if watcher else None
 
 
+def watcher_pid(watcher: str | None) -> int | None:
+    """The process id in a watcher's name (None for a name without one)."""
+    parts = (watcher or "").split("/")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+
+
 @dataclass(frozen=True)
 class ModelEvent:
     id: int

@@ -281,7 +281,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 12: the photos each /forget removed, so that every other machine (bot replicas, `photobot
     # worker`s) deletes the copies it made of them: cached features, report pictures
     # (`Store.apply_forgotten`). Kept for `FORGOTTEN_KEPT_S`, for a machine that was down to catch up.
+    # And when a job's report was sent, so that the report of a job whose bot process was killed is
+    # still sent, once (jobs ended and watched before this version count as reported).
     (
+        "ALTER TABLE retrain_jobs ADD COLUMN reported_at REAL",
+        """UPDATE retrain_jobs SET reported_at = finished_at
+            WHERE finished_at IS NOT NULL AND watched_at IS NOT NULL""",
         """CREATE TABLE forgotten_photos (
             id INTEGER PRIMARY KEY,
             sha256 TEXT NOT NULL,

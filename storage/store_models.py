@@ -108,9 +108,12 @@ class ModelCalls(GroupCommit):
         """The message that shows the job's progress: any bot process can go on editing it."""
         await self._write(functools.partial(sql.set_job_message, job_id=job_id, message_id=message_id))
 
-    async def watch_retrain_job(self, job_id: int, watcher: str, *, take_over: bool = False) -> bool:
+    async def watch_retrain_job(
+        self, job_id: int, watcher: str, *, take_over: bool = False, from_dead: str | None = None
+    ) -> bool:
         """`watcher` shows the job's progress (said again at least every WATCH_TIMEOUT_S). With
-        `take_over`, only if no bot process has watched it for WATCH_TIMEOUT_S: True when it won."""
+        `take_over`, only if no bot process has watched it for WATCH_TIMEOUT_S, or the one watching it
+        is `from_dead` (a process the caller knows died): True when it won."""
         now = time.time()
         return await self._write(
             functools.partial(
@@ -119,19 +122,27 @@ class ModelCalls(GroupCommit):
                 watcher=watcher,
                 now=now,
                 unwatched_before=now - WATCH_TIMEOUT_S if take_over else None,
+                from_watcher=from_dead,
             )
         )
 
     async def unreported_retrain_jobs(self, within_s: float) -> list[RetrainJob]:
-        """Jobs that ended in the last `within_s` seconds while no bot process watched them (the one
-        that started them had stopped): their report is still owed."""
+        """Jobs that ended in the last `within_s` seconds with no report sent: it is owed if the bot
+        process that watched them let go of them (`watched_at` None) or died."""
         return await self._read(functools.partial(sql.unreported_jobs, since=time.time() - within_s))
 
-    async def claim_retrain_report(self, job_id: int, watcher: str) -> bool:
-        """`watcher` sends that job's report: True for one bot process only."""
+    async def claim_retrain_report(self, job_id: int, watcher: str, *, from_dead: str | None = None) -> bool:
+        """`watcher` sends that job's report (nobody watches it, or `from_dead`, a process that died,
+        did): True for one bot process only."""
         return await self._write(
-            functools.partial(sql.claim_report, job_id=job_id, watcher=watcher, now=time.time())
+            functools.partial(
+                sql.claim_report, job_id=job_id, watcher=watcher, now=time.time(), from_watcher=from_dead
+            )
         )
+
+    async def mark_retrain_reported(self, job_id: int) -> None:
+        """The job's report is sent (or it had nobody to go to): no bot process sends it again."""
+        await self._write(functools.partial(sql.mark_reported, job_id=job_id, now=time.time()))
 
     async def unwatch_retrain_jobs(self, job_ids: Collection[int], watcher: str) -> None:
         """`watcher` stops (its bot shuts down, the jobs go on): another bot process may take them over."""

@@ -201,11 +201,18 @@ def set_job_message(db: Connection, job_id: int, message_id: int) -> None:
 
 
 def watch_job(
-    db: Connection, job_id: int, watcher: str, now: float, *, unwatched_before: float | None
+    db: Connection,
+    job_id: int,
+    watcher: str,
+    now: float,
+    *,
+    unwatched_before: float | None,
+    from_watcher: str | None = None,
 ) -> bool:
     """`watcher` shows the job's progress from now (a heartbeat of the bot process that does). With
-    `unwatched_before`, only if nobody has watched it since then: a bot process taking over a job whose
-    watcher stopped; two taking over at once, one wins. True when `watcher` watches it."""
+    `unwatched_before`, only if nobody has watched it since then, or `from_watcher` (a process that
+    died) still does: a bot process taking over a job whose watcher stopped; two taking over at once,
+    one wins. True when `watcher` watches it."""
     if unwatched_before is None:
         changed = db.execute(
             "UPDATE retrain_jobs SET watcher = ?, watched_at = ? WHERE id = ?", (watcher, now, job_id)
@@ -213,19 +220,20 @@ def watch_job(
     else:
         changed = db.execute(
             """UPDATE retrain_jobs SET watcher = ?, watched_at = ?
-               WHERE id = ? AND (watched_at IS NULL OR watched_at < ?)""",
-            (watcher, now, job_id, unwatched_before),
+               WHERE id = ? AND (watched_at IS NULL OR watched_at < ? OR watcher = ?)""",
+            (watcher, now, job_id, unwatched_before, from_watcher),
         ).rowcount
     return changed > 0
 
 
 def unreported_jobs(db: Connection, since: float) -> list[RetrainJob]:
-    """Jobs a bot process started and let go of (it stopped while they ran) that have ended since
-    `since`: their progress message and report are still owed to the admin who asked."""
+    """Jobs a bot process started that have ended since `since` with no report sent: their progress
+    message and report are still owed to the admin who asked, if the bot process that watched them let
+    go of them (it stopped while they ran) or died (the caller knows which processes live)."""
     rows = db.execute(
         f"""SELECT {_JOB_COLUMNS} FROM retrain_jobs
             WHERE status NOT IN ('queued', 'running') AND runner = 'local' AND watcher IS NOT NULL
-              AND watched_at IS NULL AND chat_id IS NOT NULL AND message_id IS NOT NULL
+              AND reported_at IS NULL AND chat_id IS NOT NULL AND message_id IS NOT NULL
               AND finished_at >= ?
             ORDER BY id""",
         (since,),
@@ -233,15 +241,21 @@ def unreported_jobs(db: Connection, since: float) -> list[RetrainJob]:
     return [_job(row) for row in rows]
 
 
-def claim_report(db: Connection, job_id: int, watcher: str, now: float) -> bool:
-    """Take on sending an ended job's report, as the bot process `watcher` (watching it from `now`):
-    True for one process only, however many start at once."""
+def claim_report(db: Connection, job_id: int, watcher: str, now: float, *, from_watcher: str | None) -> bool:
+    """Take on sending an ended job's report, as the bot process `watcher` (watching it from `now`),
+    when nobody watches it or `from_watcher` (a process that died) still does: True for one process
+    only, however many start at once."""
     claimed = db.execute(
         """UPDATE retrain_jobs SET watcher = ?, watched_at = ?
-           WHERE id = ? AND watcher IS NOT NULL AND watched_at IS NULL""",
-        (watcher, now, job_id),
+           WHERE id = ? AND reported_at IS NULL AND watcher IS NOT NULL
+             AND (watched_at IS NULL OR watcher = ?)""",
+        (watcher, now, job_id, from_watcher),
     ).rowcount
     return claimed > 0
+
+
+def mark_reported(db: Connection, job_id: int, now: float) -> None:
+    db.execute("UPDATE retrain_jobs SET reported_at = ? WHERE id = ?", (now, job_id))
 
 
 def unwatch_jobs(db: Connection, job_ids: Iterable[int], watcher: str) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +247,31 @@ async def test_a_second_press_of_no_keep_it_is_no_error(
     assert not again.get("show_alert"), again
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert [m.name for m in await bot.services.store.taught_models()] == ["pets", "birds"]
+
+
+async def test_a_job_whose_bot_process_was_killed_is_reported_by_the_next_one(bot: BotHarness) -> None:
+    """A bot process killed while it watched a job cannot let go of it: the job ended, and its admin's
+    message stayed at "loading data 0%" even after a restart. A job another live process watches is
+    left to it; each is reported once."""
+    admin = bot.user(ADMIN_ID, "Root")
+    host = socket.gethostname()
+    ids = {}
+    for who, watcher in (("killed", f"{host}/{_ended_pid()}/x1"), ("alive", new_watcher())):
+        shown = await bot.say(admin, "/help")  # stands for the job's progress message
+        job = await bot.services.store.create_retrain_job(
+            "digits", requested_by=ADMIN_ID, chat_id=ADMIN_ID, watcher=watcher
+        )
+        await bot.services.store.set_retrain_message(job.id, shown["message_id"])
+        await bot.services.store.start_retrain_job(job.id, pid=os.getpid())
+        await bot.services.store.fail_retrain_job(job.id, "the job process was killed by SIGKILL")
+        ids[who] = job.id
+    jobs = runner(bot.application.bot_data, bot.services.retrain)
+    reported = await jobs.report_ended_unwatched(bot.services, bot.application.bot)
+    assert [job.id for job in reported] == [ids["killed"]]
+    assert await jobs.report_ended_unwatched(bot.services, bot.application.bot) == []  # once
+
+
+def _ended_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
