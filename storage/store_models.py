@@ -47,8 +47,13 @@ class ModelCalls(GroupCommit):
             )
         )
 
-    async def set_taught_labels(self, name: str, labels: Sequence[taught.TaughtLabel]) -> taught.TaughtModel:
-        return await self._write(functools.partial(taught.set_taught_labels, name=name, labels=labels))
+    async def set_taught_labels(
+        self, name: str, labels: Sequence[taught.TaughtLabel], expected: Sequence[str] | None = None
+    ) -> taught.TaughtModel:
+        """Raises TaughtLabelsChanged when the model's labels are no longer `expected`."""
+        return await self._write(
+            functools.partial(taught.set_taught_labels, name=name, labels=labels, expected=expected)
+        )
 
     async def delete_taught_model(self, name: str) -> bool:
         return await self._write(functools.partial(taught.delete_taught_model, name=name, now=time.time()))

@@ -46,6 +46,10 @@ class NoSuchTaughtModel(LookupError):
     """No live taught model has this name."""
 
 
+class TaughtLabelsChanged(RuntimeError):
+    """The model's labels are no longer the ones a change was made from."""
+
+
 _COLUMNS = "name, labels, created_by, created_at, deleted_at"
 
 
@@ -103,11 +107,17 @@ def create_taught_model(
     return TaughtModel(name, tuple(labels), created_by, now)
 
 
-def set_taught_labels(db: Connection, name: str, labels: Sequence[TaughtLabel]) -> TaughtModel:
-    """Replace the labels of the live taught model `name` (adding or removing one)."""
+def set_taught_labels(
+    db: Connection, name: str, labels: Sequence[TaughtLabel], expected: Sequence[str] | None = None
+) -> TaughtModel:
+    """Replace the labels of the live taught model `name` (adding or removing one). With `expected`
+    (the label names the change was made from), only if the model still has those: another admin's
+    change meanwhile (on another bot replica) raises TaughtLabelsChanged instead of being lost."""
     found = get_taught_model(db, name)
     if found is None:
         raise NoSuchTaughtModel(name)
+    if expected is not None and found.label_names != tuple(expected):
+        raise TaughtLabelsChanged(name)
     db.execute("UPDATE taught_models SET labels = ? WHERE name = ?", (_labels_json(labels), name))
     note_change(db, CHANGES)
     return TaughtModel(found.name, tuple(labels), found.created_by, found.created_at)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
@@ -30,7 +30,7 @@ from inference.taught import (
     takes_added_labels,
 )
 from storage.added_labels import LabelAlreadyAdded
-from storage.taught import TaughtLabel, TaughtModelExists
+from storage.taught import TaughtLabel, TaughtLabelsChanged, TaughtModelExists
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,13 @@ async def add_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     try:
         (label,) = check_labels([typed], model=spec)
         if is_taught(spec):
-            rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels] + [TaughtLabel(label)]
-            await found.store.set_taught_labels(spec.name, rows)
+
+            def plus_label(now: ModelSpec) -> list[TaughtLabel]:
+                (checked,) = check_labels([typed], model=now)
+                kept = [TaughtLabel(old.name, dict(old.display)) for old in now.labels]
+                return [*kept, TaughtLabel(checked)]
+
+            await change_taught_labels(found, spec.name, plus_label)
         else:  # a built-in model: the row says so, its next retrain learns it
             await found.store.add_model_label(spec.name, label, user.id)
     except TaughtError as error:
@@ -137,13 +142,17 @@ async def delete_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         )
         return
     if is_taught(spec):
-        rows = [TaughtLabel(old.name, dict(old.display)) for old in spec.labels if old.name != label]
-        try:
+
+        def less_label(now: ModelSpec) -> list[TaughtLabel]:
+            rows = [TaughtLabel(old.name, dict(old.display)) for old in now.labels if old.name != label]
             check_labels([], existing=[row.name for row in rows])
+            return rows
+
+        try:
+            await change_taught_labels(found, spec.name, less_label)
         except TaughtError as error:
             await message.reply_text(text(language, error.key, **error.values))
             return
-        await found.store.set_taught_labels(spec.name, rows)
     else:
         await found.store.remove_model_label(spec.name, label)
     await found.refresh_taught()
@@ -239,6 +248,23 @@ async def catalogue_lines(found: Services, language: str) -> list[str]:
         model = shown if shown == spec.name else f"{shown} ({spec.name})"
         lines.append(text(language, "models_labels_line", model=model, labels=labels, serving=serving))
     return lines
+
+
+async def change_taught_labels(
+    found: Services, model: str, change: Callable[[ModelSpec], list[TaughtLabel]], tries: int = 3
+) -> None:
+    """Give the taught `model` the labels `change` makes of its own (it raises TaughtError for a change
+    that cannot be made), written only over the labels it was made from: a label another admin added
+    or removed meanwhile, through another bot process, is kept rather than overwritten."""
+    for _ in range(tries - 1):
+        spec = found.catalogue[model]
+        try:
+            await found.store.set_taught_labels(model, change(spec), expected=spec.label_names)
+            return
+        except TaughtLabelsChanged:
+            await found.refresh_taught()
+    spec = found.catalogue[model]
+    await found.store.set_taught_labels(model, change(spec), expected=spec.label_names)
 
 
 def _taught(found: Services, name: str) -> ModelSpec | None:

@@ -20,10 +20,12 @@ import pytest
 import pytest_asyncio
 from telegram.ext import CommandHandler
 
+from bot.handlers.teach import change_taught_labels
 from bot.retraining import runner
 from bot.texts import text
 from inference.taught import COMMAND_NAMES
 from storage.records import negative_label, new_watcher
+from storage.taught import TaughtLabel
 from tests.support.bot import ADMIN_ID, BotHarness, button_data, digit_photo, start_bot, stop_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -275,3 +277,19 @@ def _ended_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+async def test_a_label_another_bot_process_added_meanwhile_is_kept(bot: BotHarness) -> None:
+    """/addlabel on two replicas at once: each wrote the labels its replica knew plus its own, and the
+    label of the first was lost while both admins were told it was added."""
+    admin = bot.user(ADMIN_ID, "Root")
+    assert (await bot.say(admin, "/newmodel zoo ant bee"))["text"].startswith("New model")
+    await bot.services.store.set_taught_labels(  # another replica's /addlabel zoo cat, not seen here yet
+        "zoo", [TaughtLabel("ant"), TaughtLabel("bee"), TaughtLabel("cat")], expected=("ant", "bee")
+    )
+    assert bot.services.catalogue["zoo"].label_names == ("ant", "bee")
+    await change_taught_labels(
+        bot.services, "zoo", lambda now: [*(TaughtLabel(n) for n in now.label_names), TaughtLabel("dog")]
+    )
+    (zoo,) = [m for m in await bot.services.store.taught_models() if m.name == "zoo"]
+    assert zoo.label_names == ("ant", "bee", "cat", "dog")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from storage import Store, SyncStore
-from storage.taught import TaughtLabel, TaughtModelExists
+from storage.taught import TaughtLabel, TaughtLabelsChanged, TaughtModelExists
 
 
 async def test_a_taught_model_is_kept_relabelled_and_deleted_with_its_name_taken(
@@ -37,6 +37,21 @@ async def test_a_taught_model_is_kept_relabelled_and_deleted_with_its_name_taken
         assert deleted.name == "pets" and deleted.deleted_at is not None
         with pytest.raises(TaughtModelExists):  # a deleted model's photos must not join a new one
             await store.create_taught_model("pets", [TaughtLabel("a"), TaughtLabel("b")], 7)
+    finally:
+        await store.close()
+
+
+async def test_labels_changed_meanwhile_are_not_overwritten(tmp_path: Path, database: Path | str) -> None:
+    """Two admins on two bot replicas each add a label from the labels their replica knew: the second
+    write would have dropped the first one's label."""
+    store = await Store.open(database, tmp_path / "images")
+    try:
+        made = await store.create_taught_model("zoo", [TaughtLabel("ant"), TaughtLabel("bee")], 7)
+        await store.set_taught_labels("zoo", [*made.labels, TaughtLabel("cat")], expected=("ant", "bee"))
+        with pytest.raises(TaughtLabelsChanged):
+            await store.set_taught_labels("zoo", [*made.labels, TaughtLabel("dog")], expected=("ant", "bee"))
+        (zoo,) = await store.taught_models()
+        assert zoo.label_names == ("ant", "bee", "cat")
     finally:
         await store.close()
 
