@@ -136,10 +136,13 @@ def connect(url: str, *, timeout_s: float = 10.0, read_only: bool = False) -> Po
     try:
         params = conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as error:
-        reason = _reason(error, _password_in(url)).replace(url, where)
+        # libpq quotes the part of the URL it could not read, which may be the tail of a password whose
+        # @ : / ? # it took for the URL's own: what it quotes of the password is not shown.
+        reason = _without_password_parts(_reason(error, _password_in(url)).replace(url, where), url)
         raise DatabaseUnavailable(
             f"DATABASE_URL is not a PostgreSQL URL that can be read ({reason}); expected "
-            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with any @ : / ? # % in the password "
+            "percent-encoded (%40 for @)"
         ) from None
     # lock_timeout: a writer waits for the write lock as long as SQLite's busy timeout, then fails.
     options = f"-c lock_timeout={max(1, round(timeout_s * 1000))}"
@@ -162,6 +165,19 @@ def connect(url: str, *, timeout_s: float = 10.0, read_only: bool = False) -> Po
     return PostgresConnection(open_connection, url)
 
 
+def _without_password_parts(reason: str, url: str) -> str:
+    """`reason` with every quoted part that holds four characters in a row of what may be the URL's
+    password (everything between the user's colon and the last @) masked."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    if not password:
+        return reason
+    pieces = {password[i : i + 4] for i in range(max(1, len(password) - 3))}
+    return _QUOTED.sub(
+        lambda quoted: '"***"' if any(piece in quoted.group() for piece in pieces) else quoted.group(), reason
+    )
+
+
 def _password_in(url: str) -> str | None:
     try:
         return urlsplit(url).password
@@ -181,6 +197,7 @@ def _reason(error: psycopg.Error, password: object) -> str:
 # Where a password stands in libpq's text: a URL's userinfo (`scheme://user:PASSWORD@`) and a key=value
 # connection string's `password=PASSWORD` (quoted or not). What stands there is masked, whatever it is.
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s/@]*@", re.IGNORECASE)
+_QUOTED = re.compile(r'"[^"]+"')  # a part of the URL libpq quotes
 _KEY_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s']\S*)", re.IGNORECASE)
 
 

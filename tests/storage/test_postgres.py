@@ -14,7 +14,8 @@ import pytest
 
 from storage import Store, SyncStore
 from storage.dialect import describe, is_postgres_url, postgres_ddl
-from storage.postgres import WRITE_LOCK, translate, without_password
+from storage.errors import DatabaseUnavailable
+from storage.postgres import WRITE_LOCK, connect, translate, without_password
 from storage.schema import LATEST
 from tests.support.storage import png, predict
 
@@ -81,6 +82,23 @@ def test_a_url_is_told_from_a_path_and_never_logged_with_its_password():
 )
 def test_a_password_is_masked_where_it_stands_as_the_password_only(text, password, masked):
     assert without_password(text, password) == masked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://photobot:Ab/Cd?TopSecretTail@127.0.0.1:5/pb1",  # / and ? unencoded
+        "postgresql://weird:p@ss:w/rd?#%xSecretTail@127.0.0.1:5/pb",
+        "postgresql://photobot:Ab/Cd?x=Top%zzSecretTail@127.0.0.1:5/pb1",
+    ],
+)
+def test_an_unreadable_url_shows_no_part_of_its_password(url):
+    """libpq quotes the part of a URL it cannot read: with an unencoded / ? # in the password, that
+    part was the password's tail, printed by `photobot run` into the logs."""
+    with pytest.raises(DatabaseUnavailable) as refused:
+        connect(url)
+    assert "SecretTail" not in str(refused.value) and "Top" not in str(refused.value), refused.value
+    assert "percent-encoded (%40 for @)" in str(refused.value)
 
 
 async def test_store_on_postgresql_records_answers_feedback_and_statistics(postgres_url, tmp_path):
