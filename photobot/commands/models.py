@@ -180,12 +180,14 @@ def _version_number(text: str) -> int:
 
 
 def _list(store, catalogue: Catalogue, *, as_json: bool) -> int:
-    """Every model of the catalogue (taught ones and their labels too) and of the store, its versions."""
+    """Every model of the catalogue (taught ones and their labels too) and of the store, its versions.
+    A model the store has but the catalogue does not (a taught model deleted since) serves nothing: its
+    versions are kept, and shown as such."""
     names = sorted(set(catalogue.names) | set(store.names()))
     if as_json:
         report = {
             name: {
-                "active": store.active_version(name),
+                "active": store.active_version(name) if name in catalogue else None,
                 "labels": list(catalogue[name].label_names) if name in catalogue else None,
                 "versions": [{"version": v.version, **_summary(v.meta)} for v in store.versions(name)],
             }
@@ -194,10 +196,12 @@ def _list(store, catalogue: Catalogue, *, as_json: bool) -> int:
         print(json.dumps(report, sort_keys=True))
         return 0
     for name in names:
-        active = store.active_version(name)
-        versions = store.versions(name)
         spec = catalogue.get(name)
-        if spec is not None and _is_taught(spec):
+        active = store.active_version(name) if spec is not None else None
+        versions = store.versions(name)
+        if spec is None:
+            print(f"{name} (deleted: its versions are kept, none serves)")
+        elif _is_taught(spec):
             print(f"{name} (taught: {', '.join(spec.label_names)})")
         else:
             print(name)

@@ -63,6 +63,18 @@ def test_list_shows_a_taught_model_with_its_labels_before_its_first_version(stor
     assert report["pets"] == {"active": None, "labels": ["dog", "bird"], "versions": []}
 
 
+def test_list_shows_a_deleted_taught_model_as_serving_nothing(store, capsys, tmp_path):
+    """A taught model deleted since (its versions kept in the store) was listed as serving `* v1`."""
+    store.add_version("pets", store.active("digits").path, {"labels": ["dog", "bird"]})
+    store.promote("pets", 1)
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("pets (deleted: its versions are kept, none serves)")
+    assert lines[at + 1].startswith("    v1")
+    assert main(["models", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pets"]["active"] is None
+
+
 def test_promote_and_rollback_move_the_active_pointer(store, capsys):
     assert main(["models", "rollback", "digits"]) == 0
     assert store.active_version("digits") == 1
