@@ -167,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"photobot: configuration error: {error}", file=sys.stderr)
         return 2
     configure_logging(log_level(args, settings.log_level), settings.log_format)
+    # Keras reads its backend from the environment when it is first imported (later, lazily): a value
+    # from .env must be there by then.
+    os.environ.setdefault("KERAS_BACKEND", settings.keras_backend)
     if args.module is None:
         print(f"photobot {args.command}: not available yet in this version.", file=sys.stderr)
         return 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from photobot import cli
@@ -81,3 +83,17 @@ def test_top_beyond_the_labels_an_answer_keeps_says_so(tmp_path, monkeypatch, ca
         f"argument --top: at most {MAX_TOP}: an answer keeps its {MAX_TOP} best labels"
         in capsys.readouterr().err
     )
+
+
+def test_the_keras_backend_of_dotenv_reaches_keras(tmp_path, monkeypatch):
+    """Keras reads KERAS_BACKEND from the environment as it is imported: one set only in .env was
+    ignored (the models ran on TensorFlow while .env said jax). The environment still wins."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    (tmp_path / ".env").write_text("KERAS_BACKEND=jax\n")
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert cli.main(["models", "list", "--json"]) == 0
+    assert os.environ["KERAS_BACKEND"] == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert cli.main(["models", "list", "--json"]) == 0
+    assert os.environ["KERAS_BACKEND"] == "torch"
