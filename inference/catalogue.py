@@ -155,6 +155,10 @@ class Catalogue:
         """The model a chat mode sends every photo to; None for "auto" (and unknown modes)."""
         return next((spec for spec in self if spec.mode == mode), None)
 
+    def named(self, word: str) -> ModelSpec | None:
+        """The model a person means by `word`: its name (`digits`) or its chat mode (`digit`)."""
+        return self.get(word) or self.for_mode(word)
+
     def of_kind(self, kind: ModelKind) -> tuple[ModelSpec, ...]:
         return tuple(spec for spec in self if spec.kind == kind)
 

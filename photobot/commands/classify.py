@@ -73,8 +73,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from photobot.wiring import taught_catalogue
 
     catalogue = taught_catalogue(settings)
-    if args.mode not in catalogue.modes:
+    spec = catalogue.named(args.mode)  # a mode (`digit`) or a model's name (`digits`)
+    if args.mode != "auto" and spec is None:
         raise UserFacingError(f"unknown mode '{args.mode}'; choose from {', '.join(catalogue.modes)}")
+    if spec is not None:
+        args.mode = spec.mode
     files = photo_files(args.paths)
     if not files:
         raise UserFacingError("no photos found in the paths given")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind
+from inference.taught import is_taught
 from photobot.commands import progress_bar
 from photobot.errors import UserFacingError
 from photobot.settings import Settings
@@ -68,9 +69,17 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     quiet = getattr(args, "quiet", False)
     catalogue = taught_catalogue(settings)
-    if args.model != "auto" and args.model not in catalogue:
+    named = catalogue.named(args.model)  # a model's name (`digits`) or its mode (`digit`)
+    if args.model != "auto" and named is None:
         raise UserFacingError(
             f"unknown model '{args.model}'; choose from {', '.join((*catalogue.names, 'auto'))}"
+        )
+    if named is not None:
+        args.model = named.name
+    if named is not None and is_taught(named) and _no_version(settings, named.name):
+        raise UserFacingError(
+            f"no {named.name} model is loaded: no version of it serves yet (teach it photos captioned "
+            f"with its labels, then `photobot retrain --model {named.name}`)"
         )
     if args.mnist_test:
         spec = DEFAULT_CATALOGUE.get(args.model)
@@ -252,6 +261,16 @@ async def evaluate_folder(
     if failed:  # counted wrong above; said apart, so a damaged file is not taken for a model's mistake
         report["unreadable"] = len(failed)
     return report, outcomes
+
+
+def _no_version(settings: Settings, name: str) -> bool:
+    from photobot.serving import model_store
+
+    store = model_store(settings)
+    try:
+        return store.active_version(name) is None
+    finally:
+        store.close()
 
 
 def _mnist_test(settings: Settings, name: str, *, quiet: bool = True) -> tuple[dict, list[Outcome]]:

@@ -45,8 +45,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from photobot.wiring import taught_catalogue
 
     known = taught_catalogue(settings)
-    if args.model not in known:
+    spec = known.named(args.model)  # a model's name (`digits`) or its mode (`digit`)
+    if spec is None:
         raise UserFacingError(f"unknown model {args.model!r}; choose from {', '.join(known.names)}")
+    args.model = spec.name
     labelled = read_labelled_set(settings.database, settings.images_dir, args.model)
     counts: dict[str, int] = {}
     with progress_bar(len(labelled.examples), "exporting", quiet=getattr(args, "quiet", False)) as bar:

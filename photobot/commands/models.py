@@ -71,8 +71,10 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from photobot.wiring import taught_catalogue
 
     known = taught_catalogue(settings)
-    if args.name not in known:
+    spec = known.named(args.name)  # a model's name (`digits`) or its mode (`digit`)
+    if spec is None:
         raise UserFacingError(f"unknown model {args.name!r}; choose from {', '.join(known.names)}")
+    args.name = spec.name
     if action == "promote":
         return _promote(store, args.name, args.version, check=not args.no_check)
     return _rollback(store, args.name, args.version)

@@ -88,6 +88,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     from photobot.wiring import taught_catalogue
 
     catalogue = taught_catalogue(settings)
+    named = catalogue.named(args.model)  # a model's name (`digits`) or its mode (`digit`)
+    args.model = named.name if named is not None else args.model
     if args.model not in catalogue:
         message = f"unknown model {args.model!r}; choose from {', '.join(catalogue.names)}"
         if args.job_id is not None:  # the bot queued it: a model deleted since says so in the job

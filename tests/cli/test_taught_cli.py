@@ -33,6 +33,29 @@ def test_a_model_made_on_the_command_line_joins_the_catalogue(data_dir: Path, ca
     assert "exported 0 labelled insects photos" in capsys.readouterr().out
 
 
+def test_evaluate_of_a_taught_model_before_its_first_version_says_so(data_dir: Path, capsys) -> None:
+    """It printed "pets (vNone): accuracy 0.00%", every photo "no pets model is loaded", and exit 0."""
+    assert main(["models", "new", "pets", "--labels", "cat", "dog"]) == 0
+    (data_dir.parent / "photos" / "cat").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", "pets", "--images", str(data_dir.parent / "photos")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("photobot evaluate: no pets model is loaded: no version of it serves yet")
+    assert "vNone" not in error
+
+
+def test_a_model_is_named_by_its_name_or_its_mode_everywhere(data_dir: Path, capsys) -> None:
+    """The names DESIGN promises: `classify --mode digits` and `export --model digit` were refused."""
+    assert main(["models", "new", "pets", "--labels", "cat", "dog"]) == 0  # the database, for export
+    assert main(["export", "--model", "digit", str(data_dir / "out")]) == 0
+    assert "exported 0 labelled digits photos" in capsys.readouterr().out
+    assert main(["models", "rollback", "flower"]) != 0  # known (no earlier version): not "unknown"
+    assert "unknown model" not in capsys.readouterr().err
+    (data_dir / "empty").mkdir()
+    assert main(["classify", "--mode", "digits", str(data_dir / "empty")]) != 0
+    assert capsys.readouterr().err.strip() == "photobot classify: no photos found in the paths given"
+
+
 def test_a_model_store_folder_keeps_its_name(data_dir: Path, capsys) -> None:
     """Old versions in the model store (a model trained by hand) would start serving a new model."""
     (data_dir / "models" / "pets" / "v1").mkdir(parents=True)
@@ -79,4 +102,4 @@ def test_a_label_added_to_the_flowers_on_the_command_line_joins_its_catalogue_en
     assert flowers.label_names[-1] == "lavender" and flowers.added == ("lavender",)
     for label in ("lavender", "daisy"):
         assert main(["models", "add-label", "flowers", label]) != 0
-        assert f"The label “{label}” is there twice." in capsys.readouterr().err
+        assert f"The model already has the label “{label}”." in capsys.readouterr().err
