@@ -286,7 +286,9 @@ def _rollback(store, name: str, version: int | None) -> int:
     if target is not None:
         _check_loads(target)
     now = store.rollback(name, version)
-    print(f"{name}: rolled back to v{now.version} (was {'v' + str(before) if before else 'none'})")
+    was = f"v{before}" if before else "none"
+    went = "rolled back to" if before is None or now.version < before else "now serving"  # a newer one
+    print(f"{name}: {went} v{now.version} (was {was})")
     return 0
 
 

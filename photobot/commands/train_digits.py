@@ -95,7 +95,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             config.seed,
             restyle=config.style_copies > 0,
         )
-    print(f"training {config.describe()} for {config.resolved_epochs} epochs …", flush=True)
+    epochs = config.resolved_epochs
+    print(f"training {config.describe()} for {epochs} epoch{'s' if epochs != 1 else ''} …", flush=True)
     trained = train_digits(
         config, mnist, photo_data=photo_data, checkpoint=args.checkpoint
     )  # logs each epoch

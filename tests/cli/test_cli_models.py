@@ -84,6 +84,9 @@ def test_promote_and_rollback_move_the_active_pointer(store, capsys):
     assert "v2 is now serving (was v1)" in capsys.readouterr().out
     assert main(["models", "rollback", "digits", "1"]) == 0
     assert store.active_version("digits") == 1
+    capsys.readouterr()
+    assert main(["models", "rollback", "digits", "2"]) == 0  # "back" to a newer version: said as it is
+    assert "digits: now serving v2 (was v1)" in capsys.readouterr().out
 
 
 def test_promote_refuses_a_corrupt_model_file_and_keeps_the_pointer(store, capsys):
