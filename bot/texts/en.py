@@ -51,11 +51,11 @@ EN: Final[dict[str, str]] = {
     ),
     "or": "or",
     "not_recognized_taught": (
-        "I don't see a digit, one of my five flowers or anything the models taught here know ({models}).\n"
+        "I don't see a digit, one of my flowers or anything the models taught here know ({models}).\n"
         "If it is one of them, send /digit, /flower or /use MODEL and the photo again."
     ),
     "not_recognized": (
-        "I don't see a digit or one of my five flowers here.\n"
+        "I don't see a digit or one of my flowers here.\n"
         "If it is one, send /digit or /flower and the photo again."
     ),
     "contribution_agreed": (

@@ -218,7 +218,7 @@ async def test_a_photo_with_nothing_on_it_is_not_recognised_and_can_be_labelled(
     user = bot.user(217)
     blank = digit_photo(np.zeros((28, 28), np.uint8), seed=5)  # an empty page
     reply = await answered_photo(bot, user, blank)
-    assert reply["text"].startswith("I don't see a digit or one of my five flowers here.")
+    assert reply["text"].startswith("I don't see a digit or one of my flowers here.")
     prediction_id = callbacks.decode(button_data(reply, "✅ Correct")).prediction_id
     record = await bot.services.store.get_prediction(prediction_id)
     assert (record.status, record.model, record.label) == ("not_recognized", None, None)

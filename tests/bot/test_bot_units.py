@@ -79,7 +79,7 @@ def test_an_answer_sure_of_its_label_but_not_of_the_photo_says_that_it_doubts_th
 def test_a_refusal_in_auto_mode_names_the_taught_models_it_asked_too() -> None:
     nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="none of them")
     said = format_in(nothing, "en", DEFAULT_CATALOGUE, "auto", taught=["pets", "insects"])
-    assert said.startswith("I don't see a digit, one of my five flowers or anything the models taught here")
+    assert said.startswith("I don't see a digit, one of my flowers or anything the models taught here")
     assert "(pets, insects)" in said and "/use MODEL" in said
     assert format_answer(nothing, "en") == text("en", "not_recognized")  # none taught: as before
 
