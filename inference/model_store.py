@@ -23,6 +23,7 @@ into place. `versions` lists metas only, fetching nothing. The cache needs no po
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -38,6 +39,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from inference.errors import ModelUnavailable
+
+ANY = object()  # `promote`'s `expected` when any version may be serving
+
+
+class ActiveVersionChanged(ModelUnavailable):
+    """Another process switched the model's serving version since the caller looked."""
+
+    def __init__(self, name: str, current: int | None) -> None:
+        super().__init__(f"{name}: v{current} serves now, not the version the change was asked from")
+        self.name, self.current = name, current
+
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +277,38 @@ class ModelStore:
         versions = self.versions(name)
         return self.get(name, versions[-1].version) if versions else None
 
-    def promote(self, name: str, version: int) -> ModelVersion:
+    def promote(self, name: str, version: int, *, expected: int | object | None = ANY) -> ModelVersion:
         """Make `version` the serving one: write the pointer beside, fsync, rename over the old (shared
         store: fetch and check the version here first, then set the registry's pointer). Its meta says
-        when it first served (`served_at`): a rollback goes back to a version that has served."""
+        when it first served (`served_at`): a rollback goes back to a version that has served.
+
+        With `expected` (the version an admin saw serving when they asked), only if that one still
+        serves, checked and switched under a lock that every process promoting with `expected` takes
+        (across machines on a shared store): ActiveVersionChanged otherwise."""
+        if expected is ANY:
+            return self._promote(name, version)
+        with self._pointer_lock(name):
+            current = self.active_version(name)
+            if current != expected:
+                raise ActiveVersionChanged(name, current)
+            return self._promote(name, version)
+
+    @contextmanager
+    def _pointer_lock(self, name: str) -> Iterator[None]:
+        if self.registry is not None:
+            with self.registry.exclusive(name):
+                yield
+            return
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".promote.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _promote(self, name: str, version: int) -> ModelVersion:
         target = self.get(name, version)
         if "served_at" not in target.meta:
             target = self.update_meta(name, version, served_at=time.time())
@@ -285,9 +325,11 @@ class ModelStore:
         _fsync_dir(pointer.parent)
         return target
 
-    def rollback(self, name: str, version: int | None = None) -> ModelVersion:
-        """Serve an earlier version: the one given, or `rollback_target`'s."""
-        return self.promote(name, self.rollback_target(name, version))
+    def rollback(
+        self, name: str, version: int | None = None, *, expected: int | object | None = ANY
+    ) -> ModelVersion:
+        """Serve an earlier version: the one given, or `rollback_target`'s (`expected`: see `promote`)."""
+        return self.promote(name, self.rollback_target(name, version), expected=expected)
 
     def rollback_target(self, name: str, version: int | None = None) -> int:
         """The version a rollback serves: the one given (it must exist), else the newest below the

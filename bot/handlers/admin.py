@@ -22,6 +22,7 @@ from bot.callbacks import MAX_ID_DIGITS
 from bot.services import Services, edit_pressed_message, lang, services
 from bot.texts import text, usage
 from inference.errors import InferenceError
+from inference.model_store import ActiveVersionChanged
 from storage.records import ModelEvent
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ async def on_rollback_choice(update: Update, context: ContextTypes.DEFAULT_TYPE)
         elif (current or 0) != choice.current:
             message = text(language, "rollback_stale", name=choice.model, current=current)
         else:
-            message = await _roll_back(found, choice.model, choice.target, presser, language)
+            message = await _roll_back(found, choice.model, choice.target, presser, language, current)
     await query.answer()
     await edit_pressed_message(query, message)
 
@@ -274,11 +275,18 @@ async def admins_choice(
     return choice
 
 
-async def _roll_back(found: Services, name: str, target: int, actor: int, language: str) -> str:
-    """Serve `target` now; if it does not load, the previous version serves again."""
-    previous = found.model_store.active_version(name)
+async def _roll_back(
+    found: Services, name: str, target: int, actor: int, language: str, previous: int | None
+) -> str:
+    """Serve `target` now, if `previous` still serves (another bot process may have switched it since
+    this one looked); if it does not load, the previous version serves again."""
     try:
-        served = await asyncio.to_thread(found.model_store.rollback, name, target)
+        served = await asyncio.to_thread(found.model_store.rollback, name, target, expected=previous)
+    except ActiveVersionChanged as changed:
+        return text(language, "rollback_stale", name=name, current=changed.current)
+    except InferenceError as error:
+        return text(language, "rollback_failed", reason=str(error))
+    try:
         await found.classifier.reload(name)
         found.refresh_labels()  # its labels, with those added in the chat since (`/addlabel`)
     except InferenceError as error:

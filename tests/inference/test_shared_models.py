@@ -17,7 +17,7 @@ import pytest
 from inference.classifier import Classifier
 from inference.engine import EngineConfig
 from inference.errors import ModelUnavailable
-from inference.model_store import FILES_RECORD, MODEL_FILE, ModelStore
+from inference.model_store import FILES_RECORD, MODEL_FILE, ActiveVersionChanged, ModelStore
 from inference.seeding import seed_model
 from photobot.serving import model_store
 from photobot.settings import Settings
@@ -312,3 +312,26 @@ def test_the_cold_cache_benchmark_fetches_the_serving_version_into_empty_folders
     assert fetched.megabytes == pytest.approx(0.200_005, abs=1e-9)  # model.keras and head.npz
     assert len(fetched.get_s) == len(fetched.fetch_s) == 2 and min(fetched.get_s) > 0
     assert (tmp_path / "bench" / "cold1" / "digits" / "v1" / MODEL_FILE).read_bytes() == b"x" * 100_000
+
+
+def test_a_rollback_asked_from_a_version_no_longer_serving_is_refused_on_every_machine(stores):
+    """Two admins confirm different rollbacks at once on two bot replicas: each checked the serving
+    version in its own process, both switched, and one was told of a version that did not serve."""
+    one, two = stores
+    for content in (b"first", b"second", b"third"):
+        one.promote("digits", _publish(one, content))
+    two.rollback("digits", 2, expected=3)  # one admin's, from v3
+    with pytest.raises(ActiveVersionChanged) as refused:
+        one.rollback("digits", 1, expected=3)  # the other's, also asked from v3: it changed meanwhile
+    assert refused.value.current == 2 and one.active_version("digits") == 2
+
+
+def test_a_rollback_asked_from_a_version_no_longer_serving_is_refused_in_a_local_store(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    for content in (b"first", b"second", b"third"):
+        store.promote("digits", _publish(store, content))
+    store.rollback("digits", 2, expected=3)
+    with pytest.raises(ActiveVersionChanged):
+        store.rollback("digits", 1, expected=3)
+    assert store.active_version("digits") == 2
+    assert store.names() == ["digits"] and [v.version for v in store.versions("digits")] == [1, 2, 3]
