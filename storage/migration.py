@@ -84,6 +84,9 @@ class MigrationReport:
         return sum(t.copied for t in self.tables)
 
 
+MIGRATION_LOCK = 0x70686F746F6D6967  # pg_advisory_lock's key for `photobot db migrate` runs ("photomig")
+
+
 def migrate_install(
     source: Path,
     images_dir: Path,
@@ -109,7 +112,12 @@ def migrate_install(
         dst = open_database(target)
         try:
             say(f"from {source} (photos in {images_dir}) to {describe(target)}")
-            return _migrate(src, dst, Path(images_dir), say, models)
+            # One run at a time: a second one started meanwhile waits, then finds everything there.
+            dst.execute("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK,))
+            try:
+                return _migrate(src, dst, Path(images_dir), say, models)
+            finally:
+                dst.execute("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK,))
         finally:
             dst.close()
     finally:

@@ -4,7 +4,9 @@ copies nothing; a bad URL or a refused target is one clear line."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,27 @@ async def test_a_target_that_is_not_postgresql_or_holds_other_rows_is_one_line(i
     assert line.startswith(
         "photobot db: the target already holds different rows under the same keys (users: 1"
     )
+
+
+async def test_migrations_started_at_once_into_one_target_each_finish(install, postgres_url):
+    """Three `db migrate` runs at once: one copied and the others crashed with a raw UniqueViolation
+    traceback. A run now waits for the one before it, then finds everything there."""
+    from photobot.commands.db import local_models
+    from storage.migration import migrate_install
+
+    start = threading.Barrier(3)
+
+    def migrate():
+        start.wait()
+        return migrate_install(
+            install / "photobot.sqlite3",
+            install / "images",
+            postgres_url,
+            say=lambda line: None,
+            models=local_models(install / "models"),
+        )
+
+    reports = await asyncio.gather(*(asyncio.to_thread(migrate) for _ in range(3)))
+    copied = sorted(report.copied for report in reports)
+    assert copied[:2] == [0, 0] and copied[2] > 0
+    assert sorted(report.models.versions_copied for report in reports if report.models) == [0, 0, 2]
