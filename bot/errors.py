@@ -20,6 +20,7 @@ from inference.errors import (
     ModelUnavailable,
     UnsupportedImage,
 )
+from storage.errors import DatabaseUnavailable, WriteFailed
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +67,26 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     if isinstance(error, Forbidden):  # the person blocked the bot, or left the group: nobody to tell
         logger.info("Telegram refused a call: %s", error)
         return
+    if isinstance(error, WriteFailed | DatabaseUnavailable):  # passing: the person can send it again
+        if found is not None:
+            found.metrics.error("database")
+        logger.warning("The database failed an update's write: %s", error)
+        await _tell(update, context, "database_busy")
+        return
     if found is not None:
         found.metrics.error("handler")
     logger.error("Error while handling an update", exc_info=error)
+    await _tell(update, context, "internal_error")
+
+
+async def _tell(update: object, context: ContextTypes.DEFAULT_TYPE, key: str) -> None:
+    """Say `key` to the person whose update failed: an alert under a pressed button, else a message."""
     if not isinstance(update, Update) or update.effective_chat is None:
         return
     try:
         if update.callback_query is not None:
-            await update.callback_query.answer(text(lang(update), "internal_error"), show_alert=True)
+            await update.callback_query.answer(text(lang(update), key), show_alert=True)
         else:
-            await context.bot.send_message(update.effective_chat.id, text(lang(update), "internal_error"))
+            await context.bot.send_message(update.effective_chat.id, text(lang(update), key))
     except Exception as reply_error:  # the reply itself failed: logging it is all we can do
         logger.warning("Could not tell the user about the error: %s", reply_error)

@@ -69,7 +69,7 @@ class BotMetrics:
         self._errors = Counter(
             "photobot_errors",
             "Failures on the bot's side, by kind: deadline, model_unavailable, inference_unavailable, "
-            "worker_lost, download_timeout, download_failed, telegram, handler",
+            "worker_lost, download_timeout, download_failed, telegram, database, handler",
             ["kind"],
             registry=registry,
         )

@@ -20,6 +20,11 @@ class DatabaseUnavailable(StorageError):
     """The database cannot be reached or opened (DATABASE_URL: host, password, database name)."""
 
 
+class WriteFailed(StorageError):
+    """A transaction failed as a whole (the database went away, or its write lock was held past the
+    busy timeout): nothing of it is stored, and the same write later may well succeed."""
+
+
 class PredictionNotFound(StorageError):
     """The prediction does not exist (never did, or it was deleted by /forget): a stale button."""
 

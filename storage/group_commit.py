@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 import aiosqlite
 
 from storage.dialect import Connection
-from storage.errors import StorageError
+from storage.errors import StorageError, WriteFailed
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,11 @@ class GroupCommit:
         try:
             outcomes = await self._writer.run(_commit_batch, functions)
         except Exception as error:  # the whole transaction failed: nobody's write is durable
-            log.exception("group commit of %d writes failed", len(batch))
+            # One line: during an outage every write fails alike, and each caller says what it lost.
+            log.warning("group commit of %d writes failed: %s", len(batch), error)
             for write in batch:
                 if not write.future.done():
-                    write.future.set_exception(StorageError(f"the database write failed: {error}"))
+                    write.future.set_exception(WriteFailed(f"the database write failed: {error}"))
             return
         self.batches += 1
         self.writes += len(batch)

@@ -282,6 +282,7 @@ EN: Final[dict[str, str]] = {
         "I can't look at photos right now: my recognition service is not answering. "
         "I kept your photo as an example of “{label}”, so it still counts for my next training."
     ),
+    "database_busy": "I couldn't store that just now. Please send it again in a minute.",
     "internal_error": "Something went wrong on my side. Please try again.",
     # Teaching new models from the chat (bot.handlers.teach).
     "newmodel_usage": (

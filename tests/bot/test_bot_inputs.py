@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import sqlite3
 import struct
 import time
 import zlib
@@ -489,3 +490,20 @@ async def test_a_person_who_blocked_the_bot_is_no_error(
     assert any(r.levelno == logging.INFO and "bot was blocked" in r.getMessage() for r in caplog.records)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert len(await bot.services.store.user_predictions(user)) == 1  # the answer is kept
+
+
+@pytest.mark.slow  # holds the database's write lock past its 10 s busy timeout
+async def test_a_write_the_database_fails_asks_the_person_to_send_it_again(bot: BotHarness, glyphs) -> None:
+    """Another process held the write lock too long: the labelled photo was not stored and the person
+    read "Something went wrong on my side", with two tracebacks in the log."""
+    user = fresh_user(bot)
+    holder = sqlite3.connect(bot.settings.database_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        answer = await bot.photo(user, digit_photo(glyphs[8], seed=96), "8", timeout=60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert answer["text"] == text("en", "database_busy")
+    again = await bot.photo(user, digit_photo(glyphs[8], seed=96), "8")
+    assert "You labelled it 8" in again["text"], again["text"]
