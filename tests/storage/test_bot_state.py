@@ -123,9 +123,8 @@ async def test_a_job_that_ended_unwatched_is_reported_by_one_bot_process(databas
     async with await Store.open(database, tmp_path / "images") as store:
         watched = await store.create_retrain_job("flowers", chat_id=5, watcher=first)
         await store.set_retrain_message(watched.id, 76)
-        assert await store.fail_retrain_job(
-            watched.id, "the job process could not start"
-        )  # reported as usual
+        assert await store.fail_retrain_job(watched.id, "the job process could not start")
+        await store.mark_retrain_reported(watched.id)  # reported as usual, by the bot that watched it
         job = await store.create_retrain_job("digits", chat_id=5, watcher=first)
         await store.set_retrain_message(job.id, 77)
         await store.start_retrain_job(job.id, pid=os.getpid())
@@ -137,4 +136,24 @@ async def test_a_job_that_ended_unwatched_is_reported_by_one_bot_process(databas
             store.claim_retrain_report(job.id, second), store.claim_retrain_report(job.id, third)
         )
         assert sorted(claimed) == [False, True]
+        await store.mark_retrain_reported(job.id)
         assert await store.unreported_retrain_jobs(3600) == []  # reported once
+        assert not await store.claim_retrain_report(job.id, third)
+
+
+async def test_the_report_of_a_job_whose_watcher_died_is_claimed_from_that_watcher_only(
+    database, tmp_path: Path
+) -> None:
+    """A bot process killed while it watched a job never lets go of it: the next one on its machine
+    claims the report from that dead watcher by name; a watcher that lives keeps it."""
+    dead, alive, next_bot = new_watcher(), new_watcher(), new_watcher()
+    async with await Store.open(database, tmp_path / "images") as store:
+        job = await store.create_retrain_job("digits", chat_id=5, watcher=dead)
+        await store.set_retrain_message(job.id, 78)
+        assert await store.fail_retrain_job(job.id, "the job process was killed by SIGKILL")
+        assert [j.id for j in await store.unreported_retrain_jobs(3600)] == [job.id]
+        assert not await store.claim_retrain_report(job.id, next_bot)  # watched: not without a name
+        assert not await store.claim_retrain_report(job.id, next_bot, from_dead=alive)
+        assert await store.claim_retrain_report(job.id, next_bot, from_dead=dead)
+        await store.mark_retrain_reported(job.id)
+        assert await store.unreported_retrain_jobs(3600) == []
