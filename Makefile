@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PHOTOBOT_DATASETS ?= $(abspath ../shared/data)
 export PHOTOBOT_DATASETS
 
-.PHONY: install install-bot run test test-fast lint types format playground browser postgres nginx clean
+.PHONY: install run test test-fast lint types format playground browser postgres nginx clean
 
 install: $(VENV)/.installed
 
@@ -15,13 +15,6 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
-
-# A production machine: the bot and what it needs to run, without the test tools and Ray (the `dev`
-# extra `install` adds; docs/operations.md).
-install-bot:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
 
 run: install
 	$(BIN)/photobot run --playground-without-token
