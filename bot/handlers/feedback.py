@@ -15,7 +15,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot import callbacks, keyboards
 from bot.handlers import numbers
-from bot.services import Services, accessible_message, lang, services
+from bot.services import Services, accessible_message, edit_pressed_message, lang, services
 from bot.texts import text
 from storage.errors import NotPredictionOwner, PredictionNotFound
 from storage.records import PredictionRecord, negative_label
@@ -231,12 +231,7 @@ async def _edit_thanks(query: CallbackQuery, thanks: str) -> None:
     message = accessible_message(query)
     if message is None:
         return
-    original = message.text or ""
-    try:
-        await query.edit_message_text(f"{original}\n\n{thanks}".strip(), reply_markup=None)
-    except BadRequest as error:
-        if "not modified" not in str(error).lower():
-            raise
+    await edit_pressed_message(query, f"{message.text or ''}\n\n{thanks}".strip())
 
 
 def register(application: Application) -> None:

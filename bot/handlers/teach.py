@@ -256,15 +256,15 @@ async def change_taught_labels(
     """Give the taught `model` the labels `change` makes of its own (it raises TaughtError for a change
     that cannot be made), written only over the labels it was made from: a label another admin added
     or removed meanwhile, through another bot process, is kept rather than overwritten."""
-    for _ in range(tries - 1):
+    for attempt in range(1, tries + 1):
         spec = found.catalogue[model]
         try:
             await found.store.set_taught_labels(model, change(spec), expected=spec.label_names)
             return
         except TaughtLabelsChanged:
+            if attempt == tries:
+                raise
             await found.refresh_taught()
-    spec = found.catalogue[model]
-    await found.store.set_taught_labels(model, change(spec), expected=spec.label_names)
 
 
 def _taught(found: Services, name: str) -> ModelSpec | None:
