@@ -7,6 +7,7 @@ from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandl
 
 from bot.services import lang, services
 from bot.texts import text
+from inference.catalogue import Catalogue, ModelKind
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -26,10 +27,21 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 def help_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
     """The help; an admin also reads the admin commands, which nobody else may use."""
+    found, language = services(context), lang(update)
     user_id = update.effective_user.id if update.effective_user else None
-    if services(context).is_admin(user_id):
-        return f"{text(lang(update), 'help')}\n\n{text(lang(update), 'help_admin')}"
-    return text(lang(update), "help")
+    flowers = shipped_labels(context.bot_data["catalogue"], found.catalogue, language)
+    helped = text(language, "help", flowers=", ".join(flowers))
+    if found.is_admin(user_id):
+        return f"{helped}\n\n{text(language, 'help_admin')}"
+    return helped
+
+
+def shipped_labels(commands: Catalogue, serving: Catalogue, language: str) -> list[str]:
+    """What the shipped image models (those with a chat command) know, as people read it, with the
+    labels admins added to them since (`/addlabel flowers lavender`, in `serving`): the models taught
+    here are `/use`'s to list."""
+    shipped = (spec for spec in commands.of_kind(ModelKind.IMAGE_CLASSIFIER) if spec.shipped)
+    return [label.shown(language) for spec in shipped for label in (serving.get(spec.name) or spec).labels]
 
 
 async def refuse_sticker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

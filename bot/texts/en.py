@@ -9,8 +9,8 @@ from typing import Final
 
 EN: Final[dict[str, str]] = {
     "help": (
-        "Send me a photo of a handwritten digit (or a number) or of a flower — daisy, dandelion, "
-        "roses, sunflowers, tulips — and I'll say what it is and how sure I am.\n"
+        "Send me a photo of a handwritten digit (or a number) or of a flower — {flowers} — and I'll "
+        "say what it is and how sure I am.\n"
         "Tell me when I'm wrong with the buttons under the answer: I learn from it.\n"
         "Send a photo with a caption such as 7 or roses to teach me a labelled example.\n\n"
         "/digit — read every photo as a digit or number\n"

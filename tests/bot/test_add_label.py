@@ -116,7 +116,9 @@ async def test_an_admin_adds_lavender_and_people_teach_it_while_the_model_answer
     assert added["text"] == text(
         "en", "addlabel_done_builtin", model="flowers", labels=labels, label="lavender", minimum=10
     )
+    assert f"a flower — {labels} — and" in (await bot.say(admin, "/help"))["text"]
     ru = bot.user(ADMIN_RU, "Рут", language_code="ru")
+    assert "цветка (ромашка, розы, подсолнухи, lavender)" in (await bot.say(ru, "/help"))["text"]
     assert (await bot.say(ru, "/addlabel flowers lavender"))["text"] == text(
         "ru", "teach_label_exists", label="lavender"
     )
@@ -216,6 +218,7 @@ async def test_dellabel_removes_an_added_label_and_keeps_its_photos(bots: list[B
         "en", "dellabel_done", model="flowers", label="lavender", labels=", ".join(CLASSES)
     )
     assert bot.services.catalogue.find_caption("lavender") is None
+    assert "a flower — daisy, roses, sunflowers — and" in (await bot.say(admin, "/help"))["text"]
     assert [(a.label, a.removed) for a in await bot.services.store.added_labels()] == [("lavender", True)]
     labelled = await bot.services.store.labelled_set("flowers")
     assert len(labelled.examples) == TAUGHT + 1  # the photos stay stored

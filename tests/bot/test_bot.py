@@ -52,9 +52,12 @@ async def test_start_and_help_speak_the_users_language(bot: BotHarness) -> None:
     russian = bot.user(102, "Иван", "ru")
     other = bot.user(103, "Hans", "de")
     assert (await bot.say(english, "/start")).get("text", "").startswith("Hello, Ann!")
-    assert "Send me a photo" in (await bot.say(english, "/help"))["text"]
+    flowers = "a flower — daisy, dandelion, roses, sunflowers, tulips — and"
+    assert flowers in (await bot.say(english, "/help"))["text"]
     assert (await bot.say(russian, "/start"))["text"].startswith("Здравствуйте, Иван!")
-    assert "Пришлите фото" in (await bot.say(russian, "/help"))["text"]
+    russian_help = (await bot.say(russian, "/help"))["text"]
+    assert "Пришлите фото" in russian_help
+    assert "цветка (ромашка, одуванчик, розы, подсолнухи, тюльпаны) — и" in russian_help
     assert "Send me a photo" in (await bot.say(other, "/help"))["text"]  # English otherwise
     commands = bot.server.commands
     assert [c["command"] for c in commands[""]] == [
