@@ -22,7 +22,6 @@ class RetrainOptions:
     model: str
     job_id: int | None = None  # the job the bot queued; None: the command line creates one
     force: bool = False  # train even with fewer new labels than Settings.retrain_min_new_labels
-    fine_tune: bool = False  # flowers: also fine-tune the backbone (not available, as in `train flowers`)
     limit: int | None = None  # digits: MNIST training digits used; flowers: base photos per class
     test_limit: int | None = None  # digits: first N MNIST test digits for the gate (None: all 10,000)
     epochs: int | None = None  # None: 2 for digits, up to 300 (early stopping) for flowers

@@ -238,10 +238,6 @@ class FlowersRetrainer(Retrainer):
         from training.effnet_lite0 import backbone_id
         from training.flower_model import HEAD_FILE, is_package_backbone
 
-        if self.options.fine_tune:
-            raise RetrainError(
-                f"--fine-tune is not available for {self.spec.name} in this version; retrain without it"
-            )
         head_file = self.serving.path / HEAD_FILE
         if not head_file.is_file():
             raise RetrainError(

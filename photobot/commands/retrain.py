@@ -35,9 +35,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="retrain even with fewer new labelled photos than the minimum"
     )
     parser.add_argument(
-        "--fine-tune", action="store_true", help="flowers: also fine-tune the backbone (not available yet)"
-    )
-    parser.add_argument(
         "--limit",
         type=positive_int,
         help="digits: MNIST training digits used (default 20000); flowers: photos per class",
@@ -63,7 +60,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--learning-rate", type=float, help="default: 3e-4 for digits, 1e-4 for the flower head"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the shuffles, the augmentation and the initial weights (0)"
+    )
     parser.add_argument(
         "--worker",
         help="the worker (host/pid/tag) that claimed --job-id and started this process: it ends with it",
@@ -109,7 +108,6 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         model=args.model,
         job_id=args.job_id,
         force=args.force,
-        fine_tune=args.fine_tune,
         limit=args.limit,
         test_limit=args.test_limit,
         epochs=args.epochs,

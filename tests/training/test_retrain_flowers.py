@@ -21,7 +21,7 @@ from photobot.settings import Settings
 from photobot.wiring import retrain_settings, taught_catalogue
 from storage import SyncStore
 from tests.support.retrain import ONE_PERSON, store_labels
-from training.retrain import RetrainError, RetrainOptions, run_retrain
+from training.retrain import RetrainOptions, run_retrain
 
 pytestmark = pytest.mark.slow
 CLASSES = ("daisy", "roses", "sunflowers")
@@ -62,15 +62,6 @@ def _trained_store(folder: Path, flowers_path: Path, mnist_path: Path, *train_op
 @pytest.fixture(scope="module")
 def settings(flowers_path: Path, mnist_path: Path, tmp_path_factory: pytest.TempPathFactory):
     yield from _trained_store(tmp_path_factory.mktemp("flowers-retrain"), flowers_path, mnist_path)
-
-
-def test_fine_tuning_the_backbone_in_a_retrain_is_refused_clearly(settings: Settings) -> None:
-    with pytest.raises(RetrainError, match="--fine-tune is not available for flowers"):
-        run_retrain(retrain_settings(settings), RetrainOptions(model="flowers", force=True, fine_tune=True))
-    with SyncStore(settings.database_path, settings.images_dir) as store:
-        job = store.recent_retrain_jobs("flowers")[0]
-    assert job.status == "failed" and "--fine-tune is not available" in job.error
-    assert ModelStore(settings.models_dir).active_version("flowers") == 1
 
 
 def test_the_flower_head_is_retrained_on_chat_photos_and_new_classes_are_reported_not_added(
