@@ -40,7 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photos", type=int, default=200, help="distinct photos per model (default 200)")
     parser.add_argument("--swap-seconds", type=float, default=30.0, help="hot-swap run length; 0 skips it")
     parser.add_argument("--swap-every", type=float, default=5.0, help="seconds between swaps (default 5)")
-    parser.add_argument("--swap-model", default="digits", choices=("digits", "flowers"))
+    parser.add_argument(
+        "--swap-model", default="digits", choices=("digits", "flowers"), help="the model hot-swapped (digits)"
+    )
     parser.add_argument("--no-baselines", action="store_true", help="measure the engine only")
     parser.add_argument(
         "--remote",

@@ -37,15 +37,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_shipped = sub.add_parser(
         "add-shipped", help="store this release's shipped default as a new version (not serving yet)"
     )
-    add_shipped.add_argument("name", choices=shipped)
+    add_shipped.add_argument("name", choices=shipped, help="the shipped model to store")
     new = sub.add_parser("new", help="a new image model taught from labelled photos (as /newmodel)")
     new.add_argument("name", help="up to 20 lowercase letters, digits or _, starting with a letter")
     new.add_argument("--labels", nargs="+", required=True, help="2 to 50 labels")
     add_label = sub.add_parser(
         "add-label", help="one more label for a taught model or the flowers (as /addlabel)"
     )
-    add_label.add_argument("name")
-    add_label.add_argument("label")
+    add_label.add_argument(
+        "name", help="the flowers or a taught model (not the digits, whose labels are fixed)"
+    )
+    add_label.add_argument("label", help="up to 30 characters, with a letter; a label it has is refused")
     rollback = sub.add_parser("rollback", help="serve an earlier version (default: the one before)")
     rollback.add_argument("name", help=f"{', '.join(NAMES)} or a taught model")
     rollback.add_argument(

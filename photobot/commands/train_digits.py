@@ -41,7 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also train on N copies of every MNIST digit redrawn in other writers' styles "
         "(flagged 1s, crossed 7s, slant, aspect, elastic, pen width); photo digits are restyled too",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the shuffles, the augmentation and the initial weights (0)"
+    )
     parser.add_argument(
         "--learning-rate", type=float, default=1e-3, help="Adam's starting rate (default 1e-3)"
     )

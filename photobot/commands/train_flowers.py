@@ -26,7 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--epochs", type=int, default=300, help="upper bound; early stopping decides (default 300)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the shuffles, the augmentation and the initial weights (0)"
+    )
     parser.add_argument(
         "--non-flower-photos",
         type=int,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -97,3 +99,20 @@ def test_the_keras_backend_of_dotenv_reaches_keras(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     assert cli.main(["models", "list", "--json"]) == 0
     assert os.environ["KERAS_BACKEND"] == "torch"
+
+
+def test_every_command_and_option_says_what_it_is_for() -> None:
+    """`photobot … --help` is the command line's manual: an option listed without a word is a guess."""
+
+    def silent(parser: argparse.ArgumentParser, path: str) -> Iterator[str]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {choice.dest for choice in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if name not in helped:
+                        yield f"{path} {name}"
+                    yield from silent(sub, f"{path} {name}")
+            elif not action.help:
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(silent(cli.build_parser(), "photobot")) == []
