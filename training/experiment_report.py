@@ -24,6 +24,7 @@ SUMMARY_CSV = "summary.csv"
 COMPARISONS_CSV = "comparisons.csv"
 RUNS_CSV = "runs.csv"
 PLOT_PNG = "accuracy.png"
+ACCURACY = (0.0, 1.0)  # what an accuracy's interval may span
 _ZOOM_POINTS = 10.0  # the plot's second panel shows the architectures within this many points of the best
 
 
@@ -102,8 +103,8 @@ def _arch_result(arch: str, runs: dict[int, dict]) -> ArchResult:
     ordered = [runs[k] for k in sorted(runs)]
     return ArchResult(
         arch=arch,
-        test=summarize([r["test_accuracy"] for r in ordered]),
-        train=summarize([r["train_accuracy"] for r in ordered]),
+        test=summarize([r["test_accuracy"] for r in ordered], bounds=ACCURACY),
+        train=summarize([r["train_accuracy"] for r in ordered], bounds=ACCURACY),
         seconds=sum(r["seconds"] for r in ordered) / len(ordered),
         parameters=int(ordered[0].get("parameters", 0)),
     )

@@ -28,6 +28,13 @@ def test_summary_matches_scipy_mean_std_and_t_interval(n: int) -> None:
     assert (s.min, s.max) == (x.min(), x.max())
 
 
+def test_an_interval_is_cut_to_the_bounds_its_values_live_in() -> None:
+    s = stats.summarize([0.99, 0.95], bounds=(0.0, 1.0))  # two splits: t(1) = 12.7
+    low, high = scipy.stats.t.interval(0.95, 1, loc=0.97, scale=scipy.stats.sem([0.99, 0.95]))
+    assert (s.ci_low, s.ci_high) == (pytest.approx(low), 1.0) and high > 1.0
+    assert math.isnan(stats.summarize([0.9], bounds=(0.0, 1.0)).ci_high)
+
+
 def test_summary_of_one_value_has_no_spread_or_interval() -> None:
     s = stats.summarize([0.9])
     assert s.mean == 0.9 and s.min == 0.9 and s.max == 0.9
