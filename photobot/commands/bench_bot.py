@@ -121,7 +121,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="seconds a bot may take to start answering before the run gives up (default 300)",
     )
-    parser.add_argument("--json", type=Path, help="also write the results here (one JSON object)")
+    parser.add_argument("--json", action="store_true", help="end with the results as one JSON object")
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -155,7 +155,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signal.SIGTERM, previous)
     print_results(results, "checkout" if args.checkout else None)
     if args.json:
-        args.json.write_text(json.dumps(as_json(results), indent=2) + "\n")
+        print(json.dumps(as_json(results), sort_keys=True))
     return 0
 
 

@@ -113,16 +113,17 @@ def converted_store(tmp_path, tiny_digit_model, tiny_flower_model) -> ModelStore
     return store
 
 
-def two_small_rounds(tmp_path, monkeypatch, mnist_path, store, *options: str) -> dict:
+def two_small_rounds(tmp_path, monkeypatch, capsys, mnist_path, store, *options: str) -> tuple[dict, str]:
     """`photobot bench bot` for two rounds of two users and three digit photos, run from `tmp_path`:
-    its --json report."""
+    its --json report (the last line it prints) and all it printed."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PHOTOBOT_DATASETS", str(mnist_path.parent))
-    report = tmp_path / "bench.json"
     argv = ["bench", "bot", "--users", "2", "--kinds", "digits", "--photos", "3", "--seconds", "1"]
-    argv += ["--warmup", "0.5", "--rounds", "2", *options, "--models", str(store.root), "--json", str(report)]
+    argv += ["--warmup", "0.5", "--rounds", "2", *options, "--models", str(store.root), "--json"]
+    capsys.readouterr()
     assert main(argv) == 0
-    return json.loads(report.read_text())
+    out = capsys.readouterr().out
+    return json.loads(out.strip().splitlines()[-1]), out
 
 
 @pytest.mark.process
@@ -130,13 +131,14 @@ def test_bench_bot_alternates_the_two_bots_and_reports_every_round(
     tmp_path, monkeypatch, mnist_path, tiny_digit_model, tiny_flower_model, capsys
 ):
     store = converted_store(tmp_path, tiny_digit_model, tiny_flower_model)
-    rows = two_small_rounds(tmp_path, monkeypatch, mnist_path, store)["scenarios"]
+    result, out = two_small_rounds(tmp_path, monkeypatch, capsys, mnist_path, store)
+    rows = result["scenarios"]
     order = [(r["round"], r["bot"]) for r in rows]
     assert order == [(1, "bare"), (1, "photobot"), (2, "bare"), (2, "photobot")]
     assert all(r["photos"] > 0 and r["p95_ms"] is not None for r in rows)
     assert all(r["answered"] > 0 for r in rows if r["bot"] == "photobot")  # answers with ✅ / ❌ buttons
     assert all(r["answered"] == 0 for r in rows if r["bot"] == "bare")  # it replies "ok", nothing more
-    assert "digits, 2 users: PhotoBot reaches" in capsys.readouterr().out
+    assert "digits, 2 users: PhotoBot reaches" in out
 
 
 @pytest.mark.process
@@ -144,8 +146,8 @@ def test_bench_bot_runs_photobot_on_sqlite_and_on_a_throwaway_postgresql_in_turn
     tmp_path, monkeypatch, mnist_path, tiny_digit_model, tiny_flower_model, capsys
 ):
     store = converted_store(tmp_path, tiny_digit_model, tiny_flower_model)
-    result = two_small_rounds(tmp_path, monkeypatch, mnist_path, store, "--no-bare", "--backend", "both")
-    out = capsys.readouterr().out
+    options = ("--no-bare", "--backend", "both")
+    result, out = two_small_rounds(tmp_path, monkeypatch, capsys, mnist_path, store, *options)
     rows = result["scenarios"]
     order = [(r["round"], r["bot"], r["backend"]) for r in rows]
     assert order == [
