@@ -61,9 +61,6 @@ class Services:
     # The models this bot serves, with each one's labels as its serving version names them.
     catalogue: Catalogue = DEFAULT_CATALOGUE
     features: PhotoFeatures | None = None  # a taught photo's features, cached when it arrives
-    # /forget's reach outside the database: delete the copies retraining made of these photos (cached
-    # features, report pictures; `training.forget`, handed in by the composition root). Blocking.
-    remove_photo_copies: Callable[[list[str]], object] | None = None
     metrics: BotMetrics = field(default_factory=BotMetrics)  # records nothing unless METRICS_PORT is set
     # What the composition root started with the services (the metrics endpoint), closed first with them.
     closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

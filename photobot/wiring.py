@@ -209,7 +209,6 @@ async def open_services(
             Path(settings.data_dir), settings.max_image_bytes, settings.max_image_pixels
         ),
         metrics=BotMetrics(registry),
-        remove_photo_copies=copies_remover(settings),
     )
     found.refresh_labels()
     await found.refresh_taught()

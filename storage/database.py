@@ -462,17 +462,17 @@ class Store(ModelCalls, StateCalls, PhotoCalls, UpdateCalls):
 
     # ------------------------------------------------------------ /forget
 
-    async def forget(
-        self, user_id: int, *, remove_copies: Callable[[list[str]], object] | None = None
-    ) -> ForgetReport:
+    async def forget(self, user_id: int) -> ForgetReport:
         """Delete every row about a user, and the photos (rows and files) nobody else sent.
 
-        `remove_copies(sha256s)` deletes what was made from the user's photos outside the database
-        (cached features, report pictures), in a thread. It runs before the rows go, so a crash in
-        between leaves the user to forget again, never copies whose photos nobody can name any more;
-        and again once the image files are gone, for copies a retraining job made meanwhile (from
-        then on a job can no longer read the photos). A blocked user's block is kept.
+        The store's `remove_copies(sha256s)` (see `open`) deletes what this machine made of the user's
+        photos outside the database (cached features, report pictures), in a thread. It runs before
+        the rows go, so a crash in between leaves the user to forget again, never copies whose photos
+        nobody can name any more; and again once the image files are gone, for copies a retraining job
+        made meanwhile (from then on a job can no longer read the photos). Other machines remove
+        theirs at their next cache sweep (`apply_forgotten`). A blocked user's block is kept.
         """
+        remove_copies = self._remove_copies
         sha256s: list[str] = []
         if remove_copies is not None:
             sha256s = await self._read(functools.partial(sql.user_photo_hashes, user_id=user_id))

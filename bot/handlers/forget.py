@@ -53,7 +53,7 @@ async def on_forget_choice(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         return
     found = services(context)
     async with found.lock(("user", choice.user_id)):
-        report = await found.store.forget(choice.user_id, remove_copies=found.remove_photo_copies)
+        report = await found.store.forget(choice.user_id)
     logger.info("Forgot user %s: %s", choice.user_id, report)
     done = text(language, "forget_done", photos=report.photos)
     if report.kept_block:

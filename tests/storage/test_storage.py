@@ -10,7 +10,7 @@ import time
 import pytest
 
 from inference.prediction import Prediction
-from storage import NOT_A_DIGIT, JobAlreadyActive, NotPredictionOwner, PredictionNotFound, SyncStore
+from storage import NOT_A_DIGIT, JobAlreadyActive, NotPredictionOwner, PredictionNotFound, Store, SyncStore
 from tests.support.storage import execute, label_photo, open_store, png, predict, rows
 
 
@@ -392,18 +392,25 @@ async def test_forget_of_an_unblocked_user_keeps_no_row(store):
     assert await store.get_user(6) is None and await store.blocked_users() == []
 
 
-async def test_forget_removes_copies_before_and_after_the_rows_with_every_photo_of_the_user(store):
-    shared, own = png(14), png(15)
-    await label_photo(store, user_id=7, message_id=1, image=shared, true_label="3")
-    await label_photo(store, user_id=7, message_id=2, image=own, true_label="4")
-    await label_photo(store, user_id=8, message_id=1, image=shared, true_label="3")
-    hashes = sorted([(await store.add_photo(shared)).sha256, (await store.add_photo(own)).sha256])
+async def test_forget_removes_copies_before_and_after_the_rows_with_every_photo_of_the_user(
+    tmp_path, database
+):
     calls: list[tuple[list[str], bool]] = []
+    hashes: list[str] = []
 
-    def remove_copies(sha256s: list[str]) -> None:
-        calls.append((list(sha256s), store.images.exists(hashes[0]) and store.images.exists(hashes[1])))
+    def remove_copies(sha256s: list[str]) -> None:  # the copies this machine made, as opened with
+        calls.append((list(sha256s), all(store.images.exists(sha256) for sha256 in hashes)))
 
-    await store.forget(7, remove_copies=remove_copies)
+    store = await Store.open(database, tmp_path / "images", remove_copies=remove_copies)
+    try:
+        shared, own = png(14), png(15)
+        await label_photo(store, user_id=7, message_id=1, image=shared, true_label="3")
+        await label_photo(store, user_id=7, message_id=2, image=own, true_label="4")
+        await label_photo(store, user_id=8, message_id=1, image=shared, true_label="3")
+        hashes += sorted([(await store.add_photo(shared)).sha256, (await store.add_photo(own)).sha256])
+        await store.forget(7)
+    finally:
+        await store.close()
 
     # First while every photo is still stored, then once the photos nobody else sent are gone.
     assert calls == [(hashes, True), (hashes, False)]
