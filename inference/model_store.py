@@ -51,6 +51,22 @@ class ActiveVersionChanged(ModelUnavailable):
         self.name, self.current = name, current
 
 
+class NoSuchVersion(ModelUnavailable):
+    """The model has no version of that number."""
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"{name} has no version {version}")
+        self.name, self.version = name, version
+
+
+class NoEarlierVersion(ModelUnavailable):
+    """A rollback without a version number finds no version that served before the active one."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} has no earlier version to roll back to")
+        self.name = name
+
+
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
@@ -189,10 +205,10 @@ class ModelStore:
         if self.registry is not None:
             meta = self.registry.meta(name, version)
             if meta is None:
-                raise ModelUnavailable(f"{name} has no version {version}")
+                raise NoSuchVersion(name, version)
             return self._materialise(name, version, meta)
         if not (self.root / name / f"v{version}" / META_FILE).is_file():
-            raise ModelUnavailable(f"{name} has no version {version}")
+            raise NoSuchVersion(name, version)
         return self._read(name, version)
 
     def active_version(self, name: str) -> int | None:
@@ -346,14 +362,14 @@ class ModelStore:
         ]
         served = [v for v in earlier if "served_at" in v.meta]
         if not (served or earlier):
-            raise ModelUnavailable(f"{name} has no earlier version to roll back to")
+            raise NoEarlierVersion(name)
         return (served or earlier)[-1].version
 
     def update_meta(self, name: str, version: int, **fields: Any) -> ModelVersion:
         """Merge fields into a version's meta.json (atomically replaced)."""
         if self.registry is not None:
             if self.registry.meta(name, version) is None:
-                raise ModelUnavailable(f"{name} has no version {version}")
+                raise NoSuchVersion(name, version)
             meta = self.registry.update_meta(name, version, fields)
             cached = self._cache(name, version)
             if (cached / META_FILE).is_file() and not cached.is_symlink():

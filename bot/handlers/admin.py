@@ -22,7 +22,7 @@ from bot.callbacks import MAX_ID_DIGITS
 from bot.services import Services, edit_pressed_message, lang, services
 from bot.texts import text, usage
 from inference.errors import InferenceError
-from inference.model_store import ActiveVersionChanged
+from inference.model_store import ActiveVersionChanged, NoEarlierVersion, NoSuchVersion
 from storage.records import ModelEvent
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     try:
         target = await asyncio.to_thread(found.model_store.rollback_target, name, version)
     except InferenceError as error:
-        await message.reply_text(text(language, "rollback_failed", reason=str(error)))
+        await message.reply_text(rollback_failed(language, error))
         return
     if target == current:
         await message.reply_text(text(language, "rollback_serving", name=name, version=target))
@@ -275,6 +275,16 @@ async def admins_choice(
     return choice
 
 
+def rollback_failed(language: str, error: InferenceError) -> str:
+    """Why a rollback cannot be done, in the admin's language where it is one an admin meets (a version
+    number that is not there, no earlier version); the model store's own words otherwise."""
+    if isinstance(error, NoSuchVersion):
+        return text(language, "rollback_no_version", name=error.name, version=error.version)
+    if isinstance(error, NoEarlierVersion):
+        return text(language, "rollback_no_earlier", name=error.name)
+    return text(language, "rollback_failed", reason=str(error))
+
+
 async def _roll_back(
     found: Services, name: str, target: int, actor: int, language: str, previous: int | None
 ) -> str:
@@ -285,7 +295,7 @@ async def _roll_back(
     except ActiveVersionChanged as changed:
         return text(language, "rollback_stale", name=name, current=changed.current)
     except InferenceError as error:
-        return text(language, "rollback_failed", reason=str(error))
+        return rollback_failed(language, error)
     try:
         await found.classifier.reload(name)
         found.refresh_labels()  # its labels, with those added in the chat since (`/addlabel`)

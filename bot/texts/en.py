@@ -203,6 +203,8 @@ EN: Final[dict[str, str]] = {
     "rollback_not_yours": "Only the admin who asked for this rollback can confirm it.",
     "rollback_stale": "{name} changed meanwhile (now v{current}). Send /rollback again.",
     "rollback_failed": "Could not roll back: {reason}",
+    "rollback_no_version": "{name} has no version {version}. /models lists its versions.",
+    "rollback_no_earlier": "{name} has no earlier version to roll back to.",
     "block_admin": "User {user} is an admin (ADMIN_IDS): an admin cannot be blocked.",
     "block_usage": "Usage: /block <user id>",
     "unblock_usage": "Usage: /unblock <user id>",

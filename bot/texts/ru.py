@@ -206,6 +206,8 @@ RU: Final[dict[str, str]] = {
     "rollback_not_yours": "Подтвердить откат может только администратор, который его запросил.",
     "rollback_stale": "{name} за это время изменилась (теперь v{current}). Отправьте /rollback снова.",
     "rollback_failed": "Не удалось откатить: {reason}",
+    "rollback_no_version": "У {name} нет версии {version}. Версии показывает /models.",
+    "rollback_no_earlier": "У {name} нет более ранней версии, к которой можно откатиться.",
     "block_admin": "Пользователь {user} — администратор (ADMIN_IDS): администратора нельзя заблокировать.",
     "block_usage": "Использование: /block <id пользователя>",
     "unblock_usage": "Использование: /unblock <id пользователя>",

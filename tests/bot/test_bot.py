@@ -381,7 +381,11 @@ async def test_admin_commands_by_an_admin(bot: BotHarness) -> None:
     rollback_usage = "Usage: /rollback MODEL [version] — MODEL is one of: digits."
     assert (await bot.say(admin, "/rollback"))["text"] == rollback_usage
     failed = await bot.say(admin, "/rollback digits")
-    assert failed["text"].startswith("Could not roll back: digits has no earlier version")
+    assert failed["text"] == "digits has no earlier version to roll back to."
+    ru = bot.user(ADMIN_ID, "Root", "ru")
+    missing = await bot.say(ru, "/rollback digits 9")
+    assert missing["text"] == "У digits нет версии 9. Версии показывает /models."
+    bot.user(ADMIN_ID, "Root")  # English again
     stats = await bot.say(admin, "/stats")
     assert "Users: " in stats["text"] and "Blocked users: " in stats["text"]
     assert "Photos people sent: " in stats["text"]
