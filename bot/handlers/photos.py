@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from telegram.error import BadRequest, NetworkError, TimedOut
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
 from bot import keyboards
+from bot.albums import Albums
 from bot.answers import format_answer, offered_labels
 from bot.errors import reply_for
 from bot.handlers import teach
@@ -57,6 +58,7 @@ HEIC_SUFFIXES = (".heic", ".heif")
 # (python-telegram-bot's, 5 s by default) let a server that trickles bytes hold a download for ever.
 DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOADS_KEY = "photo_downloads"
+ALBUMS_KEY = "albums"
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,31 @@ class Incoming:
     language: str
     edited: bool = False  # a message whose caption or photo the person changed: its label is replaced
     arrived: float = field(default_factory=time.perf_counter)  # when the handler took it (photo → answer)
+    caption: str | None = None  # its own caption, or its album's (`with_album_caption`)
 
     @classmethod
     def of(cls, update: Update) -> Incoming | None:
         message, user, chat = update.effective_message, update.effective_user, update.effective_chat
         if message is None or user is None or chat is None:
             return None
-        return cls(message, user, chat, lang(update), edited=update.edited_message is not None)
+        edited = update.edited_message is not None
+        return cls(message, user, chat, lang(update), edited=edited, caption=message.caption)
+
+    def noted_in(self, albums: Albums) -> Incoming:
+        """Note a photo of an album as it arrives (before anything is awaited: in arrival order)."""
+        group = self.message.media_group_id
+        if group is not None and not self.edited:
+            albums.note(self.chat.id, group, self.message.message_id, self.message.caption)
+        return self
+
+    async def with_album_caption(self, albums: Albums) -> Incoming:
+        """A photo of an album without a caption of its own takes the album's (its first photo's): an
+        album of ten dog photos captioned `dog` teaches ten. An edit changes one message only."""
+        group = self.message.media_group_id
+        if self.caption or group is None or self.edited:
+            return self
+        caption = await albums.caption(self.chat.id, group, self.message.message_id)
+        return replace(self, caption=caption) if caption else self
 
 
 @dataclass
@@ -116,10 +136,13 @@ def is_heic(document: Document) -> bool:
 async def classify_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Answer a photo with what it shows, how sure the bot is, and feedback buttons."""
     incoming = Incoming.of(update)
-    if incoming is None or not incoming.message.photo or not await admit(incoming, context):
+    if incoming is None or not incoming.message.photo:
+        return
+    albums = album_memory(context)
+    if not await admit(incoming.noted_in(albums), context):
         return
     size = pick_photo_size(incoming.message.photo)
-    await fetch_and_answer(incoming, context, size.file_id, size.file_size)
+    await fetch_and_answer(await incoming.with_album_caption(albums), context, size.file_id, size.file_size)
 
 
 async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -127,6 +150,8 @@ async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     incoming = Incoming.of(update)
     if incoming is None or incoming.message.document is None:
         return
+    albums = album_memory(context)
+    incoming.noted_in(albums)
     document = incoming.message.document
     if not is_image_document(document):
         services(context).metrics.refused("not_an_image")
@@ -136,7 +161,14 @@ async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) 
         return
     if not await admit(incoming, context):
         return
-    await fetch_and_answer(incoming, context, document.file_id, document.file_size)
+    await fetch_and_answer(
+        await incoming.with_album_caption(albums), context, document.file_id, document.file_size
+    )
+
+
+def album_memory(context: ContextTypes.DEFAULT_TYPE) -> Albums:
+    albums: Albums = context.bot_data.setdefault(ALBUMS_KEY, Albums())
+    return albums
 
 
 async def admit(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE) -> bool:
@@ -217,7 +249,7 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     """Classify the bytes in the chat's mode (or the caption's model), record it, reply with buttons."""
     found = services(context)
     message, language = incoming.message, incoming.language
-    named = found.catalogue.find_captions(message.caption)
+    named = found.catalogue.find_captions(incoming.caption)
     contribution = named[0] if len(named) == 1 else await _chat_models_label(found, incoming, named)
     if incoming.edited and contribution is None:  # a caption edited to name no label takes it back
         await found.store.withdraw_contribution(incoming.chat.id, message.message_id)
@@ -268,7 +300,7 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
         await message.reply_text("\n\n".join(lines), do_quote=True)
         _answered(found, incoming, prediction, latency_ms)
         return
-    if shown_caption := quoted(message.caption):
+    if shown_caption := quoted(message.caption):  # its own: an album's is said under its first photo
         lines.append(text(language, "contribution_unknown_label", caption=shown_caption))
     await message.reply_text(
         "\n\n".join(lines), reply_markup=buttons(found, language, prediction, prediction_id), do_quote=True
@@ -391,7 +423,7 @@ async def _chat_models_label(
 async def ask_which_model(incoming: Incoming, named: Sequence[tuple[str, str]]) -> None:
     """A caption that is a label of several models is recorded for none: the reply says how to name one."""
     model, label = named[0]
-    caption = quoted(incoming.message.caption)
+    caption = quoted(incoming.caption)
     models = ", ".join(name for name, _ in named)
     await incoming.message.reply_text(
         text(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from aiohttp import web
 
@@ -242,6 +242,13 @@ class BotApiServer:
     ) -> Json:
         """The user sends a photo. Telegram keeps several re-encoded sizes; so does this (unless `as_is`)."""
         return await self._people.send_photo(user_id, data, caption, as_is=as_is)
+
+    async def send_album(
+        self, user_id: int, photos: Sequence[bytes], captions: Sequence[str | None] | None = None
+    ) -> list[Json]:
+        """The user sends photos as one album (a media group): a message each, with `captions` (Telegram
+        apps put a caption typed under an album on its first photo)."""
+        return await self._people.send_album(user_id, photos, captions or [None] * len(photos))
 
     async def send_document(
         self,

@@ -293,3 +293,29 @@ async def test_a_label_another_bot_process_added_meanwhile_is_kept(bot: BotHarne
     )
     (zoo,) = [m for m in await bot.services.store.taught_models() if m.name == "zoo"]
     assert zoo.label_names == ("ant", "bee", "cat", "dog")
+
+
+async def test_an_album_captioned_with_a_label_teaches_every_photo_of_it(
+    bot: BotHarness, glyphs: dict[int, np.ndarray]
+) -> None:
+    """Telegram keeps an album's caption on its first photo only; the person meant all of them."""
+    admin, ann = bot.user(ADMIN_ID, "Root"), bot.user(ANN)
+    assert (await bot.say(admin, "/newmodel garden fern ivy"))["text"].startswith("New model")
+    photos = [digit_photo(glyphs[digit], seed=40 + digit) for digit in (1, 2, 3)]
+
+    taught = await bot.album(ann, photos, ["fern", None, None])
+    assert all(text("en", "teach_not_serving", model="garden") in reply["text"] for reply in taught)
+    labelled = await bot.services.store.labelled_set("garden")
+    assert [example.label for example in labelled.examples] == ["fern"] * 3
+
+    # A caption on a later photo is that photo's own; an album without one is answered photo by photo.
+    others = [digit_photo(glyphs[digit], seed=50 + digit) for digit in (4, 5, 6)]
+    own = await bot.album(ann, others, [None, "ivy", None])
+    assert own[0]["text"].startswith("4 — ") and own[2]["text"].startswith("6 — "), own
+    assert "ivy: 1 of at least" in own[1]["text"]
+    plain = await bot.album(
+        ann, [digit_photo(glyphs[7], seed=60), digit_photo(glyphs[8], seed=61)], [None, None]
+    )
+    assert [reply["text"][:4] for reply in plain] == ["7 — ", "8 — "]
+    labelled = await bot.services.store.labelled_set("garden")
+    assert sorted(example.label for example in labelled.examples) == ["fern"] * 3 + ["ivy"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,25 @@ class BotHarness:
         after = self.server.chat(user_id).revision
         await self.server.send_photo(user_id, data, caption)
         return await self.next_message(user_id, after, timeout)
+
+    async def album(
+        self, user_id: int, photos: list[bytes], captions: list[str | None], timeout: float = 30.0
+    ) -> list[Json]:
+        """Send photos as one album; return the bot's answer to each (the message quoting it), in order."""
+        sent = await self.server.send_album(user_id, photos, captions)
+
+        def answers(message_id: int) -> Callable[[Json], bool]:
+            return lambda e: (
+                e["type"] == "message"
+                and e["message"]["from"]["is_bot"]
+                and e["message"].get("reply_to_message", {}).get("message_id") == message_id
+            )
+
+        found = [
+            await self.server.wait_for(user_id, answers(message["message_id"]), timeout=timeout)
+            for message in sent
+        ]
+        return [event["message"] for event in found]
 
     async def document(
         self, user_id: int, data: bytes, name: str, mime: str | None, timeout: float = 30.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 
 from bot.playground.bot_api.chats import Chats
 from bot.playground.bot_api.files import FileStore, file_suffix, image_size
@@ -25,6 +26,7 @@ class People:
         self.chats = chats
         self.updates = updates
         self.files = files
+        self._albums = 0
 
     async def send_text(self, user_id: int, text: str) -> Json:
         content: Json = {"text": text}
@@ -33,7 +35,20 @@ class People:
             content["entities"] = [{"type": "bot_command", "offset": 0, "length": command.end()}]
         return await self._user_message(user_id, content)
 
-    async def send_photo(self, user_id: int, data: bytes, caption: str | None, *, as_is: bool) -> Json:
+    async def send_album(
+        self, user_id: int, photos: Sequence[bytes], captions: Sequence[str | None]
+    ) -> list[Json]:
+        """Photos sent together: one message each, sharing a media_group_id, as Telegram delivers them."""
+        self._albums += 1
+        group = {"media_group_id": str(13_000_000_000 + self._albums)}
+        return [
+            await self.send_photo(user_id, data, caption, as_is=False, extra=group)
+            for data, caption in zip(photos, captions, strict=True)
+        ]
+
+    async def send_photo(
+        self, user_id: int, data: bytes, caption: str | None, *, as_is: bool, extra: Json | None = None
+    ) -> Json:
         if as_is:
             width, height = await asyncio.to_thread(image_size, data)
             sizes = [(data, width, height)]
@@ -43,7 +58,7 @@ class People:
         for encoded, width, height in sizes:
             stored = self.files.store(encoded, "photos", ".jpg")
             photo.append({**stored.describe(), "width": width, "height": height})
-        content: Json = {"photo": photo}
+        content: Json = {"photo": photo, **(extra or {})}
         if caption:
             content["caption"] = caption
         return await self._user_message(user_id, content)
