@@ -294,6 +294,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX forgotten_photos_at ON forgotten_photos(forgotten_at)",
     ),
+    # 13: the photos of albums (Telegram media groups) that arrived in the last minutes, with their own
+    # captions: an album's caption is on its first photo, and a webhook replica that gets a later photo
+    # of it reads the caption here (`bot.albums`). Swept after `ALBUM_KEPT_S`; /forget deletes a user's.
+    (
+        """CREATE TABLE album_photos (
+            chat_id INTEGER NOT NULL,
+            media_group_id TEXT NOT NULL,
+            message_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            caption TEXT,                           -- the photo's own; NULL: none
+            arrived_at REAL NOT NULL,
+            PRIMARY KEY (chat_id, media_group_id, message_id)
+        )""",
+        "CREATE INDEX album_photos_arrived ON album_photos(arrived_at)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

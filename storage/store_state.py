@@ -9,6 +9,7 @@ change one process makes (a taught model) is seen by the others at their next up
 from __future__ import annotations
 
 import functools
+import time
 
 from storage.dialect import Connection
 from storage.group_commit import GroupCommit
@@ -44,6 +45,25 @@ class StateCalls(GroupCommit):
     async def flood_windows(self) -> int:
         """How many flood windows are stored (closed ones not swept yet included)."""
         return await self._read(state.flood_window_count)
+
+    async def note_album_photo(
+        self, chat_id: int, group: str, message_id: int, user_id: int, caption: str | None
+    ) -> None:
+        """A photo of an album (`group`: its media_group_id) arrived here, with its own caption."""
+        note = functools.partial(
+            state.note_album_photo,
+            chat_id=chat_id,
+            group=group,
+            message_id=message_id,
+            user_id=user_id,
+            caption=caption,
+            now=time.time(),
+        )
+        await self._write(note)
+
+    async def album_first_photo(self, chat_id: int, group: str) -> tuple[int, str | None] | None:
+        """The album's first photo seen by any process sharing the database: message id, own caption."""
+        return await self._read(functools.partial(state.album_first_photo, chat_id=chat_id, group=group))
 
     async def change_version(self, subject: str) -> int:
         """How many times `subject` ('taught_models') has changed: a process that caches it compares."""

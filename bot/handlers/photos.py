@@ -93,7 +93,10 @@ class Incoming:
         """A photo of an album without a caption of its own takes the album's (its first photo's): an
         album of ten dog photos captioned `dog` teaches ten. An edit changes one message only."""
         group = self.message.media_group_id
-        if self.caption or group is None or self.edited:
+        if group is None or self.edited:
+            return self
+        await albums.share(self.chat.id, group, self.message.message_id, self.user.id, self.message.caption)
+        if self.caption:
             return self
         caption = await albums.caption(self.chat.id, group, self.message.message_id)
         return replace(self, caption=caption) if caption else self
@@ -167,7 +170,10 @@ async def classify_document(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 
 def album_memory(context: ContextTypes.DEFAULT_TYPE) -> Albums:
-    albums: Albums = context.bot_data.setdefault(ALBUMS_KEY, Albums())
+    """This process's albums, noted in the database too for the replicas sharing it."""
+    if ALBUMS_KEY not in context.bot_data:
+        context.bot_data[ALBUMS_KEY] = Albums(records=services(context).store)
+    albums: Albums = context.bot_data[ALBUMS_KEY]
     return albums
 
 

@@ -244,11 +244,16 @@ class BotApiServer:
         return await self._people.send_photo(user_id, data, caption, as_is=as_is)
 
     async def send_album(
-        self, user_id: int, photos: Sequence[bytes], captions: Sequence[str | None] | None = None
+        self,
+        user_id: int,
+        photos: Sequence[bytes],
+        captions: Sequence[str | None] | None = None,
+        group_id: str | None = None,
     ) -> list[Json]:
         """The user sends photos as one album (a media group): a message each, with `captions` (Telegram
-        apps put a caption typed under an album on its first photo)."""
-        return await self._people.send_album(user_id, photos, captions or [None] * len(photos))
+        apps put a caption typed under an album on its first photo); `group_id`: more photos of an album
+        sent before (to another bot replica), else a new album."""
+        return await self._people.send_album(user_id, photos, captions or [None] * len(photos), group_id)
 
     async def send_document(
         self,

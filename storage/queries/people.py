@@ -157,6 +157,7 @@ def forget_user(db: Connection, user_id: int, now: float) -> tuple[ForgetReport,
     predictions = db.execute("DELETE FROM predictions WHERE user_id = ?", (user_id,)).rowcount
     db.execute("DELETE FROM chats WHERE id = ?", (user_id,))
     db.execute("DELETE FROM pending_corrections WHERE user_id = ?", (user_id,))
+    db.execute("DELETE FROM album_photos WHERE user_id = ?", (user_id,))
     kept_block = _forget_user_row(db, user_id, now)
     orphans = []
     for sha256 in photos:

@@ -59,3 +59,28 @@ def change_version(db: Connection, subject: str) -> int:
     """How many times `subject` has changed (0: never)."""
     row = db.execute("SELECT version FROM changes WHERE subject = ?", (subject,)).fetchone()
     return int(row[0]) if row else 0
+
+
+ALBUM_KEPT_S = 600.0  # an album's photos arrive within seconds; a replica down longer has lost them anyway
+
+
+def note_album_photo(
+    db: Connection, chat_id: int, group: str, message_id: int, user_id: int, caption: str | None, now: float
+) -> None:
+    """A photo of an album arrived; albums older than `ALBUM_KEPT_S` are deleted in the same write."""
+    db.execute("DELETE FROM album_photos WHERE arrived_at < ?", (now - ALBUM_KEPT_S,))
+    db.execute(
+        """INSERT INTO album_photos (chat_id, media_group_id, message_id, user_id, caption, arrived_at)
+           VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chat_id, media_group_id, message_id) DO NOTHING""",
+        (chat_id, group, message_id, user_id, caption, now),
+    )
+
+
+def album_first_photo(db: Connection, chat_id: int, group: str) -> tuple[int, str | None] | None:
+    """The message id and own caption of the album's first photo seen by any process, if any."""
+    row = db.execute(
+        """SELECT message_id, caption FROM album_photos WHERE chat_id = ? AND media_group_id = ?
+           ORDER BY message_id LIMIT 1""",
+        (chat_id, group),
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else None

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from bot.albums import Albums
+from tests.support.storage import open_store
 
 
 async def test_the_first_photo_s_caption_is_the_album_s() -> None:
@@ -55,3 +56,26 @@ async def test_old_albums_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None
     albums.wait_s = 0
     assert await albums.caption(1, "g", 11) is None
     assert albums._albums.keys() == {(1, "h"), (1, "g")} and min(albums._albums[(1, "g")].photos) == 11
+
+
+async def test_replicas_sharing_a_database_find_the_first_photo_of_an_album_spread_over_them(
+    tmp_path,
+) -> None:
+    store = await open_store(tmp_path)
+    try:
+        first, second = Albums(records=store, wait_s=5.0), Albums(records=store, wait_s=5.0)
+        second.note(1, "g", 11, None)  # the album's second photo reaches a replica first
+        await second.share(1, "g", 11, 7, None)
+        waiting = asyncio.ensure_future(second.caption(1, "g", 11))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        first.note(1, "g", 10, "dog")  # its first photo, with the caption, reaches the other one
+        await first.share(1, "g", 10, 7, "dog")
+        assert await asyncio.wait_for(waiting, 2.0) == "dog"
+
+        third = Albums(records=store, wait_s=0.05)  # a photo of another album, whose first has none
+        third.note(1, "h", 21, None)
+        await store.note_album_photo(1, "h", 20, 7, None)
+        assert await third.caption(1, "h", 21) is None
+    finally:
+        await store.close()

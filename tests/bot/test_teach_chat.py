@@ -319,3 +319,17 @@ async def test_an_album_captioned_with_a_label_teaches_every_photo_of_it(
     assert [reply["text"][:4] for reply in plain] == ["7 — ", "8 — "]
     labelled = await bot.services.store.labelled_set("garden")
     assert sorted(example.label for example in labelled.examples) == ["fern"] * 3 + ["ivy"]
+
+
+async def test_an_album_whose_first_photo_another_replica_got_takes_its_caption(
+    bot: BotHarness, glyphs: dict[int, np.ndarray]
+) -> None:
+    """Webhook replicas share the album's photos through the database: Telegram spreads an album's
+    messages over the webhook's connections, so its first photo may reach another replica."""
+    admin, bob = bot.user(ADMIN_ID, "Root"), bot.user(BOB, "Bob")
+    assert (await bot.say(admin, "/newmodel shrubs box yew"))["text"].startswith("New model")
+    await bot.say(bob, "/help")  # his chat's first message: the album's photos come after it
+    await bot.services.store.note_album_photo(BOB, "album-7", 1, BOB, "shrubs: yew")  # the other replica's
+    (answer,) = await bot.album(bob, [digit_photo(glyphs[9], seed=70)], [None], group_id="album-7")
+    assert "yew: 1 of at least" in answer["text"]
+    assert [e.label for e in (await bot.services.store.labelled_set("shrubs")).examples] == ["yew"]

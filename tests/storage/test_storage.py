@@ -392,6 +392,20 @@ async def test_forget_of_an_unblocked_user_keeps_no_row(store):
     assert await store.get_user(6) is None and await store.blocked_users() == []
 
 
+async def test_the_photos_of_an_album_are_noted_for_every_replica_and_swept_and_forgotten(store, database):
+    assert await store.album_first_photo(-100123, "g1") is None
+    await store.note_album_photo(-100123, "g1", 42, 7, None)
+    await store.note_album_photo(-100123, "g1", 41, 8, "dog")  # the first photo, noted later
+    await store.note_album_photo(-100123, "g1", 41, 8, "cat")  # the same message again: kept as it was
+    assert await store.album_first_photo(-100123, "g1") == (41, "dog")
+    assert await store.album_first_photo(-100123, "g2") is None
+    await store.forget(8)
+    assert await store.album_first_photo(-100123, "g1") == (42, None)
+    execute(database, "UPDATE album_photos SET arrived_at = arrived_at - 3600")
+    await store.note_album_photo(5, "g3", 1, 5, None)  # a later write sweeps albums long past
+    assert rows(database, "SELECT chat_id, media_group_id FROM album_photos") == [(5, "g3")]
+
+
 async def test_forget_removes_copies_before_and_after_the_rows_with_every_photo_of_the_user(
     tmp_path, database
 ):

@@ -48,7 +48,7 @@ async def test_an_empty_folder_gets_the_latest_schema_in_wal_mode(tmp_path):
     store = await open_store(tmp_path)
     await store.close()
     db = sqlite3.connect(tmp_path / "photobot.sqlite3")
-    assert schema_version(db) == LATEST == 12
+    assert schema_version(db) == LATEST == 13
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
     assert {
@@ -125,7 +125,7 @@ async def test_a_version_3_database_keeps_its_chat_modes_and_then_stores_any_mod
 
     store = await open_store(tmp_path, database)
     try:
-        assert store.schema_version == LATEST == 12
+        assert store.schema_version == LATEST == 13
         assert [await store.chat_mode(chat) for chat in (5, 6, 7, 8)] == ["digit", "flower", "auto", "auto"]
         await store.set_chat_mode(8, "pets")
         assert await store.chat_mode(8) == "pets"

@@ -125,10 +125,16 @@ class BotHarness:
         return await self.next_message(user_id, after, timeout)
 
     async def album(
-        self, user_id: int, photos: list[bytes], captions: list[str | None], timeout: float = 30.0
+        self,
+        user_id: int,
+        photos: list[bytes],
+        captions: list[str | None],
+        timeout: float = 30.0,
+        group_id: str | None = None,
     ) -> list[Json]:
-        """Send photos as one album; return the bot's answer to each (the message quoting it), in order."""
-        sent = await self.server.send_album(user_id, photos, captions)
+        """Send photos as one album (or more of album `group_id`); return the bot's answer to each (the
+        message quoting it), in order."""
+        sent = await self.server.send_album(user_id, photos, captions, group_id)
 
         def answers(message_id: int) -> Callable[[Json], bool]:
             return lambda e: (

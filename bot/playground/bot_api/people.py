@@ -36,11 +36,11 @@ class People:
         return await self._user_message(user_id, content)
 
     async def send_album(
-        self, user_id: int, photos: Sequence[bytes], captions: Sequence[str | None]
+        self, user_id: int, photos: Sequence[bytes], captions: Sequence[str | None], group_id: str | None
     ) -> list[Json]:
         """Photos sent together: one message each, sharing a media_group_id, as Telegram delivers them."""
         self._albums += 1
-        group = {"media_group_id": str(13_000_000_000 + self._albums)}
+        group = {"media_group_id": group_id or str(13_000_000_000 + self._albums)}
         return [
             await self.send_photo(user_id, data, caption, as_is=False, extra=group)
             for data, caption in zip(photos, captions, strict=True)
