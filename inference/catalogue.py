@@ -218,8 +218,23 @@ def is_number(word: str) -> bool:
 
 
 def normalise(word: str) -> str:
-    """Lower case, NFC, no surrounding spaces or final punctuation: how captions are compared."""
-    return unicodedata.normalize("NFC", word).strip().strip(".!").casefold()
+    """Lower case, NFC, without what people put around a word (spaces, `.`, `!`, emoji: `dog 🐶`,
+    `🌹 roses`): how captions are compared. A `?` stays: `dog?` asks, it does not label."""
+    word = unicodedata.normalize("NFC", word)
+    start, end = 0, len(word)
+    while start < end and _around(word[start]):
+        start += 1
+    while end > start and _around(word[end - 1]):
+        end -= 1
+    return word[start:end].casefold()
+
+
+def _around(char: str) -> bool:
+    """Spaces, `.` and `!`, and the characters emoji are made of: symbols (So: 🐶, Sk: skin tones),
+    joiners, variation selectors and keycaps (Cf, Mn, Me), control characters (Cc)."""
+    return (
+        char in ".!" or char.isspace() or unicodedata.category(char) in ("So", "Sk", "Cf", "Mn", "Me", "Cc")
+    )
 
 
 def _singular(word: str) -> str:

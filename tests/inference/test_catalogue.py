@@ -35,6 +35,12 @@ def test_the_default_catalogue_lists_digits_then_flowers_with_their_modes() -> N
         ("7", ("digits", "7")),
         ("семь", ("digits", "7")),
         ("seven.", ("digits", "7")),
+        ("roses 🌹", ("flowers", "roses")),
+        ("🌻 Sunflowers!", ("flowers", "sunflowers")),
+        ("tulips ❤️", ("flowers", "tulips")),  # a heart with its variation selector
+        ("flowers: daisy 👍🏽", ("flowers", "daisy")),  # a thumb with its skin tone
+        ("roses?", None),  # a question, not a label
+        ("7\ufe0f\u20e3", ("digits", "7")),  # the keycap emoji 7️⃣
         ("cats", None),
         ("", None),
         (None, None),
