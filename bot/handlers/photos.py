@@ -298,11 +298,12 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     if gone is not None:
         lines.insert(0, text(language, "mode_gone", model=gone))
     if contribution:  # a labelled photo: the person said what it is, nothing to ask
-        lines.append(await contribute(found, incoming, sha256, contribution, prediction, prediction_id))
         spec = found.catalogue[contribution[0]]
-        if is_taught(spec) or contribution[1] in spec.added:  # learned from the chat's photos alone
-            _cache_features(found, sha256)
-            lines.append(await teach.counts_text(found, *contribution, language))
+        async with counting(found, incoming):
+            lines.append(await contribute(found, incoming, sha256, contribution, prediction, prediction_id))
+            if is_taught(spec) or contribution[1] in spec.added:  # learned from the chat's photos alone
+                _cache_features(found, sha256)
+                lines.append(await teach.counts_text(found, *contribution, language))
         await message.reply_text("\n\n".join(lines), do_quote=True)
         _answered(found, incoming, prediction, latency_ms)
         return
@@ -409,6 +410,12 @@ async def contribute(
     return text(language, "contribution_agreed" if agreed else "contribution_disagreed", label=shown)
 
 
+def counting(found: Services, incoming: Incoming) -> asyncio.Lock:
+    """A chat's labelled photos are stored and counted one at a time: the photos of an album, handled
+    at once, say `dog: 1`, `dog: 2`, `dog: 3`, not the total after their siblings' (`dog: 3` three times)."""
+    return found.lock(("counting", incoming.chat.id))
+
+
 def _cache_features(found: Services, sha256: str) -> None:
     """A taught photo's features are computed now, in the background, so /retrain finds them cached."""
     if found.features is not None:
@@ -463,13 +470,12 @@ async def teach_only(found: Services, incoming: Incoming, data: bytes, contribut
     """A photo labelled for a model that cannot answer yet: store it and its label, say the count."""
     model, label = contribution
     language = incoming.language
-    if not await store_labelled(found, incoming, data, contribution):
-        await incoming.message.reply_text(text(language, "contribution_blocked"), do_quote=True)
-        return
-    lines = [
-        text(language, "teach_not_serving", model=model),
-        await teach.counts_text(found, model, label, language),
-    ]
+    async with counting(found, incoming):
+        if not await store_labelled(found, incoming, data, contribution):
+            await incoming.message.reply_text(text(language, "contribution_blocked"), do_quote=True)
+            return
+        count = await teach.counts_text(found, model, label, language)
+    lines = [text(language, "teach_not_serving", model=model), count]
     await incoming.message.reply_text("\n\n".join(lines), do_quote=True)
 
 

@@ -305,6 +305,8 @@ async def test_an_album_captioned_with_a_label_teaches_every_photo_of_it(
 
     taught = await bot.album(ann, photos, ["fern", None, None])
     assert all(text("en", "teach_not_serving", model="garden") in reply["text"] for reply in taught)
+    counted = [text("en", "teach_count", label="fern", count=n, minimum=10) for n in (1, 2, 3)]
+    assert sorted(next(c for c in counted if c in reply["text"]) for reply in taught) == counted
     labelled = await bot.services.store.labelled_set("garden")
     assert [example.label for example in labelled.examples] == ["fern"] * 3
 
