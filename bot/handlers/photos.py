@@ -31,6 +31,7 @@ from bot.errors import reply_for
 from bot.handlers import teach
 from bot.services import Services, lang, services
 from bot.texts import human_size, quoted, text
+from inference.catalogue import Catalogue, normalise
 from inference.errors import InferenceError, InferenceUnavailable
 from inference.flowers import RESIZE_SHORTER
 from inference.prediction import Mode, Prediction
@@ -307,8 +308,8 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
         await message.reply_text("\n\n".join(lines), do_quote=True)
         _answered(found, incoming, prediction, latency_ms)
         return
-    if shown_caption := quoted(message.caption):  # its own: an album's is said under its first photo
-        lines.append(text(language, "contribution_unknown_label", caption=shown_caption))
+    if message.caption and quoted(message.caption):  # its own: an album's is said under its first photo
+        lines.append(not_a_label(found.catalogue, message.caption, language))
     await message.reply_text(
         "\n\n".join(lines), reply_markup=buttons(found, language, prediction, prediction_id), do_quote=True
     )
@@ -408,6 +409,17 @@ async def contribute(
     agreed = prediction.model == model and prediction.label == label
     shown = found.catalogue[model].shown_label(label, language)
     return text(language, "contribution_agreed" if agreed else "contribution_disagreed", label=shown)
+
+
+def not_a_label(catalogue: Catalogue, caption: str, language: str) -> str:
+    """Why a caption labelled nothing: `animals: cat` names a model without that label (its labels are
+    listed); anything else is not one of the bot's labels."""
+    model, colon, label = caption.partition(":")
+    spec = catalogue.named(normalise(model)) if colon else None
+    if spec is None or not quoted(label):
+        return text(language, "contribution_unknown_label", caption=quoted(caption))
+    labels = ", ".join(spec.shown_label(name, language) for name in spec.label_names)
+    return text(language, "contribution_not_a_label_of", model=spec.name, label=quoted(label), labels=labels)
 
 
 def counting(found: Services, incoming: Incoming) -> asyncio.Lock:

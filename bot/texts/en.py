@@ -70,6 +70,9 @@ EN: Final[dict[str, str]] = {
         "again captioned “{example}”: the model, a colon, the label."
     ),
     "contribution_unknown_label": "“{caption}” is not one of my labels, so I only answered.",
+    "contribution_not_a_label_of": (
+        "{model} has no label “{label}”, so I only answered. Its labels: {labels}."
+    ),
     "contribution_blocked": "Your labels are not being accepted at the moment, so I only answered.",
     "button_correct": "✅ Correct",
     "button_wrong": "❌ Wrong",

@@ -335,3 +335,17 @@ async def test_an_album_whose_first_photo_another_replica_got_takes_its_caption(
     (answer,) = await bot.album(bob, [digit_photo(glyphs[9], seed=70)], [None], group_id="album-7")
     assert "yew: 1 of at least" in answer["text"]
     assert [e.label for e in (await bot.services.store.labelled_set("shrubs")).examples] == ["yew"]
+
+
+async def test_a_caption_naming_a_model_but_none_of_its_labels_lists_them(
+    bot: BotHarness, glyphs: dict[int, np.ndarray]
+) -> None:
+    ann = bot.user(ANN)
+    before = (await bot.services.store.labelled_set("pets")).examples
+    answer = await bot.photo(ann, digit_photo(glyphs[3], seed=80), caption="Pets: fish")
+    assert answer["text"].endswith(
+        text("en", "contribution_not_a_label_of", model="pets", label="fish", labels="dog, bird")
+    )
+    answer = await bot.photo(ann, digit_photo(glyphs[3], seed=81), caption="fish")
+    assert answer["text"].endswith(text("en", "contribution_unknown_label", caption="fish"))
+    assert (await bot.services.store.labelled_set("pets")).examples == before
