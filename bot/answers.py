@@ -19,13 +19,14 @@ def format_answer(
     *,
     labelled: bool = False,
     taught: Sequence[str] = (),
+    answering: Sequence[str] | None = None,
 ) -> str:
     """The answer's text; `labelled`: the person captioned the photo with its label, so a refusal does
     not ask for the photo again (its label is recorded all the same); `taught`: the taught models that
-    serve, which auto mode asked too."""
+    serve, which auto mode asked too; `answering`: the labels the mode's model answers with now."""
     spec = catalogue.get(prediction.model)
     if prediction.status == "not_recognized" or prediction.label is None:
-        said = refusal(lang, catalogue.for_mode(mode), taught)
+        said = refusal(lang, catalogue.for_mode(mode), taught, answering)
         return said.split("\n", 1)[0] if labelled else said  # the refusals' second line: what to do
 
     def shown(label: str) -> str:
@@ -57,9 +58,12 @@ def _doubt(prediction: Prediction, lang: str, shown: Callable[[str], str]) -> st
     return text(lang, "unsure", label=shown(label), other=shown(other))
 
 
-def refusal(lang: str, spec: ModelSpec | None, taught: Sequence[str] = ()) -> str:
-    """What the bot says when it sees nothing it knows: in a model's mode, what that model looked for;
-    in auto mode, the digits, the flowers and the `taught` models it asked too."""
+def refusal(
+    lang: str, spec: ModelSpec | None, taught: Sequence[str] = (), labels: Sequence[str] | None = None
+) -> str:
+    """What the bot says when it sees nothing it knows: in a model's mode, what that model looked for
+    (`labels`: those its serving version answers with; the catalogue's by default); in auto mode, the
+    digits, the flowers and the `taught` models it asked too."""
     if spec is None:
         return (
             text(lang, "not_recognized_taught", models=", ".join(taught))
@@ -68,7 +72,7 @@ def refusal(lang: str, spec: ModelSpec | None, taught: Sequence[str] = ()) -> st
         )
     if spec.kind == ModelKind.DIGIT_READER:
         return text(lang, "not_recognized_digit")
-    names = [label.shown(lang) for label in spec.labels]
+    names = [spec.shown_label(name, lang) for name in (spec.label_names if labels is None else labels)]
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {text(lang, 'or')} {names[-1]}"
     return text(lang, "not_recognized_model", labels=listed)
 

@@ -141,6 +141,15 @@ class Services:
             if version is not None and version.labels:
                 self.catalogue = self.catalogue.with_labels(name, version.labels)
 
+    def answering(self, name: str) -> tuple[str, ...]:
+        """The labels model `name` answers with now: its serving version's, which a taught model's
+        /addlabel and /dellabel change only at its next retrain; the catalogue's when none serves."""
+        status = self.classifier.models().get(name)
+        if status is not None and status.version is not None and status.labels:
+            return status.labels
+        spec = self.catalogue.get(name)
+        return spec.label_names if spec else ()
+
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.config.admin_ids
 

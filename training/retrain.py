@@ -40,14 +40,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind, ModelSpec
 from inference.model_store import ModelStore, ModelVersion
-from inference.taught import is_taught
-from storage import SyncStore
+from inference.taught import MIN_PHOTOS_PER_LABEL, is_taught
+from storage import LabelledExample, SyncStore
 from training import gate
 from training.chat_examples import (
     ChatRules,
@@ -171,8 +172,13 @@ def _run(
 
     since = last_promotion(store, options.model)
     new = [e for e in chat.examples if e.labelled_at > since]
-    if len(new) < settings.min_new_labels and not options.force:
-        report.skipped = _too_few_new_labels(len(new), settings.min_new_labels, options.model)
+    if taught and serving is None:  # a first version: what it needs is photos of every label
+        short = _short_labels(spec, chat.examples)
+        if short and not options.force:
+            report.skipped = _too_few_for_a_first_version(spec, short, settings.rules)
+            return _finish_skipped(store, job_id, options, serving, report, settings, started)
+    elif len(new) < settings.min_new_labels and not options.force:
+        report.skipped = _too_few_new_labels(len(new), settings.min_new_labels, options.model, since > 0)
         return _finish_skipped(store, job_id, options, serving, report, settings, started)
     if chat.refused is not None:  # not even when forced: this rule is what keeps one account out
         report.skipped = chat.refused
@@ -282,13 +288,29 @@ def _check_still_taught(store: SyncStore, name: str) -> None:
         raise RetrainError(f"{name} was deleted while the job ran; nothing was promoted")
 
 
-def _too_few_new_labels(new: int, needed: int, model: str) -> str:
-    """Why a job without enough new labels did nothing, as a person would say it."""
+def _short_labels(spec: ModelSpec, examples: list[LabelledExample]) -> dict[str, int]:
+    """The labels with fewer usable chat photos than a taught model's first version needs."""
+    counts = Counter(e.label for e in examples)
+    return {label: counts[label] for label in spec.label_names if counts[label] < MIN_PHOTOS_PER_LABEL}
+
+
+def _too_few_for_a_first_version(spec: ModelSpec, short: dict[str, int], rules: ChatRules) -> str:
+    have = ", ".join(f"{label} {count}" for label, count in short.items())
+    return (
+        f"a first version of {spec.name} needs at least {MIN_PHOTOS_PER_LABEL} photos of each label, "
+        f"from at least {rules.people_needed} people; usable so far: {have}."
+    )
+
+
+def _too_few_new_labels(new: int, needed: int, model: str, promoted: bool = True) -> str:
+    """Why a job without enough new labels did nothing, as a person would say it (`promoted`: whether
+    a version of the model was ever promoted, after which labels count as new)."""
+    since = "since the last promotion" if promoted else "yet"
     if new == 0:
-        found = "no photos have been labelled in chat since the last promotion"
+        found = f"no photos have been labelled in chat {since}"
     else:
         have = "photos have" if new != 1 else "photo has"
-        found = f"only {new} {have} been labelled in chat since the last promotion"
+        found = f"only {new} {have} been labelled in chat {since}"
     return (
         f"{found}; retraining needs at least {needed}. "
         f"To retrain anyway: /retrain {model} force (or photobot retrain --model {model} --force)."

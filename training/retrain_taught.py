@@ -254,13 +254,17 @@ class TaughtRetrainer(Retrainer):
         return Judgement(score, test[1], answers, test_pairs, judged.losses, counts)
 
     def _check_counts(self, used: list[LabelledExample], labels: list[str]) -> None:
+        """Enough photos of every label; the error also says which photos were left out and why, since
+        `/models` counts every labelled photo (one person's beyond their share among them)."""
         counts = Counter(e.label for e in used)
         short = [f"{label} {counts[label]}" for label in labels if counts[label] < MIN_PHOTOS_PER_LABEL]
-        if short:
-            raise RetrainError(
-                f"{self.spec.name} needs at least {MIN_PHOTOS_PER_LABEL} usable photos of each label; "
-                f"it has {', '.join(short)}"
-            )
+        if not short:
+            return
+        left_out = "; ".join(f"{n} {reason}" for reason, n in self.report.dropped.items() if n)
+        raise RetrainError(
+            f"{self.spec.name} needs at least {MIN_PHOTOS_PER_LABEL} usable photos of each label; "
+            f"it has {', '.join(short)}" + (f" (left out: {left_out})" if left_out else "")
+        )
 
     def _fit(
         self, data: tuple[np.ndarray, ...], mirrored: np.ndarray, n_classes: int, imagenet: Any

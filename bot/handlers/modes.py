@@ -3,6 +3,8 @@ that it survives a restart."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
@@ -49,15 +51,19 @@ async def _switch(update: Update, context: ContextTypes.DEFAULT_TYPE, mode: str)
         return
     found = services(context)
     await found.set_chat_mode(chat.id, mode)
-    await message.reply_text(mode_text(lang(update), found.catalogue, mode))
+    spec = found.catalogue.for_mode(mode)
+    answering = found.answering(spec.name) if spec else ()
+    await message.reply_text(mode_text(lang(update), found.catalogue, mode, answering))
 
 
-def mode_text(language: str, catalogue: Catalogue, mode: str) -> str:
-    """What a mode means, in the user's language: its own text where it has one, else its labels."""
+def mode_text(language: str, catalogue: Catalogue, mode: str, answering: Sequence[str] = ()) -> str:
+    """What a mode means, in the user's language: its own text where it has one, else the labels its
+    model answers with (`answering`; the catalogue's when not given)."""
     if f"mode_{mode}" in TEXTS["en"]:
         return text(language, f"mode_{mode}")
     spec = catalogue.for_mode(mode)
-    labels = ", ".join(label.shown(language) for label in spec.labels) if spec else ""
+    names = answering or (spec.label_names if spec else ())
+    labels = ", ".join(spec.shown_label(name, language) for name in names) if spec else ""
     return text(language, "mode_model", model=spec.shown(language) if spec else mode, labels=labels)
 
 

@@ -291,11 +291,18 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
     latency_ms = (time.perf_counter() - started) * 1000
     prediction_id, sha256 = await record(found, incoming, data, await saving, mode, prediction, latency_ms)
     taught = [spec.name for spec in found.catalogue if is_taught(spec) and _serves(found, spec.name)]
-    lines = [
-        format_answer(
-            prediction, language, found.catalogue, mode, labelled=contribution is not None, taught=taught
-        )
-    ]
+    in_mode = found.catalogue.for_mode(mode)
+    answering = found.answering(in_mode.name) if in_mode else None
+    said = format_answer(
+        prediction,
+        language,
+        found.catalogue,
+        mode,
+        labelled=contribution is not None,
+        taught=taught,
+        answering=answering,
+    )
+    lines = [said]
     if gone is not None:
         lines.insert(0, text(language, "mode_gone", model=gone))
     if contribution:  # a labelled photo: the person said what it is, nothing to ask

@@ -342,7 +342,8 @@ EN: Final[dict[str, str]] = {
     ),
     "dellabel_done": (
         "“{label}” is no longer a label of “{model}” (its photos stay stored). "
-        "Labels now: {labels}. The next /retrain {model} learns without it."
+        "Labels now: {labels}. The next /retrain {model} learns without it; until then, a version "
+        "serving now may still answer “{label}”."
     ),
     "delmodel_usage": "Usage: /delmodel NAME — NAME one of the taught models: {models}.",
     "delmodel_confirm": (

@@ -348,7 +348,8 @@ RU: Final[dict[str, str]] = {
     ),
     "dellabel_done": (
         "«{label}» больше не метка «{model}» (её фото остаются в хранилище). "
-        "Метки теперь: {labels}. Следующий /retrain {model} обучит модель без неё."
+        "Метки теперь: {labels}. Следующий /retrain {model} обучит модель без неё; до тех пор "
+        "работающая версия может отвечать «{label}»."
     ),
     "delmodel_usage": "Использование: /delmodel ИМЯ — ИМЯ одна из моделей из чата: {models}.",
     "delmodel_confirm": (

@@ -26,7 +26,7 @@ from inference.errors import (
     WorkerLost,
 )
 from inference.prediction import DigitAnswer, Prediction
-from inference.taught import Taught, with_taught
+from inference.taught import Taught, with_added_labels, with_taught
 from storage import Store
 from storage.records import PendingCorrection, RetrainJob
 
@@ -89,6 +89,16 @@ def test_a_refusal_of_a_labelled_photo_does_not_ask_for_it_again() -> None:
     labelled = format_in(nothing, "en", DEFAULT_CATALOGUE, "flower", labelled=True)
     assert labelled == "I don't see daisy, dandelion, roses, sunflowers or tulips here."
     assert "/auto" in format_answer(nothing, "en", "flower")  # unlabelled: what to do next
+
+
+def test_a_refusal_names_the_labels_the_serving_version_answers_with() -> None:
+    """/addlabel flowers lavender: until a retrain, the serving version does not look for lavender."""
+    nothing = Prediction(None, None, None, 0.0, "not_recognized", reason="no flower")
+    catalogue = with_added_labels(DEFAULT_CATALOGUE, [("flowers", "lavender", False)])
+    answering = DEFAULT_CATALOGUE["flowers"].label_names
+    said = format_in(nothing, "ru", catalogue, "flower", labelled=True, answering=answering)
+    assert said == "Я не вижу здесь: ромашка, одуванчик, розы, подсолнухи или тюльпаны."
+    assert "lavender" in format_in(nothing, "en", catalogue, "flower", labelled=True)
 
 
 def test_a_refusal_names_what_the_chats_mode_looked_for() -> None:

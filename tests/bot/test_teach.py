@@ -221,6 +221,24 @@ async def test_auto_mode_asks_the_taught_model_when_the_digit_reader_is_not_sure
     assert digit["text"].split(" — ")[0] == "7", digit["text"]
 
 
+async def test_until_the_next_retrain_use_names_the_labels_the_serving_version_answers(
+    bots: list[BotHarness],
+) -> None:
+    """After /addlabel and /dellabel the serving version still answers with the labels it learned: /use
+    lists those, not the ones the next retrain learns (a person was told "one of: dog, bird, bug" and
+    then answered "reptile — 99%")."""
+    bot = bots[-1]
+    admin, cleo = bot.user(ADMIN_ID, "Root"), bot.user(CLEO, "Cleo")
+    for command in ("/addlabel animals fish", "/dellabel animals reptile"):
+        assert (await bot.say(admin, command))["text"].startswith("“")
+    assert bot.services.catalogue["animals"].label_names == ("dog", "bird", "bug", "fish")
+    assert (await bot.say(cleo, "/use animals"))["text"] == text(
+        "en", "mode_model", model="animals", labels="dog, bird, reptile, bug"
+    )
+    for command in ("/dellabel animals fish", "/addlabel animals reptile"):
+        assert (await bot.say(admin, command))["text"].startswith("“")
+
+
 async def test_a_model_deleted_while_its_job_runs_fails_the_job_cleanly(bots: list[BotHarness]) -> None:
     bot = bots[-1]
     admin = bot.user(ADMIN_ID, "Root")

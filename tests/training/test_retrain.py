@@ -63,8 +63,8 @@ def test_too_few_new_labels_explain_and_change_nothing_unless_forced(settings, m
     label_photos(settings, digit_photos(mnist_path, 6, seed=3), user_id=21)
     outcome = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", **SMALL))
     assert (outcome.status, outcome.decision, outcome.candidate_version) == ("succeeded", "skipped", None)
-    assert outcome.reason.startswith(
-        "only 6 photos have been labelled in chat since the last promotion; retraining needs at least 10."
+    assert outcome.reason.startswith(  # the shipped version was never promoted from chat photos
+        "only 6 photos have been labelled in chat yet; retraining needs at least 10."
     )
     assert [v.version for v in ModelStore(settings.models_dir).versions("digits")] == [1]
     forced = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", force=True, **SMALL))
@@ -73,6 +73,10 @@ def test_too_few_new_labels_explain_and_change_nothing_unless_forced(settings, m
         jobs = store.recent_retrain_jobs("digits")
     assert [(j.id, j.status, j.decision) for j in jobs][1] == (1, "succeeded", "skipped")
     assert jobs[0].metrics["report_dir"].endswith("digits-job2")
+    again = run_retrain(retrain_settings(settings), RetrainOptions(model="digits", **SMALL))
+    promoted = forced.decision == "promote"  # the labels after a promotion are the new ones
+    found = "no photos have been labelled in chat since the last promotion" if promoted else "only 6 photos"
+    assert again.reason.startswith(found), again.reason
 
 
 @pytest.mark.slow  # a real retrain: fits a model

@@ -120,7 +120,7 @@ async def test_too_few_new_labels_explains_and_changes_nothing(bot: BotHarness) 
     assert progress["text"].startswith("Retraining digits (job 1)")
     report = await report_of(bot, start)
     assert (
-        "Nothing done: no photos have been labelled in chat since the last promotion; retraining needs at "
+        "Nothing done: no photos have been labelled in chat yet; retraining needs at "
         "least 10. To retrain anyway: /retrain digits force" in report["text"]
     )
     assert bot.services.model_store.active_version("digits") == before

@@ -152,3 +152,33 @@ def test_too_few_photos_of_a_label_fail_the_job_and_say_which(
     ):
         _retrain(settings, "pets", force=True)
     assert ModelStore(settings.models_dir).active_version("pets") is None
+
+
+def test_photos_left_out_by_one_person_s_share_are_counted_in_the_error(
+    tmp_path: Path, mnist_path: Path, photos: dict[str, list[Path]]
+) -> None:
+    """`/models` counted 12 photos of bird, so the job must say why it used fewer: one person sent them."""
+    settings = _settings(tmp_path, mnist_path)
+    asyncio.run(teach(settings, "pets", {"dog": photos["dog"][:12], "bird": photos["bird"][:12]}, people=1))
+    asyncio.run(
+        teach(settings, "pets", {"dog": photos["dog"][12:24]}, people=2, create=False, first_message=24)
+    )
+    with pytest.raises(
+        RetrainError,
+        match=r"it has bird \d \(left out: \d+ over one person's share \(at most 50% of the chat photos",
+    ):
+        _retrain(settings, "pets", force=True)
+
+
+def test_a_first_version_short_of_photos_of_a_label_is_not_trained_and_says_what_it_needs(
+    tmp_path: Path, mnist_path: Path, photos: dict[str, list[Path]]
+) -> None:
+    """Not "no photos since the last promotion … needs at least 20 … force": a model never promoted
+    needs photos of every label, and forcing it cannot make up for them."""
+    settings = _settings(tmp_path, mnist_path)
+    asyncio.run(teach(settings, "pets", {"dog": photos["dog"][:12], "bird": photos["bird"][:4]}, people=2))
+    result = _retrain(settings, "pets")
+    assert result.decision == "skipped" and result.candidate_version is None
+    needs = "a first version of pets needs at least 10 photos of each label, from at least 2 people"
+    assert f"{needs}; usable so far: bird 4." in result.report.text
+    assert "force" not in result.report.text
