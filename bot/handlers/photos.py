@@ -31,7 +31,7 @@ from bot.errors import reply_for
 from bot.handlers import teach
 from bot.services import Services, lang, services
 from bot.texts import human_size, quoted, text
-from inference.catalogue import Catalogue, normalise
+from inference.catalogue import normalise
 from inference.errors import InferenceError, InferenceUnavailable
 from inference.flowers import RESIZE_SHORTER
 from inference.prediction import Mode, Prediction
@@ -316,7 +316,7 @@ async def answer(incoming: Incoming, context: ContextTypes.DEFAULT_TYPE, data: b
         _answered(found, incoming, prediction, latency_ms)
         return
     if message.caption and quoted(message.caption):  # its own: an album's is said under its first photo
-        lines.append(not_a_label(found.catalogue, message.caption, language))
+        lines.append(await not_a_label(found, message.caption, language))
     await message.reply_text(
         "\n\n".join(lines), reply_markup=buttons(found, language, prediction, prediction_id), do_quote=True
     )
@@ -418,14 +418,19 @@ async def contribute(
     return text(language, "contribution_agreed" if agreed else "contribution_disagreed", label=shown)
 
 
-def not_a_label(catalogue: Catalogue, caption: str, language: str) -> str:
+async def not_a_label(found: Services, caption: str, language: str) -> str:
     """Why a caption labelled nothing: `animals: cat` names a model without that label (its labels are
-    listed); anything else is not one of the bot's labels."""
+    listed), or a model deleted since; anything else is not one of the bot's labels."""
     model, colon, label = caption.partition(":")
-    spec = catalogue.named(normalise(model)) if colon else None
+    name = normalise(model)
+    spec = found.catalogue.named(name) if colon else None
+    if colon and spec is None and quoted(label):
+        deleted = {m.name for m in await found.store.taught_models(deleted=True) if m.deleted_at is not None}
+        if name in deleted:
+            return text(language, "contribution_model_deleted", model=name)
     if spec is None or not quoted(label):
         return text(language, "contribution_unknown_label", caption=quoted(caption))
-    labels = ", ".join(spec.shown_label(name, language) for name in spec.label_names)
+    labels = ", ".join(spec.shown_label(each, language) for each in spec.label_names)
     return text(language, "contribution_not_a_label_of", model=spec.name, label=quoted(label), labels=labels)
 
 

@@ -70,6 +70,7 @@ EN: Final[dict[str, str]] = {
         "again captioned “{example}”: the model, a colon, the label."
     ),
     "contribution_unknown_label": "“{caption}” is not one of my labels, so I only answered.",
+    "contribution_model_deleted": "“{model}” was deleted, so I did not record the label; I only answered.",
     "contribution_not_a_label_of": (
         "{model} has no label “{label}”, so I only answered. Its labels: {labels}."
     ),

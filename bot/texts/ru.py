@@ -71,6 +71,7 @@ RU: Final[dict[str, str]] = {
         "ещё раз с подписью «{example}»: модель, двоеточие, метка."
     ),
     "contribution_unknown_label": "«{caption}» — не одна из моих меток, поэтому я только ответил.",
+    "contribution_model_deleted": "Модель «{model}» удалена, поэтому метку я не записал, а только ответил.",
     "contribution_not_a_label_of": (
         "У {model} нет метки «{label}», поэтому я только ответил. Её метки: {labels}."
     ),

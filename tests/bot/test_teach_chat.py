@@ -349,3 +349,12 @@ async def test_a_caption_naming_a_model_but_none_of_its_labels_lists_them(
     answer = await bot.photo(ann, digit_photo(glyphs[3], seed=81), caption="fish")
     assert answer["text"].endswith(text("en", "contribution_unknown_label", caption="fish"))
     assert (await bot.services.store.labelled_set("pets")).examples == before
+
+
+async def test_a_caption_naming_a_deleted_model_says_it_was_deleted(
+    bot: BotHarness, glyphs: dict[int, np.ndarray]
+) -> None:
+    assert "animals" not in bot.services.catalogue  # deleted by an earlier test of this module
+    russian = bot.user(BOB + 100, "Боб", language_code="ru")
+    answer = await bot.photo(russian, digit_photo(glyphs[5], seed=90), caption="Animals: dog")
+    assert answer["text"].endswith(text("ru", "contribution_model_deleted", model="animals"))
