@@ -193,10 +193,10 @@ class Catalogue:
         belongs to several models (`dog` of `pets` and of `animals`)."""
         if not caption:
             return ()
-        model, colon, rest = caption.partition(":")
-        named = self.get(normalise(model)) if colon else None
-        if named is not None:  # `MODEL: LABEL`, for a label several models have
-            return self.only((named.name,)).find_captions(rest)
+        prefixed = model_prefix(caption)
+        named = self.get(prefixed[0]) if prefixed else None
+        if named is not None and prefixed:  # `MODEL: LABEL`, for a label several models have
+            return self.only((named.name,)).find_captions(prefixed[1])
         word = normalise(caption)
         found = tuple((spec.name, label) for spec in self if (label := spec.label_named(word)) is not None)
         readers = self.of_kind(ModelKind.DIGIT_READER)
@@ -210,6 +210,12 @@ class Catalogue:
         if spec is None:
             return False
         return label in spec.label_names or (spec.kind == ModelKind.DIGIT_READER and is_number(label))
+
+
+def model_prefix(caption: str) -> tuple[str, str] | None:
+    """`MODEL: LABEL` → (the model word, normalised; what follows the colon); None without a colon."""
+    model, colon, rest = caption.partition(":")
+    return (normalise(model), rest) if colon else None
 
 
 def is_number(word: str) -> bool:

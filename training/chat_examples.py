@@ -18,13 +18,14 @@ as MAX_CHAT_WEIGHT ordinary examples would.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from PIL import Image
 
+from inference.taught import MIN_PHOTOS_PER_LABEL
 from storage import LabelledExample, SyncStore, cap_per_contributor, negative_label
 from storage.labelled import cap_share_per_contributor, minimum_contributors, split_by_contributor
 from training.jobs import RetrainError
@@ -140,6 +141,13 @@ def within_share(
         dropped[reason] = dropped.get(reason, 0) + sum(over.values())
     keep = {e.sha256 for e in within}
     return [item for item in items if example_of(item).sha256 in keep]
+
+
+def short_labels(labels: Iterable[str], examples: Iterable[LabelledExample]) -> dict[str, int]:
+    """Of `labels`, those with fewer than MIN_PHOTOS_PER_LABEL of `examples`, with how many they have:
+    what a label needs before a version learns it."""
+    counts = Counter(e.label for e in examples)
+    return {label: counts[label] for label in labels if counts[label] < MIN_PHOTOS_PER_LABEL}
 
 
 def last_promotion(store: SyncStore, model: str) -> float:

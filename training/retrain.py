@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from typing import Any
 from inference.catalogue import DEFAULT_CATALOGUE, Catalogue, ModelKind, ModelSpec
 from inference.model_store import ModelStore, ModelVersion
 from inference.taught import MIN_PHOTOS_PER_LABEL, is_taught
-from storage import LabelledExample, SyncStore
+from storage import SyncStore
 from training import gate
 from training.chat_examples import (
     ChatRules,
@@ -56,6 +55,7 @@ from training.chat_examples import (
     chat_weight,
     last_promotion,
     select_chat_examples,
+    short_labels,
 )
 from training.jobs import JobProgress, RetrainError, Stop, claim_job, error_text, sigterm_as_exit
 from training.report import Report, ReportData, write_report
@@ -173,7 +173,7 @@ def _run(
     since = last_promotion(store, options.model)
     new = [e for e in chat.examples if e.labelled_at > since]
     if taught and serving is None:  # a first version: what it needs is photos of every label
-        short = _short_labels(spec, chat.examples)
+        short = short_labels(spec.label_names, chat.examples)
         if short and not options.force:
             report.skipped = _too_few_for_a_first_version(spec, short, settings.rules)
             return _finish_skipped(store, job_id, options, serving, report, settings, started)
@@ -288,12 +288,6 @@ def _check_still_taught(store: SyncStore, name: str) -> None:
         raise RetrainError(f"{name} was deleted while the job ran; nothing was promoted")
 
 
-def _short_labels(spec: ModelSpec, examples: list[LabelledExample]) -> dict[str, int]:
-    """The labels with fewer usable chat photos than a taught model's first version needs."""
-    counts = Counter(e.label for e in examples)
-    return {label: counts[label] for label in spec.label_names if counts[label] < MIN_PHOTOS_PER_LABEL}
-
-
 def _too_few_for_a_first_version(spec: ModelSpec, short: dict[str, int], rules: ChatRules) -> str:
     have = ", ".join(f"{label} {count}" for label, count in short.items())
     return (
@@ -302,7 +296,7 @@ def _too_few_for_a_first_version(spec: ModelSpec, short: dict[str, int], rules: 
     )
 
 
-def _too_few_new_labels(new: int, needed: int, model: str, promoted: bool = True) -> str:
+def _too_few_new_labels(new: int, needed: int, model: str, promoted: bool) -> str:
     """Why a job without enough new labels did nothing, as a person would say it (`promoted`: whether
     a version of the model was ever promoted, after which labels count as new)."""
     since = "since the last promotion" if promoted else "yet"

@@ -25,7 +25,7 @@ import numpy as np
 from inference.model_store import MODEL_FILE, ModelVersion
 from storage import LabelledExample
 from training import gate
-from training.chat_examples import chat_weight, read_photo, record_weight, usage, weighted
+from training.chat_examples import chat_weight, read_photo, record_weight, short_labels, usage, weighted
 from training.jobs import RetrainError
 from training.report import Mistake, confusion_matrix
 from training.retrain_base import Retrainer, TrainingResult, accuracy
@@ -194,12 +194,8 @@ class FlowersRetrainer(Retrainer):
     def _learnable(self, wanted: list[str], known: list[str], used: list[LabelledExample]) -> list[str]:
         """The labels this version learns: every label it keeps, and each label added in the chat
         once it has MIN_PHOTOS_PER_LABEL usable photos (the others wait, and the report says so)."""
-        from inference.taught import MIN_PHOTOS_PER_LABEL
-
-        counts = Counter(e.label for e in used)
-        waiting = [name for name in wanted if name not in known and counts[name] < MIN_PHOTOS_PER_LABEL]
-        self.report.waiting = {label: counts[label] for label in waiting}
-        return [label for label in wanted if label not in waiting]
+        self.report.waiting = short_labels((name for name in wanted if name not in known), used)
+        return [label for label in wanted if label not in self.report.waiting]
 
     def _start(self, serving_head, known, labels, training_set, mirrored, config):
         """The serving head's outputs for `labels`, each new label's fitted with the others held on

@@ -40,6 +40,7 @@ from inference.model_store import MODEL_FILE, ModelVersion
 from inference.taught import MIN_PHOTOS_PER_LABEL
 from storage import LabelledExample
 from training import gate
+from training.chat_examples import short_labels
 from training.jobs import JobProgress, RetrainError
 from training.report import Mistake, ReportData, confusion_matrix
 from training.retrain_base import Retrainer, RetrainOptions, TrainingResult, accuracy
@@ -256,14 +257,14 @@ class TaughtRetrainer(Retrainer):
     def _check_counts(self, used: list[LabelledExample], labels: list[str]) -> None:
         """Enough photos of every label; the error also says which photos were left out and why, since
         `/models` counts every labelled photo (one person's beyond their share among them)."""
-        counts = Counter(e.label for e in used)
-        short = [f"{label} {counts[label]}" for label in labels if counts[label] < MIN_PHOTOS_PER_LABEL]
+        short = short_labels(labels, used)
         if not short:
             return
+        have = ", ".join(f"{label} {count}" for label, count in short.items())
         left_out = "; ".join(f"{n} {reason}" for reason, n in self.report.dropped.items() if n)
         raise RetrainError(
             f"{self.spec.name} needs at least {MIN_PHOTOS_PER_LABEL} usable photos of each label; "
-            f"it has {', '.join(short)}" + (f" (left out: {left_out})" if left_out else "")
+            f"it has {have}" + (f" (left out: {left_out})" if left_out else "")
         )
 
     def _fit(

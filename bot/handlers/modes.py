@@ -52,17 +52,17 @@ async def _switch(update: Update, context: ContextTypes.DEFAULT_TYPE, mode: str)
     found = services(context)
     await found.set_chat_mode(chat.id, mode)
     spec = found.catalogue.for_mode(mode)
-    answering = found.answering(spec.name) if spec else ()
+    answering = found.answering(spec.name) if spec else None
     await message.reply_text(mode_text(lang(update), found.catalogue, mode, answering))
 
 
-def mode_text(language: str, catalogue: Catalogue, mode: str, answering: Sequence[str] = ()) -> str:
+def mode_text(language: str, catalogue: Catalogue, mode: str, answering: Sequence[str] | None = None) -> str:
     """What a mode means, in the user's language: its own text where it has one, else the labels its
     model answers with (`answering`; the catalogue's when not given)."""
     if f"mode_{mode}" in TEXTS["en"]:
         return text(language, f"mode_{mode}")
     spec = catalogue.for_mode(mode)
-    names = answering or (spec.label_names if spec else ())
+    names = answering if answering is not None else (spec.label_names if spec else ())
     labels = ", ".join(spec.shown_label(name, language) for name in names) if spec else ""
     return text(language, "mode_model", model=spec.shown(language) if spec else mode, labels=labels)
 

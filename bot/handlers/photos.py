@@ -31,7 +31,7 @@ from bot.errors import reply_for
 from bot.handlers import teach
 from bot.services import Services, lang, services
 from bot.texts import human_size, quoted, text
-from inference.catalogue import normalise
+from inference.catalogue import model_prefix
 from inference.errors import InferenceError, InferenceUnavailable
 from inference.flowers import RESIZE_SHORTER
 from inference.prediction import Mode, Prediction
@@ -421,10 +421,9 @@ async def contribute(
 async def not_a_label(found: Services, caption: str, language: str) -> str:
     """Why a caption labelled nothing: `animals: cat` names a model without that label (its labels are
     listed), or a model deleted since; anything else is not one of the bot's labels."""
-    model, colon, label = caption.partition(":")
-    name = normalise(model)
-    spec = found.catalogue.named(name) if colon else None
-    if colon and spec is None and quoted(label):
+    name, label = model_prefix(caption) or ("", "")
+    spec = found.catalogue.named(name) if name else None
+    if name and spec is None and quoted(label):
         deleted = {m.name for m in await found.store.taught_models(deleted=True) if m.deleted_at is not None}
         if name in deleted:
             return text(language, "contribution_model_deleted", model=name)
